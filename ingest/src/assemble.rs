@@ -1,0 +1,123 @@
+//! Turning raw events into lake batches: decode, validate, append to builders.
+//!
+//! [`EventAssembler`] is the part of the pipeline every source shares (files and
+//! Kafka alike): raw bytes and their provenance go in, [`DecodedBatch`]es of
+//! accepted and rejected rows come out. It is synchronous and does no I/O, so a
+//! source can run it on its own thread beside the writer.
+
+use std::collections::BTreeMap;
+
+use allot_schemas::config::{Config, MetricCatalog};
+use allot_schemas::event::{DecodeContext, Rejection, decode_event, oversize_rejection};
+use allot_schemas::lake::Provenance;
+use allot_schemas::reason::ReasonCode;
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
+
+use crate::batch::{RejectedBatchBuilder, UsageBatchBuilder};
+
+/// A source of "now" in UTC microseconds; a trait object so tests can fix it.
+pub type Clock = Box<dyn Fn() -> i64 + Send>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Box::new(|| chrono::Utc::now().timestamp_micros())
+}
+
+/// Accepted and rejected rows ready to be written, with what was counted.
+pub struct DecodedBatch {
+    /// Rows for `usage_events` (duplicates not yet removed).
+    pub usage: RecordBatch,
+    /// Rows for `rejected_events`.
+    pub rejected: RecordBatch,
+    /// Rejections in this batch, by reason.
+    pub rejected_by_reason: BTreeMap<ReasonCode, u64>,
+    /// Blank lines skipped.
+    pub blank_lines: u64,
+}
+
+/// Decodes raw events into batches.
+pub struct EventAssembler {
+    catalog: MetricCatalog,
+    max_future_skew_micros: i64,
+    max_event_bytes: usize,
+    clock: Clock,
+    usage: UsageBatchBuilder,
+    rejected: RejectedBatchBuilder,
+    rejected_by_reason: BTreeMap<ReasonCode, u64>,
+    blank_lines: u64,
+}
+
+impl EventAssembler {
+    /// An assembler validating with the catalog and limits of `config`.
+    pub fn new(config: &Config, clock: Clock) -> Self {
+        EventAssembler {
+            catalog: config.catalog(),
+            max_future_skew_micros: i64::try_from(config.ingest.max_future_skew.0.as_micros())
+                .unwrap_or(i64::MAX),
+            max_event_bytes: usize::try_from(config.ingest.max_event_bytes.0).unwrap_or(usize::MAX),
+            clock,
+            usage: UsageBatchBuilder::default(),
+            rejected: RejectedBatchBuilder::default(),
+            rejected_by_reason: BTreeMap::new(),
+            blank_lines: 0,
+        }
+    }
+
+    /// The largest event accepted, in bytes.
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+    }
+
+    /// Decodes one event and buffers it as accepted or rejected.
+    pub fn push(&mut self, raw: &[u8], source: Provenance<'_>) {
+        let ctx = DecodeContext {
+            catalog: &self.catalog,
+            now_micros: (self.clock)(),
+            max_future_skew_micros: self.max_future_skew_micros,
+            max_event_bytes: self.max_event_bytes,
+        };
+        match decode_event(raw, &ctx) {
+            Ok(event) => self.usage.append(&event, source),
+            Err(rejection) => self.reject(&rejection, raw, raw.len(), source),
+        }
+    }
+
+    /// Buffers a rejection for an event too large to be read whole;
+    /// `prefix` is its first bytes and `len` its full length.
+    pub fn push_oversize(&mut self, prefix: &[u8], len: usize, source: Provenance<'_>) {
+        let rejection = oversize_rejection(len, self.max_event_bytes);
+        self.reject(&rejection, prefix, len, source);
+    }
+
+    /// Counts a blank line, which is skipped.
+    pub fn skip_blank(&mut self) {
+        self.blank_lines += 1;
+    }
+
+    fn reject(&mut self, rejection: &Rejection, raw: &[u8], len: usize, source: Provenance<'_>) {
+        *self.rejected_by_reason.entry(rejection.reason).or_default() += 1;
+        self.rejected.append(rejection, raw, len, source);
+    }
+
+    /// Rows buffered (accepted and rejected).
+    pub fn buffered_rows(&self) -> usize {
+        self.usage.len() + self.rejected.len()
+    }
+
+    /// Approximate memory of the buffered accepted rows.
+    pub fn buffered_bytes(&self) -> usize {
+        self.usage.approx_bytes()
+    }
+
+    /// Takes everything buffered as one batch.
+    pub fn take(&mut self) -> Result<DecodedBatch, ArrowError> {
+        let now = (self.clock)();
+        Ok(DecodedBatch {
+            usage: self.usage.finish(now)?,
+            rejected: self.rejected.finish(now)?,
+            rejected_by_reason: std::mem::take(&mut self.rejected_by_reason),
+            blank_lines: std::mem::take(&mut self.blank_lines),
+        })
+    }
+}

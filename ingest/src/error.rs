@@ -1,0 +1,60 @@
+//! The ingest crate's error type.
+
+use allot_schemas::lake::LakeLocationError;
+
+/// Everything that can stop an ingest run. Bad events never do: they become
+/// rejected rows instead.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The lake location is unusable.
+    #[error(transparent)]
+    Location(#[from] LakeLocationError),
+    /// A Delta table operation failed.
+    #[error("lake table {table}: {source}")]
+    Lake {
+        /// The table.
+        table: &'static str,
+        /// The Delta error.
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    /// Reading a data file of the lake failed.
+    #[error("reading lake file {path}: {source}")]
+    LakeFile {
+        /// The file, relative to its table.
+        path: String,
+        /// The Parquet error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// Reading the input failed.
+    #[error("reading {name}: {source}")]
+    Input {
+        /// The input as named on the command line.
+        name: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Building an Arrow batch failed (a bug, not bad input).
+    #[error("building a batch: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A Kafka client operation failed.
+    #[error("kafka {context}: {source}")]
+    Kafka {
+        /// What was being done (topic, partition, …).
+        context: String,
+        /// The client error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The decoding thread stopped unexpectedly.
+    #[error("the decoding thread stopped: {0}")]
+    Decoder(String),
+}
+
+impl IngestError {
+    pub(crate) fn lake(table: &'static str) -> impl FnOnce(deltalake::DeltaTableError) -> IngestError {
+        move |source| IngestError::Lake { table, source }
+    }
+}

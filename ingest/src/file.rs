@@ -1,0 +1,188 @@
+//! Backfills from JSON Lines files (`allot ingest --from-file PATH|-`).
+//!
+//! A reader thread splits the input into bounded lines and decodes them into
+//! batches while the async side writes the previous batch to the lake, so the two
+//! cores of a small machine both work. At most two batches are in flight, so
+//! memory does not grow with the file.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use allot_schemas::config::Config;
+use allot_schemas::lake::{LakeLocation, Provenance};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::assemble::{Clock, DecodedBatch, EventAssembler, system_clock};
+use crate::error::IngestError;
+use crate::lake::LakeTables;
+use crate::lines::{BoundedLines, Line};
+use crate::summary::IngestSummary;
+use crate::writer::LakeWriter;
+
+/// The input of a backfill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileInput {
+    /// Standard input (`-`).
+    Stdin,
+    /// A file.
+    Path(PathBuf),
+}
+
+impl FileInput {
+    /// Reads `-` as standard input and anything else as a path.
+    pub fn from_arg(arg: &str) -> Self {
+        if arg == "-" {
+            FileInput::Stdin
+        } else {
+            FileInput::Path(PathBuf::from(arg))
+        }
+    }
+
+    /// The name recorded in `source` (`file:<name>:<line>`).
+    pub fn name(&self) -> String {
+        match self {
+            FileInput::Stdin => "-".to_string(),
+            FileInput::Path(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// What a backfill needs.
+pub struct FileIngestOptions {
+    /// The JSON Lines input.
+    pub input: FileInput,
+    /// The lake to write to.
+    pub lake: LakeLocation,
+    /// Catalog, limits and batch sizes.
+    pub config: Config,
+    /// Show a progress bar on stderr (only when stderr is a terminal).
+    pub progress: bool,
+    /// The clock used for `future_timestamp` checks and `ingested_at`.
+    pub clock: Option<Clock>,
+}
+
+/// Reads the whole input into the lake and returns the totals.
+pub async fn ingest_file(options: FileIngestOptions, cancel: CancellationToken) -> Result<IngestSummary, IngestError> {
+    let started = Instant::now();
+    let name = options.input.name();
+    let (reader, len) = open_input(&options.input)?;
+    let progress = progress_bar(options.progress, len);
+    let tables = LakeTables::open_or_create(&options.lake).await?;
+    let mut writer = LakeWriter::new(tables);
+
+    let (sender, mut receiver) = mpsc::channel::<DecodedBatch>(1);
+    let assembler = EventAssembler::new(&options.config, options.clock.unwrap_or_else(system_clock));
+    let flush_rows = options.config.ingest.flush_rows;
+    let flush_bytes = usize::try_from(options.config.ingest.flush_bytes.0).unwrap_or(usize::MAX);
+    let reader_name = name.clone();
+    let reader_progress = progress.clone();
+    let reader_cancel = cancel.clone();
+    let decoding = std::thread::Builder::new()
+        .name("allot-decode".to_string())
+        .spawn(move || {
+            decode_lines(
+                reader,
+                &reader_name,
+                assembler,
+                Limits { flush_rows, flush_bytes },
+                &sender,
+                &reader_progress,
+                &reader_cancel,
+            )
+        })
+        .map_err(|source| IngestError::Input { name: name.clone(), source })?;
+
+    let mut summary = IngestSummary::default();
+    while let Some(batch) = receiver.recv().await {
+        summary.add(writer.append(batch, Vec::new()).await?);
+    }
+    decoding
+        .join()
+        .map_err(|_| IngestError::Decoder("it panicked".to_string()))??;
+    progress.finish_and_clear();
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// When the reader thread hands a batch to the writer.
+struct Limits {
+    flush_rows: usize,
+    flush_bytes: usize,
+}
+
+fn open_input(input: &FileInput) -> Result<(Box<dyn BufRead + Send>, Option<u64>), IngestError> {
+    const BUFFER: usize = 1 << 20;
+    match input {
+        FileInput::Stdin => Ok((Box::new(BufReader::with_capacity(BUFFER, std::io::stdin())), None)),
+        FileInput::Path(path) => {
+            let file = File::open(path).map_err(|source| IngestError::Input { name: input.name(), source })?;
+            let len = file.metadata().ok().map(|m| m.len());
+            Ok((Box::new(BufReader::with_capacity(BUFFER, file)), len))
+        }
+    }
+}
+
+fn progress_bar(wanted: bool, len: Option<u64>) -> ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    match len {
+        Some(len) => ProgressBar::new(len).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner()
+            .with_style(ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}").expect("valid template")),
+    }
+}
+
+/// The reader thread: lines → assembler → batches for the writer.
+fn decode_lines(
+    reader: Box<dyn BufRead + Send>,
+    name: &str,
+    mut assembler: EventAssembler,
+    limits: Limits,
+    sender: &mpsc::Sender<DecodedBatch>,
+    progress: &ProgressBar,
+    cancel: &CancellationToken,
+) -> Result<(), IngestError> {
+    let input_error = |source| IngestError::Input { name: name.to_string(), source };
+    let mut lines = BoundedLines::new(reader, assembler.max_event_bytes());
+    let mut bytes_since_tick = 0u64;
+    while let Some((line_no, line)) = lines.next_line().map_err(input_error)? {
+        let source = Provenance::File { name, line: line_no };
+        match line {
+            Line::Complete(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
+                bytes_since_tick += bytes.len() as u64 + 1;
+                assembler.skip_blank();
+            }
+            Line::Complete(bytes) => {
+                bytes_since_tick += bytes.len() as u64 + 1;
+                assembler.push(bytes, source);
+            }
+            Line::Oversize { prefix, len } => {
+                bytes_since_tick += len as u64 + 1;
+                assembler.push_oversize(prefix, len, source);
+            }
+        }
+        if assembler.buffered_rows() >= limits.flush_rows || assembler.buffered_bytes() >= limits.flush_bytes {
+            progress.inc(std::mem::take(&mut bytes_since_tick));
+            if cancel.is_cancelled() || !send(&mut assembler, sender)? {
+                return Ok(());
+            }
+        }
+    }
+    progress.inc(bytes_since_tick);
+    send(&mut assembler, sender)?;
+    Ok(())
+}
+
+/// Hands the buffered batch to the writer; false when the writer has gone.
+fn send(assembler: &mut EventAssembler, sender: &mpsc::Sender<DecodedBatch>) -> Result<bool, IngestError> {
+    let batch = assembler.take()?;
+    Ok(sender.blocking_send(batch).is_ok())
+}

@@ -1,0 +1,377 @@
+//! Writing decoded batches to the lake, one Delta commit per table per flush.
+//!
+//! [`LakeWriter::append`] removes events whose `(tenant_id, event_id)` is already
+//! in the batch or in the table (SPEC §1.4), writes the rest as Parquet files under
+//! `tenant_id=<id>/day=<YYYY-MM-DD>/`, and commits them in one Delta commit. The
+//! rejected rows are committed first, so a rejected event is recorded before any
+//! offset that covers it.
+//!
+//! Duplicates are looked up per tenant-day: the event ids of a partition are read
+//! once from its files and then kept in a bounded cache of recently touched
+//! partitions, so memory does not grow with the input. An event re-sent with a
+//! different day is not caught here; the query engine still counts it once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use allot_schemas::lake::LakeTable;
+use allot_schemas::reason::ReasonCode;
+use arrow::array::{AsArray, BooleanBuilder, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::Date32Type;
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::assemble::DecodedBatch;
+use crate::error::IngestError;
+use crate::lake::{LakeTables, commit_append, table_name};
+
+/// A tenant-day partition of `usage_events`: tenant id and days since the epoch.
+pub type PartitionKey = (String, i32);
+
+/// Most event ids kept in the duplicate cache before old partitions are dropped.
+const DEFAULT_CACHED_KEYS: usize = 2_000_000;
+
+/// What one append did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Events written to `usage_events`.
+    pub written: u64,
+    /// Events skipped because their `(tenant_id, event_id)` was already there.
+    pub duplicates: u64,
+    /// Rows written to `rejected_events`.
+    pub rejected_written: u64,
+    /// Rejections skipped because their source was already recorded.
+    pub rejected_duplicates: u64,
+    /// Rejections by reason, as decoded.
+    pub rejected_by_reason: BTreeMap<ReasonCode, u64>,
+    /// Blank lines skipped.
+    pub blank_lines: u64,
+    /// Tenant-day partitions that received events.
+    pub partitions: BTreeSet<PartitionKey>,
+    /// The `usage_events` version committed, if anything was written.
+    pub usage_version: Option<u64>,
+}
+
+/// Writes decoded batches to the lake.
+pub struct LakeWriter {
+    tables: LakeTables,
+    known: KnownEventIds,
+    known_rejected_sources: Option<HashSet<String>>,
+}
+
+impl LakeWriter {
+    /// A writer over the lake's tables.
+    pub fn new(tables: LakeTables) -> Self {
+        LakeWriter {
+            tables,
+            known: KnownEventIds::new(DEFAULT_CACHED_KEYS),
+            known_rejected_sources: None,
+        }
+    }
+
+    /// The `usage_events` table as of the last commit.
+    pub fn usage_table(&self) -> &DeltaTable {
+        &self.tables.usage
+    }
+
+    /// Writes one batch: rejected rows first, then the new events with `txns`
+    /// (offsets recorded for Kafka partitions) in the same commit.
+    pub async fn append(
+        &mut self,
+        batch: DecodedBatch,
+        txns: Vec<Transaction>,
+    ) -> Result<AppendOutcome, IngestError> {
+        let mut outcome = AppendOutcome {
+            rejected_by_reason: batch.rejected_by_reason,
+            blank_lines: batch.blank_lines,
+            ..AppendOutcome::default()
+        };
+        let rejected = self.new_rejections(batch.rejected).await?;
+        outcome.rejected_written = rejected.num_rows() as u64;
+        outcome.rejected_duplicates = outcome
+            .rejected_by_reason
+            .values()
+            .sum::<u64>()
+            .saturating_sub(outcome.rejected_written);
+        if rejected.num_rows() > 0 {
+            write_and_commit(&mut self.tables.rejected, LakeTable::RejectedEvents, rejected, Vec::new()).await?;
+        }
+
+        let (fresh, partitions) = self.new_events(batch.usage).await?;
+        outcome.written = fresh.num_rows() as u64;
+        outcome.duplicates = partitions.duplicates;
+        outcome.partitions = partitions.touched;
+        if fresh.num_rows() > 0 || !txns.is_empty() {
+            let version = write_and_commit(&mut self.tables.usage, LakeTable::UsageEvents, fresh, txns).await?;
+            outcome.usage_version = Some(version);
+        }
+        Ok(outcome)
+    }
+
+    /// Keeps the rows of `usage` whose `(tenant_id, event_id)` is new.
+    async fn new_events(&mut self, usage: RecordBatch) -> Result<(RecordBatch, PartitionStats), IngestError> {
+        let event_ids = usage.column_by_name("event_id").expect("schema").as_string::<i32>().clone();
+        let tenants = usage.column_by_name("tenant_id").expect("schema").as_string::<i32>().clone();
+        let days = usage.column_by_name("day").expect("schema").as_primitive::<Date32Type>().clone();
+
+        let mut stats = PartitionStats::default();
+        let mut candidates = BTreeSet::new();
+        for row in 0..usage.num_rows() {
+            candidates.insert((tenants.value(row).to_string(), days.value(row)));
+        }
+        let missing: Vec<PartitionKey> = candidates
+            .into_iter()
+            .filter(|key| !self.known.contains_partition(key))
+            .collect();
+        self.load_partitions(&missing).await?;
+
+        let mut keep = BooleanBuilder::with_capacity(usage.num_rows());
+        for row in 0..usage.num_rows() {
+            let partition = (tenants.value(row).to_string(), days.value(row));
+            let is_new = self.known.insert(&partition, event_ids.value(row));
+            if is_new {
+                stats.touched.insert(partition);
+            } else {
+                stats.duplicates += 1;
+            }
+            keep.append_value(is_new);
+        }
+        self.known.evict();
+        if stats.duplicates == 0 {
+            return Ok((usage, stats));
+        }
+        let fresh = filter_record_batch(&usage, &keep.finish())?;
+        Ok((fresh, stats))
+    }
+
+    /// Reads the event ids of partitions not in the cache from their files.
+    async fn load_partitions(&mut self, partitions: &[PartitionKey]) -> Result<(), IngestError> {
+        let name = table_name(LakeTable::UsageEvents);
+        let wanted: HashSet<String> = partitions
+            .iter()
+            .map(|(tenant, day)| partition_dir(tenant, *day))
+            .collect();
+        let mut files_by_dir: HashMap<String, Vec<deltalake::Path>> = HashMap::new();
+        if !wanted.is_empty() && self.tables.usage.version().unwrap_or(0) > 0 {
+            let snapshot = self.tables.usage.snapshot().map_err(IngestError::lake(name))?;
+            for file in snapshot.log_data().iter() {
+                let path = file.object_store_path();
+                let text = path.as_ref();
+                let Some((dir, _)) = text.rsplit_once('/') else { continue };
+                if wanted.contains(dir) {
+                    files_by_dir
+                        .entry(dir.to_string())
+                        .or_default()
+                        .push(path.clone());
+                }
+            }
+        }
+        let store = self.tables.usage.log_store().object_store(None);
+        for (tenant, day) in partitions {
+            let mut ids = HashSet::new();
+            for path in files_by_dir.remove(&partition_dir(tenant, *day)).unwrap_or_default() {
+                read_string_column(store.clone(), &path, "event_id", |id| {
+                    ids.insert(Box::from(id));
+                })
+                .await?;
+            }
+            self.known.load_partition((tenant.clone(), *day), ids);
+        }
+        Ok(())
+    }
+
+    /// Keeps the rejected rows whose source is not recorded yet.
+    async fn new_rejections(&mut self, rejected: RecordBatch) -> Result<RecordBatch, IngestError> {
+        if rejected.num_rows() == 0 {
+            return Ok(rejected);
+        }
+        if self.known_rejected_sources.is_none() {
+            let mut sources = HashSet::new();
+            let table = &self.tables.rejected;
+            if table.version().unwrap_or(0) > 0 {
+                let name = table_name(LakeTable::RejectedEvents);
+                let store = table.log_store().object_store(None);
+                let files: Vec<_> = table
+                    .snapshot()
+                    .map_err(IngestError::lake(name))?
+                    .log_data()
+                    .iter()
+                    .map(|f| f.object_store_path())
+                    .collect();
+                for path in files {
+                    read_string_column(store.clone(), &path, "source", |s| {
+                        sources.insert(s.to_string());
+                    })
+                    .await?;
+                }
+            }
+            self.known_rejected_sources = Some(sources);
+        }
+        let known = self.known_rejected_sources.as_mut().expect("loaded above");
+        let sources = rejected.column_by_name("source").expect("schema").as_string::<i32>();
+        let keep: Vec<bool> = sources.iter().map(|s| known.insert(s.unwrap_or_default().to_string())).collect();
+        if keep.iter().all(|k| *k) {
+            return Ok(rejected);
+        }
+        Ok(filter_record_batch(&rejected, &keep.into())?)
+    }
+}
+
+/// Counts gathered while deduplicating one batch.
+#[derive(Default)]
+struct PartitionStats {
+    touched: BTreeSet<PartitionKey>,
+    duplicates: u64,
+}
+
+/// The directory of a tenant-day partition, as Delta writes it.
+fn partition_dir(tenant: &str, day: i32) -> String {
+    let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    format!("tenant_id={tenant}/day={date}")
+}
+
+/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// Writes one batch to `table` as Parquet files and commits them with `txns`.
+async fn write_and_commit(
+    table: &mut DeltaTable,
+    which: LakeTable,
+    batch: RecordBatch,
+    txns: Vec<Transaction>,
+) -> Result<u64, IngestError> {
+    let name = table_name(which);
+    let mut adds = Vec::new();
+    if batch.num_rows() > 0 {
+        let mut writer = RecordBatchWriter::for_table(table).map_err(IngestError::lake(name))?;
+        writer.write(batch).await.map_err(IngestError::lake(name))?;
+        adds = writer.flush().await.map_err(IngestError::lake(name))?;
+    }
+    commit_append(table, name, adds, txns).await
+}
+
+/// Reads one string column of a Parquet file of the lake into `sink`.
+async fn read_string_column(
+    store: deltalake::logstore::ObjectStoreRef,
+    path: &deltalake::Path,
+    column: &str,
+    mut sink: impl FnMut(&str),
+) -> Result<(), IngestError> {
+    let file_error = |source| IngestError::LakeFile {
+        path: path.to_string(),
+        source,
+    };
+    let object_error = |e: deltalake::ObjectStoreError| file_error(parquet::errors::ParquetError::External(Box::new(e)));
+    let bytes = store.get(path).await.map_err(object_error)?.bytes().await.map_err(object_error)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(file_error)?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
+    for batch in builder.with_projection(mask).build().map_err(file_error)? {
+        let batch = batch?;
+        let values = batch.column(0);
+        if let Some(strings) = values.as_string_opt::<i32>() {
+            strings.iter().flatten().for_each(&mut sink);
+        } else if let Some(views) = values.as_string_view_opt() {
+            views.iter().flatten().for_each(&mut sink);
+        }
+    }
+    Ok(())
+}
+
+/// Event ids known to be in the lake, for recently touched partitions.
+struct KnownEventIds {
+    partitions: HashMap<PartitionKey, (u64, HashSet<Box<str>>)>,
+    keys: usize,
+    max_keys: usize,
+    tick: u64,
+}
+
+impl KnownEventIds {
+    fn new(max_keys: usize) -> Self {
+        KnownEventIds {
+            partitions: HashMap::new(),
+            keys: 0,
+            max_keys,
+            tick: 0,
+        }
+    }
+
+    fn contains_partition(&self, key: &PartitionKey) -> bool {
+        self.partitions.contains_key(key)
+    }
+
+    fn load_partition(&mut self, key: PartitionKey, ids: HashSet<Box<str>>) {
+        self.keys += ids.len();
+        self.partitions.insert(key, (self.tick, ids));
+    }
+
+    /// Records `event_id` in `partition`; false when it was already there.
+    fn insert(&mut self, partition: &PartitionKey, event_id: &str) -> bool {
+        let (touched, ids) = self
+            .partitions
+            .get_mut(partition)
+            .expect("partitions are loaded before their events are checked");
+        *touched = self.tick;
+        if ids.contains(event_id) {
+            return false;
+        }
+        ids.insert(Box::from(event_id));
+        self.keys += 1;
+        true
+    }
+
+    /// Ends a batch: drops the least recently touched partitions over the cap.
+    fn evict(&mut self) {
+        self.tick += 1;
+        if self.keys <= self.max_keys {
+            return;
+        }
+        let mut by_age: Vec<(u64, PartitionKey, usize)> = self
+            .partitions
+            .iter()
+            .map(|(key, (touched, ids))| (*touched, key.clone(), ids.len()))
+            .collect();
+        by_age.sort();
+        for (_, key, len) in by_age {
+            if self.keys <= self.max_keys / 2 {
+                break;
+            }
+            self.partitions.remove(&key);
+            self.keys -= len;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_dirs_match_delta_layout() {
+        assert_eq!(partition_dir("acme", 0), "tenant_id=acme/day=1970-01-01");
+        assert_eq!(partition_dir("acme", 20513), "tenant_id=acme/day=2026-03-01");
+    }
+
+    #[test]
+    fn cache_evicts_old_partitions_and_remembers_new_ids() {
+        let mut known = KnownEventIds::new(4);
+        let a = ("a".to_string(), 1);
+        let b = ("b".to_string(), 1);
+        known.load_partition(a.clone(), HashSet::new());
+        assert!(known.insert(&a, "1"));
+        assert!(!known.insert(&a, "1"));
+        assert!(known.insert(&a, "2"));
+        known.evict();
+        known.load_partition(b.clone(), HashSet::new());
+        for id in ["1", "2", "3"] {
+            assert!(known.insert(&b, id));
+        }
+        known.evict();
+        assert!(!known.contains_partition(&a));
+        assert!(known.contains_partition(&b));
+    }
+}

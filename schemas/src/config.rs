@@ -1,0 +1,912 @@
+//! `allot.toml`: configuration types, loading with environment overrides, validation.
+//!
+//! Loading is layered: built-in defaults, then the TOML file, then
+//! `ALLOT__SECTION__KEY` environment variables (SPEC §3). Every struct denies
+//! unknown keys, and every error names the offending key (`api.listen`,
+//! `rates[2].unit_price`) and, for an override, the variable it came from.
+//! Money and quantities are exact decimals ([`ConfigDecimal`]): a TOML float is
+//! refused because it has already been through a binary float.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bigdecimal::BigDecimal;
+use chrono::NaiveDate;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use crate::tenant::is_valid_tenant_id;
+
+/// A configuration error: the key it is about and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`{}: {message}", origin.as_ref().map(|o| format!(" (from {o})")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The dotted path of the key, e.g. `rates[1].unit_price`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+    /// The file or environment variable that set it, when known.
+    pub origin: Option<String>,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+            origin: None,
+        }
+    }
+}
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "ALLOT__";
+
+/// The whole of `allot.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Currency of every price and invoice.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// The lake URL or path; `--lake` overrides it.
+    #[serde(default)]
+    pub lake: Option<String>,
+    /// Kafka connection for collectors.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Collector batching and validation limits.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// Metrics added to (or replacing by name) the built-in catalog.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricDefinition>,
+    /// The global price book.
+    #[serde(default)]
+    pub rates: Vec<RateEntry>,
+    /// Per-tenant overrides, discounts and quotas.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// Tenant-health thresholds.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Noisy-neighbour detection thresholds.
+    #[serde(default)]
+    pub noisy: NoisyConfig,
+    /// The HTTP server.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+fn default_currency() -> String {
+    "USD".to_string()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            currency: default_currency(),
+            lake: None,
+            kafka: KafkaConfig::default(),
+            ingest: IngestConfig::default(),
+            metrics: BTreeMap::new(),
+            rates: Vec::new(),
+            tenants: BTreeMap::new(),
+            health: HealthConfig::default(),
+            noisy: NoisyConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// Kafka settings of a collector; the CLI flags override them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated.
+    pub brokers: Option<String>,
+    /// The topic of usage events.
+    pub topic: Option<String>,
+    /// The consumer group of the collector fleet.
+    pub group: Option<String>,
+    /// Extra librdkafka properties passed through unchanged.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// How collectors batch and validate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Flush a batch when it holds this many rows.
+    pub flush_rows: usize,
+    /// Flush a batch when its Arrow buffers reach this size.
+    pub flush_bytes: ByteSize,
+    /// Flush at least this often.
+    pub flush_interval: HumanDuration,
+    /// Cap on buffered data across all partitions.
+    pub max_buffer_bytes: ByteSize,
+    /// How far ahead of the collector's clock an event's `ts` may be.
+    pub max_future_skew: HumanDuration,
+    /// Largest accepted event.
+    pub max_event_bytes: ByteSize,
+    /// Target size of compacted files.
+    pub compaction_target_bytes: ByteSize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            flush_rows: 100_000,
+            flush_bytes: ByteSize(64 << 20),
+            flush_interval: HumanDuration(Duration::from_secs(10)),
+            max_buffer_bytes: ByteSize(256 << 20),
+            max_future_skew: HumanDuration(Duration::from_secs(86_400)),
+            max_event_bytes: ByteSize(1 << 20),
+            compaction_target_bytes: ByteSize(128 << 20),
+        }
+    }
+}
+
+/// Whether a metric is summed or time-weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Summed over the period.
+    Counter,
+    /// Time-weighted over the period.
+    Gauge,
+}
+
+/// One metric of the catalog (SPEC §3.1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDefinition {
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// The billing unit, e.g. `GiB-month`.
+    pub unit: String,
+    /// Billing quantity = raw quantity / divisor.
+    pub divisor: ConfigDecimal,
+    /// For gauges: how long one sample holds at most.
+    #[serde(default)]
+    pub hold: Option<HumanDuration>,
+}
+
+/// The metrics events may use: the built-in three plus those of the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricCatalog {
+    metrics: BTreeMap<String, MetricSpec>,
+}
+
+/// A resolved catalog entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSpec {
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// The billing unit.
+    pub unit: String,
+    /// Billing quantity = raw quantity / divisor.
+    pub divisor: BigDecimal,
+    /// For gauges, how long one sample holds at most; `None` for counters.
+    pub hold: Option<Duration>,
+}
+
+/// How long a gauge sample holds when the catalog does not say.
+pub const DEFAULT_GAUGE_HOLD: Duration = Duration::from_secs(3600);
+
+impl Default for MetricCatalog {
+    fn default() -> Self {
+        let spec = |kind, unit: &str, divisor: &str, hold| MetricSpec {
+            kind,
+            unit: unit.to_string(),
+            divisor: BigDecimal::from_str(divisor).expect("built-in divisor"),
+            hold,
+        };
+        let metrics = BTreeMap::from([
+            ("compute_seconds".to_string(), spec(MetricKind::Counter, "vCPU-hour", "3600", None)),
+            ("egress_bytes".to_string(), spec(MetricKind::Counter, "GiB", "1073741824", None)),
+            (
+                "storage_bytes".to_string(),
+                spec(MetricKind::Gauge, "GiB-month", "1073741824", Some(DEFAULT_GAUGE_HOLD)),
+            ),
+        ]);
+        MetricCatalog { metrics }
+    }
+}
+
+impl MetricCatalog {
+    /// Whether `metric` is in the catalog.
+    pub fn contains(&self, metric: &str) -> bool {
+        self.metrics.contains_key(metric)
+    }
+
+    /// The entry of `metric`.
+    pub fn get(&self, metric: &str) -> Option<&MetricSpec> {
+        self.metrics.get(metric)
+    }
+
+    /// All entries, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MetricSpec)> {
+        self.metrics.iter().map(|(name, spec)| (name.as_str(), spec))
+    }
+}
+
+/// One entry of a price book (SPEC §3.2): a flat price or graduated tiers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateEntry {
+    /// The metric priced.
+    pub metric: String,
+    /// UTC date from whose 00:00 the rate applies.
+    pub effective_from: String,
+    /// Flat price per billing unit.
+    #[serde(default)]
+    pub unit_price: Option<ConfigDecimal>,
+    /// Graduated tiers by billing quantity in the month.
+    #[serde(default)]
+    pub tiers: Option<Vec<Tier>>,
+}
+
+/// One band of graduated pricing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Upper bound of the band in billing units; absent for the last band.
+    #[serde(default)]
+    pub up_to: Option<ConfigDecimal>,
+    /// Price per billing unit inside the band.
+    pub unit_price: ConfigDecimal,
+}
+
+/// Per-tenant settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Discount on the subtotal, in percent.
+    #[serde(default)]
+    pub discount_percent: Option<ConfigDecimal>,
+    /// Monthly quotas in raw units, by metric.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, ConfigDecimal>,
+    /// Rates that override the global price book for this tenant.
+    #[serde(default)]
+    pub rates: Vec<RateEntry>,
+}
+
+/// Tenant-health thresholds (SPEC §4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// A tenant silent this long, after events in the previous 24 h, is stale.
+    pub stale_after: HumanDuration,
+    /// Quota use at or above this percentage is a warning.
+    pub quota_warning_percent: ConfigDecimal,
+    /// Quota use at or above this percentage is critical.
+    pub quota_critical_percent: ConfigDecimal,
+    /// Rejected events at or above this percentage of a tenant's events in 24 h is a warning.
+    pub rejected_warning_percent: ConfigDecimal,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            stale_after: HumanDuration(Duration::from_secs(3600)),
+            quota_warning_percent: ConfigDecimal::from_static("80"),
+            quota_critical_percent: ConfigDecimal::from_static("100"),
+            rejected_warning_percent: ConfigDecimal::from_static("1"),
+        }
+    }
+}
+
+/// Noisy-neighbour thresholds (SPEC §4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoisyConfig {
+    /// Bucket width.
+    pub bucket: HumanDuration,
+    /// Number of buckets in the baseline before each bucket.
+    pub baseline_buckets: u32,
+    /// Minimum share of the bucket's total.
+    pub min_share: ConfigDecimal,
+    /// Minimum z-score against the baseline.
+    pub min_z: ConfigDecimal,
+    /// Minimum number of tenants that used the metric in the bucket.
+    pub min_active_tenants: u32,
+}
+
+impl Default for NoisyConfig {
+    fn default() -> Self {
+        NoisyConfig {
+            bucket: HumanDuration(Duration::from_secs(3600)),
+            baseline_buckets: 168,
+            min_share: ConfigDecimal::from_static("0.30"),
+            min_z: ConfigDecimal::from_static("3.0"),
+            min_active_tenants: 2,
+        }
+    }
+}
+
+/// The HTTP server (SPEC §3.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// HS256 signing key.
+    pub jwt_secret: Option<Secret>,
+    /// Path of an Ed25519 public key (PEM) for EdDSA tokens.
+    pub jwt_public_key: Option<String>,
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// Longest accepted token lifetime.
+    pub max_token_ttl: HumanDuration,
+    /// Where denied attempts are written (JSON Lines).
+    pub audit_log: String,
+    /// Requests per second per tenant.
+    pub rate_limit_per_s: u32,
+    /// Concurrent SQL queries per tenant.
+    pub sql_concurrency: u32,
+    /// Time limit of one SQL query.
+    pub sql_timeout: HumanDuration,
+    /// Memory cap of one SQL query.
+    pub sql_memory: ByteSize,
+    /// Row cap of one SQL result.
+    pub sql_max_rows: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8080".to_string(),
+            jwt_secret: None,
+            jwt_public_key: None,
+            issuer: "allot".to_string(),
+            audience: "allot".to_string(),
+            max_token_ttl: HumanDuration(Duration::from_secs(3600)),
+            audit_log: "audit.jsonl".to_string(),
+            rate_limit_per_s: 50,
+            sql_concurrency: 2,
+            sql_timeout: HumanDuration(Duration::from_secs(30)),
+            sql_memory: ByteSize(512 << 20),
+            sql_max_rows: 100_000,
+        }
+    }
+}
+
+/// A secret string: deserialized like a string, printed as `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An exact decimal read from a TOML string (`"0.0400"`) or integer (`3600`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigDecimal(pub BigDecimal);
+
+impl ConfigDecimal {
+    fn from_static(text: &str) -> Self {
+        ConfigDecimal(BigDecimal::from_str(text).expect("built-in decimal"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDecimal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = ConfigDecimal;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a decimal as a string such as \"0.04\", or an integer")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ConfigDecimal, E> {
+                parse_plain_decimal(text)
+                    .map(ConfigDecimal)
+                    .ok_or_else(|| E::custom(format!("{text:?} is not a decimal number")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ConfigDecimal, E> {
+                Ok(ConfigDecimal(BigDecimal::from(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ConfigDecimal, E> {
+                Ok(ConfigDecimal(BigDecimal::from(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ConfigDecimal, E> {
+                Err(E::custom(format!(
+                    "write decimals as strings (\"{v}\"): a TOML float is not exact"
+                )))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Parses `-?digits(.digits)?`, the only decimal spelling the config accepts.
+fn parse_plain_decimal(text: &str) -> Option<BigDecimal> {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
+    let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only(int) || !digits_only(frac) {
+        return None;
+    }
+    BigDecimal::from_str(text).ok()
+}
+
+/// A duration written like `30s`, `15m`, `1h`, `1d` or `500ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("{text:?} needs a unit (ms, s, m, h, d)"))?;
+        let (number, unit) = text.split_at(split);
+        let amount: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration such as \"30s\" or \"1h\""))?;
+        let millis_per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m, h or d)")),
+        };
+        amount
+            .checked_mul(millis_per_unit)
+            .map(|ms| HumanDuration(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("{text:?} is too long"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A size in bytes written like `64MiB`, `512KiB`, `1GiB` or a plain integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let amount: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size such as \"64MiB\""))?;
+        let multiplier: u64 = match unit {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return Err(format!("{text:?} has an unknown unit (use B, KiB, MiB or GiB)")),
+        };
+        amount
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"64MiB\" or an integer number of bytes")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ByteSize, E> {
+                text.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl Config {
+    /// Loads `path` (or only the defaults when `None`), applies `ALLOT__…`
+    /// overrides from `env`, and validates the result.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    key: "(file)".to_string(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                    origin: None,
+                })?;
+                (text, path.display().to_string())
+            }
+            None => (String::new(), "defaults".to_string()),
+        };
+        Config::from_toml_str(&text, &origin, env)
+    }
+
+    /// Parses TOML text, applies overrides from `env` and validates.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            key: "(syntax)".to_string(),
+            message: e.message().to_string(),
+            origin: Some(origin.to_string()),
+        })?;
+        let overrides = apply_env_overrides(&mut table, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let origin = overrides
+                    .iter()
+                    .find(|(path, _)| key.starts_with(path.as_str()))
+                    .map(|(_, var)| var.clone())
+                    .unwrap_or_else(|| origin.to_string());
+                ConfigError {
+                    key,
+                    message: e.into_inner().to_string(),
+                    origin: Some(origin),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The metric catalog: the built-in metrics plus (or replaced by) the configured ones.
+    pub fn catalog(&self) -> MetricCatalog {
+        let mut catalog = MetricCatalog::default();
+        for (name, def) in &self.metrics {
+            let hold = match def.kind {
+                MetricKind::Counter => None,
+                MetricKind::Gauge => Some(def.hold.map_or(DEFAULT_GAUGE_HOLD, |h| h.0)),
+            };
+            catalog.metrics.insert(
+                name.clone(),
+                MetricSpec {
+                    kind: def.kind,
+                    unit: def.unit.clone(),
+                    divisor: def.divisor.0.clone(),
+                    hold,
+                },
+            );
+        }
+        catalog
+    }
+
+    /// Checks what types alone cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ConfigError::new("currency", "must be a three-letter ISO 4217 code such as \"USD\""));
+        }
+        for (name, def) in &self.metrics {
+            let key = |field: &str| format!("metrics.{name}.{field}");
+            if !is_valid_metric_name(name) {
+                return Err(ConfigError::new(format!("metrics.{name}"), "metric names match ^[a-z][a-z0-9_]{0,63}$"));
+            }
+            if def.divisor.0 <= BigDecimal::from(0) {
+                return Err(ConfigError::new(key("divisor"), "must be greater than 0"));
+            }
+            match (def.kind, def.hold) {
+                (MetricKind::Counter, Some(_)) => {
+                    return Err(ConfigError::new(key("hold"), "only gauges have a hold"));
+                }
+                (MetricKind::Gauge, Some(hold)) if hold.0.is_zero() => {
+                    return Err(ConfigError::new(key("hold"), "must be greater than 0"));
+                }
+                _ => {}
+            }
+        }
+        let catalog = self.catalog();
+        validate_rates(&self.rates, "rates", &catalog)?;
+        for (tenant, settings) in &self.tenants {
+            let key = |field: &str| format!("tenants.{tenant}.{field}");
+            if !is_valid_tenant_id(tenant) {
+                return Err(ConfigError::new(format!("tenants.{tenant}"), "tenant ids match ^[a-z0-9][a-z0-9_-]{0,62}$"));
+            }
+            if let Some(discount) = &settings.discount_percent
+                && (discount.0 < BigDecimal::from(0) || discount.0 > BigDecimal::from(100))
+            {
+                return Err(ConfigError::new(key("discount_percent"), "must be between 0 and 100"));
+            }
+            for (metric, quota) in &settings.quotas {
+                if !catalog.contains(metric) {
+                    return Err(ConfigError::new(key(&format!("quotas.{metric}")), "is not a metric of the catalog"));
+                }
+                if quota.0 <= BigDecimal::from(0) {
+                    return Err(ConfigError::new(key(&format!("quotas.{metric}")), "must be greater than 0"));
+                }
+            }
+            validate_rates(&settings.rates, &key("rates"), &catalog)?;
+        }
+        if self.ingest.flush_rows == 0 {
+            return Err(ConfigError::new("ingest.flush_rows", "must be at least 1"));
+        }
+        if self.ingest.flush_bytes.0 == 0 || self.ingest.max_buffer_bytes.0 < self.ingest.flush_bytes.0 {
+            return Err(ConfigError::new("ingest.max_buffer_bytes", "must be at least ingest.flush_bytes, which must be above 0"));
+        }
+        if self.ingest.max_event_bytes.0 == 0 {
+            return Err(ConfigError::new("ingest.max_event_bytes", "must be greater than 0"));
+        }
+        if self.noisy.bucket.0.is_zero() || self.noisy.baseline_buckets == 0 {
+            return Err(ConfigError::new("noisy.bucket", "bucket and baseline_buckets must be greater than 0"));
+        }
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new("api.listen", format!("{:?} is not an address such as 127.0.0.1:8080", self.api.listen)));
+        }
+        if self.api.max_token_ttl.0.is_zero() {
+            return Err(ConfigError::new("api.max_token_ttl", "must be greater than 0"));
+        }
+        if self.api.sql_max_rows == 0 || self.api.sql_concurrency == 0 || self.api.rate_limit_per_s == 0 {
+            return Err(ConfigError::new("api", "rate_limit_per_s, sql_concurrency and sql_max_rows must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` is a valid metric name.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    matches!(bytes.first(), Some(b) if b.is_ascii_lowercase())
+        && bytes.len() <= 64
+        && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn validate_rates(rates: &[RateEntry], prefix: &str, catalog: &MetricCatalog) -> Result<(), ConfigError> {
+    let zero = BigDecimal::from(0);
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, rate) in rates.iter().enumerate() {
+        let key = |field: &str| format!("{prefix}[{i}].{field}");
+        if !catalog.contains(&rate.metric) {
+            return Err(ConfigError::new(key("metric"), format!("{:?} is not a metric of the catalog", rate.metric)));
+        }
+        if NaiveDate::parse_from_str(&rate.effective_from, "%Y-%m-%d").is_err() {
+            return Err(ConfigError::new(key("effective_from"), "must be a date YYYY-MM-DD"));
+        }
+        if !seen.insert((rate.metric.as_str(), rate.effective_from.as_str())) {
+            return Err(ConfigError::new(key("effective_from"), format!("a rate for {} from {} is already defined", rate.metric, rate.effective_from)));
+        }
+        match (&rate.unit_price, &rate.tiers) {
+            (Some(price), None) if price.0 < zero => {
+                return Err(ConfigError::new(key("unit_price"), "must not be negative"));
+            }
+            (Some(_), None) => {}
+            (None, Some(tiers)) => validate_tiers(tiers, &key("tiers"))?,
+            _ => return Err(ConfigError::new(key("unit_price"), "give exactly one of unit_price or tiers")),
+        }
+    }
+    Ok(())
+}
+
+fn validate_tiers(tiers: &[Tier], prefix: &str) -> Result<(), ConfigError> {
+    let zero = BigDecimal::from(0);
+    let mut previous = zero.clone();
+    for (i, tier) in tiers.iter().enumerate() {
+        let key = |field: &str| format!("{prefix}[{i}].{field}");
+        if tier.unit_price.0 < zero {
+            return Err(ConfigError::new(key("unit_price"), "must not be negative"));
+        }
+        let last = i + 1 == tiers.len();
+        match (&tier.up_to, last) {
+            (None, true) => {}
+            (None, false) => return Err(ConfigError::new(key("up_to"), "only the last tier may be unbounded")),
+            (Some(_), true) => return Err(ConfigError::new(key("up_to"), "the last tier must be unbounded (no up_to)")),
+            (Some(up_to), false) if up_to.0 <= previous => {
+                return Err(ConfigError::new(key("up_to"), "tiers must have increasing up_to bounds above 0"));
+            }
+            (Some(up_to), false) => previous = up_to.0.clone(),
+        }
+    }
+    if tiers.is_empty() {
+        return Err(ConfigError::new(prefix, "needs at least one tier"));
+    }
+    Ok(())
+}
+
+/// Applies `ALLOT__A__B=value` variables to the table; returns which dotted key
+/// prefix each variable set, for error messages.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut applied = Vec::new();
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError {
+                key: path.join("."),
+                message: "malformed override variable".to_string(),
+                origin: Some(var),
+            });
+        }
+        let (last, parents) = path.split_last().expect("split yields one part at least");
+        let mut node = &mut *table;
+        for part in parents {
+            let entry = node
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = match entry {
+                toml::Value::Table(inner) => inner,
+                _ => {
+                    return Err(ConfigError {
+                        key: path.join("."),
+                        message: format!("`{part}` is not a section"),
+                        origin: Some(var),
+                    });
+                }
+            };
+        }
+        node.insert(last.clone(), env_value(&raw));
+        applied.push((path.join("."), var));
+    }
+    Ok(applied)
+}
+
+/// Reads an override as a TOML value (`5000`, `true`, `"x"`), else as a plain string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_ENV: [(String, String); 0] = [];
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "allot.toml", NO_ENV)
+    }
+
+    const SPEC_EXAMPLE: &str = r#"
+currency = "USD"
+
+[metrics.compute_seconds]
+kind = "counter"
+unit = "vCPU-hour"
+divisor = "3600"
+
+[metrics.storage_bytes]
+kind = "gauge"
+unit = "GiB-month"
+divisor = "1073741824"
+hold = "1h"
+
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-01"
+unit_price = "0.0400"
+
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+tiers = [
+  { up_to = "10240", unit_price = "0.09" },
+  { up_to = "51200", unit_price = "0.085" },
+  { unit_price = "0.07" },
+]
+
+[tenants.acme]
+discount_percent = "10"
+quotas = { compute_seconds = "2000000" }
+
+[[tenants.acme.rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.05"
+
+[api]
+listen = "127.0.0.1:8080"
+jwt_secret = "s3cret"
+"#;
+
+    #[test]
+    fn loads_the_spec_example() {
+        let config = load(SPEC_EXAMPLE).unwrap();
+        assert_eq!(config.rates.len(), 2);
+        assert_eq!(config.rates[0].unit_price.as_ref().unwrap().0.to_string(), "0.0400");
+        assert_eq!(config.tenants["acme"].rates[0].metric, "egress_bytes");
+        assert!(config.catalog().contains("egress_bytes"));
+        assert_eq!(config.catalog().get("storage_bytes").unwrap().hold, Some(Duration::from_secs(3600)));
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key() {
+        let err = load("[api]\nlistn = \"x\"").unwrap_err();
+        assert_eq!(err.key, "api.listn");
+        assert!(err.to_string().contains("api.listn"), "{err}");
+        let err = load("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"1\"\nprice = 2").unwrap_err();
+        assert_eq!(err.key, "rates[0].price");
+        let err = load("[ingest]\nflush_interval = \"10 parsecs\"").unwrap_err();
+        assert_eq!(err.key, "ingest.flush_interval");
+    }
+
+    #[test]
+    fn validate_names_the_offending_key() {
+        let cases = [
+            ("[[rates]]\nmetric = \"gpu\"\neffective_from = \"2026-01-01\"\nunit_price = \"1\"", "rates[0].metric"),
+            ("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-1-1x\"\nunit_price = \"1\"", "rates[0].effective_from"),
+            ("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"-1\"", "rates[0].unit_price"),
+            ("[tenants.acme]\ndiscount_percent = \"101\"", "tenants.acme.discount_percent"),
+            ("[tenants.Acme]", "tenants.Acme"),
+            ("[tenants.acme]\nquotas = { gpu = \"1\" }", "tenants.acme.quotas.gpu"),
+            ("[metrics.gpu]\nkind = \"counter\"\nunit = \"h\"\ndivisor = \"0\"", "metrics.gpu.divisor"),
+            ("[api]\nlisten = \"nowhere\"", "api.listen"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(load(text).unwrap_err().key, key, "{text}");
+        }
+    }
+
+    #[test]
+    fn floats_are_refused_for_money() {
+        let err = load("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = 0.04").unwrap_err();
+        assert_eq!(err.key, "rates[0].unit_price");
+        assert!(err.message.contains("not exact"), "{}", err.message);
+    }
+
+    #[test]
+    fn environment_overrides_win_and_are_named() {
+        let env = [
+            ("ALLOT__API__LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+            ("ALLOT__INGEST__FLUSH_ROWS".to_string(), "5000".to_string()),
+            ("OTHER".to_string(), "ignored".to_string()),
+        ];
+        let config = Config::from_toml_str(SPEC_EXAMPLE, "allot.toml", env).unwrap();
+        assert_eq!(config.api.listen, "0.0.0.0:9000");
+        assert_eq!(config.ingest.flush_rows, 5000);
+        let err = Config::from_toml_str("", "allot.toml", [("ALLOT__API__LISTN".to_string(), "x".to_string())]).unwrap_err();
+        assert_eq!(err.key, "api.listn");
+        assert_eq!(err.origin.as_deref(), Some("ALLOT__API__LISTN"));
+    }
+
+    #[test]
+    fn parses_durations_and_sizes() {
+        assert_eq!("10s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(10));
+        assert_eq!("1d".parse::<HumanDuration>().unwrap().0, Duration::from_secs(86_400));
+        assert!("10".parse::<HumanDuration>().is_err());
+        assert_eq!("64MiB".parse::<ByteSize>().unwrap().0, 64 << 20);
+        assert!("64MB".parse::<ByteSize>().is_err());
+    }
+}

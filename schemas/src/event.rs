@@ -1,0 +1,589 @@
+//! Usage events: decoding native JSON v1 and structured CloudEvents, and validation.
+//!
+//! [`decode_event`] turns the raw bytes of one Kafka message or one JSON Lines line
+//! into a [`UsageEvent`] or a [`Rejection`] carrying a stable [`ReasonCode`]. It
+//! never panics and never goes through a binary float: `value` is read from the
+//! JSON text by [`Decimal9::parse_json_number`]. Strings without escapes are
+//! borrowed from the input, so the hot path allocates little.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use chrono::DateTime;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::config::MetricCatalog;
+use crate::decimal::{Decimal9, DecimalError};
+use crate::reason::ReasonCode;
+use crate::tenant::is_valid_tenant_id;
+
+/// Longest `event_id`, in bytes.
+pub const MAX_EVENT_ID_BYTES: usize = 128;
+/// Longest `resource`, in bytes.
+pub const MAX_RESOURCE_BYTES: usize = 256;
+/// Longest `region` or `service`, in bytes.
+pub const MAX_REGION_SERVICE_BYTES: usize = 64;
+/// Most entries in `labels`.
+pub const MAX_LABELS: usize = 32;
+/// Longest label key, in bytes.
+pub const MAX_LABEL_KEY_BYTES: usize = 64;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 256;
+/// The only native schema version this build understands.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Microseconds in one day.
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// A validated usage event, borrowing its strings from the input where it can.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageEvent<'a> {
+    /// With `tenant_id`, the identity of the event.
+    pub event_id: Cow<'a, str>,
+    /// The tenant, already checked against the tenant id charset.
+    pub tenant_id: Cow<'a, str>,
+    /// The event time in UTC microseconds since the Unix epoch.
+    pub ts_micros: i64,
+    /// A metric of the catalog.
+    pub metric: Cow<'a, str>,
+    /// The exact value.
+    pub value: Decimal9,
+    /// The resource (volume, VM, …) that keys gauge series.
+    pub resource: Option<Cow<'a, str>>,
+    /// The region the usage happened in.
+    pub region: Option<Cow<'a, str>>,
+    /// The service that reported the usage.
+    pub service: Option<Cow<'a, str>>,
+    /// Free-form labels, sorted by key.
+    pub labels: Vec<(String, Cow<'a, str>)>,
+    /// The schema version the event declared (always [`SCHEMA_VERSION`] today).
+    pub schema_version: i32,
+}
+
+impl UsageEvent<'_> {
+    /// The UTC day of `ts`, as days since the Unix epoch (Arrow `Date32`).
+    pub fn day(&self) -> i32 {
+        day_of_micros(self.ts_micros)
+    }
+}
+
+/// The UTC day of a timestamp in microseconds, as days since the Unix epoch.
+pub fn day_of_micros(ts_micros: i64) -> i32 {
+    // Any RFC 3339 timestamp (years 0000–9999) is well inside i32 days.
+    ts_micros.div_euclid(MICROS_PER_DAY) as i32
+}
+
+/// An event that broke a rule, with what a person needs to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The stable reason code.
+    pub reason: ReasonCode,
+    /// A one-line explanation naming the field.
+    pub message: String,
+    /// The tenant, when one could be read and is valid.
+    pub tenant_id: Option<String>,
+}
+
+impl Rejection {
+    fn new(reason: ReasonCode, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            message: message.into(),
+            tenant_id: None,
+        }
+    }
+}
+
+/// What validation depends on besides the event itself.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeContext<'c> {
+    /// The metrics events may use.
+    pub catalog: &'c MetricCatalog,
+    /// The collector's clock, in UTC microseconds.
+    pub now_micros: i64,
+    /// How far ahead of `now_micros` an event may be.
+    pub max_future_skew_micros: i64,
+    /// Largest accepted event, in bytes.
+    pub max_event_bytes: usize,
+}
+
+/// Every field allot reads, native and CloudEvents, as unparsed JSON.
+///
+/// Reading each field as a [`RawValue`] lets decoding classify a wrong type as
+/// `invalid_type` instead of a generic JSON error.
+#[derive(Deserialize)]
+struct WireObject<'a> {
+    #[serde(borrow)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tenant_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ts: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metric: Option<&'a RawValue>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+    #[serde(borrow)]
+    resource: Option<&'a RawValue>,
+    #[serde(borrow)]
+    region: Option<&'a RawValue>,
+    #[serde(borrow)]
+    service: Option<&'a RawValue>,
+    #[serde(borrow)]
+    labels: Option<&'a RawValue>,
+    #[serde(borrow)]
+    schema_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    specversion: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    subject: Option<&'a RawValue>,
+    #[serde(borrow)]
+    time: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// A field's name (as the sender wrote it) and raw value.
+type Field<'a> = (&'static str, Option<&'a RawValue>);
+
+/// The logical fields of an event after the CloudEvents mapping.
+struct EventFields<'a> {
+    event_id: Field<'a>,
+    tenant_id: Field<'a>,
+    ts: Field<'a>,
+    metric: Field<'a>,
+    value: Field<'a>,
+    resource: Field<'a>,
+    region: Field<'a>,
+    service: Field<'a>,
+    labels: Field<'a>,
+    schema_version: Field<'a>,
+}
+
+/// Decodes and validates one event from raw bytes.
+///
+/// ```
+/// use allot_schemas::config::MetricCatalog;
+/// use allot_schemas::event::{decode_event, DecodeContext};
+/// let catalog = MetricCatalog::default();
+/// let ctx = DecodeContext { catalog: &catalog, now_micros: i64::MAX / 2,
+///     max_future_skew_micros: 0, max_event_bytes: 1 << 20 };
+/// let event = decode_event(br#"{"event_id":"e1","tenant_id":"acme",
+///     "ts":"2026-03-01T10:00:00Z","metric":"compute_seconds","value":1.5}"#, &ctx).unwrap();
+/// assert_eq!(event.value.to_string(), "1.500000000");
+/// ```
+pub fn decode_event<'a>(bytes: &'a [u8], ctx: &DecodeContext<'_>) -> Result<UsageEvent<'a>, Rejection> {
+    if bytes.len() > ctx.max_event_bytes {
+        return Err(oversize_rejection(bytes.len(), ctx.max_event_bytes));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Rejection::new(
+            ReasonCode::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    let wire: WireObject<'a> = serde_json::from_str(text).map_err(|e| {
+        Rejection::new(ReasonCode::InvalidJson, format!("not a JSON object: {e}"))
+    })?;
+    let fields = map_fields(wire)?;
+    let tenant_id = read_tenant_id(fields.tenant_id)?;
+    validate_fields(fields, tenant_id, ctx)
+}
+
+/// The rejection of an event of `len` bytes when at most `max` are accepted.
+pub fn oversize_rejection(len: usize, max: usize) -> Rejection {
+    Rejection::new(
+        ReasonCode::EventTooLarge,
+        format!("event is {len} bytes, more than the maximum of {max}"),
+    )
+}
+
+/// Applies the CloudEvents mapping (SPEC §1.2) when `specversion` is present.
+fn map_fields(wire: WireObject<'_>) -> Result<EventFields<'_>, Rejection> {
+    let Some(specversion) = wire.specversion else {
+        return Ok(EventFields {
+            event_id: ("event_id", wire.event_id),
+            tenant_id: ("tenant_id", wire.tenant_id),
+            ts: ("ts", wire.ts),
+            metric: ("metric", wire.metric),
+            value: ("value", wire.value),
+            resource: ("resource", wire.resource),
+            region: ("region", wire.region),
+            service: ("service", wire.service),
+            labels: ("labels", wire.labels),
+            schema_version: ("schema_version", wire.schema_version),
+        });
+    };
+    if specversion.get() != "\"1.0\"" {
+        return Err(Rejection::new(
+            ReasonCode::InvalidCloudEvent,
+            "CloudEvents specversion must be \"1.0\"",
+        ));
+    }
+    let data: WireObject<'_> = match wire.data {
+        None => return Err(missing("data")),
+        Some(raw) if raw.get().starts_with('{') => serde_json::from_str(raw.get()).map_err(|e| {
+            Rejection::new(ReasonCode::InvalidCloudEvent, format!("CloudEvents data: {e}"))
+        })?,
+        Some(_) => {
+            return Err(Rejection::new(
+                ReasonCode::InvalidCloudEvent,
+                "CloudEvents data must be a JSON object",
+            ));
+        }
+    };
+    Ok(EventFields {
+        event_id: ("id", wire.id),
+        tenant_id: ("subject", wire.subject),
+        ts: ("time", wire.time),
+        metric: ("data.metric", data.metric),
+        value: ("data.value", data.value),
+        resource: ("data.resource", data.resource),
+        region: ("data.region", data.region),
+        service: ("data.service", data.service),
+        labels: ("data.labels", data.labels),
+        schema_version: ("data.schema_version", data.schema_version),
+    })
+}
+
+/// Reads and checks the tenant id first, so later rejections can name the tenant.
+fn read_tenant_id<'a>(field: Field<'a>) -> Result<Cow<'a, str>, Rejection> {
+    let tenant_id = required_str(field)?;
+    if !is_valid_tenant_id(&tenant_id) {
+        return Err(Rejection::new(
+            ReasonCode::InvalidTenantId,
+            format!(
+                "{} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$, got {}",
+                field.0,
+                quote_prefix(&tenant_id)
+            ),
+        ));
+    }
+    Ok(tenant_id)
+}
+
+fn validate_fields<'a>(
+    fields: EventFields<'a>,
+    tenant_id: Cow<'a, str>,
+    ctx: &DecodeContext<'_>,
+) -> Result<UsageEvent<'a>, Rejection> {
+    let attach_tenant = |mut rejection: Rejection| {
+        rejection.tenant_id = Some(tenant_id.to_string());
+        rejection
+    };
+    let event_id = read_event_id(fields.event_id).map_err(attach_tenant)?;
+    let ts_micros = read_timestamp(fields.ts, ctx).map_err(attach_tenant)?;
+    let metric = read_metric(fields.metric, ctx.catalog).map_err(attach_tenant)?;
+    let value = read_value(fields.value).map_err(attach_tenant)?;
+    let resource = optional_bounded_str(fields.resource, MAX_RESOURCE_BYTES).map_err(attach_tenant)?;
+    let region = optional_bounded_str(fields.region, MAX_REGION_SERVICE_BYTES).map_err(attach_tenant)?;
+    let service = optional_bounded_str(fields.service, MAX_REGION_SERVICE_BYTES).map_err(attach_tenant)?;
+    let labels = read_labels(fields.labels).map_err(attach_tenant)?;
+    let schema_version = read_schema_version(fields.schema_version).map_err(attach_tenant)?;
+    Ok(UsageEvent {
+        event_id,
+        tenant_id,
+        ts_micros,
+        metric,
+        value,
+        resource,
+        region,
+        service,
+        labels,
+        schema_version,
+    })
+}
+
+fn missing(name: &str) -> Rejection {
+    Rejection::new(ReasonCode::MissingField, format!("{name} is required"))
+}
+
+fn wrong_type(name: &str, expected: &str) -> Rejection {
+    Rejection::new(ReasonCode::InvalidType, format!("{name} must be {expected}"))
+}
+
+fn too_long(name: &str, len: usize, max: usize) -> Rejection {
+    Rejection::new(
+        ReasonCode::FieldTooLong,
+        format!("{name} is {len} bytes, more than {max}"),
+    )
+}
+
+/// A short, safe rendering of a user string for error messages.
+fn quote_prefix(text: &str) -> String {
+    let prefix: String = text.chars().take(40).collect();
+    let ellipsis = if prefix.len() < text.len() { "…" } else { "" };
+    format!("{prefix:?}{ellipsis}")
+}
+
+/// Reads a JSON string, borrowing it when it has no escapes.
+fn json_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
+fn required_str<'a>((name, raw): Field<'a>) -> Result<Cow<'a, str>, Rejection> {
+    let raw = raw.ok_or_else(|| missing(name))?;
+    json_str(raw).ok_or_else(|| wrong_type(name, "a string"))
+}
+
+fn optional_bounded_str<'a>(
+    (name, raw): Field<'a>,
+    max_bytes: usize,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = json_str(raw).ok_or_else(|| wrong_type(name, "a string"))?;
+    if text.len() > max_bytes {
+        return Err(too_long(name, text.len(), max_bytes));
+    }
+    Ok(Some(text))
+}
+
+fn read_event_id<'a>(field: Field<'a>) -> Result<Cow<'a, str>, Rejection> {
+    let event_id = required_str(field)?;
+    if event_id.is_empty() {
+        return Err(Rejection::new(
+            ReasonCode::InvalidEventId,
+            format!("{} must not be empty", field.0),
+        ));
+    }
+    if event_id.len() > MAX_EVENT_ID_BYTES {
+        return Err(too_long(field.0, event_id.len(), MAX_EVENT_ID_BYTES));
+    }
+    if event_id.chars().any(char::is_control) {
+        return Err(Rejection::new(
+            ReasonCode::InvalidEventId,
+            format!("{} must not contain control characters", field.0),
+        ));
+    }
+    Ok(event_id)
+}
+
+fn read_timestamp(field: Field<'_>, ctx: &DecodeContext<'_>) -> Result<i64, Rejection> {
+    let text = required_str(field)?;
+    let ts_micros = parse_timestamp_micros(&text).ok_or_else(|| {
+        Rejection::new(
+            ReasonCode::InvalidTimestamp,
+            format!(
+                "{} must be RFC 3339 with an offset (Z or ±hh:mm), got {}",
+                field.0,
+                quote_prefix(&text)
+            ),
+        )
+    })?;
+    if ts_micros > ctx.now_micros.saturating_add(ctx.max_future_skew_micros) {
+        return Err(Rejection::new(
+            ReasonCode::FutureTimestamp,
+            format!(
+                "{} {} is more than the allowed skew ahead of the collector's clock",
+                field.0,
+                quote_prefix(&text)
+            ),
+        ));
+    }
+    Ok(ts_micros)
+}
+
+/// Parses an RFC 3339 timestamp with a mandatory offset into UTC microseconds.
+/// Digits below the microsecond are truncated.
+pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|ts| ts.timestamp_micros())
+}
+
+fn read_metric<'a>(field: Field<'a>, catalog: &MetricCatalog) -> Result<Cow<'a, str>, Rejection> {
+    let metric = required_str(field)?;
+    if !catalog.contains(&metric) {
+        return Err(Rejection::new(
+            ReasonCode::UnknownMetric,
+            format!("{} {} is not in the metric catalog", field.0, quote_prefix(&metric)),
+        ));
+    }
+    Ok(metric)
+}
+
+fn read_value((name, raw): Field<'_>) -> Result<Decimal9, Rejection> {
+    let raw = raw.ok_or_else(|| missing(name))?;
+    Decimal9::parse_json_number(raw.get()).map_err(|e| match e {
+        DecimalError::NotANumber => wrong_type(name, "a JSON number"),
+        DecimalError::Negative | DecimalError::TooLarge => Rejection::new(
+            ReasonCode::InvalidValue,
+            format!("{name} must satisfy 0 ≤ value < 10^20: {e}"),
+        ),
+    })
+}
+
+fn read_labels<'a>((name, raw): Field<'a>) -> Result<Vec<(String, Cow<'a, str>)>, Rejection> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let entries: BTreeMap<String, &'a RawValue> =
+        serde_json::from_str(raw.get()).map_err(|_| wrong_type(name, "an object of strings"))?;
+    if entries.len() > MAX_LABELS {
+        return Err(Rejection::new(
+            ReasonCode::TooManyLabels,
+            format!("{name} has {} entries, more than {MAX_LABELS}", entries.len()),
+        ));
+    }
+    entries
+        .into_iter()
+        .map(|(key, value)| {
+            if key.len() > MAX_LABEL_KEY_BYTES {
+                return Err(too_long(&format!("{name} key"), key.len(), MAX_LABEL_KEY_BYTES));
+            }
+            let value = json_str(value).ok_or_else(|| wrong_type(&format!("{name}.{key}"), "a string"))?;
+            if value.len() > MAX_LABEL_VALUE_BYTES {
+                return Err(too_long(&format!("{name}.{key}"), value.len(), MAX_LABEL_VALUE_BYTES));
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn read_schema_version((name, raw): Field<'_>) -> Result<i32, Rejection> {
+    let Some(raw) = raw else { return Ok(SCHEMA_VERSION) };
+    let version: i64 = serde_json::from_str(raw.get()).map_err(|_| wrong_type(name, "an integer"))?;
+    if version != i64::from(SCHEMA_VERSION) {
+        return Err(Rejection::new(
+            ReasonCode::UnsupportedSchemaVersion,
+            format!("{name} {version} is not supported (this build reads version {SCHEMA_VERSION})"),
+        ));
+    }
+    Ok(SCHEMA_VERSION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_780_000_000_000_000; // 2026-05-28
+
+    fn decode(text: &str) -> Result<UsageEvent<'_>, Rejection> {
+        decode_bytes(text.as_bytes())
+    }
+
+    fn decode_bytes(bytes: &[u8]) -> Result<UsageEvent<'_>, Rejection> {
+        static CATALOG: std::sync::OnceLock<MetricCatalog> = std::sync::OnceLock::new();
+        let ctx = DecodeContext {
+            catalog: CATALOG.get_or_init(MetricCatalog::default),
+            now_micros: NOW,
+            max_future_skew_micros: MICROS_PER_DAY,
+            max_event_bytes: 1 << 20,
+        };
+        decode_event(bytes, &ctx)
+    }
+
+    fn reason(text: &str) -> ReasonCode {
+        decode(text).expect_err("should be rejected").reason
+    }
+
+    fn event(fields: &str) -> String {
+        format!(
+            r#"{{"event_id":"e1","tenant_id":"acme","ts":"2026-03-01T10:00:00Z","metric":"compute_seconds","value":2{fields}}}"#
+        )
+    }
+
+    #[test]
+    fn decodes_native_event_with_every_field() {
+        let text = r#"{"event_id":"e-1","tenant_id":"acme_1","ts":"2026-03-01T10:00:00.123456789+02:00",
+            "metric":"storage_bytes","value":1073741824.5,"resource":"vol-1","region":"eu-west-1",
+            "service":"db","labels":{"b":"2","a":"\u00e9"},"schema_version":1,"extra":[1,2]}"#;
+        let ev = decode(text).unwrap();
+        assert_eq!(ev.event_id, "e-1");
+        assert_eq!(ev.tenant_id, "acme_1");
+        assert_eq!(ev.ts_micros, 1_772_352_000_123_456);
+        assert_eq!(ev.metric, "storage_bytes");
+        assert_eq!(ev.value.to_string(), "1073741824.500000000");
+        assert_eq!(ev.resource.as_deref(), Some("vol-1"));
+        assert_eq!(ev.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(ev.service.as_deref(), Some("db"));
+        assert_eq!(
+            ev.labels,
+            vec![("a".to_string(), Cow::from("é")), ("b".to_string(), Cow::from("2"))]
+        );
+        assert_eq!(ev.day(), 20513);
+    }
+
+    #[test]
+    fn decodes_structured_cloudevent() {
+        let text = r#"{"specversion":"1.0","id":"ce-1","source":"/vm","type":"usage","subject":"acme",
+            "time":"2026-03-01T10:00:00Z","datacontenttype":"application/json",
+            "data":{"metric":"egress_bytes","value":10,"region":"us"}}"#;
+        let ev = decode(text).unwrap();
+        assert_eq!((ev.event_id.as_ref(), ev.tenant_id.as_ref()), ("ce-1", "acme"));
+        assert_eq!(ev.metric, "egress_bytes");
+        assert_eq!(ev.region.as_deref(), Some("us"));
+        assert_eq!(
+            reason(r#"{"specversion":"0.3","id":"x","subject":"acme","time":"2026-03-01T10:00:00Z","data":{}}"#),
+            ReasonCode::InvalidCloudEvent
+        );
+        assert_eq!(
+            reason(r#"{"specversion":"1.0","id":"x","subject":"acme","time":"2026-03-01T10:00:00Z","data":"x"}"#),
+            ReasonCode::InvalidCloudEvent
+        );
+        assert_eq!(
+            reason(r#"{"specversion":"1.0","id":"x","time":"2026-03-01T10:00:00Z","data":{"metric":"egress_bytes","value":1}}"#),
+            ReasonCode::MissingField
+        );
+    }
+
+    #[test]
+    fn classifies_bad_input() {
+        assert_eq!(reason("{not json"), ReasonCode::InvalidJson);
+        assert_eq!(reason("[1,2]"), ReasonCode::InvalidJson);
+        assert_eq!(reason(&event(r#","value":3"#)), ReasonCode::InvalidJson);
+        assert_eq!(reason(r#"{"tenant_id":"acme"}"#), ReasonCode::MissingField);
+        assert_eq!(reason(&event(r#","resource":{}"#)), ReasonCode::InvalidType);
+        assert_eq!(reason(&event(r#","labels":[1]"#)), ReasonCode::InvalidType);
+        assert_eq!(reason(&event(r#","labels":{"a":1}"#)), ReasonCode::InvalidType);
+        assert_eq!(reason(&event(r#","schema_version":"1""#)), ReasonCode::InvalidType);
+        assert_eq!(reason(&event(r#","schema_version":2"#)), ReasonCode::UnsupportedSchemaVersion);
+        let long_region = format!(r#","region":"{}""#, "r".repeat(65));
+        assert_eq!(reason(&event(&long_region)), ReasonCode::FieldTooLong);
+        let many: Vec<String> = (0..33).map(|i| format!(r#""k{i}":"v""#)).collect();
+        assert_eq!(reason(&event(&format!(r#","labels":{{{}}}"#, many.join(",")))), ReasonCode::TooManyLabels);
+    }
+
+    #[test]
+    fn rejects_bad_tenant_ids_and_names_valid_tenants() {
+        for tenant in ["../x", "A", "a/b", "a b", "", "é", "-a", &"a".repeat(64)] {
+            let text = event("").replace("\"acme\"", &format!("{tenant:?}"));
+            let rejection = decode(&text).unwrap_err();
+            assert_eq!(rejection.reason, ReasonCode::InvalidTenantId, "{tenant}");
+            assert_eq!(rejection.tenant_id, None);
+        }
+        let rejection = decode(&event(r#","metric":"gpu_hours""#).replace(r#""metric":"compute_seconds","#, "")).unwrap_err();
+        assert_eq!(rejection.reason, ReasonCode::UnknownMetric);
+        assert_eq!(rejection.tenant_id.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn checks_values_and_timestamps() {
+        let with = |field: &str, value: &str| {
+            event("").replace(&format!(r#""{field}":{}"#, if field == "value" { "2" } else { "\"2026-03-01T10:00:00Z\"" }), &format!(r#""{field}":{value}"#))
+        };
+        assert_eq!(reason(&with("value", "-1")), ReasonCode::InvalidValue);
+        assert_eq!(reason(&with("value", "1e400")), ReasonCode::InvalidValue);
+        assert_eq!(reason(&with("value", "\"NaN\"")), ReasonCode::InvalidType);
+        assert_eq!(reason(&with("value", "NaN")), ReasonCode::InvalidJson);
+        assert_eq!(decode(&with("value", "0.1234567895")).unwrap().value.to_string(), "0.123456790");
+        assert_eq!(reason(&with("ts", "\"2026-03-01T10:00:00\"")), ReasonCode::InvalidTimestamp);
+        assert_eq!(reason(&with("ts", "\"2026-05-30T00:00:01Z\"")), ReasonCode::FutureTimestamp);
+        assert!(decode(&with("ts", "\"2026-05-28T00:00:00Z\"")).is_ok());
+    }
+
+    #[test]
+    fn rejects_invalid_utf8_and_oversize_events() {
+        let mut bytes = event("").into_bytes();
+        bytes[20] = 0xff;
+        assert_eq!(decode_bytes(&bytes).unwrap_err().reason, ReasonCode::InvalidUtf8);
+        let huge = event(&format!(r#","pad":"{}""#, "x".repeat(2 << 20)));
+        assert_eq!(reason(&huge), ReasonCode::EventTooLarge);
+    }
+}

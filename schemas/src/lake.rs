@@ -1,0 +1,192 @@
+//! Lake layout: where each table lives, partition paths, Delta app ids, provenance.
+//!
+//! One typed builder for every path and id the lake uses, so that a local
+//! directory and an object-store URL (`s3://bucket/lake`) are handled alike: the
+//! rest of allot only ever asks [`LakeLocation`] for a table URL.
+
+use std::fmt;
+use std::path::Path;
+
+use url::Url;
+
+use crate::tenant::is_valid_tenant_id;
+
+/// The Delta tables of a lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LakeTable {
+    /// Accepted events, partitioned by `tenant_id` and `day`.
+    UsageEvents,
+    /// Rejected events with their reason codes, partitioned by `day`.
+    RejectedEvents,
+}
+
+impl LakeTable {
+    /// The table's directory name under the lake root.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            LakeTable::UsageEvents => "usage_events",
+            LakeTable::RejectedEvents => "rejected_events",
+        }
+    }
+}
+
+/// Why a lake location could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeLocationError {
+    /// The URL does not parse.
+    #[error("lake {0:?} is not a path or URL")]
+    Invalid(String),
+    /// The local directory cannot be created.
+    #[error("cannot create lake directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// The root of a lake: a local directory or an object-store URL.
+///
+/// ```
+/// use allot_schemas::lake::{LakeLocation, LakeTable};
+/// let lake = LakeLocation::parse("s3://bucket/lake").unwrap();
+/// assert_eq!(lake.table_url(LakeTable::UsageEvents).as_str(), "s3://bucket/lake/usage_events/");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeLocation {
+    root: Url,
+}
+
+impl LakeLocation {
+    /// Parses a `--lake` argument: a URL with a scheme, else a local path.
+    /// Local directories are not created here; see [`LakeLocation::ensure_local_dirs`].
+    pub fn parse(lake: &str) -> Result<Self, LakeLocationError> {
+        let has_scheme = lake
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.len() > 1 && scheme.bytes().all(|b| b.is_ascii_alphanumeric()));
+        let mut root = if has_scheme {
+            Url::parse(lake).map_err(|_| LakeLocationError::Invalid(lake.to_string()))?
+        } else {
+            let path = Path::new(lake);
+            let absolute = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                std::env::current_dir()
+                    .map_err(|_| LakeLocationError::Invalid(lake.to_string()))?
+                    .join(path)
+            };
+            Url::from_directory_path(&absolute).map_err(|_| LakeLocationError::Invalid(lake.to_string()))?
+        };
+        if !root.path().ends_with('/') {
+            let path = format!("{}/", root.path());
+            root.set_path(&path);
+        }
+        Ok(LakeLocation { root })
+    }
+
+    /// The lake root.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The local directory of the lake, when it is on the local file system.
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        (self.root.scheme() == "file").then(|| self.root.to_file_path().ok()).flatten()
+    }
+
+    /// Creates the local directories of the lake and its tables (no-op for object stores).
+    pub fn ensure_local_dirs(&self) -> Result<(), LakeLocationError> {
+        let Some(root) = self.local_path() else { return Ok(()) };
+        for table in [LakeTable::UsageEvents, LakeTable::RejectedEvents] {
+            let dir = root.join(table.dir_name());
+            std::fs::create_dir_all(&dir).map_err(|source| LakeLocationError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The URL of one table, ending in `/`.
+    pub fn table_url(&self, table: LakeTable) -> Url {
+        self.root
+            .join(&format!("{}/", table.dir_name()))
+            .expect("table directory names are valid URL segments")
+    }
+}
+
+/// The relative directory of one tenant-day of `usage_events`.
+///
+/// ```
+/// use allot_schemas::lake::usage_partition_dir;
+/// assert_eq!(usage_partition_dir("acme", "2026-03-01").as_deref(), Some("tenant_id=acme/day=2026-03-01"));
+/// assert_eq!(usage_partition_dir("../x", "2026-03-01"), None);
+/// ```
+pub fn usage_partition_dir(tenant_id: &str, day: &str) -> Option<String> {
+    let day_ok = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok();
+    (is_valid_tenant_id(tenant_id) && day_ok).then(|| format!("tenant_id={tenant_id}/day={day}"))
+}
+
+/// The Delta application id under which a collector group records its offset
+/// for one Kafka partition (`txn` action).
+///
+/// ```
+/// use allot_schemas::lake::kafka_app_id;
+/// assert_eq!(kafka_app_id("allot", "usage", 3), "allot-usage-3");
+/// ```
+pub fn kafka_app_id(group: &str, topic: &str, partition: i32) -> String {
+    format!("{group}-{topic}-{partition}")
+}
+
+/// Where an event came from, stored in the `source` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance<'a> {
+    /// A Kafka message.
+    Kafka {
+        /// Topic.
+        topic: &'a str,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+    /// A line of a JSON Lines file (1-based).
+    File {
+        /// The file name as given (`-` for stdin).
+        name: &'a str,
+        /// Line number, from 1.
+        line: u64,
+    },
+}
+
+impl fmt::Display for Provenance<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provenance::Kafka { topic, partition, offset } => write!(f, "kafka:{topic}/{partition}@{offset}"),
+            Provenance::File { name, line } => write!(f, "file:{name}:{line}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_become_file_urls() {
+        let lake = LakeLocation::parse("/tmp/lake").unwrap();
+        assert_eq!(lake.table_url(LakeTable::RejectedEvents).as_str(), "file:///tmp/lake/rejected_events/");
+        assert_eq!(lake.local_path().unwrap(), Path::new("/tmp/lake"));
+        let relative = LakeLocation::parse("lake").unwrap();
+        assert!(relative.root().path().ends_with("/lake/"));
+        assert_eq!(LakeLocation::parse("s3://b/l").unwrap().local_path(), None);
+    }
+
+    #[test]
+    fn provenance_formats() {
+        let kafka = Provenance::Kafka { topic: "usage", partition: 2, offset: 41 };
+        assert_eq!(kafka.to_string(), "kafka:usage/2@41");
+        assert_eq!(Provenance::File { name: "a.jsonl", line: 7 }.to_string(), "file:a.jsonl:7");
+    }
+}

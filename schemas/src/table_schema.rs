@@ -1,0 +1,78 @@
+//! Arrow schemas of the lake's tables (SPEC §2).
+//!
+//! The single definition of the columns of `usage_events` and `rejected_events`;
+//! the writers build their batches against these schemas and the query engine
+//! reads them back.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+use crate::decimal::VALUE_SCALE;
+
+/// Precision of the `value` column.
+pub const VALUE_PRECISION: u8 = 38;
+
+/// Columns `usage_events` is partitioned by, in order.
+pub const USAGE_PARTITION_COLUMNS: [&str; 2] = ["tenant_id", "day"];
+
+/// Columns `rejected_events` is partitioned by.
+pub const REJECTED_PARTITION_COLUMNS: [&str; 1] = ["day"];
+
+/// Most raw bytes of a rejected event that are kept.
+pub const REJECTED_RAW_BYTES: usize = 4096;
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The Arrow type of the `labels` column: a map of strings, with the field names
+/// Delta Lake uses, so that batches match what the table reports.
+pub fn labels_type() -> DataType {
+    let entries = Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, true),
+    ]);
+    DataType::Map(Arc::new(Field::new("key_value", DataType::Struct(entries), false)), false)
+}
+
+static USAGE_EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("ts", utc_micros(), false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE as i8), false),
+        Field::new("resource", DataType::Utf8, true),
+        Field::new("region", DataType::Utf8, true),
+        Field::new("service", DataType::Utf8, true),
+        Field::new("labels", labels_type(), true),
+        Field::new("schema_version", DataType::Int32, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("ingested_at", utc_micros(), false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("day", DataType::Date32, false),
+    ]))
+});
+
+static REJECTED_EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("tenant_id", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("message", DataType::Utf8, false),
+        Field::new("raw", DataType::Binary, false),
+        Field::new("raw_len", DataType::Int64, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("rejected_at", utc_micros(), false),
+        Field::new("day", DataType::Date32, false),
+    ]))
+});
+
+/// The schema of `usage_events`; partition columns come last.
+pub fn usage_events_schema() -> SchemaRef {
+    USAGE_EVENTS.clone()
+}
+
+/// The schema of `rejected_events`; the partition column comes last.
+pub fn rejected_events_schema() -> SchemaRef {
+    REJECTED_EVENTS.clone()
+}

@@ -1,0 +1,202 @@
+//! The `allot` command: clap subcommands that build options and call the crates.
+//!
+//! Exit status: 0 on success, 2 for bad usage or bad input (one line naming the
+//! flag, key or file), 1 for anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use allot_ingest::{FileIngestOptions, FileInput, IngestSummary};
+use allot_schemas::config::Config;
+use allot_schemas::lake::LakeLocation;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// Usage metering and cost allocation for multi-tenant platforms.
+#[derive(Parser)]
+#[command(name = "allot", version, about)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write usage events into the lake (backfill from a JSON Lines file).
+    Ingest(IngestArgs),
+}
+
+/// Output format of a command's result on stdout.
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// JSON Lines file to backfill from (`-` for standard input).
+    #[arg(long, value_name = "PATH")]
+    from_file: String,
+    /// The lake: a directory or an object-store URL (default: `lake` from the config).
+    #[arg(long, value_name = "DIR|URL")]
+    lake: Option<String>,
+    /// The configuration file (allot.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Format of the final summary on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
+    /// Do not draw a progress bar even when stderr is a terminal.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// A failure, with the exit status it maps to.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl std::fmt::Display) -> Self {
+        Failure { status: 2, message: message.to_string() }
+    }
+
+    fn internal(message: impl std::fmt::Display) -> Self {
+        Failure { status: 1, message: message.to_string() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if err.use_stderr() => {
+            let rendered = err.render().to_string();
+            let first_line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("allot: error: {}", first_line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("allot: error: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("allot: error: {}", failure.message);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALLOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,allot=info,allot_ingest=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Ingest(args) => ingest(args).await,
+    }
+}
+
+/// Loads the configuration: defaults, then the file, then `ALLOT__…` variables.
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, Failure> {
+    Config::load(path, std::env::vars()).map_err(Failure::usage)
+}
+
+/// Resolves `--lake`, falling back to the config's `lake` key.
+fn lake_location(flag: Option<&str>, config: &Config) -> Result<LakeLocation, Failure> {
+    let lake = flag
+        .or(config.lake.as_deref())
+        .ok_or_else(|| Failure::usage("--lake is required (or set `lake` in the config)"))?;
+    LakeLocation::parse(lake).map_err(Failure::usage)
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("stopping on signal");
+        token.cancel();
+    });
+}
+
+async fn ingest(args: IngestArgs) -> Result<(), Failure> {
+    let config = load_config(args.config.as_deref())?;
+    let lake = lake_location(args.lake.as_deref(), &config)?;
+    let input = FileInput::from_arg(&args.from_file);
+    if let FileInput::Path(path) = &input
+        && !path.is_file()
+    {
+        return Err(Failure::usage(format!("--from-file {}: no such file", path.display())));
+    }
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let options = FileIngestOptions {
+        input,
+        lake,
+        config,
+        progress: !args.no_progress,
+        clock: None,
+    };
+    let summary = allot_ingest::ingest_file(options, cancel).await.map_err(Failure::internal)?;
+    print_summary(&summary, args.format);
+    Ok(())
+}
+
+fn print_summary(summary: &IngestSummary, format: OutputFormat) {
+    match format {
+        OutputFormat::Text => println!("{summary}"),
+        OutputFormat::Json => {
+            let rejected: serde_json::Map<String, serde_json::Value> = summary
+                .rejected_by_reason
+                .iter()
+                .map(|(reason, count)| (reason.to_string(), (*count).into()))
+                .collect();
+            let json = serde_json::json!({
+                "accepted": summary.accepted,
+                "duplicates_skipped": summary.duplicates,
+                "rejected": summary.rejected(),
+                "rejected_by_reason": rejected,
+                "rejected_already_recorded": summary.rejected_already_recorded,
+                "blank_lines": summary.blank_lines,
+                "partitions_touched": summary.partitions.len(),
+                "elapsed_seconds": summary.elapsed.as_secs_f64(),
+                "events_per_second": summary.events_per_second(),
+            });
+            println!("{json}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Helpers shared by the end-to-end tests: the real Kafka broker started by
+//! `scripts/test`, fresh topics, and reading the lake's tables back.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use deltalake::DeltaTable;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+/// The bootstrap address of the broker `scripts/test` started.
+pub fn kafka_bootstrap() -> String {
+    std::env::var("ALLOT_TEST_KAFKA").expect(
+        "ALLOT_TEST_KAFKA is not set: run the tests with scripts/test, which starts a real Kafka broker",
+    )
+}
+
+/// The Python of the venv `scripts/py-env` made (DuckDB, deltalake).
+pub fn test_python() -> String {
+    std::env::var("ALLOT_TEST_PYTHON")
+        .expect("ALLOT_TEST_PYTHON is not set: run the tests with scripts/test")
+}
+
+/// Creates a topic with a unique name for one test and returns the name.
+pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        chrono_like_nanos()
+    );
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .await
+        .expect("create topic");
+    for result in results {
+        result.expect("topic created");
+    }
+    name
+}
+
+fn chrono_like_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// One row of a lake table, with its partition values taken from the file path.
+#[derive(Debug, Clone)]
+pub struct LakeRow {
+    /// The file the row is in, relative to the table.
+    pub file: String,
+    /// Partition values from the path (`tenant_id`, `day`).
+    pub partition: BTreeMap<String, String>,
+    /// String columns by name (others rendered with Arrow's display).
+    pub columns: BTreeMap<String, Option<String>>,
+}
+
+/// Reads every active row of `<lake>/<table>`.
+pub async fn read_lake_table(lake: &Path, table: &str) -> Vec<LakeRow> {
+    let dir = lake.join(table);
+    let url = url::Url::from_directory_path(&dir).unwrap();
+    let mut delta = DeltaTable::try_from_url(url).await.expect("open table");
+    delta.load().await.expect("load table");
+    let files: Vec<PathBuf> = delta
+        .get_file_uris()
+        .expect("files")
+        .map(|uri| url::Url::parse(&uri).unwrap().to_file_path().unwrap())
+        .collect();
+    let mut rows = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(&dir).unwrap().display().to_string();
+        let partition: BTreeMap<String, String> = relative
+            .split('/')
+            .filter_map(|segment| segment.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&file).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let batch: RecordBatch = batch.unwrap();
+            for row in 0..batch.num_rows() {
+                let mut columns = BTreeMap::new();
+                for (i, field) in batch.schema().fields().iter().enumerate() {
+                    let column = batch.column(i);
+                    let value = if column.is_null(row) {
+                        None
+                    } else if let Some(strings) = column.as_string_opt::<i32>() {
+                        Some(strings.value(row).to_string())
+                    } else {
+                        Some(arrow::util::display::array_value_to_string(column, row).unwrap())
+                    };
+                    columns.insert(field.name().clone(), value);
+                }
+                rows.push(LakeRow {
+                    file: relative.clone(),
+                    partition: partition.clone(),
+                    columns,
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
