@@ -69,11 +69,17 @@ struct Failure {
 
 impl Failure {
     fn usage(message: impl std::fmt::Display) -> Self {
-        Failure { status: 2, message: message.to_string() }
+        Failure {
+            status: 2,
+            message: message.to_string(),
+        }
     }
 
     fn internal(message: impl std::fmt::Display) -> Self {
-        Failure { status: 1, message: message.to_string() }
+        Failure {
+            status: 1,
+            message: message.to_string(),
+        }
     }
 }
 
@@ -92,7 +98,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("allot: error: cannot start the runtime: {err}");
@@ -109,9 +118,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALLOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,allot=info,allot_ingest=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALLOT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,allot=info,allot_ingest=info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -140,10 +152,11 @@ fn lake_location(flag: Option<&str>, config: &Config) -> Result<LakeLocation, Fa
 /// Cancels `token` on SIGINT or SIGTERM.
 fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return,
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
@@ -160,7 +173,10 @@ async fn ingest(args: IngestArgs) -> Result<(), Failure> {
     if let FileInput::Path(path) = &input
         && !path.is_file()
     {
-        return Err(Failure::usage(format!("--from-file {}: no such file", path.display())));
+        return Err(Failure::usage(format!(
+            "--from-file {}: no such file",
+            path.display()
+        )));
     }
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
@@ -171,7 +187,9 @@ async fn ingest(args: IngestArgs) -> Result<(), Failure> {
         progress: !args.no_progress,
         clock: None,
     };
-    let summary = allot_ingest::ingest_file(options, cancel).await.map_err(Failure::internal)?;
+    let summary = allot_ingest::ingest_file(options, cancel)
+        .await
+        .map_err(Failure::internal)?;
     print_summary(&summary, args.format);
     Ok(())
 }

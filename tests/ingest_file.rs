@@ -36,24 +36,82 @@ fn ingest(cwd: &Path, file: &Path, lake: &Path) -> Value {
 }
 
 fn event(id: &str, tenant: &str, ts: &str, metric: &str, value: &str) -> String {
-    format!(r#"{{"event_id":"{id}","tenant_id":"{tenant}","ts":"{ts}","metric":"{metric}","value":{value}}}"#)
+    format!(
+        r#"{{"event_id":"{id}","tenant_id":"{tenant}","ts":"{ts}","metric":"{metric}","value":{value}}}"#
+    )
 }
 
-/// Good events: (line, tenant, event id, exact stored value).
-fn good_lines() -> Vec<(String, &'static str, String, &'static str)> {
+/// Good events: (line, tenant, event id, exact stored value, UTC day).
+fn good_lines() -> Vec<(String, &'static str, String, &'static str, &'static str)> {
     let mut lines = Vec::new();
     let cases = [
-        ("acme", "2026-03-01T10:00:00Z", "compute_seconds", "12.5", "12.500000000"),
-        ("acme", "2026-03-02T23:59:59.999999+00:00", "egress_bytes", "1073741824", "1073741824.000000000"),
-        ("globex", "2026-03-01T01:00:00+05:30", "storage_bytes", "0", "0.000000000"),
-        ("globex", "2026-03-01T10:00:00Z", "compute_seconds", "1.0000000005", "1.000000000"),
-        ("initech-1", "2026-03-03T10:00:00Z", "compute_seconds", "2.0000000015", "2.000000002"),
-        ("initech-1", "2026-03-03T10:00:00Z", "compute_seconds", "99999999999999999999.999999999", "99999999999999999999.999999999"),
-        ("initech-1", "2026-03-03T10:00:00Z", "egress_bytes", "1.5e3", "1500.000000000"),
+        (
+            "acme",
+            "2026-03-01T10:00:00Z",
+            "compute_seconds",
+            "12.5",
+            "12.500000000",
+            "2026-03-01",
+        ),
+        (
+            "acme",
+            "2026-03-02T23:59:59.999999+00:00",
+            "egress_bytes",
+            "1073741824",
+            "1073741824.000000000",
+            "2026-03-02",
+        ),
+        // 01:00 at +05:30 is 19:30 UTC the day before: the partition is the UTC day.
+        (
+            "globex",
+            "2026-03-01T01:00:00+05:30",
+            "storage_bytes",
+            "0",
+            "0.000000000",
+            "2026-02-28",
+        ),
+        (
+            "globex",
+            "2026-03-01T10:00:00Z",
+            "compute_seconds",
+            "1.0000000005",
+            "1.000000000",
+            "2026-03-01",
+        ),
+        (
+            "initech-1",
+            "2026-03-03T10:00:00Z",
+            "compute_seconds",
+            "2.0000000015",
+            "2.000000002",
+            "2026-03-03",
+        ),
+        (
+            "initech-1",
+            "2026-03-03T10:00:00Z",
+            "compute_seconds",
+            "99999999999999999999.999999999",
+            "99999999999999999999.999999999",
+            "2026-03-03",
+        ),
+        (
+            "initech-1",
+            "2026-03-03T10:00:00Z",
+            "egress_bytes",
+            "1.5e3",
+            "1500.000000000",
+            "2026-03-03",
+        ),
     ];
-    for (i, (tenant, ts, metric, value, stored)) in cases.into_iter().enumerate() {
+    for (i, (tenant, ts, metric, value, stored, day)) in cases.into_iter().enumerate() {
         let id = format!("ev-{i}");
-        lines.push((event(&id, tenant, ts, metric, value), tenant, id, stored));
+        lines.push((
+            event(&id, tenant, ts, metric, value),
+            tenant,
+            id,
+            stored,
+            day,
+        ));
     }
     lines
 }
@@ -66,7 +124,9 @@ fn bad_lines() -> Vec<(Vec<u8>, &'static str)> {
     invalid_utf8[12] = 0xff;
     let mut huge = br#"{"event_id":"huge","tenant_id":"acme","pad":""#.to_vec();
     huge.extend(std::iter::repeat_n(b'x', 10 << 20));
-    huge.extend_from_slice(br#"","ts":"2026-03-01T10:00:00Z","metric":"compute_seconds","value":1}"#);
+    huge.extend_from_slice(
+        br#"","ts":"2026-03-01T10:00:00Z","metric":"compute_seconds","value":1}"#,
+    );
     vec![
         (br#"{"event_id":"trunc","tenant_id":"#.to_vec(), "invalid_json"),
         (b"[1,2,3]".to_vec(), "invalid_json"),
@@ -136,44 +196,75 @@ async fn backfill_counts_rejects_and_reruns_exactly() {
     assert_eq!(first["duplicates_skipped"], 0);
     assert_eq!(first["rejected"], bad.len() as u64);
     assert_eq!(first["blank_lines"], 2);
-    let reasons: BTreeMap<String, u64> = serde_json::from_value(first["rejected_by_reason"].clone()).unwrap();
+    let reasons: BTreeMap<String, u64> =
+        serde_json::from_value(first["rejected_by_reason"].clone()).unwrap();
     assert_eq!(reasons, expected_reasons);
 
     // The table holds exactly the good events, with exact values, in their partitions.
     let rows = common::read_lake_table(&lake, "usage_events").await;
     assert_eq!(rows.len(), good.len());
-    for (_, tenant, id, stored) in &good {
+    for (_, tenant, id, stored, day) in &good {
         let row = rows
             .iter()
             .find(|r| r.columns["event_id"].as_deref() == Some(id.as_str()))
             .unwrap_or_else(|| panic!("{id} missing"));
         assert_eq!(row.partition["tenant_id"], *tenant);
-        assert!(row.file.starts_with(&format!("tenant_id={tenant}/day=2026-03-0")), "{}", row.file);
+        assert!(
+            row.file
+                .starts_with(&format!("tenant_id={tenant}/day={day}/")),
+            "{}",
+            row.file
+        );
         assert_eq!(row.columns["value"].as_deref(), Some(*stored), "{id}");
-        assert!(row.columns["source"].as_deref().unwrap().starts_with("file:"));
+        assert!(
+            row.columns["source"]
+                .as_deref()
+                .unwrap()
+                .starts_with("file:")
+        );
     }
-    // The +05:30 event at 01:00 local is 2026-02-28T19:30Z: its day is the UTC day.
-    let globex = rows.iter().find(|r| r.columns["event_id"].as_deref() == Some("ev-2")).unwrap();
-    assert_eq!(globex.partition["day"], "2026-02-28");
 
     // Every bad line is a rejected row with its reason, source line and raw prefix.
     let rejected = common::read_lake_table(&lake, "rejected_events").await;
     assert_eq!(rejected.len(), bad.len());
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     for row in &rejected {
-        *by_reason.entry(row.columns["reason"].clone().unwrap()).or_default() += 1;
+        *by_reason
+            .entry(row.columns["reason"].clone().unwrap())
+            .or_default() += 1;
         let source = row.columns["source"].as_deref().unwrap();
         assert!(source.contains("events.jsonl:"), "{source}");
         assert!(!row.columns["message"].as_deref().unwrap().is_empty());
     }
     assert_eq!(by_reason, expected_reasons);
-    let huge = rejected.iter().find(|r| r.columns["reason"].as_deref() == Some("event_too_large")).unwrap();
-    let huge_len = bad.iter().find(|(_, r)| *r == "event_too_large").unwrap().0.len();
-    assert_eq!(huge.columns["raw_len"].as_deref(), Some(huge_len.to_string().as_str()));
-    assert_eq!(huge.columns["raw"].as_ref().unwrap().len(), 2 * 4096, "4 KiB kept, shown as hex");
-    let traversal = rejected.iter().find(|r| r.columns["reason"].as_deref() == Some("invalid_tenant_id")).unwrap();
+    let huge = rejected
+        .iter()
+        .find(|r| r.columns["reason"].as_deref() == Some("event_too_large"))
+        .unwrap();
+    let huge_len = bad
+        .iter()
+        .find(|(_, r)| *r == "event_too_large")
+        .unwrap()
+        .0
+        .len();
+    assert_eq!(
+        huge.columns["raw_len"].as_deref(),
+        Some(huge_len.to_string().as_str())
+    );
+    assert_eq!(
+        huge.columns["raw"].as_ref().unwrap().len(),
+        2 * 4096,
+        "4 KiB kept, shown as hex"
+    );
+    let traversal = rejected
+        .iter()
+        .find(|r| r.columns["reason"].as_deref() == Some("invalid_tenant_id"))
+        .unwrap();
     assert_eq!(traversal.columns["tenant_id"], None);
-    let unknown = rejected.iter().find(|r| r.columns["reason"].as_deref() == Some("unknown_metric")).unwrap();
+    let unknown = rejected
+        .iter()
+        .find(|r| r.columns["reason"].as_deref() == Some("unknown_metric"))
+        .unwrap();
     assert_eq!(unknown.columns["tenant_id"].as_deref(), Some("acme"));
 
     // Nothing outside the lake: the work dir holds only the input and the lake,
@@ -185,7 +276,11 @@ async fn backfill_counts_rejects_and_reruns_exactly() {
     top.sort();
     assert_eq!(top, ["events.jsonl", "lake"]);
     for file in common::files_under(&lake) {
-        let relative = file.strip_prefix(&lake).unwrap().to_string_lossy().into_owned();
+        let relative = file
+            .strip_prefix(&lake)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let ok = relative.starts_with("usage_events/_delta_log/")
             || relative.starts_with("rejected_events/_delta_log/")
             || relative.starts_with("rejected_events/day=")
@@ -199,16 +294,43 @@ async fn backfill_counts_rejects_and_reruns_exactly() {
     assert_eq!(second["accepted"], 0, "{second}");
     assert_eq!(second["duplicates_skipped"], good.len() as u64);
     assert_eq!(second["rejected_already_recorded"], bad.len() as u64);
-    assert_eq!(common::read_lake_table(&lake, "usage_events").await.len(), good.len());
-    assert_eq!(common::read_lake_table(&lake, "rejected_events").await.len(), bad.len());
+    assert_eq!(
+        common::read_lake_table(&lake, "usage_events").await.len(),
+        good.len()
+    );
+    assert_eq!(
+        common::read_lake_table(&lake, "rejected_events")
+            .await
+            .len(),
+        bad.len()
+    );
 
     // An overlapping file adds only its new events.
     let overlap = work.path().join("overlap.jsonl");
-    let new_event = event("ev-new", "acme", "2026-03-05T00:00:00Z", "compute_seconds", "3");
-    std::fs::write(&overlap, format!("{}\n{}\n{new_event}\n", good[0].0, good[4].0)).unwrap();
+    let new_event = event(
+        "ev-new",
+        "acme",
+        "2026-03-05T00:00:00Z",
+        "compute_seconds",
+        "3",
+    );
+    std::fs::write(
+        &overlap,
+        format!("{}\n{}\n{new_event}\n", good[0].0, good[4].0),
+    )
+    .unwrap();
     let third = ingest(work.path(), &overlap, &lake);
-    assert_eq!((third["accepted"].as_u64(), third["duplicates_skipped"].as_u64()), (Some(1), Some(2)));
-    assert_eq!(common::read_lake_table(&lake, "usage_events").await.len(), good.len() + 1);
+    assert_eq!(
+        (
+            third["accepted"].as_u64(),
+            third["duplicates_skipped"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        common::read_lake_table(&lake, "usage_events").await.len(),
+        good.len() + 1
+    );
 }
 
 #[test]
@@ -241,16 +363,47 @@ fn bad_flags_and_config_keys_exit_2_with_one_line() {
     let input = work.path().join("e.jsonl");
     std::fs::write(&input, "").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["ingest".into(), "--from-fil".into(), "x".into()], "--from-fil"),
         (
-            vec!["ingest".into(), "--from-file".into(), input.display().to_string(), "--lake".into(), "l".into(), "--config".into(), config.display().to_string()],
+            vec!["ingest".into(), "--from-fil".into(), "x".into()],
+            "--from-fil",
+        ),
+        (
+            vec![
+                "ingest".into(),
+                "--from-file".into(),
+                input.display().to_string(),
+                "--lake".into(),
+                "l".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
             "ingest.flush_rowz",
         ),
-        (vec!["ingest".into(), "--from-file".into(), "/nonexistent.jsonl".into(), "--lake".into(), "l".into()], "/nonexistent.jsonl"),
-        (vec!["ingest".into(), "--from-file".into(), input.display().to_string()], "--lake"),
+        (
+            vec![
+                "ingest".into(),
+                "--from-file".into(),
+                "/nonexistent.jsonl".into(),
+                "--lake".into(),
+                "l".into(),
+            ],
+            "/nonexistent.jsonl",
+        ),
+        (
+            vec![
+                "ingest".into(),
+                "--from-file".into(),
+                input.display().to_string(),
+            ],
+            "--lake",
+        ),
     ];
     for (args, needle) in cases {
-        let output = allot().current_dir(work.path()).args(&args).output().unwrap();
+        let output = allot()
+            .current_dir(work.path())
+            .args(&args)
+            .output()
+            .unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
@@ -264,5 +417,8 @@ fn bad_flags_and_config_keys_exit_2_with_one_line() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("ingest.flush_rows") && stderr.contains("ALLOT__INGEST__FLUSH_ROWS"), "{stderr}");
+    assert!(
+        stderr.contains("ingest.flush_rows") && stderr.contains("ALLOT__INGEST__FLUSH_ROWS"),
+        "{stderr}"
+    );
 }

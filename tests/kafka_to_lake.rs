@@ -45,7 +45,10 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
     for (i, payload) in payloads.iter().enumerate() {
         let key = format!("{}", i % 4);
         producer
-            .send(FutureRecord::to(&topic).payload(payload).key(&key), Duration::from_secs(10))
+            .send(
+                FutureRecord::to(&topic).payload(payload).key(&key),
+                Duration::from_secs(10),
+            )
             .await
             .expect("delivered");
     }
@@ -66,8 +69,14 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
     let mut received = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while received < payloads.len() {
-        assert!(std::time::Instant::now() < deadline, "only {received} of {} messages read back", payloads.len());
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {received} of {} messages read back",
+            payloads.len()
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let message = message.expect("message");
         let source = Provenance::Kafka {
             topic: message.topic(),
@@ -79,7 +88,10 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
     }
 
     let mut writer = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
-    let outcome = writer.append(assembler.take().unwrap(), Vec::new()).await.unwrap();
+    let outcome = writer
+        .append(assembler.take().unwrap(), Vec::new())
+        .await
+        .unwrap();
     assert_eq!(outcome.written, GOOD_EVENTS as u64);
     assert_eq!(outcome.duplicates, 1);
     assert_eq!(outcome.rejected_written, 2);
@@ -88,14 +100,24 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
     assert_eq!(rows.len(), GOOD_EVENTS);
     let ids: BTreeSet<(String, String)> = rows
         .iter()
-        .map(|r| (r.partition["tenant_id"].clone(), r.columns["event_id"].clone().unwrap()))
+        .map(|r| {
+            (
+                r.partition["tenant_id"].clone(),
+                r.columns["event_id"].clone().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(ids.len(), GOOD_EVENTS);
     for row in &rows {
-        let i: usize = row.columns["event_id"].as_ref().unwrap()[1..].parse().unwrap();
+        let i: usize = row.columns["event_id"].as_ref().unwrap()[1..]
+            .parse()
+            .unwrap();
         assert_eq!(row.partition["tenant_id"], format!("t{}", i % 4));
         assert_eq!(row.partition["day"], format!("2026-03-0{}", 1 + i % 3));
-        assert_eq!(row.columns["value"].as_deref(), Some(format!("{i}.250000000").as_str()));
+        assert_eq!(
+            row.columns["value"].as_deref(),
+            Some(format!("{i}.250000000").as_str())
+        );
         let source = row.columns["source"].as_deref().unwrap();
         assert!(source.starts_with(&format!("kafka:{topic}/")), "{source}");
     }
@@ -104,5 +126,8 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
         *acc.entry(r.columns["reason"].clone().unwrap()).or_default() += 1;
         acc
     });
-    assert_eq!(reasons, BTreeMap::from([("invalid_json".into(), 1), ("invalid_tenant_id".into(), 1)]));
+    assert_eq!(
+        reasons,
+        BTreeMap::from([("invalid_json".into(), 1), ("invalid_tenant_id".into(), 1)])
+    );
 }

@@ -82,14 +82,18 @@ impl UsageBatchBuilder {
         self.service.append_option(event.service.as_deref());
         let mut label_bytes = 0;
         if event.labels.is_empty() {
-            self.labels.append(false).expect("keys and values stay aligned");
+            self.labels
+                .append(false)
+                .expect("keys and values stay aligned");
         } else {
             for (key, value) in &event.labels {
                 self.labels.keys().append_value(key);
                 self.labels.values().append_value(value);
                 label_bytes += key.len() + value.len() + 8;
             }
-            self.labels.append(true).expect("keys and values stay aligned");
+            self.labels
+                .append(true)
+                .expect("keys and values stay aligned");
         }
         self.schema_version.append_value(event.schema_version);
         let source_start = self.source.values_slice().len();
@@ -169,11 +173,18 @@ pub struct RejectedBatchBuilder {
 impl RejectedBatchBuilder {
     /// Appends one rejection with (the first 4 KiB of) the raw bytes.
     /// `raw_len` is the full length, which may exceed `raw.len()`.
-    pub fn append(&mut self, rejection: &Rejection, raw: &[u8], raw_len: usize, source: Provenance<'_>) {
+    pub fn append(
+        &mut self,
+        rejection: &Rejection,
+        raw: &[u8],
+        raw_len: usize,
+        source: Provenance<'_>,
+    ) {
         self.tenant_id.append_option(rejection.tenant_id.as_deref());
         self.reason.append_value(rejection.reason.as_str());
         self.message.append_value(&rejection.message);
-        self.raw.append_value(&raw[..raw.len().min(REJECTED_RAW_BYTES)]);
+        self.raw
+            .append_value(&raw[..raw.len().min(REJECTED_RAW_BYTES)]);
         self.raw_len.append_value(raw_len as i64);
         write!(self.source, "{source}").expect("writing to a builder cannot fail");
         self.source.append_value("");

@@ -54,7 +54,9 @@ pub enum IngestError {
 }
 
 impl IngestError {
-    pub(crate) fn lake(table: &'static str) -> impl FnOnce(deltalake::DeltaTableError) -> IngestError {
+    pub(crate) fn lake(
+        table: &'static str,
+    ) -> impl FnOnce(deltalake::DeltaTableError) -> IngestError {
         move |source| IngestError::Lake { table, source }
     }
 }

@@ -66,7 +66,10 @@ pub struct FileIngestOptions {
 }
 
 /// Reads the whole input into the lake and returns the totals.
-pub async fn ingest_file(options: FileIngestOptions, cancel: CancellationToken) -> Result<IngestSummary, IngestError> {
+pub async fn ingest_file(
+    options: FileIngestOptions,
+    cancel: CancellationToken,
+) -> Result<IngestSummary, IngestError> {
     let started = Instant::now();
     let name = options.input.name();
     let (reader, len) = open_input(&options.input)?;
@@ -75,7 +78,8 @@ pub async fn ingest_file(options: FileIngestOptions, cancel: CancellationToken) 
     let mut writer = LakeWriter::new(tables);
 
     let (sender, mut receiver) = mpsc::channel::<DecodedBatch>(1);
-    let assembler = EventAssembler::new(&options.config, options.clock.unwrap_or_else(system_clock));
+    let assembler =
+        EventAssembler::new(&options.config, options.clock.unwrap_or_else(system_clock));
     let flush_rows = options.config.ingest.flush_rows;
     let flush_bytes = usize::try_from(options.config.ingest.flush_bytes.0).unwrap_or(usize::MAX);
     let reader_name = name.clone();
@@ -88,13 +92,19 @@ pub async fn ingest_file(options: FileIngestOptions, cancel: CancellationToken) 
                 reader,
                 &reader_name,
                 assembler,
-                Limits { flush_rows, flush_bytes },
+                Limits {
+                    flush_rows,
+                    flush_bytes,
+                },
                 &sender,
                 &reader_progress,
                 &reader_cancel,
             )
         })
-        .map_err(|source| IngestError::Input { name: name.clone(), source })?;
+        .map_err(|source| IngestError::Input {
+            name: name.clone(),
+            source,
+        })?;
 
     let mut summary = IngestSummary::default();
     while let Some(batch) = receiver.recv().await {
@@ -117,9 +127,15 @@ struct Limits {
 fn open_input(input: &FileInput) -> Result<(Box<dyn BufRead + Send>, Option<u64>), IngestError> {
     const BUFFER: usize = 1 << 20;
     match input {
-        FileInput::Stdin => Ok((Box::new(BufReader::with_capacity(BUFFER, std::io::stdin())), None)),
+        FileInput::Stdin => Ok((
+            Box::new(BufReader::with_capacity(BUFFER, std::io::stdin())),
+            None,
+        )),
         FileInput::Path(path) => {
-            let file = File::open(path).map_err(|source| IngestError::Input { name: input.name(), source })?;
+            let file = File::open(path).map_err(|source| IngestError::Input {
+                name: input.name(),
+                source,
+            })?;
             let len = file.metadata().ok().map(|m| m.len());
             Ok((Box::new(BufReader::with_capacity(BUFFER, file)), len))
         }
@@ -132,11 +148,15 @@ fn progress_bar(wanted: bool, len: Option<u64>) -> ProgressBar {
     }
     match len {
         Some(len) => ProgressBar::new(len).with_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
                 .expect("valid template"),
         ),
-        None => ProgressBar::new_spinner()
-            .with_style(ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}").expect("valid template")),
     }
 }
 
@@ -150,11 +170,17 @@ fn decode_lines(
     progress: &ProgressBar,
     cancel: &CancellationToken,
 ) -> Result<(), IngestError> {
-    let input_error = |source| IngestError::Input { name: name.to_string(), source };
+    let input_error = |source| IngestError::Input {
+        name: name.to_string(),
+        source,
+    };
     let mut lines = BoundedLines::new(reader, assembler.max_event_bytes());
     let mut bytes_since_tick = 0u64;
     while let Some((line_no, line)) = lines.next_line().map_err(input_error)? {
-        let source = Provenance::File { name, line: line_no };
+        let source = Provenance::File {
+            name,
+            line: line_no,
+        };
         match line {
             Line::Complete(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
                 bytes_since_tick += bytes.len() as u64 + 1;
@@ -169,7 +195,9 @@ fn decode_lines(
                 assembler.push_oversize(prefix, len, source);
             }
         }
-        if assembler.buffered_rows() >= limits.flush_rows || assembler.buffered_bytes() >= limits.flush_bytes {
+        if assembler.buffered_rows() >= limits.flush_rows
+            || assembler.buffered_bytes() >= limits.flush_bytes
+        {
             progress.inc(std::mem::take(&mut bytes_since_tick));
             if cancel.is_cancelled() || !send(&mut assembler, sender)? {
                 return Ok(());
@@ -182,7 +210,10 @@ fn decode_lines(
 }
 
 /// Hands the buffered batch to the writer; false when the writer has gone.
-fn send(assembler: &mut EventAssembler, sender: &mpsc::Sender<DecodedBatch>) -> Result<bool, IngestError> {
+fn send(
+    assembler: &mut EventAssembler,
+    sender: &mpsc::Sender<DecodedBatch>,
+) -> Result<bool, IngestError> {
     let batch = assembler.take()?;
     Ok(sender.blocking_send(batch).is_ok())
 }

@@ -62,7 +62,9 @@ impl<R: BufRead> BoundedLines<R> {
             let keep = if len + chunk.len() <= self.max_len {
                 chunk.len()
             } else {
-                REJECTED_RAW_BYTES.saturating_sub(self.buf.len()).min(chunk.len())
+                REJECTED_RAW_BYTES
+                    .saturating_sub(self.buf.len())
+                    .min(chunk.len())
             };
             self.buf.extend_from_slice(&chunk[..keep]);
             len += chunk.len();
@@ -79,7 +81,13 @@ impl<R: BufRead> BoundedLines<R> {
             return Ok(Some((self.line_no, Line::Complete(&self.buf))));
         }
         self.buf.truncate(REJECTED_RAW_BYTES);
-        Ok(Some((self.line_no, Line::Oversize { prefix: &self.buf, len })))
+        Ok(Some((
+            self.line_no,
+            Line::Oversize {
+                prefix: &self.buf,
+                len,
+            },
+        )))
     }
 }
 
@@ -107,7 +115,12 @@ mod tests {
             let lines = collect(b"ab\r\n\ncdef\nlast", 10, capacity);
             assert_eq!(
                 lines,
-                vec![(1, "ab".into()), (2, "".into()), (3, "cdef".into()), (4, "last".into())]
+                vec![
+                    (1, "ab".into()),
+                    (2, "".into()),
+                    (3, "cdef".into()),
+                    (4, "last".into())
+                ]
             );
         }
     }
@@ -117,6 +130,12 @@ mod tests {
         let mut input = vec![b'x'; 10_000];
         input.extend_from_slice(b"\nok\n");
         let lines = collect(&input, 100, 512);
-        assert_eq!(lines, vec![(1, format!("oversize 10000 {REJECTED_RAW_BYTES}")), (2, "ok".into())]);
+        assert_eq!(
+            lines,
+            vec![
+                (1, format!("oversize 10000 {REJECTED_RAW_BYTES}")),
+                (2, "ok".into())
+            ]
+        );
     }
 }

@@ -79,7 +79,11 @@ impl fmt::Display for IngestSummary {
             write!(f, " ({})", reasons.join(", "))?;
         }
         if self.rejected_already_recorded > 0 {
-            write!(f, ", {} rejections already recorded", self.rejected_already_recorded)?;
+            write!(
+                f,
+                ", {} rejections already recorded",
+                self.rejected_already_recorded
+            )?;
         }
         write!(
             f,

@@ -20,6 +20,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::Date32Type;
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
+use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -97,7 +98,13 @@ impl LakeWriter {
             .sum::<u64>()
             .saturating_sub(outcome.rejected_written);
         if rejected.num_rows() > 0 {
-            write_and_commit(&mut self.tables.rejected, LakeTable::RejectedEvents, rejected, Vec::new()).await?;
+            write_and_commit(
+                &mut self.tables.rejected,
+                LakeTable::RejectedEvents,
+                rejected,
+                Vec::new(),
+            )
+            .await?;
         }
 
         let (fresh, partitions) = self.new_events(batch.usage).await?;
@@ -105,17 +112,34 @@ impl LakeWriter {
         outcome.duplicates = partitions.duplicates;
         outcome.partitions = partitions.touched;
         if fresh.num_rows() > 0 || !txns.is_empty() {
-            let version = write_and_commit(&mut self.tables.usage, LakeTable::UsageEvents, fresh, txns).await?;
+            let version =
+                write_and_commit(&mut self.tables.usage, LakeTable::UsageEvents, fresh, txns)
+                    .await?;
             outcome.usage_version = Some(version);
         }
         Ok(outcome)
     }
 
     /// Keeps the rows of `usage` whose `(tenant_id, event_id)` is new.
-    async fn new_events(&mut self, usage: RecordBatch) -> Result<(RecordBatch, PartitionStats), IngestError> {
-        let event_ids = usage.column_by_name("event_id").expect("schema").as_string::<i32>().clone();
-        let tenants = usage.column_by_name("tenant_id").expect("schema").as_string::<i32>().clone();
-        let days = usage.column_by_name("day").expect("schema").as_primitive::<Date32Type>().clone();
+    async fn new_events(
+        &mut self,
+        usage: RecordBatch,
+    ) -> Result<(RecordBatch, PartitionStats), IngestError> {
+        let event_ids = usage
+            .column_by_name("event_id")
+            .expect("schema")
+            .as_string::<i32>()
+            .clone();
+        let tenants = usage
+            .column_by_name("tenant_id")
+            .expect("schema")
+            .as_string::<i32>()
+            .clone();
+        let days = usage
+            .column_by_name("day")
+            .expect("schema")
+            .as_primitive::<Date32Type>()
+            .clone();
 
         let mut stats = PartitionStats::default();
         let mut candidates = BTreeSet::new();
@@ -156,11 +180,17 @@ impl LakeWriter {
             .collect();
         let mut files_by_dir: HashMap<String, Vec<deltalake::Path>> = HashMap::new();
         if !wanted.is_empty() && self.tables.usage.version().unwrap_or(0) > 0 {
-            let snapshot = self.tables.usage.snapshot().map_err(IngestError::lake(name))?;
+            let snapshot = self
+                .tables
+                .usage
+                .snapshot()
+                .map_err(IngestError::lake(name))?;
             for file in snapshot.log_data().iter() {
                 let path = file.object_store_path();
                 let text = path.as_ref();
-                let Some((dir, _)) = text.rsplit_once('/') else { continue };
+                let Some((dir, _)) = text.rsplit_once('/') else {
+                    continue;
+                };
                 if wanted.contains(dir) {
                     files_by_dir
                         .entry(dir.to_string())
@@ -172,7 +202,10 @@ impl LakeWriter {
         let store = self.tables.usage.log_store().object_store(None);
         for (tenant, day) in partitions {
             let mut ids = HashSet::new();
-            for path in files_by_dir.remove(&partition_dir(tenant, *day)).unwrap_or_default() {
+            for path in files_by_dir
+                .remove(&partition_dir(tenant, *day))
+                .unwrap_or_default()
+            {
                 read_string_column(store.clone(), &path, "event_id", |id| {
                     ids.insert(Box::from(id));
                 })
@@ -211,8 +244,14 @@ impl LakeWriter {
             self.known_rejected_sources = Some(sources);
         }
         let known = self.known_rejected_sources.as_mut().expect("loaded above");
-        let sources = rejected.column_by_name("source").expect("schema").as_string::<i32>();
-        let keep: Vec<bool> = sources.iter().map(|s| known.insert(s.unwrap_or_default().to_string())).collect();
+        let sources = rejected
+            .column_by_name("source")
+            .expect("schema")
+            .as_string::<i32>();
+        let keep: Vec<bool> = sources
+            .iter()
+            .map(|s| known.insert(s.unwrap_or_default().to_string()))
+            .collect();
         if keep.iter().all(|k| *k) {
             return Ok(rejected);
         }
@@ -266,8 +305,16 @@ async fn read_string_column(
         path: path.to_string(),
         source,
     };
-    let object_error = |e: deltalake::ObjectStoreError| file_error(parquet::errors::ParquetError::External(Box::new(e)));
-    let bytes = store.get(path).await.map_err(object_error)?.bytes().await.map_err(object_error)?;
+    let object_error = |e: deltalake::ObjectStoreError| {
+        file_error(parquet::errors::ParquetError::External(Box::new(e)))
+    };
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(object_error)?
+        .bytes()
+        .await
+        .map_err(object_error)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(file_error)?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
     for batch in builder.with_projection(mask).build().map_err(file_error)? {
@@ -324,8 +371,10 @@ impl KnownEventIds {
         true
     }
 
-    /// Ends a batch: drops the least recently touched partitions over the cap.
+    /// Ends a batch: over the cap, drops the least recently touched partitions
+    /// (never those of the batch just checked) until half the cap is free.
     fn evict(&mut self) {
+        let current = self.tick;
         self.tick += 1;
         if self.keys <= self.max_keys {
             return;
@@ -333,6 +382,7 @@ impl KnownEventIds {
         let mut by_age: Vec<(u64, PartitionKey, usize)> = self
             .partitions
             .iter()
+            .filter(|(_, (touched, _))| *touched < current)
             .map(|(key, (touched, ids))| (*touched, key.clone(), ids.len()))
             .collect();
         by_age.sort();
@@ -353,7 +403,10 @@ mod tests {
     #[test]
     fn partition_dirs_match_delta_layout() {
         assert_eq!(partition_dir("acme", 0), "tenant_id=acme/day=1970-01-01");
-        assert_eq!(partition_dir("acme", 20513), "tenant_id=acme/day=2026-03-01");
+        assert_eq!(
+            partition_dir("acme", 20513),
+            "tenant_id=acme/day=2026-03-01"
+        );
     }
 
     #[test]

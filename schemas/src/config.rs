@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bigdecimal::BigDecimal;
 use chrono::NaiveDate;
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 
 use crate::tenant::is_valid_tenant_id;
 
@@ -206,11 +206,22 @@ impl Default for MetricCatalog {
             hold,
         };
         let metrics = BTreeMap::from([
-            ("compute_seconds".to_string(), spec(MetricKind::Counter, "vCPU-hour", "3600", None)),
-            ("egress_bytes".to_string(), spec(MetricKind::Counter, "GiB", "1073741824", None)),
+            (
+                "compute_seconds".to_string(),
+                spec(MetricKind::Counter, "vCPU-hour", "3600", None),
+            ),
+            (
+                "egress_bytes".to_string(),
+                spec(MetricKind::Counter, "GiB", "1073741824", None),
+            ),
             (
                 "storage_bytes".to_string(),
-                spec(MetricKind::Gauge, "GiB-month", "1073741824", Some(DEFAULT_GAUGE_HOLD)),
+                spec(
+                    MetricKind::Gauge,
+                    "GiB-month",
+                    "1073741824",
+                    Some(DEFAULT_GAUGE_HOLD),
+                ),
             ),
         ]);
         MetricCatalog { metrics }
@@ -230,7 +241,9 @@ impl MetricCatalog {
 
     /// All entries, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &MetricSpec)> {
-        self.metrics.iter().map(|(name, spec)| (name.as_str(), spec))
+        self.metrics
+            .iter()
+            .map(|(name, spec)| (name.as_str(), spec))
     }
 }
 
@@ -472,7 +485,11 @@ impl FromStr for HumanDuration {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m, h or d)")),
+            _ => {
+                return Err(format!(
+                    "{text:?} has an unknown unit (use ms, s, m, h or d)"
+                ));
+            }
         };
         amount
             .checked_mul(millis_per_unit)
@@ -495,7 +512,9 @@ pub struct ByteSize(pub u64);
 impl FromStr for ByteSize {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
         let amount: u64 = number
             .parse()
@@ -505,7 +524,11 @@ impl FromStr for ByteSize {
             "KiB" => 1 << 10,
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
-            _ => return Err(format!("{text:?} has an unknown unit (use B, KiB, MiB or GiB)")),
+            _ => {
+                return Err(format!(
+                    "{text:?} has an unknown unit (use B, KiB, MiB or GiB)"
+                ));
+            }
         };
         amount
             .checked_mul(multiplier)
@@ -571,8 +594,8 @@ impl Config {
             origin: Some(origin.to_string()),
         })?;
         let overrides = apply_env_overrides(&mut table, env)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
                 let origin = overrides
                     .iter()
@@ -581,7 +604,7 @@ impl Config {
                     .unwrap_or_else(|| origin.to_string());
                 ConfigError {
                     key,
-                    message: e.into_inner().to_string(),
+                    message: e.into_inner().message().to_string(),
                     origin: Some(origin),
                 }
             })?;
@@ -612,15 +635,23 @@ impl Config {
 
     /// Checks what types alone cannot; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let zero = BigDecimal::from(0);
+        let hundred = BigDecimal::from(100);
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(ConfigError::new("currency", "must be a three-letter ISO 4217 code such as \"USD\""));
+            return Err(ConfigError::new(
+                "currency",
+                "must be a three-letter ISO 4217 code such as \"USD\"",
+            ));
         }
         for (name, def) in &self.metrics {
             let key = |field: &str| format!("metrics.{name}.{field}");
             if !is_valid_metric_name(name) {
-                return Err(ConfigError::new(format!("metrics.{name}"), "metric names match ^[a-z][a-z0-9_]{0,63}$"));
+                return Err(ConfigError::new(
+                    format!("metrics.{name}"),
+                    "metric names match ^[a-z][a-z0-9_]{0,63}$",
+                ));
             }
-            if def.divisor.0 <= BigDecimal::from(0) {
+            if def.divisor.0 <= zero {
                 return Err(ConfigError::new(key("divisor"), "must be greater than 0"));
             }
             match (def.kind, def.hold) {
@@ -638,19 +669,31 @@ impl Config {
         for (tenant, settings) in &self.tenants {
             let key = |field: &str| format!("tenants.{tenant}.{field}");
             if !is_valid_tenant_id(tenant) {
-                return Err(ConfigError::new(format!("tenants.{tenant}"), "tenant ids match ^[a-z0-9][a-z0-9_-]{0,62}$"));
+                return Err(ConfigError::new(
+                    format!("tenants.{tenant}"),
+                    "tenant ids match ^[a-z0-9][a-z0-9_-]{0,62}$",
+                ));
             }
             if let Some(discount) = &settings.discount_percent
-                && (discount.0 < BigDecimal::from(0) || discount.0 > BigDecimal::from(100))
+                && (discount.0 < zero || discount.0 > hundred)
             {
-                return Err(ConfigError::new(key("discount_percent"), "must be between 0 and 100"));
+                return Err(ConfigError::new(
+                    key("discount_percent"),
+                    "must be between 0 and 100",
+                ));
             }
             for (metric, quota) in &settings.quotas {
                 if !catalog.contains(metric) {
-                    return Err(ConfigError::new(key(&format!("quotas.{metric}")), "is not a metric of the catalog"));
+                    return Err(ConfigError::new(
+                        key(&format!("quotas.{metric}")),
+                        "is not a metric of the catalog",
+                    ));
                 }
-                if quota.0 <= BigDecimal::from(0) {
-                    return Err(ConfigError::new(key(&format!("quotas.{metric}")), "must be greater than 0"));
+                if quota.0 <= zero {
+                    return Err(ConfigError::new(
+                        key(&format!("quotas.{metric}")),
+                        "must be greater than 0",
+                    ));
                 }
             }
             validate_rates(&settings.rates, &key("rates"), &catalog)?;
@@ -658,23 +701,49 @@ impl Config {
         if self.ingest.flush_rows == 0 {
             return Err(ConfigError::new("ingest.flush_rows", "must be at least 1"));
         }
-        if self.ingest.flush_bytes.0 == 0 || self.ingest.max_buffer_bytes.0 < self.ingest.flush_bytes.0 {
-            return Err(ConfigError::new("ingest.max_buffer_bytes", "must be at least ingest.flush_bytes, which must be above 0"));
+        if self.ingest.flush_bytes.0 == 0
+            || self.ingest.max_buffer_bytes.0 < self.ingest.flush_bytes.0
+        {
+            return Err(ConfigError::new(
+                "ingest.max_buffer_bytes",
+                "must be at least ingest.flush_bytes, which must be above 0",
+            ));
         }
         if self.ingest.max_event_bytes.0 == 0 {
-            return Err(ConfigError::new("ingest.max_event_bytes", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "ingest.max_event_bytes",
+                "must be greater than 0",
+            ));
         }
         if self.noisy.bucket.0.is_zero() || self.noisy.baseline_buckets == 0 {
-            return Err(ConfigError::new("noisy.bucket", "bucket and baseline_buckets must be greater than 0"));
+            return Err(ConfigError::new(
+                "noisy.bucket",
+                "bucket and baseline_buckets must be greater than 0",
+            ));
         }
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::new("api.listen", format!("{:?} is not an address such as 127.0.0.1:8080", self.api.listen)));
+            return Err(ConfigError::new(
+                "api.listen",
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:8080",
+                    self.api.listen
+                ),
+            ));
         }
         if self.api.max_token_ttl.0.is_zero() {
-            return Err(ConfigError::new("api.max_token_ttl", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "api.max_token_ttl",
+                "must be greater than 0",
+            ));
         }
-        if self.api.sql_max_rows == 0 || self.api.sql_concurrency == 0 || self.api.rate_limit_per_s == 0 {
-            return Err(ConfigError::new("api", "rate_limit_per_s, sql_concurrency and sql_max_rows must be at least 1"));
+        if self.api.sql_max_rows == 0
+            || self.api.sql_concurrency == 0
+            || self.api.rate_limit_per_s == 0
+        {
+            return Err(ConfigError::new(
+                "api",
+                "rate_limit_per_s, sql_concurrency and sql_max_rows must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -685,22 +754,40 @@ pub fn is_valid_metric_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     matches!(bytes.first(), Some(b) if b.is_ascii_lowercase())
         && bytes.len() <= 64
-        && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-fn validate_rates(rates: &[RateEntry], prefix: &str, catalog: &MetricCatalog) -> Result<(), ConfigError> {
+fn validate_rates(
+    rates: &[RateEntry],
+    prefix: &str,
+    catalog: &MetricCatalog,
+) -> Result<(), ConfigError> {
     let zero = BigDecimal::from(0);
     let mut seen = std::collections::BTreeSet::new();
     for (i, rate) in rates.iter().enumerate() {
         let key = |field: &str| format!("{prefix}[{i}].{field}");
         if !catalog.contains(&rate.metric) {
-            return Err(ConfigError::new(key("metric"), format!("{:?} is not a metric of the catalog", rate.metric)));
+            return Err(ConfigError::new(
+                key("metric"),
+                format!("{:?} is not a metric of the catalog", rate.metric),
+            ));
         }
         if NaiveDate::parse_from_str(&rate.effective_from, "%Y-%m-%d").is_err() {
-            return Err(ConfigError::new(key("effective_from"), "must be a date YYYY-MM-DD"));
+            return Err(ConfigError::new(
+                key("effective_from"),
+                "must be a date YYYY-MM-DD",
+            ));
         }
         if !seen.insert((rate.metric.as_str(), rate.effective_from.as_str())) {
-            return Err(ConfigError::new(key("effective_from"), format!("a rate for {} from {} is already defined", rate.metric, rate.effective_from)));
+            return Err(ConfigError::new(
+                key("effective_from"),
+                format!(
+                    "a rate for {} from {} is already defined",
+                    rate.metric, rate.effective_from
+                ),
+            ));
         }
         match (&rate.unit_price, &rate.tiers) {
             (Some(price), None) if price.0 < zero => {
@@ -708,7 +795,12 @@ fn validate_rates(rates: &[RateEntry], prefix: &str, catalog: &MetricCatalog) ->
             }
             (Some(_), None) => {}
             (None, Some(tiers)) => validate_tiers(tiers, &key("tiers"))?,
-            _ => return Err(ConfigError::new(key("unit_price"), "give exactly one of unit_price or tiers")),
+            _ => {
+                return Err(ConfigError::new(
+                    key("unit_price"),
+                    "give exactly one of unit_price or tiers",
+                ));
+            }
         }
     }
     Ok(())
@@ -725,10 +817,23 @@ fn validate_tiers(tiers: &[Tier], prefix: &str) -> Result<(), ConfigError> {
         let last = i + 1 == tiers.len();
         match (&tier.up_to, last) {
             (None, true) => {}
-            (None, false) => return Err(ConfigError::new(key("up_to"), "only the last tier may be unbounded")),
-            (Some(_), true) => return Err(ConfigError::new(key("up_to"), "the last tier must be unbounded (no up_to)")),
+            (None, false) => {
+                return Err(ConfigError::new(
+                    key("up_to"),
+                    "only the last tier may be unbounded",
+                ));
+            }
+            (Some(_), true) => {
+                return Err(ConfigError::new(
+                    key("up_to"),
+                    "the last tier must be unbounded (no up_to)",
+                ));
+            }
             (Some(up_to), false) if up_to.0 <= previous => {
-                return Err(ConfigError::new(key("up_to"), "tiers must have increasing up_to bounds above 0"));
+                return Err(ConfigError::new(
+                    key("up_to"),
+                    "tiers must have increasing up_to bounds above 0",
+                ));
             }
             (Some(up_to), false) => previous = up_to.0.clone(),
         }
@@ -747,7 +852,9 @@ fn apply_env_overrides(
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut applied = Vec::new();
     for (var, raw) in env {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         if path.iter().any(String::is_empty) {
             return Err(ConfigError {
@@ -844,10 +951,16 @@ jwt_secret = "s3cret"
     fn loads_the_spec_example() {
         let config = load(SPEC_EXAMPLE).unwrap();
         assert_eq!(config.rates.len(), 2);
-        assert_eq!(config.rates[0].unit_price.as_ref().unwrap().0.to_string(), "0.0400");
+        assert_eq!(
+            config.rates[0].unit_price.as_ref().unwrap().0.to_string(),
+            "0.0400"
+        );
         assert_eq!(config.tenants["acme"].rates[0].metric, "egress_bytes");
         assert!(config.catalog().contains("egress_bytes"));
-        assert_eq!(config.catalog().get("storage_bytes").unwrap().hold, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            config.catalog().get("storage_bytes").unwrap().hold,
+            Some(Duration::from_secs(3600))
+        );
         assert!(!format!("{config:?}").contains("s3cret"));
     }
 
@@ -865,13 +978,31 @@ jwt_secret = "s3cret"
     #[test]
     fn validate_names_the_offending_key() {
         let cases = [
-            ("[[rates]]\nmetric = \"gpu\"\neffective_from = \"2026-01-01\"\nunit_price = \"1\"", "rates[0].metric"),
-            ("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-1-1x\"\nunit_price = \"1\"", "rates[0].effective_from"),
-            ("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"-1\"", "rates[0].unit_price"),
-            ("[tenants.acme]\ndiscount_percent = \"101\"", "tenants.acme.discount_percent"),
+            (
+                "[[rates]]\nmetric = \"gpu\"\neffective_from = \"2026-01-01\"\nunit_price = \"1\"",
+                "rates[0].metric",
+            ),
+            (
+                "[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-1-1x\"\nunit_price = \"1\"",
+                "rates[0].effective_from",
+            ),
+            (
+                "[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"-1\"",
+                "rates[0].unit_price",
+            ),
+            (
+                "[tenants.acme]\ndiscount_percent = \"101\"",
+                "tenants.acme.discount_percent",
+            ),
             ("[tenants.Acme]", "tenants.Acme"),
-            ("[tenants.acme]\nquotas = { gpu = \"1\" }", "tenants.acme.quotas.gpu"),
-            ("[metrics.gpu]\nkind = \"counter\"\nunit = \"h\"\ndivisor = \"0\"", "metrics.gpu.divisor"),
+            (
+                "[tenants.acme]\nquotas = { gpu = \"1\" }",
+                "tenants.acme.quotas.gpu",
+            ),
+            (
+                "[metrics.gpu]\nkind = \"counter\"\nunit = \"h\"\ndivisor = \"0\"",
+                "metrics.gpu.divisor",
+            ),
             ("[api]\nlisten = \"nowhere\"", "api.listen"),
         ];
         for (text, key) in cases {
@@ -896,15 +1027,26 @@ jwt_secret = "s3cret"
         let config = Config::from_toml_str(SPEC_EXAMPLE, "allot.toml", env).unwrap();
         assert_eq!(config.api.listen, "0.0.0.0:9000");
         assert_eq!(config.ingest.flush_rows, 5000);
-        let err = Config::from_toml_str("", "allot.toml", [("ALLOT__API__LISTN".to_string(), "x".to_string())]).unwrap_err();
+        let err = Config::from_toml_str(
+            "",
+            "allot.toml",
+            [("ALLOT__API__LISTN".to_string(), "x".to_string())],
+        )
+        .unwrap_err();
         assert_eq!(err.key, "api.listn");
         assert_eq!(err.origin.as_deref(), Some("ALLOT__API__LISTN"));
     }
 
     #[test]
     fn parses_durations_and_sizes() {
-        assert_eq!("10s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(10));
-        assert_eq!("1d".parse::<HumanDuration>().unwrap().0, Duration::from_secs(86_400));
+        assert_eq!(
+            "10s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            "1d".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(86_400)
+        );
         assert!("10".parse::<HumanDuration>().is_err());
         assert_eq!("64MiB".parse::<ByteSize>().unwrap().0, 64 << 20);
         assert!("64MB".parse::<ByteSize>().is_err());

@@ -285,7 +285,9 @@ mod tests {
 
     #[test]
     fn rejects_non_numbers() {
-        for text in ["", "-", "01", "1.", ".5", "1e", "NaN", "Infinity", "1 ", "0x10", "\"1\""] {
+        for text in [
+            "", "-", "01", "1.", ".5", "1e", "NaN", "Infinity", "1 ", "0x10", "\"1\"",
+        ] {
             assert_eq!(parse(text), Err(DecimalError::NotANumber), "{text:?}");
         }
     }

@@ -175,7 +175,10 @@ struct EventFields<'a> {
 ///     "ts":"2026-03-01T10:00:00Z","metric":"compute_seconds","value":1.5}"#, &ctx).unwrap();
 /// assert_eq!(event.value.to_string(), "1.500000000");
 /// ```
-pub fn decode_event<'a>(bytes: &'a [u8], ctx: &DecodeContext<'_>) -> Result<UsageEvent<'a>, Rejection> {
+pub fn decode_event<'a>(
+    bytes: &'a [u8],
+    ctx: &DecodeContext<'_>,
+) -> Result<UsageEvent<'a>, Rejection> {
     if bytes.len() > ctx.max_event_bytes {
         return Err(oversize_rejection(bytes.len(), ctx.max_event_bytes));
     }
@@ -185,9 +188,8 @@ pub fn decode_event<'a>(bytes: &'a [u8], ctx: &DecodeContext<'_>) -> Result<Usag
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
-    let wire: WireObject<'a> = serde_json::from_str(text).map_err(|e| {
-        Rejection::new(ReasonCode::InvalidJson, format!("not a JSON object: {e}"))
-    })?;
+    let wire: WireObject<'a> = serde_json::from_str(text)
+        .map_err(|e| Rejection::new(ReasonCode::InvalidJson, format!("not a JSON object: {e}")))?;
     let fields = map_fields(wire)?;
     let tenant_id = read_tenant_id(fields.tenant_id)?;
     validate_fields(fields, tenant_id, ctx)
@@ -225,9 +227,14 @@ fn map_fields(wire: WireObject<'_>) -> Result<EventFields<'_>, Rejection> {
     }
     let data: WireObject<'_> = match wire.data {
         None => return Err(missing("data")),
-        Some(raw) if raw.get().starts_with('{') => serde_json::from_str(raw.get()).map_err(|e| {
-            Rejection::new(ReasonCode::InvalidCloudEvent, format!("CloudEvents data: {e}"))
-        })?,
+        Some(raw) if raw.get().starts_with('{') => {
+            serde_json::from_str(raw.get()).map_err(|e| {
+                Rejection::new(
+                    ReasonCode::InvalidCloudEvent,
+                    format!("CloudEvents data: {e}"),
+                )
+            })?
+        }
         Some(_) => {
             return Err(Rejection::new(
                 ReasonCode::InvalidCloudEvent,
@@ -278,9 +285,12 @@ fn validate_fields<'a>(
     let ts_micros = read_timestamp(fields.ts, ctx).map_err(attach_tenant)?;
     let metric = read_metric(fields.metric, ctx.catalog).map_err(attach_tenant)?;
     let value = read_value(fields.value).map_err(attach_tenant)?;
-    let resource = optional_bounded_str(fields.resource, MAX_RESOURCE_BYTES).map_err(attach_tenant)?;
-    let region = optional_bounded_str(fields.region, MAX_REGION_SERVICE_BYTES).map_err(attach_tenant)?;
-    let service = optional_bounded_str(fields.service, MAX_REGION_SERVICE_BYTES).map_err(attach_tenant)?;
+    let resource =
+        optional_bounded_str(fields.resource, MAX_RESOURCE_BYTES).map_err(attach_tenant)?;
+    let region =
+        optional_bounded_str(fields.region, MAX_REGION_SERVICE_BYTES).map_err(attach_tenant)?;
+    let service =
+        optional_bounded_str(fields.service, MAX_REGION_SERVICE_BYTES).map_err(attach_tenant)?;
     let labels = read_labels(fields.labels).map_err(attach_tenant)?;
     let schema_version = read_schema_version(fields.schema_version).map_err(attach_tenant)?;
     Ok(UsageEvent {
@@ -302,7 +312,10 @@ fn missing(name: &str) -> Rejection {
 }
 
 fn wrong_type(name: &str, expected: &str) -> Rejection {
-    Rejection::new(ReasonCode::InvalidType, format!("{name} must be {expected}"))
+    Rejection::new(
+        ReasonCode::InvalidType,
+        format!("{name} must be {expected}"),
+    )
 }
 
 fn too_long(name: &str, len: usize, max: usize) -> Rejection {
@@ -404,7 +417,11 @@ fn read_metric<'a>(field: Field<'a>, catalog: &MetricCatalog) -> Result<Cow<'a, 
     if !catalog.contains(&metric) {
         return Err(Rejection::new(
             ReasonCode::UnknownMetric,
-            format!("{} {} is not in the metric catalog", field.0, quote_prefix(&metric)),
+            format!(
+                "{} {} is not in the metric catalog",
+                field.0,
+                quote_prefix(&metric)
+            ),
         ));
     }
     Ok(metric)
@@ -422,24 +439,38 @@ fn read_value((name, raw): Field<'_>) -> Result<Decimal9, Rejection> {
 }
 
 fn read_labels<'a>((name, raw): Field<'a>) -> Result<Vec<(String, Cow<'a, str>)>, Rejection> {
-    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
     let entries: BTreeMap<String, &'a RawValue> =
         serde_json::from_str(raw.get()).map_err(|_| wrong_type(name, "an object of strings"))?;
     if entries.len() > MAX_LABELS {
         return Err(Rejection::new(
             ReasonCode::TooManyLabels,
-            format!("{name} has {} entries, more than {MAX_LABELS}", entries.len()),
+            format!(
+                "{name} has {} entries, more than {MAX_LABELS}",
+                entries.len()
+            ),
         ));
     }
     entries
         .into_iter()
         .map(|(key, value)| {
             if key.len() > MAX_LABEL_KEY_BYTES {
-                return Err(too_long(&format!("{name} key"), key.len(), MAX_LABEL_KEY_BYTES));
+                return Err(too_long(
+                    &format!("{name} key"),
+                    key.len(),
+                    MAX_LABEL_KEY_BYTES,
+                ));
             }
-            let value = json_str(value).ok_or_else(|| wrong_type(&format!("{name}.{key}"), "a string"))?;
+            let value =
+                json_str(value).ok_or_else(|| wrong_type(&format!("{name}.{key}"), "a string"))?;
             if value.len() > MAX_LABEL_VALUE_BYTES {
-                return Err(too_long(&format!("{name}.{key}"), value.len(), MAX_LABEL_VALUE_BYTES));
+                return Err(too_long(
+                    &format!("{name}.{key}"),
+                    value.len(),
+                    MAX_LABEL_VALUE_BYTES,
+                ));
             }
             Ok((key, value))
         })
@@ -447,12 +478,17 @@ fn read_labels<'a>((name, raw): Field<'a>) -> Result<Vec<(String, Cow<'a, str>)>
 }
 
 fn read_schema_version((name, raw): Field<'_>) -> Result<i32, Rejection> {
-    let Some(raw) = raw else { return Ok(SCHEMA_VERSION) };
-    let version: i64 = serde_json::from_str(raw.get()).map_err(|_| wrong_type(name, "an integer"))?;
+    let Some(raw) = raw else {
+        return Ok(SCHEMA_VERSION);
+    };
+    let version: i64 =
+        serde_json::from_str(raw.get()).map_err(|_| wrong_type(name, "an integer"))?;
     if version != i64::from(SCHEMA_VERSION) {
         return Err(Rejection::new(
             ReasonCode::UnsupportedSchemaVersion,
-            format!("{name} {version} is not supported (this build reads version {SCHEMA_VERSION})"),
+            format!(
+                "{name} {version} is not supported (this build reads version {SCHEMA_VERSION})"
+            ),
         ));
     }
     Ok(SCHEMA_VERSION)
@@ -505,7 +541,10 @@ mod tests {
         assert_eq!(ev.service.as_deref(), Some("db"));
         assert_eq!(
             ev.labels,
-            vec![("a".to_string(), Cow::from("é")), ("b".to_string(), Cow::from("2"))]
+            vec![
+                ("a".to_string(), Cow::from("é")),
+                ("b".to_string(), Cow::from("2"))
+            ]
         );
         assert_eq!(ev.day(), 20513);
     }
@@ -516,19 +555,28 @@ mod tests {
             "time":"2026-03-01T10:00:00Z","datacontenttype":"application/json",
             "data":{"metric":"egress_bytes","value":10,"region":"us"}}"#;
         let ev = decode(text).unwrap();
-        assert_eq!((ev.event_id.as_ref(), ev.tenant_id.as_ref()), ("ce-1", "acme"));
+        assert_eq!(
+            (ev.event_id.as_ref(), ev.tenant_id.as_ref()),
+            ("ce-1", "acme")
+        );
         assert_eq!(ev.metric, "egress_bytes");
         assert_eq!(ev.region.as_deref(), Some("us"));
         assert_eq!(
-            reason(r#"{"specversion":"0.3","id":"x","subject":"acme","time":"2026-03-01T10:00:00Z","data":{}}"#),
+            reason(
+                r#"{"specversion":"0.3","id":"x","subject":"acme","time":"2026-03-01T10:00:00Z","data":{}}"#
+            ),
             ReasonCode::InvalidCloudEvent
         );
         assert_eq!(
-            reason(r#"{"specversion":"1.0","id":"x","subject":"acme","time":"2026-03-01T10:00:00Z","data":"x"}"#),
+            reason(
+                r#"{"specversion":"1.0","id":"x","subject":"acme","time":"2026-03-01T10:00:00Z","data":"x"}"#
+            ),
             ReasonCode::InvalidCloudEvent
         );
         assert_eq!(
-            reason(r#"{"specversion":"1.0","id":"x","time":"2026-03-01T10:00:00Z","data":{"metric":"egress_bytes","value":1}}"#),
+            reason(
+                r#"{"specversion":"1.0","id":"x","time":"2026-03-01T10:00:00Z","data":{"metric":"egress_bytes","value":1}}"#
+            ),
             ReasonCode::MissingField
         );
     }
@@ -541,13 +589,25 @@ mod tests {
         assert_eq!(reason(r#"{"tenant_id":"acme"}"#), ReasonCode::MissingField);
         assert_eq!(reason(&event(r#","resource":{}"#)), ReasonCode::InvalidType);
         assert_eq!(reason(&event(r#","labels":[1]"#)), ReasonCode::InvalidType);
-        assert_eq!(reason(&event(r#","labels":{"a":1}"#)), ReasonCode::InvalidType);
-        assert_eq!(reason(&event(r#","schema_version":"1""#)), ReasonCode::InvalidType);
-        assert_eq!(reason(&event(r#","schema_version":2"#)), ReasonCode::UnsupportedSchemaVersion);
+        assert_eq!(
+            reason(&event(r#","labels":{"a":1}"#)),
+            ReasonCode::InvalidType
+        );
+        assert_eq!(
+            reason(&event(r#","schema_version":"1""#)),
+            ReasonCode::InvalidType
+        );
+        assert_eq!(
+            reason(&event(r#","schema_version":2"#)),
+            ReasonCode::UnsupportedSchemaVersion
+        );
         let long_region = format!(r#","region":"{}""#, "r".repeat(65));
         assert_eq!(reason(&event(&long_region)), ReasonCode::FieldTooLong);
         let many: Vec<String> = (0..33).map(|i| format!(r#""k{i}":"v""#)).collect();
-        assert_eq!(reason(&event(&format!(r#","labels":{{{}}}"#, many.join(",")))), ReasonCode::TooManyLabels);
+        assert_eq!(
+            reason(&event(&format!(r#","labels":{{{}}}"#, many.join(",")))),
+            ReasonCode::TooManyLabels
+        );
     }
 
     #[test]
@@ -558,7 +618,10 @@ mod tests {
             assert_eq!(rejection.reason, ReasonCode::InvalidTenantId, "{tenant}");
             assert_eq!(rejection.tenant_id, None);
         }
-        let rejection = decode(&event(r#","metric":"gpu_hours""#).replace(r#""metric":"compute_seconds","#, "")).unwrap_err();
+        let rejection = decode(
+            &event(r#","metric":"gpu_hours""#).replace(r#""metric":"compute_seconds","#, ""),
+        )
+        .unwrap_err();
         assert_eq!(rejection.reason, ReasonCode::UnknownMetric);
         assert_eq!(rejection.tenant_id.as_deref(), Some("acme"));
     }
@@ -566,15 +629,37 @@ mod tests {
     #[test]
     fn checks_values_and_timestamps() {
         let with = |field: &str, value: &str| {
-            event("").replace(&format!(r#""{field}":{}"#, if field == "value" { "2" } else { "\"2026-03-01T10:00:00Z\"" }), &format!(r#""{field}":{value}"#))
+            event("").replace(
+                &format!(
+                    r#""{field}":{}"#,
+                    if field == "value" {
+                        "2"
+                    } else {
+                        "\"2026-03-01T10:00:00Z\""
+                    }
+                ),
+                &format!(r#""{field}":{value}"#),
+            )
         };
         assert_eq!(reason(&with("value", "-1")), ReasonCode::InvalidValue);
         assert_eq!(reason(&with("value", "1e400")), ReasonCode::InvalidValue);
         assert_eq!(reason(&with("value", "\"NaN\"")), ReasonCode::InvalidType);
         assert_eq!(reason(&with("value", "NaN")), ReasonCode::InvalidJson);
-        assert_eq!(decode(&with("value", "0.1234567895")).unwrap().value.to_string(), "0.123456790");
-        assert_eq!(reason(&with("ts", "\"2026-03-01T10:00:00\"")), ReasonCode::InvalidTimestamp);
-        assert_eq!(reason(&with("ts", "\"2026-05-30T00:00:01Z\"")), ReasonCode::FutureTimestamp);
+        assert_eq!(
+            decode(&with("value", "0.1234567895"))
+                .unwrap()
+                .value
+                .to_string(),
+            "0.123456790"
+        );
+        assert_eq!(
+            reason(&with("ts", "\"2026-03-01T10:00:00\"")),
+            ReasonCode::InvalidTimestamp
+        );
+        assert_eq!(
+            reason(&with("ts", "\"2026-05-30T00:00:01Z\"")),
+            ReasonCode::FutureTimestamp
+        );
         assert!(decode(&with("ts", "\"2026-05-28T00:00:00Z\"")).is_ok());
     }
 
@@ -582,7 +667,10 @@ mod tests {
     fn rejects_invalid_utf8_and_oversize_events() {
         let mut bytes = event("").into_bytes();
         bytes[20] = 0xff;
-        assert_eq!(decode_bytes(&bytes).unwrap_err().reason, ReasonCode::InvalidUtf8);
+        assert_eq!(
+            decode_bytes(&bytes).unwrap_err().reason,
+            ReasonCode::InvalidUtf8
+        );
         let huge = event(&format!(r#","pad":"{}""#, "x".repeat(2 << 20)));
         assert_eq!(reason(&huge), ReasonCode::EventTooLarge);
     }

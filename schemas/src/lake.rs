@@ -62,9 +62,9 @@ impl LakeLocation {
     /// Parses a `--lake` argument: a URL with a scheme, else a local path.
     /// Local directories are not created here; see [`LakeLocation::ensure_local_dirs`].
     pub fn parse(lake: &str) -> Result<Self, LakeLocationError> {
-        let has_scheme = lake
-            .split_once("://")
-            .is_some_and(|(scheme, _)| scheme.len() > 1 && scheme.bytes().all(|b| b.is_ascii_alphanumeric()));
+        let has_scheme = lake.split_once("://").is_some_and(|(scheme, _)| {
+            scheme.len() > 1 && scheme.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
         let mut root = if has_scheme {
             Url::parse(lake).map_err(|_| LakeLocationError::Invalid(lake.to_string()))?
         } else {
@@ -76,7 +76,8 @@ impl LakeLocation {
                     .map_err(|_| LakeLocationError::Invalid(lake.to_string()))?
                     .join(path)
             };
-            Url::from_directory_path(&absolute).map_err(|_| LakeLocationError::Invalid(lake.to_string()))?
+            Url::from_directory_path(&absolute)
+                .map_err(|_| LakeLocationError::Invalid(lake.to_string()))?
         };
         if !root.path().ends_with('/') {
             let path = format!("{}/", root.path());
@@ -92,12 +93,16 @@ impl LakeLocation {
 
     /// The local directory of the lake, when it is on the local file system.
     pub fn local_path(&self) -> Option<std::path::PathBuf> {
-        (self.root.scheme() == "file").then(|| self.root.to_file_path().ok()).flatten()
+        (self.root.scheme() == "file")
+            .then(|| self.root.to_file_path().ok())
+            .flatten()
     }
 
     /// Creates the local directories of the lake and its tables (no-op for object stores).
     pub fn ensure_local_dirs(&self) -> Result<(), LakeLocationError> {
-        let Some(root) = self.local_path() else { return Ok(()) };
+        let Some(root) = self.local_path() else {
+            return Ok(());
+        };
         for table in [LakeTable::UsageEvents, LakeTable::RejectedEvents] {
             let dir = root.join(table.dir_name());
             std::fs::create_dir_all(&dir).map_err(|source| LakeLocationError::CreateDir {
@@ -163,7 +168,11 @@ pub enum Provenance<'a> {
 impl fmt::Display for Provenance<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Provenance::Kafka { topic, partition, offset } => write!(f, "kafka:{topic}/{partition}@{offset}"),
+            Provenance::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "kafka:{topic}/{partition}@{offset}"),
             Provenance::File { name, line } => write!(f, "file:{name}:{line}"),
         }
     }
@@ -176,7 +185,10 @@ mod tests {
     #[test]
     fn local_paths_become_file_urls() {
         let lake = LakeLocation::parse("/tmp/lake").unwrap();
-        assert_eq!(lake.table_url(LakeTable::RejectedEvents).as_str(), "file:///tmp/lake/rejected_events/");
+        assert_eq!(
+            lake.table_url(LakeTable::RejectedEvents).as_str(),
+            "file:///tmp/lake/rejected_events/"
+        );
         assert_eq!(lake.local_path().unwrap(), Path::new("/tmp/lake"));
         let relative = LakeLocation::parse("lake").unwrap();
         assert!(relative.root().path().ends_with("/lake/"));
@@ -185,8 +197,19 @@ mod tests {
 
     #[test]
     fn provenance_formats() {
-        let kafka = Provenance::Kafka { topic: "usage", partition: 2, offset: 41 };
+        let kafka = Provenance::Kafka {
+            topic: "usage",
+            partition: 2,
+            offset: 41,
+        };
         assert_eq!(kafka.to_string(), "kafka:usage/2@41");
-        assert_eq!(Provenance::File { name: "a.jsonl", line: 7 }.to_string(), "file:a.jsonl:7");
+        assert_eq!(
+            Provenance::File {
+                name: "a.jsonl",
+                line: 7
+            }
+            .to_string(),
+            "file:a.jsonl:7"
+        );
     }
 }

@@ -107,7 +107,7 @@ mod tests {
             assert!(
                 code.as_str()
                     .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             );
         }
     }

@@ -33,7 +33,10 @@ pub fn labels_type() -> DataType {
         Field::new("key", DataType::Utf8, false),
         Field::new("value", DataType::Utf8, true),
     ]);
-    DataType::Map(Arc::new(Field::new("key_value", DataType::Struct(entries), false)), false)
+    DataType::Map(
+        Arc::new(Field::new("key_value", DataType::Struct(entries), false)),
+        false,
+    )
 }
 
 static USAGE_EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -41,7 +44,11 @@ static USAGE_EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("event_id", DataType::Utf8, false),
         Field::new("ts", utc_micros(), false),
         Field::new("metric", DataType::Utf8, false),
-        Field::new("value", DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE as i8), false),
+        Field::new(
+            "value",
+            DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE as i8),
+            false,
+        ),
         Field::new("resource", DataType::Utf8, true),
         Field::new("region", DataType::Utf8, true),
         Field::new("service", DataType::Utf8, true),

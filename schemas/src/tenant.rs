@@ -39,7 +39,22 @@ mod tests {
         for ok in ["a", "0", "acme", "a-b_c", &"a".repeat(63)] {
             assert!(is_valid_tenant_id(ok), "{ok}");
         }
-        for bad in ["", "../x", "..", "A", "aB", "a/b", "a b", "é", "-a", "_a", "a.b", &"a".repeat(64), "a\0", UNALLOCATED_TENANT] {
+        for bad in [
+            "",
+            "../x",
+            "..",
+            "A",
+            "aB",
+            "a/b",
+            "a b",
+            "é",
+            "-a",
+            "_a",
+            "a.b",
+            &"a".repeat(64),
+            "a\0",
+            UNALLOCATED_TENANT,
+        ] {
             assert!(!is_valid_tenant_id(bad), "{bad:?}");
         }
     }

@@ -184,7 +184,7 @@ reject("invalid_json", "value-nan", base(value=Raw("NaN")))
 reject("invalid_json", "value-infinity", base(value=Raw("Infinity")))
 reject("invalid_json", "trailing-comma", dump(base())[:-1] + b",}")
 reject("invalid_json", "single-quotes", dump(base()).replace(b'"', b"'"))
-reject("invalid_json", "invalid-utf8", dump(base(tenant_id="acme")).replace(b"acme", b"ac\xffme"))
+reject("invalid_utf8", "invalid-utf8", dump(base(tenant_id="acme")).replace(b"acme", b"ac\xffme"))
 reject("invalid_json", "utf8-bom", b"\xef\xbb\xbf" + dump(base()))
 
 # ---------------------------------------------------------------- missing_field

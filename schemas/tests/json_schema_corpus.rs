@@ -19,7 +19,10 @@ fn expected_from_name(name: &str) -> Expected {
         Some("accept") => Expected::Accept,
         Some("reject") => {
             let code = parts.next().expect("reject--<code>--<name>.json");
-            Expected::Reject(ReasonCode::from_code(code).unwrap_or_else(|| panic!("unknown code {code} in {name}")))
+            Expected::Reject(
+                ReasonCode::from_code(code)
+                    .unwrap_or_else(|| panic!("unknown code {code} in {name}")),
+            )
         }
         _ => panic!("corpus file {name} is neither accept-- nor reject--"),
     }
@@ -27,7 +30,8 @@ fn expected_from_name(name: &str) -> Expected {
 
 #[test]
 fn schema_and_decoder_agree_on_the_corpus() {
-    let schema: serde_json::Value = serde_json::from_str(allot_schemas::EVENT_V1_JSON_SCHEMA).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(allot_schemas::EVENT_V1_JSON_SCHEMA).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
     let catalog = MetricCatalog::default();
     let ctx = DecodeContext {
@@ -37,9 +41,16 @@ fn schema_and_decoder_agree_on_the_corpus() {
         max_event_bytes: 1 << 20,
     };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/corpus");
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
-    assert!(entries.len() >= 50, "corpus has only {} samples", entries.len());
+    assert!(
+        entries.len() >= 50,
+        "corpus has only {} samples",
+        entries.len()
+    );
     let mut disagreements = Vec::new();
     for path in &entries {
         let name = path.file_name().unwrap().to_str().unwrap();
@@ -60,5 +71,9 @@ fn schema_and_decoder_agree_on_the_corpus() {
             disagreements.push(format!("{name}: decoder gives {decoder_outcome:?}"));
         }
     }
-    assert!(disagreements.is_empty(), "disagreements:\n{}", disagreements.join("\n"));
+    assert!(
+        disagreements.is_empty(),
+        "disagreements:\n{}",
+        disagreements.join("\n")
+    );
 }

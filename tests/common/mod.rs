@@ -28,18 +28,17 @@ pub fn test_python() -> String {
 
 /// Creates a topic with a unique name for one test and returns the name.
 pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
-    let name = format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        chrono_like_nanos()
-    );
+    let name = format!("{prefix}-{}-{}", std::process::id(), chrono_like_nanos());
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", kafka_bootstrap())
         .create()
         .expect("admin client");
     let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
     let results = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await
         .expect("create topic");
     for result in results {
@@ -75,7 +74,10 @@ pub async fn read_lake_table(lake: &Path, table: &str) -> Vec<LakeRow> {
     let files: Vec<PathBuf> = delta
         .get_file_uris()
         .expect("files")
-        .map(|uri| url::Url::parse(&uri).unwrap().to_file_path().unwrap())
+        .map(|uri| match url::Url::parse(&uri) {
+            Ok(url) => url.to_file_path().unwrap(),
+            Err(_) => PathBuf::from(uri),
+        })
         .collect();
     let mut rows = Vec::new();
     for file in files {
