@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use allot_ingest::{FileIngestOptions, FileInput, IngestSummary};
+use allot_ingest::{FileIngestOptions, FileInput, IngestSummary, KafkaIngestOptions};
 use allot_schemas::config::Config;
 use allot_schemas::lake::LakeLocation;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -31,7 +31,7 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write usage events into the lake (backfill from a JSON Lines file).
+    /// Write usage events into the lake: a Kafka collector, or a backfill from a file.
     Ingest(IngestArgs),
 }
 
@@ -45,8 +45,17 @@ enum OutputFormat {
 #[derive(Args)]
 struct IngestArgs {
     /// JSON Lines file to backfill from (`-` for standard input).
-    #[arg(long, value_name = "PATH")]
-    from_file: String,
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["brokers", "topic", "group"])]
+    from_file: Option<String>,
+    /// Kafka bootstrap servers (default: `kafka.brokers` from the config).
+    #[arg(long, value_name = "HOST:PORT,…")]
+    brokers: Option<String>,
+    /// Kafka topic of usage events (default: `kafka.topic`).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Consumer group of the collector fleet (default: `kafka.group`).
+    #[arg(long)]
+    group: Option<String>,
     /// The lake: a directory or an object-store URL (default: `lake` from the config).
     #[arg(long, value_name = "DIR|URL")]
     lake: Option<String>,
@@ -119,7 +128,9 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALLOT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,allot=info,allot_ingest=info")
+        tracing_subscriber::EnvFilter::new(
+            "warn,buoyant_kernel=off,deltalake_core::writer::stats=error,allot=info,allot_ingest=info",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -169,27 +180,42 @@ fn cancel_on_signal(token: CancellationToken) {
 async fn ingest(args: IngestArgs) -> Result<(), Failure> {
     let config = load_config(args.config.as_deref())?;
     let lake = lake_location(args.lake.as_deref(), &config)?;
-    let input = FileInput::from_arg(&args.from_file);
-    if let FileInput::Path(path) = &input
-        && !path.is_file()
-    {
-        return Err(Failure::usage(format!(
-            "--from-file {}: no such file",
-            path.display()
-        )));
-    }
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let options = FileIngestOptions {
-        input,
-        lake,
-        config,
-        progress: !args.no_progress,
-        clock: None,
-    };
-    let summary = allot_ingest::ingest_file(options, cancel)
-        .await
-        .map_err(Failure::internal)?;
+    let summary = match args.from_file.as_deref() {
+        Some(from_file) => {
+            let input = FileInput::from_arg(from_file);
+            if let FileInput::Path(path) = &input
+                && !path.is_file()
+            {
+                return Err(Failure::usage(format!("--from-file {}: no such file", path.display())));
+            }
+            let options = FileIngestOptions {
+                input,
+                lake,
+                config,
+                progress: !args.no_progress,
+                clock: None,
+            };
+            allot_ingest::ingest_file(options, cancel).await
+        }
+        None => {
+            let required = |flag: Option<String>, key: &Option<String>, name: &str| {
+                flag.or_else(|| key.clone())
+                    .ok_or_else(|| Failure::usage(format!("--{name} is required (or set `kafka.{name}` in the config), or give --from-file")))
+            };
+            let options = KafkaIngestOptions {
+                brokers: required(args.brokers, &config.kafka.brokers, "brokers")?,
+                topic: required(args.topic, &config.kafka.topic, "topic")?,
+                group: required(args.group, &config.kafka.group, "group")?,
+                lake,
+                config,
+                clock: None,
+            };
+            allot_ingest::run_collector(options, cancel).await
+        }
+    }
+    .map_err(Failure::internal)?;
     print_summary(&summary, args.format);
     Ok(())
 }

@@ -88,10 +88,7 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
     }
 
     let mut writer = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
-    let outcome = writer
-        .append(assembler.take().unwrap(), Vec::new())
-        .await
-        .unwrap();
+    let outcome = writer.append(assembler.take().unwrap()).await.unwrap();
     assert_eq!(outcome.written, GOOD_EVENTS as u64);
     assert_eq!(outcome.duplicates, 1);
     assert_eq!(outcome.rejected_written, 2);

@@ -69,8 +69,9 @@ impl EventAssembler {
         self.max_event_bytes
     }
 
-    /// Decodes one event and buffers it as accepted or rejected.
-    pub fn push(&mut self, raw: &[u8], source: Provenance<'_>) {
+    /// Decodes one event and buffers it as accepted or rejected; returns the
+    /// rejection, if any, so a source can also dead-letter the event.
+    pub fn push(&mut self, raw: &[u8], source: Provenance<'_>) -> Option<Rejection> {
         let ctx = DecodeContext {
             catalog: &self.catalog,
             now_micros: (self.clock)(),
@@ -78,8 +79,14 @@ impl EventAssembler {
             max_event_bytes: self.max_event_bytes,
         };
         match decode_event(raw, &ctx) {
-            Ok(event) => self.usage.append(&event, source),
-            Err(rejection) => self.reject(&rejection, raw, raw.len(), source),
+            Ok(event) => {
+                self.usage.append(&event, source);
+                None
+            }
+            Err(rejection) => {
+                self.reject(&rejection, raw, raw.len(), source);
+                Some(rejection)
+            }
         }
     }
 

@@ -48,6 +48,9 @@ pub enum IngestError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// Another collector recorded newer offsets for a partition of this commit.
+    #[error("commit fenced: {0}")]
+    Fenced(String),
     /// The decoding thread stopped unexpectedly.
     #[error("the decoding thread stopped: {0}")]
     Decoder(String),

@@ -108,7 +108,7 @@ pub async fn ingest_file(
 
     let mut summary = IngestSummary::default();
     while let Some(batch) = receiver.recv().await {
-        summary.add(writer.append(batch, Vec::new()).await?);
+        summary.add(writer.append(batch).await?);
     }
     decoding
         .join()

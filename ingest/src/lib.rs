@@ -10,6 +10,7 @@ pub mod assemble;
 pub mod batch;
 pub mod error;
 pub mod file;
+pub mod kafka;
 pub mod lake;
 pub mod lines;
 pub mod summary;
@@ -17,4 +18,5 @@ pub mod writer;
 
 pub use error::IngestError;
 pub use file::{FileIngestOptions, FileInput, ingest_file};
+pub use kafka::{KafkaIngestOptions, run_collector};
 pub use summary::IngestSummary;

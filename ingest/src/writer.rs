@@ -19,7 +19,8 @@ use arrow::array::{AsArray, BooleanBuilder, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::Date32Type;
 use deltalake::DeltaTable;
-use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
+use deltalake::kernel::{Add, Transaction};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use parquet::arrow::ProjectionMask;
@@ -34,6 +35,17 @@ pub type PartitionKey = (String, i32);
 
 /// Most event ids kept in the duplicate cache before old partitions are dropped.
 const DEFAULT_CACHED_KEYS: usize = 2_000_000;
+
+/// The Kafka offsets a commit records, and those it expects the lake to hold.
+#[derive(Debug, Default, Clone)]
+pub struct OffsetCommit {
+    /// Per app id, the offset the lake must still record (`None`: none yet).
+    pub expected: Vec<(String, Option<i64>)>,
+    /// The `txn` actions to commit with the files.
+    pub txns: Vec<Transaction>,
+    /// Test hook: abort the process after writing the files, before the commit.
+    pub abort_before_commit: bool,
+}
 
 /// What one append did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -78,12 +90,20 @@ impl LakeWriter {
         &self.tables.usage
     }
 
-    /// Writes one batch: rejected rows first, then the new events with `txns`
-    /// (offsets recorded for Kafka partitions) in the same commit.
-    pub async fn append(
+    /// Writes one batch: rejected rows first, then the new events in one commit.
+    pub async fn append(&mut self, batch: DecodedBatch) -> Result<AppendOutcome, IngestError> {
+        self.append_with_offsets(batch, &OffsetCommit::default())
+            .await
+    }
+
+    /// Like [`append`](Self::append), but the `usage_events` commit also records
+    /// Kafka offsets, and only if the table still holds the offsets the batch
+    /// started from; otherwise it fails with [`IngestError::Fenced`] and the new
+    /// files are never referenced.
+    pub async fn append_with_offsets(
         &mut self,
         batch: DecodedBatch,
-        txns: Vec<Transaction>,
+        offsets: &OffsetCommit,
     ) -> Result<AppendOutcome, IngestError> {
         let mut outcome = AppendOutcome {
             rejected_by_reason: batch.rejected_by_reason,
@@ -98,25 +118,40 @@ impl LakeWriter {
             .sum::<u64>()
             .saturating_sub(outcome.rejected_written);
         if rejected.num_rows() > 0 {
-            write_and_commit(
-                &mut self.tables.rejected,
-                LakeTable::RejectedEvents,
-                rejected,
-                Vec::new(),
-            )
-            .await?;
+            let name = table_name(LakeTable::RejectedEvents);
+            let adds = write_files(&self.tables.rejected, name, rejected).await?;
+            commit_append(&mut self.tables.rejected, name, adds, Vec::new()).await?;
         }
 
         let (fresh, partitions) = self.new_events(batch.usage).await?;
         outcome.written = fresh.num_rows() as u64;
         outcome.duplicates = partitions.duplicates;
         outcome.partitions = partitions.touched;
-        if fresh.num_rows() > 0 || !txns.is_empty() {
-            let version =
-                write_and_commit(&mut self.tables.usage, LakeTable::UsageEvents, fresh, txns)
-                    .await?;
-            outcome.usage_version = Some(version);
+        if fresh.num_rows() == 0 && offsets.txns.is_empty() {
+            return Ok(outcome);
         }
+        let name = table_name(LakeTable::UsageEvents);
+        let adds = write_files(&self.tables.usage, name, fresh).await?;
+        if !offsets.expected.is_empty() {
+            self.tables
+                .usage
+                .update_state()
+                .await
+                .map_err(IngestError::lake(name))?;
+            check_recorded_offsets(&self.tables.usage, &offsets.expected).await?;
+        }
+        if offsets.abort_before_commit {
+            tracing::error!("test hook: aborting between writing files and committing them");
+            std::process::abort();
+        }
+        let committed =
+            commit_append(&mut self.tables.usage, name, adds, offsets.txns.clone()).await;
+        outcome.usage_version = Some(committed.map_err(|err| match err {
+            IngestError::Lake { source, .. } if is_txn_conflict(&source) => IngestError::Fenced(
+                format!("a concurrent commit recorded offsets for the same partitions: {source}"),
+            ),
+            other => other,
+        })?);
         Ok(outcome)
     }
 
@@ -277,21 +312,50 @@ fn partition_dir(tenant: &str, day: i32) -> String {
 /// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
-/// Writes one batch to `table` as Parquet files and commits them with `txns`.
-async fn write_and_commit(
-    table: &mut DeltaTable,
-    which: LakeTable,
+/// Writes one batch to `table` as Parquet files (not yet committed).
+async fn write_files(
+    table: &DeltaTable,
+    name: &'static str,
     batch: RecordBatch,
-    txns: Vec<Transaction>,
-) -> Result<u64, IngestError> {
-    let name = table_name(which);
-    let mut adds = Vec::new();
-    if batch.num_rows() > 0 {
-        let mut writer = RecordBatchWriter::for_table(table).map_err(IngestError::lake(name))?;
-        writer.write(batch).await.map_err(IngestError::lake(name))?;
-        adds = writer.flush().await.map_err(IngestError::lake(name))?;
+) -> Result<Vec<Add>, IngestError> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
     }
-    commit_append(table, name, adds, txns).await
+    let mut writer = RecordBatchWriter::for_table(table).map_err(IngestError::lake(name))?;
+    writer.write(batch).await.map_err(IngestError::lake(name))?;
+    writer.flush().await.map_err(IngestError::lake(name))
+}
+
+/// Fails with [`IngestError::Fenced`] unless `table` records exactly the expected
+/// offsets (`None`: no offset yet) for each app id.
+async fn check_recorded_offsets(
+    table: &DeltaTable,
+    expected: &[(String, Option<i64>)],
+) -> Result<(), IngestError> {
+    let name = table_name(LakeTable::UsageEvents);
+    let snapshot = table.snapshot().map_err(IngestError::lake(name))?;
+    for (app_id, expected_offset) in expected {
+        let recorded = snapshot
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(IngestError::lake(name))?;
+        if recorded != *expected_offset {
+            return Err(IngestError::Fenced(format!(
+                "{app_id}: the lake records offset {recorded:?}, this batch started after {expected_offset:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a commit failed because a concurrent commit used the same `txn` app id.
+fn is_txn_conflict(err: &deltalake::DeltaTableError) -> bool {
+    matches!(
+        err,
+        deltalake::DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
+        }
+    )
 }
 
 /// Reads one string column of a Parquet file of the lake into `sink`.

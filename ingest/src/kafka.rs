@@ -1,0 +1,529 @@
+//! The Kafka collector (`allot ingest --brokers B --topic T --group G`).
+//!
+//! Exactly once into the lake: each flush is one Delta commit that adds the new
+//! files and records, per Kafka partition, the last offset it covers (a `txn`
+//! action with app id `<group>-<topic>-<partition>`). On every assignment the
+//! collector reads those offsets from the table and assigns each partition at the
+//! offset after it; Kafka's committed offsets are written only for lag monitoring.
+//! Before committing, the collector checks that the table still records the
+//! offsets it started from; if another collector moved them (this one was paused
+//! past its session and lost the partition), the commit is abandoned and its
+//! files are never referenced. Delta's conflict check on `txn` app ids makes that
+//! check atomic with the commit.
+//!
+//! Rejected events go to `<topic>.dlq` (original bytes, headers `allot-error-code`
+//! and `allot-error`) and to `rejected_events`; the dead letters are acknowledged
+//! by the broker and the rejected rows committed before the offsets that cover
+//! them are recorded, so a rejected event is recorded at least once in both.
+//!
+//! The consumer runs on a dedicated thread (librdkafka's rebalance callbacks run
+//! inside `poll`), and blocks on the async Delta I/O through a runtime handle.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use allot_schemas::config::Config;
+use allot_schemas::lake::{LakeLocation, Provenance, kafka_app_id};
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::TopicPartitionListElem;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::assemble::{Clock, EventAssembler, system_clock};
+use crate::error::IngestError;
+use crate::lake::LakeTables;
+use crate::summary::IngestSummary;
+use crate::writer::{LakeWriter, OffsetCommit};
+
+/// Environment variable of the crash test hook: when set to `N`, the collector
+/// aborts the process after writing the files of its `N`-th flush and before
+/// committing them, as a crash between upload and commit would.
+pub const ABORT_BEFORE_COMMIT_ENV: &str = "ALLOT_TEST_ABORT_BEFORE_COMMIT";
+
+/// What a collector needs.
+pub struct KafkaIngestOptions {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The topic of usage events.
+    pub topic: String,
+    /// The consumer group of the collector fleet.
+    pub group: String,
+    /// The lake to write to.
+    pub lake: LakeLocation,
+    /// Catalog, limits, batch sizes and extra librdkafka properties.
+    pub config: Config,
+    /// The clock for `future_timestamp` checks and `ingested_at`.
+    pub clock: Option<Clock>,
+}
+
+/// Runs a collector until `cancel` fires, then flushes, commits and leaves the group.
+pub async fn run_collector(
+    options: KafkaIngestOptions,
+    cancel: CancellationToken,
+) -> Result<IngestSummary, IngestError> {
+    let tables = LakeTables::open_or_create(&options.lake).await?;
+    let offsets_table = tables.usage.clone();
+    let handle = Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut collector = Collector::new(options, tables, offsets_table, handle)?;
+        collector.run(&cancel)
+    })
+    .await
+    .map_err(|e| IngestError::Decoder(e.to_string()))?
+}
+
+/// The consumer's context: reacts to rebalances.
+struct CollectorContext {
+    handle: Handle,
+    group: String,
+    topic: String,
+    /// A handle on `usage_events` used only to read recorded offsets.
+    offsets_table: Mutex<DeltaTable>,
+    /// Partition → offset the table recorded at assignment (`None`: nothing yet).
+    assignment: Mutex<BTreeMap<i32, Option<i64>>>,
+    /// Set when the assignment changed: the loop drops what it buffered.
+    reset: AtomicBool,
+}
+
+impl ClientContext for CollectorContext {}
+
+impl ConsumerContext for CollectorContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                let partitions: Vec<i32> = assigned
+                    .elements()
+                    .iter()
+                    .map(TopicPartitionListElem::partition)
+                    .collect();
+                match self.recorded_offsets(&partitions) {
+                    Ok(recorded) => {
+                        let mut tpl = TopicPartitionList::new();
+                        for (&partition, &offset) in &recorded {
+                            let start = offset.map_or(Offset::Beginning, |o| Offset::Offset(o + 1));
+                            if let Err(err) =
+                                tpl.add_partition_offset(&self.topic, partition, start)
+                            {
+                                tracing::error!(partition, %err, "cannot set start offset");
+                            }
+                        }
+                        if let Err(err) = consumer.assign(&tpl) {
+                            tracing::error!(%err, "cannot assign partitions at the lake's offsets");
+                        }
+                        tracing::info!(topic = %self.topic, partitions = ?recorded, "assigned; resuming after the offsets recorded in the lake");
+                        *self.assignment.lock().expect("not poisoned") = recorded;
+                    }
+                    Err(err) => {
+                        // Without the lake's offsets nothing may be consumed: give up
+                        // the partitions; the group reassigns them.
+                        tracing::error!(%err, "cannot read offsets from the lake; unassigning");
+                        let _ = consumer.unassign();
+                        self.assignment.lock().expect("not poisoned").clear();
+                    }
+                }
+                self.reset.store(true, Ordering::SeqCst);
+            }
+            Rebalance::Revoke(_) => {
+                tracing::info!(topic = %self.topic, "partitions revoked; dropping what was buffered (the next owner re-reads it)");
+                self.assignment.lock().expect("not poisoned").clear();
+                self.reset.store(true, Ordering::SeqCst);
+            }
+            Rebalance::Error(err) => tracing::warn!(%err, "rebalance error"),
+        }
+    }
+}
+
+impl CollectorContext {
+    /// Reads the offsets the lake records for `partitions`.
+    fn recorded_offsets(
+        &self,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, Option<i64>>, IngestError> {
+        let mut table = self.offsets_table.lock().expect("not poisoned");
+        self.handle.block_on(async {
+            table
+                .update_state()
+                .await
+                .map_err(IngestError::lake("usage_events"))?;
+            let snapshot = table
+                .snapshot()
+                .map_err(IngestError::lake("usage_events"))?;
+            let mut recorded = BTreeMap::new();
+            for &partition in partitions {
+                let app_id = kafka_app_id(&self.group, &self.topic, partition);
+                let version = snapshot
+                    .transaction_version(table.log_store().as_ref(), &app_id)
+                    .await
+                    .map_err(IngestError::lake("usage_events"))?;
+                recorded.insert(partition, version);
+            }
+            Ok(recorded)
+        })
+    }
+}
+
+/// Offsets buffered for one partition.
+#[derive(Debug, Clone, Copy)]
+struct PartitionRange {
+    /// The offset the table recorded when this buffer started (`None`: nothing).
+    recorded: Option<i64>,
+    /// The last offset buffered.
+    last: i64,
+}
+
+struct Collector {
+    consumer: BaseConsumer<CollectorContext>,
+    producer: FutureProducer,
+    writer: LakeWriter,
+    assembler: EventAssembler,
+    handle: Handle,
+    topic: String,
+    dlq_topic: String,
+    group: String,
+    flush_rows: usize,
+    flush_bytes: usize,
+    flush_interval: Duration,
+    /// Per partition: what the buffer covers.
+    buffered: BTreeMap<i32, PartitionRange>,
+    /// Dead letters sent since the last flush, awaiting the broker's ack.
+    dead_letters: Vec<rdkafka::producer::DeliveryFuture>,
+    buffer_started: Option<Instant>,
+    flushes: u64,
+    abort_before_commit: Option<u64>,
+    summary: IngestSummary,
+}
+
+impl Collector {
+    fn new(
+        options: KafkaIngestOptions,
+        tables: LakeTables,
+        offsets_table: DeltaTable,
+        handle: Handle,
+    ) -> Result<Self, IngestError> {
+        let kafka_error = |context: &str| {
+            let context = context.to_string();
+            move |source| IngestError::Kafka { context, source }
+        };
+        let mut consumer_config = ClientConfig::new();
+        consumer_config
+            .set("bootstrap.servers", &options.brokers)
+            .set("group.id", &options.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        for (key, value) in &options.config.kafka.properties {
+            consumer_config.set(key, value);
+        }
+        let context = CollectorContext {
+            handle: handle.clone(),
+            group: options.group.clone(),
+            topic: options.topic.clone(),
+            offsets_table: Mutex::new(offsets_table),
+            assignment: Mutex::new(BTreeMap::new()),
+            reset: AtomicBool::new(false),
+        };
+        let consumer: BaseConsumer<CollectorContext> = consumer_config
+            .create_with_context(context)
+            .map_err(kafka_error("creating the consumer"))?;
+        consumer
+            .subscribe(&[&options.topic])
+            .map_err(kafka_error(&format!("subscribing to {}", options.topic)))?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &options.brokers)
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "300000")
+            .create()
+            .map_err(kafka_error("creating the dead-letter producer"))?;
+        let ingest = &options.config.ingest;
+        Ok(Collector {
+            assembler: EventAssembler::new(
+                &options.config,
+                options.clock.unwrap_or_else(system_clock),
+            ),
+            flush_rows: ingest.flush_rows,
+            flush_bytes: usize::try_from(ingest.flush_bytes.0).unwrap_or(usize::MAX),
+            flush_interval: ingest.flush_interval.0,
+            consumer,
+            producer,
+            writer: LakeWriter::new(tables),
+            handle,
+            dlq_topic: format!("{}.dlq", options.topic),
+            topic: options.topic,
+            group: options.group,
+            buffered: BTreeMap::new(),
+            dead_letters: Vec::new(),
+            buffer_started: None,
+            flushes: 0,
+            abort_before_commit: std::env::var(ABORT_BEFORE_COMMIT_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            summary: IngestSummary::default(),
+        })
+    }
+
+    fn run(&mut self, cancel: &CancellationToken) -> Result<IngestSummary, IngestError> {
+        let started = Instant::now();
+        let mut poll_errors = 0u32;
+        while !cancel.is_cancelled() {
+            // Detached so the message does not borrow the consumer while buffered.
+            let polled = self
+                .consumer
+                .poll(Duration::from_millis(100))
+                .map(|m| m.map(|m| m.detach()));
+            if self.consumer.context().reset.swap(false, Ordering::SeqCst) {
+                self.drop_buffer();
+            }
+            match polled {
+                None => {}
+                Some(Ok(message)) => {
+                    poll_errors = 0;
+                    let (partition, offset) = (message.partition(), message.offset());
+                    let payload = message.payload().unwrap_or_default();
+                    self.accept(partition, offset, payload);
+                }
+                Some(Err(err)) => {
+                    poll_errors = poll_errors.saturating_add(1);
+                    let backoff = Duration::from_millis(100 * u64::from(poll_errors.min(50)));
+                    tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "kafka poll failed; retrying");
+                    std::thread::sleep(backoff);
+                }
+            }
+            if self.should_flush() {
+                self.flush_with_retry(cancel)?;
+            }
+        }
+        tracing::info!("shutting down: flushing what is buffered");
+        self.flush_with_retry(&CancellationToken::new())?;
+        self.consumer.unsubscribe();
+        self.summary.elapsed = started.elapsed();
+        Ok(self.summary.clone())
+    }
+
+    /// Buffers one message unless it is at or before the offset already recorded.
+    fn accept(&mut self, partition: i32, offset: i64, payload: &[u8]) {
+        let recorded = {
+            let assignment = self
+                .consumer
+                .context()
+                .assignment
+                .lock()
+                .expect("not poisoned");
+            match assignment.get(&partition) {
+                Some(recorded) => *recorded,
+                None => return, // not (or no longer) ours
+            }
+        };
+        let range = self.buffered.entry(partition).or_insert(PartitionRange {
+            recorded,
+            last: recorded.unwrap_or(-1),
+        });
+        if offset <= range.last {
+            return; // delivered again before the seek took effect
+        }
+        range.last = offset;
+        self.buffer_started.get_or_insert_with(Instant::now);
+        let source = Provenance::Kafka {
+            topic: &self.topic,
+            partition,
+            offset,
+        };
+        if let Some(rejection) = self.assembler.push(payload, source) {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "allot-error-code",
+                    value: Some(rejection.reason.as_str()),
+                })
+                .insert(Header {
+                    key: "allot-error",
+                    value: Some(rejection.message.as_str()),
+                })
+                .insert(Header {
+                    key: "allot-source",
+                    value: Some(source.to_string().as_str()),
+                });
+            let record = FutureRecord::<(), [u8]>::to(&self.dlq_topic)
+                .payload(payload)
+                .headers(headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => self.dead_letters.push(delivery),
+                Err((err, _)) => {
+                    // The queue is full: wait for room, then try once more.
+                    tracing::warn!(%err, "dead-letter queue full; waiting");
+                    let _ = self.producer.flush(Duration::from_secs(30));
+                    let record = FutureRecord::<(), [u8]>::to(&self.dlq_topic).payload(payload);
+                    if let Ok(delivery) = self.producer.send_result(record) {
+                        self.dead_letters.push(delivery);
+                    }
+                }
+            }
+        }
+    }
+
+    fn should_flush(&self) -> bool {
+        self.assembler.buffered_rows() >= self.flush_rows
+            || self.assembler.buffered_bytes() >= self.flush_bytes
+            || self
+                .buffer_started
+                .is_some_and(|t| t.elapsed() >= self.flush_interval)
+    }
+
+    /// Discards everything buffered; the partitions are re-read from the lake's offsets.
+    fn drop_buffer(&mut self) {
+        if let Err(err) = self.assembler.take() {
+            tracing::error!(%err, "discarding the buffer");
+        }
+        self.buffered.clear();
+        self.dead_letters.clear();
+        self.buffer_started = None;
+    }
+
+    /// Flushes, retrying with backoff while the lake or the broker is unavailable.
+    /// A fenced commit is not retried: the buffer is dropped.
+    fn flush_with_retry(&mut self, cancel: &CancellationToken) -> Result<(), IngestError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.flush() {
+                Ok(()) => return Ok(()),
+                Err(FlushError::Fenced(reason)) => {
+                    tracing::warn!(%reason, "commit fenced: another collector recorded newer offsets; dropping the buffer");
+                    self.drop_buffer();
+                    return Ok(());
+                }
+                Err(FlushError::Retry(err)) => {
+                    attempt += 1;
+                    if cancel.is_cancelled() && attempt > 3 {
+                        return Err(err);
+                    }
+                    let backoff = Duration::from_millis(200 * u64::from(attempt.min(25)));
+                    tracing::warn!(%err, attempt, retry_in_ms = backoff.as_millis() as u64, "flush failed; retrying");
+                    std::thread::sleep(backoff);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), FlushError> {
+        if self.buffered.is_empty() {
+            self.buffer_started = None;
+            return Ok(());
+        }
+        // Dead letters first: acknowledged before any offset covering them is recorded.
+        for delivery in std::mem::take(&mut self.dead_letters) {
+            match self.handle.block_on(delivery) {
+                Ok(Ok(_)) => {}
+                Ok(Err((err, _))) => {
+                    return Err(FlushError::Retry(IngestError::Kafka {
+                        context: format!("delivering to {}", self.dlq_topic),
+                        source: err,
+                    }));
+                }
+                Err(_) => {
+                    return Err(FlushError::Retry(IngestError::Decoder(
+                        "dead-letter delivery was cancelled".into(),
+                    )));
+                }
+            }
+        }
+        let batch = self
+            .assembler
+            .take()
+            .map_err(|e| FlushError::Retry(e.into()))?;
+        let expected: Vec<(String, Option<i64>)> = self
+            .buffered
+            .iter()
+            .map(|(&p, range)| (kafka_app_id(&self.group, &self.topic, p), range.recorded))
+            .collect();
+        let txns: Vec<Transaction> = self
+            .buffered
+            .iter()
+            .map(|(&p, range)| {
+                Transaction::new(kafka_app_id(&self.group, &self.topic, p), range.last)
+            })
+            .collect();
+        self.flushes += 1;
+        let offsets = OffsetCommit {
+            expected,
+            txns,
+            abort_before_commit: self.abort_before_commit == Some(self.flushes),
+        };
+        let outcome = self
+            .handle
+            .block_on(self.writer.append_with_offsets(batch, &offsets));
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(IngestError::Fenced(reason)) => return Err(FlushError::Fenced(reason)),
+            Err(err) => {
+                // The batch is gone from the assembler: re-read it from the lake's offsets.
+                self.rewind_to_recorded();
+                return Err(FlushError::Retry(err));
+            }
+        };
+        self.summary.add(outcome);
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut assignment = self
+                .consumer
+                .context()
+                .assignment
+                .lock()
+                .expect("not poisoned");
+            for (&partition, range) in &self.buffered {
+                if let Some(recorded) = assignment.get_mut(&partition) {
+                    *recorded = Some(range.last);
+                }
+                let _ = commit.add_partition_offset(
+                    &self.topic,
+                    partition,
+                    Offset::Offset(range.last + 1),
+                );
+            }
+        }
+        // For lag monitoring only; the lake's offsets are the truth.
+        if let Err(err) = self.consumer.commit(&commit, CommitMode::Async) {
+            tracing::debug!(%err, "committing offsets to Kafka for lag monitoring failed");
+        }
+        self.buffered.clear();
+        self.buffer_started = None;
+        Ok(())
+    }
+
+    /// After a failed commit, seeks every buffered partition back to the offset
+    /// after the one recorded in the lake.
+    fn rewind_to_recorded(&mut self) {
+        let mut tpl = TopicPartitionList::new();
+        for (&partition, range) in &self.buffered {
+            let start = range
+                .recorded
+                .map_or(Offset::Beginning, |o| Offset::Offset(o + 1));
+            let _ = tpl.add_partition_offset(&self.topic, partition, start);
+        }
+        if let Err(err) = self.consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+            tracing::error!(%err, "cannot seek back after a failed commit; leaving the group to re-read");
+            self.consumer.unsubscribe();
+            let _ = self.consumer.subscribe(&[&self.topic]);
+        }
+        self.buffered.clear();
+        self.dead_letters.clear();
+        self.buffer_started = None;
+    }
+}
+
+/// Why a flush did not commit.
+enum FlushError {
+    /// Another collector recorded newer offsets: drop the buffer.
+    Fenced(String),
+    /// A transient failure: try again.
+    Retry(IngestError),
+}

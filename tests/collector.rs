@@ -1,0 +1,332 @@
+//! The Kafka collector against the real broker: exactly once through crashes
+//! (including one between writing files and committing them), and poison events
+//! set aside in the dead-letter topic and `rejected_events` while the partition
+//! keeps moving.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use allot_schemas::lake::kafka_app_id;
+use deltalake::DeltaTable;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Starts `allot ingest` as a collector process.
+fn start_collector(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    lake: &Path,
+    extra_env: &[(&str, &str)],
+) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_allot"));
+    command
+        .args([
+            "ingest",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--format",
+            "json",
+            "--lake",
+        ])
+        .arg(lake)
+        .env("ALLOT__INGEST__FLUSH_ROWS", "20000")
+        .env("ALLOT__INGEST__FLUSH_INTERVAL", "\"1s\"")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    command.spawn().expect("start collector")
+}
+
+/// Produces `payloads` to `topic`, spreading them over partitions by key.
+async fn produce(topic: &str, payloads: impl IntoIterator<Item = (String, String)>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let mut pending = Vec::new();
+    for (key, payload) in payloads {
+        let record = FutureRecord::to(topic).key(&key).payload(&payload);
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        if pending.len() >= 50_000 {
+            for delivery in pending.drain(..) {
+                delivery.await.expect("delivery").expect("delivered");
+            }
+        }
+    }
+    for delivery in pending {
+        delivery.await.expect("delivery").expect("delivered");
+    }
+}
+
+/// Waits until the lake records, for every partition, the last offset of the topic.
+async fn wait_for_zero_lag(
+    topic: &str,
+    group: &str,
+    partitions: i32,
+    lake: &Path,
+    timeout: Duration,
+) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .create()
+        .expect("consumer");
+    let mut high = HashMap::new();
+    for p in 0..partitions {
+        let (_, hw) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        high.insert(p, hw);
+    }
+    let url = url::Url::from_directory_path(lake.join("usage_events")).unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut lagging = Vec::new();
+        if let Ok(mut table) = DeltaTable::try_from_url(url.clone()).await
+            && table.load().await.is_ok()
+        {
+            let snapshot = table.snapshot().unwrap();
+            for p in 0..partitions {
+                let recorded = snapshot
+                    .transaction_version(table.log_store().as_ref(), kafka_app_id(group, topic, p))
+                    .await
+                    .unwrap();
+                if recorded.map_or(0, |o| o + 1) < high[&p] {
+                    lagging.push((p, recorded, high[&p]));
+                }
+            }
+            if lagging.is_empty() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "lag not 0 in time: {lagging:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Stops a collector with SIGTERM and checks it exits 0 within 30 s.
+fn stop_gracefully(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "collector exited with {status}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "collector did not stop within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A small deterministic generator (xorshift) for the crash moments.
+struct Seeded(u64);
+
+impl Seeded {
+    fn next_ms(&mut self, low: u64, high: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        low + self.0 % (high - low)
+    }
+}
+
+fn crash_event(i: usize) -> (String, String) {
+    let tenant = format!("t{:02}", i % 40);
+    let payload = format!(
+        r#"{{"event_id":"c{i}","tenant_id":"{tenant}","ts":"2026-04-{:02}T{:02}:00:00Z","metric":"compute_seconds","value":{}.{:03}}}"#,
+        1 + i % 28,
+        i % 24,
+        i,
+        i % 1000
+    );
+    (format!("k{i}"), payload)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
+    const EVENTS: usize = 200_000;
+    const PARTITIONS: i32 = 12;
+    let topic = common::fresh_topic("crash", PARTITIONS).await;
+    let group = format!("{topic}-collectors");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = lake_dir.path();
+    produce(&topic, (0..EVENTS).map(crash_event)).await;
+    let brokers = common::kafka_bootstrap();
+
+    // 1: a crash between writing the files of the second flush and committing them.
+    let mut first = start_collector(
+        &brokers,
+        &topic,
+        &group,
+        lake,
+        &[("ALLOT_TEST_ABORT_BEFORE_COMMIT", "2")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = first.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the abort hook never fired");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "the collector should have aborted");
+
+    // 2 and 3: kill -9 at seeded random moments.
+    let mut moments = Seeded(0x5eed_2026);
+    for _ in 0..2 {
+        let mut child = start_collector(&brokers, &topic, &group, lake, &[]);
+        std::thread::sleep(Duration::from_millis(moments.next_ms(1500, 6000)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    // 4: a collector runs until the lake has everything, then stops gracefully.
+    let last = start_collector(&brokers, &topic, &group, lake, &[]);
+    wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(300)).await;
+    stop_gracefully(last);
+
+    let rows = common::read_lake_table(lake, "usage_events").await;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for row in &rows {
+        let id = row.columns["event_id"].clone().unwrap();
+        let i: usize = id[1..].parse().unwrap();
+        let expected: serde_json::Value = serde_json::from_str(&crash_event(i).1).unwrap();
+        assert_eq!(
+            row.partition["tenant_id"],
+            expected["tenant_id"].as_str().unwrap()
+        );
+        assert_eq!(
+            row.columns["value"].as_deref(),
+            Some(format!("{i}.{:03}000000", i % 1000).as_str())
+        );
+        *seen.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "events counted twice: {twice:?}");
+    assert_eq!(seen.len(), EVENTS, "events missing");
+    assert_eq!(rows.len(), EVENTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() {
+    const PARTITIONS: i32 = 2;
+    let topic = common::fresh_topic("poison", PARTITIONS).await;
+    let group = format!("{topic}-collectors");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let ok_ts = "2026-03-01T10:00:00Z";
+    let good = |i: usize| {
+        format!(
+            r#"{{"event_id":"g{i}","tenant_id":"acme","ts":"{ok_ts}","metric":"egress_bytes","value":{i}}}"#
+        )
+    };
+    let poison: Vec<(&str, String)> = vec![
+        ("invalid_json", "{\"event_id\":".to_string()),
+        ("invalid_type", format!(r#"{{"event_id":"p1","tenant_id":"acme","ts":"{ok_ts}","metric":"egress_bytes","value":"1"}}"#)),
+        ("missing_field", format!(r#"{{"event_id":"p2","tenant_id":"acme","ts":"{ok_ts}","metric":"egress_bytes"}}"#)),
+        ("invalid_value", format!(r#"{{"event_id":"p3","tenant_id":"acme","ts":"{ok_ts}","metric":"egress_bytes","value":-5}}"#)),
+        ("invalid_value", format!(r#"{{"event_id":"p4","tenant_id":"acme","ts":"{ok_ts}","metric":"egress_bytes","value":1e400}}"#)),
+        ("invalid_timestamp", r#"{"event_id":"p5","tenant_id":"acme","ts":"2026-03-01T10:00:00","metric":"egress_bytes","value":1}"#.to_string()),
+        ("future_timestamp", format!(r#"{{"event_id":"p6","tenant_id":"acme","ts":"{}","metric":"egress_bytes","value":1}}"#, (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339())),
+        ("unknown_metric", format!(r#"{{"event_id":"p7","tenant_id":"acme","ts":"{ok_ts}","metric":"gpu","value":1}}"#)),
+        ("field_too_long", format!(r#"{{"event_id":"p8","tenant_id":"acme","ts":"{ok_ts}","metric":"egress_bytes","value":1,"region":"{}"}}"#, "r".repeat(70))),
+        ("invalid_tenant_id", format!(r#"{{"event_id":"p9","tenant_id":"../x","ts":"{ok_ts}","metric":"egress_bytes","value":1}}"#)),
+    ];
+    let mut payloads = Vec::new();
+    for (i, (_, bad)) in poison.iter().enumerate() {
+        payloads.push((format!("k{i}"), good(i)));
+        payloads.push((format!("k{i}"), bad.clone()));
+    }
+    payloads.push(("k0".to_string(), good(100)));
+    produce(&topic, payloads).await;
+
+    let collector = start_collector(
+        &common::kafka_bootstrap(),
+        &topic,
+        &group,
+        lake_dir.path(),
+        &[],
+    );
+    wait_for_zero_lag(
+        &topic,
+        &group,
+        PARTITIONS,
+        lake_dir.path(),
+        Duration::from_secs(120),
+    )
+    .await;
+    stop_gracefully(collector);
+
+    let rows = common::read_lake_table(lake_dir.path(), "usage_events").await;
+    assert_eq!(rows.len(), poison.len() + 1);
+    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    for (reason, _) in &poison {
+        *expected.entry(reason.to_string()).or_default() += 1;
+    }
+    let rejected = common::read_lake_table(lake_dir.path(), "rejected_events").await;
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for row in &rejected {
+        *reasons
+            .entry(row.columns["reason"].clone().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(reasons, expected);
+
+    // The dead-letter topic holds every poison event with its error headers.
+    let dlq: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .set("group.id", format!("{topic}-dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    dlq.subscribe(&[&format!("{topic}.dlq")]).unwrap();
+    let mut dead: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dead.values().sum::<usize>() < poison.len() {
+        assert!(Instant::now() < deadline, "dead letters so far: {dead:?}");
+        let Some(message) = dlq.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let headers = message.headers().expect("headers");
+        let code = headers
+            .iter()
+            .find(|h| h.key == "allot-error-code")
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("allot-error-code header");
+        assert!(headers.iter().any(|h| h.key == "allot-error"));
+        let payload = String::from_utf8_lossy(message.payload().unwrap()).into_owned();
+        assert!(
+            poison.iter().any(|(_, bad)| *bad == payload),
+            "unexpected dead letter {payload}"
+        );
+        *dead.entry(code).or_default() += 1;
+    }
+    assert_eq!(dead, expected);
+}
