@@ -4,5 +4,17 @@
 //! on them (invoices, shared-cost allocation, noisy neighbours, tenant health,
 //! sandboxed SQL). It depends on the lake's contract in `allot-schemas`, never on
 //! Kafka, the collectors or the server.
+//!
+//! The billing semantics of SPEC §4 live in plain, exact Rust over in-memory
+//! inputs, so the DataFusion layer only has to aggregate the lake into them:
+//! [`period`] (calendar months in UTC), [`rounding`] (quantities half-to-even to 12
+//! places, money half away from zero to 2), [`pricing`] (rates, segments, tiers,
+//! invoices). Every quantity and amount is a `BigDecimal`; divisions are exact.
+
+pub mod error;
+pub mod period;
+pub mod pricing;
+pub mod rounding;
 
 pub use allot_schemas::lake::{LakeLocation, LakeTable};
+pub use error::QueryError;

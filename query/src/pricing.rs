@@ -1,0 +1,1111 @@
+//! Invoices: rates, rate segments, graduated tiers, discount (SPEC §4).
+//!
+//! This is the exact core of billing over in-memory inputs; the DataFusion layer
+//! only has to aggregate the lake into a [`TenantUsage`]:
+//! - counters as raw sums per (metric, UTC day) — rates change only at 00:00 UTC
+//!   of a date, so daily sums cut rate segments exactly;
+//! - gauges as the samples of each series (metric, resource), including the
+//!   samples of the `hold` before the period, which carry into it.
+//!
+//! Decisions (see also `docs/decisions.md`):
+//! - **Rate resolution.** The rate of a metric for a tenant at `t` is the tenant's
+//!   own entry for that metric with the latest `effective_from ≤ t`; when the tenant
+//!   has none yet at `t` (its override starts later, or it has no override for the
+//!   metric) the global entry with the latest `effective_from ≤ t` applies. So a
+//!   tenant override that starts on the 11th leaves the 1st–10th at the global rate.
+//! - **Segments** are cut only where the resolved rate actually changes: a global
+//!   change hidden by a tenant override does not split a line.
+//! - **Usage without a rate is an error** ([`QueryError::NoRate`]) naming the
+//!   tenant, the metric and the start of the uncovered segment. A finance report
+//!   must not silently bill zero; the fix is a price-book entry (possibly `"0"`).
+//! - **Tiers** count cumulative billing quantity from the period start across all
+//!   segments of the metric (flat-priced segments included); a band is
+//!   `[tier_from, tier_to)`. Flat-rate lines leave `tier_from`/`tier_to` empty.
+//! - **Quantities** of a segment are rounded once to 12 places (half-to-even) and
+//!   tier bands split those rounded quantities, so band quantities add up to the
+//!   segment quantity exactly.
+//! - Counter days outside the billed range are ignored; several sums for the same
+//!   (metric, day) add up. Gauge samples at the same instant of the same series:
+//!   the largest value holds (the others hold for zero time), so the result never
+//!   depends on input order.
+
+use std::collections::BTreeMap;
+
+use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, RateEntry};
+use bigdecimal::{BigDecimal, Zero};
+use chrono::NaiveDate;
+
+use crate::error::QueryError;
+use crate::period::{Period, day_start_micros, format_micros};
+use crate::rounding::{
+    MONEY_SCALE, QUANTITY_SCALE, Rounding, div_quantity, div_round, format_fixed, round_money,
+};
+
+/// Whether a rate came from the global price book or a tenant's overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSource {
+    /// The global `[[rates]]`.
+    Global,
+    /// The tenant's `[[tenants.<id>.rates]]`.
+    Tenant,
+}
+
+/// How a rate prices a billing quantity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Price {
+    /// One price per billing unit.
+    Flat(BigDecimal),
+    /// Graduated bands by cumulative billing quantity in the period.
+    Graduated(Vec<TierBand>),
+}
+
+/// One band `[from, to)` of graduated pricing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierBand {
+    /// Lower bound (inclusive), in billing units.
+    pub from: BigDecimal,
+    /// Upper bound (exclusive); `None` for the last, unbounded band.
+    pub to: Option<BigDecimal>,
+    /// Price per billing unit inside the band.
+    pub unit_price: BigDecimal,
+}
+
+/// A resolved price-book entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rate {
+    /// The metric priced.
+    pub metric: String,
+    /// The UTC date from whose 00:00 the rate applies.
+    pub effective_from: NaiveDate,
+    /// Global or tenant override.
+    pub source: RateSource,
+    /// Flat or graduated.
+    pub price: Price,
+}
+
+impl Rate {
+    /// The instant the rate starts, UTC microseconds.
+    pub fn starts_micros(&self) -> i64 {
+        day_start_micros(self.effective_from)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct TenantBook {
+    discount_percent: BigDecimal,
+    rates: BTreeMap<String, Vec<Rate>>,
+}
+
+/// The price book of a config: global rates and per-tenant overrides and discounts,
+/// indexed by metric and sorted by `effective_from`.
+#[derive(Debug, Clone)]
+pub struct PriceBook {
+    currency: String,
+    global: BTreeMap<String, Vec<Rate>>,
+    tenants: BTreeMap<String, TenantBook>,
+}
+
+/// A stretch `[start, end)` of a period with one resolved rate (or none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSegment<'a> {
+    /// Start instant, UTC microseconds.
+    pub start: i64,
+    /// End instant (exclusive), UTC microseconds.
+    pub end: i64,
+    /// The rate in force, `None` where no entry covers the stretch.
+    pub rate: Option<&'a Rate>,
+}
+
+fn index_rates(
+    entries: &[RateEntry],
+    prefix: &str,
+    source: RateSource,
+) -> Result<BTreeMap<String, Vec<Rate>>, QueryError> {
+    let mut by_metric: BTreeMap<String, Vec<Rate>> = BTreeMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let key = |field: &str| format!("{prefix}[{i}].{field}");
+        let effective_from =
+            NaiveDate::parse_from_str(&entry.effective_from, "%Y-%m-%d").map_err(|_| {
+                QueryError::InvalidPriceBook {
+                    key: key("effective_from"),
+                    message: "must be a date YYYY-MM-DD".to_string(),
+                }
+            })?;
+        let price = match (&entry.unit_price, &entry.tiers) {
+            (Some(price), None) => Price::Flat(price.0.clone()),
+            (None, Some(tiers)) if !tiers.is_empty() => {
+                let mut bands = Vec::with_capacity(tiers.len());
+                let mut from = BigDecimal::zero();
+                for tier in tiers {
+                    let to = tier.up_to.as_ref().map(|u| u.0.clone());
+                    bands.push(TierBand {
+                        from: from.clone(),
+                        to: to.clone(),
+                        unit_price: tier.unit_price.0.clone(),
+                    });
+                    if let Some(to) = to {
+                        from = to;
+                    }
+                }
+                Price::Graduated(bands)
+            }
+            _ => {
+                return Err(QueryError::InvalidPriceBook {
+                    key: key("unit_price"),
+                    message: "give exactly one of unit_price or tiers".to_string(),
+                });
+            }
+        };
+        by_metric
+            .entry(entry.metric.clone())
+            .or_default()
+            .push(Rate {
+                metric: entry.metric.clone(),
+                effective_from,
+                source,
+                price,
+            });
+    }
+    for rates in by_metric.values_mut() {
+        rates.sort_by_key(|rate| rate.effective_from);
+    }
+    Ok(by_metric)
+}
+
+/// The entry of `rates` (sorted by `effective_from`) in force at `t`.
+fn latest_at(rates: Option<&Vec<Rate>>, t: i64) -> Option<&Rate> {
+    rates?.iter().rev().find(|rate| rate.starts_micros() <= t)
+}
+
+impl PriceBook {
+    /// Indexes the price book of `config` (which should already be validated).
+    pub fn from_config(config: &Config) -> Result<Self, QueryError> {
+        let global = index_rates(&config.rates, "rates", RateSource::Global)?;
+        let mut tenants = BTreeMap::new();
+        for (tenant, settings) in &config.tenants {
+            let rates = index_rates(
+                &settings.rates,
+                &format!("tenants.{tenant}.rates"),
+                RateSource::Tenant,
+            )?;
+            let discount_percent = settings
+                .discount_percent
+                .as_ref()
+                .map_or_else(BigDecimal::zero, |d| d.0.clone());
+            tenants.insert(
+                tenant.clone(),
+                TenantBook {
+                    discount_percent,
+                    rates,
+                },
+            );
+        }
+        Ok(PriceBook {
+            currency: config.currency.clone(),
+            global,
+            tenants,
+        })
+    }
+
+    /// The currency of every price.
+    pub fn currency(&self) -> &str {
+        &self.currency
+    }
+
+    /// The tenant's discount in percent (0 when it has none).
+    pub fn discount_percent(&self, tenant: &str) -> BigDecimal {
+        self.tenants
+            .get(tenant)
+            .map_or_else(BigDecimal::zero, |t| t.discount_percent.clone())
+    }
+
+    /// The rate of `metric` for `tenant` at instant `t`: the tenant's entry with the
+    /// latest `effective_from ≤ t`, else the global one, else none.
+    pub fn rate_at(&self, tenant: &str, metric: &str, t: i64) -> Option<&Rate> {
+        let own = self
+            .tenants
+            .get(tenant)
+            .and_then(|book| latest_at(book.rates.get(metric), t));
+        own.or_else(|| latest_at(self.global.get(metric), t))
+    }
+
+    /// Splits `[from, to)` into segments at the instants where the rate of `metric`
+    /// for `tenant` changes; adjacent stretches with the same rate are one segment.
+    pub fn segments(&self, tenant: &str, metric: &str, from: i64, to: i64) -> Vec<RateSegment<'_>> {
+        if from >= to {
+            return Vec::new();
+        }
+        let tenant_rates = self.tenants.get(tenant).and_then(|b| b.rates.get(metric));
+        let mut cuts: Vec<i64> = tenant_rates
+            .into_iter()
+            .chain(self.global.get(metric))
+            .flatten()
+            .map(Rate::starts_micros)
+            .filter(|&t| from < t && t < to)
+            .collect();
+        cuts.push(from);
+        cuts.push(to);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut segments: Vec<RateSegment<'_>> = Vec::new();
+        for pair in cuts.windows(2) {
+            let rate = self.rate_at(tenant, metric, pair[0]);
+            match segments.last_mut() {
+                Some(last) if same_rate(last.rate, rate) => last.end = pair[1],
+                _ => segments.push(RateSegment {
+                    start: pair[0],
+                    end: pair[1],
+                    rate,
+                }),
+            }
+        }
+        segments
+    }
+}
+
+fn same_rate(a: Option<&Rate>, b: Option<&Rate>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        _ => false,
+    }
+}
+
+/// The raw sum of a counter metric on one UTC day, for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterDay {
+    /// The metric.
+    pub metric: String,
+    /// The UTC date of the events.
+    pub day: NaiveDate,
+    /// Σ `value` of the tenant's distinct events of that metric that day.
+    pub raw_sum: BigDecimal,
+}
+
+/// One gauge reading.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GaugeSample {
+    /// When it was taken, UTC microseconds.
+    pub ts_micros: i64,
+    /// The raw value (e.g. bytes).
+    pub value: BigDecimal,
+}
+
+/// The samples of one gauge series `(tenant, metric, resource)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GaugeSeries {
+    /// The metric.
+    pub metric: String,
+    /// The resource keying the series (`None` when events carry none).
+    pub resource: Option<String>,
+    /// The samples in any order: those in the billed range, plus those from up to
+    /// one `hold` before it (they carry in).
+    pub samples: Vec<GaugeSample>,
+}
+
+/// One tenant's usage for a period, as the lake aggregates it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantUsage {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Counter sums per (metric, day), in any order.
+    pub counters: Vec<CounterDay>,
+    /// Gauge series, in any order.
+    pub gauges: Vec<GaugeSeries>,
+}
+
+/// The columns of an invoice line, in CSV order.
+pub const INVOICE_LINE_COLUMNS: [&str; 11] = [
+    "tenant_id",
+    "period",
+    "metric",
+    "unit",
+    "segment_start",
+    "segment_end",
+    "tier_from",
+    "tier_to",
+    "quantity",
+    "unit_price",
+    "amount",
+];
+
+/// One invoice line: a metric × rate segment × tier band with quantity > 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceLine {
+    /// The tenant billed.
+    pub tenant_id: String,
+    /// The billing period.
+    pub period: Period,
+    /// The metric.
+    pub metric: String,
+    /// Its billing unit.
+    pub unit: String,
+    /// Segment start, UTC microseconds.
+    pub segment_start: i64,
+    /// Segment end (exclusive), UTC microseconds.
+    pub segment_end: i64,
+    /// Lower bound of the tier band; `None` for a flat rate.
+    pub tier_from: Option<BigDecimal>,
+    /// Upper bound of the tier band; `None` for a flat rate or the last band.
+    pub tier_to: Option<BigDecimal>,
+    /// Billing quantity in this segment and band (12 decimal places).
+    pub quantity: BigDecimal,
+    /// Price per billing unit, as written in the price book.
+    pub unit_price: BigDecimal,
+    /// quantity × unit_price rounded half away from zero to 2 places.
+    pub amount: BigDecimal,
+}
+
+impl InvoiceLine {
+    /// The line as CSV fields in [`INVOICE_LINE_COLUMNS`] order (instants in RFC 3339,
+    /// quantity with 12 places, amount with 2, empty tier bounds for flat rates).
+    pub fn csv_record(&self) -> Vec<String> {
+        let bound = |b: &Option<BigDecimal>| {
+            b.as_ref()
+                .map(BigDecimal::to_plain_string)
+                .unwrap_or_default()
+        };
+        vec![
+            self.tenant_id.clone(),
+            self.period.to_string(),
+            self.metric.clone(),
+            self.unit.clone(),
+            format_micros(self.segment_start),
+            format_micros(self.segment_end),
+            bound(&self.tier_from),
+            bound(&self.tier_to),
+            format_fixed(&self.quantity, QUANTITY_SCALE),
+            self.unit_price.to_plain_string(),
+            format_fixed(&self.amount, MONEY_SCALE),
+        ]
+    }
+}
+
+/// A tenant's invoice for a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    /// The tenant billed.
+    pub tenant_id: String,
+    /// The billing period.
+    pub period: Period,
+    /// The currency of every amount.
+    pub currency: String,
+    /// Lines ordered by metric, segment start, tier band.
+    pub lines: Vec<InvoiceLine>,
+    /// Σ line amounts.
+    pub subtotal: BigDecimal,
+    /// The tenant's discount in percent.
+    pub discount_percent: BigDecimal,
+    /// −round(subtotal × discount_percent / 100, 2), half away from zero.
+    pub discount: BigDecimal,
+    /// subtotal + discount.
+    pub total: BigDecimal,
+}
+
+enum MetricUsage {
+    Counter(BTreeMap<NaiveDate, BigDecimal>),
+    Gauge(BTreeMap<Option<String>, Vec<GaugeSample>>),
+}
+
+/// The invoice of one tenant for a whole period.
+pub fn invoice(
+    book: &PriceBook,
+    catalog: &MetricCatalog,
+    period: Period,
+    usage: &TenantUsage,
+) -> Result<Invoice, QueryError> {
+    invoice_until(book, catalog, period, usage, period.end_micros())
+}
+
+/// The invoice of one tenant for `[period start, until)` — month to date when
+/// `until` is inside the period. Gauge holds are cut at `until`; counter sums must
+/// only include events before `until`. Gauge quantities still divide by the whole
+/// period's length, so a month-to-date figure is a part of the month's.
+pub fn invoice_until(
+    book: &PriceBook,
+    catalog: &MetricCatalog,
+    period: Period,
+    usage: &TenantUsage,
+    until: i64,
+) -> Result<Invoice, QueryError> {
+    let tenant = usage.tenant_id.as_str();
+    let start = period.start_micros();
+    let end = until.clamp(start, period.end_micros());
+    let metrics = group_usage(usage, catalog)?;
+
+    let mut lines = Vec::new();
+    for (metric, metric_usage) in &metrics {
+        let spec = catalog.get(metric).expect("checked by group_usage");
+        let segments = book.segments(tenant, metric, start, end);
+        let quantities: Vec<BigDecimal> = match metric_usage {
+            MetricUsage::Counter(days) => segments
+                .iter()
+                .map(|seg| {
+                    let raw: BigDecimal = days
+                        .iter()
+                        .filter(|(day, _)| (seg.start..seg.end).contains(&day_start_micros(**day)))
+                        .map(|(_, sum)| sum)
+                        .sum();
+                    div_quantity(&raw, &spec.divisor)
+                })
+                .collect(),
+            MetricUsage::Gauge(series) => {
+                let hold = i64::try_from(spec.hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros())
+                    .unwrap_or(i64::MAX);
+                let denominator = &spec.divisor * BigDecimal::from(period.length_micros());
+                segments
+                    .iter()
+                    .map(|seg| {
+                        let weighted: BigDecimal = series
+                            .values()
+                            .map(|samples| gauge_weight(samples, hold, seg.start, seg.end))
+                            .sum();
+                        div_quantity(&weighted, &denominator)
+                    })
+                    .collect()
+            }
+        };
+
+        let mut cumulative = BigDecimal::zero();
+        for (seg, quantity) in segments.iter().zip(quantities) {
+            if quantity <= BigDecimal::zero() {
+                continue;
+            }
+            let rate = seg.rate.ok_or_else(|| QueryError::NoRate {
+                tenant: tenant.to_string(),
+                metric: metric.clone(),
+                from: format_micros(seg.start),
+            })?;
+            let after = &cumulative + &quantity;
+            for (tier_from, tier_to, band_quantity, unit_price) in
+                bands(&rate.price, &cumulative, &after)
+            {
+                let amount = round_money(&(&band_quantity * unit_price));
+                lines.push(InvoiceLine {
+                    tenant_id: tenant.to_string(),
+                    period,
+                    metric: metric.clone(),
+                    unit: spec.unit.clone(),
+                    segment_start: seg.start,
+                    segment_end: seg.end,
+                    tier_from,
+                    tier_to,
+                    quantity: band_quantity,
+                    unit_price: unit_price.clone(),
+                    amount,
+                });
+            }
+            cumulative = after;
+        }
+    }
+
+    let subtotal: BigDecimal = lines.iter().map(|line| &line.amount).sum();
+    let subtotal = subtotal.with_scale(MONEY_SCALE);
+    let discount_percent = book.discount_percent(tenant);
+    let discount = -div_round(
+        &(&subtotal * &discount_percent),
+        &BigDecimal::from(100),
+        MONEY_SCALE,
+        Rounding::HalfAwayFromZero,
+    );
+    let total = &subtotal + &discount;
+    Ok(Invoice {
+        tenant_id: tenant.to_string(),
+        period,
+        currency: book.currency().to_string(),
+        lines,
+        subtotal,
+        discount_percent,
+        discount,
+        total,
+    })
+}
+
+/// Groups a tenant's usage by metric, checking each metric against the catalog.
+fn group_usage(
+    usage: &TenantUsage,
+    catalog: &MetricCatalog,
+) -> Result<BTreeMap<String, MetricUsage>, QueryError> {
+    let tenant = &usage.tenant_id;
+    let check = |metric: &str, want: MetricKind| -> Result<(), QueryError> {
+        let spec = catalog
+            .get(metric)
+            .ok_or_else(|| QueryError::UnknownMetric {
+                tenant: tenant.clone(),
+                metric: metric.to_string(),
+            })?;
+        match (spec.kind, want) {
+            (MetricKind::Counter, MetricKind::Gauge) => Err(QueryError::WrongMetricKind {
+                tenant: tenant.clone(),
+                metric: metric.to_string(),
+                kind: "counter",
+                problem: "gauge samples were given",
+            }),
+            (MetricKind::Gauge, MetricKind::Counter) => Err(QueryError::WrongMetricKind {
+                tenant: tenant.clone(),
+                metric: metric.to_string(),
+                kind: "gauge",
+                problem: "daily counter sums were given",
+            }),
+            _ => Ok(()),
+        }
+    };
+    let mut metrics: BTreeMap<String, MetricUsage> = BTreeMap::new();
+    for counter in &usage.counters {
+        check(&counter.metric, MetricKind::Counter)?;
+        let entry = metrics
+            .entry(counter.metric.clone())
+            .or_insert_with(|| MetricUsage::Counter(BTreeMap::new()));
+        if let MetricUsage::Counter(days) = entry {
+            *days.entry(counter.day).or_insert_with(BigDecimal::zero) += &counter.raw_sum;
+        }
+    }
+    for series in &usage.gauges {
+        check(&series.metric, MetricKind::Gauge)?;
+        let entry = metrics
+            .entry(series.metric.clone())
+            .or_insert_with(|| MetricUsage::Gauge(BTreeMap::new()));
+        if let MetricUsage::Gauge(by_resource) = entry {
+            by_resource
+                .entry(series.resource.clone())
+                .or_default()
+                .extend(series.samples.iter().cloned());
+        }
+    }
+    for metric_usage in metrics.values_mut() {
+        if let MetricUsage::Gauge(by_resource) = metric_usage {
+            for samples in by_resource.values_mut() {
+                samples.sort();
+            }
+        }
+    }
+    Ok(metrics)
+}
+
+/// Σ value × |[ts, min(next ts, ts + hold)) ∩ [from, to)| in value·microseconds,
+/// over samples sorted by (ts, value).
+fn gauge_weight(samples: &[GaugeSample], hold: i64, from: i64, to: i64) -> BigDecimal {
+    let mut weighted = BigDecimal::zero();
+    for (i, sample) in samples.iter().enumerate() {
+        let held_until = sample.ts_micros.saturating_add(hold);
+        let held_until = samples
+            .get(i + 1)
+            .map_or(held_until, |next| held_until.min(next.ts_micros));
+        let overlap = held_until.min(to) - sample.ts_micros.max(from);
+        if overlap > 0 {
+            weighted += &sample.value * BigDecimal::from(overlap);
+        }
+    }
+    weighted
+}
+
+/// The tier bands a segment covering cumulative quantity `[before, after)` falls
+/// into: `(tier_from, tier_to, quantity, unit_price)`.
+fn bands<'a>(
+    price: &'a Price,
+    before: &BigDecimal,
+    after: &BigDecimal,
+) -> Vec<(
+    Option<BigDecimal>,
+    Option<BigDecimal>,
+    BigDecimal,
+    &'a BigDecimal,
+)> {
+    match price {
+        Price::Flat(unit_price) => vec![(None, None, after - before, unit_price)],
+        Price::Graduated(tiers) => tiers
+            .iter()
+            .filter_map(|band| {
+                let low = if &band.from > before {
+                    &band.from
+                } else {
+                    before
+                };
+                let high = match &band.to {
+                    Some(to) if to < after => to,
+                    _ => after,
+                };
+                (high > low).then(|| {
+                    (
+                        Some(band.from.clone()),
+                        band.to.clone(),
+                        high - low,
+                        &band.unit_price,
+                    )
+                })
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use chrono::DateTime;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::from_toml_str(text, "test.toml", std::iter::empty()).unwrap()
+    }
+
+    fn d(text: &str) -> BigDecimal {
+        BigDecimal::from_str(text).unwrap()
+    }
+
+    fn day(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    fn ts(text: &str) -> i64 {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_micros()
+    }
+
+    fn counters(tenant: &str, rows: &[(&str, &str, &str)]) -> TenantUsage {
+        TenantUsage {
+            tenant_id: tenant.to_string(),
+            counters: rows
+                .iter()
+                .map(|(metric, date, sum)| CounterDay {
+                    metric: metric.to_string(),
+                    day: day(date),
+                    raw_sum: d(sum),
+                })
+                .collect(),
+            gauges: Vec::new(),
+        }
+    }
+
+    fn run(cfg: &Config, month: &str, usage: &TenantUsage) -> Result<Invoice, QueryError> {
+        let book = PriceBook::from_config(cfg).unwrap();
+        invoice(&book, &cfg.catalog(), Period::parse(month).unwrap(), usage)
+    }
+
+    /// Lines as CSV text, then `subtotal,discount,total`.
+    fn render(invoice: &Invoice) -> Vec<String> {
+        let mut out: Vec<String> = invoice
+            .lines
+            .iter()
+            .map(|l| l.csv_record().join(","))
+            .collect();
+        out.push(format!(
+            "{},{},{}",
+            invoice.subtotal.to_plain_string(),
+            invoice.discount.to_plain_string(),
+            invoice.total.to_plain_string()
+        ));
+        out
+    }
+
+    const MID_MONTH_CHANGE: &str = r#"
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-01"
+unit_price = "0.0400"
+
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-16"
+unit_price = "0.0500"
+"#;
+
+    #[test]
+    fn a_mid_month_price_change_splits_the_line() {
+        // Segment 1 [01-01, 01-16): 36000 + 7200 s = 43200 s / 3600 = 12 vCPU-h × 0.04 = 0.48.
+        // Segment 2 [01-16, 02-01): 3600.5 s / 3600 = 1.000138888…
+        //   → 1.000138888889 (12 places) × 0.05 = 0.05000694… → 0.05.
+        // The December day is outside the period and ignored. Subtotal 0.53, no discount.
+        let usage = counters(
+            "beta",
+            &[
+                ("compute_seconds", "2026-01-16", "3600.5"),
+                ("compute_seconds", "2026-01-10", "36000"),
+                ("compute_seconds", "2025-12-31", "99999"),
+                ("compute_seconds", "2026-01-15", "7200"),
+            ],
+        );
+        let inv = run(&config(MID_MONTH_CHANGE), "2026-01", &usage).unwrap();
+        assert_eq!(
+            render(&inv),
+            [
+                "beta,2026-01,compute_seconds,vCPU-hour,2026-01-01T00:00:00Z,2026-01-16T00:00:00Z,,,12.000000000000,0.0400,0.48",
+                "beta,2026-01,compute_seconds,vCPU-hour,2026-01-16T00:00:00Z,2026-02-01T00:00:00Z,,,1.000138888889,0.0500,0.05",
+                "0.53,0.00,0.53",
+            ]
+        );
+        assert_eq!(inv.currency, "USD");
+    }
+
+    const TIERS_ACROSS_SEGMENTS: &str = r#"
+[metrics.api_calls]
+kind = "counter"
+unit = "k-call"
+divisor = "1000"
+
+[[rates]]
+metric = "api_calls"
+effective_from = "2026-01-01"
+tiers = [{ up_to = "100", unit_price = "0.10" }, { up_to = "300", unit_price = "0.08" }, { unit_price = "0.05" }]
+
+[[rates]]
+metric = "api_calls"
+effective_from = "2026-01-15"
+tiers = [{ up_to = "100", unit_price = "0.09" }, { up_to = "300", unit_price = "0.07" }, { unit_price = "0.04" }]
+"#;
+
+    #[test]
+    fn tiers_continue_across_a_segment_boundary() {
+        // Segment 1 [01-01, 01-15): 150000 / 1000 = 150 k-call, cumulative 0 → 150:
+        //   band [0, 100):   100 × 0.10 = 10.00
+        //   band [100, 300):  50 × 0.08 =  4.00
+        // Segment 2 [01-15, 02-01): 250 k-call, cumulative 150 → 400, new price list:
+        //   band [100, 300): 150 × 0.07 = 10.50
+        //   band [300, ∞):   100 × 0.04 =  4.00
+        // Subtotal 28.50.
+        let usage = counters(
+            "t1",
+            &[
+                ("api_calls", "2026-01-20", "250000"),
+                ("api_calls", "2026-01-05", "150000"),
+            ],
+        );
+        let inv = run(&config(TIERS_ACROSS_SEGMENTS), "2026-01", &usage).unwrap();
+        let s1 = "t1,2026-01,api_calls,k-call,2026-01-01T00:00:00Z,2026-01-15T00:00:00Z";
+        let s2 = "t1,2026-01,api_calls,k-call,2026-01-15T00:00:00Z,2026-02-01T00:00:00Z";
+        assert_eq!(
+            render(&inv),
+            [
+                format!("{s1},0,100,100.000000000000,0.10,10.00"),
+                format!("{s1},100,300,50.000000000000,0.08,4.00"),
+                format!("{s2},100,300,150.000000000000,0.07,10.50"),
+                format!("{s2},300,,100.000000000000,0.04,4.00"),
+                "28.50,0.00,28.50".to_string(),
+            ]
+        );
+    }
+
+    const OVERRIDES: &str = r#"
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-01"
+unit_price = "0.0400"
+
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+tiers = [
+  { up_to = "10240", unit_price = "0.09" },
+  { up_to = "51200", unit_price = "0.085" },
+  { unit_price = "0.07" },
+]
+
+[tenants.acme]
+discount_percent = "10"
+
+[[tenants.acme.rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.05"
+
+[[tenants.gamma.rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-11"
+unit_price = "0.03"
+
+[tenants.delta]
+discount_percent = "50"
+"#;
+
+    #[test]
+    fn a_tenant_override_plus_discount() {
+        // acme: compute 94500 s / 3600 = 26.25 vCPU-h × 0.04 (global) = 1.05;
+        //       egress 107374182400 B / 2^30 = 100 GiB × 0.05 (acme's flat override) = 5.00.
+        // Subtotal 6.05; discount −round(6.05 × 10 / 100 = 0.605) = −0.61 (half away
+        // from zero: the tie goes down, away from zero, for a negative figure); total 5.44.
+        let cfg = config(OVERRIDES);
+        let acme = counters(
+            "acme",
+            &[
+                ("egress_bytes", "2026-01-03", "107374182400"),
+                ("compute_seconds", "2026-01-03", "94500"),
+            ],
+        );
+        let full = "2026-01-01T00:00:00Z,2026-02-01T00:00:00Z";
+        assert_eq!(
+            render(&run(&cfg, "2026-01", &acme).unwrap()),
+            [
+                format!(
+                    "acme,2026-01,compute_seconds,vCPU-hour,{full},,,26.250000000000,0.0400,1.05"
+                ),
+                format!("acme,2026-01,egress_bytes,GiB,{full},,,100.000000000000,0.05,5.00"),
+                "6.05,-0.61,5.44".to_string(),
+            ]
+        );
+        // The same egress without an override: 100 GiB in the first band × 0.09 = 9.00.
+        let other = counters("other", &[("egress_bytes", "2026-01-03", "107374182400")]);
+        assert_eq!(
+            render(&run(&cfg, "2026-01", &other).unwrap()),
+            [
+                format!("other,2026-01,egress_bytes,GiB,{full},0,10240,100.000000000000,0.09,9.00"),
+                "9.00,0.00,9.00".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_override_starting_mid_period_leaves_the_global_rate_before_it() {
+        // gamma: 3600 s every day of January = 1 vCPU-h a day.
+        // [01-01, 01-11): no gamma entry yet → global 0.04: 10 × 0.04 = 0.40.
+        // [01-11, 02-01): gamma's 0.03: 21 × 0.03 = 0.63. Total 1.03.
+        let days: Vec<String> = (1..=31).map(|n| format!("2026-01-{n:02}")).collect();
+        let rows: Vec<(&str, &str, &str)> = days
+            .iter()
+            .map(|day| ("compute_seconds", day.as_str(), "3600"))
+            .collect();
+        let inv = run(&config(OVERRIDES), "2026-01", &counters("gamma", &rows)).unwrap();
+        assert_eq!(
+            render(&inv),
+            [
+                "gamma,2026-01,compute_seconds,vCPU-hour,2026-01-01T00:00:00Z,2026-01-11T00:00:00Z,,,10.000000000000,0.0400,0.40",
+                "gamma,2026-01,compute_seconds,vCPU-hour,2026-01-11T00:00:00Z,2026-02-01T00:00:00Z,,,21.000000000000,0.03,0.63",
+                "1.03,0.00,1.03",
+            ]
+        );
+        let book = PriceBook::from_config(&config(OVERRIDES)).unwrap();
+        let rate = |t| {
+            book.rate_at("gamma", "compute_seconds", ts(t))
+                .map(|r| r.source)
+        };
+        assert_eq!(rate("2026-01-10T23:59:59Z"), Some(RateSource::Global));
+        assert_eq!(rate("2026-01-11T00:00:00Z"), Some(RateSource::Tenant));
+        assert_eq!(rate("2025-12-31T23:59:59Z"), None);
+    }
+
+    #[test]
+    fn half_cents_round_away_from_zero_on_lines_and_discount() {
+        // delta: 450 s / 3600 = 0.125 vCPU-h × 0.04 = 0.005 → 0.01 (half-even would give 0.00).
+        // Discount 50 %: 0.01 × 50 / 100 = 0.005 → −0.01 (away from zero); total 0.00.
+        let usage = counters("delta", &[("compute_seconds", "2026-01-31", "450")]);
+        let inv = run(&config(OVERRIDES), "2026-01", &usage).unwrap();
+        assert_eq!(
+            render(&inv),
+            [
+                "delta,2026-01,compute_seconds,vCPU-hour,2026-01-01T00:00:00Z,2026-02-01T00:00:00Z,,,0.125000000000,0.0400,0.01",
+                "0.01,-0.01,0.00",
+            ]
+        );
+    }
+
+    const STORAGE: &str = r#"
+[[rates]]
+metric = "storage_bytes"
+effective_from = "2026-01-01"
+unit_price = "126"
+"#;
+
+    #[test]
+    fn a_storage_gauge_with_gaps_and_carried_in_samples() {
+        // February 2026 is 28 days = 2419200 s; hold 1 h; 1 GiB = 2^30 bytes.
+        // vol-a:
+        //   01-31 23:30  2 GiB, next sample 02-01 01:00 is past the hold → holds to 00:30;
+        //                inside February: 00:00–00:30 = 1800 s → 3600 GiB·s (carried in)
+        //   02-01 01:00  1 GiB, next at 01:20 → 1200 s                → 1200 GiB·s
+        //   02-01 01:20  1 GiB, next on 02-10 (a gap ≫ hold) → 3600 s  → 3600 GiB·s
+        //   02-10 00:00  3 GiB, no next → 3600 s                       → 10800 GiB·s
+        // vol-b:
+        //   01-31 22:00  5 GiB, holds to 23:00, before the period      → 0
+        // Σ = 19200 GiB·s; quantity = 19200 / 2419200 = 1/126 = 0.00793650793650…
+        //   → 0.007936507937 (12 places, the 13th digit 5 is followed by 0793… so up).
+        // Amount = 0.007936507937 × 126 = 1.000000000062 → 1.00.
+        let gib = |n: i64| BigDecimal::from(n * (1 << 30));
+        let sample = |t: &str, v: i64| GaugeSample {
+            ts_micros: ts(t),
+            value: gib(v),
+        };
+        let usage = TenantUsage {
+            tenant_id: "epsilon".to_string(),
+            counters: Vec::new(),
+            gauges: vec![
+                GaugeSeries {
+                    metric: "storage_bytes".to_string(),
+                    resource: Some("vol-a".to_string()),
+                    samples: vec![
+                        sample("2026-02-10T00:00:00Z", 3),
+                        sample("2026-02-01T01:00:00Z", 1),
+                        sample("2026-01-31T23:30:00Z", 2),
+                        sample("2026-02-01T01:20:00Z", 1),
+                    ],
+                },
+                GaugeSeries {
+                    metric: "storage_bytes".to_string(),
+                    resource: Some("vol-b".to_string()),
+                    samples: vec![sample("2026-01-31T22:00:00Z", 5)],
+                },
+            ],
+        };
+        let inv = run(&config(STORAGE), "2026-02", &usage).unwrap();
+        assert_eq!(
+            render(&inv),
+            [
+                "epsilon,2026-02,storage_bytes,GiB-month,2026-02-01T00:00:00Z,2026-03-01T00:00:00Z,,,0.007936507937,126,1.00",
+                "1.00,0.00,1.00",
+            ]
+        );
+
+        // Month to date as of 02-01 01:10: 3600 GiB·s (carry-in) + 600 GiB·s (01:00–01:10)
+        // = 4200 / 2419200 = 0.001736111111111… → 0.001736111111; × 126 = 0.218750000… → 0.22.
+        let book = PriceBook::from_config(&config(STORAGE)).unwrap();
+        let period = Period::parse("2026-02").unwrap();
+        let mtd = invoice_until(
+            &book,
+            &config(STORAGE).catalog(),
+            period,
+            &usage,
+            ts("2026-02-01T01:10:00Z"),
+        )
+        .unwrap();
+        assert_eq!(mtd.lines.len(), 1);
+        assert_eq!(mtd.lines[0].quantity.to_plain_string(), "0.001736111111");
+        assert_eq!(
+            format_micros(mtd.lines[0].segment_end),
+            "2026-02-01T01:10:00Z"
+        );
+        assert_eq!(mtd.total.to_plain_string(), "0.22");
+    }
+
+    #[test]
+    fn usage_without_a_rate_is_an_error_naming_tenant_and_metric() {
+        // Egress has no rate at all in MID_MONTH_CHANGE.
+        let usage = counters("zeta", &[("egress_bytes", "2026-01-02", "1")]);
+        let err = run(&config(MID_MONTH_CHANGE), "2026-01", &usage).unwrap_err();
+        assert_eq!(
+            err,
+            QueryError::NoRate {
+                tenant: "zeta".to_string(),
+                metric: "egress_bytes".to_string(),
+                from: "2026-01-01T00:00:00Z".to_string(),
+            }
+        );
+        assert!(err.to_string().contains("zeta") && err.to_string().contains("egress_bytes"));
+        // Compute in December 2025 falls before the first compute rate (2026-01-01).
+        let usage = counters("zeta", &[("compute_seconds", "2025-12-02", "1")]);
+        assert!(matches!(
+            run(&config(MID_MONTH_CHANGE), "2025-12", &usage),
+            Err(QueryError::NoRate { .. })
+        ));
+        // No usage, no rate: an empty invoice, not an error.
+        let empty = run(&config(MID_MONTH_CHANGE), "2025-12", &counters("zeta", &[])).unwrap();
+        assert_eq!(render(&empty), ["0.00,0.00,0.00"]);
+        // A metric outside the catalog, and a counter sum for a gauge, are errors too.
+        let usage = counters("zeta", &[("gpu_seconds", "2026-01-02", "1")]);
+        assert!(matches!(
+            run(&config(MID_MONTH_CHANGE), "2026-01", &usage),
+            Err(QueryError::UnknownMetric { .. })
+        ));
+        let usage = counters("zeta", &[("storage_bytes", "2026-01-02", "1")]);
+        assert!(matches!(
+            run(&config(MID_MONTH_CHANGE), "2026-01", &usage),
+            Err(QueryError::WrongMetricKind { .. })
+        ));
+    }
+
+    #[test]
+    fn a_global_change_hidden_by_an_override_does_not_split() {
+        let cfg = config(&format!(
+            "{MID_MONTH_CHANGE}\n[[tenants.eta.rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2025-06-01\"\nunit_price = \"0.01\"\n"
+        ));
+        let book = PriceBook::from_config(&cfg).unwrap();
+        let p = Period::parse("2026-01").unwrap();
+        let segs = book.segments("eta", "compute_seconds", p.start_micros(), p.end_micros());
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].rate.unwrap().source, RateSource::Tenant);
+        assert_eq!(
+            book.segments("other", "compute_seconds", p.start_micros(), p.end_micros())
+                .len(),
+            2
+        );
+    }
+
+    fn property_config() -> Config {
+        config(&format!(
+            "{TIERS_ACROSS_SEGMENTS}\n{STORAGE}\n[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-09\"\nunit_price = \"0.0437\"\n[tenants.t]\ndiscount_percent = \"12.5\"\n[[tenants.t.rates]]\nmetric = \"api_calls\"\neffective_from = \"2026-01-20\"\nunit_price = \"0.011\"\n"
+        ))
+    }
+
+    /// Random usage of tenant `t` in January 2026: counter sums and one storage series.
+    fn usage_strategy() -> impl Strategy<Value = TenantUsage> {
+        let counter = (
+            prop_oneof![Just("api_calls"), Just("compute_seconds")],
+            9u32..=31,
+            0u64..50_000_000,
+        )
+            .prop_map(|(metric, day_of_month, thousandths)| CounterDay {
+                metric: metric.to_string(),
+                day: NaiveDate::from_ymd_opt(2026, 1, day_of_month).unwrap(),
+                raw_sum: BigDecimal::new(thousandths.into(), 3),
+            });
+        let start = ts("2026-01-01T00:00:00Z");
+        let sample = (-7_200i64..31 * 86_400, 0u64..1 << 40).prop_map(move |(s, v)| GaugeSample {
+            ts_micros: start + s * 1_000_000,
+            value: BigDecimal::from(v),
+        });
+        (
+            prop::collection::vec(counter, 0..20),
+            prop::collection::vec(sample, 0..20),
+        )
+            .prop_map(|(counters, samples)| TenantUsage {
+                tenant_id: "t".to_string(),
+                counters,
+                gauges: vec![GaugeSeries {
+                    metric: "storage_bytes".to_string(),
+                    resource: Some("vol".to_string()),
+                    samples,
+                }],
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn total_is_the_sum_of_lines_plus_discount(usage in usage_strategy()) {
+            let inv = run(&property_config(), "2026-01", &usage).unwrap();
+            let sum: BigDecimal = inv.lines.iter().map(|l| &l.amount).sum();
+            prop_assert_eq!(&inv.subtotal, &sum);
+            prop_assert_eq!(&inv.total, &(&sum + &inv.discount));
+            prop_assert!(inv.discount <= BigDecimal::zero());
+            for line in &inv.lines {
+                prop_assert!(line.quantity > BigDecimal::zero());
+                prop_assert_eq!(&line.amount, &round_money(&(&line.quantity * &line.unit_price)));
+            }
+        }
+
+        #[test]
+        fn lines_do_not_depend_on_input_order_or_splitting(
+            (usage, seed) in usage_strategy().prop_flat_map(|u| (Just(u), any::<u64>()))
+        ) {
+            let cfg = property_config();
+            let expected = run(&cfg, "2026-01", &usage).unwrap();
+            // Reverse and rotate every list, and split each daily sum in two parts.
+            let mut shuffled = usage.clone();
+            shuffled.counters.reverse();
+            let n = shuffled.counters.len().max(1);
+            shuffled.counters.rotate_left((seed as usize) % n);
+            let mut split = Vec::new();
+            for c in shuffled.counters {
+                let half = round_money(&(&c.raw_sum / BigDecimal::from(2)));
+                split.push(CounterDay { raw_sum: &c.raw_sum - &half, ..c.clone() });
+                split.push(CounterDay { raw_sum: half, ..c });
+            }
+            shuffled.counters = split;
+            for series in &mut shuffled.gauges {
+                series.samples.reverse();
+                let m = series.samples.len().max(1);
+                series.samples.rotate_left((seed as usize / 7) % m);
+            }
+            prop_assert_eq!(run(&cfg, "2026-01", &shuffled).unwrap(), expected);
+        }
+    }
+}
