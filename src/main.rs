@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use allot_ingest::{FileIngestOptions, FileInput, IngestSummary, KafkaIngestOptions};
+use allot_ingest::{
+    CompactOptions, FileIngestOptions, FileInput, IngestSummary, KafkaIngestOptions,
+};
 use allot_schemas::config::Config;
 use allot_schemas::lake::LakeLocation;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -33,6 +35,8 @@ enum LogFormat {
 enum Command {
     /// Write usage events into the lake: a Kafka collector, or a backfill from a file.
     Ingest(IngestArgs),
+    /// Merge small files per tenant-day and remove duplicate events.
+    Compact(CompactArgs),
 }
 
 /// Output format of a command's result on stdout.
@@ -68,6 +72,19 @@ struct IngestArgs {
     /// Do not draw a progress bar even when stderr is a terminal.
     #[arg(long)]
     no_progress: bool,
+}
+
+#[derive(Args)]
+struct CompactArgs {
+    /// The lake: a directory or an object-store URL (default: `lake` from the config).
+    #[arg(long, value_name = "DIR|URL")]
+    lake: Option<String>,
+    /// The configuration file (allot.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Compact tenant-days with at least this many files.
+    #[arg(long, default_value_t = 2)]
+    min_files: usize,
 }
 
 /// A failure, with the exit status it maps to.
@@ -144,6 +161,7 @@ fn init_logging(format: LogFormat) {
 async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Ingest(args) => ingest(args).await,
+        Command::Compact(args) => compact(args).await,
     }
 }
 
@@ -217,6 +235,26 @@ async fn ingest(args: IngestArgs) -> Result<(), Failure> {
     }
     .map_err(Failure::internal)?;
     print_summary(&summary, args.format);
+    Ok(())
+}
+
+async fn compact(args: CompactArgs) -> Result<(), Failure> {
+    let config = load_config(args.config.as_deref())?;
+    let lake = lake_location(args.lake.as_deref(), &config)?;
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let options = CompactOptions {
+        lake,
+        target_file_bytes: config.ingest.compaction_target_bytes.0,
+        min_files: args.min_files,
+    };
+    let summary = allot_ingest::compact(options, cancel)
+        .await
+        .map_err(Failure::internal)?;
+    println!(
+        "{} tenant-days compacted, {} files removed, {} files added, {} duplicates removed",
+        summary.partitions, summary.files_removed, summary.files_added, summary.duplicates_removed
+    );
     Ok(())
 }
 

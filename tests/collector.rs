@@ -330,3 +330,84 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() 
     }
     assert_eq!(dead, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_small_files_and_removes_producer_duplicates() {
+    use allot_ingest::assemble::{EventAssembler, system_clock};
+    use allot_ingest::lake::LakeTables;
+    use allot_ingest::writer::LakeWriter;
+    use allot_schemas::config::Config;
+    use allot_schemas::lake::{LakeLocation, Provenance};
+
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = LakeLocation::parse(lake_dir.path().to_str().unwrap()).unwrap();
+    let config = Config::default();
+    // Two collectors that have not seen each other's commits both write the same
+    // producer retry (same tenant and event id, two Kafka messages).
+    let mut first = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
+    let mut second = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
+    let event = |i: usize| {
+        format!(
+            r#"{{"event_id":"d{i}","tenant_id":"acme","ts":"2026-03-01T0{}:00:00Z","metric":"compute_seconds","value":{i}}}"#,
+            i % 10
+        )
+    };
+    for (writer, offset_base, ids) in [(&mut first, 0, 0..60), (&mut second, 1000, 40..100)] {
+        for chunk in ids.collect::<Vec<_>>().chunks(20) {
+            let mut assembler = EventAssembler::new(&config, system_clock());
+            for &i in chunk {
+                assembler.push(
+                    event(i).as_bytes(),
+                    Provenance::Kafka {
+                        topic: "usage",
+                        partition: 0,
+                        offset: offset_base + i as i64,
+                    },
+                );
+            }
+            writer.append(assembler.take().unwrap()).await.unwrap();
+        }
+    }
+    let before = common::read_lake_table(lake_dir.path(), "usage_events").await;
+    assert_eq!(
+        before.len(),
+        120,
+        "both writers' rows, 20 of them duplicates"
+    );
+
+    let summary = allot_ingest::compact(
+        allot_ingest::CompactOptions {
+            lake: lake.clone(),
+            target_file_bytes: 128 << 20,
+            min_files: 2,
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.duplicates_removed, 20);
+    assert_eq!(summary.partitions, 1);
+    assert_eq!(summary.files_removed, 6);
+    assert_eq!(summary.files_added, 1);
+
+    let after = common::read_lake_table(lake_dir.path(), "usage_events").await;
+    assert_eq!(after.len(), 100);
+    let mut ids: Vec<String> = after
+        .iter()
+        .map(|r| r.columns["event_id"].clone().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 100);
+    // The first ingested copy is kept: for ids 40..60 that is the first writer's row.
+    for row in &after {
+        let i: i64 = row.columns["event_id"].as_ref().unwrap()[1..]
+            .parse()
+            .unwrap();
+        let expected_offset = if i < 60 { i } else { 1000 + i };
+        assert_eq!(
+            row.columns["source"].as_deref(),
+            Some(format!("kafka:usage/0@{expected_offset}").as_str())
+        );
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod assemble;
 pub mod batch;
+pub mod compact;
 pub mod error;
 pub mod file;
 pub mod kafka;
@@ -16,6 +17,7 @@ pub mod lines;
 pub mod summary;
 pub mod writer;
 
+pub use compact::{CompactOptions, CompactSummary, compact};
 pub use error::IngestError;
 pub use file::{FileIngestOptions, FileInput, ingest_file};
 pub use kafka::{KafkaIngestOptions, run_collector};
