@@ -11,6 +11,7 @@
 //! places, money half away from zero to 2), [`pricing`] (rates, segments, tiers,
 //! invoices). Every quantity and amount is a `BigDecimal`; divisions are exact.
 
+pub mod allocation;
 pub mod error;
 pub mod period;
 pub mod pricing;

@@ -128,6 +128,15 @@ pub fn format_fixed(value: &BigDecimal, scale: i64) -> String {
     round_to(value, scale, Rounding::HalfEven).to_plain_string()
 }
 
+/// `value` as an integer count of units of `10^-scale`, when it has at most `scale` places.
+pub(crate) fn to_scaled_int(value: &BigDecimal, scale: i64) -> Option<BigInt> {
+    let rounded = round_to(value, scale, Rounding::Floor);
+    if &rounded != value {
+        return None;
+    }
+    Some(rounded.as_bigint_and_exponent().0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +228,8 @@ mod tests {
         assert_eq!(format_share(&d("0.0000005")), "0.000000");
         assert_eq!(format_share(&d("1")), "1.000000");
         assert_eq!(format_fixed(&d("1E-12"), 12), "0.000000000001");
+        assert_eq!(to_scaled_int(&d("12.34"), 2), Some(BigInt::from(1234)));
+        assert_eq!(to_scaled_int(&d("12.3"), 2), Some(BigInt::from(1230)));
+        assert_eq!(to_scaled_int(&d("12.345"), 2), None);
     }
 }
