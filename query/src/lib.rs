@@ -13,6 +13,7 @@
 
 pub mod allocation;
 pub mod error;
+pub mod noisy;
 pub mod period;
 pub mod pricing;
 pub mod rounding;
