@@ -411,3 +411,171 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
         );
     }
 }
+
+/// Sends SIGSTOP or SIGCONT to a process.
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Checks the lake holds exactly events `0..count` of `crash_event`, each once.
+async fn assert_exactly_once(lake: &Path, count: usize) {
+    let rows = common::read_lake_table(lake, "usage_events").await;
+    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+    for row in &rows {
+        let i: usize = row.columns["event_id"].as_ref().unwrap()[1..]
+            .parse()
+            .unwrap();
+        assert_eq!(
+            row.columns["value"].as_deref(),
+            Some(format!("{i}.{:03}000000", i % 1000).as_str())
+        );
+        *seen.entry(i).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "events counted twice: {twice:?}");
+    assert_eq!(seen.len(), count, "events missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_collector_is_fenced_after_others_took_its_partitions() {
+    const EVENTS: usize = 40_000;
+    const PARTITIONS: i32 = 4;
+    let topic = common::fresh_topic("zombie", PARTITIONS).await;
+    let group = format!("{topic}-collectors");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = lake_dir.path();
+    let brokers = common::kafka_bootstrap();
+    produce(&topic, (0..EVENTS).map(crash_event)).await;
+
+    // The zombie buffers everything and would commit only after a long interval.
+    let zombie = start_collector(
+        &brokers,
+        &topic,
+        &group,
+        lake,
+        &[
+            ("ALLOT__INGEST__FLUSH_ROWS", "1000000"),
+            ("ALLOT__INGEST__FLUSH_INTERVAL", "15s"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    signal(&zombie, "STOP");
+    // Past the 10 s session timeout the group gives its partitions to a new collector.
+    let healthy = start_collector(&brokers, &topic, &group, lake, &[]);
+    wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(120)).await;
+    signal(&zombie, "CONT");
+    // Give the zombie time to reach its flush and be fenced (or see the revocation).
+    std::thread::sleep(Duration::from_secs(12));
+    stop_gracefully(zombie);
+    stop_gracefully(healthy);
+    assert_exactly_once(lake, EVENTS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_while_collectors_join_and_die_during_production() {
+    const EVENTS: usize = 60_000;
+    const PARTITIONS: i32 = 6;
+    let topic = common::fresh_topic("rebalance", PARTITIONS).await;
+    let group = format!("{topic}-collectors");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = lake_dir.path().to_path_buf();
+    let brokers = common::kafka_bootstrap();
+
+    let producing = {
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            for chunk in 0..6 {
+                produce(
+                    &topic,
+                    (chunk * 10_000..(chunk + 1) * 10_000).map(crash_event),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    let mut collectors: Vec<Child> = (0..3)
+        .map(|_| start_collector(&brokers, &topic, &group, &lake, &[]))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    collectors.push(start_collector(&brokers, &topic, &group, &lake, &[]));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut victim = collectors.remove(0);
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    producing.await.unwrap();
+    wait_for_zero_lag(&topic, &group, PARTITIONS, &lake, Duration::from_secs(180)).await;
+    for collector in collectors {
+        stop_gracefully(collector);
+    }
+    assert_exactly_once(&lake, EVENTS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_offsets_moved_on_is_abandoned() {
+    use allot_ingest::IngestError;
+    use allot_ingest::assemble::{EventAssembler, system_clock};
+    use allot_ingest::lake::LakeTables;
+    use allot_ingest::writer::{LakeWriter, OffsetCommit};
+    use allot_schemas::config::Config;
+    use allot_schemas::lake::{LakeLocation, Provenance};
+    use deltalake::kernel::Transaction;
+
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = LakeLocation::parse(lake_dir.path().to_str().unwrap()).unwrap();
+    let config = Config::default();
+    let app_id = kafka_app_id("g", "usage", 0);
+    let batch = |range: std::ops::Range<usize>| {
+        let mut assembler = EventAssembler::new(&config, system_clock());
+        for i in range {
+            let (_, payload) = crash_event(i);
+            assembler.push(
+                payload.as_bytes(),
+                Provenance::Kafka {
+                    topic: "usage",
+                    partition: 0,
+                    offset: i as i64,
+                },
+            );
+        }
+        assembler.take().unwrap()
+    };
+    let mut owner = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
+    let mut zombie = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
+    let commit = |expected: Option<i64>, last: i64| OffsetCommit {
+        expected: vec![(app_id.clone(), expected)],
+        txns: vec![Transaction::new(app_id.clone(), last)],
+        abort_before_commit: false,
+    };
+    owner
+        .append_with_offsets(batch(0..100), &commit(None, 99))
+        .await
+        .unwrap();
+    // The zombie read the partition from the beginning too, before the owner committed.
+    let err = zombie
+        .append_with_offsets(batch(0..100), &commit(None, 99))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IngestError::Fenced(_)), "{err}");
+    let rows = common::read_lake_table(lake_dir.path(), "usage_events").await;
+    assert_eq!(
+        rows.len(),
+        100,
+        "the fenced commit's files are not referenced"
+    );
+    // The owner continues from where it recorded.
+    owner
+        .append_with_offsets(batch(100..150), &commit(Some(99), 149))
+        .await
+        .unwrap();
+    assert_eq!(
+        common::read_lake_table(lake_dir.path(), "usage_events")
+            .await
+            .len(),
+        150
+    );
+}
