@@ -5,14 +5,22 @@
 //! sandboxed SQL). It depends on the lake's contract in `allot-schemas`, never on
 //! Kafka, the collectors or the server.
 //!
-//! The billing semantics of SPEC §4 live in plain, exact Rust over in-memory
-//! inputs, so the DataFusion layer only has to aggregate the lake into them:
-//! [`period`] (calendar months in UTC), [`rounding`] (quantities half-to-even to 12
-//! places, money half away from zero to 2), [`pricing`] (rates, segments, tiers,
-//! invoices). Every quantity and amount is a `BigDecimal`; divisions are exact.
+//! The semantics of SPEC §4 live in plain, exact Rust over in-memory inputs, so
+//! the DataFusion layer only has to aggregate the lake into them:
+//! - [`period`]: calendar months in UTC, instants in microseconds;
+//! - [`rounding`]: quantities half-to-even to 12 places, money half away from zero
+//!   to 2, shares shown with 6; every division exact;
+//! - [`pricing`]: rate resolution with tenant overrides, rate segments, graduated
+//!   tiers continued across segments, invoice lines, discount and total;
+//! - [`allocation`]: costs-CSV validation and largest-remainder shared-cost splits;
+//! - [`noisy`]: per-bucket share and z-score against each tenant's baseline;
+//! - [`health`]: status and reasons, quota use, month-to-date cost and forecast.
+//!
+//! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 
 pub mod allocation;
 pub mod error;
+pub mod health;
 pub mod noisy;
 pub mod period;
 pub mod pricing;
