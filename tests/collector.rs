@@ -17,6 +17,31 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+/// A collector process, killed when dropped so a failing test leaves none behind.
+struct CollectorProcess(Child);
+
+impl std::ops::Deref for CollectorProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for CollectorProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `allot ingest` as a collector process.
 fn start_collector(
     brokers: &str,
@@ -24,7 +49,7 @@ fn start_collector(
     group: &str,
     lake: &Path,
     extra_env: &[(&str, &str)],
-) -> Child {
+) -> CollectorProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_allot"));
     command
         .args([
@@ -47,7 +72,7 @@ fn start_collector(
     for (key, value) in extra_env {
         command.env(key, value);
     }
-    command.spawn().expect("start collector")
+    CollectorProcess(command.spawn().expect("start collector"))
 }
 
 /// Produces `payloads` to `topic`, spreading them over partitions by key.
@@ -124,7 +149,7 @@ async fn wait_for_zero_lag(
 }
 
 /// Stops a collector with SIGTERM and checks it exits 0 within 30 s.
-fn stop_gracefully(mut child: Child) {
+fn stop_gracefully(mut child: CollectorProcess) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -170,6 +195,7 @@ fn crash_event(i: usize) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
+    let _serial = common::serial().await;
     const EVENTS: usize = 200_000;
     const PARTITIONS: i32 = 12;
     let topic = common::fresh_topic("crash", PARTITIONS).await;
@@ -235,6 +261,7 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() {
+    let _serial = common::serial().await;
     const PARTITIONS: i32 = 2;
     let topic = common::fresh_topic("poison", PARTITIONS).await;
     let group = format!("{topic}-collectors");
@@ -413,7 +440,7 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
 }
 
 /// Sends SIGSTOP or SIGCONT to a process.
-fn signal(child: &Child, name: &str) {
+fn signal(child: &CollectorProcess, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &child.id().to_string()])
         .status()
@@ -442,6 +469,7 @@ async fn assert_exactly_once(lake: &Path, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_collector_is_fenced_after_others_took_its_partitions() {
+    let _serial = common::serial().await;
     const EVENTS: usize = 40_000;
     const PARTITIONS: i32 = 4;
     let topic = common::fresh_topic("zombie", PARTITIONS).await;
@@ -477,6 +505,7 @@ async fn a_paused_collector_is_fenced_after_others_took_its_partitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_while_collectors_join_and_die_during_production() {
+    let _serial = common::serial().await;
     const EVENTS: usize = 60_000;
     const PARTITIONS: i32 = 6;
     let topic = common::fresh_topic("rebalance", PARTITIONS).await;
@@ -498,7 +527,7 @@ async fn exactly_once_while_collectors_join_and_die_during_production() {
             }
         })
     };
-    let mut collectors: Vec<Child> = (0..3)
+    let mut collectors: Vec<CollectorProcess> = (0..3)
         .map(|_| start_collector(&brokers, &topic, &group, &lake, &[]))
         .collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -578,4 +607,29 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
             .len(),
         150
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_a_broker_restart() {
+    let _serial = common::serial().await;
+    const PARTITIONS: i32 = 4;
+    let topic = common::fresh_topic("restart", PARTITIONS).await;
+    let group = format!("{topic}-collectors");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = lake_dir.path();
+    produce(&topic, (0..30_000).map(crash_event)).await;
+    let collector = start_collector(&common::kafka_bootstrap(), &topic, &group, lake, &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarted = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/kafka-restart"
+    ))
+    .arg("5")
+    .status()
+    .expect("run kafka-restart");
+    assert!(restarted.success(), "the broker did not restart");
+    produce(&topic, (30_000..60_000).map(crash_event)).await;
+    wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(180)).await;
+    stop_gracefully(collector);
+    assert_exactly_once(lake, 60_000).await;
 }

@@ -275,7 +275,7 @@ impl Collector {
 
     fn run(&mut self, cancel: &CancellationToken) -> Result<IngestSummary, IngestError> {
         let started = Instant::now();
-        let mut poll_errors = 0u32;
+        let mut outage: Option<Instant> = None;
         while !cancel.is_cancelled() {
             // Detached so the message does not borrow the consumer while buffered.
             let polled = self
@@ -288,16 +288,22 @@ impl Collector {
             match polled {
                 None => {}
                 Some(Ok(message)) => {
-                    poll_errors = 0;
+                    if let Some(since) = outage.take() {
+                        tracing::info!(down_for_s = since.elapsed().as_secs(), "kafka is back");
+                    }
                     let (partition, offset) = (message.partition(), message.offset());
                     let payload = message.payload().unwrap_or_default();
                     self.accept(partition, offset, payload);
                 }
+                // librdkafka reconnects by itself; errors are reported, not waited on,
+                // so that queued errors never delay the next message.
                 Some(Err(err)) => {
-                    poll_errors = poll_errors.saturating_add(1);
-                    let backoff = Duration::from_millis(100 * u64::from(poll_errors.min(50)));
-                    tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "kafka poll failed; retrying");
-                    std::thread::sleep(backoff);
+                    if outage.is_none() {
+                        tracing::warn!(%err, "kafka unavailable; the client keeps reconnecting");
+                        outage = Some(Instant::now());
+                    } else {
+                        tracing::debug!(%err, "kafka still unavailable");
+                    }
                 }
             }
             if self.should_flush() {
