@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use allot_schemas::lake::LakeTable;
 use allot_schemas::reason::ReasonCode;
-use arrow::array::{AsArray, BooleanBuilder, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::Date32Type;
 use deltalake::DeltaTable;
@@ -176,33 +176,54 @@ impl LakeWriter {
             .as_primitive::<Date32Type>()
             .clone();
 
-        let mut stats = PartitionStats::default();
-        let mut candidates = BTreeSet::new();
+        // Index the batch's partitions once (borrowing the ids from the arrays),
+        // then check each partition's rows against its set of known event ids.
+        let mut index: HashMap<(&str, i32), usize, ahash::RandomState> = HashMap::default();
+        let mut rows_by_partition: Vec<Vec<usize>> = Vec::new();
         for row in 0..usage.num_rows() {
-            candidates.insert((tenants.value(row).to_string(), days.value(row)));
+            let slot = *index
+                .entry((tenants.value(row), days.value(row)))
+                .or_insert_with(|| {
+                    rows_by_partition.push(Vec::new());
+                    rows_by_partition.len() - 1
+                });
+            rows_by_partition[slot].push(row);
         }
-        let missing: Vec<PartitionKey> = candidates
+        let mut partitions: Vec<(PartitionKey, usize)> = index
             .into_iter()
+            .map(|((tenant, day), slot)| ((tenant.to_string(), day), slot))
+            .collect();
+        partitions.sort();
+        let missing: Vec<PartitionKey> = partitions
+            .iter()
+            .map(|(key, _)| key)
             .filter(|key| !self.known.contains_partition(key))
+            .cloned()
             .collect();
         self.load_partitions(&missing).await?;
 
-        let mut keep = BooleanBuilder::with_capacity(usage.num_rows());
-        for row in 0..usage.num_rows() {
-            let partition = (tenants.value(row).to_string(), days.value(row));
-            let is_new = self.known.insert(&partition, event_ids.value(row));
-            if is_new {
-                stats.touched.insert(partition);
-            } else {
-                stats.duplicates += 1;
+        let mut stats = PartitionStats::default();
+        let mut keep = vec![true; usage.num_rows()];
+        for (key, slot) in partitions {
+            let mut known = self.known.partition_mut(&key);
+            let mut wrote_any = false;
+            for &row in &rows_by_partition[slot] {
+                if known.insert(event_ids.value(row)) {
+                    wrote_any = true;
+                } else {
+                    keep[row] = false;
+                    stats.duplicates += 1;
+                }
             }
-            keep.append_value(is_new);
+            if wrote_any {
+                stats.touched.insert(key);
+            }
         }
         self.known.evict();
         if stats.duplicates == 0 {
             return Ok((usage, stats));
         }
-        let fresh = filter_record_batch(&usage, &keep.finish())?;
+        let fresh = filter_record_batch(&usage, &BooleanArray::from(keep))?;
         Ok((fresh, stats))
     }
 
@@ -236,7 +257,7 @@ impl LakeWriter {
         }
         let store = self.tables.usage.log_store().object_store(None);
         for (tenant, day) in partitions {
-            let mut ids = HashSet::new();
+            let mut ids = EventIdSet::default();
             for path in files_by_dir
                 .remove(&partition_dir(tenant, *day))
                 .unwrap_or_default()
@@ -393,19 +414,26 @@ async fn read_string_column(
     Ok(())
 }
 
+/// Event ids of one partition.
+type EventIdSet = HashSet<Box<str>, ahash::RandomState>;
+
 /// Event ids known to be in the lake, for recently touched partitions.
 struct KnownEventIds {
-    partitions: HashMap<PartitionKey, (u64, HashSet<Box<str>>)>,
-    keys: usize,
+    partitions: HashMap<PartitionKey, KnownPartition>,
     max_keys: usize,
     tick: u64,
+}
+
+/// The known event ids of one partition and when it was last touched.
+struct KnownPartition {
+    touched: u64,
+    ids: EventIdSet,
 }
 
 impl KnownEventIds {
     fn new(max_keys: usize) -> Self {
         KnownEventIds {
             partitions: HashMap::new(),
-            keys: 0,
             max_keys,
             tick: 0,
         }
@@ -415,24 +443,28 @@ impl KnownEventIds {
         self.partitions.contains_key(key)
     }
 
-    fn load_partition(&mut self, key: PartitionKey, ids: HashSet<Box<str>>) {
-        self.keys += ids.len();
-        self.partitions.insert(key, (self.tick, ids));
+    fn load_partition(&mut self, key: PartitionKey, ids: EventIdSet) {
+        self.partitions.insert(
+            key,
+            KnownPartition {
+                touched: self.tick,
+                ids,
+            },
+        );
     }
 
-    /// Records `event_id` in `partition`; false when it was already there.
-    fn insert(&mut self, partition: &PartitionKey, event_id: &str) -> bool {
-        let (touched, ids) = self
+    /// The ids of a loaded partition, marked as touched by the current batch.
+    fn partition_mut(&mut self, key: &PartitionKey) -> KnownIds<'_> {
+        let partition = self
             .partitions
-            .get_mut(partition)
+            .get_mut(key)
             .expect("partitions are loaded before their events are checked");
-        *touched = self.tick;
-        if ids.contains(event_id) {
-            return false;
-        }
-        ids.insert(Box::from(event_id));
-        self.keys += 1;
-        true
+        partition.touched = self.tick;
+        KnownIds(&mut partition.ids)
+    }
+
+    fn keys(&self) -> usize {
+        self.partitions.values().map(|p| p.ids.len()).sum()
     }
 
     /// Ends a batch: over the cap, drops the least recently touched partitions
@@ -440,23 +472,38 @@ impl KnownEventIds {
     fn evict(&mut self) {
         let current = self.tick;
         self.tick += 1;
-        if self.keys <= self.max_keys {
+        let mut keys = self.keys();
+        if keys <= self.max_keys {
             return;
         }
         let mut by_age: Vec<(u64, PartitionKey, usize)> = self
             .partitions
             .iter()
-            .filter(|(_, (touched, _))| *touched < current)
-            .map(|(key, (touched, ids))| (*touched, key.clone(), ids.len()))
+            .filter(|(_, p)| p.touched < current)
+            .map(|(key, p)| (p.touched, key.clone(), p.ids.len()))
             .collect();
         by_age.sort();
         for (_, key, len) in by_age {
-            if self.keys <= self.max_keys / 2 {
+            if keys <= self.max_keys / 2 {
                 break;
             }
             self.partitions.remove(&key);
-            self.keys -= len;
+            keys -= len;
         }
+    }
+}
+
+/// The known ids of one partition, borrowed for checking a batch.
+struct KnownIds<'a>(&'a mut EventIdSet);
+
+impl KnownIds<'_> {
+    /// Records `event_id`; false when it was already known.
+    fn insert(&mut self, event_id: &str) -> bool {
+        if self.0.contains(event_id) {
+            return false;
+        }
+        self.0.insert(Box::from(event_id));
+        true
     }
 }
 
@@ -478,14 +525,14 @@ mod tests {
         let mut known = KnownEventIds::new(4);
         let a = ("a".to_string(), 1);
         let b = ("b".to_string(), 1);
-        known.load_partition(a.clone(), HashSet::new());
-        assert!(known.insert(&a, "1"));
-        assert!(!known.insert(&a, "1"));
-        assert!(known.insert(&a, "2"));
+        known.load_partition(a.clone(), EventIdSet::default());
+        assert!(known.partition_mut(&a).insert("1"));
+        assert!(!known.partition_mut(&a).insert("1"));
+        assert!(known.partition_mut(&a).insert("2"));
         known.evict();
-        known.load_partition(b.clone(), HashSet::new());
+        known.load_partition(b.clone(), EventIdSet::default());
         for id in ["1", "2", "3"] {
-            assert!(known.insert(&b, id));
+            assert!(known.partition_mut(&b).insert(id));
         }
         known.evict();
         assert!(!known.contains_partition(&a));
