@@ -237,26 +237,7 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
     wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(300)).await;
     stop_gracefully(last);
 
-    let rows = common::read_lake_table(lake, "usage_events").await;
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for row in &rows {
-        let id = row.columns["event_id"].clone().unwrap();
-        let i: usize = id[1..].parse().unwrap();
-        let expected: serde_json::Value = serde_json::from_str(&crash_event(i).1).unwrap();
-        assert_eq!(
-            row.partition["tenant_id"],
-            expected["tenant_id"].as_str().unwrap()
-        );
-        assert_eq!(
-            row.columns["value"].as_deref(),
-            Some(format!("{i}.{:03}000000", i % 1000).as_str())
-        );
-        *seen.entry(id).or_default() += 1;
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "events counted twice: {twice:?}");
-    assert_eq!(seen.len(), EVENTS, "events missing");
-    assert_eq!(rows.len(), EVENTS);
+    assert_exactly_once(lake, EVENTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

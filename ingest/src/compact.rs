@@ -15,7 +15,6 @@ use allot_schemas::table_schema::usage_events_schema;
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
-use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Remove};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::DeltaOperation;
@@ -24,7 +23,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
-use crate::lake::{LakeTables, table_name};
+use crate::lake::{LakeTables, commit_actions, table_name};
 
 /// What a compaction run needs.
 pub struct CompactOptions {
@@ -173,13 +172,7 @@ async fn compact_partition(
         predicate: Some(format!("tenant_id = '{tenant_id}' AND day = {day}")),
         target_size: i64::try_from(target_file_bytes).unwrap_or(i64::MAX),
     };
-    let snapshot = table.snapshot().map_err(IngestError::lake(name))?;
-    let finalized = CommitBuilder::default()
-        .with_actions(actions)
-        .build(Some(snapshot), table.log_store(), operation)
-        .await
-        .map_err(IngestError::lake(name))?;
-    table.state = Some(finalized.snapshot());
+    commit_actions(table, name, actions, operation).await?;
     Ok((added, duplicates))
 }
 

@@ -108,6 +108,18 @@ pub(crate) async fn commit_append(
     };
     let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
     actions.extend(transactions.into_iter().map(Action::Txn));
+    commit_actions(table, name, actions, operation).await
+}
+
+/// Commits `actions` to `table` as one Delta commit on its current snapshot, and
+/// moves the table to the committed version.
+pub(crate) async fn commit_actions(
+    table: &mut DeltaTable,
+    name: &'static str,
+    actions: Vec<Action>,
+    operation: DeltaOperation,
+) -> Result<u64, IngestError> {
+    let snapshot = table.snapshot().map_err(IngestError::lake(name))?;
     let finalized = CommitBuilder::default()
         .with_actions(actions)
         .build(Some(snapshot), table.log_store(), operation)
