@@ -80,7 +80,7 @@ pub async fn ingest_file(
     let (sender, mut receiver) = mpsc::channel::<DecodedBatch>(1);
     let assembler =
         EventAssembler::new(&options.config, options.clock.unwrap_or_else(system_clock));
-    let flush_rows = options.config.ingest.flush_rows;
+    let flush_rows = options.config.ingest.backfill_flush_rows;
     let flush_bytes = usize::try_from(options.config.ingest.flush_bytes.0).unwrap_or(usize::MAX);
     let reader_name = name.clone();
     let reader_progress = progress.clone();

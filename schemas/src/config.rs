@@ -120,8 +120,11 @@ pub struct KafkaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// Flush a batch when it holds this many rows.
+    /// Flush a batch when it holds this many rows (Kafka collectors).
     pub flush_rows: usize,
+    /// Rows per commit of a file backfill, which favours fewer, larger files
+    /// over latency; `flush_bytes` still bounds its memory.
+    pub backfill_flush_rows: usize,
     /// Flush a batch when its Arrow buffers reach this size.
     pub flush_bytes: ByteSize,
     /// Flush at least this often.
@@ -140,6 +143,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             flush_rows: 100_000,
+            backfill_flush_rows: 1_000_000,
             flush_bytes: ByteSize(64 << 20),
             flush_interval: HumanDuration(Duration::from_secs(10)),
             max_buffer_bytes: ByteSize(256 << 20),
@@ -700,6 +704,12 @@ impl Config {
         }
         if self.ingest.flush_rows == 0 {
             return Err(ConfigError::new("ingest.flush_rows", "must be at least 1"));
+        }
+        if self.ingest.backfill_flush_rows == 0 {
+            return Err(ConfigError::new(
+                "ingest.backfill_flush_rows",
+                "must be at least 1",
+            ));
         }
         if self.ingest.flush_bytes.0 == 0
             || self.ingest.max_buffer_bytes.0 < self.ingest.flush_bytes.0
