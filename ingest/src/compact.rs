@@ -23,7 +23,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
-use crate::lake::{LakeTables, commit_actions, table_name};
+use crate::lake::{LakeTables, commit_actions};
 
 /// What a compaction run needs.
 pub struct CompactOptions {
@@ -53,7 +53,7 @@ pub async fn compact(
     options: CompactOptions,
     cancel: CancellationToken,
 ) -> Result<CompactSummary, IngestError> {
-    let name = table_name(LakeTable::UsageEvents);
+    let name = LakeTable::UsageEvents.dir_name();
     let tables = LakeTables::open_or_create(&options.lake).await?;
     let mut table = tables.usage;
     let mut by_partition: BTreeMap<(String, String), Vec<Remove>> = BTreeMap::new();
@@ -116,7 +116,7 @@ async fn compact_partition(
     removes: &[Remove],
     target_file_bytes: u64,
 ) -> Result<(u64, u64), IngestError> {
-    let name = table_name(LakeTable::UsageEvents);
+    let name = LakeTable::UsageEvents.dir_name();
     let store = table.log_store().object_store(None);
     let schema = usage_events_schema();
     let mut batches = Vec::new();

@@ -51,9 +51,10 @@ pub enum IngestError {
     /// Another collector recorded newer offsets for a partition of this commit.
     #[error("commit fenced: {0}")]
     Fenced(String),
-    /// The decoding thread stopped unexpectedly.
-    #[error("the decoding thread stopped: {0}")]
-    Decoder(String),
+    /// A worker (the decoding thread, the collector's thread, a delivery) stopped
+    /// unexpectedly.
+    #[error("a worker stopped: {0}")]
+    Worker(String),
 }
 
 impl IngestError {

@@ -112,7 +112,7 @@ pub async fn ingest_file(
     }
     decoding
         .join()
-        .map_err(|_| IngestError::Decoder("it panicked".to_string()))??;
+        .map_err(|_| IngestError::Worker("it panicked".to_string()))??;
     progress.finish_and_clear();
     summary.elapsed = started.elapsed();
     Ok(summary)

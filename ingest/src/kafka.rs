@@ -78,7 +78,7 @@ pub async fn run_collector(
         collector.run(&cancel)
     })
     .await
-    .map_err(|e| IngestError::Decoder(e.to_string()))?
+    .map_err(|e| IngestError::Worker(e.to_string()))?
 }
 
 /// The consumer's context: reacts to rebalances.
@@ -436,7 +436,7 @@ impl Collector {
                     }));
                 }
                 Err(_) => {
-                    return Err(FlushError::Retry(IngestError::Decoder(
+                    return Err(FlushError::Retry(IngestError::Worker(
                         "dead-letter delivery was cancelled".into(),
                     )));
                 }

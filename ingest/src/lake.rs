@@ -49,18 +49,13 @@ impl LakeTables {
     }
 }
 
-/// The name of a table for error messages.
-pub(crate) fn table_name(table: LakeTable) -> &'static str {
-    table.dir_name()
-}
-
 async fn open_or_create_table(
     location: &LakeLocation,
     table: LakeTable,
     schema: SchemaRef,
     partition_columns: &[&str],
 ) -> Result<DeltaTable, IngestError> {
-    let name = table_name(table);
+    let name = table.dir_name();
     let url = location.table_url(table);
     let delta = DeltaTable::try_from_url(url.clone())
         .await

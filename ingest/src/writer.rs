@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use allot_schemas::lake::LakeTable;
+use allot_schemas::lake::{LakeTable, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
@@ -28,7 +28,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::assemble::DecodedBatch;
 use crate::error::IngestError;
-use crate::lake::{LakeTables, commit_append, table_name};
+use crate::lake::{LakeTables, commit_append};
 
 /// A tenant-day partition of `usage_events`: tenant id and days since the epoch.
 pub type PartitionKey = (String, i32);
@@ -118,7 +118,7 @@ impl LakeWriter {
             .sum::<u64>()
             .saturating_sub(outcome.rejected_written);
         if rejected.num_rows() > 0 {
-            let name = table_name(LakeTable::RejectedEvents);
+            let name = LakeTable::RejectedEvents.dir_name();
             let adds = write_files(&self.tables.rejected, name, rejected).await?;
             commit_append(&mut self.tables.rejected, name, adds, Vec::new()).await?;
         }
@@ -130,7 +130,7 @@ impl LakeWriter {
         if fresh.num_rows() == 0 && offsets.txns.is_empty() {
             return Ok(outcome);
         }
-        let name = table_name(LakeTable::UsageEvents);
+        let name = LakeTable::UsageEvents.dir_name();
         let adds = write_files(&self.tables.usage, name, fresh).await?;
         if !offsets.expected.is_empty() {
             self.tables
@@ -229,7 +229,7 @@ impl LakeWriter {
 
     /// Reads the event ids of partitions not in the cache from their files.
     async fn load_partitions(&mut self, partitions: &[PartitionKey]) -> Result<(), IngestError> {
-        let name = table_name(LakeTable::UsageEvents);
+        let name = LakeTable::UsageEvents.dir_name();
         let wanted: HashSet<String> = partitions
             .iter()
             .map(|(tenant, day)| partition_dir(tenant, *day))
@@ -281,7 +281,7 @@ impl LakeWriter {
             let mut sources = HashSet::new();
             let table = &self.tables.rejected;
             if table.version().unwrap_or(0) > 0 {
-                let name = table_name(LakeTable::RejectedEvents);
+                let name = LakeTable::RejectedEvents.dir_name();
                 let store = table.log_store().object_store(None);
                 let files: Vec<_> = table
                     .snapshot()
@@ -327,7 +327,7 @@ fn partition_dir(tenant: &str, day: i32) -> String {
     let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_default();
-    format!("tenant_id={tenant}/day={date}")
+    usage_partition_dir(tenant, &date).unwrap_or_default()
 }
 
 /// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
@@ -353,7 +353,7 @@ async fn check_recorded_offsets(
     table: &DeltaTable,
     expected: &[(String, Option<i64>)],
 ) -> Result<(), IngestError> {
-    let name = table_name(LakeTable::UsageEvents);
+    let name = LakeTable::UsageEvents.dir_name();
     let snapshot = table.snapshot().map_err(IngestError::lake(name))?;
     for (app_id, expected_offset) in expected {
         let recorded = snapshot
