@@ -3,6 +3,8 @@
 //! Exit status: 0 on success, 2 for bad usage or bad input (one line naming the
 //! flag, key or file), 1 for anything else.
 
+mod reports;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,6 +39,16 @@ enum Command {
     Ingest(IngestArgs),
     /// Merge small files per tenant-day and remove duplicate events.
     Compact(CompactArgs),
+    /// Invoices of a month: one line per metric, rate segment and tier band.
+    Invoice(reports::InvoiceArgs),
+    /// Split shared costs between tenants by their usage of each pool's driver.
+    Allocate(reports::AllocateArgs),
+    /// Tenants whose usage jumps far above their baseline while taking a large share.
+    Noisy(reports::NoisyArgs),
+    /// Tenant health: status and reasons, quota use, month-to-date cost and forecast.
+    Health(reports::HealthArgs),
+    /// Run a sandboxed SQL query over the lake (as one tenant with --tenant).
+    Sql(reports::SqlArgs),
 }
 
 /// Output format of a command's result on stdout.
@@ -162,6 +174,11 @@ async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Ingest(args) => ingest(args).await,
         Command::Compact(args) => compact(args).await,
+        Command::Invoice(args) => reports::invoice(args).await,
+        Command::Allocate(args) => reports::allocate(args).await,
+        Command::Noisy(args) => reports::noisy(args).await,
+        Command::Health(args) => reports::health(args).await,
+        Command::Sql(args) => reports::sql(args).await,
     }
 }
 

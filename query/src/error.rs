@@ -61,4 +61,61 @@ pub enum QueryError {
     /// Report inputs that break a precondition, e.g. a bucket not aligned to the range.
     #[error("invalid report input: {0}")]
     InvalidInput(String),
+    /// The lake has no `usage_events` table: nothing was ever ingested there.
+    #[error("the lake has no usage_events table yet (run `allot ingest` first)")]
+    NoLake,
+    /// A Delta table of the lake cannot be read.
+    #[error("cannot read the lake table {table}: {message}")]
+    Lake {
+        /// `usage_events` or `rejected_events`.
+        table: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The query engine failed while planning or running a query.
+    #[error("query engine error: {0}")]
+    Engine(String),
+    /// A SQL text that the sandbox refuses (SPEC §5.3); the message says why.
+    #[error("{0}")]
+    SqlRejected(String),
+    /// A SQL query that needed more memory than its cap.
+    #[error("the query needs more than the memory limit of {limit} for one query")]
+    MemoryLimit {
+        /// The cap, human readable (`512MiB`).
+        limit: String,
+    },
+    /// A SQL query that ran past its time limit.
+    #[error("the query ran past the time limit of {limit}")]
+    TimeLimit {
+        /// The limit, human readable (`30s`).
+        limit: String,
+    },
+    /// A SQL result with more rows than the cap.
+    #[error("the result has more than {max_rows} rows; add a LIMIT or aggregate")]
+    RowLimit {
+        /// The cap.
+        max_rows: usize,
+    },
+}
+
+impl QueryError {
+    /// Wraps an engine (DataFusion, Arrow) error.
+    pub fn engine(error: impl std::fmt::Display) -> QueryError {
+        QueryError::Engine(error.to_string())
+    }
+
+    /// Whether the error is the caller's fault (bad input, exit status 2 / HTTP 400)
+    /// rather than a failure of allot or the lake.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            QueryError::InvalidPeriod { .. }
+                | QueryError::Costs { .. }
+                | QueryError::InvalidInput(_)
+                | QueryError::SqlRejected(_)
+                | QueryError::MemoryLimit { .. }
+                | QueryError::TimeLimit { .. }
+                | QueryError::RowLimit { .. }
+        )
+    }
 }

@@ -16,15 +16,33 @@
 //! - [`noisy`]: per-bucket share and z-score against each tenant's baseline;
 //! - [`health`]: status and reasons, quota use, month-to-date cost and forecast.
 //!
+//!
+//! Over them sit the lake layer and the reports:
+//! - [`lake`]: the active files of each Delta table at its latest version;
+//! - [`provider`]: a DataFusion table over an explicit list of files (the
+//!   tenant-scoped table of SPEC §5.3 is one built from one tenant's files);
+//! - [`session`]: DataFusion sessions with the deduplicated `usage_events`;
+//! - [`usage`]: aggregations of the lake into the inputs of the semantics;
+//! - [`reports`]: invoices, allocation, noisy neighbours and health, for the CLI
+//!   and the API alike, and [`render`] for their CSV and JSON shapes;
+//! - [`sandbox`]: the SQL rules and limits of SPEC §5.3.
+//!
 //! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 
 pub mod allocation;
 pub mod error;
 pub mod health;
+pub mod lake;
 pub mod noisy;
 pub mod period;
 pub mod pricing;
+pub mod provider;
+pub mod render;
+pub mod reports;
 pub mod rounding;
+pub mod sandbox;
+pub mod session;
+pub mod usage;
 
 pub use allot_schemas::lake::{LakeLocation, LakeTable};
 pub use error::QueryError;

@@ -31,7 +31,9 @@
 
 use std::collections::BTreeMap;
 
-use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, RateEntry};
+use allot_schemas::config::{
+    Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, MetricSpec, RateEntry,
+};
 use bigdecimal::{BigDecimal, Zero};
 use chrono::NaiveDate;
 
@@ -522,6 +524,51 @@ pub fn invoice_until(
 }
 
 /// Groups a tenant's usage by metric, checking each metric against the catalog.
+/// The billing quantity of `metric` for a tenant over the whole `period`, rounded
+/// to 12 places once: a counter's raw sum / divisor, or a gauge's time-weighted
+/// quotient (SPEC §4). Allocation drivers use it.
+pub fn period_quantity(
+    spec: &MetricSpec,
+    metric: &str,
+    period: Period,
+    usage: &TenantUsage,
+) -> BigDecimal {
+    let (start, end) = (period.start_micros(), period.end_micros());
+    match spec.kind {
+        MetricKind::Counter => {
+            let raw: BigDecimal = usage
+                .counters
+                .iter()
+                .filter(|c| c.metric == metric && period.contains(day_start_micros(c.day)))
+                .map(|c| &c.raw_sum)
+                .sum();
+            div_quantity(&raw, &spec.divisor)
+        }
+        MetricKind::Gauge => {
+            let hold = i64::try_from(spec.hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros())
+                .unwrap_or(i64::MAX);
+            let mut by_resource: BTreeMap<Option<&str>, Vec<GaugeSample>> = BTreeMap::new();
+            for series in usage.gauges.iter().filter(|s| s.metric == metric) {
+                by_resource
+                    .entry(series.resource.as_deref())
+                    .or_default()
+                    .extend(series.samples.iter().cloned());
+            }
+            let weighted: BigDecimal = by_resource
+                .values_mut()
+                .map(|samples| {
+                    samples.sort();
+                    gauge_weight(samples, hold, start, end)
+                })
+                .sum();
+            div_quantity(
+                &weighted,
+                &(&spec.divisor * BigDecimal::from(period.length_micros())),
+            )
+        }
+    }
+}
+
 fn group_usage(
     usage: &TenantUsage,
     catalog: &MetricCatalog,

@@ -1,0 +1,229 @@
+//! The lake as the query engine sees it: the active files of each Delta table at
+//! its latest version, with their partition values.
+//!
+//! Every report and every SQL query starts from a fresh [`LakeSnapshot`], so a
+//! commit made by a collector is visible to the next query; nothing is cached
+//! between snapshots. Files are read through the table's own object store (rooted
+//! at the table), so paths stay relative to the table and a local directory and
+//! an `s3://` lake are read alike.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use allot_schemas::lake::{LakeLocation, LakeTable};
+use chrono::NaiveDate;
+use datafusion::common::ScalarValue;
+use deltalake::logstore::object_store::ObjectStore;
+use deltalake::logstore::object_store::memory::InMemory;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+
+use crate::error::QueryError;
+use crate::period::day_start_micros;
+
+/// One active data file of a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LakeFile {
+    /// Path relative to the table root, as an object-store path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The tenant of a `usage_events` file (`None` for `rejected_events`).
+    pub tenant_id: Option<String>,
+    /// The UTC day of the file's partition.
+    pub day: NaiveDate,
+}
+
+impl LakeFile {
+    /// The partition values in the order of the table's partition columns.
+    pub fn partition_values(&self) -> Vec<ScalarValue> {
+        let day = ScalarValue::Date32(Some(days_since_epoch(self.day)));
+        match &self.tenant_id {
+            Some(tenant) => vec![ScalarValue::Utf8(Some(tenant.clone())), day],
+            None => vec![day],
+        }
+    }
+}
+
+/// Days since 1970-01-01, the Arrow `Date32` representation.
+pub fn days_since_epoch(day: NaiveDate) -> i32 {
+    i32::try_from(day_start_micros(day).div_euclid(86_400_000_000)).unwrap_or(i32::MAX)
+}
+
+/// The active files of one table at one version.
+#[derive(Clone)]
+pub struct TableFiles {
+    /// Which table.
+    pub table: LakeTable,
+    /// The table version read (`None` when the table does not exist yet).
+    pub version: Option<u64>,
+    /// The table's object store, rooted at the table directory.
+    pub store: Arc<dyn ObjectStore>,
+    /// Its active files, ordered by partition then path.
+    pub files: Vec<LakeFile>,
+}
+
+impl std::fmt::Debug for TableFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableFiles")
+            .field("table", &self.table)
+            .field("version", &self.version)
+            .field("files", &self.files.len())
+            .finish()
+    }
+}
+
+impl TableFiles {
+    /// Only the files of `tenant_id` (for `usage_events`).
+    pub fn for_tenant(&self, tenant_id: &str) -> TableFiles {
+        TableFiles {
+            files: self
+                .files
+                .iter()
+                .filter(|f| f.tenant_id.as_deref() == Some(tenant_id))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// The distinct tenants that have files, ascending.
+    pub fn tenants(&self) -> BTreeSet<String> {
+        self.files
+            .iter()
+            .filter_map(|f| f.tenant_id.clone())
+            .collect()
+    }
+
+    /// Splits the files into those alone in their partition and those sharing a
+    /// partition with others. A partition with one file holds each
+    /// `(tenant_id, event_id)` at most once (the writer and compaction both
+    /// guarantee it); only shared partitions need deduplication when read.
+    pub fn split_single_and_shared(&self) -> (Vec<LakeFile>, Vec<LakeFile>) {
+        let mut by_partition: BTreeMap<(Option<&str>, NaiveDate), Vec<&LakeFile>> = BTreeMap::new();
+        for file in &self.files {
+            by_partition
+                .entry((file.tenant_id.as_deref(), file.day))
+                .or_default()
+                .push(file);
+        }
+        let (mut single, mut shared) = (Vec::new(), Vec::new());
+        for files in by_partition.into_values() {
+            let target = if files.len() == 1 {
+                &mut single
+            } else {
+                &mut shared
+            };
+            target.extend(files.into_iter().cloned());
+        }
+        (single, shared)
+    }
+}
+
+/// Both tables of a lake, each at its latest version.
+#[derive(Debug, Clone)]
+pub struct LakeSnapshot {
+    /// `usage_events`.
+    pub usage: TableFiles,
+    /// `rejected_events`.
+    pub rejected: TableFiles,
+}
+
+impl LakeSnapshot {
+    /// Reads the latest version of both tables. A lake without any table yet is
+    /// an error (nothing was ever ingested there); a missing `rejected_events`
+    /// alone reads as empty.
+    pub async fn load(location: &LakeLocation) -> Result<LakeSnapshot, QueryError> {
+        let usage = load_table(location, LakeTable::UsageEvents).await?;
+        if usage.version.is_none() {
+            return Err(QueryError::NoLake);
+        }
+        let rejected = load_table(location, LakeTable::RejectedEvents).await?;
+        Ok(LakeSnapshot { usage, rejected })
+    }
+
+    /// The same snapshot restricted to one tenant: its usage files only, and no
+    /// rejected events (their table is not partitioned by tenant).
+    pub fn for_tenant(&self, tenant_id: &str) -> LakeSnapshot {
+        LakeSnapshot {
+            usage: self.usage.for_tenant(tenant_id),
+            rejected: TableFiles {
+                files: Vec::new(),
+                ..self.rejected.clone()
+            },
+        }
+    }
+}
+
+async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFiles, QueryError> {
+    let url = location.table_url(table);
+    let lake_error = |e: deltalake::DeltaTableError| QueryError::Lake {
+        table: table.dir_name(),
+        message: e.to_string(),
+    };
+    let missing = |store| TableFiles {
+        table,
+        version: None,
+        store,
+        files: Vec::new(),
+    };
+    if let Some(dir) = location
+        .local_path()
+        .map(|root| root.join(table.dir_name()))
+        && !dir.is_dir()
+    {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        return Ok(missing(store));
+    }
+    let mut delta: DeltaTable = DeltaTableBuilder::from_url(url)
+        .and_then(|builder| builder.build())
+        .map_err(lake_error)?;
+    let store = delta.log_store().object_store(None);
+    match delta.load().await {
+        Ok(()) => {}
+        Err(deltalake::DeltaTableError::NotATable(_)) => {
+            return Ok(missing(store));
+        }
+        Err(e) => return Err(lake_error(e)),
+    }
+    let snapshot = delta.snapshot().map_err(lake_error)?;
+    let mut files = Vec::new();
+    for file in snapshot.log_data().iter() {
+        let values = file.partition_values_map();
+        let day = values
+            .get("day")
+            .cloned()
+            .flatten()
+            .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
+        let Some(day) = day else {
+            return Err(QueryError::Lake {
+                table: table.dir_name(),
+                message: "a data file has no valid `day` partition value".to_string(),
+            });
+        };
+        let tenant_id = match table {
+            LakeTable::UsageEvents => match values.get("tenant_id").cloned().flatten() {
+                Some(tenant) => Some(tenant),
+                None => {
+                    return Err(QueryError::Lake {
+                        table: table.dir_name(),
+                        message: "a data file has no `tenant_id` partition value".to_string(),
+                    });
+                }
+            },
+            LakeTable::RejectedEvents => None,
+        };
+        files.push(LakeFile {
+            path: file.object_store_path().to_string(),
+            size: u64::try_from(file.size()).unwrap_or(0),
+            tenant_id,
+            day,
+        });
+    }
+    files.sort_by(|a, b| (&a.tenant_id, a.day, &a.path).cmp(&(&b.tenant_id, b.day, &b.path)));
+    Ok(TableFiles {
+        table,
+        version: delta.version(),
+        store,
+        files,
+    })
+}

@@ -1,0 +1,228 @@
+//! Reports as CSV and JSON, in one shape for the CLI and the HTTP API.
+//!
+//! CSV: a header row, then one row per record, fields quoted only when they hold
+//! a comma, a quote or a line break (RFC 4180), `\n` line ends. JSON: decimals are
+//! strings holding exactly the CSV text, so no figure passes through a binary
+//! float on its way to a client.
+//!
+//! Invoice CSV (SPEC §4 invoice-line columns): each tenant's lines, then three
+//! rows whose `metric` is `subtotal`, `discount` and `total`, with the amount in
+//! `amount` and every other column but `tenant_id` and `period` empty.
+
+use serde_json::{Map, Value, json};
+
+use crate::allocation::{ALLOCATION_COLUMNS, AllocationRow};
+use crate::health::TenantHealth;
+use crate::noisy::{NOISY_COLUMNS, NoisyRow};
+use crate::period::format_micros;
+use crate::pricing::{INVOICE_LINE_COLUMNS, Invoice};
+use crate::rounding::{MONEY_SCALE, format_fixed};
+
+/// Rows of text under named columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportTable {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows, each with one field per column.
+    pub rows: Vec<Vec<String>>,
+}
+
+impl ReportTable {
+    /// An empty table with `columns`.
+    pub fn new<S: AsRef<str>>(columns: &[S]) -> ReportTable {
+        ReportTable {
+            columns: columns.iter().map(|c| c.as_ref().to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// The table as CSV text with a header row.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::new();
+        for record in std::iter::once(&self.columns).chain(&self.rows) {
+            let fields: Vec<String> = record.iter().map(|f| csv_field(f)).collect();
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The table as a JSON array of objects keyed by column name.
+    pub fn to_json(&self) -> Value {
+        Value::Array(
+            self.rows
+                .iter()
+                .map(|row| {
+                    let object: Map<String, Value> = self
+                        .columns
+                        .iter()
+                        .cloned()
+                        .zip(row.iter().map(|f| Value::String(f.clone())))
+                        .collect();
+                    Value::Object(object)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// One CSV field, quoted when it has to be.
+pub fn csv_field(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+/// Invoices as CSV rows: lines, then subtotal, discount and total per tenant.
+pub fn invoices_table(invoices: &[Invoice]) -> ReportTable {
+    let mut table = ReportTable::new(&INVOICE_LINE_COLUMNS);
+    for invoice in invoices {
+        table
+            .rows
+            .extend(invoice.lines.iter().map(|line| line.csv_record()));
+        for (label, amount) in [
+            ("subtotal", &invoice.subtotal),
+            ("discount", &invoice.discount),
+            ("total", &invoice.total),
+        ] {
+            let mut row = vec![String::new(); INVOICE_LINE_COLUMNS.len()];
+            row[0] = invoice.tenant_id.clone();
+            row[1] = invoice.period.to_string();
+            row[2] = label.to_string();
+            row[INVOICE_LINE_COLUMNS.len() - 1] = format_fixed(amount, MONEY_SCALE);
+            table.rows.push(row);
+        }
+    }
+    table
+}
+
+/// One invoice as a JSON object with its lines.
+pub fn invoice_json(invoice: &Invoice) -> Value {
+    let lines = ReportTable {
+        columns: INVOICE_LINE_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        rows: invoice.lines.iter().map(|l| l.csv_record()).collect(),
+    };
+    json!({
+        "tenant_id": invoice.tenant_id,
+        "period": invoice.period.to_string(),
+        "currency": invoice.currency,
+        "lines": lines.to_json(),
+        "subtotal": format_fixed(&invoice.subtotal, MONEY_SCALE),
+        "discount_percent": invoice.discount_percent.to_plain_string(),
+        "discount": format_fixed(&invoice.discount, MONEY_SCALE),
+        "total": format_fixed(&invoice.total, MONEY_SCALE),
+    })
+}
+
+/// Allocation rows as a table.
+pub fn allocation_table(rows: &[AllocationRow]) -> ReportTable {
+    ReportTable {
+        columns: ALLOCATION_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        rows: rows.iter().map(AllocationRow::csv_record).collect(),
+    }
+}
+
+/// Noisy-neighbour rows: only the flagged ones in the SPEC's columns, or (with
+/// `all`) every row plus a `flagged` column.
+pub fn noisy_table(rows: &[NoisyRow], all: bool) -> ReportTable {
+    let mut columns: Vec<String> = NOISY_COLUMNS.iter().map(|c| c.to_string()).collect();
+    if all {
+        columns.push("flagged".to_string());
+    }
+    ReportTable {
+        columns,
+        rows: rows
+            .iter()
+            .filter(|r| all || r.flagged)
+            .map(|r| {
+                let mut record = r.csv_record();
+                if all {
+                    record.push(r.flagged.to_string());
+                }
+                record
+            })
+            .collect(),
+    }
+}
+
+/// The columns of the health CSV.
+pub const HEALTH_COLUMNS: [&str; 7] = [
+    "tenant_id",
+    "as_of",
+    "status",
+    "reasons",
+    "mtd_cost",
+    "forecast",
+    "quota_use",
+];
+
+/// Health rows: reason codes joined by `;`, quota use as `metric:percent`.
+pub fn health_table(report: &[TenantHealth]) -> ReportTable {
+    ReportTable {
+        columns: HEALTH_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        rows: report
+            .iter()
+            .map(|h| {
+                vec![
+                    h.tenant_id.clone(),
+                    format_micros(h.as_of_micros),
+                    h.status.to_string(),
+                    h.reasons
+                        .iter()
+                        .map(|r| r.code)
+                        .collect::<Vec<_>>()
+                        .join(";"),
+                    format_fixed(&h.mtd_cost, MONEY_SCALE),
+                    h.forecast_text(),
+                    h.quota_use
+                        .iter()
+                        .map(|q| format!("{}:{}", q.metric, format_fixed(&q.percent, MONEY_SCALE)))
+                        .collect::<Vec<_>>()
+                        .join(";"),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// One tenant's health as a JSON object with its reasons and quota use.
+pub fn health_json(health: &TenantHealth, currency: &str) -> Value {
+    json!({
+        "tenant_id": health.tenant_id,
+        "as_of": format_micros(health.as_of_micros),
+        "status": health.status.to_string(),
+        "reasons": health.reasons.iter().map(|r| json!({
+            "code": r.code,
+            "severity": r.severity.to_string(),
+            "message": r.message,
+        })).collect::<Vec<_>>(),
+        "quota_use": health.quota_use.iter().map(|q| json!({
+            "metric": q.metric,
+            "used": q.used.to_plain_string(),
+            "quota": q.quota.to_plain_string(),
+            "percent": format_fixed(&q.percent, MONEY_SCALE),
+        })).collect::<Vec<_>>(),
+        "currency": currency,
+        "mtd_cost": format_fixed(&health.mtd_cost, MONEY_SCALE),
+        "forecast": health.forecast_text(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_when_needed() {
+        let mut table = ReportTable::new(&["a", "b"]);
+        table.rows.push(vec!["x,y".into(), "say \"hi\"".into()]);
+        table.rows.push(vec!["plain".into(), String::new()]);
+        assert_eq!(table.to_csv(), "a,b\n\"x,y\",\"say \"\"hi\"\"\"\nplain,\n");
+        assert_eq!(
+            table.to_json(),
+            json!([{"a": "x,y", "b": "say \"hi\""}, {"a": "plain", "b": ""}])
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! The reports of SPEC §4 over a lake snapshot: invoices, shared-cost
+//! allocation, noisy neighbours, tenant health and usage series.
+//!
+//! Each report opens a [`LakeSession`] (tenant-scoped when it is about one
+//! tenant), aggregates the lake with [`crate::usage`] and hands the exact inputs to
+//! the pure semantics of [`crate::pricing`], [`crate::allocation`],
+//! [`crate::noisy`] and [`crate::health`]. The CLI and the HTTP API both call these
+//! functions, so a figure is computed in one place only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
+use bigdecimal::{BigDecimal, Zero};
+
+use crate::allocation::{AllocationRow, CostPool, allocate};
+use crate::error::QueryError;
+use crate::health::{HEALTH_WINDOW_MICROS, HealthInputs, TenantHealth, tenant_health};
+use crate::lake::LakeSnapshot;
+use crate::noisy::{NoisyParams, NoisyRow, noisy_neighbours};
+use crate::period::Period;
+use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quantity};
+use crate::session::{LakeSession, Scope, SessionLimits};
+use crate::usage::{
+    UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days, gauge_series, rejected_counts,
+};
+
+/// The configuration a report needs, resolved once.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    /// The whole configuration (tenants, thresholds).
+    pub config: Config,
+    /// The metric catalog.
+    pub catalog: MetricCatalog,
+    /// The price book.
+    pub book: PriceBook,
+}
+
+impl ReportSettings {
+    /// Resolves the catalog and price book of `config`.
+    pub fn new(config: Config) -> Result<ReportSettings, QueryError> {
+        let catalog = config.catalog();
+        let book = PriceBook::from_config(&config)?;
+        Ok(ReportSettings {
+            config,
+            catalog,
+            book,
+        })
+    }
+
+    fn metrics_of(&self, kind: MetricKind) -> Vec<String> {
+        self.catalog
+            .iter()
+            .filter(|(_, spec)| spec.kind == kind)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// The longest hold of any gauge, in microseconds.
+    fn longest_hold(&self) -> i64 {
+        self.catalog
+            .iter()
+            .filter_map(|(_, spec)| spec.hold)
+            .chain([DEFAULT_GAUGE_HOLD])
+            .max()
+            .and_then(|hold| i64::try_from(hold.as_micros()).ok())
+            .unwrap_or(i64::MAX)
+    }
+}
+
+fn session_for(snapshot: &LakeSnapshot, tenant: Option<&str>) -> Result<LakeSession, QueryError> {
+    let scope = match tenant {
+        Some(t) => Scope::Tenant(t.to_string()),
+        None => Scope::AllTenants,
+    };
+    LakeSession::new(snapshot, &scope, &SessionLimits::default())
+}
+
+/// Usage per tenant for `[period start, until)`: counter sums per day and gauge
+/// samples from one hold before the period.
+async fn period_usage(
+    session: &LakeSession,
+    settings: &ReportSettings,
+    filter: &UsageFilter,
+    metrics: Option<&[String]>,
+    period: Period,
+    until: i64,
+) -> Result<BTreeMap<String, TenantUsage>, QueryError> {
+    let wanted = |kind| -> Vec<String> {
+        settings
+            .metrics_of(kind)
+            .into_iter()
+            .filter(|m| metrics.is_none_or(|only| only.contains(m)))
+            .collect()
+    };
+    let start = period.start_micros();
+    let counters =
+        counter_days(session, filter, &wanted(MetricKind::Counter), start, until).await?;
+    let gauges = gauge_series(
+        session,
+        filter,
+        &wanted(MetricKind::Gauge),
+        start.saturating_sub(settings.longest_hold()),
+        until,
+    )
+    .await?;
+    let mut usage: BTreeMap<String, TenantUsage> = BTreeMap::new();
+    for (tenant, days) in counters {
+        usage
+            .entry(tenant.clone())
+            .or_insert_with(|| TenantUsage {
+                tenant_id: tenant,
+                ..TenantUsage::default()
+            })
+            .counters = days;
+    }
+    for (tenant, series) in gauges {
+        // Samples that end before the period (all taken more than a hold before
+        // it) do not make an invoice on their own.
+        let reaches_period = series.iter().any(|s| {
+            let hold = settings
+                .catalog
+                .get(&s.metric)
+                .and_then(|spec| spec.hold)
+                .unwrap_or(DEFAULT_GAUGE_HOLD);
+            let hold = i64::try_from(hold.as_micros()).unwrap_or(i64::MAX);
+            s.samples
+                .iter()
+                .any(|sample| sample.ts_micros.saturating_add(hold) > start)
+        });
+        let entry = usage.entry(tenant.clone());
+        if reaches_period {
+            entry
+                .or_insert_with(|| TenantUsage {
+                    tenant_id: tenant,
+                    ..TenantUsage::default()
+                })
+                .gauges = series;
+        } else if let std::collections::btree_map::Entry::Occupied(mut existing) = entry {
+            existing.get_mut().gauges = series;
+        }
+    }
+    Ok(usage)
+}
+
+/// Invoices of `period` for every tenant with usage in it (or just `tenant`),
+/// ordered by tenant id.
+pub async fn invoices(
+    snapshot: &LakeSnapshot,
+    settings: &ReportSettings,
+    period: Period,
+    tenant: Option<&str>,
+) -> Result<Vec<Invoice>, QueryError> {
+    let session = session_for(snapshot, tenant)?;
+    let filter = UsageFilter {
+        tenant: tenant.map(str::to_string),
+        ..UsageFilter::default()
+    };
+    let usage = period_usage(
+        &session,
+        settings,
+        &filter,
+        None,
+        period,
+        period.end_micros(),
+    )
+    .await?;
+    usage
+        .values()
+        .map(|u| {
+            invoice_until(
+                &settings.book,
+                &settings.catalog,
+                period,
+                u,
+                period.end_micros(),
+            )
+        })
+        .collect()
+}
+
+/// Splits every pool of `pools` that belongs to `period` between the tenants by
+/// their quantity of the pool's driver metric (SPEC §4). Rows come pool by pool
+/// in file order, tenants ascending within a pool.
+pub async fn allocation(
+    snapshot: &LakeSnapshot,
+    settings: &ReportSettings,
+    pools: &[CostPool],
+    period: Period,
+) -> Result<Vec<AllocationRow>, QueryError> {
+    let session = session_for(snapshot, None)?;
+    let mut rows = Vec::new();
+    for pool in pools.iter().filter(|p| p.period == period) {
+        let filter = UsageFilter {
+            tenant: None,
+            region: pool.region.clone(),
+            service: pool.service.clone(),
+        };
+        let driver = [pool.driver.clone()];
+        let usage = period_usage(
+            &session,
+            settings,
+            &filter,
+            Some(&driver),
+            period,
+            period.end_micros(),
+        )
+        .await?;
+        let spec = settings
+            .catalog
+            .get(&pool.driver)
+            .ok_or_else(|| QueryError::Costs {
+                row: pool.row,
+                problem: format!("driver {} is not a metric of the catalog", pool.driver),
+            })?;
+        let mut quantities = BTreeMap::new();
+        for (tenant, tenant_usage) in &usage {
+            let quantity = period_quantity(spec, &pool.driver, period, tenant_usage);
+            if !quantity.is_zero() {
+                quantities.insert(tenant.clone(), quantity);
+            }
+        }
+        rows.extend(allocate(pool, &quantities)?);
+    }
+    Ok(rows)
+}
+
+/// What `noisy` examines.
+#[derive(Debug, Clone)]
+pub struct NoisyRequest {
+    /// Start of the first bucket.
+    pub from: i64,
+    /// End of the last bucket (exclusive).
+    pub to: i64,
+    /// One counter metric, or every counter metric of the catalog.
+    pub metric: Option<String>,
+    /// Bucket width in microseconds (the config's when `None`).
+    pub bucket_micros: Option<i64>,
+}
+
+/// Noisy-neighbour rows of every tenant with usage in each bucket of the
+/// request, ordered by metric, bucket, tenant.
+pub async fn noisy(
+    snapshot: &LakeSnapshot,
+    settings: &ReportSettings,
+    request: &NoisyRequest,
+) -> Result<Vec<NoisyRow>, QueryError> {
+    let mut params = NoisyParams::from(&settings.config.noisy);
+    if let Some(bucket) = request.bucket_micros {
+        params.bucket_micros = bucket;
+    }
+    let metrics = match &request.metric {
+        Some(metric) => match settings.catalog.get(metric).map(|s| s.kind) {
+            Some(MetricKind::Counter) => vec![metric.clone()],
+            Some(MetricKind::Gauge) => {
+                return Err(QueryError::InvalidInput(format!(
+                    "{metric} is a gauge; noisy neighbours are found on counter metrics"
+                )));
+            }
+            None => {
+                return Err(QueryError::InvalidInput(format!(
+                    "{metric} is not a metric of the catalog"
+                )));
+            }
+        },
+        None => settings.metrics_of(MetricKind::Counter),
+    };
+    let session = session_for(snapshot, None)?;
+    noisy_rows(&session, &params, &metrics, request.from, request.to).await
+}
+
+async fn noisy_rows(
+    session: &LakeSession,
+    params: &NoisyParams,
+    metrics: &[String],
+    from: i64,
+    to: i64,
+) -> Result<Vec<NoisyRow>, QueryError> {
+    let width = params.bucket_micros;
+    if width <= 0 || (to - from) % width != 0 {
+        return Err(QueryError::InvalidInput(
+            "--to minus --from must be a whole number of buckets".to_string(),
+        ));
+    }
+    let baseline_start =
+        from.saturating_sub(width.saturating_mul(i64::from(params.baseline_buckets)));
+    let mut rows = Vec::new();
+    for metric in metrics {
+        let usage = bucket_usage(
+            session,
+            &UsageFilter::default(),
+            metric,
+            baseline_start,
+            to,
+            width,
+        )
+        .await?;
+        rows.extend(noisy_neighbours(metric, from, to, params, &usage)?);
+    }
+    Ok(rows)
+}
+
+/// Health as of `now` of every tenant with files in the lake or an entry in the
+/// config (or just `tenant`), ordered by tenant id.
+pub async fn health(
+    snapshot: &LakeSnapshot,
+    settings: &ReportSettings,
+    now: i64,
+    tenant: Option<&str>,
+) -> Result<Vec<TenantHealth>, QueryError> {
+    let tenants: BTreeSet<String> = match tenant {
+        Some(t) => BTreeSet::from([t.to_string()]),
+        None => snapshot
+            .usage
+            .tenants()
+            .into_iter()
+            .chain(settings.config.tenants.keys().cloned())
+            .collect(),
+    };
+    // Rejected events need the all-tenant table; only counts per tenant leave it.
+    let all = session_for(snapshot, None)?;
+    let scoped;
+    let session = match tenant {
+        Some(t) => {
+            scoped = session_for(snapshot, Some(t))?;
+            &scoped
+        }
+        None => &all,
+    };
+    let filter = UsageFilter {
+        tenant: tenant.map(str::to_string),
+        ..UsageFilter::default()
+    };
+    let period = Period::containing(now)?;
+    let window_start = now - HEALTH_WINDOW_MICROS;
+
+    let usage = period_usage(session, settings, &filter, None, period, now).await?;
+    let recent = activity(session, &filter, window_start, now).await?;
+    let rejected = rejected_counts(&all, window_start, now).await?;
+
+    let params = NoisyParams::from(&settings.config.noisy);
+    let noisy_from = ceil_to_grid(window_start, params.bucket_micros);
+    let noisy_to = ceil_to_grid(now, params.bucket_micros);
+    let flags = noisy_rows(
+        &all,
+        &params,
+        &settings.metrics_of(MetricKind::Counter),
+        noisy_from,
+        noisy_to,
+    )
+    .await?;
+    let mut flags_by_tenant: BTreeMap<&str, u32> = BTreeMap::new();
+    for row in flags.iter().filter(|r| r.flagged) {
+        *flags_by_tenant.entry(row.tenant_id.as_str()).or_default() += 1;
+    }
+
+    let mut report = Vec::with_capacity(tenants.len());
+    for tenant_id in tenants {
+        let tenant_usage = usage
+            .get(&tenant_id)
+            .cloned()
+            .unwrap_or_else(|| TenantUsage {
+                tenant_id: tenant_id.clone(),
+                ..TenantUsage::default()
+            });
+        let mut mtd_usage: BTreeMap<String, BigDecimal> = BTreeMap::new();
+        for day in &tenant_usage.counters {
+            *mtd_usage
+                .entry(day.metric.clone())
+                .or_insert_with(BigDecimal::zero) += &day.raw_sum;
+        }
+        let mtd_cost = invoice_until(
+            &settings.book,
+            &settings.catalog,
+            period,
+            &tenant_usage,
+            now,
+        )?
+        .total;
+        let active = recent.get(&tenant_id);
+        let inputs = HealthInputs {
+            tenant_id: tenant_id.clone(),
+            now_micros: now,
+            mtd_usage,
+            noisy_flags_24h: flags_by_tenant
+                .get(tenant_id.as_str())
+                .copied()
+                .unwrap_or(0),
+            last_event_micros: active.map(|a| a.last_event_micros),
+            events_24h: active.map_or(0, |a| a.events),
+            rejected_24h: rejected.get(&tenant_id).copied().unwrap_or(0),
+            mtd_cost,
+        };
+        report.push(tenant_health(
+            &inputs,
+            settings.config.tenants.get(&tenant_id),
+            &settings.config.health,
+        )?);
+    }
+    Ok(report)
+}

@@ -1,0 +1,385 @@
+//! Sandboxed SQL (`allot sql`, `POST /v1/sql`), the rules of SPEC §5.3.
+//!
+//! Three layers, each enough on its own for what it guards:
+//! 1. **Isolation by construction.** A tenant's query runs in a
+//!    [`LakeSession`] whose tables were built from that tenant's files only, so
+//!    no predicate, join or error path can reach another tenant's rows.
+//! 2. **The statement check.** Exactly one statement, and it must be a query
+//!    (`SELECT`, `WITH … SELECT`, `VALUES`) or an `EXPLAIN` of one; every relation
+//!    it reads is one of the session's tables or a CTE it defines; no table
+//!    functions, no `information_schema`, no file paths as tables. DataFusion's
+//!    own `SQLOptions` then refuses DDL, DML and `SET` again on the plan.
+//! 3. **Limits.** A memory pool with spilling disabled, a time limit and a row
+//!    cap per query, each answered with its own error.
+//!
+//! Error messages name the rule that was broken, never a file path or the name
+//! of a table the caller may not see.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use allot_schemas::config::ApiConfig;
+use arrow::array::{Array, RecordBatch};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{
+    ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::error::QueryError;
+use crate::lake::LakeSnapshot;
+use crate::render::csv_field;
+use crate::session::{LakeSession, REJECTED_EVENTS, Scope, SessionLimits, USAGE_EVENTS};
+
+/// The limits of one SQL query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlLimits {
+    /// Wall-clock time limit.
+    pub timeout: Duration,
+    /// Memory its operators may use, in bytes.
+    pub memory_bytes: usize,
+    /// Most rows a result may have.
+    pub max_rows: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        SqlLimits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 512 << 20,
+            max_rows: 100_000,
+        }
+    }
+}
+
+impl From<&ApiConfig> for SqlLimits {
+    fn from(api: &ApiConfig) -> Self {
+        SqlLimits {
+            timeout: api.sql_timeout.0,
+            memory_bytes: usize::try_from(api.sql_memory.0).unwrap_or(usize::MAX),
+            max_rows: api.sql_max_rows,
+        }
+    }
+}
+
+/// The result of a query: column names and rows of text (`None` for SQL NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlOutput {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows, values formatted as text (decimals exactly, instants RFC 3339).
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl SqlOutput {
+    /// CSV with a header row; NULL is an empty field.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::new();
+        let header: Vec<String> = self.columns.iter().map(|c| csv_field(c)).collect();
+        out.push_str(&header.join(","));
+        out.push('\n');
+        for row in &self.rows {
+            let fields: Vec<String> = row
+                .iter()
+                .map(|v| v.as_deref().map(csv_field).unwrap_or_default())
+                .collect();
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// `{"columns": [...], "rows": [[...], ...]}` with values as strings or null.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "columns": self.columns,
+            "rows": self.rows.iter().map(|row| row.iter().map(|v| match v {
+                Some(text) => Value::String(text.clone()),
+                None => Value::Null,
+            }).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The tables a query in `scope` may name.
+fn visible_tables(scope: &Scope) -> Vec<&'static str> {
+    match scope {
+        Scope::AllTenants => vec![USAGE_EVENTS, REJECTED_EVENTS],
+        Scope::Tenant(_) => vec![USAGE_EVENTS],
+    }
+}
+
+fn rejected(message: impl Into<String>) -> QueryError {
+    QueryError::SqlRejected(message.into())
+}
+
+/// Checks `sql` against the statement rules and returns the parsed statement.
+pub fn check_sql(sql: &str, scope: &Scope) -> Result<DfStatement, QueryError> {
+    let mut statements =
+        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
+            rejected(format!(
+                "SQL syntax error: {}",
+                strip_prefixes(&e.to_string())
+            ))
+        })?;
+    if statements.len() != 1 {
+        return Err(rejected(format!(
+            "exactly one statement is allowed, got {}",
+            statements.len()
+        )));
+    }
+    let statement = statements.pop_front().expect("one statement");
+    let query = match &statement {
+        DfStatement::Statement(inner) => query_of(inner)?,
+        DfStatement::Explain(explain) => match explain.statement.as_ref() {
+            DfStatement::Statement(inner) => query_of(inner)?,
+            _ => return Err(only_queries()),
+        },
+        DfStatement::CreateExternalTable(_) => {
+            return Err(rejected(
+                "CREATE EXTERNAL TABLE is not allowed: only a single SELECT (or WITH … SELECT, EXPLAIN) may run",
+            ));
+        }
+        DfStatement::CopyTo(_) => {
+            return Err(rejected(
+                "COPY is not allowed: only a single SELECT (or WITH … SELECT, EXPLAIN) may run",
+            ));
+        }
+        DfStatement::Reset(_) => return Err(only_queries()),
+    };
+    let mut checker = RelationCheck {
+        visible: visible_tables(scope),
+        ctes: BTreeSet::new(),
+    };
+    if let ControlFlow::Break(error) = query.visit(&mut checker) {
+        return Err(error);
+    }
+    Ok(statement)
+}
+
+fn only_queries() -> QueryError {
+    rejected("only a single SELECT (or WITH … SELECT, EXPLAIN) may run")
+}
+
+fn query_of(statement: &Statement) -> Result<&Query, QueryError> {
+    match statement {
+        Statement::Query(query) => Ok(query),
+        Statement::Explain { statement, .. } => query_of(statement),
+        other => {
+            let keyword = other
+                .to_string()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_uppercase();
+            Err(rejected(format!(
+                "{keyword} is not allowed: only a single SELECT (or WITH … SELECT, EXPLAIN) may run"
+            )))
+        }
+    }
+}
+
+/// Walks a query and breaks on the first relation it may not read.
+struct RelationCheck {
+    visible: Vec<&'static str>,
+    ctes: BTreeSet<String>,
+}
+
+impl Visitor for RelationCheck {
+    type Break = QueryError;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<QueryError> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.ctes.insert(cte.alias.name.value.to_lowercase());
+            }
+        }
+        if let SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) =
+            query.body.as_ref()
+        {
+            return ControlFlow::Break(only_queries());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<QueryError> {
+        match factor {
+            TableFactor::Table { args: Some(_), .. }
+            | TableFactor::TableFunction { .. }
+            | TableFactor::Function { .. }
+            | TableFactor::JsonTable { .. }
+            | TableFactor::OpenJsonTable { .. }
+            | TableFactor::XmlTable { .. } => ControlFlow::Break(rejected(
+                "table functions are not allowed; read the tables usage_events and rejected_events",
+            )),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<QueryError> {
+        let parts: Vec<String> = relation
+            .0
+            .iter()
+            .map(|part| {
+                part.as_ident()
+                    .map(|ident| ident.value.to_lowercase())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if parts.iter().any(|p| p == "information_schema") {
+            return ControlFlow::Break(rejected("information_schema is not available"));
+        }
+        let allowed = match parts.as_slice() {
+            [name] => self.visible.contains(&name.as_str()) || self.ctes.contains(name),
+            _ => false,
+        };
+        if allowed {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(rejected(format!(
+                "unknown table; queries may read: {}",
+                self.visible.join(", ")
+            )))
+        }
+    }
+}
+
+/// Drops DataFusion's error-kind prefixes from a message.
+fn strip_prefixes(message: &str) -> String {
+    let mut text = message;
+    for prefix in [
+        "SQL error: ",
+        "ParserError(\"",
+        "Error during planning: ",
+        "Schema error: ",
+        "This feature is not implemented: ",
+        "Arrow error: ",
+        "Execution error: ",
+        "Optimizer rule 'type_coercion' failed\ncaused by\n",
+    ] {
+        while let Some(rest) = text.strip_prefix(prefix) {
+            text = rest;
+        }
+    }
+    let text = text.strip_suffix("\")").unwrap_or(text);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// Maps an engine error to the caller's error (bad query, limits) or an
+/// internal one, without leaking paths.
+fn classify(error: DataFusionError, limits: &SqlLimits) -> QueryError {
+    match error.find_root() {
+        DataFusionError::ResourcesExhausted(_) => QueryError::MemoryLimit {
+            limit: format!("{} MiB", limits.memory_bytes >> 20),
+        },
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => rejected(strip_prefixes(&error.to_string())),
+        DataFusionError::ArrowError(arrow_error, _) => {
+            rejected(strip_prefixes(&arrow_error.to_string()))
+        }
+        DataFusionError::Execution(message) if !message.contains("://") => {
+            rejected(strip_prefixes(message))
+        }
+        _ => QueryError::Engine(error.to_string()),
+    }
+}
+
+/// Runs `sql` over `snapshot` within `scope` and `limits`.
+pub async fn run_sql(
+    snapshot: &LakeSnapshot,
+    scope: &Scope,
+    sql: &str,
+    limits: &SqlLimits,
+) -> Result<SqlOutput, QueryError> {
+    let statement = check_sql(sql, scope)?;
+    let session = LakeSession::new(
+        snapshot,
+        scope,
+        &SessionLimits {
+            memory_bytes: Some(limits.memory_bytes),
+        },
+    )?;
+    let state = session.context().state();
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(|e| classify(e, limits))?;
+    datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|_| only_queries())?;
+    let run = async {
+        let frame = session
+            .context()
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| classify(e, limits))?;
+        let stream = frame
+            .execute_stream()
+            .await
+            .map_err(|e| classify(e, limits))?;
+        collect_capped(stream, limits).await
+    };
+    match tokio::time::timeout(limits.timeout, run).await {
+        Ok(result) => result,
+        Err(_) => Err(QueryError::TimeLimit {
+            limit: format!("{} s", limits.timeout.as_secs_f64()),
+        }),
+    }
+}
+
+async fn collect_capped(
+    mut stream: SendableRecordBatchStream,
+    limits: &SqlLimits,
+) -> Result<SqlOutput, QueryError> {
+    let schema = stream.schema();
+    let mut output = SqlOutput {
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        rows: Vec::new(),
+    };
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| classify(e, limits))?;
+        if output.rows.len() + batch.num_rows() > limits.max_rows {
+            return Err(QueryError::RowLimit {
+                max_rows: limits.max_rows,
+            });
+        }
+        append_rows(&batch, &mut output.rows)?;
+    }
+    Ok(output)
+}
+
+fn append_rows(batch: &RecordBatch, rows: &mut Vec<Vec<Option<String>>>) -> Result<(), QueryError> {
+    let options = FormatOptions::default();
+    let formatters: Vec<ArrayFormatter> = batch
+        .columns()
+        .iter()
+        .map(|array| ArrayFormatter::try_new(array.as_ref(), &options))
+        .collect::<Result<_, _>>()
+        .map_err(QueryError::engine)?;
+    for row in 0..batch.num_rows() {
+        rows.push(
+            batch
+                .columns()
+                .iter()
+                .zip(&formatters)
+                .map(|(array, formatter)| {
+                    array
+                        .is_valid(row)
+                        .then(|| formatter.value(row).to_string())
+                })
+                .collect(),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The report subcommands: `invoice`, `allocate`, `noisy`, `health` and `sql`.
+//!
+//! Each parses its flags into the query crate's types, runs the report on the
+//! lake's latest snapshot and prints CSV (default) or JSON on stdout.
+
+use std::path::PathBuf;
+
+use allot_query::QueryError;
+use allot_query::allocation::parse_costs_csv;
+use allot_query::lake::LakeSnapshot;
+use allot_query::period::Period;
+use allot_query::render::{
+    ReportTable, allocation_table, health_json, health_table, invoice_json, invoices_table,
+    noisy_table,
+};
+use allot_query::reports::{self, NoisyRequest, ReportSettings};
+use allot_query::sandbox::{SqlLimits, run_sql};
+use allot_query::session::Scope;
+use allot_schemas::config::HumanDuration;
+use allot_schemas::event::parse_timestamp_micros;
+use allot_schemas::tenant::is_valid_tenant_id;
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use crate::{Failure, lake_location, load_config};
+
+/// Output format of a report.
+#[derive(Clone, Copy, Default, ValueEnum)]
+pub enum ReportFormat {
+    /// CSV with a header row.
+    #[default]
+    Csv,
+    /// JSON.
+    Json,
+}
+
+/// Flags every report takes.
+#[derive(Args)]
+pub struct LakeArgs {
+    /// The lake: a directory or an object-store URL (default: `lake` from the config).
+    #[arg(long, value_name = "DIR|URL")]
+    lake: Option<String>,
+    /// The configuration file (allot.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+    format: ReportFormat,
+}
+
+/// `allot invoice`.
+#[derive(Args)]
+pub struct InvoiceArgs {
+    /// The billing period, `YYYY-MM` (UTC calendar month).
+    #[arg(long, value_name = "YYYY-MM")]
+    month: String,
+    /// Only this tenant's invoice.
+    #[arg(long)]
+    tenant: Option<String>,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// `allot allocate`.
+#[derive(Args)]
+pub struct AllocateArgs {
+    /// The costs CSV: `period,pool,amount,currency,driver[,region][,service]`.
+    #[arg(long, value_name = "FILE")]
+    costs: PathBuf,
+    /// The period to allocate, `YYYY-MM`.
+    #[arg(long, value_name = "YYYY-MM")]
+    month: String,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// `allot noisy`.
+#[derive(Args)]
+pub struct NoisyArgs {
+    /// Start of the first bucket (RFC 3339, or a date for its midnight UTC).
+    #[arg(long, value_name = "TS")]
+    from: String,
+    /// End of the last bucket, exclusive.
+    #[arg(long, value_name = "TS")]
+    to: String,
+    /// One counter metric (default: every counter metric of the catalog).
+    #[arg(long)]
+    metric: Option<String>,
+    /// Bucket width, e.g. `1h` (default: `noisy.bucket` from the config).
+    #[arg(long, value_name = "DURATION")]
+    bucket: Option<String>,
+    /// Print every tenant-bucket row with a `flagged` column, not just the flagged rows.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// `allot health`.
+#[derive(Args)]
+pub struct HealthArgs {
+    /// The instant of the report (RFC 3339, or a date for its midnight UTC; default: now).
+    #[arg(long, value_name = "TS")]
+    as_of: Option<String>,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// `allot sql`.
+#[derive(Args)]
+pub struct SqlArgs {
+    /// The query: a single SELECT (or WITH … SELECT, EXPLAIN).
+    query: String,
+    /// Run it as this tenant: only its events are visible.
+    #[arg(long)]
+    tenant: Option<String>,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// Maps a query-engine error to an exit status: 2 for the caller's input, else 1.
+fn failure(error: QueryError) -> Failure {
+    if error.is_bad_input() {
+        Failure::usage(error)
+    } else {
+        Failure::internal(error)
+    }
+}
+
+struct Loaded {
+    settings: ReportSettings,
+    snapshot: LakeSnapshot,
+    format: ReportFormat,
+}
+
+async fn load(args: &LakeArgs) -> Result<Loaded, Failure> {
+    let config = load_config(args.config.as_deref())?;
+    let location = lake_location(args.lake.as_deref(), &config)?;
+    let settings = ReportSettings::new(config).map_err(Failure::usage)?;
+    let snapshot = LakeSnapshot::load(&location).await.map_err(|e| match e {
+        QueryError::NoLake => Failure::usage(format!("--lake {}: {e}", location.root())),
+        other => failure(other),
+    })?;
+    Ok(Loaded {
+        settings,
+        snapshot,
+        format: args.format,
+    })
+}
+
+fn tenant_flag(tenant: Option<&str>) -> Result<Option<&str>, Failure> {
+    match tenant {
+        Some(t) if !is_valid_tenant_id(t) => Err(Failure::usage(format!(
+            "--tenant {t:?} is not a tenant id (^[a-z0-9][a-z0-9_-]{{0,62}}$)"
+        ))),
+        other => Ok(other),
+    }
+}
+
+fn month_flag(text: &str) -> Result<Period, Failure> {
+    Period::parse(text).map_err(|e| Failure::usage(format!("--month: {e}")))
+}
+
+/// Parses an instant flag: RFC 3339, or `YYYY-MM-DD` for 00:00 UTC that day.
+fn instant_flag(flag: &str, text: &str) -> Result<i64, Failure> {
+    parse_timestamp_micros(text)
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .map(allot_query::period::day_start_micros)
+        })
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "--{flag} {text:?} is not an RFC 3339 instant (2026-03-01T00:00:00Z) or a date"
+            ))
+        })
+}
+
+fn print_table(table: &ReportTable, format: ReportFormat) {
+    match format {
+        ReportFormat::Csv => print!("{}", table.to_csv()),
+        ReportFormat::Json => print_json(&table.to_json()),
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string())
+    );
+}
+
+/// `allot invoice --month M [--tenant T]`.
+pub async fn invoice(args: InvoiceArgs) -> Result<(), Failure> {
+    let period = month_flag(&args.month)?;
+    let tenant = tenant_flag(args.tenant.as_deref())?;
+    let loaded = load(&args.lake).await?;
+    let invoices = reports::invoices(&loaded.snapshot, &loaded.settings, period, tenant)
+        .await
+        .map_err(failure)?;
+    match loaded.format {
+        ReportFormat::Csv => print!("{}", invoices_table(&invoices).to_csv()),
+        ReportFormat::Json => {
+            print_json(&Value::Array(invoices.iter().map(invoice_json).collect()))
+        }
+    }
+    Ok(())
+}
+
+/// `allot allocate --costs F --month M`.
+pub async fn allocate(args: AllocateArgs) -> Result<(), Failure> {
+    let period = month_flag(&args.month)?;
+    let text = std::fs::read_to_string(&args.costs)
+        .map_err(|e| Failure::usage(format!("--costs {}: {e}", args.costs.display())))?;
+    let loaded = load(&args.lake).await?;
+    let pools = parse_costs_csv(
+        &text,
+        &loaded.settings.catalog,
+        &loaded.settings.config.currency,
+    )
+    .map_err(|e| Failure::usage(format!("--costs {}: {e}", args.costs.display())))?;
+    let rows = reports::allocation(&loaded.snapshot, &loaded.settings, &pools, period)
+        .await
+        .map_err(failure)?;
+    print_table(&allocation_table(&rows), loaded.format);
+    Ok(())
+}
+
+/// `allot noisy --from TS --to TS [--metric M] [--bucket D] [--all]`.
+pub async fn noisy(args: NoisyArgs) -> Result<(), Failure> {
+    let from = instant_flag("from", &args.from)?;
+    let to = instant_flag("to", &args.to)?;
+    if to <= from {
+        return Err(Failure::usage("--to must be after --from"));
+    }
+    let bucket_micros = match &args.bucket {
+        Some(text) => {
+            let duration: HumanDuration = text
+                .parse()
+                .map_err(|e| Failure::usage(format!("--bucket {text:?}: {e}")))?;
+            let micros = i64::try_from(duration.0.as_micros()).unwrap_or(i64::MAX);
+            if micros <= 0 {
+                return Err(Failure::usage("--bucket must be longer than 0"));
+            }
+            Some(micros)
+        }
+        None => None,
+    };
+    let loaded = load(&args.lake).await?;
+    let request = NoisyRequest {
+        from,
+        to,
+        metric: args.metric.clone(),
+        bucket_micros,
+    };
+    let rows = reports::noisy(&loaded.snapshot, &loaded.settings, &request)
+        .await
+        .map_err(failure)?;
+    print_table(&noisy_table(&rows, args.all), loaded.format);
+    Ok(())
+}
+
+/// `allot health [--as-of TS] [--tenant T]`.
+pub async fn health(args: HealthArgs) -> Result<(), Failure> {
+    let now = match &args.as_of {
+        Some(text) => instant_flag("as-of", text)?,
+        None => chrono::Utc::now().timestamp_micros(),
+    };
+    let tenant = tenant_flag(args.tenant.as_deref())?;
+    let loaded = load(&args.lake).await?;
+    let report = reports::health(&loaded.snapshot, &loaded.settings, now, tenant)
+        .await
+        .map_err(failure)?;
+    match loaded.format {
+        ReportFormat::Csv => print!("{}", health_table(&report).to_csv()),
+        ReportFormat::Json => print_json(&Value::Array(
+            report
+                .iter()
+                .map(|h| health_json(h, &loaded.settings.config.currency))
+                .collect(),
+        )),
+    }
+    Ok(())
+}
+
+/// `allot sql [--tenant T] "SELECT …"`.
+pub async fn sql(args: SqlArgs) -> Result<(), Failure> {
+    let tenant = tenant_flag(args.tenant.as_deref())?;
+    let loaded = load(&args.lake).await?;
+    let scope = match tenant {
+        Some(t) => Scope::Tenant(t.to_string()),
+        None => Scope::AllTenants,
+    };
+    let limits = SqlLimits::from(&loaded.settings.config.api);
+    let output = run_sql(&loaded.snapshot, &scope, &args.query, &limits)
+        .await
+        .map_err(failure)?;
+    match loaded.format {
+        ReportFormat::Csv => print!("{}", output.to_csv()),
+        ReportFormat::Json => print_json(&output.to_json()),
+    }
+    Ok(())
+}
