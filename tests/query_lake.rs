@@ -1,0 +1,346 @@
+//! The query engine on a lake written by `allot ingest`: DuckDB, reading the
+//! table's active Parquet files on its own, finds the same counter quantities as
+//! allot's invoices to the last digit; a duplicated data file changes no figure;
+//! tenant-scoped SQL sees only its tenant; every sandbox escape is refused with
+//! a clean one-line error.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, Add};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+
+const TENANTS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
+
+const CONFIG: &str = r#"
+currency = "USD"
+
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-01"
+unit_price = "0.0400"
+
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.09"
+
+[[rates]]
+metric = "storage_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.023"
+"#;
+
+fn allot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_allot"))
+}
+
+/// A fixed pseudo-random sequence (64-bit LCG), so the lake is the same every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+/// Writes two event files (February and March 2026, four tenants, decimal values
+/// with up to 9 fractional digits) and returns their paths.
+fn write_events(dir: &Path) -> Vec<PathBuf> {
+    let mut rng = Lcg(42);
+    let mut files = Vec::new();
+    for (part, days) in [(1, 1..=28), (2, 1..=31)] {
+        let month = if part == 1 { 2 } else { 3 };
+        let mut lines = String::new();
+        for day in days {
+            for (t, tenant) in TENANTS.iter().enumerate() {
+                for i in 0..(3 + t) {
+                    let hour = rng.next() % 24;
+                    let (metric, value) = match rng.next() % 3 {
+                        0 => (
+                            "compute_seconds",
+                            format!("{}.{:09}", rng.next() % 5000, rng.next() % 1_000_000_000),
+                        ),
+                        1 => (
+                            "egress_bytes",
+                            format!("{}", rng.next() % 20_000_000_000),
+                        ),
+                        _ => (
+                            "storage_bytes",
+                            format!("{}", rng.next() % 500_000_000_000),
+                        ),
+                    };
+                    lines.push_str(&format!(
+                        r#"{{"event_id":"{tenant}-{month}-{day}-{i}","tenant_id":"{tenant}","ts":"2026-{month:02}-{day:02}T{hour:02}:{i:02}:00Z","metric":"{metric}","value":{value},"resource":"r{i}"}}"#
+                    ));
+                    lines.push('\n');
+                }
+            }
+        }
+        let path = dir.join(format!("events-{part}.jsonl"));
+        std::fs::write(&path, lines).expect("write events");
+        files.push(path);
+    }
+    files
+}
+
+struct Lake {
+    _dir: tempfile::TempDir,
+    lake: PathBuf,
+    config: PathBuf,
+}
+
+fn build_lake() -> Lake {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = dir.path().join("lake");
+    let config = dir.path().join("allot.toml");
+    std::fs::write(&config, CONFIG).expect("write config");
+    for events in write_events(dir.path()) {
+        let output = allot()
+            .args(["ingest", "--no-progress", "--from-file"])
+            .arg(&events)
+            .arg("--lake")
+            .arg(&lake)
+            .output()
+            .expect("run allot ingest");
+        assert!(output.status.success(), "{output:?}");
+    }
+    Lake {
+        _dir: dir,
+        lake,
+        config,
+    }
+}
+
+impl Lake {
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = allot();
+        command
+            .args(args)
+            .arg("--lake")
+            .arg(&self.lake)
+            .arg("--config")
+            .arg(&self.config);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().expect("run allot")
+    }
+
+    fn stdout(&self, args: &[&str]) -> String {
+        let output = self.run(args, &[]);
+        assert!(
+            output.status.success(),
+            "allot {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    }
+
+    /// Counter quantities of the March invoice lines: `tenant,metric,quantity`.
+    fn invoice_counter_quantities(&self) -> BTreeSet<String> {
+        self.stdout(&["invoice", "--month", "2026-03"])
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(',').collect();
+                ["compute_seconds", "egress_bytes"]
+                    .contains(&fields[2])
+                    .then(|| format!("{},{},{}", fields[0], fields[2], fields[8]))
+            })
+            .collect()
+    }
+
+    fn duckdb_counter_quantities(&self) -> BTreeSet<String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/query_check.py");
+        let output = Command::new(common::test_python())
+            .arg(script)
+            .arg(&self.lake)
+            .arg("2026-03")
+            .output()
+            .expect("run query_check.py");
+        assert!(
+            output.status.success(),
+            "query_check.py: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Adds a second copy of one data file of `tenant`'s partition `day` to the
+    /// table, as two collectors racing on the same events would.
+    async fn duplicate_partition_file(&self, tenant: &str, day: &str) {
+        let url = url::Url::from_directory_path(self.lake.join("usage_events")).unwrap();
+        let mut table = deltalake::open_table(url).await.expect("open table");
+        let snapshot = table.snapshot().expect("snapshot");
+        let original = snapshot
+            .log_data()
+            .iter()
+            .find(|f| {
+                let values = f.partition_values_map();
+                values.get("tenant_id").cloned().flatten().as_deref() == Some(tenant)
+                    && values.get("day").cloned().flatten().as_deref() == Some(day)
+            })
+            .expect("partition file");
+        let source = self.lake.join("usage_events").join(original.path().as_ref());
+        let copy_name = format!("tenant_id={tenant}/day={day}/copy-of-a-racing-writer.parquet");
+        let target = self.lake.join("usage_events").join(&copy_name);
+        std::fs::copy(&source, &target).expect("copy data file");
+        let add = Add {
+            path: copy_name,
+            size: original.size(),
+            partition_values: original
+                .partition_values_map()
+                .into_iter()
+                .collect(),
+            modification_time: original.modification_time(),
+            data_change: true,
+            ..Default::default()
+        };
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(vec!["tenant_id".into(), "day".into()]),
+            predicate: None,
+        };
+        CommitBuilder::default()
+            .with_actions(vec![Action::Add(add)])
+            .build(Some(snapshot), table.log_store(), operation)
+            .await
+            .expect("commit the copy");
+        table.load().await.expect("reload");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duckdb_agrees_and_a_duplicated_file_changes_no_figure() {
+    let lake = build_lake();
+    let from_allot = lake.invoice_counter_quantities();
+    let from_duckdb = lake.duckdb_counter_quantities();
+    assert_eq!(from_allot.len(), TENANTS.len() * 2, "{from_allot:?}");
+    assert_eq!(from_allot, from_duckdb);
+
+    let invoice_before = lake.stdout(&["invoice", "--month", "2026-03"]);
+    let count_sql = "SELECT count(*) AS events, sum(value) AS total FROM usage_events";
+    let count_before = lake.stdout(&["sql", count_sql]);
+    // Each partition had one file; now two of them hold every event twice.
+    lake.duplicate_partition_file("bravo", "2026-03-05").await;
+    lake.duplicate_partition_file("delta", "2026-03-31").await;
+
+    assert_eq!(lake.stdout(&["invoice", "--month", "2026-03"]), invoice_before);
+    assert_eq!(lake.stdout(&["sql", count_sql]), count_before);
+    assert_eq!(lake.duckdb_counter_quantities(), from_duckdb);
+    // bravo sends 4 events a day; the 8 rows of the partition count as 4.
+    let raw = lake.stdout(&[
+        "sql",
+        "SELECT count(*) FROM usage_events WHERE tenant_id = 'bravo' AND day = DATE '2026-03-05'",
+    ]);
+    assert_eq!(raw.lines().nth(1), Some("4"), "{raw}");
+    let files = std::fs::read_dir(lake.lake.join("usage_events/tenant_id=bravo/day=2026-03-05"))
+        .expect("partition dir")
+        .count();
+    assert_eq!(files, 2);
+}
+
+#[test]
+fn tenant_sql_sees_only_its_tenant() {
+    let lake = build_lake();
+    let tenants = lake.stdout(&[
+        "sql",
+        "--tenant",
+        "alpha",
+        "SELECT DISTINCT tenant_id FROM usage_events ORDER BY 1",
+    ]);
+    assert_eq!(tenants, "tenant_id\nalpha\n");
+    let widened = lake.stdout(&[
+        "sql",
+        "--tenant",
+        "alpha",
+        "SELECT DISTINCT tenant_id FROM usage_events WHERE tenant_id = 'alpha' OR tenant_id = 'bravo' OR true",
+    ]);
+    assert_eq!(widened, "tenant_id\nalpha\n");
+    // Would divide by zero on any row of bravo; alpha's query never reads one.
+    let guarded = lake.stdout(&[
+        "sql",
+        "--tenant",
+        "alpha",
+        "SELECT count(*) AS n FROM usage_events WHERE CAST(value AS BIGINT) / (CASE WHEN tenant_id = 'bravo' THEN 0 ELSE 1 END) >= 0",
+    ]);
+    assert_ne!(guarded, "n\n0\n");
+    let all = lake.stdout(&["sql", "SELECT DISTINCT tenant_id FROM usage_events ORDER BY 1"]);
+    assert_eq!(all, "tenant_id\nalpha\nbravo\ncharlie\ndelta\n");
+    let other_tenant = lake.stdout(&[
+        "sql",
+        "--tenant",
+        "echo",
+        "SELECT count(*) AS n FROM usage_events",
+    ]);
+    assert_eq!(other_tenant, "n\n0\n");
+}
+
+#[test]
+fn sandbox_refuses_every_escape_with_a_clean_error() {
+    let lake = build_lake();
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        (
+            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp/lake'",
+            &[],
+            "CREATE EXTERNAL TABLE is not allowed",
+        ),
+        (
+            "COPY (SELECT 1) TO '/tmp/out.csv' STORED AS CSV",
+            &[],
+            "COPY is not allowed",
+        ),
+        ("INSERT INTO usage_events SELECT * FROM usage_events", &[], "INSERT is not allowed"),
+        ("DELETE FROM usage_events", &[], "DELETE is not allowed"),
+        ("DROP TABLE usage_events", &[], "DROP is not allowed"),
+        ("SET datafusion.execution.batch_size = 1", &[], "SET is not allowed"),
+        (
+            "SELECT * FROM read_parquet('/etc/passwd')",
+            &[],
+            "table functions are not allowed",
+        ),
+        ("SELECT * FROM '/etc/passwd'", &[], "unknown table"),
+        ("SELECT * FROM information_schema.tables", &[], "information_schema"),
+        ("SELECT * FROM rejected_events", &[], "unknown table"),
+        ("SELECT 1; SELECT 2", &[], "exactly one statement"),
+        (
+            "SELECT a.event_id, b.event_id FROM usage_events a CROSS JOIN usage_events b ORDER BY 1, 2",
+            &[("ALLOT__API__SQL_MEMORY", "1MiB")],
+            "memory limit",
+        ),
+        (
+            "SELECT count(*) FROM usage_events a, usage_events b, usage_events c, usage_events d, usage_events e",
+            &[("ALLOT__API__SQL_TIMEOUT", "1s")],
+            "time limit",
+        ),
+        (
+            "SELECT * FROM usage_events",
+            &[("ALLOT__API__SQL_MAX_ROWS", "5")],
+            "more than 5 rows",
+        ),
+    ];
+    for (sql, env, expected) in cases {
+        let output = lake.run(&["sql", "--tenant", "alpha", sql], env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{sql}: {stderr}");
+        assert!(output.stdout.is_empty(), "{sql}: printed data");
+        assert!(stderr.contains(expected), "{sql}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{sql}: {stderr}");
+        for leak in ["/tmp", "/etc", "bravo", "usage_events/", ".parquet"] {
+            assert!(!stderr.contains(leak), "{sql}: error leaks {leak}: {stderr}");
+        }
+    }
+}
