@@ -69,14 +69,8 @@ fn write_events(dir: &Path) -> Vec<PathBuf> {
                             "compute_seconds",
                             format!("{}.{:09}", rng.next() % 5000, rng.next() % 1_000_000_000),
                         ),
-                        1 => (
-                            "egress_bytes",
-                            format!("{}", rng.next() % 20_000_000_000),
-                        ),
-                        _ => (
-                            "storage_bytes",
-                            format!("{}", rng.next() % 500_000_000_000),
-                        ),
+                        1 => ("egress_bytes", format!("{}", rng.next() % 20_000_000_000)),
+                        _ => ("storage_bytes", format!("{}", rng.next() % 500_000_000_000)),
                     };
                     lines.push_str(&format!(
                         r#"{{"event_id":"{tenant}-{month}-{day}-{i}","tenant_id":"{tenant}","ts":"2026-{month:02}-{day:02}T{hour:02}:{i:02}:00Z","metric":"{metric}","value":{value},"resource":"r{i}"}}"#
@@ -194,17 +188,17 @@ impl Lake {
                     && values.get("day").cloned().flatten().as_deref() == Some(day)
             })
             .expect("partition file");
-        let source = self.lake.join("usage_events").join(original.path().as_ref());
+        let source = self
+            .lake
+            .join("usage_events")
+            .join(original.path().as_ref());
         let copy_name = format!("tenant_id={tenant}/day={day}/copy-of-a-racing-writer.parquet");
         let target = self.lake.join("usage_events").join(&copy_name);
         std::fs::copy(&source, &target).expect("copy data file");
         let add = Add {
             path: copy_name,
             size: original.size(),
-            partition_values: original
-                .partition_values_map()
-                .into_iter()
-                .collect(),
+            partition_values: original.partition_values_map().into_iter().collect(),
             modification_time: original.modification_time(),
             data_change: true,
             ..Default::default()
@@ -238,7 +232,10 @@ async fn duckdb_agrees_and_a_duplicated_file_changes_no_figure() {
     lake.duplicate_partition_file("bravo", "2026-03-05").await;
     lake.duplicate_partition_file("delta", "2026-03-31").await;
 
-    assert_eq!(lake.stdout(&["invoice", "--month", "2026-03"]), invoice_before);
+    assert_eq!(
+        lake.stdout(&["invoice", "--month", "2026-03"]),
+        invoice_before
+    );
     assert_eq!(lake.stdout(&["sql", count_sql]), count_before);
     assert_eq!(lake.duckdb_counter_quantities(), from_duckdb);
     // bravo sends 4 events a day; the 8 rows of the partition count as 4.
@@ -247,10 +244,76 @@ async fn duckdb_agrees_and_a_duplicated_file_changes_no_figure() {
         "SELECT count(*) FROM usage_events WHERE tenant_id = 'bravo' AND day = DATE '2026-03-05'",
     ]);
     assert_eq!(raw.lines().nth(1), Some("4"), "{raw}");
-    let files = std::fs::read_dir(lake.lake.join("usage_events/tenant_id=bravo/day=2026-03-05"))
-        .expect("partition dir")
-        .count();
+    let files = std::fs::read_dir(
+        lake.lake
+            .join("usage_events/tenant_id=bravo/day=2026-03-05"),
+    )
+    .expect("partition dir")
+    .count();
     assert_eq!(files, 2);
+}
+
+/// Ingests `lines` as one file per chunk into a fresh lake and returns the March
+/// invoice and the all-tenant health as of the end of March.
+fn reports_of_chunks(chunks: &[Vec<String>]) -> (String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lake = Lake {
+        lake: dir.path().join("lake"),
+        config: dir.path().join("allot.toml"),
+        _dir: dir,
+    };
+    std::fs::write(&lake.config, CONFIG).expect("write config");
+    for (i, chunk) in chunks.iter().enumerate() {
+        let path = lake.lake.with_extension(format!("{i}.jsonl"));
+        std::fs::write(&path, chunk.join("\n")).expect("write chunk");
+        let output = allot()
+            .args(["ingest", "--no-progress", "--from-file"])
+            .arg(&path)
+            .arg("--lake")
+            .arg(&lake.lake)
+            .output()
+            .expect("run allot ingest");
+        assert!(output.status.success(), "{output:?}");
+    }
+    (
+        lake.stdout(&["invoice", "--month", "2026-03"]),
+        lake.stdout(&["health", "--as-of", "2026-03-31T12:00:00Z"]),
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+
+    /// Figures do not depend on the order of events or on how they are split into files.
+    #[test]
+    fn reports_ignore_event_order_and_file_split(
+        seed in proptest::prelude::any::<u64>(),
+        cuts in proptest::collection::vec(0usize..1000, 0..4),
+    ) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let march = std::fs::read_to_string(&write_events(dir.path())[1]).expect("read events");
+        let lines: Vec<String> = march.lines().map(str::to_string).collect();
+        let baseline = reports_of_chunks(std::slice::from_ref(&lines));
+
+        let mut shuffled = lines.clone();
+        let mut rng = Lcg(seed);
+        for i in (1..shuffled.len()).rev() {
+            let j = usize::try_from(rng.next()).unwrap() % (i + 1);
+            shuffled.swap(i, j);
+        }
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c * shuffled.len() / 1000).collect();
+        bounds.push(shuffled.len());
+        bounds.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for end in bounds {
+            if end > start {
+                chunks.push(shuffled[start..end].to_vec());
+                start = end;
+            }
+        }
+        proptest::prop_assert_eq!(reports_of_chunks(&chunks), baseline);
+    }
 }
 
 #[test]
@@ -278,7 +341,10 @@ fn tenant_sql_sees_only_its_tenant() {
         "SELECT count(*) AS n FROM usage_events WHERE CAST(value AS BIGINT) / (CASE WHEN tenant_id = 'bravo' THEN 0 ELSE 1 END) >= 0",
     ]);
     assert_ne!(guarded, "n\n0\n");
-    let all = lake.stdout(&["sql", "SELECT DISTINCT tenant_id FROM usage_events ORDER BY 1"]);
+    let all = lake.stdout(&[
+        "sql",
+        "SELECT DISTINCT tenant_id FROM usage_events ORDER BY 1",
+    ]);
     assert_eq!(all, "tenant_id\nalpha\nbravo\ncharlie\ndelta\n");
     let other_tenant = lake.stdout(&[
         "sql",
@@ -303,17 +369,29 @@ fn sandbox_refuses_every_escape_with_a_clean_error() {
             &[],
             "COPY is not allowed",
         ),
-        ("INSERT INTO usage_events SELECT * FROM usage_events", &[], "INSERT is not allowed"),
+        (
+            "INSERT INTO usage_events SELECT * FROM usage_events",
+            &[],
+            "INSERT is not allowed",
+        ),
         ("DELETE FROM usage_events", &[], "DELETE is not allowed"),
         ("DROP TABLE usage_events", &[], "DROP is not allowed"),
-        ("SET datafusion.execution.batch_size = 1", &[], "SET is not allowed"),
+        (
+            "SET datafusion.execution.batch_size = 1",
+            &[],
+            "SET is not allowed",
+        ),
         (
             "SELECT * FROM read_parquet('/etc/passwd')",
             &[],
             "table functions are not allowed",
         ),
         ("SELECT * FROM '/etc/passwd'", &[], "unknown table"),
-        ("SELECT * FROM information_schema.tables", &[], "information_schema"),
+        (
+            "SELECT * FROM information_schema.tables",
+            &[],
+            "information_schema",
+        ),
         ("SELECT * FROM rejected_events", &[], "unknown table"),
         ("SELECT 1; SELECT 2", &[], "exactly one statement"),
         (
@@ -340,7 +418,10 @@ fn sandbox_refuses_every_escape_with_a_clean_error() {
         assert!(stderr.contains(expected), "{sql}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{sql}: {stderr}");
         for leak in ["/tmp", "/etc", "bravo", "usage_events/", ".parquet"] {
-            assert!(!stderr.contains(leak), "{sql}: error leaks {leak}: {stderr}");
+            assert!(
+                !stderr.contains(leak),
+                "{sql}: error leaks {leak}: {stderr}"
+            );
         }
     }
 }
