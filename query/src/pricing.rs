@@ -523,7 +523,6 @@ pub fn invoice_until(
     })
 }
 
-/// Groups a tenant's usage by metric, checking each metric against the catalog.
 /// The billing quantity of `metric` for a tenant over the whole `period`, rounded
 /// to 12 places once: a counter's raw sum / divisor, or a gauge's time-weighted
 /// quotient (SPEC §4). Allocation drivers use it.
@@ -544,31 +543,41 @@ pub fn period_quantity(
                 .sum();
             div_quantity(&raw, &spec.divisor)
         }
-        MetricKind::Gauge => {
-            let hold = i64::try_from(spec.hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros())
-                .unwrap_or(i64::MAX);
-            let mut by_resource: BTreeMap<Option<&str>, Vec<GaugeSample>> = BTreeMap::new();
-            for series in usage.gauges.iter().filter(|s| s.metric == metric) {
-                by_resource
-                    .entry(series.resource.as_deref())
-                    .or_default()
-                    .extend(series.samples.iter().cloned());
-            }
-            let weighted: BigDecimal = by_resource
-                .values_mut()
-                .map(|samples| {
-                    samples.sort();
-                    gauge_weight(samples, hold, start, end)
-                })
-                .sum();
-            div_quantity(
-                &weighted,
-                &(&spec.divisor * BigDecimal::from(period.length_micros())),
-            )
-        }
+        MetricKind::Gauge => div_quantity(
+            &gauge_weighted_sum(spec, metric, &usage.gauges, start, end),
+            &(&spec.divisor * BigDecimal::from(period.length_micros())),
+        ),
     }
 }
 
+/// Σ value × held microseconds of the series of gauge `metric` within `[from, to)`
+/// (raw units × µs): divided by the window's length it is the average level.
+pub fn gauge_weighted_sum(
+    spec: &MetricSpec,
+    metric: &str,
+    gauges: &[GaugeSeries],
+    from: i64,
+    to: i64,
+) -> BigDecimal {
+    let hold =
+        i64::try_from(spec.hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros()).unwrap_or(i64::MAX);
+    let mut by_resource: BTreeMap<Option<&str>, Vec<GaugeSample>> = BTreeMap::new();
+    for series in gauges.iter().filter(|s| s.metric == metric) {
+        by_resource
+            .entry(series.resource.as_deref())
+            .or_default()
+            .extend(series.samples.iter().cloned());
+    }
+    by_resource
+        .values_mut()
+        .map(|samples| {
+            samples.sort();
+            gauge_weight(samples, hold, from, to)
+        })
+        .sum()
+}
+
+/// Groups a tenant's usage by metric, checking each metric against the catalog.
 fn group_usage(
     usage: &TenantUsage,
     catalog: &MetricCatalog,

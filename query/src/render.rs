@@ -16,6 +16,7 @@ use crate::health::TenantHealth;
 use crate::noisy::{NOISY_COLUMNS, NoisyRow};
 use crate::period::format_micros;
 use crate::pricing::{INVOICE_LINE_COLUMNS, Invoice};
+use crate::reports::{USAGE_COLUMNS, UsagePoint};
 use crate::rounding::{MONEY_SCALE, format_fixed};
 
 /// Rows of text under named columns.
@@ -114,6 +115,14 @@ pub fn invoice_json(invoice: &Invoice) -> Value {
         "discount": format_fixed(&invoice.discount, MONEY_SCALE),
         "total": format_fixed(&invoice.total, MONEY_SCALE),
     })
+}
+
+/// A usage series as a table.
+pub fn usage_table(points: &[UsagePoint]) -> ReportTable {
+    ReportTable {
+        columns: USAGE_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        rows: points.iter().map(UsagePoint::csv_record).collect(),
+    }
 }
 
 /// Allocation rows as a table.

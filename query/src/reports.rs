@@ -1,5 +1,5 @@
 //! The reports of SPEC §4 over a lake snapshot: invoices, shared-cost
-//! allocation, noisy neighbours, tenant health and usage series.
+//! allocation, noisy neighbours, tenant health, and usage series for charts.
 //!
 //! Each report opens a [`LakeSession`] (tenant-scoped when it is about one
 //! tenant), aggregates the lake with [`crate::usage`] and hands the exact inputs to
@@ -18,7 +18,9 @@ use crate::health::{HEALTH_WINDOW_MICROS, HealthInputs, TenantHealth, tenant_hea
 use crate::lake::LakeSnapshot;
 use crate::noisy::{NoisyParams, NoisyRow, noisy_neighbours};
 use crate::period::Period;
-use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quantity};
+use crate::pricing::{
+    Invoice, PriceBook, TenantUsage, gauge_weighted_sum, invoice_until, period_quantity,
+};
 use crate::session::{LakeSession, Scope, SessionLimits};
 use crate::usage::{
     UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days, gauge_series, rejected_counts,
@@ -397,4 +399,145 @@ pub async fn health(
         )?);
     }
     Ok(report)
+}
+
+/// One point of a usage chart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsagePoint {
+    /// The metric.
+    pub metric: String,
+    /// Its billing unit.
+    pub unit: String,
+    /// Start of the bucket, UTC microseconds.
+    pub bucket_start: i64,
+    /// Counters: Σ value in the bucket. Gauges: the time-weighted average level
+    /// over the bucket (Σ over the tenant's series), in raw units.
+    pub raw: BigDecimal,
+    /// `raw` / divisor, rounded half-to-even to 12 places.
+    pub quantity: BigDecimal,
+}
+
+/// The columns of a usage series, in CSV order.
+pub const USAGE_COLUMNS: [&str; 5] = ["metric", "unit", "bucket_start", "raw", "quantity"];
+
+impl UsagePoint {
+    /// The point as CSV fields in [`USAGE_COLUMNS`] order.
+    pub fn csv_record(&self) -> Vec<String> {
+        vec![
+            self.metric.clone(),
+            self.unit.clone(),
+            crate::period::format_micros(self.bucket_start),
+            crate::rounding::format_fixed(&self.raw, crate::rounding::QUANTITY_SCALE),
+            crate::rounding::format_fixed(&self.quantity, crate::rounding::QUANTITY_SCALE),
+        ]
+    }
+}
+
+/// What a usage series covers.
+#[derive(Debug, Clone)]
+pub struct UsageRequest {
+    /// The tenant.
+    pub tenant: String,
+    /// Start of the first bucket.
+    pub from: i64,
+    /// End of the last bucket (exclusive).
+    pub to: i64,
+    /// Bucket width in microseconds.
+    pub bucket_micros: i64,
+    /// One metric, or every metric of the catalog.
+    pub metric: Option<String>,
+}
+
+/// Most buckets one series may have, so a request cannot ask for millions.
+pub const MAX_USAGE_BUCKETS: i64 = 10_000;
+
+/// A tenant's usage per metric and bucket of `[from, to)` (buckets on the grid
+/// starting at `from`), for charts. Only buckets with usage are returned.
+pub async fn usage_series(
+    snapshot: &LakeSnapshot,
+    settings: &ReportSettings,
+    request: &UsageRequest,
+) -> Result<Vec<UsagePoint>, QueryError> {
+    let width = request.bucket_micros;
+    if width <= 0 || request.to <= request.from {
+        return Err(QueryError::InvalidInput(
+            "the range must be non-empty and the bucket longer than 0".to_string(),
+        ));
+    }
+    if (request.to - request.from) / width >= MAX_USAGE_BUCKETS {
+        return Err(QueryError::InvalidInput(format!(
+            "at most {MAX_USAGE_BUCKETS} buckets per series; use a wider bucket"
+        )));
+    }
+    if let Some(metric) = &request.metric
+        && !settings.catalog.contains(metric)
+    {
+        return Err(QueryError::InvalidInput(format!(
+            "{metric} is not a metric of the catalog"
+        )));
+    }
+    let session = session_for(snapshot, Some(&request.tenant))?;
+    let filter = UsageFilter {
+        tenant: Some(request.tenant.clone()),
+        ..UsageFilter::default()
+    };
+    let mut points = Vec::new();
+    for (metric, spec) in settings.catalog.iter() {
+        if request.metric.as_deref().is_some_and(|m| m != metric) {
+            continue;
+        }
+        match spec.kind {
+            MetricKind::Counter => {
+                let usage =
+                    bucket_usage(&session, &filter, metric, request.from, request.to, width)
+                        .await?;
+                points.extend(usage.into_iter().map(|b| UsagePoint {
+                    metric: metric.to_string(),
+                    unit: spec.unit.clone(),
+                    bucket_start: b.bucket_start,
+                    quantity: crate::rounding::div_quantity(&b.usage, &spec.divisor),
+                    raw: b.usage,
+                }));
+            }
+            MetricKind::Gauge => {
+                let hold = spec
+                    .hold
+                    .and_then(|h| i64::try_from(h.as_micros()).ok())
+                    .unwrap_or(i64::MAX);
+                let series = gauge_series(
+                    &session,
+                    &filter,
+                    &[metric.to_string()],
+                    request.from.saturating_sub(hold),
+                    request.to,
+                )
+                .await?
+                .remove(&request.tenant)
+                .unwrap_or_default();
+                if series.is_empty() {
+                    continue;
+                }
+                let mut start = request.from;
+                while start < request.to {
+                    let end = (start + width).min(request.to);
+                    let weighted = gauge_weighted_sum(spec, metric, &series, start, end);
+                    if !weighted.is_zero() {
+                        let raw = crate::rounding::div_quantity(
+                            &weighted,
+                            &BigDecimal::from(end - start),
+                        );
+                        points.push(UsagePoint {
+                            metric: metric.to_string(),
+                            unit: spec.unit.clone(),
+                            bucket_start: start,
+                            quantity: crate::rounding::div_quantity(&raw, &spec.divisor),
+                            raw,
+                        });
+                    }
+                    start = end;
+                }
+            }
+        }
+    }
+    Ok(points)
 }
