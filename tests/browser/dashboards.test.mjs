@@ -1,0 +1,446 @@
+// End-to-end tests of the web dashboards in headless Chromium (Debian's
+// /usr/bin/chromium driven by playwright-core). See README.md for the
+// environment variables; without ALLOT_BROWSER_URL the tests start the mock
+// server of this folder and use its tokens.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ARTIFACTS = path.join(HERE, 'artifacts');
+const MSG_AUTH = 'Your token has expired or is invalid — paste a new one';
+const MSG_DENIED = 'No such tenant, or you may not see it';
+const CSV_HEADER = 'tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount';
+// How long to wait for data that a live server (`allot demo`) is still producing.
+const SETTLE_MS = Number(process.env.ALLOT_SETTLE_MS || 90_000);
+
+let cfg;
+let browser;
+let mock;
+const pageErrors = [];
+
+function claimsOf(token) {
+  try {
+    return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString());
+  } catch {
+    return {};
+  }
+}
+
+/** The finance or tenant token with its payload's `exp` moved into the past: the
+ * signature no longer matches, so any server answers 401, as for an expired one. */
+function tamperedExpired(token) {
+  const [head, , sig] = token.split('.');
+  const claims = { ...claimsOf(token), exp: Math.floor(Date.now() / 1000) - 3600 };
+  return `${head}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${sig}`;
+}
+
+async function config() {
+  const env = process.env;
+  if (!env.ALLOT_BROWSER_URL) {
+    const { startMockServer } = await import('./mock-server.mjs');
+    mock = await startMockServer();
+    return {
+      url: mock.url,
+      financeToken: mock.tokens.finance,
+      tenantToken: mock.tokens.tenant,
+      expiredToken: mock.tokens.expired,
+      tenantId: mock.tenantId,
+      otherTenantId: mock.otherTenantId,
+      noisyTenantId: mock.noisyTenant,
+      expectedTenants: mock.tenants,
+      month: mock.month,
+      source: 'mock',
+    };
+  }
+  const need = ['ALLOT_FINANCE_TOKEN', 'ALLOT_TENANT_TOKEN', 'ALLOT_OTHER_TENANT_ID', 'ALLOT_NOISY_TENANT_ID', 'ALLOT_EXPECTED_TENANTS'];
+  const missing = need.filter((k) => !env[k]);
+  if (missing.length) throw new Error(`ALLOT_BROWSER_URL is set, so these are needed too: ${missing.join(', ')}`);
+  return {
+    url: env.ALLOT_BROWSER_URL.endsWith('/') ? env.ALLOT_BROWSER_URL : `${env.ALLOT_BROWSER_URL}/`,
+    financeToken: env.ALLOT_FINANCE_TOKEN,
+    tenantToken: env.ALLOT_TENANT_TOKEN,
+    expiredToken: env.ALLOT_EXPIRED_TOKEN || tamperedExpired(env.ALLOT_FINANCE_TOKEN),
+    tenantId: env.ALLOT_TENANT_ID || claimsOf(env.ALLOT_TENANT_TOKEN).tenant,
+    otherTenantId: env.ALLOT_OTHER_TENANT_ID,
+    noisyTenantId: env.ALLOT_NOISY_TENANT_ID,
+    expectedTenants: env.ALLOT_EXPECTED_TENANTS.split(',').map((s) => s.trim()).filter(Boolean),
+    month: env.ALLOT_MONTH || new Date().toISOString().slice(0, 7),
+    source: 'server',
+  };
+}
+
+/** A fresh tab (its own sessionStorage) with `route` opened under `token`. */
+async function open(route, token, viewport = { width: 1280, height: 900 }) {
+  const context = await browser.newContext({ viewport, acceptDownloads: true });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`${route}: ${e.message}`));
+  // Console errors other than the browser's own line for a 4xx answer (a CSP
+  // violation, an unexpected exception the page caught and logged).
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) pageErrors.push(`${route}: ${m.text()}`);
+  });
+  const sep = route.includes('?') ? '&' : '?';
+  const hash = token ? `#${route}${sep}token=${encodeURIComponent(token)}` : `#${route}`;
+  await page.goto(cfg.url + hash);
+  return page;
+}
+
+/** Runs `fn(page)` and keeps a screenshot of the page when it throws. */
+async function withPage(name, pagePromise, fn) {
+  const page = await pagePromise;
+  try {
+    await fn(page);
+  } catch (err) {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true }).catch(() => {});
+    throw err;
+  } finally {
+    await page.context().close();
+  }
+}
+
+/** GETs the API with a token from inside the page (same origin as the dashboards). */
+function api(page, apiPath, token) {
+  return page.evaluate(async ([p, t]) => {
+    const res = await fetch(p, { headers: { Authorization: `Bearer ${t}`, Accept: 'application/json' } });
+    return { status: res.status, body: await res.json().catch(() => null) };
+  }, [new URL(apiPath, cfg.url).href, token]);
+}
+
+/** Waits until `check()` holds, reloading the page between tries (for a live demo). */
+async function eventually(page, check, what) {
+  const deadline = Date.now() + SETTLE_MS;
+  let last;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not hold within ${SETTLE_MS} ms: ${last.message}`);
+    await page.waitForTimeout(3000);
+    await page.reload();
+  }
+}
+
+/** "1,234.56 EUR" → "1234.56". */
+const moneyText = (s) => s.trim().split(/\s+/)[0].replace(/,/g, '');
+
+/** RFC 4180 CSV → rows of fields. */
+function parseCsv(text) {
+  const rows = [];
+  let row = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { field += '"'; i += 1; } else if (c === '"') quoted = false;
+      else field += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ',') { row.push(field); field = ''; } else if (c === '\n' || c === '\r') {
+      if (c === '\r' && text[i + 1] === '\n') i += 1;
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = '';
+    } else field += c;
+  }
+  if (field !== '' || row.length) { row.push(field); rows.push(row); }
+  return rows;
+}
+
+async function downloadText(page, testid) {
+  const [download] = await Promise.all([
+    page.waitForEvent('download', { timeout: 30_000 }),
+    page.getByTestId(testid).click(),
+  ]);
+  const chunks = [];
+  for await (const chunk of await download.createReadStream()) chunks.push(chunk);
+  return { name: download.suggestedFilename(), text: Buffer.concat(chunks).toString('utf8') };
+}
+
+before(async () => {
+  cfg = await config();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    args: ['--no-sandbox'],
+  });
+  console.log(`# browser tests against ${cfg.url} (${cfg.source}), month ${cfg.month}`);
+});
+
+after(async () => {
+  await browser?.close();
+  await mock?.close();
+});
+
+describe('tokens', () => {
+  test('a token in the URL fragment is kept for the tab and removed from the address bar', { timeout: 60_000 }, async () => {
+    await withPage('token-fragment', (async () => {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(`${cfg.url}#token=${encodeURIComponent(cfg.financeToken)}`);
+      return page;
+    })(), async (page) => {
+      await page.getByTestId('overview-table').waitFor();
+      assert.ok(!page.url().includes('token='), `the address bar still holds the token: ${page.url()}`);
+      assert.match(page.url(), /#\/overview$/);
+      const stored = await page.evaluate(() => sessionStorage.getItem('allot.token'));
+      assert.equal(stored, cfg.financeToken);
+    });
+  });
+
+  test('an expired token shows the expired message and the token form', { timeout: 60_000 }, async () => {
+    await withPage('expired-token', open('/overview', cfg.expiredToken), async (page) => {
+      const msg = page.getByTestId('auth-message');
+      await msg.waitFor();
+      assert.equal((await msg.textContent()).trim(), MSG_AUTH);
+      await page.getByTestId('token-form').waitFor();
+      assert.equal(await page.getByTestId('tenant-row').count(), 0);
+      assert.equal(await page.evaluate(() => sessionStorage.getItem('allot.token')), null, 'the bad token is forgotten');
+      // Pasting a good token opens the dashboards.
+      await page.getByLabel('Access token').fill(cfg.financeToken);
+      await page.getByTestId('token-submit').click();
+      await page.getByTestId('overview-table').waitFor();
+    });
+  });
+
+  test('a malformed token shows the same message', { timeout: 60_000 }, async () => {
+    await withPage('garbage-token', open('/overview', 'not-a-token'), async (page) => {
+      const msg = page.getByTestId('auth-message');
+      await msg.waitFor();
+      assert.equal((await msg.textContent()).trim(), MSG_AUTH);
+    });
+  });
+});
+
+describe('overview', () => {
+  test('lists exactly the expected tenants and flags the noisy one', { timeout: SETTLE_MS + 60_000 }, async () => {
+    await withPage('overview', open('/overview', cfg.financeToken), async (page) => {
+      await eventually(page, async () => {
+        await page.getByTestId('overview-table').waitFor({ timeout: 15_000 });
+        const ids = await page.getByTestId('tenant-row').evaluateAll((rows) => rows.map((r) => r.dataset.tenantId));
+        assert.deepEqual([...ids].sort(), [...cfg.expectedTenants].sort());
+        const noisy = page.locator(`[data-testid="tenant-row"][data-tenant-id="${cfg.noisyTenantId}"]`);
+        assert.equal(await noisy.getByTestId('noisy-flag').count(), 1, `${cfg.noisyTenantId} is not flagged`);
+      }, 'the overview listing the expected tenants with the noisy one flagged');
+
+      // Every flag stands for a noisy_neighbour reason.
+      const flagged = await page.locator('[data-testid="tenant-row"]:has([data-testid="noisy-flag"])')
+        .evaluateAll((rows) => rows.map((r) => [r.dataset.tenantId, !!r.querySelector('[data-code="noisy_neighbour"]')]));
+      assert.ok(flagged.length >= 1);
+      for (const [id, hasReason] of flagged) assert.ok(hasReason, `${id} is flagged without the reason`);
+      // Each row has a status badge.
+      const badges = await page.getByTestId('status-badge').evaluateAll((b) => b.map((x) => x.dataset.status));
+      assert.equal(badges.length, cfg.expectedTenants.length);
+      for (const s of badges) assert.ok(['ok', 'warning', 'critical'].includes(s), s);
+    });
+  });
+
+  test('sorts by a clicked column header and filters by the search box', { timeout: 60_000 }, async () => {
+    await withPage('overview-sort', open('/overview', cfg.financeToken), async (page) => {
+      const table = page.getByTestId('overview-table');
+      await table.waitFor();
+      const ids = () => page.getByTestId('tenant-row').evaluateAll((rows) => rows.map((r) => r.dataset.tenantId));
+      await table.getByTestId('sort-tenant').click();
+      const asc = await ids();
+      assert.deepEqual(asc, [...asc].sort((a, b) => a.localeCompare(b)));
+      assert.equal(await table.locator('th:has([data-testid="sort-tenant"])').getAttribute('aria-sort'), 'ascending');
+      await table.getByTestId('sort-tenant').click();
+      assert.deepEqual(await ids(), [...asc].reverse());
+
+      await table.getByTestId('sort-mtd_cost').click();
+      const costs = await page.locator('[data-testid="tenant-row"] td:nth-last-child(2)').allTextContents();
+      const values = costs.map((c) => Number(moneyText(c)));
+      assert.deepEqual(values, [...values].sort((a, b) => a - b), 'cost ascending');
+
+      await page.getByTestId('filter-input').fill(cfg.noisyTenantId);
+      const filtered = await ids();
+      assert.ok(filtered.includes(cfg.noisyTenantId));
+      for (const id of filtered) assert.ok(id.includes(cfg.noisyTenantId), id);
+      await page.getByTestId('filter-input').fill('no-tenant-is-called-this');
+      assert.equal(await page.getByTestId('tenant-row').count(), 0);
+    });
+  });
+});
+
+describe('tenant page', () => {
+  test('a tenant token lands on its own page, with charts, quota bars and the invoice', { timeout: SETTLE_MS + 60_000 }, async () => {
+    await withPage('tenant-page', open('/', cfg.tenantToken), async (page) => {
+      await page.getByTestId('tenant-title').waitFor();
+      assert.match(page.url(), new RegExp(`#/tenant/${encodeURIComponent(cfg.tenantId)}$`));
+      assert.equal(await page.getByTestId('nav-overview').count(), 0, 'a tenant sees no overview link');
+
+      if (cfg.month !== new Date().toISOString().slice(0, 7)) {
+        await page.evaluate((m) => { location.hash += `?month=${m}`; }, cfg.month);
+      }
+      await eventually(page, async () => {
+        await page.getByTestId('metric-usage').first().waitFor({ timeout: 15_000 });
+        const daily = page.locator('[data-testid^="chart-daily-"] svg');
+        const hourly = page.locator('[data-testid^="chart-hourly-"] svg');
+        assert.ok(await daily.count() >= 1, 'no daily chart');
+        assert.equal(await hourly.count(), await daily.count(), 'a daily and an hourly chart per metric');
+        assert.ok(await page.locator('[data-testid^="chart-daily-"] [data-testid="chart-point"]').count() > 0, 'daily charts have no data point');
+        assert.ok(await page.locator('[data-testid^="chart-hourly-"] [data-testid="chart-point"]').count() > 0, 'hourly charts have no data point');
+      }, 'the tenant charts having data points');
+      // Charts have axes with labels.
+      const ticks = await page.locator('[data-testid^="chart-daily-"] .axis-x text').count();
+      assert.ok(ticks >= 2, 'x axis labels');
+      assert.ok(await page.locator('[data-testid^="chart-daily-"] .axis-y text').count() >= 2, 'y axis labels');
+
+      // Quota bars: one per quota in the API's health answer.
+      const health = await api(page, `v1/tenants/${encodeURIComponent(cfg.tenantId)}/health`, cfg.tenantToken);
+      assert.equal(health.status, 200);
+      const quotas = health.body.quota_use || [];
+      assert.equal(await page.getByTestId('quota-bar').count(), quotas.length);
+      if (quotas.length === 0) await page.getByTestId('quota-none').waitFor();
+      for (const q of quotas) {
+        const bar = page.locator(`[data-testid="quota-bar"][data-metric="${q.metric}"]`);
+        assert.equal(await bar.getAttribute('data-percent'), q.percent);
+        const width = await bar.locator('.fill').evaluate((e) => e.getBoundingClientRect().width);
+        if (Number(q.percent) > 0) assert.ok(width > 0, `${q.metric} bar is empty`);
+      }
+      // Reasons as the API says.
+      const codes = await page.getByTestId('reason').evaluateAll((r) => r.map((x) => x.dataset.code));
+      assert.deepEqual(codes, (health.body.reasons || []).map((r) => r.code));
+      assert.equal(await page.getByTestId('tenant-status').getAttribute('data-status'), health.body.status);
+
+      // The month's invoice, with the API's total.
+      const inv = await api(page, `v1/tenants/${encodeURIComponent(cfg.tenantId)}/invoices/${cfg.month}`, cfg.tenantToken);
+      if (inv.status === 200) {
+        await page.getByTestId('invoice-table').waitFor();
+        assert.equal(moneyText(await page.getByTestId('invoice-total').textContent()), inv.body.total);
+        assert.equal(await page.getByTestId('invoice-line').count(), inv.body.lines.length);
+      }
+    });
+  });
+
+  test('a finance token opens any tenant page', { timeout: 60_000 }, async () => {
+    await withPage('tenant-page-finance', open(`/tenant/${encodeURIComponent(cfg.noisyTenantId)}`, cfg.financeToken), async (page) => {
+      await page.getByTestId('tenant-title').waitFor();
+      await page.getByTestId('usage-section').locator('[data-testid="metric-usage"], [data-testid="usage-none"]').first().waitFor();
+      assert.equal(await page.getByTestId('denied-message').count(), 0);
+    });
+  });
+
+  test('a tenant token cannot open another tenant\'s page', { timeout: 60_000 }, async () => {
+    const other = cfg.otherTenantId;
+    await withPage('tenant-denied', open(`/tenant/${encodeURIComponent(other)}`, cfg.tenantToken), async (page) => {
+      const denied = page.getByTestId('denied-message');
+      await denied.waitFor();
+      assert.equal((await denied.textContent()).trim(), MSG_DENIED);
+      for (const id of ['tenant-title', 'tenant-status', 'quota-bar', 'chart-point', 'invoice-table', 'reason']) {
+        assert.equal(await page.getByTestId(id).count(), 0, `${id} is shown`);
+      }
+      const text = await page.locator('main').textContent();
+      assert.ok(!/EUR|USD|vCPU|GiB/.test(text), `the page shows data: ${text}`);
+    });
+  });
+
+  test('a missing tenant shows the same message', { timeout: 60_000 }, async () => {
+    await withPage('tenant-missing', open('/tenant/no-such-tenant-x9', cfg.financeToken), async (page) => {
+      const denied = page.getByTestId('denied-message');
+      await denied.waitFor();
+      assert.equal((await denied.textContent()).trim(), MSG_DENIED);
+    });
+  });
+
+  test('a tenant token cannot open the finance page', { timeout: 60_000 }, async () => {
+    await withPage('finance-denied', open(`/finance/${cfg.month}`, cfg.tenantToken), async (page) => {
+      await page.getByTestId('denied-message').waitFor();
+      assert.equal(await page.getByTestId('chargeback-row').count(), 0);
+    });
+  });
+});
+
+describe('finance page', () => {
+  test('shows the chargeback and downloads its CSV with one total row per tenant', { timeout: SETTLE_MS + 90_000 }, async () => {
+    await withPage('finance', open(`/finance/${cfg.month}`, cfg.financeToken), async (page) => {
+      const billing = await api(page, `v1/billing/${cfg.month}`, cfg.financeToken);
+      assert.equal(billing.status, 200);
+      await eventually(page, async () => {
+        await page.getByTestId('chargeback-table').waitFor({ timeout: 15_000 });
+        assert.ok(await page.getByTestId('chargeback-row').count() > 0, 'no invoice row');
+      }, 'the chargeback listing invoices');
+      const rows = await page.getByTestId('chargeback-row').evaluateAll((r) => r.map((x) => [
+        x.dataset.tenantId, x.querySelector('[data-testid="chargeback-total"]').textContent,
+      ]));
+      const shown = new Map(rows.map(([id, total]) => [id, moneyText(total)]));
+
+      // Lines open on demand.
+      await page.getByTestId('toggle-lines').first().click();
+      await page.getByTestId('chargeback-invoice').first().waitFor();
+
+      const { name, text } = await downloadText(page, 'download-billing');
+      assert.equal(name, `billing-${cfg.month}.csv`);
+      const csv = parseCsv(text);
+      assert.equal(csv[0].join(','), CSV_HEADER);
+      const totals = csv.slice(1).filter((r) => r[2] === 'total');
+      const perTenant = new Map();
+      for (const r of totals) perTenant.set(r[0], (perTenant.get(r[0]) ?? 0) + 1);
+      for (const [id, n] of perTenant) assert.equal(n, 1, `${id} has ${n} total rows`);
+      assert.deepEqual([...perTenant.keys()].sort(), [...shown.keys()].sort(), 'the CSV and the table list the same tenants');
+      for (const r of totals) {
+        assert.equal(r[1], cfg.month);
+        assert.equal(r[10], shown.get(r[0]), `${r[0]}: total in the CSV and on the page`);
+      }
+      for (const kind of ['subtotal', 'discount']) {
+        assert.equal(csv.slice(1).filter((r) => r[2] === kind).length, perTenant.size, `${kind} rows`);
+      }
+      assert.ok(csv.slice(1).every((r) => r.length === 11), 'every row has 11 fields');
+      assert.equal(perTenant.size, (billing.body.invoices || []).length);
+    });
+  });
+
+  test('shows the allocation, or says that there is none', { timeout: 60_000 }, async () => {
+    await withPage('allocation', open(`/finance/${cfg.month}`, cfg.financeToken), async (page) => {
+      const answer = await api(page, `v1/allocation/${cfg.month}`, cfg.financeToken);
+      if (answer.status === 404) {
+        await page.getByTestId('allocation-missing').waitFor();
+        assert.ok(await page.getByTestId('download-allocation').isDisabled());
+        return;
+      }
+      assert.equal(answer.status, 200);
+      const rows = answer.body.rows || [];
+      if (rows.length === 0) return page.getByTestId('allocation-none').waitFor();
+      await page.getByTestId('allocation-table').waitFor();
+      assert.equal(await page.getByTestId('allocation-row').count(), rows.length);
+      const { name, text } = await downloadText(page, 'download-allocation');
+      assert.equal(name, `allocation-${cfg.month}.csv`);
+      const csv = parseCsv(text);
+      assert.equal(csv[0].join(','), 'period,pool,tenant_id,driver_quantity,share,amount');
+      assert.equal(csv.length - 1, rows.length);
+    });
+  });
+
+  test('the month picker moves to another month', { timeout: 60_000 }, async () => {
+    await withPage('month-picker', open(`/finance/${cfg.month}`, cfg.financeToken), async (page) => {
+      await page.getByTestId('month-input').waitFor();
+      assert.equal(await page.getByTestId('month-input').inputValue(), cfg.month);
+      await page.getByTestId('month-prev').click();
+      const [y, m] = cfg.month.split('-').map(Number);
+      const prev = new Date(Date.UTC(y, m - 2, 1)).toISOString().slice(0, 7);
+      await page.waitForURL(new RegExp(`#/finance/${prev}$`));
+      await page.locator('[data-testid="chargeback-table"], [data-testid="chargeback-none"], [data-testid="billing-error"]').first().waitFor();
+      assert.equal(await page.getByTestId('month-input').inputValue(), prev);
+    });
+  });
+});
+
+describe('layout', () => {
+  test('the overview and a tenant page fit a phone screen without page errors', { timeout: 60_000 }, async () => {
+    await withPage('phone', open(`/tenant/${encodeURIComponent(cfg.tenantId)}`, cfg.financeToken, { width: 390, height: 844 }), async (page) => {
+      await page.getByTestId('tenant-title').waitFor();
+      await page.getByTestId('usage-section').locator('[data-testid="metric-usage"], [data-testid="usage-none"]').first().waitFor();
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 1, `the page is ${overflow}px wider than the screen`);
+    });
+    assert.deepEqual(pageErrors, [], 'JavaScript errors in the pages');
+  });
+});
