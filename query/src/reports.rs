@@ -285,18 +285,19 @@ async fn noisy_rows(
     }
     let baseline_start =
         from.saturating_sub(width.saturating_mul(i64::from(params.baseline_buckets)));
+    let usage = bucket_usage(
+        session,
+        &UsageFilter::default(),
+        metrics,
+        baseline_start,
+        to,
+        width,
+    )
+    .await?;
     let mut rows = Vec::new();
     for metric in metrics {
-        let usage = bucket_usage(
-            session,
-            &UsageFilter::default(),
-            metric,
-            baseline_start,
-            to,
-            width,
-        )
-        .await?;
-        rows.extend(noisy_neighbours(metric, from, to, params, &usage)?);
+        let metric_usage = usage.get(metric).map(Vec::as_slice).unwrap_or_default();
+        rows.extend(noisy_neighbours(metric, from, to, params, metric_usage)?);
     }
     Ok(rows)
 }
@@ -488,9 +489,17 @@ pub async fn usage_series(
         }
         match spec.kind {
             MetricKind::Counter => {
-                let usage =
-                    bucket_usage(&session, &filter, metric, request.from, request.to, width)
-                        .await?;
+                let usage = bucket_usage(
+                    &session,
+                    &filter,
+                    &[metric.to_string()],
+                    request.from,
+                    request.to,
+                    width,
+                )
+                .await?
+                .remove(metric)
+                .unwrap_or_default();
                 points.extend(usage.into_iter().map(|b| UsagePoint {
                     metric: metric.to_string(),
                     unit: spec.unit.clone(),

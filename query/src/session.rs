@@ -80,9 +80,14 @@ impl LakeSession {
                 );
         }
         let runtime = runtime.build_arc().map_err(QueryError::engine)?;
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(false)
             .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
+        // Lake files are one tenant-day each: small enough that page indexes and
+        // bloom filters cost more to read than they save.
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.enable_page_index = false;
+        parquet.bloom_filter_on_read = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
 
         let usage_url = register_store(&ctx, &snapshot.usage)?;

@@ -6,7 +6,7 @@
 //! recent activity. Time ranges are half-open `[from, to)` in UTC microseconds and
 //! are also turned into `day` bounds, so only the partitions of the range are read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
@@ -185,58 +185,101 @@ pub async fn gauge_series(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Vec<GaugeSeries>>, QueryError> {
-    let mut series: BTreeMap<(String, String, Option<String>), Vec<GaugeSample>> = BTreeMap::new();
+    // Series keyed by "tenant\0metric\0resource" in one reused buffer, so a row
+    // allocates nothing unless it starts a new series.
+    struct Series {
+        tenant: String,
+        metric: String,
+        resource: Option<String>,
+        samples: Vec<GaugeSample>,
+    }
+    let mut series: HashMap<String, Series> = HashMap::new();
     if !metrics.is_empty() {
         let frame = filtered_usage(session, filter, from, to)
             .await?
             .filter(metric_in(metrics))
             .and_then(|f| f.select_columns(&["tenant_id", "metric", "resource", "ts", "value"]))
             .map_err(QueryError::engine)?;
+        let mut key = String::new();
         for batch in collect(frame).await? {
             let (tenants, names, resources) = (
                 strings(&batch, 0)?,
                 strings(&batch, 1)?,
                 strings(&batch, 2)?,
             );
+            let (tenants, names, resources) = (
+                tenants.as_string::<i32>(),
+                names.as_string::<i32>(),
+                resources.as_string::<i32>(),
+            );
             let (times, values) = (timestamps(&batch, 3)?, decimals(&batch, 4)?);
             let times = times.as_primitive::<TimestampMicrosecondType>();
             for row in 0..batch.num_rows() {
-                let (Some(tenant), Some(metric)) =
-                    (string_at(&tenants, row), string_at(&names, row))
-                else {
+                if tenants.is_null(row) || names.is_null(row) {
                     continue;
+                }
+                let resource = resources.is_valid(row).then(|| resources.value(row));
+                key.clear();
+                for part in [
+                    tenants.value(row),
+                    names.value(row),
+                    resource.unwrap_or("\u{1}"),
+                ] {
+                    key.push_str(part);
+                    key.push('\0');
+                }
+                let sample = GaugeSample {
+                    ts_micros: times.value(row),
+                    value: decimal_at(&values, row),
                 };
-                series
-                    .entry((tenant, metric, string_at(&resources, row)))
-                    .or_default()
-                    .push(GaugeSample {
-                        ts_micros: times.value(row),
-                        value: decimal_at(&values, row),
-                    });
+                match series.get_mut(key.as_str()) {
+                    Some(found) => found.samples.push(sample),
+                    None => {
+                        series.insert(
+                            key.clone(),
+                            Series {
+                                tenant: tenants.value(row).to_string(),
+                                metric: names.value(row).to_string(),
+                                resource: resource.map(str::to_string),
+                                samples: vec![sample],
+                            },
+                        );
+                    }
+                }
             }
         }
     }
     let mut by_tenant: BTreeMap<String, Vec<GaugeSeries>> = BTreeMap::new();
-    for ((tenant, metric, resource), samples) in series {
-        by_tenant.entry(tenant).or_default().push(GaugeSeries {
-            metric,
-            resource,
-            samples,
-        });
+    for found in series.into_values() {
+        by_tenant
+            .entry(found.tenant)
+            .or_default()
+            .push(GaugeSeries {
+                metric: found.metric,
+                resource: found.resource,
+                samples: found.samples,
+            });
+    }
+    for list in by_tenant.values_mut() {
+        list.sort_by(|a, b| (&a.metric, &a.resource).cmp(&(&b.metric, &b.resource)));
     }
     Ok(by_tenant)
 }
 
-/// Usage of counter `metric` per tenant and bucket of `bucket_micros`, on the grid
-/// that starts at `from`, over `[from, to)`.
+/// Usage of counter `metrics` per metric, tenant and bucket of `bucket_micros`, on
+/// the grid that starts at `from`, over `[from, to)`; one scan for all metrics.
 pub async fn bucket_usage(
     session: &LakeSession,
     filter: &UsageFilter,
-    metric: &str,
+    metrics: &[String],
     from: i64,
     to: i64,
     bucket_micros: i64,
-) -> Result<Vec<BucketUsage>, QueryError> {
+) -> Result<BTreeMap<String, Vec<BucketUsage>>, QueryError> {
+    let mut by_metric: BTreeMap<String, Vec<BucketUsage>> = BTreeMap::new();
+    if metrics.is_empty() {
+        return Ok(by_metric);
+    }
     let stride = lit(ScalarValue::new_interval_mdn(
         0,
         0,
@@ -244,10 +287,11 @@ pub async fn bucket_usage(
     ));
     let frame = filtered_usage(session, filter, from, to)
         .await?
-        .filter(col("metric").eq(lit(metric)))
+        .filter(metric_in(metrics))
         .and_then(|f| {
             f.aggregate(
                 vec![
+                    col("metric"),
                     col("tenant_id"),
                     date_bin(stride, col("ts"), ts_lit(from)).alias("bucket_start"),
                 ],
@@ -255,27 +299,31 @@ pub async fn bucket_usage(
             )
         })
         .map_err(QueryError::engine)?;
-    let mut rows = Vec::new();
     for batch in collect(frame).await? {
-        let (tenants, starts, sums) = (
+        let (names, tenants, starts, sums) = (
             strings(&batch, 0)?,
-            timestamps(&batch, 1)?,
-            decimals(&batch, 2)?,
+            strings(&batch, 1)?,
+            timestamps(&batch, 2)?,
+            decimals(&batch, 3)?,
         );
         let starts = starts.as_primitive::<TimestampMicrosecondType>();
         for row in 0..batch.num_rows() {
-            let Some(tenant_id) = string_at(&tenants, row) else {
+            let (Some(metric), Some(tenant_id)) =
+                (string_at(&names, row), string_at(&tenants, row))
+            else {
                 continue;
             };
-            rows.push(BucketUsage {
+            by_metric.entry(metric).or_default().push(BucketUsage {
                 tenant_id,
                 bucket_start: starts.value(row),
                 usage: decimal_at(&sums, row),
             });
         }
     }
-    rows.sort_by(|a, b| (&a.tenant_id, a.bucket_start).cmp(&(&b.tenant_id, b.bucket_start)));
-    Ok(rows)
+    for rows in by_metric.values_mut() {
+        rows.sort_by(|a, b| (&a.tenant_id, a.bucket_start).cmp(&(&b.tenant_id, b.bucket_start)));
+    }
+    Ok(by_metric)
 }
 
 /// A tenant's accepted events in a window.
