@@ -358,7 +358,9 @@ fn tenant_sql_sees_only_its_tenant() {
 #[test]
 fn sandbox_refuses_every_escape_with_a_clean_error() {
     let lake = build_lake();
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    // (query, environment overrides, expected part of the error)
+    type Escape<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Escape] = &[
         (
             "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp/lake'",
             &[],
