@@ -1001,6 +1001,25 @@ jwt_secret = "s3cret"
     }
 
     #[test]
+    fn server_keys_parse_and_are_checked() {
+        let config = load(
+            "[api]\ncosts_file = \"costs.csv\"\njwt_private_key = \"ed.pem\"\nrequest_timeout = \"5s\"\nmax_body = \"1MiB\"",
+        )
+        .unwrap();
+        assert_eq!(config.api.costs_file.as_deref(), Some("costs.csv"));
+        assert_eq!(config.api.request_timeout.0, Duration::from_secs(5));
+        assert_eq!(config.api.max_body.0, 1 << 20);
+        assert_eq!(
+            load("[api]\njwt_secret = \"\"").unwrap_err().key,
+            "api.jwt_secret"
+        );
+        assert_eq!(
+            load("[api]\nrequest_timeout = \"0s\"").unwrap_err().key,
+            "api.request_timeout"
+        );
+    }
+
+    #[test]
     fn unknown_keys_name_the_key() {
         let err = load("[api]\nlistn = \"x\"").unwrap_err();
         assert_eq!(err.key, "api.listn");
