@@ -4,6 +4,7 @@
 //! flag, key or file), 1 for anything else.
 
 mod reports;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,10 @@ enum Command {
     Health(reports::HealthArgs),
     /// Run a sandboxed SQL query over the lake (as one tenant with --tenant).
     Sql(reports::SqlArgs),
+    /// Serve the HTTP API and the dashboards over the lake.
+    Serve(serve::ServeArgs),
+    /// Mint a bearer token for the API (printed alone on stdout).
+    Token(serve::TokenArgs),
 }
 
 /// Output format of a command's result on stdout.
@@ -179,6 +184,8 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Noisy(args) => reports::noisy(args).await,
         Command::Health(args) => reports::health(args).await,
         Command::Sql(args) => reports::sql(args).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Token(args) => serve::token(args),
     }
 }
 

@@ -1,6 +1,81 @@
-//! allot-api: the HTTP server over the query engine.
+//! allot-api: the HTTP server over the query engine (SPEC §5.2, §5.3).
 //!
-//! Tenant-scoped JSON and CSV views, sandboxed SQL and the web dashboards, served
-//! with axum. It depends on `allot-query`, never on the collectors.
+//! Tenant-scoped JSON and CSV views, sandboxed SQL, Prometheus metrics, the
+//! OpenAPI document and the web dashboards, served with axum. It depends on
+//! `allot-query` for every figure, never on the collectors.
+//!
+//! - [`router`] builds the whole application from the route groups of
+//!   [`routes`] with its state set once; [`serve`] runs it until a shutdown
+//!   signal, finishing the requests in flight.
+//! - [`auth`] verifies bearer tokens (and mints them for `allot token`);
+//!   [`state::AppState::authorize_tenant`] is the one tenant check.
+//! - [`error`] classifies every error into a status and one JSON body.
+//! - [`limits`] holds the per-tenant rate limits and SQL slots, [`audit`] the
+//!   log of denied attempts, [`metrics`] the Prometheus recorder.
+
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod middleware;
+pub mod params;
+pub mod respond;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 pub use allot_query::LakeLocation;
+pub use error::ApiError;
+pub use routes::RouteSpec;
+pub use state::{ApiOptions, AppState};
+
+/// The application: every route of SPEC §5.2 behind the request timeout, the
+/// body limit, the JSON error shape and the request observer; `/v1` routes
+/// behind token authentication.
+pub fn router(state: AppState) -> Router {
+    let authenticated = routes::authenticated()
+        .router
+        .route_layer(from_fn_with_state(state.clone(), middleware::authenticate));
+    Router::new()
+        .merge(authenticated)
+        .merge(routes::public().router)
+        .merge(routes::web::routes())
+        .fallback(routes::web::fallback)
+        .layer(RequestBodyLimitLayer::new(state.max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.request_timeout,
+        ))
+        .layer(from_fn(middleware::json_errors))
+        .layer(from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}
+
+/// Every documented route of [`router`] (all but the dashboard files).
+pub fn route_table() -> Vec<RouteSpec> {
+    let mut specs = routes::authenticated().specs;
+    specs.extend(routes::public().specs);
+    specs.sort();
+    specs
+}
+
+/// Serves [`router`] on `listener` until `shutdown` resolves, then stops
+/// accepting connections and finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

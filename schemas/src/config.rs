@@ -356,6 +356,8 @@ pub struct ApiConfig {
     pub jwt_secret: Option<Secret>,
     /// Path of an Ed25519 public key (PEM) for EdDSA tokens.
     pub jwt_public_key: Option<String>,
+    /// Path of the matching Ed25519 private key (PKCS#8 PEM), only for `allot token`.
+    pub jwt_private_key: Option<String>,
     /// Expected `iss`.
     pub issuer: String,
     /// Expected `aud`.
@@ -374,6 +376,12 @@ pub struct ApiConfig {
     pub sql_memory: ByteSize,
     /// Row cap of one SQL result.
     pub sql_max_rows: usize,
+    /// The shared-costs CSV behind `GET /v1/allocation/{month}`.
+    pub costs_file: Option<String>,
+    /// Time limit of one HTTP request.
+    pub request_timeout: HumanDuration,
+    /// Largest accepted request body.
+    pub max_body: ByteSize,
 }
 
 impl Default for ApiConfig {
@@ -382,6 +390,7 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8080".to_string(),
             jwt_secret: None,
             jwt_public_key: None,
+            jwt_private_key: None,
             issuer: "allot".to_string(),
             audience: "allot".to_string(),
             max_token_ttl: HumanDuration(Duration::from_secs(3600)),
@@ -391,6 +400,9 @@ impl Default for ApiConfig {
             sql_timeout: HumanDuration(Duration::from_secs(30)),
             sql_memory: ByteSize(512 << 20),
             sql_max_rows: 100_000,
+            costs_file: None,
+            request_timeout: HumanDuration(Duration::from_secs(60)),
+            max_body: ByteSize(64 << 10),
         }
     }
 }
@@ -740,6 +752,20 @@ impl Config {
                 ),
             ));
         }
+        if self
+            .api
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().is_empty())
+        {
+            return Err(ConfigError::new("api.jwt_secret", "must not be empty"));
+        }
+        if self.api.request_timeout.0.is_zero() || self.api.max_body.0 == 0 {
+            return Err(ConfigError::new(
+                "api.request_timeout",
+                "request_timeout and max_body must be greater than 0",
+            ));
+        }
         if self.api.max_token_ttl.0.is_zero() {
             return Err(ConfigError::new(
                 "api.max_token_ttl",
@@ -972,6 +998,25 @@ jwt_secret = "s3cret"
             Some(Duration::from_secs(3600))
         );
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn server_keys_parse_and_are_checked() {
+        let config = load(
+            "[api]\ncosts_file = \"costs.csv\"\njwt_private_key = \"ed.pem\"\nrequest_timeout = \"5s\"\nmax_body = \"1MiB\"",
+        )
+        .unwrap();
+        assert_eq!(config.api.costs_file.as_deref(), Some("costs.csv"));
+        assert_eq!(config.api.request_timeout.0, Duration::from_secs(5));
+        assert_eq!(config.api.max_body.0, 1 << 20);
+        assert_eq!(
+            load("[api]\njwt_secret = \"\"").unwrap_err().key,
+            "api.jwt_secret"
+        );
+        assert_eq!(
+            load("[api]\nrequest_timeout = \"0s\"").unwrap_err().key,
+            "api.request_timeout"
+        );
     }
 
     #[test]

@@ -1,0 +1,159 @@
+//! The all-tenant views: the tenant list with health, billing, shared-cost
+//! allocation and noisy neighbours. Finance and admin tokens only; a tenant
+//! token gets 403.
+
+use allot_query::period::format_micros;
+use allot_query::render::{
+    allocation_table, health_json, health_table, invoice_json, invoices_table, noisy_table,
+};
+use allot_query::reports::{self, NoisyRequest};
+use allot_query::usage::ceil_to_grid;
+use axum::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Routes;
+use super::tenant::AsOfQuery;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::params;
+use crate::respond::{Format, report};
+use crate::state::AppState;
+
+/// The noisy-neighbour window when `from` is not given: at least a day.
+const DEFAULT_WINDOW_MICROS: i64 = 24 * 3_600_000_000;
+
+/// `GET /v1/tenants`, `/v1/billing/{month}`, `/v1/allocation/{month}`,
+/// `/v1/noisy-neighbors`.
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/v1/tenants", tenants)
+        .get("/v1/billing/{month}", billing)
+        .get("/v1/allocation/{month}", allocation)
+        .get("/v1/noisy-neighbors", noisy)
+}
+
+/// Refuses tenant tokens.
+fn all_tenants(principal: &Principal) -> Result<(), ApiError> {
+    match principal.confined_to() {
+        Some(_) => Err(ApiError::Forbidden),
+        None => Ok(()),
+    }
+}
+
+async fn tenants(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    format: Format,
+    query: Result<Query<AsOfQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    all_tenants(&principal)?;
+    let now = query?.instant(&state)?;
+    let snapshot = state.snapshot().await?;
+    let rows = reports::health(&snapshot, &state.settings, now, None).await?;
+    let currency = &state.settings.config.currency;
+    Ok(report(
+        format,
+        || {
+            json!({
+                "as_of": format_micros(now),
+                "currency": currency,
+                "tenants": rows.iter().map(|h| health_json(h, currency)).collect::<Vec<_>>(),
+            })
+        },
+        || health_table(&rows),
+    ))
+}
+
+async fn billing(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(month): Path<String>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    all_tenants(&principal)?;
+    let period = params::month(&month)?;
+    let snapshot = state.snapshot().await?;
+    let invoices = reports::invoices(&snapshot, &state.settings, period, None).await?;
+    Ok(report(
+        format,
+        || {
+            json!({
+                "period": period.to_string(),
+                "currency": state.settings.config.currency,
+                "invoices": invoices.iter().map(invoice_json).collect::<Vec<Value>>(),
+            })
+        },
+        || invoices_table(&invoices),
+    ))
+}
+
+async fn allocation(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(month): Path<String>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    all_tenants(&principal)?;
+    let period = params::month(&month)?;
+    let pools = state.cost_pools()?;
+    let snapshot = state.snapshot().await?;
+    let rows = reports::allocation(&snapshot, &state.settings, &pools, period).await?;
+    let table = allocation_table(&rows);
+    Ok(report(
+        format,
+        || json!({"period": period.to_string(), "rows": table.to_json()}),
+        || table.clone(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoisyQuery {
+    from: Option<String>,
+    to: Option<String>,
+    metric: Option<String>,
+    bucket: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn noisy(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    format: Format,
+    query: Result<Query<NoisyQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    all_tenants(&principal)?;
+    let Query(query) = query?;
+    let bucket = match query.bucket.as_deref() {
+        Some(text) => params::bucket(text)?,
+        None => i64::try_from(state.settings.config.noisy.bucket.0.as_micros()).unwrap_or(i64::MAX),
+    };
+    let to = match params::optional_instant("to", query.to.as_deref())? {
+        Some(to) => to,
+        None => ceil_to_grid(state.now_micros(), bucket),
+    };
+    let from = match params::optional_instant("from", query.from.as_deref())? {
+        Some(from) => from,
+        None => to - ceil_to_grid(DEFAULT_WINDOW_MICROS, bucket),
+    };
+    params::ordered(from, to)?;
+    let request = NoisyRequest {
+        from,
+        to,
+        metric: query.metric,
+        bucket_micros: Some(bucket),
+    };
+    let snapshot = state.snapshot().await?;
+    let rows = reports::noisy(&snapshot, &state.settings, &request).await?;
+    let table = noisy_table(&rows, query.all);
+    Ok(report(
+        format,
+        || json!({"rows": table.to_json()}),
+        || table.clone(),
+    ))
+}

@@ -1,0 +1,64 @@
+//! Operations: liveness, readiness (the lake is readable), Prometheus metrics and
+//! the OpenAPI document. None of them needs a token or shows tenant data.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::Routes;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The OpenAPI 3.1 document of the API, kept by hand beside the routes (a test
+/// checks that both list the same routes).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// `GET /healthz`, `/readyz`, `/metrics`, `/v1/openapi.json`.
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/healthz", healthz)
+        .get("/readyz", readyz)
+        .get("/metrics", metrics)
+        .get("/v1/openapi.json", openapi)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.snapshot().await {
+        Ok(_) => Ok(Json(json!({"status": "ready"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            Err(ApiError::NotReady(
+                "the lake cannot be read yet".to_string(),
+            ))
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}

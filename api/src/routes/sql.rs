@@ -1,0 +1,52 @@
+//! `POST /v1/sql`: sandboxed SQL. A tenant token queries a table built from its
+//! own files only; admin queries every tenant; finance may not run SQL.
+
+use allot_query::sandbox::run_sql;
+use allot_query::session::Scope;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+
+use super::Routes;
+use crate::auth::{Principal, Role};
+use crate::error::ApiError;
+use crate::respond::{Format, csv};
+use crate::state::AppState;
+
+/// `POST /v1/sql`.
+pub fn routes() -> Routes {
+    Routes::new().post("/v1/sql", sql)
+}
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlBody {
+    sql: String,
+}
+
+async fn sql(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    format: Format,
+    body: Result<Json<SqlBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let scope = match (principal.role, &principal.tenant) {
+        (Role::Tenant, Some(tenant)) => Scope::Tenant(tenant.clone()),
+        (Role::Admin, _) => Scope::AllTenants,
+        (Role::Finance, _) | (Role::Tenant, None) => return Err(ApiError::Forbidden),
+    };
+    let Json(body) = body?;
+    let _slot = state
+        .sql_slots
+        .try_acquire(&principal.limit_key())
+        .ok_or(ApiError::SqlBusy)?;
+    let snapshot = state.snapshot().await?;
+    let output = run_sql(&snapshot, &scope, &body.sql, &state.sql_limits).await?;
+    Ok(match format {
+        Format::Json => Json(output.to_json()).into_response(),
+        Format::Csv => csv(output.to_csv()),
+    })
+}

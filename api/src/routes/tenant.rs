@@ -1,0 +1,152 @@
+//! One tenant's views: health, usage series and invoices. A tenant token reaches
+//! only its own tenant; finance and admin reach every tenant.
+
+use allot_query::period::format_micros;
+use allot_query::pricing::{self, TenantUsage};
+use allot_query::render::{health_json, health_table, invoice_json, invoices_table, usage_table};
+use allot_query::reports::{self, UsageRequest};
+use allot_query::usage::ceil_to_grid;
+use axum::Extension;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Routes;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::params;
+use crate::respond::{Format, report};
+use crate::state::AppState;
+
+/// The usage window when `from` is not given.
+const DEFAULT_WINDOW_MICROS: i64 = 24 * 3_600_000_000;
+const DEFAULT_BUCKET: &str = "1h";
+
+/// `GET /v1/tenants/{id}/…`.
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/v1/tenants/{id}/health", health)
+        .get("/v1/tenants/{id}/usage", usage)
+        .get("/v1/tenants/{id}/invoices/{month}", tenant_invoice)
+}
+
+/// `?as_of=` of the health routes (default: now).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsOfQuery {
+    as_of: Option<String>,
+}
+
+impl AsOfQuery {
+    /// The instant asked for, or now.
+    pub fn instant(&self, state: &AppState) -> Result<i64, ApiError> {
+        Ok(params::optional_instant("as_of", self.as_of.as_deref())?
+            .unwrap_or_else(|| state.now_micros()))
+    }
+}
+
+async fn health(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    format: Format,
+    query: Result<Query<AsOfQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let snapshot = state.snapshot().await?;
+    state.authorize_tenant(&principal, &id, &snapshot)?;
+    let now = query?.instant(&state)?;
+    let report_rows = reports::health(&snapshot, &state.settings, now, Some(&id)).await?;
+    let health = report_rows
+        .first()
+        .ok_or_else(|| ApiError::Internal("health report without its tenant".to_string()))?;
+    let currency = &state.settings.config.currency;
+    Ok(report(
+        format,
+        || health_json(health, currency),
+        || health_table(&report_rows),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageQuery {
+    from: Option<String>,
+    to: Option<String>,
+    bucket: Option<String>,
+    metric: Option<String>,
+}
+
+async fn usage(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    format: Format,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let snapshot = state.snapshot().await?;
+    state.authorize_tenant(&principal, &id, &snapshot)?;
+    let Query(query) = query?;
+    let bucket_text = query.bucket.as_deref().unwrap_or(DEFAULT_BUCKET);
+    let bucket = params::bucket(bucket_text)?;
+    let to = match params::optional_instant("to", query.to.as_deref())? {
+        Some(to) => to,
+        None => ceil_to_grid(state.now_micros(), bucket),
+    };
+    let from = params::optional_instant("from", query.from.as_deref())?
+        .unwrap_or(to - DEFAULT_WINDOW_MICROS);
+    params::ordered(from, to)?;
+    let request = UsageRequest {
+        tenant: id.clone(),
+        from,
+        to,
+        bucket_micros: bucket,
+        metric: query.metric,
+    };
+    let points = reports::usage_series(&snapshot, &state.settings, &request).await?;
+    Ok(report(
+        format,
+        || {
+            json!({
+                "tenant_id": id,
+                "from": format_micros(from),
+                "to": format_micros(to),
+                "bucket": bucket_text,
+                "points": usage_table(&points).to_json(),
+            })
+        },
+        || usage_table(&points),
+    ))
+}
+
+async fn tenant_invoice(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((id, month)): Path<(String, String)>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let snapshot = state.snapshot().await?;
+    state.authorize_tenant(&principal, &id, &snapshot)?;
+    let period = params::month(&month)?;
+    let settings = &state.settings;
+    let mut invoices = reports::invoices(&snapshot, settings, period, Some(&id)).await?;
+    let invoice = match invoices.pop() {
+        Some(invoice) => invoice,
+        // A tenant without usage in the month owes nothing: an empty invoice.
+        None => pricing::invoice(
+            &settings.book,
+            &settings.catalog,
+            period,
+            &TenantUsage {
+                tenant_id: id,
+                ..TenantUsage::default()
+            },
+        )?,
+    };
+    Ok(report(
+        format,
+        || invoice_json(&invoice),
+        || invoices_table(std::slice::from_ref(&invoice)),
+    ))
+}

@@ -1,0 +1,174 @@
+//! The server's shared state and the options it is built from.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use allot_query::LakeLocation;
+use allot_query::QueryError;
+use allot_query::allocation::{CostPool, parse_costs_csv};
+use allot_query::lake::LakeSnapshot;
+use allot_query::reports::ReportSettings;
+use allot_query::sandbox::SqlLimits;
+use allot_schemas::config::Config;
+use allot_schemas::tenant::is_valid_tenant_id;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::audit::AuditLog;
+use crate::auth::{Authenticator, Principal};
+use crate::clock::{Clock, SystemClock};
+use crate::error::ApiError;
+use crate::limits::{RateLimiter, SqlSlots};
+
+/// What the server is built from.
+#[derive(Clone)]
+pub struct ApiOptions {
+    /// The configuration (its `[api]` section, price book, tenants, thresholds).
+    pub config: Config,
+    /// The lake to serve.
+    pub lake: LakeLocation,
+    /// The clock (the system clock outside tests and demos).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ApiOptions {
+    /// Options with the system clock.
+    pub fn new(config: Config, lake: LakeLocation) -> ApiOptions {
+        ApiOptions {
+            config,
+            lake,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Everything a handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The contents of [`AppState`].
+pub struct Inner {
+    /// Catalog, price book and the whole configuration.
+    pub settings: ReportSettings,
+    /// The lake.
+    pub lake: LakeLocation,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Requests per second per caller.
+    pub rate: RateLimiter,
+    /// Concurrent SQL queries per caller.
+    pub sql_slots: SqlSlots,
+    /// Limits of one SQL query.
+    pub sql_limits: SqlLimits,
+    /// Denied attempts.
+    pub audit: AuditLog,
+    /// Now.
+    pub clock: Arc<dyn Clock>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The shared-costs CSV of `/v1/allocation/{month}`.
+    pub costs_file: Option<PathBuf>,
+    /// Time limit of one request.
+    pub request_timeout: Duration,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Checks the configuration (keys readable, audit log writable, costs file
+    /// valid) and builds the state.
+    pub fn new(options: ApiOptions) -> Result<AppState, ApiError> {
+        let api = options.config.api.clone();
+        let auth = Authenticator::new(&api)?;
+        let audit = AuditLog::open(std::path::Path::new(&api.audit_log))?;
+        let settings = ReportSettings::new(options.config).map_err(|e| ApiError::Setup {
+            key: "rates",
+            message: e.to_string(),
+        })?;
+        let costs_file = api.costs_file.as_ref().map(PathBuf::from);
+        let state = AppState(Arc::new(Inner {
+            settings,
+            lake: options.lake,
+            auth,
+            rate: RateLimiter::new(api.rate_limit_per_s),
+            sql_slots: SqlSlots::new(api.sql_concurrency),
+            sql_limits: SqlLimits::from(&api),
+            audit,
+            clock: options.clock,
+            metrics: crate::metrics::install_recorder(),
+            costs_file,
+            request_timeout: api.request_timeout.0,
+            max_body: usize::try_from(api.max_body.0).unwrap_or(usize::MAX),
+        }));
+        if state.costs_file.is_some() {
+            state.cost_pools().map_err(|e| ApiError::Setup {
+                key: "api.costs_file",
+                message: e.to_string(),
+            })?;
+        }
+        Ok(state)
+    }
+
+    /// Now, in UTC microseconds.
+    pub fn now_micros(&self) -> i64 {
+        self.clock.now_micros()
+    }
+
+    /// The lake's latest snapshot.
+    pub async fn snapshot(&self) -> Result<LakeSnapshot, ApiError> {
+        Ok(LakeSnapshot::load(&self.lake).await?)
+    }
+
+    /// The configured cost pools, read afresh so edits need no restart. The
+    /// file is the server's, so a problem with it is internal (500, logged).
+    pub fn cost_pools(&self) -> Result<Vec<CostPool>, ApiError> {
+        let path = self.costs_file.as_ref().ok_or(ApiError::NotFound(
+            "no shared costs are configured on this server",
+        ))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ApiError::Internal(format!(
+                "cannot read the costs file {}: {e}",
+                path.display()
+            ))
+        })?;
+        parse_costs_csv(
+            &text,
+            &self.settings.catalog,
+            &self.settings.config.currency,
+        )
+        .map_err(|e: QueryError| ApiError::Internal(format!("costs file {}: {e}", path.display())))
+    }
+
+    /// Whether `principal` may see tenant `id` and the tenant exists (files in
+    /// `snapshot` or a `[tenants.<id>]` entry). A tenant token asking for
+    /// another tenant gets the very answer of a missing tenant, plus an audit
+    /// line.
+    pub fn authorize_tenant(
+        &self,
+        principal: &Principal,
+        id: &str,
+        snapshot: &LakeSnapshot,
+    ) -> Result<(), ApiError> {
+        if principal.confined_to().is_some_and(|own| own != id) {
+            return Err(ApiError::TenantNotFound { other_tenant: true });
+        }
+        let exists = is_valid_tenant_id(id)
+            && (self.settings.config.tenants.contains_key(id)
+                || snapshot.usage.tenants().contains(id));
+        if exists {
+            Ok(())
+        } else {
+            Err(ApiError::TenantNotFound {
+                other_tenant: false,
+            })
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The server subcommands: `allot serve` (the HTTP API and dashboards) and
+//! `allot token` (mint a bearer token for an operator or a tenant).
+
+use std::path::PathBuf;
+
+use allot_api::auth::{Role, TokenRequest, mint_token};
+use allot_api::{ApiError, ApiOptions, AppState};
+use allot_schemas::config::HumanDuration;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Failure, cancel_on_signal, lake_location, load_config};
+
+/// `allot serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: `api.listen` from the config).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// The lake: a directory or an object-store URL (default: `lake` from the config).
+    #[arg(long, value_name = "DIR|URL")]
+    lake: Option<String>,
+    /// The configuration file (allot.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// `allot token`.
+#[derive(Args)]
+pub struct TokenArgs {
+    /// What the token may do.
+    #[arg(long, value_parser = ["tenant", "finance", "admin"])]
+    role: String,
+    /// The tenant of a `--role tenant` token.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Lifetime, e.g. `15m` (at most `api.max_token_ttl`).
+    #[arg(long, default_value = "15m", value_name = "DURATION")]
+    ttl: String,
+    /// The `sub` claim (default: the tenant, or the role).
+    #[arg(long)]
+    sub: Option<String>,
+    /// The configuration file (allot.toml) with the signing key.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Maps a server error: the operator's configuration or flags (2), else 1.
+fn failure(error: ApiError) -> Failure {
+    match error {
+        ApiError::Setup { .. } | ApiError::BadRequest(_) => Failure::usage(error),
+        other => Failure::internal(other),
+    }
+}
+
+/// `allot serve [--listen ADDR] [--lake DIR] [--config F]`.
+pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let config = load_config(args.config.as_deref())?;
+    let lake = lake_location(args.lake.as_deref(), &config)?;
+    let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
+    let state = AppState::new(ApiOptions::new(config, lake)).map_err(failure)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| Failure::usage(format!("--listen {listen}: {e}")))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Failure::internal(format!("--listen {listen}: {e}")))?;
+    tracing::info!(%address, "serving on http://{address}/");
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    allot_api::serve(listener, state, cancel.cancelled_owned())
+        .await
+        .map_err(Failure::internal)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `allot token --role R [--tenant T] [--ttl 15m] [--sub S] [--config F]`:
+/// prints the token alone on stdout.
+pub fn token(args: TokenArgs) -> Result<(), Failure> {
+    let config = load_config(args.config.as_deref())?;
+    let role: Role = args.role.parse().map_err(Failure::usage)?;
+    let ttl: HumanDuration = args
+        .ttl
+        .parse()
+        .map_err(|e| Failure::usage(format!("--ttl {:?}: {e}", args.ttl)))?;
+    let sub = args
+        .sub
+        .or_else(|| args.tenant.clone())
+        .unwrap_or_else(|| role.as_str().to_string());
+    let request = TokenRequest {
+        sub,
+        role,
+        tenant: args.tenant,
+        ttl: ttl.0,
+    };
+    let now = chrono::Utc::now().timestamp();
+    let token = mint_token(&config.api, &request, now).map_err(failure)?;
+    println!("{token}");
+    Ok(())
+}
