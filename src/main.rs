@@ -3,6 +3,8 @@
 //! Exit status: 0 on success, 2 for bad usage or bad input (one line naming the
 //! flag, key or file), 1 for anything else.
 
+mod demo;
+mod demo_events;
 mod reports;
 mod serve;
 
@@ -50,6 +52,9 @@ enum Command {
     Health(reports::HealthArgs),
     /// Run a sandboxed SQL query over the lake (as one tenant with --tenant).
     Sql(reports::SqlArgs),
+    /// Run everything on this machine: an embedded Kafka, a synthetic producer, a
+    /// collector, the server and the dashboards.
+    Demo(demo::DemoArgs),
     /// Serve the HTTP API and the dashboards over the lake.
     Serve(serve::ServeArgs),
     /// Mint a bearer token for the API (printed alone on stdout).
@@ -184,6 +189,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Noisy(args) => reports::noisy(args).await,
         Command::Health(args) => reports::health(args).await,
         Command::Sql(args) => reports::sql(args).await,
+        Command::Demo(args) => demo::demo(args).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Token(args) => serve::token(args),
     }

@@ -412,6 +412,12 @@ impl Default for ApiConfig {
 #[serde(transparent)]
 pub struct Secret(String);
 
+impl From<String> for Secret {
+    fn from(secret: String) -> Self {
+        Secret(secret)
+    }
+}
+
 impl Secret {
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &str {
