@@ -39,9 +39,11 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{Clock, EventAssembler, system_clock};
+use crate::compact::{BackgroundCompaction, run_background_compaction};
 use crate::error::IngestError;
 use crate::lake::LakeTables;
 use crate::summary::IngestSummary;
+use crate::telemetry::{self, CommitOutcome};
 use crate::writer::{LakeWriter, OffsetCommit};
 
 /// Environment variable of the crash test hook: when set to `N`, the collector
@@ -72,14 +74,45 @@ pub async fn run_collector(
 ) -> Result<IngestSummary, IngestError> {
     let tables = LakeTables::open_or_create(&options.lake).await?;
     let offsets_table = tables.usage.clone();
+    let ingest = &options.config.ingest;
+    let compaction = BackgroundCompaction {
+        interval: ingest.compaction_interval.0,
+        target_file_bytes: ingest.compaction_target_bytes.0,
+        min_files: ingest.compaction_min_files,
+    };
+    let stop_compaction = cancel.child_token();
+    let mut compactor = tokio::spawn(run_background_compaction(
+        tables.usage.clone(),
+        compaction,
+        stop_compaction.clone(),
+    ));
     let handle = Handle::current();
-    tokio::task::spawn_blocking(move || {
+    let collected = tokio::task::spawn_blocking(move || {
         let mut collector = Collector::new(options, tables, offsets_table, handle)?;
         collector.run(&cancel)
     })
     .await
-    .map_err(|e| IngestError::Worker(e.to_string()))?
+    .map_err(|e| IngestError::Worker(e.to_string()));
+    // A compaction cut short only leaves uncommitted files behind, which readers
+    // never see; give a running one a moment to commit, then stop it.
+    stop_compaction.cancel();
+    if tokio::time::timeout(COMPACTION_STOP_GRACE, &mut compactor)
+        .await
+        .is_err()
+    {
+        compactor.abort();
+    }
+    collected?
 }
+
+/// How long a stopping collector waits for a background compaction to finish.
+const COMPACTION_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How often the collector reports lag and buffered bytes.
+const REPORT_INTERVAL: Duration = Duration::from_secs(3);
+
+/// How long the collector waits for a partition's high watermark.
+const WATERMARK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The consumer's context: reacts to rebalances.
 struct CollectorContext {
@@ -276,7 +309,12 @@ impl Collector {
     fn run(&mut self, cancel: &CancellationToken) -> Result<IngestSummary, IngestError> {
         let started = Instant::now();
         let mut outage: Option<Instant> = None;
+        let mut reported = Instant::now();
         while !cancel.is_cancelled() {
+            if reported.elapsed() >= REPORT_INTERVAL {
+                self.report();
+                reported = Instant::now();
+            }
             // Detached so the message does not borrow the consumer while buffered.
             let polled = self
                 .consumer
@@ -377,6 +415,32 @@ impl Collector {
         }
     }
 
+    /// Updates the lag of every assigned partition and the buffered-bytes gauge.
+    ///
+    /// Lag counts what the lake still lacks: the high watermark (one short broker
+    /// request per partition) minus the offset after the one the lake records.
+    /// While the broker is unreachable the lag is left as last reported.
+    fn report(&self) {
+        telemetry::set_buffered_bytes(self.assembler.buffered_bytes());
+        let assignment = self
+            .consumer
+            .context()
+            .assignment
+            .lock()
+            .expect("not poisoned")
+            .clone();
+        for (partition, recorded) in assignment {
+            let Ok((low, high)) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
+            else {
+                return;
+            };
+            let next = recorded.map_or(low.max(0), |offset| offset + 1);
+            telemetry::set_lag(&self.topic, partition, high - next);
+        }
+    }
+
     fn should_flush(&self) -> bool {
         self.assembler.buffered_rows() >= self.flush_rows
             || self.assembler.buffered_bytes() >= self.flush_bytes
@@ -400,14 +464,23 @@ impl Collector {
     fn flush_with_retry(&mut self, cancel: &CancellationToken) -> Result<(), IngestError> {
         let mut attempt = 0u32;
         loop {
+            let flush_started = Instant::now();
             match self.flush() {
-                Ok(()) => return Ok(()),
+                Ok(None) => return Ok(()),
+                Ok(Some(counts)) => {
+                    telemetry::record_commit(CommitOutcome::Committed, flush_started.elapsed());
+                    telemetry::record_flush(&counts);
+                    telemetry::set_buffered_bytes(self.assembler.buffered_bytes());
+                    return Ok(());
+                }
                 Err(FlushError::Fenced(reason)) => {
+                    telemetry::record_commit(CommitOutcome::Fenced, flush_started.elapsed());
                     tracing::warn!(%reason, "commit fenced: another collector recorded newer offsets; dropping the buffer");
                     self.drop_buffer();
                     return Ok(());
                 }
                 Err(FlushError::Retry(err)) => {
+                    telemetry::record_commit(CommitOutcome::Failed, flush_started.elapsed());
                     attempt += 1;
                     if cancel.is_cancelled() && attempt > 3 {
                         return Err(err);
@@ -420,10 +493,11 @@ impl Collector {
         }
     }
 
-    fn flush(&mut self) -> Result<(), FlushError> {
+    /// Flushes what is buffered; returns what a commit wrote (`None`: nothing buffered).
+    fn flush(&mut self) -> Result<Option<telemetry::FlushCounts>, FlushError> {
         if self.buffered.is_empty() {
             self.buffer_started = None;
-            return Ok(());
+            return Ok(None);
         }
         // Dead letters first: acknowledged before any offset covering them is recorded.
         for delivery in std::mem::take(&mut self.dead_letters) {
@@ -476,6 +550,7 @@ impl Collector {
                 return Err(FlushError::Retry(err));
             }
         };
+        let counts = outcome.counts.clone();
         self.summary.add(outcome);
         let mut commit = TopicPartitionList::new();
         {
@@ -502,7 +577,7 @@ impl Collector {
         }
         self.buffered.clear();
         self.buffer_started = None;
-        Ok(())
+        Ok(Some(counts))
     }
 
     /// After a failed commit, seeks every buffered partition back to the offset
