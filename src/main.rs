@@ -153,7 +153,7 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALLOT_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "warn,buoyant_kernel=off,deltalake_core::writer::stats=error,allot=info,allot_ingest=info",
+            "warn,buoyant_kernel=off,deltalake_core::writer::stats=error,deltalake_core::kernel::transaction=off,allot=info,allot_ingest=info",
         )
     });
     let builder = tracing_subscriber::fmt()
@@ -289,12 +289,16 @@ async fn compact(args: CompactArgs) -> Result<(), Failure> {
         .await
         .map_err(Failure::internal)?;
     println!(
-        "{} tenant-days compacted, {} files removed, {} files added, {} duplicates removed, {} skipped on a concurrent commit",
+        "{} tenant-days compacted, {} files removed, {} files added, {} duplicates removed{}",
         summary.partitions,
         summary.files_removed,
         summary.files_added,
         summary.duplicates_removed,
-        summary.conflicts
+        if summary.conflicts > 0 {
+            "; stopped early because another compaction committed meanwhile, run again"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

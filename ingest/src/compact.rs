@@ -11,8 +11,10 @@
 //! Each partition is rewritten in one Delta commit that removes the old files and
 //! adds the new ones, so a reader sees either the old files or the new ones, never
 //! both. Collectors appending meanwhile do not conflict: their new files are
-//! untouched. A partition whose commit conflicts (another compaction removed the
-//! same files first) is skipped and counted; the next run retries it.
+//! untouched. Every compaction commit records the `txn` app id
+//! [`COMPACTION_APP_ID`], so two compactions committing at once conflict; the
+//! loser stops its run (its list of files may be stale) and the next run lists the
+//! files again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::TransactionError;
-use deltalake::kernel::{Action, Remove};
+use deltalake::kernel::{Action, Remove, Transaction};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -57,7 +59,7 @@ pub struct CompactSummary {
     pub files_added: u64,
     /// Rows dropped because their `(tenant_id, event_id)` was already there.
     pub duplicates_removed: u64,
-    /// Partitions skipped because their commit conflicted; the next run retries.
+    /// 1 when the run stopped because another compaction committed meanwhile.
     pub conflicts: u64,
 }
 
@@ -207,14 +209,12 @@ async fn compact_partitions(
             compact_partition(table, &tenant_id, day_number, &files, target_file_bytes).await;
         let (added, duplicates) = match compacted {
             Ok(done) => done,
+            // Another compaction committed since the files were listed: the list may
+            // name files it removed, so this run stops and the next one lists again.
             Err(err) if is_commit_conflict(&err) => {
-                tracing::info!(%tenant_id, %day, %err, "compaction of tenant-day conflicted; retrying next run");
+                tracing::info!(%tenant_id, %day, %err, "another compaction committed meanwhile; stopping this run");
                 summary.conflicts += 1;
-                table
-                    .update_state()
-                    .await
-                    .map_err(IngestError::lake(name))?;
-                continue;
+                break;
             }
             Err(err) => return Err(err),
         };
@@ -227,6 +227,10 @@ async fn compact_partitions(
     }
     Ok(summary)
 }
+
+/// The `txn` app id every compaction commit records (its version: the commit time
+/// in microseconds), which makes concurrent compactions conflict.
+pub const COMPACTION_APP_ID: &str = "allot-compaction";
 
 /// Whether a compaction commit lost a race with another commit.
 fn is_commit_conflict(err: &IngestError) -> bool {
@@ -306,7 +310,10 @@ async fn compact_partition(
     }
     let adds = writer.flush().await.map_err(IngestError::lake(name))?;
     let added = adds.len() as u64;
-    let data_change = duplicates > 0;
+    // `dataChange` false even when duplicates were dropped: the rows removed repeat
+    // events the table still holds, and collectors appending meanwhile (whose
+    // commits read the whole table) must not conflict with a compaction.
+    let data_change = false;
     let mut actions: Vec<Action> = removes
         .iter()
         .cloned()
@@ -319,6 +326,14 @@ async fn compact_partition(
         add.data_change = data_change;
         Action::Add(add)
     }));
+    // Every compaction commit records the same `txn` app id, so two compactions
+    // (two collectors, or `allot compact` beside them) committing concurrently
+    // always conflict, whatever their `dataChange`; otherwise both could remove the
+    // same files and add two rewritten copies of them.
+    actions.push(Action::Txn(Transaction::new(
+        COMPACTION_APP_ID,
+        chrono::Utc::now().timestamp_micros(),
+    )));
     let operation = DeltaOperation::Optimize {
         predicate: Some(format!("tenant_id = '{tenant_id}' AND day = {day}")),
         target_size: i64::try_from(target_file_bytes).unwrap_or(i64::MAX),

@@ -33,6 +33,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
@@ -108,11 +109,11 @@ pub async fn run_collector(
 /// How long a stopping collector waits for a background compaction to finish.
 const COMPACTION_STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// How often the collector reports lag and buffered bytes.
-const REPORT_INTERVAL: Duration = Duration::from_secs(3);
+/// How often the collector reports its buffered bytes.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long the collector waits for a partition's high watermark.
-const WATERMARK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often librdkafka reports statistics, from which lag is computed.
+pub const STATISTICS_INTERVAL_MS: &str = "3000";
 
 /// The consumer's context: reacts to rebalances.
 struct CollectorContext {
@@ -127,7 +128,27 @@ struct CollectorContext {
     reset: AtomicBool,
 }
 
-impl ClientContext for CollectorContext {}
+impl ClientContext for CollectorContext {
+    /// librdkafka's statistics (every [`STATISTICS_INTERVAL_MS`]) carry each
+    /// partition's high watermark as of its last fetch; lag is what the lake still
+    /// lacks: high watermark − the offset after the one the lake records.
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let assignment = self.assignment.lock().expect("not poisoned");
+        for (&partition, recorded) in assignment.iter() {
+            let Some(stats) = topic.partitions.get(&partition) else {
+                continue;
+            };
+            if stats.hi_offset < 0 {
+                continue; // not fetched yet
+            }
+            let next = recorded.map_or(stats.lo_offset.max(0), |offset| offset + 1);
+            telemetry::set_lag(&self.topic, partition, stats.hi_offset - next);
+        }
+    }
+}
 
 impl ConsumerContext for CollectorContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -255,7 +276,8 @@ impl Collector {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range,roundrobin")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         for (key, value) in &options.config.kafka.properties {
             consumer_config.set(key, value);
         }
@@ -312,7 +334,7 @@ impl Collector {
         let mut reported = Instant::now();
         while !cancel.is_cancelled() {
             if reported.elapsed() >= REPORT_INTERVAL {
-                self.report();
+                telemetry::set_buffered_bytes(self.assembler.buffered_bytes());
                 reported = Instant::now();
             }
             // Detached so the message does not borrow the consumer while buffered.
@@ -412,32 +434,6 @@ impl Collector {
                     }
                 }
             }
-        }
-    }
-
-    /// Updates the lag of every assigned partition and the buffered-bytes gauge.
-    ///
-    /// Lag counts what the lake still lacks: the high watermark (one short broker
-    /// request per partition) minus the offset after the one the lake records.
-    /// While the broker is unreachable the lag is left as last reported.
-    fn report(&self) {
-        telemetry::set_buffered_bytes(self.assembler.buffered_bytes());
-        let assignment = self
-            .consumer
-            .context()
-            .assignment
-            .lock()
-            .expect("not poisoned")
-            .clone();
-        for (partition, recorded) in assignment {
-            let Ok((low, high)) =
-                self.consumer
-                    .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
-            else {
-                return;
-            };
-            let next = recorded.map_or(low.max(0), |offset| offset + 1);
-            telemetry::set_lag(&self.topic, partition, high - next);
         }
     }
 

@@ -45,8 +45,8 @@ pub const COMPACTION_FILES_REMOVED: &str = "allot_compaction_files_removed_total
 pub const COMPACTION_FILES_ADDED: &str = "allot_compaction_files_added_total";
 /// Duplicate rows removed by compaction.
 pub const COMPACTION_DUPLICATES_REMOVED: &str = "allot_compaction_duplicates_removed_total";
-/// Tenant-day compactions abandoned because their commit conflicted (retried on
-/// the next run).
+/// Compaction runs stopped because another compaction committed meanwhile (the
+/// next run starts over).
 pub const COMPACTION_CONFLICTS: &str = "allot_compaction_conflicts_total";
 
 /// Bucket bounds of [`FLUSH_DURATION`], in seconds.
@@ -103,7 +103,7 @@ pub fn describe() {
     );
     describe_counter!(
         COMPACTION_CONFLICTS,
-        "Tenant-day compactions abandoned on a conflicting commit, retried next run"
+        "Compaction runs stopped because another compaction committed meanwhile"
     );
 }
 

@@ -530,7 +530,7 @@ fn is_concurrent_removal(err: &deltalake::DeltaTableError) -> bool {
 }
 
 /// Attempts at committing one flush when concurrent compactions get in the way.
-const MAX_COMMIT_ATTEMPTS: u32 = 5;
+const MAX_COMMIT_ATTEMPTS: u32 = 10;
 
 /// Reads one string column of a Parquet file of the lake into `sink`.
 pub(crate) async fn read_string_column(
