@@ -586,10 +586,30 @@ impl Collector {
                 .map_or(Offset::Beginning, |o| Offset::Offset(o + 1));
             let _ = tpl.add_partition_offset(&self.topic, partition, start);
         }
-        if let Err(err) = self.consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+        // A partition that could not be sought would go on from where it was, and
+        // the next commit would skip what the failed one covered: any error, even
+        // for one partition, sends the collector through a fresh assignment, which
+        // starts every partition at the lake's offsets.
+        let failed = match self.consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+            Ok(sought) => sought
+                .elements()
+                .iter()
+                .find_map(|e| e.error().err())
+                .map(|err| err.to_string()),
+            Err(err) => Some(err.to_string()),
+        };
+        if let Some(err) = failed {
             tracing::error!(%err, "cannot seek back after a failed commit; leaving the group to re-read");
             self.consumer.unsubscribe();
-            let _ = self.consumer.subscribe(&[&self.topic]);
+            self.consumer
+                .context()
+                .assignment
+                .lock()
+                .expect("not poisoned")
+                .clear();
+            if let Err(err) = self.consumer.subscribe(&[&self.topic]) {
+                tracing::error!(%err, "cannot subscribe again");
+            }
         }
         self.buffered.clear();
         self.dead_letters.clear();
