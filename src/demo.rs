@@ -257,7 +257,11 @@ pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
         },
         cancel.clone(),
     ));
-    let state = AppState::new(ApiOptions::new(config.clone(), lake))
+    let options = ApiOptions {
+        metrics: Some(crate::prometheus::install_recorder().map_err(Failure::internal)?),
+        ..ApiOptions::new(config.clone(), lake)
+    };
+    let state = AppState::new(options)
         .map_err(|e| Failure::internal(format!("the demo server: {e}")))?;
     let server = tokio::spawn(allot_api::serve(
         listener,

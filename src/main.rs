@@ -5,9 +5,11 @@
 
 mod demo;
 mod demo_events;
+mod prometheus;
 mod reports;
 mod serve;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -94,6 +96,10 @@ struct IngestArgs {
     /// Do not draw a progress bar even when stderr is a terminal.
     #[arg(long)]
     no_progress: bool,
+    /// Serve the collector's Prometheus metrics at http://ADDR/metrics
+    /// (default: `ingest.metrics_listen`).
+    #[arg(long, value_name = "ADDR", conflicts_with = "from_file")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Args)]
@@ -168,7 +174,7 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALLOT_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "warn,buoyant_kernel=off,deltalake_core::writer::stats=error,allot=info,allot_ingest=info",
+            "warn,buoyant_kernel=off,deltalake_core::writer::stats=error,deltalake_core::kernel::transaction=off,allot=info,allot_ingest=info",
         )
     });
     let builder = tracing_subscriber::fmt()
@@ -252,6 +258,20 @@ async fn ingest(args: IngestArgs) -> Result<(), Failure> {
                 flag.or_else(|| key.clone())
                     .ok_or_else(|| Failure::usage(format!("--{name} is required (or set `kafka.{name}` in the config), or give --from-file")))
             };
+            let metrics_listen = args
+                .metrics_listen
+                .as_deref()
+                .map(|addr| ("--metrics-listen", addr))
+                .or_else(|| {
+                    config
+                        .ingest
+                        .metrics_listen
+                        .as_deref()
+                        .map(|addr| ("ingest.metrics_listen", addr))
+                });
+            if let Some((name, addr)) = metrics_listen {
+                serve_metrics(name, addr, cancel.clone()).await?;
+            }
             let options = KafkaIngestOptions {
                 brokers: required(args.brokers, &config.kafka.brokers, "brokers")?,
                 topic: required(args.topic, &config.kafka.topic, "topic")?,
@@ -265,6 +285,22 @@ async fn ingest(args: IngestArgs) -> Result<(), Failure> {
     }
     .map_err(Failure::internal)?;
     print_summary(&summary, args.format);
+    Ok(())
+}
+
+/// Installs the Prometheus recorder and serves it on `addr`; `name` is the flag or
+/// key the address came from, for the error.
+async fn serve_metrics(name: &str, addr: &str, cancel: CancellationToken) -> Result<(), Failure> {
+    let socket: SocketAddr = addr.parse().map_err(|_| {
+        Failure::usage(format!(
+            "{name} {addr}: not an IP address and port such as 127.0.0.1:9464"
+        ))
+    })?;
+    let handle = prometheus::install_recorder().map_err(Failure::internal)?;
+    let bound = prometheus::serve(socket, handle, cancel)
+        .await
+        .map_err(|e| Failure::usage(format!("{name} {addr}: cannot listen: {e}")))?;
+    tracing::info!(%bound, "serving metrics at /metrics");
     Ok(())
 }
 
@@ -282,8 +318,16 @@ async fn compact(args: CompactArgs) -> Result<(), Failure> {
         .await
         .map_err(Failure::internal)?;
     println!(
-        "{} tenant-days compacted, {} files removed, {} files added, {} duplicates removed",
-        summary.partitions, summary.files_removed, summary.files_added, summary.duplicates_removed
+        "{} tenant-days compacted, {} files removed, {} files added, {} duplicates removed{}",
+        summary.partitions,
+        summary.files_removed,
+        summary.files_added,
+        summary.duplicates_removed,
+        if summary.conflicts > 0 {
+            "; stopped early because another compaction committed meanwhile, run again"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

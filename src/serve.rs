@@ -58,7 +58,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let config = load_config(args.config.as_deref())?;
     let lake = lake_location(args.lake.as_deref(), &config)?;
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
-    let state = AppState::new(ApiOptions::new(config, lake)).map_err(failure)?;
+    let options = ApiOptions {
+        metrics: Some(crate::prometheus::install_recorder().map_err(Failure::internal)?),
+        ..ApiOptions::new(config, lake)
+    };
+    let state = AppState::new(options).map_err(failure)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| Failure::usage(format!("--listen {listen}: {e}")))?;

@@ -42,6 +42,13 @@ impl Drop for CollectorProcess {
     }
 }
 
+/// The `allot` binary under test: `ALLOT_TEST_BIN` when set (a worktree sharing its
+/// target directory with another one, whose builds replace `target/debug/allot`),
+/// else the one Cargo built for this test.
+fn allot_bin() -> String {
+    std::env::var("ALLOT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_allot").to_string())
+}
+
 /// Starts `allot ingest` as a collector process.
 fn start_collector(
     brokers: &str,
@@ -50,7 +57,7 @@ fn start_collector(
     lake: &Path,
     extra_env: &[(&str, &str)],
 ) -> CollectorProcess {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_allot"));
+    let mut command = Command::new(allot_bin());
     command
         .args([
             "ingest",
@@ -613,4 +620,370 @@ async fn exactly_once_across_a_broker_restart() {
     wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(180)).await;
     stop_gracefully(collector);
     assert_exactly_once(lake, 60_000).await;
+}
+
+/// A free TCP port on 127.0.0.1 for a collector's metrics endpoint.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One sample of the Prometheus text format: name, labels and value text.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: String,
+}
+
+/// Fetches `http://127.0.0.1:<port>/metrics` and parses its samples; `None` while
+/// the endpoint does not answer.
+fn scrape(port: u16) -> Option<Vec<Sample>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    let mut samples = Vec::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').expect("label");
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        samples.push(Sample {
+            name: name.to_string(),
+            labels,
+            value: value.to_string(),
+        });
+    }
+    Some(samples)
+}
+
+/// Sums of a counter per value of the given labels.
+fn counter_by(samples: &[Sample], name: &str, labels: &[&str]) -> BTreeMap<Vec<String>, u64> {
+    let mut out = BTreeMap::new();
+    for sample in samples.iter().filter(|s| s.name == name) {
+        let key = labels
+            .iter()
+            .map(|l| sample.labels.get(*l).cloned().unwrap_or_default())
+            .collect();
+        *out.entry(key).or_default() += sample.value.parse::<u64>().expect("integer counter");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_accepted_and_rejected_events_per_tenant_and_lag_reaches_zero() {
+    let _serial = common::serial().await;
+    const PARTITIONS: i32 = 3;
+    let topic = common::fresh_topic("metrics", PARTITIONS).await;
+    let group = format!("{topic}-collectors");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let ok_ts = "2026-03-01T10:00:00Z";
+    let tenants = ["acme", "globex", "initech"];
+    let mut payloads = Vec::new();
+    let mut accepted: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+    for i in 0..3000usize {
+        let tenant = tenants[i % 7 % 3];
+        payloads.push((
+            format!("k{i}"),
+            format!(
+                r#"{{"event_id":"m{i}","tenant_id":"{tenant}","ts":"{ok_ts}","metric":"compute_seconds","value":{i}}}"#
+            ),
+        ));
+        *accepted.entry(vec![tenant.to_string()]).or_default() += 1;
+    }
+    // Rejections with a readable tenant, and without one.
+    let mut rejected: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+    for i in 0..30usize {
+        let (payload, tenant, reason) = match i % 3 {
+            0 => (
+                format!(
+                    r#"{{"event_id":"b{i}","tenant_id":"globex","ts":"{ok_ts}","metric":"gpu","value":1}}"#
+                ),
+                "globex",
+                "unknown_metric",
+            ),
+            1 => (
+                format!(
+                    r#"{{"event_id":"b{i}","tenant_id":"../x","ts":"{ok_ts}","metric":"gpu","value":1}}"#
+                ),
+                "",
+                "invalid_tenant_id",
+            ),
+            _ => ("{not json".to_string(), "", "invalid_json"),
+        };
+        payloads.push((format!("b{i}"), payload));
+        *rejected
+            .entry(vec![tenant.to_string(), reason.to_string()])
+            .or_default() += 1;
+    }
+    produce(&topic, payloads).await;
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let collector = start_collector(
+        &common::kafka_bootstrap(),
+        &topic,
+        &group,
+        lake_dir.path(),
+        &[("ALLOT__INGEST__METRICS_LISTEN", listen.as_str())],
+    );
+    wait_for_zero_lag(
+        &topic,
+        &group,
+        PARTITIONS,
+        lake_dir.path(),
+        Duration::from_secs(120),
+    )
+    .await;
+    // The lake has everything; the metrics catch up within a report interval.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let samples = loop {
+        if let Some(samples) = scrape(port) {
+            let lags: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| s.name == "allot_consumer_lag")
+                .collect();
+            let caught_up = lags.len() == PARTITIONS as usize
+                && lags
+                    .iter()
+                    .all(|s| s.value == "0" && s.labels["topic"] == topic);
+            if caught_up
+                && counter_by(&samples, "allot_events_accepted_total", &["tenant"]) == accepted
+            {
+                break samples;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never caught up: {:?}",
+            scrape(port)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        counter_by(
+            &samples,
+            "allot_events_rejected_total",
+            &["tenant", "reason"]
+        ),
+        rejected
+    );
+    let commits = counter_by(&samples, "allot_delta_commits_total", &["outcome"]);
+    assert!(commits[&vec!["committed".to_string()]] >= 1, "{commits:?}");
+    assert_eq!(
+        counter_by(&samples, "allot_rows_flushed_total", &[])[&vec![]],
+        3000
+    );
+    for name in [
+        "allot_flush_duration_seconds_count",
+        "allot_bytes_flushed_total",
+        "allot_buffered_bytes",
+        "allot_duplicates_dropped_total",
+    ] {
+        assert!(
+            samples.iter().any(|s| s.name == name),
+            "{name} missing from /metrics"
+        );
+    }
+    stop_gracefully(collector);
+}
+
+#[test]
+fn a_bad_metrics_address_exits_2_naming_the_flag() {
+    let lake = tempfile::tempdir().unwrap();
+    let output = Command::new(allot_bin())
+        .args([
+            "ingest",
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--group",
+            "g",
+            "--metrics-listen",
+            "localhost-ish",
+            "--lake",
+        ])
+        .arg(lake.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("allot:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("--metrics-listen localhost-ish"),
+        "{stderr}"
+    );
+}
+
+/// Sends `payload` to one explicit partition of `topic`.
+async fn produce_to_partitions(topic: &str, payloads: &[(i32, String)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_bootstrap())
+        .create()
+        .expect("producer");
+    for (partition, payload) in payloads {
+        producer
+            .send(
+                FutureRecord::<(), String>::to(topic)
+                    .partition(*partition)
+                    .payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_compaction_leaves_one_row_per_event_across_two_collectors() {
+    let _serial = common::serial().await;
+    let topic = common::fresh_topic("bgcompact", 2).await;
+    let group = format!("{topic}-collectors");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = lake_dir.path();
+    let brokers = common::kafka_bootstrap();
+    let env = [
+        ("ALLOT__INGEST__COMPACTION_INTERVAL", "\"2s\""),
+        ("ALLOT__INGEST__COMPACTION_MIN_FILES", "2"),
+    ];
+    let first = start_collector(&brokers, &topic, &group, lake, &env);
+    let second = start_collector(&brokers, &topic, &group, lake, &env);
+    // Let the group give one partition to each.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    const EVENTS: usize = 300;
+    // Each event is sent to both partitions (a producer retry that went to the other
+    // partition), in rounds so that every tenant-day gets several small files.
+    for round in 0..3 {
+        let mut payloads = Vec::new();
+        for i in (round * 100)..((round + 1) * 100) {
+            let (_, payload) = crash_event(i);
+            payloads.push((0, payload.clone()));
+            payloads.push((1, payload));
+        }
+        produce_to_partitions(&topic, &payloads).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    wait_for_zero_lag(&topic, &group, 2, lake, Duration::from_secs(120)).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = common::read_lake_table(lake, "usage_events").await;
+        let mut ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.columns["event_id"].clone().unwrap())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), EVENTS, "an event is missing");
+        if rows.len() == EVENTS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "background compaction left {} rows for {EVENTS} events",
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop_gracefully(first);
+    stop_gracefully(second);
+    assert_exactly_once(lake, EVENTS).await;
+    let log = common::files_under(&lake.join("usage_events/_delta_log"));
+    assert!(
+        log.iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .any(|p| std::fs::read_to_string(p).unwrap().contains("\"OPTIMIZE\"")),
+        "no compaction commit in the log"
+    );
+}
+
+/// The peak resident memory of a process, from `/proc/<pid>/status`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_with_ten_thousand_tenants() {
+    let _serial = common::serial().await;
+    const TENANTS: usize = 10_000;
+    const EVENTS: usize = 20_000;
+    const PARTITIONS: i32 = 4;
+    let topic = common::fresh_topic("tenants10k", PARTITIONS).await;
+    let group = format!("{topic}-collectors");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = lake_dir.path();
+    let event = |i: usize| {
+        let tenant = format!("tenant-{:05}", i % TENANTS);
+        let payload = format!(
+            r#"{{"event_id":"c{i}","tenant_id":"{tenant}","ts":"2026-05-01T{:02}:00:00Z","metric":"compute_seconds","value":{i}.{:03}}}"#,
+            i % 24,
+            i % 1000
+        );
+        (format!("k{i}"), payload)
+    };
+    produce(&topic, (0..EVENTS).map(event)).await;
+    let collector = start_collector(
+        &common::kafka_bootstrap(),
+        &topic,
+        &group,
+        lake,
+        &[
+            ("ALLOT__INGEST__FLUSH_ROWS", "1000000"),
+            ("ALLOT__INGEST__FLUSH_INTERVAL", "\"60s\""),
+            ("ALLOT__INGEST__FLUSH_BYTES", "\"2MiB\""),
+            ("ALLOT__INGEST__MAX_BUFFER_BYTES", "\"4MiB\""),
+            ("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\""),
+        ],
+    );
+    wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(150)).await;
+    let peak_kib = peak_rss_kib(collector.id());
+    stop_gracefully(collector);
+    assert!(
+        peak_kib < 512 * 1024,
+        "peak RSS {} MiB with {TENANTS} tenants",
+        peak_kib / 1024
+    );
+    assert_exactly_once(lake, EVENTS).await;
+    let tenants: std::collections::BTreeSet<String> = common::read_lake_table(lake, "usage_events")
+        .await
+        .into_iter()
+        .map(|r| r.partition["tenant_id"].clone())
+        .collect();
+    assert_eq!(tenants.len(), TENANTS);
 }

@@ -1,8 +1,9 @@
 //! Prometheus metrics of the server, rendered at `GET /metrics`.
 //!
-//! [`install_recorder`] is the one place that installs the process-wide
-//! `metrics` recorder and returns the handle that renders it; every other crate
-//! (the collectors too) records through the `metrics` facade into it.
+//! The `allot` binary installs the process-wide `metrics` recorder once (with
+//! these buckets and the collector's) and hands its handle to the server through
+//! `ApiOptions::metrics`; [`install_recorder`] is the fallback for embedding the
+//! router without it (tests). Every crate records through the `metrics` facade.
 //!
 //! - `allot_http_requests_total{route,method,status}`: requests answered;
 //! - `allot_http_request_duration_seconds{route}`: a histogram of latency.
@@ -21,14 +22,14 @@ pub const HTTP_REQUESTS: &str = "allot_http_requests_total";
 /// Request latency in seconds, by route template.
 pub const HTTP_DURATION: &str = "allot_http_request_duration_seconds";
 
-/// Latency buckets, in seconds.
-const DURATION_BUCKETS: [f64; 12] = [
+/// Latency buckets of [`HTTP_DURATION`], in seconds.
+pub const HTTP_DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
 fn builder() -> PrometheusBuilder {
     PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_string()), &DURATION_BUCKETS)
+        .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_string()), &HTTP_DURATION_BUCKETS)
         .expect("the buckets are not empty")
 }
 

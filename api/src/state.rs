@@ -29,6 +29,9 @@ pub struct ApiOptions {
     pub lake: LakeLocation,
     /// The clock (the system clock outside tests and demos).
     pub clock: Arc<dyn Clock>,
+    /// The process's metrics recorder when the caller installed it (with the
+    /// collector's metrics too); `None` installs [`crate::metrics::install_recorder`].
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl ApiOptions {
@@ -38,6 +41,7 @@ impl ApiOptions {
             config,
             lake,
             clock: Arc::new(SystemClock),
+            metrics: None,
         }
     }
 }
@@ -87,6 +91,10 @@ impl AppState {
     /// valid) and builds the state.
     pub fn new(options: ApiOptions) -> Result<AppState, ApiError> {
         let api = options.config.api.clone();
+        let metrics = options
+            .metrics
+            .clone()
+            .unwrap_or_else(crate::metrics::install_recorder);
         let auth = Authenticator::new(&api)?;
         let audit = AuditLog::open(std::path::Path::new(&api.audit_log))?;
         let settings = ReportSettings::new(options.config).map_err(|e| ApiError::Setup {
@@ -103,7 +111,7 @@ impl AppState {
             sql_limits: SqlLimits::from(&api),
             audit,
             clock: options.clock,
-            metrics: crate::metrics::install_recorder(),
+            metrics,
             costs_file,
             request_timeout: api.request_timeout.0,
             max_body: usize::try_from(api.max_body.0).unwrap_or(usize::MAX),

@@ -1,21 +1,33 @@
-//! Compaction of `usage_events` per tenant-day (`allot compact`).
+//! Compaction of `usage_events` per tenant-day (`allot compact`, and in the
+//! background inside every collector).
 //!
-//! Small files of a tenant-day partition are merged into few large ones (the
-//! configured target size), and rows repeating a `(tenant_id, event_id)` are
-//! removed there: the row ingested first is kept. Each partition is rewritten in
-//! one Delta commit that removes the old files and adds the new ones, so a reader
-//! sees either the old files or the new ones, never both. Collectors appending to
-//! the same partition meanwhile do not conflict: their new files are untouched.
+//! The small files of a tenant-day partition (under half the configured target
+//! size) are merged into few large ones, and rows repeating a
+//! `(tenant_id, event_id)` are removed there: a row whose id is already in one of
+//! the partition's large files is dropped, and among the small files the row
+//! ingested first is kept. Large files are never rewritten, so a busy tenant-day is
+//! not read and written again on every run; only their event ids are read.
+//!
+//! Each partition is rewritten in one Delta commit that removes the old files and
+//! adds the new ones, so a reader sees either the old files or the new ones, never
+//! both. Collectors appending meanwhile do not conflict: their new files are
+//! untouched. Every compaction commit records the `txn` app id
+//! [`COMPACTION_APP_ID`], so two compactions committing at once conflict; the
+//! loser stops its run (its list of files may be stale) and the next run lists the
+//! files again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::usage_events_schema;
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
-use deltalake::kernel::{Action, Remove};
+use deltalake::DeltaTable;
+use deltalake::kernel::transaction::TransactionError;
+use deltalake::kernel::{Action, Remove, Transaction};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -24,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
 use crate::lake::{LakeTables, commit_actions};
+use crate::telemetry;
 
 /// What a compaction run needs.
 pub struct CompactOptions {
@@ -31,7 +44,7 @@ pub struct CompactOptions {
     pub lake: LakeLocation,
     /// Target size of the files written.
     pub target_file_bytes: u64,
-    /// Partitions with fewer files than this are left alone.
+    /// Partitions with fewer small files than this are left alone.
     pub min_files: usize,
 }
 
@@ -46,17 +59,121 @@ pub struct CompactSummary {
     pub files_added: u64,
     /// Rows dropped because their `(tenant_id, event_id)` was already there.
     pub duplicates_removed: u64,
+    /// 1 when the run stopped because another compaction committed meanwhile.
+    pub conflicts: u64,
 }
 
-/// Compacts every tenant-day partition that has at least `min_files` files.
+/// Compacts every tenant-day partition that has at least `min_files` small files.
 pub async fn compact(
     options: CompactOptions,
     cancel: CancellationToken,
 ) -> Result<CompactSummary, IngestError> {
-    let name = LakeTable::UsageEvents.dir_name();
     let tables = LakeTables::open_or_create(&options.lake).await?;
     let mut table = tables.usage;
-    let mut by_partition: BTreeMap<(String, String), Vec<Remove>> = BTreeMap::new();
+    compact_table(
+        &mut table,
+        options.target_file_bytes,
+        options.min_files,
+        &cancel,
+    )
+    .await
+}
+
+/// Background compaction inside a collector: what to compact, and how often.
+#[derive(Debug, Clone)]
+pub struct BackgroundCompaction {
+    /// Time between runs; zero disables background compaction.
+    pub interval: Duration,
+    /// Target size of the files written.
+    pub target_file_bytes: u64,
+    /// Partitions with fewer small files than this are left alone.
+    pub min_files: usize,
+}
+
+/// Compacts `table` every `settings.interval` until `cancel` fires. A failed run
+/// is logged and retried on the next tick; it never stops the collector.
+pub async fn run_background_compaction(
+    mut table: DeltaTable,
+    settings: BackgroundCompaction,
+    cancel: CancellationToken,
+) {
+    if settings.interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(settings.interval) => {}
+        }
+        match compact_table(
+            &mut table,
+            settings.target_file_bytes,
+            settings.min_files,
+            &cancel,
+        )
+        .await
+        {
+            Ok(summary) if summary.partitions > 0 || summary.conflicts > 0 => {
+                tracing::info!(
+                    partitions = summary.partitions,
+                    files_removed = summary.files_removed,
+                    files_added = summary.files_added,
+                    duplicates = summary.duplicates_removed,
+                    conflicts = summary.conflicts,
+                    "background compaction done"
+                );
+            }
+            Ok(_) => tracing::debug!("background compaction: nothing to do"),
+            Err(err) => {
+                tracing::warn!(%err, "background compaction failed; retrying on the next run");
+            }
+        }
+    }
+}
+
+/// Compacts the tenant-days of `table` (brought up to date first) and records the
+/// run in the metrics.
+pub async fn compact_table(
+    table: &mut DeltaTable,
+    target_file_bytes: u64,
+    min_files: usize,
+    cancel: &CancellationToken,
+) -> Result<CompactSummary, IngestError> {
+    let result = compact_partitions(table, target_file_bytes, min_files, cancel).await;
+    let summary = result.as_ref().cloned().unwrap_or_default();
+    telemetry::record_compaction(
+        result.is_ok(),
+        summary.partitions,
+        summary.files_removed,
+        summary.files_added,
+        summary.duplicates_removed,
+        summary.conflicts,
+    );
+    result
+}
+
+/// The files of one tenant-day partition.
+#[derive(Default)]
+struct PartitionFiles {
+    /// Files under half the target size: merged.
+    small: Vec<Remove>,
+    /// Larger files: kept, only their event ids are read.
+    large: Vec<deltalake::Path>,
+}
+
+async fn compact_partitions(
+    table: &mut DeltaTable,
+    target_file_bytes: u64,
+    min_files: usize,
+    cancel: &CancellationToken,
+) -> Result<CompactSummary, IngestError> {
+    let name = LakeTable::UsageEvents.dir_name();
+    table
+        .update_state()
+        .await
+        .map_err(IngestError::lake(name))?;
+    let small_below = target_file_bytes / 2;
+    let mut by_partition: BTreeMap<(String, String), PartitionFiles> = BTreeMap::new();
     for file in table
         .snapshot()
         .map_err(IngestError::lake(name))?
@@ -68,37 +185,65 @@ pub async fn compact(
         else {
             continue;
         };
-        by_partition
+        let files = by_partition
             .entry((tenant.clone(), day.clone()))
-            .or_default()
-            .push(file.remove_action(false));
+            .or_default();
+        if u64::try_from(file.size()).unwrap_or(0) < small_below {
+            files.small.push(file.remove_action(false));
+        } else {
+            files.large.push(file.object_store_path());
+        }
     }
     let mut summary = CompactSummary::default();
-    for ((tenant_id, day), removes) in by_partition {
+    for ((tenant_id, day), files) in by_partition {
         if cancel.is_cancelled() {
             break;
         }
-        if removes.len() < options.min_files.max(1) {
+        if files.small.len() < min_files.max(2) {
             continue;
         }
         let Some(day_number) = parse_day(&day) else {
             continue;
         };
-        let (added, duplicates) = compact_partition(
-            &mut table,
-            &tenant_id,
-            day_number,
-            &removes,
-            options.target_file_bytes,
-        )
-        .await?;
+        let compacted =
+            compact_partition(table, &tenant_id, day_number, &files, target_file_bytes).await;
+        let (added, duplicates) = match compacted {
+            Ok(done) => done,
+            // Another compaction committed since the files were listed: the list may
+            // name files it removed, so this run stops and the next one lists again.
+            Err(err) if is_commit_conflict(&err) => {
+                tracing::info!(%tenant_id, %day, %err, "another compaction committed meanwhile; stopping this run");
+                summary.conflicts += 1;
+                break;
+            }
+            Err(err) => return Err(err),
+        };
+        let removed = files.small.len() as u64;
         summary.partitions += 1;
-        summary.files_removed += removes.len() as u64;
+        summary.files_removed += removed;
         summary.files_added += added;
         summary.duplicates_removed += duplicates;
-        tracing::info!(%tenant_id, %day, files = removes.len(), added, duplicates, "compacted tenant-day");
+        tracing::info!(%tenant_id, %day, files = removed, added, duplicates, "compacted tenant-day");
     }
     Ok(summary)
+}
+
+/// The `txn` app id every compaction commit records (its version: the commit time
+/// in microseconds), which makes concurrent compactions conflict.
+pub const COMPACTION_APP_ID: &str = "allot-compaction";
+
+/// Whether a compaction commit lost a race with another commit.
+fn is_commit_conflict(err: &IngestError) -> bool {
+    matches!(
+        err,
+        IngestError::Lake {
+            source: deltalake::DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            } | deltalake::DeltaTableError::VersionAlreadyExists(_),
+            ..
+        }
+    )
 }
 
 /// Days since the epoch of a `YYYY-MM-DD` partition value.
@@ -108,17 +253,26 @@ fn parse_day(day: &str) -> Option<i32> {
     i32::try_from((date - epoch).num_days()).ok()
 }
 
-/// Rewrites one partition: returns the files added and the duplicates dropped.
+/// Rewrites the small files of one partition: returns the files added and the
+/// duplicates dropped.
 async fn compact_partition(
-    table: &mut deltalake::DeltaTable,
+    table: &mut DeltaTable,
     tenant_id: &str,
     day: i32,
-    removes: &[Remove],
+    files: &PartitionFiles,
     target_file_bytes: u64,
 ) -> Result<(u64, u64), IngestError> {
     let name = LakeTable::UsageEvents.dir_name();
     let store = table.log_store().object_store(None);
     let schema = usage_events_schema();
+    let mut kept_ids: HashSet<String> = HashSet::new();
+    for path in &files.large {
+        crate::writer::read_string_column(store.clone(), path, "event_id", |id| {
+            kept_ids.insert(id.to_string());
+        })
+        .await?;
+    }
+    let removes = &files.small;
     let mut batches = Vec::new();
     for remove in removes {
         let path = deltalake::Path::from(remove.path.as_str());
@@ -145,7 +299,8 @@ async fn compact_partition(
         }
     }
     let all = concat_batches(&schema, &batches)?;
-    let (kept, duplicates) = first_ingested_per_event(&all)?;
+    drop(batches);
+    let (kept, duplicates) = first_ingested_per_event(&all, &kept_ids)?;
 
     let mut writer = RecordBatchWriter::for_table(table)
         .map_err(IngestError::lake(name))?
@@ -155,7 +310,10 @@ async fn compact_partition(
     }
     let adds = writer.flush().await.map_err(IngestError::lake(name))?;
     let added = adds.len() as u64;
-    let data_change = duplicates > 0;
+    // `dataChange` false even when duplicates were dropped: the rows removed repeat
+    // events the table still holds, and collectors appending meanwhile (whose
+    // commits read the whole table) must not conflict with a compaction.
+    let data_change = false;
     let mut actions: Vec<Action> = removes
         .iter()
         .cloned()
@@ -168,6 +326,14 @@ async fn compact_partition(
         add.data_change = data_change;
         Action::Add(add)
     }));
+    // Every compaction commit records the same `txn` app id, so two compactions
+    // (two collectors, or `allot compact` beside them) committing concurrently
+    // always conflict, whatever their `dataChange`; otherwise both could remove the
+    // same files and add two rewritten copies of them.
+    actions.push(Action::Txn(Transaction::new(
+        COMPACTION_APP_ID,
+        chrono::Utc::now().timestamp_micros(),
+    )));
     let operation = DeltaOperation::Optimize {
         predicate: Some(format!("tenant_id = '{tenant_id}' AND day = {day}")),
         target_size: i64::try_from(target_file_bytes).unwrap_or(i64::MAX),
@@ -198,9 +364,13 @@ fn with_partition_columns(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// Keeps, for each event id, the row with the earliest `ingested_at` (then the
-/// smallest `source`); returns the rows kept and how many were dropped.
-fn first_ingested_per_event(batch: &RecordBatch) -> Result<(RecordBatch, u64), IngestError> {
+/// Keeps, for each event id not in `kept_ids`, the row with the earliest
+/// `ingested_at` (then the smallest `source`); returns the rows kept and how many
+/// were dropped.
+fn first_ingested_per_event(
+    batch: &RecordBatch,
+    kept_ids: &HashSet<String>,
+) -> Result<(RecordBatch, u64), IngestError> {
     let ids = batch
         .column_by_name("event_id")
         .expect("schema")
@@ -215,6 +385,9 @@ fn first_ingested_per_event(batch: &RecordBatch) -> Result<(RecordBatch, u64), I
         .as_string::<i32>();
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
+        if kept_ids.contains(ids.value(row)) {
+            continue;
+        }
         let key = (ingested.value(row), sources.value(row));
         first
             .entry(ids.value(row))

@@ -33,15 +33,18 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{Clock, EventAssembler, system_clock};
+use crate::compact::{BackgroundCompaction, run_background_compaction};
 use crate::error::IngestError;
 use crate::lake::LakeTables;
 use crate::summary::IngestSummary;
+use crate::telemetry::{self, CommitOutcome};
 use crate::writer::{LakeWriter, OffsetCommit};
 
 /// Environment variable of the crash test hook: when set to `N`, the collector
@@ -72,14 +75,45 @@ pub async fn run_collector(
 ) -> Result<IngestSummary, IngestError> {
     let tables = LakeTables::open_or_create(&options.lake).await?;
     let offsets_table = tables.usage.clone();
+    let ingest = &options.config.ingest;
+    let compaction = BackgroundCompaction {
+        interval: ingest.compaction_interval.0,
+        target_file_bytes: ingest.compaction_target_bytes.0,
+        min_files: ingest.compaction_min_files,
+    };
+    let stop_compaction = cancel.child_token();
+    let mut compactor = tokio::spawn(run_background_compaction(
+        tables.usage.clone(),
+        compaction,
+        stop_compaction.clone(),
+    ));
     let handle = Handle::current();
-    tokio::task::spawn_blocking(move || {
+    let collected = tokio::task::spawn_blocking(move || {
         let mut collector = Collector::new(options, tables, offsets_table, handle)?;
         collector.run(&cancel)
     })
     .await
-    .map_err(|e| IngestError::Worker(e.to_string()))?
+    .map_err(|e| IngestError::Worker(e.to_string()));
+    // A compaction cut short only leaves uncommitted files behind, which readers
+    // never see; give a running one a moment to commit, then stop it.
+    stop_compaction.cancel();
+    if tokio::time::timeout(COMPACTION_STOP_GRACE, &mut compactor)
+        .await
+        .is_err()
+    {
+        compactor.abort();
+    }
+    collected?
 }
+
+/// How long a stopping collector waits for a background compaction to finish.
+const COMPACTION_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How often the collector reports its buffered bytes.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often librdkafka reports statistics, from which lag is computed.
+pub const STATISTICS_INTERVAL_MS: &str = "3000";
 
 /// The consumer's context: reacts to rebalances.
 struct CollectorContext {
@@ -94,7 +128,27 @@ struct CollectorContext {
     reset: AtomicBool,
 }
 
-impl ClientContext for CollectorContext {}
+impl ClientContext for CollectorContext {
+    /// librdkafka's statistics (every [`STATISTICS_INTERVAL_MS`]) carry each
+    /// partition's high watermark as of its last fetch; lag is what the lake still
+    /// lacks: high watermark − the offset after the one the lake records.
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let assignment = self.assignment.lock().expect("not poisoned");
+        for (&partition, recorded) in assignment.iter() {
+            let Some(stats) = topic.partitions.get(&partition) else {
+                continue;
+            };
+            if stats.hi_offset < 0 {
+                continue; // not fetched yet
+            }
+            let next = recorded.map_or(stats.lo_offset.max(0), |offset| offset + 1);
+            telemetry::set_lag(&self.topic, partition, stats.hi_offset - next);
+        }
+    }
+}
 
 impl ConsumerContext for CollectorContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -222,7 +276,8 @@ impl Collector {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range,roundrobin")
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set("heartbeat.interval.ms", "1000")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         for (key, value) in &options.config.kafka.properties {
             consumer_config.set(key, value);
         }
@@ -276,7 +331,12 @@ impl Collector {
     fn run(&mut self, cancel: &CancellationToken) -> Result<IngestSummary, IngestError> {
         let started = Instant::now();
         let mut outage: Option<Instant> = None;
+        let mut reported = Instant::now();
         while !cancel.is_cancelled() {
+            if reported.elapsed() >= REPORT_INTERVAL {
+                telemetry::set_buffered_bytes(self.assembler.buffered_bytes());
+                reported = Instant::now();
+            }
             // Detached so the message does not borrow the consumer while buffered.
             let polled = self
                 .consumer
@@ -400,14 +460,23 @@ impl Collector {
     fn flush_with_retry(&mut self, cancel: &CancellationToken) -> Result<(), IngestError> {
         let mut attempt = 0u32;
         loop {
+            let flush_started = Instant::now();
             match self.flush() {
-                Ok(()) => return Ok(()),
+                Ok(None) => return Ok(()),
+                Ok(Some(counts)) => {
+                    telemetry::record_commit(CommitOutcome::Committed, flush_started.elapsed());
+                    telemetry::record_flush(&counts);
+                    telemetry::set_buffered_bytes(self.assembler.buffered_bytes());
+                    return Ok(());
+                }
                 Err(FlushError::Fenced(reason)) => {
+                    telemetry::record_commit(CommitOutcome::Fenced, flush_started.elapsed());
                     tracing::warn!(%reason, "commit fenced: another collector recorded newer offsets; dropping the buffer");
                     self.drop_buffer();
                     return Ok(());
                 }
                 Err(FlushError::Retry(err)) => {
+                    telemetry::record_commit(CommitOutcome::Failed, flush_started.elapsed());
                     attempt += 1;
                     if cancel.is_cancelled() && attempt > 3 {
                         return Err(err);
@@ -420,10 +489,11 @@ impl Collector {
         }
     }
 
-    fn flush(&mut self) -> Result<(), FlushError> {
+    /// Flushes what is buffered; returns what a commit wrote (`None`: nothing buffered).
+    fn flush(&mut self) -> Result<Option<telemetry::FlushCounts>, FlushError> {
         if self.buffered.is_empty() {
             self.buffer_started = None;
-            return Ok(());
+            return Ok(None);
         }
         // Dead letters first: acknowledged before any offset covering them is recorded.
         for delivery in std::mem::take(&mut self.dead_letters) {
@@ -476,6 +546,7 @@ impl Collector {
                 return Err(FlushError::Retry(err));
             }
         };
+        let counts = outcome.counts.clone();
         self.summary.add(outcome);
         let mut commit = TopicPartitionList::new();
         {
@@ -502,7 +573,7 @@ impl Collector {
         }
         self.buffered.clear();
         self.buffer_started = None;
-        Ok(())
+        Ok(Some(counts))
     }
 
     /// After a failed commit, seeks every buffered partition back to the offset
@@ -515,10 +586,30 @@ impl Collector {
                 .map_or(Offset::Beginning, |o| Offset::Offset(o + 1));
             let _ = tpl.add_partition_offset(&self.topic, partition, start);
         }
-        if let Err(err) = self.consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+        // A partition that could not be sought would go on from where it was, and
+        // the next commit would skip what the failed one covered: any error, even
+        // for one partition, sends the collector through a fresh assignment, which
+        // starts every partition at the lake's offsets.
+        let failed = match self.consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+            Ok(sought) => sought
+                .elements()
+                .iter()
+                .find_map(|e| e.error().err())
+                .map(|err| err.to_string()),
+            Err(err) => Some(err.to_string()),
+        };
+        if let Some(err) = failed {
             tracing::error!(%err, "cannot seek back after a failed commit; leaving the group to re-read");
             self.consumer.unsubscribe();
-            let _ = self.consumer.subscribe(&[&self.topic]);
+            self.consumer
+                .context()
+                .assignment
+                .lock()
+                .expect("not poisoned")
+                .clear();
+            if let Err(err) = self.consumer.subscribe(&[&self.topic]) {
+                tracing::error!(%err, "cannot subscribe again");
+            }
         }
         self.buffered.clear();
         self.dead_letters.clear();

@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod lake;
 pub mod lines;
 pub mod summary;
+pub mod telemetry;
 pub mod writer;
 
 pub use compact::{CompactOptions, CompactSummary, compact};

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use allot_schemas::lake::{LakeTable, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
-use arrow::compute::filter_record_batch;
+use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::Date32Type;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
@@ -29,6 +29,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::assemble::DecodedBatch;
 use crate::error::IngestError;
 use crate::lake::{LakeTables, commit_append};
+use crate::telemetry::FlushCounts;
 
 /// A tenant-day partition of `usage_events`: tenant id and days since the epoch.
 pub type PartitionKey = (String, i32);
@@ -66,6 +67,8 @@ pub struct AppendOutcome {
     pub partitions: BTreeSet<PartitionKey>,
     /// The `usage_events` version committed, if anything was written.
     pub usage_version: Option<u64>,
+    /// Accepted and rejected events per tenant, for the collector's metrics.
+    pub counts: FlushCounts,
 }
 
 /// Writes decoded batches to the lake.
@@ -110,6 +113,7 @@ impl LakeWriter {
             blank_lines: batch.blank_lines,
             ..AppendOutcome::default()
         };
+        outcome.counts.rejected = rejections_by_tenant(&batch.rejected);
         let rejected = self.new_rejections(batch.rejected).await?;
         outcome.rejected_written = rejected.num_rows() as u64;
         outcome.rejected_duplicates = outcome
@@ -130,28 +134,60 @@ impl LakeWriter {
         if fresh.num_rows() == 0 && offsets.txns.is_empty() {
             return Ok(outcome);
         }
+        outcome.counts.accepted = events_by_tenant(&fresh);
+        outcome.counts.duplicates = outcome.duplicates;
         let name = LakeTable::UsageEvents.dir_name();
-        let adds = write_files(&self.tables.usage, name, fresh).await?;
-        if !offsets.expected.is_empty() {
-            self.tables
-                .usage
-                .update_state()
-                .await
-                .map_err(IngestError::lake(name))?;
-            check_recorded_offsets(&self.tables.usage, &offsets.expected).await?;
-        }
+        let adds = write_partitions(&self.tables.usage, name, fresh).await?;
+        outcome.counts.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
         if offsets.abort_before_commit {
+            if !offsets.expected.is_empty() {
+                self.tables
+                    .usage
+                    .update_state()
+                    .await
+                    .map_err(IngestError::lake(name))?;
+                check_recorded_offsets(&self.tables.usage, &offsets.expected).await?;
+            }
             tracing::error!("test hook: aborting between writing files and committing them");
             std::process::abort();
         }
-        let committed =
-            commit_append(&mut self.tables.usage, name, adds, offsets.txns.clone()).await;
-        outcome.usage_version = Some(committed.map_err(|err| match err {
-            IngestError::Lake { source, .. } if is_txn_conflict(&source) => IngestError::Fenced(
-                format!("a concurrent commit recorded offsets for the same partitions: {source}"),
-            ),
-            other => other,
-        })?);
+        // A compaction that removed duplicates (a data-changing remove) makes Delta
+        // reject an append built on an older snapshot; the files written are still
+        // valid, so the commit is rebuilt on a fresh snapshot, offsets checked again.
+        let mut attempt = 0;
+        let version = loop {
+            attempt += 1;
+            if !offsets.expected.is_empty() || attempt > 1 {
+                self.tables
+                    .usage
+                    .update_state()
+                    .await
+                    .map_err(IngestError::lake(name))?;
+                check_recorded_offsets(&self.tables.usage, &offsets.expected).await?;
+            }
+            let committed = commit_append(
+                &mut self.tables.usage,
+                name,
+                adds.clone(),
+                offsets.txns.clone(),
+            )
+            .await;
+            match committed {
+                Ok(version) => break version,
+                Err(IngestError::Lake { source, .. }) if is_txn_conflict(&source) => {
+                    return Err(IngestError::Fenced(format!(
+                        "a concurrent commit recorded offsets for the same partitions: {source}"
+                    )));
+                }
+                Err(IngestError::Lake { source, .. })
+                    if is_concurrent_removal(&source) && attempt < MAX_COMMIT_ATTEMPTS =>
+                {
+                    tracing::info!(%source, attempt, "a concurrent compaction removed files; committing again on a fresh snapshot");
+                }
+                Err(other) => return Err(other),
+            }
+        };
+        outcome.usage_version = Some(version);
         Ok(outcome)
     }
 
@@ -347,6 +383,106 @@ async fn write_files(
     writer.flush().await.map_err(IngestError::lake(name))
 }
 
+/// Writes a `usage_events` batch as Parquet files (not yet committed), one
+/// tenant-day partition after the other.
+///
+/// Delta's writer keeps an open Parquet writer (encoders and upload buffer) per
+/// partition until it is flushed; given a batch spread over 10,000 tenants at once
+/// it would hold 10,000 of them. Sorting by partition and flushing after each one
+/// keeps a single writer open, so memory does not grow with the number of tenants.
+async fn write_partitions(
+    table: &DeltaTable,
+    name: &'static str,
+    batch: RecordBatch,
+) -> Result<Vec<Add>, IngestError> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let tenant_column = batch.column_by_name("tenant_id").expect("schema").clone();
+    let day_column = batch.column_by_name("day").expect("schema").clone();
+    let order = lexsort_to_indices(
+        &[
+            SortColumn {
+                values: tenant_column,
+                options: None,
+            },
+            SortColumn {
+                values: day_column,
+                options: None,
+            },
+        ],
+        None,
+    )?;
+    let sorted = take_record_batch(&batch, &order)?;
+    drop(batch);
+    let tenants = sorted
+        .column_by_name("tenant_id")
+        .expect("schema")
+        .as_string::<i32>();
+    let days = sorted
+        .column_by_name("day")
+        .expect("schema")
+        .as_primitive::<Date32Type>();
+    let mut writer = RecordBatchWriter::for_table(table).map_err(IngestError::lake(name))?;
+    let mut adds = Vec::new();
+    let mut start = 0;
+    for row in 1..=sorted.num_rows() {
+        let boundary = row == sorted.num_rows()
+            || tenants.value(row) != tenants.value(start)
+            || days.value(row) != days.value(start);
+        if boundary {
+            writer
+                .write(sorted.slice(start, row - start))
+                .await
+                .map_err(IngestError::lake(name))?;
+            adds.extend(writer.flush().await.map_err(IngestError::lake(name))?);
+            start = row;
+        }
+    }
+    Ok(adds)
+}
+
+/// Rows of a `usage_events` batch per tenant.
+fn events_by_tenant(batch: &RecordBatch) -> BTreeMap<String, u64> {
+    let mut counts: HashMap<&str, u64, ahash::RandomState> = HashMap::default();
+    if let Some(tenants) = batch
+        .column_by_name("tenant_id")
+        .and_then(|c| c.as_string_opt::<i32>())
+    {
+        for tenant in tenants.iter().flatten() {
+            *counts.entry(tenant).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(tenant, n)| (tenant.to_string(), n))
+        .collect()
+}
+
+/// Rows of a `rejected_events` batch per tenant (`""` when unknown) and reason.
+fn rejections_by_tenant(batch: &RecordBatch) -> BTreeMap<(String, ReasonCode), u64> {
+    let mut counts = BTreeMap::new();
+    let (Some(tenants), Some(reasons)) = (
+        batch
+            .column_by_name("tenant_id")
+            .and_then(|c| c.as_string_opt::<i32>()),
+        batch
+            .column_by_name("reason")
+            .and_then(|c| c.as_string_opt::<i32>()),
+    ) else {
+        return counts;
+    };
+    for (tenant, reason) in tenants.iter().zip(reasons.iter()) {
+        let Some(reason) = reason.and_then(ReasonCode::from_code) else {
+            continue;
+        };
+        *counts
+            .entry((tenant.unwrap_or_default().to_string(), reason))
+            .or_default() += 1;
+    }
+    counts
+}
+
 /// Fails with [`IngestError::Fenced`] unless `table` records exactly the expected
 /// offsets (`None`: no offset yet) for each app id.
 async fn check_recorded_offsets(
@@ -379,8 +515,25 @@ fn is_txn_conflict(err: &deltalake::DeltaTableError) -> bool {
     )
 }
 
+/// Whether a commit failed only because a concurrent commit removed files with
+/// `dataChange` (a compaction that dropped duplicates).
+fn is_concurrent_removal(err: &deltalake::DeltaTableError) -> bool {
+    matches!(
+        err,
+        deltalake::DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(
+                CommitConflictError::ConcurrentDeleteRead
+                    | CommitConflictError::ConcurrentDeleteDelete
+            )
+        }
+    )
+}
+
+/// Attempts at committing one flush when concurrent compactions get in the way.
+const MAX_COMMIT_ATTEMPTS: u32 = 10;
+
 /// Reads one string column of a Parquet file of the lake into `sink`.
-async fn read_string_column(
+pub(crate) async fn read_string_column(
     store: deltalake::logstore::ObjectStoreRef,
     path: &deltalake::Path,
     column: &str,

@@ -137,6 +137,12 @@ pub struct IngestConfig {
     pub max_event_bytes: ByteSize,
     /// Target size of compacted files.
     pub compaction_target_bytes: ByteSize,
+    /// How often a collector compacts the lake in the background; `0s` disables.
+    pub compaction_interval: HumanDuration,
+    /// Background compaction rewrites a tenant-day once it has this many small files.
+    pub compaction_min_files: usize,
+    /// Address a collector serves Prometheus metrics on (`--metrics-listen`).
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for IngestConfig {
@@ -150,6 +156,9 @@ impl Default for IngestConfig {
             max_future_skew: HumanDuration(Duration::from_secs(86_400)),
             max_event_bytes: ByteSize(1 << 20),
             compaction_target_bytes: ByteSize(128 << 20),
+            compaction_interval: HumanDuration(Duration::from_secs(600)),
+            compaction_min_files: 10,
+            metrics_listen: None,
         }
     }
 }
@@ -735,6 +744,12 @@ impl Config {
             return Err(ConfigError::new(
                 "ingest.max_buffer_bytes",
                 "must be at least ingest.flush_bytes, which must be above 0",
+            ));
+        }
+        if self.ingest.compaction_min_files < 2 {
+            return Err(ConfigError::new(
+                "ingest.compaction_min_files",
+                "must be at least 2",
             ));
         }
         if self.ingest.max_event_bytes.0 == 0 {
