@@ -261,8 +261,8 @@ pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
         metrics: Some(crate::prometheus::install_recorder().map_err(Failure::internal)?),
         ..ApiOptions::new(config.clone(), lake)
     };
-    let state = AppState::new(options)
-        .map_err(|e| Failure::internal(format!("the demo server: {e}")))?;
+    let state =
+        AppState::new(options).map_err(|e| Failure::internal(format!("the demo server: {e}")))?;
     let server = tokio::spawn(allot_api::serve(
         listener,
         state,

@@ -80,7 +80,7 @@ fn is_noisy(tenant: &str, at: DateTime<Utc>, noisy_from: DateTime<Utc>) -> bool 
 
 /// Whether a tenant sends malformed events now and then (a few of them do).
 pub fn is_sloppy(tenant: &str) -> bool {
-    tenant_seed(tenant) % 5 == 0
+    tenant_seed(tenant).is_multiple_of(5)
 }
 
 /// The events of one tenant for `minutes` minutes starting at `minute`, as one
@@ -121,9 +121,9 @@ pub fn minute_events(
     events.push(format!(
         r#"{{"event_id":"{}","tenant_id":"{tenant}","ts":"{ts}","metric":"egress_bytes","value":{egress},"region":"{}","service":"cdn"}}"#,
         id("egress"),
-        if seed % 2 == 0 { "eu-west-1" } else { "us-east-1" }
+        if seed.is_multiple_of(2) { "eu-west-1" } else { "us-east-1" }
     ));
-    if minute.minute() % 10 == 0 {
+    if minute.minute().is_multiple_of(10) {
         for volume in 0..2 {
             let gib = 20 * size + volume * 5 + (minute.timestamp() as u64 / 86_400) % 7;
             events.push(format!(
@@ -133,7 +133,7 @@ pub fn minute_events(
             ));
         }
     }
-    if bad_every > 0 && is_sloppy(tenant) && (noise >> 7) % bad_every == 0 {
+    if bad_every > 0 && is_sloppy(tenant) && (noise >> 7).is_multiple_of(bad_every) {
         let bad = match noise % 4 {
             0 => format!(
                 r#"{{"event_id":"{}","tenant_id":"{tenant}","ts":"{ts}","metric":"compute_seconds","value":-5}}"#,

@@ -29,7 +29,10 @@ pub const HTTP_DURATION_BUCKETS: [f64; 12] = [
 
 fn builder() -> PrometheusBuilder {
     PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_string()), &HTTP_DURATION_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Full(HTTP_DURATION.to_string()),
+            &HTTP_DURATION_BUCKETS,
+        )
         .expect("the buckets are not empty")
 }
 
