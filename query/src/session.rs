@@ -5,7 +5,9 @@
 //!   tenant-day once. A partition holding a single file needs no deduplication
 //!   (the writer and compaction both guarantee it); in partitions with several
 //!   files the first ingested copy of an event is kept (`ingested_at`, then
-//!   `source`), exactly as compaction keeps it.
+//!   `source`), exactly as compaction keeps it. Those partitions are read twice:
+//!   once to find the ids present more than once (a hash aggregate), then to
+//!   pass every other row through and rank only the copies.
 //! - `rejected_events`: only in the all-tenant scope.
 //!
 //! In the tenant scope the tables are built from that tenant's files alone, so no
@@ -21,8 +23,10 @@ use allot_schemas::table_schema::{
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::ExprFunctionExt;
+use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, lit};
 use url::Url;
 
@@ -57,8 +61,10 @@ pub const USAGE_EVENTS: &str = "usage_events";
 /// Name of the rejected events table.
 pub const REJECTED_EVENTS: &str = "rejected_events";
 
-/// Column of the copy number used while deduplicating (never visible).
+/// Column of the copy count and number used while deduplicating (never visible).
 const COPY_COLUMN: &str = "__allot_copy";
+/// Prefix of the key columns of repeated ids while deduplicating (never visible).
+const REPEATED_PREFIX: &str = "__allot_repeated_";
 
 impl LakeSession {
     /// A session over `snapshot` restricted to `scope`.
@@ -167,8 +173,45 @@ fn usage_events_frame(
         .map(|f| f.name().clone())
         .collect();
     let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    // Ids present more than once in a shared partition: a hash aggregate, cheap
+    // when (as nearly always) there are none.
+    let key = ["tenant_id", "day", "event_id"];
+    let shared_frame = ctx
+        .read_table(usage_table(store, shared))
+        .map_err(QueryError::engine)?;
+    let repeated_key: Vec<String> = key
+        .iter()
+        .map(|c| format!("{REPEATED_PREFIX}{c}"))
+        .collect();
+    let repeated_key: Vec<&str> = repeated_key.iter().map(String::as_str).collect();
+    let repeated = shared_frame
+        .clone()
+        .aggregate(
+            key.iter().map(|c| col(*c)).collect(),
+            vec![count(lit(1)).alias(COPY_COLUMN)],
+        )
+        .and_then(|f| f.filter(col(COPY_COLUMN).gt(lit(1i64))))
+        .and_then(|f| {
+            f.select(
+                key.iter()
+                    .zip(&repeated_key)
+                    .map(|(c, alias)| col(*c).alias(*alias))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .map_err(QueryError::engine)?;
+    let once = shared_frame
+        .clone()
+        .join(
+            repeated.clone(),
+            JoinType::LeftAnti,
+            &key,
+            &repeated_key,
+            None,
+        )
+        .map_err(QueryError::engine)?;
     let copy_number = row_number()
-        .partition_by(vec![col("tenant_id"), col("day"), col("event_id")])
+        .partition_by(key.iter().map(|c| col(*c)).collect())
         .order_by(vec![
             col("ingested_at").sort(true, false),
             col("source").sort(true, false),
@@ -176,11 +219,12 @@ fn usage_events_frame(
         .build()
         .map_err(QueryError::engine)?
         .alias(COPY_COLUMN);
-    let first_copies = ctx
-        .read_table(usage_table(store, shared))
+    let first_copies = shared_frame
+        .join(repeated, JoinType::LeftSemi, &key, &repeated_key, None)
         .and_then(|frame| frame.window(vec![copy_number]))
         .and_then(|frame| frame.filter(col(COPY_COLUMN).eq(lit(1u64))))
         .and_then(|frame| frame.select_columns(&columns))
+        .and_then(|frame| once.union(frame))
         .map_err(QueryError::engine)?;
     single_frame.union(first_copies).map_err(QueryError::engine)
 }
