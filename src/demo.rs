@@ -212,6 +212,9 @@ pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
         .duration_trunc(chrono::Duration::minutes(1))
         .map_err(|e| Failure::internal(e.to_string()))?;
     write_costs(&lake_dir, now)?;
+    // The price book and settings, for report commands run on the demo's lake.
+    std::fs::write(lake_dir.join("allot.toml"), include_str!("demo.toml"))
+        .map_err(|e| Failure::internal(format!("--lake {}: {e}", lake_dir.display())))?;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
