@@ -5,6 +5,8 @@
 //! the OpenAPI document against the router, metrics, and `allot serve` /
 //! `allot token` as processes.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,19 +38,6 @@ fn allot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_allot"))
 }
 
-/// A fixed pseudo-random sequence (64-bit LCG), so the lake is the same every run.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-}
-
 /// The lake, config files and keys shared by every test of this file.
 struct Fixture {
     dir: tempfile::TempDir,
@@ -60,24 +49,13 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         let lake = dir.path().join("lake");
-        let mut rng = Lcg(7);
+        let mut rng = common::Lcg(7);
         let mut lines = String::new();
         for (month, days) in [(2, 1..=28), (3, 1..=15)] {
             for day in days {
                 for (t, tenant) in TENANTS.iter().enumerate() {
                     for i in 0..(6 + t) {
-                        let hour = rng.next() % 24;
-                        let (metric, value) = match rng.next() % 3 {
-                            0 => (
-                                "compute_seconds",
-                                format!("{}.{:09}", rng.next() % 5000, rng.next() % 1_000_000_000),
-                            ),
-                            1 => ("egress_bytes", format!("{}", rng.next() % 20_000_000_000)),
-                            _ => ("storage_bytes", format!("{}", rng.next() % 500_000_000_000)),
-                        };
-                        lines.push_str(&format!(
-                            r#"{{"event_id":"{tenant}-{month}-{day}-{i}","tenant_id":"{tenant}","ts":"2026-{month:02}-{day:02}T{hour:02}:{i:02}:00Z","metric":"{metric}","value":{value},"resource":"r{i}"}}"#
-                        ));
+                        lines.push_str(&common::synthetic_event(&mut rng, tenant, month, day, i));
                         lines.push('\n');
                     }
                 }

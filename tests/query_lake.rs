@@ -39,23 +39,10 @@ fn allot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_allot"))
 }
 
-/// A fixed pseudo-random sequence (64-bit LCG), so the lake is the same every run.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-}
-
 /// Writes two event files (February and March 2026, four tenants, decimal values
 /// with up to 9 fractional digits) and returns their paths.
 fn write_events(dir: &Path) -> Vec<PathBuf> {
-    let mut rng = Lcg(42);
+    let mut rng = common::Lcg(42);
     let mut files = Vec::new();
     for (part, days) in [(1, 1..=28), (2, 1..=31)] {
         let month = if part == 1 { 2 } else { 3 };
@@ -63,18 +50,7 @@ fn write_events(dir: &Path) -> Vec<PathBuf> {
         for day in days {
             for (t, tenant) in TENANTS.iter().enumerate() {
                 for i in 0..(3 + t) {
-                    let hour = rng.next() % 24;
-                    let (metric, value) = match rng.next() % 3 {
-                        0 => (
-                            "compute_seconds",
-                            format!("{}.{:09}", rng.next() % 5000, rng.next() % 1_000_000_000),
-                        ),
-                        1 => ("egress_bytes", format!("{}", rng.next() % 20_000_000_000)),
-                        _ => ("storage_bytes", format!("{}", rng.next() % 500_000_000_000)),
-                    };
-                    lines.push_str(&format!(
-                        r#"{{"event_id":"{tenant}-{month}-{day}-{i}","tenant_id":"{tenant}","ts":"2026-{month:02}-{day:02}T{hour:02}:{i:02}:00Z","metric":"{metric}","value":{value},"resource":"r{i}"}}"#
-                    ));
+                    lines.push_str(&common::synthetic_event(&mut rng, tenant, month, day, i));
                     lines.push('\n');
                 }
             }
@@ -296,7 +272,7 @@ proptest::proptest! {
         let baseline = reports_of_chunks(std::slice::from_ref(&lines));
 
         let mut shuffled = lines.clone();
-        let mut rng = Lcg(seed);
+        let mut rng = common::Lcg(seed);
         for i in (1..shuffled.len()).rev() {
             let j = usize::try_from(rng.next()).unwrap() % (i + 1);
             shuffled.swap(i, j);

@@ -351,25 +351,35 @@ pub async fn activity(
         .map_err(QueryError::engine)?;
     let mut by_tenant = BTreeMap::new();
     for batch in collect(frame).await? {
-        let tenants = strings(&batch, 0)?;
-        let counts =
-            arrow::compute::cast(batch.column(1), &DataType::Int64).map_err(QueryError::engine)?;
-        let counts = counts.as_primitive::<Int64Type>();
         let last = timestamps(&batch, 2)?;
         let last = last.as_primitive::<TimestampMicrosecondType>();
-        for row in 0..batch.num_rows() {
-            if let Some(tenant) = string_at(&tenants, row) {
-                by_tenant.insert(
-                    tenant,
-                    Activity {
-                        events: u64::try_from(counts.value(row)).unwrap_or(0),
-                        last_event_micros: last.value(row),
-                    },
-                );
-            }
+        for (row, tenant, events) in tenant_counts(&batch)? {
+            let last_event_micros = last.value(row);
+            by_tenant.insert(
+                tenant,
+                Activity {
+                    events,
+                    last_event_micros,
+                },
+            );
         }
     }
     Ok(by_tenant)
+}
+
+/// The rows of a `tenant_id, count, …` aggregate: (row, tenant, count), skipping
+/// rows without a tenant.
+fn tenant_counts(batch: &RecordBatch) -> Result<Vec<(usize, String, u64)>, QueryError> {
+    let tenants = strings(batch, 0)?;
+    let counts =
+        arrow::compute::cast(batch.column(1), &DataType::Int64).map_err(QueryError::engine)?;
+    let counts = counts.as_primitive::<Int64Type>();
+    Ok((0..batch.num_rows())
+        .filter_map(|row| {
+            string_at(&tenants, row)
+                .map(|tenant| (row, tenant, u64::try_from(counts.value(row)).unwrap_or(0)))
+        })
+        .collect())
 }
 
 /// Rejected events per tenant (those whose tenant could be read) rejected in
@@ -396,14 +406,8 @@ pub async fn rejected_counts(
         .map_err(QueryError::engine)?;
     let mut by_tenant = BTreeMap::new();
     for batch in collect(frame).await? {
-        let tenants = strings(&batch, 0)?;
-        let counts =
-            arrow::compute::cast(batch.column(1), &DataType::Int64).map_err(QueryError::engine)?;
-        let counts = counts.as_primitive::<Int64Type>();
-        for row in 0..batch.num_rows() {
-            if let Some(tenant) = string_at(&tenants, row) {
-                by_tenant.insert(tenant, u64::try_from(counts.value(row)).unwrap_or(0));
-            }
+        for (_, tenant, count) in tenant_counts(&batch)? {
+            by_tenant.insert(tenant, count);
         }
     }
     Ok(by_tenant)

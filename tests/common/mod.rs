@@ -142,3 +142,34 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// A fixed pseudo-random sequence (64-bit LCG), so test lakes are the same every run.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number (31 bits).
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+/// The `i`-th synthetic event of `tenant` on 2026-`month`-`day`: a random metric of
+/// the built-in catalog with a decimal value (up to 9 fractional digits).
+pub fn synthetic_event(rng: &mut Lcg, tenant: &str, month: u32, day: u32, i: usize) -> String {
+    let hour = rng.next() % 24;
+    let (metric, value) = match rng.next() % 3 {
+        0 => (
+            "compute_seconds",
+            format!("{}.{:09}", rng.next() % 5000, rng.next() % 1_000_000_000),
+        ),
+        1 => ("egress_bytes", format!("{}", rng.next() % 20_000_000_000)),
+        _ => ("storage_bytes", format!("{}", rng.next() % 500_000_000_000)),
+    };
+    format!(
+        r#"{{"event_id":"{tenant}-{month}-{day}-{i}","tenant_id":"{tenant}","ts":"2026-{month:02}-{day:02}T{hour:02}:{i:02}:00Z","metric":"{metric}","value":{value},"resource":"r{i}"}}"#
+    )
+}
