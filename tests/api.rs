@@ -94,25 +94,10 @@ struct Server {
 fn config_text(audit: &Path, api_extra: &str) -> String {
     let fixture = fixture();
     let root = fixture.dir.path();
+    let price_book = common::FLAT_PRICE_BOOK;
     format!(
         r#"
-currency = "USD"
-
-[[rates]]
-metric = "compute_seconds"
-effective_from = "2026-01-01"
-unit_price = "0.0400"
-
-[[rates]]
-metric = "egress_bytes"
-effective_from = "2026-01-01"
-unit_price = "0.09"
-
-[[rates]]
-metric = "storage_bytes"
-effective_from = "2026-01-01"
-unit_price = "0.023"
-
+{price_book}
 [tenants.alpha]
 quotas = {{ compute_seconds = "1000000" }}
 

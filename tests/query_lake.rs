@@ -16,24 +16,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 
 const TENANTS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
 
-const CONFIG: &str = r#"
-currency = "USD"
-
-[[rates]]
-metric = "compute_seconds"
-effective_from = "2026-01-01"
-unit_price = "0.0400"
-
-[[rates]]
-metric = "egress_bytes"
-effective_from = "2026-01-01"
-unit_price = "0.09"
-
-[[rates]]
-metric = "storage_bytes"
-effective_from = "2026-01-01"
-unit_price = "0.023"
-"#;
+const CONFIG: &str = common::FLAT_PRICE_BOOK;
 
 fn allot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_allot"))

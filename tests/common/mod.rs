@@ -173,3 +173,23 @@ pub fn synthetic_event(rng: &mut Lcg, tenant: &str, month: u32, day: u32, i: usi
         r#"{{"event_id":"{tenant}-{month}-{day}-{i}","tenant_id":"{tenant}","ts":"2026-{month:02}-{day:02}T{hour:02}:{i:02}:00Z","metric":"{metric}","value":{value},"resource":"r{i}"}}"#
     )
 }
+
+/// Flat rates for the three built-in metrics, in USD: the price book of the test lakes.
+pub const FLAT_PRICE_BOOK: &str = r#"
+currency = "USD"
+
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-01"
+unit_price = "0.0400"
+
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.09"
+
+[[rates]]
+metric = "storage_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.023"
+"#;
