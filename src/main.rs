@@ -313,16 +313,18 @@ async fn compact(args: CompactArgs) -> Result<(), Failure> {
         lake,
         target_file_bytes: config.ingest.compaction_target_bytes.0,
         min_files: args.min_files,
+        catalog: config.catalog(),
     };
     let summary = allot_ingest::compact(options, cancel)
         .await
         .map_err(Failure::internal)?;
     println!(
-        "{} tenant-days compacted, {} files removed, {} files added, {} duplicates removed{}",
+        "{} tenant-days compacted, {} files removed, {} files added, {} duplicates removed; rollups of {} tenant-days refreshed{}",
         summary.partitions,
         summary.files_removed,
         summary.files_added,
         summary.duplicates_removed,
+        summary.rollups.partitions,
         if summary.conflicts > 0 {
             "; stopped early because another compaction committed meanwhile, run again"
         } else {

@@ -395,6 +395,7 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
             lake: lake.clone(),
             target_file_bytes: 128 << 20,
             min_files: 2,
+            catalog: allot_schemas::config::Config::default().catalog(),
         },
         tokio_util::sync::CancellationToken::new(),
     )

@@ -386,3 +386,158 @@ fn sandbox_refuses_every_escape_with_a_clean_error() {
         }
     }
 }
+
+/// Every report of the test lake that rollups can serve, rendered as CSV: March
+/// invoices, noisy neighbours over March, health at an instant in the middle of
+/// an hour, one tenant's hourly and daily usage, and an allocation by a gauge.
+async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSettings) -> String {
+    use allot_query::render::{
+        allocation_table, health_table, invoices_table, noisy_table, usage_table,
+    };
+    use allot_query::reports::{self, NoisyRequest, UsageRequest};
+    let location = allot_query::LakeLocation::parse(lake.to_str().unwrap()).unwrap();
+    let snapshot = allot_query::lake::LakeSnapshot::load(&location)
+        .await
+        .unwrap();
+    let at = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_micros()
+    };
+    let march: allot_query::period::Period = "2026-03".parse().unwrap();
+    let mut out = String::new();
+    let invoices = reports::invoices(&snapshot, settings, march, None)
+        .await
+        .unwrap();
+    out += &invoices_table(&invoices).to_csv();
+    let noisy = NoisyRequest {
+        from: at("2026-03-01T00:00:00Z"),
+        to: at("2026-04-01T00:00:00Z"),
+        metric: None,
+        bucket_micros: None,
+    };
+    out += &noisy_table(
+        &reports::noisy(&snapshot, settings, &noisy).await.unwrap(),
+        true,
+    )
+    .to_csv();
+    let health = reports::health(&snapshot, settings, at("2026-03-20T13:17:05Z"), None)
+        .await
+        .unwrap();
+    out += &health_table(&health).to_csv();
+    for bucket in [3_600_000_000, 86_400_000_000] {
+        let usage = UsageRequest {
+            tenant: "bravo".to_string(),
+            from: at("2026-02-27T00:00:00Z"),
+            to: at("2026-03-05T00:00:00Z"),
+            bucket_micros: bucket,
+            metric: None,
+        };
+        out += &usage_table(
+            &reports::usage_series(&snapshot, settings, &usage)
+                .await
+                .unwrap(),
+        )
+        .to_csv();
+    }
+    let pools = allot_query::allocation::parse_costs_csv(
+        "period,pool,amount,currency,driver\n2026-03,storage,1000.00,USD,storage_bytes\n",
+        &settings.catalog,
+        "USD",
+    )
+    .unwrap();
+    out += &allocation_table(
+        &reports::allocation(&snapshot, settings, &pools, march)
+            .await
+            .unwrap(),
+    )
+    .to_csv();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollups_give_the_figures_of_the_raw_events() {
+    let lake = build_lake();
+    let config = allot_schemas::config::Config::from_toml_str(CONFIG, "test", []).unwrap();
+    let rolled = allot_query::reports::ReportSettings::new(config).unwrap();
+    let raw = allot_query::reports::ReportSettings {
+        use_rollups: false,
+        ..rolled.clone()
+    };
+    let location = allot_query::LakeLocation::parse(lake.lake.to_str().unwrap()).unwrap();
+    let expected = report_figures(&lake.lake, &raw).await;
+    assert!(
+        expected.contains("alpha,2026-03,compute_seconds"),
+        "{expected}"
+    );
+
+    let refreshed = allot_ingest::rollup::refresh_rollups(&location, &rolled.catalog)
+        .await
+        .unwrap();
+    let partitions = (28 + 31) * TENANTS.len() as u64;
+    assert_eq!(refreshed.partitions, partitions);
+    let snapshot = allot_query::lake::LakeSnapshot::load(&location)
+        .await
+        .unwrap();
+    let mut session = allot_query::session::LakeSession::new(
+        &snapshot,
+        &allot_query::session::Scope::AllTenants,
+        &allot_query::session::SessionLimits::default(),
+    )
+    .unwrap();
+    session
+        .attach_rollups(&snapshot.hourly, &rolled.catalog)
+        .await
+        .unwrap();
+    assert_eq!(session.current_rollups().len() as u64, partitions);
+    assert_eq!(report_figures(&lake.lake, &rolled).await, expected);
+
+    // A late event lands in one partition: its rollups no longer match its files,
+    // so reports read it raw until the next refresh, which redoes it alone.
+    let late = lake._dir.path().join("late.jsonl");
+    std::fs::write(
+        &late,
+        r#"{"event_id":"late-1","tenant_id":"bravo","ts":"2026-03-03T10:30:00Z","metric":"storage_bytes","value":7000000000,"resource":"r1"}
+{"event_id":"late-2","tenant_id":"bravo","ts":"2026-03-03T11:00:00Z","metric":"compute_seconds","value":3600.5,"resource":"r1"}
+"#,
+    )
+    .unwrap();
+    let output = allot()
+        .args(["ingest", "--no-progress", "--from-file"])
+        .arg(&late)
+        .arg("--lake")
+        .arg(&lake.lake)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let expected_late = report_figures(&lake.lake, &raw).await;
+    assert_ne!(expected_late, expected);
+    assert_eq!(report_figures(&lake.lake, &rolled).await, expected_late);
+    let refreshed = allot_ingest::rollup::refresh_rollups(&location, &rolled.catalog)
+        .await
+        .unwrap();
+    assert_eq!(refreshed.partitions, 1);
+    assert_eq!(report_figures(&lake.lake, &rolled).await, expected_late);
+
+    // Another hold for the gauge: no rollup matches any more, the figures follow
+    // the new hold, and a refresh redoes every partition.
+    let config = allot_schemas::config::Config::from_toml_str(
+        &format!("{CONFIG}\n[metrics.storage_bytes]\nkind = \"gauge\"\nunit = \"GiB-month\"\ndivisor = \"1073741824\"\nhold = \"3h\"\n"),
+        "test",
+        [],
+    )
+    .unwrap();
+    let rolled_3h = allot_query::reports::ReportSettings::new(config).unwrap();
+    let raw_3h = allot_query::reports::ReportSettings {
+        use_rollups: false,
+        ..rolled_3h.clone()
+    };
+    let expected_3h = report_figures(&lake.lake, &raw_3h).await;
+    assert_ne!(expected_3h, expected_late);
+    assert_eq!(report_figures(&lake.lake, &rolled_3h).await, expected_3h);
+    let refreshed = allot_ingest::rollup::refresh_rollups(&location, &rolled_3h.catalog)
+        .await
+        .unwrap();
+    assert_eq!(refreshed.partitions, partitions);
+    assert_eq!(report_figures(&lake.lake, &rolled_3h).await, expected_3h);
+}

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::usage_events_schema;
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
 use crate::lake::{LakeTables, commit_actions};
+use crate::rollup::{RollupSummary, refresh_rollups};
 use crate::telemetry;
 
 /// What a compaction run needs.
@@ -46,6 +48,8 @@ pub struct CompactOptions {
     pub target_file_bytes: u64,
     /// Partitions with fewer small files than this are left alone.
     pub min_files: usize,
+    /// The catalog whose gauges the rollups weigh.
+    pub catalog: MetricCatalog,
 }
 
 /// What a compaction run did.
@@ -61,6 +65,8 @@ pub struct CompactSummary {
     pub duplicates_removed: u64,
     /// 1 when the run stopped because another compaction committed meanwhile.
     pub conflicts: u64,
+    /// What refreshing the rollups afterwards did.
+    pub rollups: RollupSummary,
 }
 
 /// Compacts every tenant-day partition that has at least `min_files` small files.
@@ -70,13 +76,15 @@ pub async fn compact(
 ) -> Result<CompactSummary, IngestError> {
     let tables = LakeTables::open_or_create(&options.lake).await?;
     let mut table = tables.usage;
-    compact_table(
+    let mut summary = compact_table(
         &mut table,
         options.target_file_bytes,
         options.min_files,
         &cancel,
     )
-    .await
+    .await?;
+    summary.rollups = refresh_rollups(&options.lake, &options.catalog).await?;
+    Ok(summary)
 }
 
 /// Background compaction inside a collector: what to compact, and how often.
@@ -88,6 +96,10 @@ pub struct BackgroundCompaction {
     pub target_file_bytes: u64,
     /// Partitions with fewer small files than this are left alone.
     pub min_files: usize,
+    /// The lake, whose rollups are refreshed after each run.
+    pub lake: LakeLocation,
+    /// The catalog whose gauges the rollups weigh.
+    pub catalog: MetricCatalog,
 }
 
 /// Compacts `table` every `settings.interval` until `cancel` fires. A failed run
@@ -126,6 +138,18 @@ pub async fn run_background_compaction(
             Ok(_) => tracing::debug!("background compaction: nothing to do"),
             Err(err) => {
                 tracing::warn!(%err, "background compaction failed; retrying on the next run");
+            }
+        }
+        match refresh_rollups(&settings.lake, &settings.catalog).await {
+            Ok(rollups) if rollups.partitions > 0 => tracing::info!(
+                partitions = rollups.partitions,
+                days = rollups.days,
+                rows = rollups.rows,
+                "rollups refreshed"
+            ),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(%err, "refreshing the rollups failed; retrying on the next run");
             }
         }
     }

@@ -55,6 +55,9 @@ pub enum IngestError {
     /// unexpectedly.
     #[error("a worker stopped: {0}")]
     Worker(String),
+    /// Computing or writing the hourly rollups failed.
+    #[error("refreshing usage_hourly: {0}")]
+    Rollup(String),
 }
 
 impl IngestError {

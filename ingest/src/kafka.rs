@@ -80,6 +80,8 @@ pub async fn run_collector(
         interval: ingest.compaction_interval.0,
         target_file_bytes: ingest.compaction_target_bytes.0,
         min_files: ingest.compaction_min_files,
+        lake: options.lake.clone(),
+        catalog: options.config.catalog(),
     };
     let stop_compaction = cancel.child_token();
     let mut compactor = tokio::spawn(run_background_compaction(
@@ -232,6 +234,8 @@ struct PartitionRange {
     recorded: Option<i64>,
     /// The last offset buffered.
     last: i64,
+    /// Messages buffered from this partition.
+    messages: usize,
 }
 
 struct Collector {
@@ -394,11 +398,13 @@ impl Collector {
         let range = self.buffered.entry(partition).or_insert(PartitionRange {
             recorded,
             last: recorded.unwrap_or(-1),
+            messages: 0,
         });
         if offset <= range.last {
             return; // delivered again before the seek took effect
         }
         range.last = offset;
+        range.messages += 1;
         self.buffer_started.get_or_insert_with(Instant::now);
         let source = Provenance::Kafka {
             topic: &self.topic,
@@ -437,8 +443,12 @@ impl Collector {
         }
     }
 
+    /// Whether one Kafka partition's share of the buffer reached `flush_rows`, the
+    /// whole buffer `flush_bytes`, or the oldest buffered event `flush_interval`.
     fn should_flush(&self) -> bool {
-        self.assembler.buffered_rows() >= self.flush_rows
+        self.buffered
+            .values()
+            .any(|range| range.messages >= self.flush_rows)
             || self.assembler.buffered_bytes() >= self.flush_bytes
             || self
                 .buffer_started

@@ -49,7 +49,7 @@ impl LakeTables {
     }
 }
 
-async fn open_or_create_table(
+pub(crate) async fn open_or_create_table(
     location: &LakeLocation,
     table: LakeTable,
     schema: SchemaRef,

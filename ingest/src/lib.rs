@@ -3,8 +3,10 @@
 //! Sources (JSON Lines files now, Kafka partitions too) feed raw events to an
 //! [`assemble::EventAssembler`], which validates them into Arrow batches of
 //! accepted and rejected rows; a [`writer::LakeWriter`] removes duplicates and
-//! commits each batch to the Delta tables of the lake in one commit. This crate
-//! never depends on the query engine or the server.
+//! commits each batch to the Delta tables of the lake in one commit. Compaction
+//! merges small files and keeps the hourly rollups up to date; it is the only
+//! user of the query engine here (the rollups are computed the way reports read
+//! events). This crate never depends on the server.
 
 pub mod assemble;
 pub mod batch;
@@ -14,6 +16,7 @@ pub mod file;
 pub mod kafka;
 pub mod lake;
 pub mod lines;
+pub mod rollup;
 pub mod summary;
 pub mod telemetry;
 pub mod writer;

@@ -137,7 +137,15 @@ impl LakeWriter {
         outcome.counts.accepted = events_by_tenant(&fresh);
         outcome.counts.duplicates = outcome.duplicates;
         let name = LakeTable::UsageEvents.dir_name();
+        let writing = std::time::Instant::now();
         let adds = write_partitions(&self.tables.usage, name, fresh).await?;
+        tracing::debug!(
+            rows = outcome.written,
+            files = adds.len(),
+            secs = writing.elapsed().as_secs_f64(),
+            "wrote the batch's files"
+        );
+        let committing = std::time::Instant::now();
         outcome.counts.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
         if offsets.abort_before_commit {
             if !offsets.expected.is_empty() {
@@ -187,6 +195,11 @@ impl LakeWriter {
                 Err(other) => return Err(other),
             }
         };
+        tracing::debug!(
+            version,
+            secs = committing.elapsed().as_secs_f64(),
+            "committed the batch"
+        );
         outcome.usage_version = Some(version);
         Ok(outcome)
     }
@@ -383,13 +396,18 @@ async fn write_files(
     writer.flush().await.map_err(IngestError::lake(name))
 }
 
-/// Writes a `usage_events` batch as Parquet files (not yet committed), one
-/// tenant-day partition after the other.
+/// Writes a `usage_events` batch as Parquet files (not yet committed), one file
+/// per tenant-day partition.
 ///
 /// Delta's writer keeps an open Parquet writer (encoders and upload buffer) per
 /// partition until it is flushed; given a batch spread over 10,000 tenants at once
-/// it would hold 10,000 of them. Sorting by partition and flushing after each one
-/// keeps a single writer open, so memory does not grow with the number of tenants.
+/// it would hold 10,000 of them. Here the rows are ordered by partition and each
+/// worker writes its share of the partitions one after the other, flushing after
+/// each, so at most one writer per worker is open and memory does not grow with
+/// the number of tenants. Partitions are cut from the batch as they are written
+/// (no sorted copy of the whole batch). Creating thousands of small files is
+/// mostly file-system work, so the workers (one per core, at most
+/// [`MAX_WRITE_WORKERS`]) run on the runtime's threads side by side.
 async fn write_partitions(
     table: &DeltaTable,
     name: &'static str,
@@ -398,48 +416,93 @@ async fn write_partitions(
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let tenant_column = batch.column_by_name("tenant_id").expect("schema").clone();
-    let day_column = batch.column_by_name("day").expect("schema").clone();
     let order = lexsort_to_indices(
         &[
             SortColumn {
-                values: tenant_column,
+                values: batch.column_by_name("tenant_id").expect("schema").clone(),
                 options: None,
             },
             SortColumn {
-                values: day_column,
+                values: batch.column_by_name("day").expect("schema").clone(),
                 options: None,
             },
         ],
         None,
     )?;
-    let sorted = take_record_batch(&batch, &order)?;
-    drop(batch);
-    let tenants = sorted
+    let ranges = partition_ranges(&batch, &order);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MAX_WRITE_WORKERS)
+        .min(ranges.len());
+    // Contiguous shares of about equal rows, so each worker's files stay in order.
+    let per_worker = batch.num_rows().div_ceil(workers);
+    let mut shares: Vec<Vec<std::ops::Range<usize>>> = vec![Vec::new()];
+    let mut share_rows = 0;
+    for range in ranges {
+        if share_rows >= per_worker {
+            shares.push(Vec::new());
+            share_rows = 0;
+        }
+        share_rows += range.len();
+        shares.last_mut().expect("one share at least").push(range);
+    }
+    let (batch, order) = (std::sync::Arc::new(batch), std::sync::Arc::new(order));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, share) in shares.into_iter().enumerate() {
+        let mut writer = RecordBatchWriter::for_table(table).map_err(IngestError::lake(name))?;
+        let (batch, order) = (batch.clone(), order.clone());
+        tasks.spawn(async move {
+            let mut adds = Vec::new();
+            for range in share {
+                let rows = order.slice(range.start, range.len());
+                let partition = take_record_batch(&batch, &rows)?;
+                writer
+                    .write(partition)
+                    .await
+                    .map_err(IngestError::lake(name))?;
+                adds.extend(writer.flush().await.map_err(IngestError::lake(name))?);
+            }
+            Ok::<_, IngestError>((index, adds))
+        });
+    }
+    let mut written = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        written.push(joined.map_err(|e| IngestError::Worker(e.to_string()))??);
+    }
+    written.sort_by_key(|(index, _)| *index);
+    Ok(written.into_iter().flat_map(|(_, adds)| adds).collect())
+}
+
+/// Most concurrent Parquet writers of one flush.
+const MAX_WRITE_WORKERS: usize = 4;
+
+/// The runs of `order` (row indices sorted by tenant and day) that share a
+/// tenant-day partition.
+fn partition_ranges(
+    batch: &RecordBatch,
+    order: &arrow::array::UInt32Array,
+) -> Vec<std::ops::Range<usize>> {
+    let tenants = batch
         .column_by_name("tenant_id")
         .expect("schema")
         .as_string::<i32>();
-    let days = sorted
+    let days = batch
         .column_by_name("day")
         .expect("schema")
         .as_primitive::<Date32Type>();
-    let mut writer = RecordBatchWriter::for_table(table).map_err(IngestError::lake(name))?;
-    let mut adds = Vec::new();
+    let key = |i: usize| {
+        let row = order.value(i) as usize;
+        (tenants.value(row), days.value(row))
+    };
+    let mut ranges = Vec::new();
     let mut start = 0;
-    for row in 1..=sorted.num_rows() {
-        let boundary = row == sorted.num_rows()
-            || tenants.value(row) != tenants.value(start)
-            || days.value(row) != days.value(start);
-        if boundary {
-            writer
-                .write(sorted.slice(start, row - start))
-                .await
-                .map_err(IngestError::lake(name))?;
-            adds.extend(writer.flush().await.map_err(IngestError::lake(name))?);
-            start = row;
+    for i in 1..=order.len() {
+        if i == order.len() || key(i) != key(start) {
+            ranges.push(start..i);
+            start = i;
         }
     }
-    Ok(adds)
+    ranges
 }
 
 /// Rows of a `usage_events` batch per tenant.

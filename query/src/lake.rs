@@ -119,13 +119,15 @@ impl TableFiles {
     }
 }
 
-/// Both tables of a lake, each at its latest version.
+/// The tables of a lake, each at its latest version.
 #[derive(Debug, Clone)]
 pub struct LakeSnapshot {
     /// `usage_events`.
     pub usage: TableFiles,
     /// `rejected_events`.
     pub rejected: TableFiles,
+    /// `usage_hourly`, the rollups (no files until compaction has run).
+    pub hourly: TableFiles,
 }
 
 impl LakeSnapshot {
@@ -138,7 +140,12 @@ impl LakeSnapshot {
             return Err(QueryError::NoLake);
         }
         let rejected = load_table(location, LakeTable::RejectedEvents).await?;
-        Ok(LakeSnapshot { usage, rejected })
+        let hourly = load_table(location, LakeTable::UsageHourly).await?;
+        Ok(LakeSnapshot {
+            usage,
+            rejected,
+            hourly,
+        })
     }
 
     /// The same snapshot restricted to one tenant: its usage files only, and no
@@ -150,6 +157,9 @@ impl LakeSnapshot {
                 files: Vec::new(),
                 ..self.rejected.clone()
             },
+            // Rollup files hold every tenant; sessions read only the rows of the
+            // tenant's own partitions from them (`LakeSession::rollup_rows`).
+            hourly: self.hourly.clone(),
         }
     }
 }
@@ -210,7 +220,7 @@ async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFi
                     });
                 }
             },
-            LakeTable::RejectedEvents => None,
+            LakeTable::RejectedEvents | LakeTable::UsageHourly => None,
         };
         files.push(LakeFile {
             path: file.object_store_path().to_string(),

@@ -39,6 +39,7 @@ pub mod pricing;
 pub mod provider;
 pub mod render;
 pub mod reports;
+pub mod rollup;
 pub mod rounding;
 pub mod sandbox;
 pub mod session;

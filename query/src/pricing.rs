@@ -303,6 +303,23 @@ pub struct GaugeSeries {
     /// The samples in any order: those in the billed range, plus those from up to
     /// one `hold` before it (they carry in).
     pub samples: Vec<GaugeSample>,
+    /// Parts of the weighted sum already computed from samples not listed (the
+    /// rollups of whole days); empty when every sample is listed.
+    pub held: Vec<HeldSum>,
+}
+
+/// The time-weighted sum of samples of one series inside `[from, to)`, each held
+/// until the next sample, which is also inside (so nothing crosses the bounds).
+/// The last sample of the range is listed as a sample instead, because how long
+/// it holds depends on the next range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSum {
+    /// Start of the range, UTC microseconds.
+    pub from: i64,
+    /// End of the range (exclusive).
+    pub to: i64,
+    /// Σ value × microseconds held.
+    pub weighted: BigDecimal,
 }
 
 /// One tenant's usage for a period, as the lake aggregates it.
@@ -406,7 +423,7 @@ pub struct Invoice {
 
 enum MetricUsage {
     Counter(BTreeMap<NaiveDate, BigDecimal>),
-    Gauge(BTreeMap<Option<String>, Vec<GaugeSample>>),
+    Gauge(BTreeMap<Option<String>, ResourceGauge>),
 }
 
 /// The invoice of one tenant for a whole period.
@@ -460,7 +477,7 @@ pub fn invoice_until(
                     .map(|seg| {
                         let weighted: BigDecimal = series
                             .values()
-                            .map(|samples| gauge_weight(samples, hold, seg.start, seg.end))
+                            .map(|gauge| gauge_weight(gauge, hold, seg.start, seg.end))
                             .sum();
                         div_quantity(&weighted, &denominator)
                     })
@@ -561,20 +578,35 @@ pub fn gauge_weighted_sum(
 ) -> BigDecimal {
     let hold =
         i64::try_from(spec.hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros()).unwrap_or(i64::MAX);
-    let mut by_resource: BTreeMap<Option<&str>, Vec<GaugeSample>> = BTreeMap::new();
+    let mut by_resource: BTreeMap<Option<&str>, ResourceGauge> = BTreeMap::new();
     for series in gauges.iter().filter(|s| s.metric == metric) {
         by_resource
             .entry(series.resource.as_deref())
             .or_default()
-            .extend(series.samples.iter().cloned());
+            .add(series);
     }
     by_resource
         .values_mut()
-        .map(|samples| {
-            samples.sort();
-            gauge_weight(samples, hold, from, to)
+        .map(|gauge| {
+            gauge.samples.sort();
+            gauge_weight(gauge, hold, from, to)
         })
         .sum()
+}
+
+/// Everything known of one resource's gauge: its samples (sorted before use)
+/// and the precomputed parts of its weighted sum.
+#[derive(Debug, Clone, Default)]
+struct ResourceGauge {
+    samples: Vec<GaugeSample>,
+    held: Vec<HeldSum>,
+}
+
+impl ResourceGauge {
+    fn add(&mut self, series: &GaugeSeries) {
+        self.samples.extend(series.samples.iter().cloned());
+        self.held.extend(series.held.iter().cloned());
+    }
 }
 
 /// Groups a tenant's usage by metric, checking each metric against the catalog.
@@ -625,13 +657,13 @@ fn group_usage(
             by_resource
                 .entry(series.resource.clone())
                 .or_default()
-                .extend(series.samples.iter().cloned());
+                .add(series);
         }
     }
     for metric_usage in metrics.values_mut() {
         if let MetricUsage::Gauge(by_resource) = metric_usage {
-            for samples in by_resource.values_mut() {
-                samples.sort();
+            for gauge in by_resource.values_mut() {
+                gauge.samples.sort();
             }
         }
     }
@@ -640,17 +672,44 @@ fn group_usage(
 
 /// Σ value × |[ts, min(next ts, ts + hold)) ∩ [from, to)| in value·microseconds,
 /// over samples sorted by (ts, value).
-fn gauge_weight(samples: &[GaugeSample], hold: i64, from: i64, to: i64) -> BigDecimal {
+fn gauge_weight(gauge: &ResourceGauge, hold: i64, from: i64, to: i64) -> BigDecimal {
+    let samples = &gauge.samples;
     let mut weighted = BigDecimal::zero();
     for (i, sample) in samples.iter().enumerate() {
-        let held_until = sample.ts_micros.saturating_add(hold);
-        let held_until = samples
-            .get(i + 1)
-            .map_or(held_until, |next| held_until.min(next.ts_micros));
-        let overlap = held_until.min(to) - sample.ts_micros.max(from);
+        let overlap = held_until(samples, i, hold).min(to) - sample.ts_micros.max(from);
         if overlap > 0 {
             weighted += &sample.value * BigDecimal::from(overlap);
         }
+    }
+    for part in &gauge.held {
+        debug_assert!(
+            part.to <= from || part.from >= to || (part.from >= from && part.to <= to),
+            "a held sum straddles a bound of the range"
+        );
+        if part.from >= from && part.to <= to {
+            weighted += &part.weighted;
+        }
+    }
+    weighted
+}
+
+/// When sample `i` of `samples` (sorted by time, then value) stops counting: at
+/// the next sample, or `hold` after it was taken, whichever comes first.
+pub fn held_until(samples: &[GaugeSample], i: usize, hold: i64) -> i64 {
+    let until = samples[i].ts_micros.saturating_add(hold);
+    samples
+        .get(i + 1)
+        .map_or(until, |next| until.min(next.ts_micros))
+}
+
+/// Σ value × microseconds held of every sample but the last, over samples sorted
+/// by time, then value: the part of a series' weighted sum that the samples
+/// decide on their own (see [`HeldSum`]).
+pub fn weight_before_last(samples: &[GaugeSample], hold: i64) -> BigDecimal {
+    let mut weighted = BigDecimal::zero();
+    for i in 0..samples.len().saturating_sub(1) {
+        weighted += &samples[i].value
+            * BigDecimal::from(held_until(samples, i, hold) - samples[i].ts_micros);
     }
     weighted
 }
@@ -995,11 +1054,13 @@ unit_price = "126"
                         sample("2026-01-31T23:30:00Z", 2),
                         sample("2026-02-01T01:20:00Z", 1),
                     ],
+                    held: Vec::new(),
                 },
                 GaugeSeries {
                     metric: "storage_bytes".to_string(),
                     resource: Some("vol-b".to_string()),
                     samples: vec![sample("2026-01-31T22:00:00Z", 5)],
+                    held: Vec::new(),
                 },
             ],
         };
@@ -1120,6 +1181,7 @@ unit_price = "126"
                     metric: "storage_bytes".to_string(),
                     resource: Some("vol".to_string()),
                     samples,
+                    held: Vec::new(),
                 }],
             })
     }

@@ -21,6 +21,7 @@ use crate::period::Period;
 use crate::pricing::{
     Invoice, PriceBook, TenantUsage, gauge_weighted_sum, invoice_until, period_quantity,
 };
+use crate::rollup::DAY_MICROS;
 use crate::session::{LakeSession, Scope, SessionLimits};
 use crate::usage::{
     UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days, gauge_series, rejected_counts,
@@ -35,6 +36,9 @@ pub struct ReportSettings {
     pub catalog: MetricCatalog,
     /// The price book.
     pub book: PriceBook,
+    /// Whether reports read the up-to-date rollups of `usage_hourly` (the
+    /// default) or every event raw; the figures are the same.
+    pub use_rollups: bool,
 }
 
 impl ReportSettings {
@@ -46,6 +50,7 @@ impl ReportSettings {
             config,
             catalog,
             book,
+            use_rollups: true,
         })
     }
 
@@ -69,12 +74,22 @@ impl ReportSettings {
     }
 }
 
-fn session_for(snapshot: &LakeSnapshot, tenant: Option<&str>) -> Result<LakeSession, QueryError> {
+async fn session_for(
+    snapshot: &LakeSnapshot,
+    settings: &ReportSettings,
+    tenant: Option<&str>,
+) -> Result<LakeSession, QueryError> {
     let scope = match tenant {
         Some(t) => Scope::Tenant(t.to_string()),
         None => Scope::AllTenants,
     };
-    LakeSession::new(snapshot, &scope, &SessionLimits::default())
+    let mut session = LakeSession::new(snapshot, &scope, &SessionLimits::default())?;
+    if settings.use_rollups {
+        session
+            .attach_rollups(&snapshot.hourly, &settings.catalog)
+            .await?;
+    }
+    Ok(session)
 }
 
 /// Usage per tenant for `[period start, until)`: counter sums per day and gauge
@@ -97,12 +112,15 @@ async fn period_usage(
     let start = period.start_micros();
     let counters =
         counter_days(session, filter, &wanted(MetricKind::Counter), start, until).await?;
+    // Invoice segments are whole days, except one ending at `until`, whose day
+    // is never a whole day of the range read.
     let gauges = gauge_series(
         session,
         filter,
         &wanted(MetricKind::Gauge),
         start.saturating_sub(settings.longest_hold()),
         until,
+        true,
     )
     .await?;
     let mut usage: BTreeMap<String, TenantUsage> = BTreeMap::new();
@@ -152,7 +170,7 @@ pub async fn invoices(
     period: Period,
     tenant: Option<&str>,
 ) -> Result<Vec<Invoice>, QueryError> {
-    let session = session_for(snapshot, tenant)?;
+    let session = session_for(snapshot, settings, tenant).await?;
     let filter = UsageFilter {
         tenant: tenant.map(str::to_string),
         ..UsageFilter::default()
@@ -189,7 +207,7 @@ pub async fn allocation(
     pools: &[CostPool],
     period: Period,
 ) -> Result<Vec<AllocationRow>, QueryError> {
-    let session = session_for(snapshot, None)?;
+    let session = session_for(snapshot, settings, None).await?;
     let mut rows = Vec::new();
     for pool in pools.iter().filter(|p| p.period == period) {
         let filter = UsageFilter {
@@ -266,7 +284,7 @@ pub async fn noisy(
         },
         None => settings.metrics_of(MetricKind::Counter),
     };
-    let session = session_for(snapshot, None)?;
+    let session = session_for(snapshot, settings, None).await?;
     noisy_rows(&session, &params, &metrics, request.from, request.to).await
 }
 
@@ -320,11 +338,11 @@ pub async fn health(
             .collect(),
     };
     // Rejected events need the all-tenant table; only counts per tenant leave it.
-    let all = session_for(snapshot, None)?;
+    let all = session_for(snapshot, settings, None).await?;
     let scoped;
     let session = match tenant {
         Some(t) => {
-            scoped = session_for(snapshot, Some(t))?;
+            scoped = session_for(snapshot, settings, Some(t)).await?;
             &scoped
         }
         None => &all,
@@ -477,7 +495,7 @@ pub async fn usage_series(
             "{metric} is not a metric of the catalog"
         )));
     }
-    let session = session_for(snapshot, Some(&request.tenant))?;
+    let session = session_for(snapshot, settings, Some(&request.tenant)).await?;
     let filter = UsageFilter {
         tenant: Some(request.tenant.clone()),
         ..UsageFilter::default()
@@ -513,12 +531,16 @@ pub async fn usage_series(
                     .hold
                     .and_then(|h| i64::try_from(h.as_micros()).ok())
                     .unwrap_or(i64::MAX);
+                let whole_days = [width, request.from, request.to]
+                    .iter()
+                    .all(|t| t.rem_euclid(DAY_MICROS) == 0);
                 let series = gauge_series(
                     &session,
                     &filter,
                     &[metric.to_string()],
                     request.from.saturating_sub(hold),
                     request.to,
+                    whole_days,
                 )
                 .await?
                 .remove(&request.tenant)

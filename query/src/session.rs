@@ -15,11 +15,17 @@
 
 use std::sync::Arc;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::LakeTable;
 use allot_schemas::table_schema::{
-    REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS, rejected_events_schema,
-    usage_events_schema,
+    HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
+    rejected_events_schema, usage_events_schema, usage_hourly_schema,
 };
+use arrow::array::{AsArray, Date32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Date32Type, Field, Int64Type, Schema};
+use chrono::NaiveDate;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -31,8 +37,9 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, lit};
 use url::Url;
 
 use crate::error::QueryError;
-use crate::lake::{LakeFile, LakeSnapshot, TableFiles};
+use crate::lake::{LakeFile, LakeSnapshot, TableFiles, days_since_epoch};
 use crate::provider::LakeFilesTable;
+use crate::rollup::{PartitionKey, catalog_fingerprint, partition_bases};
 
 /// Whose data a session may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +61,22 @@ pub struct SessionLimits {
 /// A DataFusion context with the lake's tables registered for one scope.
 pub struct LakeSession {
     ctx: SessionContext,
+    /// The `usage_events` files of the scope, and their store.
+    usage: TableFiles,
+    usage_url: ObjectStoreUrl,
+    /// The rollups reports may use, once attached.
+    rollups: Option<Rollups>,
 }
+
+/// The `usage_hourly` files and the partitions of the scope they are up to date for.
+struct Rollups {
+    url: ObjectStoreUrl,
+    files: Vec<LakeFile>,
+    current: BTreeMap<PartitionKey, i64>,
+}
+
+/// Names of the key columns of the rollup partitions joined with `usage_hourly`.
+const WANTED_PREFIX: &str = "__allot_wanted_";
 
 /// Name of the deduplicated events table.
 pub const USAGE_EVENTS: &str = "usage_events";
@@ -111,7 +133,159 @@ impl LakeSession {
             ctx.register_table(REJECTED_EVENTS, Arc::new(rejected))
                 .map_err(QueryError::engine)?;
         }
-        Ok(LakeSession { ctx })
+        Ok(LakeSession {
+            ctx,
+            usage: snapshot.usage,
+            usage_url,
+            rollups: None,
+        })
+    }
+
+    /// Lets the reports of this session read the rollups in `hourly` for every
+    /// partition of the scope whose rollups were computed from its current files
+    /// and from `catalog`'s gauge holds; the others stay raw.
+    pub async fn attach_rollups(
+        &mut self,
+        hourly: &TableFiles,
+        catalog: &MetricCatalog,
+    ) -> Result<(), QueryError> {
+        if hourly.files.is_empty() || self.usage.files.is_empty() {
+            return Ok(());
+        }
+        let url = register_store(&self.ctx, hourly)?;
+        let bases = partition_bases(&self.usage, catalog_fingerprint(catalog));
+        let (first, last) = bases
+            .keys()
+            .map(|(_, day)| *day)
+            .fold((NaiveDate::MAX, NaiveDate::MIN), |(lo, hi), d| {
+                (lo.min(d), hi.max(d))
+            });
+        let files: Vec<LakeFile> = hourly
+            .files
+            .iter()
+            .filter(|f| f.day >= first && f.day <= last)
+            .cloned()
+            .collect();
+        let recorded = self
+            .ctx
+            .read_table(hourly_table(&url, files.clone()))
+            .and_then(|f| f.aggregate(vec![col("tenant_id"), col("day"), col("basis")], Vec::new()))
+            .map_err(QueryError::engine)?
+            .collect()
+            .await
+            .map_err(QueryError::engine)?;
+        let mut current = BTreeMap::new();
+        for batch in recorded {
+            let tenants = arrow::compute::cast(batch.column(0), &DataType::Utf8)
+                .map_err(QueryError::engine)?;
+            let tenants = tenants.as_string::<i32>();
+            let days = arrow::compute::cast(batch.column(1), &DataType::Date32)
+                .map_err(QueryError::engine)?;
+            let days = days.as_primitive::<Date32Type>();
+            let recorded_bases = arrow::compute::cast(batch.column(2), &DataType::Int64)
+                .map_err(QueryError::engine)?;
+            let recorded_bases = recorded_bases.as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                let Some(day) = date_of(days.value(row)) else {
+                    continue;
+                };
+                let key = (tenants.value(row).to_string(), day);
+                if bases.get(&key) == Some(&recorded_bases.value(row)) {
+                    current.insert(key, recorded_bases.value(row));
+                }
+            }
+        }
+        self.rollups = Some(Rollups {
+            url,
+            files,
+            current,
+        });
+        Ok(())
+    }
+
+    /// The partitions of the scope whose rollups are up to date, with their basis.
+    pub fn current_rollups(&self) -> &BTreeMap<PartitionKey, i64> {
+        static NONE: BTreeMap<PartitionKey, i64> = BTreeMap::new();
+        self.rollups.as_ref().map_or(&NONE, |r| &r.current)
+    }
+
+    /// The deduplicated `usage_events` of the scope without the partitions in `skip`.
+    pub fn usage_events_without(
+        &self,
+        skip: &BTreeSet<PartitionKey>,
+    ) -> Result<DataFrame, QueryError> {
+        if skip.is_empty() {
+            return usage_events_frame(&self.ctx, &self.usage, &self.usage_url);
+        }
+        let files = TableFiles {
+            files: self
+                .usage
+                .files
+                .iter()
+                .filter(|f| match &f.tenant_id {
+                    Some(tenant) => !skip.contains(&(tenant.clone(), f.day)),
+                    None => true,
+                })
+                .cloned()
+                .collect(),
+            ..self.usage.clone()
+        };
+        usage_events_frame(&self.ctx, &files, &self.usage_url)
+    }
+
+    /// The `usage_hourly` rows of `partitions` (each with its current basis), or
+    /// `None` when there are none to read.
+    pub fn rollup_rows(
+        &self,
+        partitions: &BTreeMap<PartitionKey, i64>,
+    ) -> Result<Option<DataFrame>, QueryError> {
+        let Some(rollups) = &self.rollups else {
+            return Ok(None);
+        };
+        if partitions.is_empty() {
+            return Ok(None);
+        }
+        let days: BTreeSet<NaiveDate> = partitions.keys().map(|(_, day)| *day).collect();
+        let files: Vec<LakeFile> = rollups
+            .files
+            .iter()
+            .filter(|f| days.contains(&f.day))
+            .cloned()
+            .collect();
+        let key = ["tenant_id", "day", "basis"];
+        let wanted_key: Vec<String> = key.iter().map(|c| format!("{WANTED_PREFIX}{c}")).collect();
+        let wanted_schema = Arc::new(Schema::new(vec![
+            Field::new(&wanted_key[0], DataType::Utf8, false),
+            Field::new(&wanted_key[1], DataType::Date32, false),
+            Field::new(&wanted_key[2], DataType::Int64, false),
+        ]));
+        let wanted = RecordBatch::try_new(
+            wanted_schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    partitions.keys().map(|(tenant, _)| tenant.as_str()),
+                )),
+                Arc::new(Date32Array::from_iter_values(
+                    partitions.keys().map(|(_, day)| days_since_epoch(*day)),
+                )),
+                Arc::new(Int64Array::from_iter_values(partitions.values().copied())),
+            ],
+        )
+        .map_err(QueryError::engine)?;
+        let wanted = self.ctx.read_batch(wanted).map_err(QueryError::engine)?;
+        let wanted_key: Vec<&str> = wanted_key.iter().map(String::as_str).collect();
+        let columns: Vec<String> = usage_hourly_schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        self.ctx
+            .read_table(hourly_table(&rollups.url, files))
+            .and_then(|f| f.join(wanted, JoinType::LeftSemi, &key, &wanted_key, None))
+            .and_then(|f| f.select_columns(&columns))
+            .map(Some)
+            .map_err(QueryError::engine)
     }
 
     /// The DataFusion context.
@@ -142,6 +316,21 @@ fn register_store(ctx: &SessionContext, files: &TableFiles) -> Result<ObjectStor
     let url = Url::parse(&text).map_err(|e| QueryError::Engine(e.to_string()))?;
     ctx.register_object_store(&url, files.store.clone());
     ObjectStoreUrl::parse(&text).map_err(QueryError::engine)
+}
+
+fn hourly_table(store: &ObjectStoreUrl, files: Vec<LakeFile>) -> Arc<LakeFilesTable> {
+    Arc::new(LakeFilesTable::new(
+        usage_hourly_schema(),
+        &HOURLY_PARTITION_COLUMNS,
+        store.clone(),
+        files,
+    ))
+}
+
+/// A `Date32` value as a date.
+fn date_of(days_since_epoch: i32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(1970, 1, 1)?
+        .checked_add_signed(chrono::Duration::days(i64::from(days_since_epoch)))
 }
 
 fn usage_table(store: &ObjectStoreUrl, files: Vec<LakeFile>) -> Arc<LakeFilesTable> {

@@ -5,20 +5,27 @@
 //! of counters per UTC day, gauge samples per series, usage per time bucket,
 //! recent activity. Time ranges are half-open `[from, to)` in UTC microseconds and
 //! are also turned into `day` bounds, so only the partitions of the range are read.
+//!
+//! When the session has rollups attached, the whole days of a range whose
+//! rollups are up to date are read from `usage_hourly` instead of their events
+//! (hourly sums for counters and activity, pre-weighted days for gauges); the
+//! edges of the range and every other partition are read raw, and both kinds of
+//! rows go through the same aggregation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use arrow_schema::{DataType, TimeUnit};
 use bigdecimal::BigDecimal;
+use bigdecimal::Zero;
 use bigdecimal::num_bigint::BigInt;
 use chrono::NaiveDate;
 use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::logical_expr::Expr;
-use datafusion::prelude::{DataFrame, col, lit};
+use datafusion::prelude::{DataFrame, cast, col, lit};
 
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::table_schema::VALUE_PRECISION;
@@ -27,7 +34,8 @@ use crate::error::QueryError;
 use crate::lake::days_since_epoch;
 use crate::noisy::BucketUsage;
 use crate::period::day_of_micros;
-use crate::pricing::{CounterDay, GaugeSample, GaugeSeries};
+use crate::pricing::{CounterDay, GaugeSample, GaugeSeries, HeldSum};
+use crate::rollup::{DAY_MICROS, HOUR_MICROS, PartitionKey, whole_days};
 use crate::session::LakeSession;
 
 /// Which events of the session an aggregation reads.
@@ -68,12 +76,42 @@ fn metric_in(metrics: &[String]) -> Expr {
     col("metric").in_list(metrics.iter().map(|m| lit(m.as_str())).collect(), false)
 }
 
-async fn filtered_usage(
+/// The events of `[from, to)` that `filter` selects, split between the
+/// partitions read raw and those read from their rollups.
+struct SplitUsage {
+    /// Deduplicated events of the partitions read raw, filtered.
+    raw: DataFrame,
+    /// `usage_hourly` rows of the whole days of the range whose rollups are up to
+    /// date (`None`: every partition is read raw).
+    rollups: Option<DataFrame>,
+}
+
+/// Splits the events of `[from, to)`: a partition is read from its rollups when
+/// the session has up-to-date rollups for it, its whole day lies inside the
+/// range, no region or service filter applies (rollups do not keep them) and
+/// `rollups_fit` (the caller's grouping can use hourly rows); otherwise raw.
+async fn split_usage(
     session: &LakeSession,
     filter: &UsageFilter,
     from: i64,
     to: i64,
-) -> Result<DataFrame, QueryError> {
+    rollups_fit: bool,
+) -> Result<SplitUsage, QueryError> {
+    let mut served = BTreeMap::new();
+    if rollups_fit
+        && filter.region.is_none()
+        && filter.service.is_none()
+        && let Some((first, end)) = whole_days(from, to)
+    {
+        served = session
+            .current_rollups()
+            .iter()
+            .filter(|((tenant, day), _)| {
+                *day >= first && *day < end && filter.tenant.as_ref().is_none_or(|t| t == tenant)
+            })
+            .map(|(key, basis)| (key.clone(), *basis))
+            .collect();
+    }
     let mut predicate = time_range(from, to);
     if let Some(tenant) = &filter.tenant {
         predicate = predicate.and(col("tenant_id").eq(lit(tenant.as_str())));
@@ -84,11 +122,35 @@ async fn filtered_usage(
     if let Some(service) = &filter.service {
         predicate = predicate.and(col("service").eq(lit(service.as_str())));
     }
-    session
-        .usage_events()
-        .await?
+    let skip: BTreeSet<PartitionKey> = served.keys().cloned().collect();
+    let raw = session
+        .usage_events_without(&skip)?
         .filter(predicate)
-        .map_err(QueryError::engine)
+        .map_err(QueryError::engine)?;
+    let rollups = session.rollup_rows(&served)?;
+    Ok(SplitUsage { raw, rollups })
+}
+
+/// A string column as `Utf8` under its own name, so raw and rollup rows union.
+fn utf8(name: &str) -> Expr {
+    cast(col(name), DataType::Utf8).alias(name)
+}
+
+/// `raw` with `rollups` appended when there are any.
+fn union_with(raw: DataFrame, rollups: Option<DataFrame>) -> Result<DataFrame, QueryError> {
+    match rollups {
+        Some(rollups) => raw.union(rollups).map_err(QueryError::engine),
+        None => Ok(raw),
+    }
+}
+
+/// The hourly (not gauge) rows of a rollup frame for `metrics` (all when `None`).
+fn hourly_rows(rollups: DataFrame, metrics: Option<&[String]>) -> Result<DataFrame, QueryError> {
+    let mut predicate = col("gauge").eq(lit(false));
+    if let Some(metrics) = metrics {
+        predicate = predicate.and(metric_in(metrics));
+    }
+    rollups.filter(predicate).map_err(QueryError::engine)
 }
 
 async fn collect(frame: DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
@@ -140,15 +202,37 @@ pub async fn counter_days(
     if metrics.is_empty() {
         return Ok(by_tenant);
     }
-    let frame = filtered_usage(session, filter, from, to)
-        .await?
+    let split = split_usage(session, filter, from, to, true).await?;
+    let raw = split
+        .raw
         .filter(metric_in(metrics))
         .and_then(|f| {
-            f.aggregate(
-                vec![col("tenant_id"), col("metric"), col("day")],
-                vec![sum(col("value")).alias("raw_sum")],
-            )
+            f.select(vec![
+                utf8("tenant_id"),
+                utf8("metric"),
+                col("day"),
+                col("value").alias("amount"),
+            ])
         })
+        .map_err(QueryError::engine)?;
+    let rollups = split
+        .rollups
+        .map(|rollups| {
+            hourly_rows(rollups, Some(metrics))?
+                .select(vec![
+                    utf8("tenant_id"),
+                    utf8("metric"),
+                    col("day"),
+                    col("value_sum").alias("amount"),
+                ])
+                .map_err(QueryError::engine)
+        })
+        .transpose()?;
+    let frame = union_with(raw, rollups)?
+        .aggregate(
+            vec![col("tenant_id"), col("metric"), col("day")],
+            vec![sum(col("amount")).alias("raw_sum")],
+        )
         .map_err(QueryError::engine)?;
     for batch in collect(frame).await? {
         let (tenants, names, sums) = (
@@ -178,29 +262,63 @@ pub async fn counter_days(
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// Samples of gauge `metrics` per tenant and series, taken in `[from, to)`.
+///
+/// With `weighed_by_whole_days` (the caller weighs the series only over ranges
+/// of whole UTC days) the whole days of the range with up-to-date rollups come
+/// as [`HeldSum`]s plus each day's first and last sample; otherwise every sample
+/// is listed.
 pub async fn gauge_series(
     session: &LakeSession,
     filter: &UsageFilter,
     metrics: &[String],
     from: i64,
     to: i64,
+    weighed_by_whole_days: bool,
 ) -> Result<BTreeMap<String, Vec<GaugeSeries>>, QueryError> {
     // Series keyed by "tenant\0metric\0resource" in one reused buffer, so a row
-    // allocates nothing unless it starts a new series.
+    // allocates nothing unless it starts a new series (`series_of`).
     struct Series {
         tenant: String,
         metric: String,
         resource: Option<String>,
         samples: Vec<GaugeSample>,
+        held: Vec<HeldSum>,
     }
     let mut series: HashMap<String, Series> = HashMap::new();
     if !metrics.is_empty() {
-        let frame = filtered_usage(session, filter, from, to)
-            .await?
+        let split = split_usage(session, filter, from, to, weighed_by_whole_days).await?;
+        let frame = split
+            .raw
             .filter(metric_in(metrics))
             .and_then(|f| f.select_columns(&["tenant_id", "metric", "resource", "ts", "value"]))
             .map_err(QueryError::engine)?;
         let mut key = String::new();
+        fn series_of<'a>(
+            series: &'a mut HashMap<String, Series>,
+            key: &mut String,
+            tenant: &str,
+            metric: &str,
+            resource: Option<&str>,
+        ) -> &'a mut Series {
+            key.clear();
+            for part in [tenant, metric, resource.unwrap_or("\u{1}")] {
+                key.push_str(part);
+                key.push('\0');
+            }
+            if !series.contains_key(key.as_str()) {
+                series.insert(
+                    key.clone(),
+                    Series {
+                        tenant: tenant.to_string(),
+                        metric: metric.to_string(),
+                        resource: resource.map(str::to_string),
+                        samples: Vec::new(),
+                        held: Vec::new(),
+                    },
+                );
+            }
+            series.get_mut(key.as_str()).expect("inserted above")
+        }
         for batch in collect(frame).await? {
             let (tenants, names, resources) = (
                 strings(&batch, 0)?,
@@ -219,32 +337,85 @@ pub async fn gauge_series(
                     continue;
                 }
                 let resource = resources.is_valid(row).then(|| resources.value(row));
-                key.clear();
-                for part in [
+                series_of(
+                    &mut series,
+                    &mut key,
                     tenants.value(row),
                     names.value(row),
-                    resource.unwrap_or("\u{1}"),
-                ] {
-                    key.push_str(part);
-                    key.push('\0');
-                }
-                let sample = GaugeSample {
+                    resource,
+                )
+                .samples
+                .push(GaugeSample {
                     ts_micros: times.value(row),
                     value: decimal_at(&values, row),
-                };
-                match series.get_mut(key.as_str()) {
-                    Some(found) => found.samples.push(sample),
-                    None => {
-                        series.insert(
-                            key.clone(),
-                            Series {
-                                tenant: tenants.value(row).to_string(),
-                                metric: names.value(row).to_string(),
-                                resource: resource.map(str::to_string),
-                                samples: vec![sample],
-                            },
-                        );
+                });
+            }
+        }
+        // A day's rollup row: its last sample (how long it holds depends on the
+        // next day), a zero-valued marker at its first sample (where the previous
+        // day's last sample stops) and the weighted sum of the rest.
+        if let Some(rollups) = split.rollups {
+            let frame = rollups
+                .filter(col("gauge").and(metric_in(metrics)))
+                .and_then(|f| {
+                    f.select_columns(&[
+                        "tenant_id",
+                        "metric",
+                        "resource",
+                        "start",
+                        "events",
+                        "value_sum",
+                        "first_ts",
+                        "last_ts",
+                        "last_value",
+                    ])
+                })
+                .map_err(QueryError::engine)?;
+            for batch in collect(frame).await? {
+                let (tenants, names, resources) = (
+                    strings(&batch, 0)?,
+                    strings(&batch, 1)?,
+                    strings(&batch, 2)?,
+                );
+                let (tenants, names, resources) = (
+                    tenants.as_string::<i32>(),
+                    names.as_string::<i32>(),
+                    resources.as_string::<i32>(),
+                );
+                let starts = timestamps(&batch, 3)?;
+                let starts = starts.as_primitive::<TimestampMicrosecondType>();
+                let samples = batch.column(4).as_primitive::<Int64Type>();
+                let weighted = decimals(&batch, 5)?;
+                let (firsts, lasts) = (timestamps(&batch, 6)?, timestamps(&batch, 7)?);
+                let (firsts, lasts) = (
+                    firsts.as_primitive::<TimestampMicrosecondType>(),
+                    lasts.as_primitive::<TimestampMicrosecondType>(),
+                );
+                let last_values = decimals(&batch, 8)?;
+                for row in 0..batch.num_rows() {
+                    let resource = resources.is_valid(row).then(|| resources.value(row));
+                    let found = series_of(
+                        &mut series,
+                        &mut key,
+                        tenants.value(row),
+                        names.value(row),
+                        resource,
+                    );
+                    if samples.value(row) > 1 {
+                        found.samples.push(GaugeSample {
+                            ts_micros: firsts.value(row),
+                            value: BigDecimal::zero(),
+                        });
                     }
+                    found.samples.push(GaugeSample {
+                        ts_micros: lasts.value(row),
+                        value: decimal_at(&last_values, row),
+                    });
+                    found.held.push(HeldSum {
+                        from: starts.value(row),
+                        to: starts.value(row) + DAY_MICROS,
+                        weighted: decimal_at(&weighted, row),
+                    });
                 }
             }
         }
@@ -258,6 +429,7 @@ pub async fn gauge_series(
                 metric: found.metric,
                 resource: found.resource,
                 samples: found.samples,
+                held: found.held,
             });
     }
     for list in by_tenant.values_mut() {
@@ -285,19 +457,43 @@ pub async fn bucket_usage(
         0,
         bucket_micros.saturating_mul(1_000),
     ));
-    let frame = filtered_usage(session, filter, from, to)
-        .await?
+    // Hourly rollups fall into whole buckets only on an hour-aligned grid.
+    let hourly_grid = bucket_micros % HOUR_MICROS == 0 && from.rem_euclid(HOUR_MICROS) == 0;
+    let split = split_usage(session, filter, from, to, hourly_grid).await?;
+    let raw = split
+        .raw
         .filter(metric_in(metrics))
         .and_then(|f| {
-            f.aggregate(
-                vec![
-                    col("metric"),
-                    col("tenant_id"),
-                    date_bin(stride, col("ts"), ts_lit(from)).alias("bucket_start"),
-                ],
-                vec![sum(col("value")).alias("usage")],
-            )
+            f.select(vec![
+                utf8("metric"),
+                utf8("tenant_id"),
+                col("ts").alias("at"),
+                col("value").alias("amount"),
+            ])
         })
+        .map_err(QueryError::engine)?;
+    let rollups = split
+        .rollups
+        .map(|rollups| {
+            hourly_rows(rollups, Some(metrics))?
+                .select(vec![
+                    utf8("metric"),
+                    utf8("tenant_id"),
+                    col("start").alias("at"),
+                    col("value_sum").alias("amount"),
+                ])
+                .map_err(QueryError::engine)
+        })
+        .transpose()?;
+    let frame = union_with(raw, rollups)?
+        .aggregate(
+            vec![
+                col("metric"),
+                col("tenant_id"),
+                date_bin(stride, col("at"), ts_lit(from)).alias("bucket_start"),
+            ],
+            vec![sum(col("amount")).alias("usage")],
+        )
         .map_err(QueryError::engine)?;
     for batch in collect(frame).await? {
         let (names, tenants, starts, sums) = (
@@ -342,11 +538,34 @@ pub async fn activity(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Activity>, QueryError> {
-    let frame = filtered_usage(session, filter, from, to)
-        .await?
+    let split = split_usage(session, filter, from, to, true).await?;
+    let raw = split
+        .raw
+        .select(vec![
+            utf8("tenant_id"),
+            lit(1i64).alias("events"),
+            col("ts").alias("last"),
+        ])
+        .map_err(QueryError::engine)?;
+    let rollups = split
+        .rollups
+        .map(|rollups| {
+            hourly_rows(rollups, None)?
+                .select(vec![
+                    utf8("tenant_id"),
+                    col("events"),
+                    col("last_ts").alias("last"),
+                ])
+                .map_err(QueryError::engine)
+        })
+        .transpose()?;
+    let frame = union_with(raw, rollups)?
         .aggregate(
             vec![col("tenant_id")],
-            vec![count(lit(1)).alias("events"), max(col("ts")).alias("last")],
+            vec![
+                sum(col("events")).alias("events"),
+                max(col("last")).alias("last"),
+            ],
         )
         .map_err(QueryError::engine)?;
     let mut by_tenant = BTreeMap::new();

@@ -18,6 +18,9 @@ pub enum LakeTable {
     UsageEvents,
     /// Rejected events with their reason codes, partitioned by `day`.
     RejectedEvents,
+    /// Hourly rollups of `usage_events`, partitioned by `day`, maintained by
+    /// compaction (see `usage_hourly_schema`).
+    UsageHourly,
 }
 
 impl LakeTable {
@@ -26,6 +29,7 @@ impl LakeTable {
         match self {
             LakeTable::UsageEvents => "usage_events",
             LakeTable::RejectedEvents => "rejected_events",
+            LakeTable::UsageHourly => "usage_hourly",
         }
     }
 }
@@ -103,7 +107,11 @@ impl LakeLocation {
         let Some(root) = self.local_path() else {
             return Ok(());
         };
-        for table in [LakeTable::UsageEvents, LakeTable::RejectedEvents] {
+        for table in [
+            LakeTable::UsageEvents,
+            LakeTable::RejectedEvents,
+            LakeTable::UsageHourly,
+        ] {
             let dir = root.join(table.dir_name());
             std::fs::create_dir_all(&dir).map_err(|source| LakeLocationError::CreateDir {
                 path: dir.display().to_string(),

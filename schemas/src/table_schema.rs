@@ -74,6 +74,41 @@ static REJECTED_EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static USAGE_HOURLY: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let decimal = DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE as i8);
+    Arc::new(Schema::new(vec![
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("basis", DataType::Int64, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("gauge", DataType::Boolean, false),
+        Field::new("start", utc_micros(), false),
+        Field::new("events", DataType::Int64, false),
+        Field::new("value_sum", decimal.clone(), false),
+        Field::new("first_ts", utc_micros(), false),
+        Field::new("last_ts", utc_micros(), false),
+        Field::new("resource", DataType::Utf8, true),
+        Field::new("last_value", decimal, true),
+        Field::new("day", DataType::Date32, false),
+    ]))
+});
+
+/// The partition column of `usage_hourly`.
+pub const HOURLY_PARTITION_COLUMNS: [&str; 1] = ["day"];
+
+/// The schema of `usage_hourly`, the rollups of `usage_events`; the partition
+/// column comes last. Two kinds of rows, both per tenant-day and keyed by the
+/// `basis` they were computed from:
+/// - `gauge = false`: per metric and UTC hour (`start`), the events, the sum of
+///   their values and their first and last `ts`;
+/// - `gauge = true`: per gauge metric and resource, for the day (`start` is its
+///   midnight), the number of samples, `value_sum` = the time-weighted sum
+///   (value × microseconds) of every sample but the last, each held until the
+///   next sample or for the metric's hold, and the first and last samples'
+///   times with the last sample's value.
+pub fn usage_hourly_schema() -> SchemaRef {
+    USAGE_HOURLY.clone()
+}
+
 /// The schema of `usage_events`; partition columns come last.
 pub fn usage_events_schema() -> SchemaRef {
     USAGE_EVENTS.clone()

@@ -1,0 +1,175 @@
+//! Keeping `usage_hourly`, the rollups of `usage_events`, up to date.
+//!
+//! [`refresh_rollups`] runs after each compaction. It finds the tenant-day
+//! partitions whose rollups are missing or were computed from other files (or
+//! other gauge holds), computes theirs from the deduplicated events, and rewrites
+//! the rollup file of every day it touched — the day's still-current rows plus the
+//! new ones — in one Delta commit that removes the day's old rollup files. Each
+//! commit records the `txn` app id [`ROLLUP_APP_ID`], so two refreshes racing
+//! (two collectors, or `allot compact` beside one) conflict instead of both
+//! adding rows for the same partition. Reports check every partition's rollups
+//! against its current files, so a stale or missing rollup only costs speed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use allot_query::lake::LakeSnapshot;
+use allot_query::rollup::{catalog_fingerprint, partition_bases, rollup_rows};
+use allot_query::session::{LakeSession, Scope, SessionLimits};
+use allot_schemas::config::MetricCatalog;
+use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::table_schema::{HOURLY_PARTITION_COLUMNS, usage_hourly_schema};
+use deltalake::kernel::{Action, Remove, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+
+use crate::error::IngestError;
+use crate::lake::{commit_actions, open_or_create_table};
+
+/// The `txn` app id of every rollup commit.
+pub const ROLLUP_APP_ID: &str = "allot-rollups";
+
+/// What a refresh did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RollupSummary {
+    /// Tenant-day partitions whose rollups were computed.
+    pub partitions: u64,
+    /// Days whose rollup file was rewritten.
+    pub days: u64,
+    /// Rollup rows written (new and carried over).
+    pub rows: u64,
+}
+
+/// Brings the rollups of every partition of the lake up to date with its files
+/// and with `catalog`'s gauges.
+pub async fn refresh_rollups(
+    location: &LakeLocation,
+    catalog: &MetricCatalog,
+) -> Result<RollupSummary, IngestError> {
+    let name = LakeTable::UsageHourly.dir_name();
+    let query_error = |e: allot_query::QueryError| IngestError::Rollup(e.to_string());
+    location.ensure_local_dirs()?;
+    let mut table = open_or_create_table(
+        location,
+        LakeTable::UsageHourly,
+        usage_hourly_schema(),
+        &HOURLY_PARTITION_COLUMNS,
+    )
+    .await?;
+    let snapshot = match LakeSnapshot::load(location).await {
+        Ok(snapshot) => snapshot,
+        Err(allot_query::QueryError::NoLake) => return Ok(RollupSummary::default()),
+        Err(e) => return Err(query_error(e)),
+    };
+    // The snapshot of the rollups must be the one whose files this commit removes.
+    if table.version() != snapshot.hourly.version {
+        return Err(IngestError::Rollup(
+            "usage_hourly changed while the refresh started; trying again later".to_string(),
+        ));
+    }
+    let bases = partition_bases(&snapshot.usage, catalog_fingerprint(catalog));
+    let mut all = LakeSession::new(&snapshot, &Scope::AllTenants, &SessionLimits::default())
+        .map_err(query_error)?;
+    all.attach_rollups(&snapshot.hourly, catalog)
+        .await
+        .map_err(query_error)?;
+    let current = all.current_rollups().clone();
+    let stale: BTreeMap<_, _> = bases
+        .iter()
+        .filter(|(key, _)| !current.contains_key(*key))
+        .map(|(key, basis)| (key.clone(), *basis))
+        .collect();
+    if stale.is_empty() {
+        return Ok(RollupSummary::default());
+    }
+    let days: BTreeSet<_> = stale.keys().map(|(_, day)| *day).collect();
+
+    // New rows: the stale partitions' events, deduplicated as every report reads them.
+    let mut stale_snapshot = snapshot.clone();
+    stale_snapshot.usage.files.retain(|f| match &f.tenant_id {
+        Some(tenant) => stale.contains_key(&(tenant.clone(), f.day)),
+        None => false,
+    });
+    let stale_session = LakeSession::new(
+        &stale_snapshot,
+        &Scope::AllTenants,
+        &SessionLimits::default(),
+    )
+    .map_err(query_error)?;
+    let fresh = rollup_rows(&stale_session, catalog, &stale)
+        .await
+        .map_err(query_error)?;
+    // Carried over: the current rows of the other partitions of those days.
+    let kept: BTreeMap<_, _> = current
+        .iter()
+        .filter(|((_, day), _)| days.contains(day))
+        .map(|(key, basis)| (key.clone(), *basis))
+        .collect();
+    let mut batches = vec![fresh];
+    if let Some(frame) = all.rollup_rows(&kept).map_err(query_error)? {
+        let kept_batches = frame
+            .collect()
+            .await
+            .map_err(|e| IngestError::Rollup(e.to_string()))?;
+        for batch in kept_batches {
+            batches.push(
+                batch
+                    .with_schema(usage_hourly_schema())
+                    .map_err(|e| IngestError::Rollup(e.to_string()))?,
+            );
+        }
+    }
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+
+    let mut writer = RecordBatchWriter::for_table(&table).map_err(IngestError::lake(name))?;
+    for batch in batches {
+        if batch.num_rows() > 0 {
+            writer.write(batch).await.map_err(IngestError::lake(name))?;
+        }
+    }
+    let adds = writer.flush().await.map_err(IngestError::lake(name))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut actions: Vec<Action> = snapshot
+        .hourly
+        .files
+        .iter()
+        .filter(|f| days.contains(&f.day))
+        .map(|f| {
+            Action::Remove(Remove {
+                path: f.path.clone(),
+                data_change: true,
+                deletion_timestamp: Some(now),
+                extended_file_metadata: Some(false),
+                partition_values: Some(std::collections::HashMap::from([(
+                    "day".to_string(),
+                    Some(f.day.format("%Y-%m-%d").to_string()),
+                )])),
+                size: i64::try_from(f.size).ok(),
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+            })
+        })
+        .collect();
+    actions.extend(adds.into_iter().map(Action::Add));
+    actions.push(Action::Txn(Transaction::new(
+        ROLLUP_APP_ID,
+        i64::try_from(snapshot.usage.version.unwrap_or(0)).unwrap_or(i64::MAX),
+    )));
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: Some(
+            HOURLY_PARTITION_COLUMNS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        ),
+        predicate: None,
+    };
+    commit_actions(&mut table, name, actions, operation).await?;
+    Ok(RollupSummary {
+        partitions: stale.len() as u64,
+        days: days.len() as u64,
+        rows: rows as u64,
+    })
+}

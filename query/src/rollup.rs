@@ -1,0 +1,383 @@
+//! Hourly rollups of `usage_events`: what they are computed from, and computing them.
+//!
+//! `usage_hourly` holds, per tenant-day partition, the hourly sums of every
+//! metric and the pre-weighted samples of every gauge (see
+//! `allot_schemas::table_schema::usage_hourly_schema`). Each row carries the
+//! *basis* it was computed from: a hash of the partition's active data files and
+//! of the catalog's gauge holds. A partition's rollups are used only while its
+//! basis is still the same, so a late file, a compaction or a new hold makes the
+//! reports read that partition's raw events again until compaction refreshes the
+//! rollups. The figures are the same either way; only the speed differs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use allot_schemas::config::{DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
+use allot_schemas::decimal::VALUE_SCALE;
+use allot_schemas::table_schema::{VALUE_PRECISION, usage_hourly_schema};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+use bigdecimal::BigDecimal;
+use bigdecimal::num_bigint::BigInt;
+use chrono::NaiveDate;
+use datafusion::common::ScalarValue;
+use datafusion::functions::expr_fn::date_bin;
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::prelude::{col, lit};
+
+use crate::error::QueryError;
+use crate::lake::{TableFiles, days_since_epoch};
+use crate::period::day_start_micros;
+use crate::pricing::{GaugeSample, weight_before_last};
+use crate::session::LakeSession;
+
+/// A tenant-day partition of `usage_events`.
+pub type PartitionKey = (String, NaiveDate);
+
+/// One hour in microseconds: the grain of the counter rollups.
+pub const HOUR_MICROS: i64 = 3_600_000_000;
+
+/// One day in microseconds.
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
+/// FNV-1a, 64 bits: a hash that is the same in every build and on every machine.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes.iter().chain([&0xff]) {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// What in the catalog the rollups depend on: the gauge metrics and their holds.
+pub fn catalog_fingerprint(catalog: &MetricCatalog) -> u64 {
+    let mut hash = Fnv::new();
+    hash.write(b"allot-usage-hourly-1");
+    for (name, spec) in catalog.iter() {
+        if spec.kind == MetricKind::Gauge {
+            hash.write(name.as_bytes());
+            hash.write(&gauge_hold_micros(spec.hold).to_le_bytes());
+        }
+    }
+    hash.0
+}
+
+/// A gauge's hold in microseconds (the default when the catalog names none).
+pub fn gauge_hold_micros(hold: Option<std::time::Duration>) -> i64 {
+    i64::try_from(hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The basis of every partition of `usage`: its active files and the catalog.
+pub fn partition_bases(usage: &TableFiles, fingerprint: u64) -> BTreeMap<PartitionKey, i64> {
+    let mut hashes: BTreeMap<PartitionKey, Fnv> = BTreeMap::new();
+    // Files are sorted by tenant, day and path, so each hash sees them in order.
+    for file in &usage.files {
+        let Some(tenant) = &file.tenant_id else {
+            continue;
+        };
+        let hash = hashes.entry((tenant.clone(), file.day)).or_insert_with(|| {
+            let mut hash = Fnv::new();
+            hash.write(&fingerprint.to_le_bytes());
+            hash
+        });
+        hash.write(file.path.as_bytes());
+    }
+    hashes
+        .into_iter()
+        .map(|(key, hash)| (key, hash.0 as i64))
+        .collect()
+}
+
+/// The `[from, to)` days fully inside the range `[from, to)` (UTC microseconds).
+pub fn whole_days(from: i64, to: i64) -> Option<(NaiveDate, NaiveDate)> {
+    let first = from.div_euclid(DAY_MICROS) + i64::from(from.rem_euclid(DAY_MICROS) != 0);
+    let end = to.div_euclid(DAY_MICROS);
+    (first < end).then(|| (day_number(first), day_number(end)))
+}
+
+fn day_number(days_since_epoch: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(days_since_epoch)))
+        .unwrap_or(NaiveDate::MAX)
+}
+
+/// The rollup rows of every partition `session` reads (all of its
+/// `usage_events`), stamped with the partitions' `bases`; gauge rows for the
+/// gauges of `catalog`. A partition whose weighted gauge sum does not fit the
+/// table's decimal gets no rows at all, so that reports keep reading it raw.
+pub async fn rollup_rows(
+    session: &LakeSession,
+    catalog: &MetricCatalog,
+    bases: &BTreeMap<PartitionKey, i64>,
+) -> Result<RecordBatch, QueryError> {
+    let mut rows = RollupRows::default();
+    let epoch = lit(ScalarValue::TimestampMicrosecond(
+        Some(0),
+        Some("UTC".into()),
+    ));
+    let hour = lit(ScalarValue::new_interval_mdn(0, 0, HOUR_MICROS * 1_000));
+    let hourly = session
+        .usage_events()
+        .await?
+        .aggregate(
+            vec![
+                col("tenant_id"),
+                col("day"),
+                col("metric"),
+                date_bin(hour, col("ts"), epoch).alias("start"),
+            ],
+            vec![
+                count(lit(1)).alias("events"),
+                sum(col("value")).alias("value_sum"),
+                min(col("ts")).alias("first_ts"),
+                max(col("ts")).alias("last_ts"),
+            ],
+        )
+        .map_err(QueryError::engine)?;
+    for batch in hourly.collect().await.map_err(QueryError::engine)? {
+        let tenants = string_column(&batch, 0)?;
+        let days = typed(&batch, 1, &DataType::Date32)?;
+        let days = days.as_primitive::<Date32Type>();
+        let metrics = string_column(&batch, 2)?;
+        let starts = typed(&batch, 3, &utc_micros())?;
+        let starts = starts.as_primitive::<TimestampMicrosecondType>();
+        let events = typed(&batch, 4, &DataType::Int64)?;
+        let events = events.as_primitive::<Int64Type>();
+        let sums = typed(&batch, 5, &value_type())?;
+        let sums = sums.as_primitive::<Decimal128Type>();
+        let firsts = typed(&batch, 6, &utc_micros())?;
+        let firsts = firsts.as_primitive::<TimestampMicrosecondType>();
+        let lasts = typed(&batch, 7, &utc_micros())?;
+        let lasts = lasts.as_primitive::<TimestampMicrosecondType>();
+        for row in 0..batch.num_rows() {
+            let day = day_number(i64::from(days.value(row)));
+            rows.push(RollupRow {
+                tenant: tenants.value(row).to_string(),
+                day,
+                metric: metrics.value(row).to_string(),
+                gauge: false,
+                start: starts.value(row),
+                events: events.value(row),
+                value_sum: sums.value(row),
+                first_ts: firsts.value(row),
+                last_ts: lasts.value(row),
+                resource: None,
+                last_value: None,
+            });
+        }
+    }
+
+    let gauges: HashMap<String, i64> = catalog
+        .iter()
+        .filter(|(_, spec)| spec.kind == MetricKind::Gauge)
+        .map(|(name, spec)| (name.to_string(), gauge_hold_micros(spec.hold)))
+        .collect();
+    let mut too_large: BTreeSet<PartitionKey> = BTreeSet::new();
+    if !gauges.is_empty() {
+        let names: Vec<_> = gauges.keys().map(|name| lit(name.as_str())).collect();
+        let samples = session
+            .usage_events()
+            .await?
+            .filter(col("metric").in_list(names, false))
+            .and_then(|f| {
+                f.select_columns(&["tenant_id", "day", "metric", "resource", "ts", "value"])
+            })
+            .map_err(QueryError::engine)?;
+        type SeriesKey = (String, i32, String, Option<String>);
+        let mut series: HashMap<SeriesKey, Vec<GaugeSample>> = HashMap::new();
+        for batch in samples.collect().await.map_err(QueryError::engine)? {
+            let tenants = string_column(&batch, 0)?;
+            let days = typed(&batch, 1, &DataType::Date32)?;
+            let days = days.as_primitive::<Date32Type>();
+            let metrics = string_column(&batch, 2)?;
+            let resources = string_column(&batch, 3)?;
+            let times = typed(&batch, 4, &utc_micros())?;
+            let times = times.as_primitive::<TimestampMicrosecondType>();
+            let values = typed(&batch, 5, &value_type())?;
+            let values = values.as_primitive::<Decimal128Type>();
+            for row in 0..batch.num_rows() {
+                let key = (
+                    tenants.value(row).to_string(),
+                    days.value(row),
+                    metrics.value(row).to_string(),
+                    resources
+                        .is_valid(row)
+                        .then(|| resources.value(row).to_string()),
+                );
+                series.entry(key).or_default().push(GaugeSample {
+                    ts_micros: times.value(row),
+                    value: BigDecimal::new(BigInt::from(values.value(row)), VALUE_SCALE.into()),
+                });
+            }
+        }
+        for ((tenant, day, metric, resource), mut samples) in series {
+            samples.sort();
+            let day = day_number(i64::from(day));
+            let weighted = weight_before_last(&samples, gauges[metric.as_str()]);
+            let (first, last) = (&samples[0], &samples[samples.len() - 1]);
+            let (Some(value_sum), Some(last_value)) =
+                (scaled_decimal(&weighted), scaled_decimal(&last.value))
+            else {
+                too_large.insert((tenant, day));
+                continue;
+            };
+            rows.push(RollupRow {
+                start: day_start_micros(day),
+                events: samples.len() as i64,
+                value_sum,
+                first_ts: first.ts_micros,
+                last_ts: last.ts_micros,
+                resource,
+                last_value: Some(last_value),
+                tenant,
+                day,
+                metric,
+                gauge: true,
+            });
+        }
+    }
+    rows.rows
+        .retain(|row| !too_large.contains(&(row.tenant.clone(), row.day)));
+    rows.into_batch(bases)
+}
+
+/// A value as the table's `Decimal128(38, 9)`, if it fits.
+fn scaled_decimal(value: &BigDecimal) -> Option<i128> {
+    let (digits, scale) = value
+        .with_scale(VALUE_SCALE.into())
+        .into_bigint_and_exponent();
+    debug_assert_eq!(scale, i64::from(VALUE_SCALE));
+    let scaled = i128::try_from(digits).ok()?;
+    (scaled.unsigned_abs() < 10u128.pow(u32::from(VALUE_PRECISION))).then_some(scaled)
+}
+
+fn string_column(batch: &RecordBatch, i: usize) -> Result<StringArray, QueryError> {
+    Ok(typed(batch, i, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+/// Column `i` of `batch` as `data_type` (the engine may hand out another
+/// encoding of the same values, such as string views or dictionaries).
+fn typed(batch: &RecordBatch, i: usize, data_type: &DataType) -> Result<ArrayRef, QueryError> {
+    arrow::compute::cast(batch.column(i), data_type).map_err(QueryError::engine)
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn value_type() -> DataType {
+    DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE as i8)
+}
+
+struct RollupRow {
+    tenant: String,
+    day: NaiveDate,
+    metric: String,
+    gauge: bool,
+    start: i64,
+    events: i64,
+    value_sum: i128,
+    first_ts: i64,
+    last_ts: i64,
+    resource: Option<String>,
+    last_value: Option<i128>,
+}
+
+#[derive(Default)]
+struct RollupRows {
+    rows: Vec<RollupRow>,
+}
+
+impl RollupRows {
+    fn push(&mut self, row: RollupRow) {
+        self.rows.push(row);
+    }
+
+    /// The rows as a `usage_hourly` batch; rows of partitions without a basis are
+    /// dropped (there are none when the session read only `bases`' partitions).
+    fn into_batch(self, bases: &BTreeMap<PartitionKey, i64>) -> Result<RecordBatch, QueryError> {
+        let rows: Vec<(RollupRow, i64)> = self
+            .rows
+            .into_iter()
+            .filter_map(|row| {
+                let basis = bases.get(&(row.tenant.clone(), row.day)).copied()?;
+                Some((row, basis))
+            })
+            .collect();
+        let decimal = |values: Vec<Option<i128>>| -> Result<ArrayRef, QueryError> {
+            Ok(Arc::new(
+                Decimal128Array::from(values)
+                    .with_precision_and_scale(VALUE_PRECISION, VALUE_SCALE as i8)
+                    .map_err(QueryError::engine)?,
+            ))
+        };
+        let micros = |values: Vec<i64>| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(r, _)| r.tenant.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, b)| *b))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(r, _)| r.metric.as_str()),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|(r, _)| Some(r.gauge)),
+            )),
+            micros(rows.iter().map(|(r, _)| r.start).collect()),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|(r, _)| r.events),
+            )),
+            decimal(rows.iter().map(|(r, _)| Some(r.value_sum)).collect())?,
+            micros(rows.iter().map(|(r, _)| r.first_ts).collect()),
+            micros(rows.iter().map(|(r, _)| r.last_ts).collect()),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|(r, _)| r.resource.as_deref()),
+            )),
+            decimal(rows.iter().map(|(r, _)| r.last_value).collect())?,
+            Arc::new(Date32Array::from_iter_values(
+                rows.iter().map(|(r, _)| days_since_epoch(r.day)),
+            )),
+        ];
+        RecordBatch::try_new(usage_hourly_schema(), columns).map_err(QueryError::engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_days_of_a_range() {
+        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        let at = |d: &str| day_start_micros(day(d));
+        assert_eq!(
+            whole_days(at("2026-01-01"), at("2026-02-01")),
+            Some((day("2026-01-01"), day("2026-02-01")))
+        );
+        assert_eq!(
+            whole_days(at("2026-01-01") + 1, at("2026-01-03") + 5),
+            Some((day("2026-01-02"), day("2026-01-03")))
+        );
+        assert_eq!(whole_days(at("2026-01-01") + 1, at("2026-01-02")), None);
+    }
+
+    #[test]
+    fn decimals_that_do_not_fit_are_refused() {
+        assert_eq!(scaled_decimal(&"1.5".parse().unwrap()), Some(1_500_000_000));
+        assert_eq!(scaled_decimal(&"1e30".parse().unwrap()), None);
+    }
+}
