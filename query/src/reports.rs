@@ -36,8 +36,8 @@ pub struct ReportSettings {
     pub catalog: MetricCatalog,
     /// The price book.
     pub book: PriceBook,
-    /// Whether reports read the up-to-date rollups of `usage_hourly` (the
-    /// default) or every event raw; the figures are the same.
+    /// Whether reports read the up-to-date rollups of `usage_hourly` or every
+    /// event raw (`reports.rollups`); the figures are the same.
     pub use_rollups: bool,
 }
 
@@ -47,10 +47,10 @@ impl ReportSettings {
         let catalog = config.catalog();
         let book = PriceBook::from_config(&config)?;
         Ok(ReportSettings {
+            use_rollups: config.reports.rollups,
             config,
             catalog,
             book,
-            use_rollups: true,
         })
     }
 

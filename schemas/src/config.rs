@@ -78,6 +78,9 @@ pub struct Config {
     /// The HTTP server.
     #[serde(default)]
     pub api: ApiConfig,
+    /// How reports read the lake.
+    #[serde(default)]
+    pub reports: ReportsConfig,
 }
 
 fn default_currency() -> String {
@@ -97,6 +100,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             noisy: NoisyConfig::default(),
             api: ApiConfig::default(),
+            reports: ReportsConfig::default(),
         }
     }
 }
@@ -324,6 +328,21 @@ impl Default for HealthConfig {
             quota_critical_percent: ConfigDecimal::from_static("100"),
             rejected_warning_percent: ConfigDecimal::from_static("1"),
         }
+    }
+}
+
+/// How reports read the lake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsConfig {
+    /// Read whole days from their up-to-date rollups (`usage_hourly`); `false`
+    /// reads every event raw, with the same figures, more slowly.
+    pub rollups: bool,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig { rollups: true }
     }
 }
 
