@@ -388,8 +388,9 @@ fn sandbox_refuses_every_escape_with_a_clean_error() {
 }
 
 /// Every report of the test lake that rollups can serve, rendered as CSV: March
-/// invoices, noisy neighbours over March, health at an instant in the middle of
-/// an hour, one tenant's hourly and daily usage, and an allocation by a gauge.
+/// invoices, noisy neighbours over March and over a mid-day window, health at and
+/// between whole hours, one tenant's hourly and daily usage, and an allocation by
+/// a gauge.
 async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSettings) -> String {
     use allot_query::render::{
         allocation_table, health_table, invoices_table, noisy_table, usage_table,
@@ -421,10 +422,25 @@ async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSett
         true,
     )
     .to_csv();
-    let health = reports::health(&snapshot, settings, at("2026-03-20T13:17:05Z"), None)
-        .await
-        .unwrap();
-    out += &health_table(&health).to_csv();
+    // Mid-day windows: hour-aligned ones read whole hours from rollups, the
+    // minutes of the others come from raw events.
+    for as_of in ["2026-03-20T13:17:05Z", "2026-03-20T13:00:00Z"] {
+        let health = reports::health(&snapshot, settings, at(as_of), None)
+            .await
+            .unwrap();
+        out += &health_table(&health).to_csv();
+    }
+    let noisy = NoisyRequest {
+        from: at("2026-03-03T05:00:00Z"),
+        to: at("2026-03-09T17:00:00Z"),
+        metric: None,
+        bucket_micros: None,
+    };
+    out += &noisy_table(
+        &reports::noisy(&snapshot, settings, &noisy).await.unwrap(),
+        true,
+    )
+    .to_csv();
     for bucket in [3_600_000_000, 86_400_000_000] {
         let usage = UsageRequest {
             tenant: "bravo".to_string(),

@@ -69,7 +69,8 @@ pub struct CompactSummary {
     pub rollups: RollupSummary,
 }
 
-/// Compacts every tenant-day partition that has at least `min_files` small files.
+/// Compacts every tenant-day partition that has at least `min_files` small files,
+/// refreshes the rollups and writes a checkpoint of `usage_events`.
 pub async fn compact(
     options: CompactOptions,
     cancel: CancellationToken,
@@ -84,6 +85,16 @@ pub async fn compact(
     )
     .await?;
     summary.rollups = refresh_rollups(&options.lake, &options.catalog).await?;
+    // A checkpoint lets readers load the table from one Parquet file instead of
+    // replaying every commit (collectors' commits get one every 100 versions).
+    let name = LakeTable::UsageEvents.dir_name();
+    table
+        .update_state()
+        .await
+        .map_err(IngestError::lake(name))?;
+    deltalake::checkpoints::create_checkpoint(&table, None)
+        .await
+        .map_err(IngestError::lake(name))?;
     Ok(summary)
 }
 

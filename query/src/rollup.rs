@@ -100,13 +100,6 @@ pub fn partition_bases(usage: &TableFiles, fingerprint: u64) -> BTreeMap<Partiti
         .collect()
 }
 
-/// The `[from, to)` days fully inside the range `[from, to)` (UTC microseconds).
-pub fn whole_days(from: i64, to: i64) -> Option<(NaiveDate, NaiveDate)> {
-    let first = from.div_euclid(DAY_MICROS) + i64::from(from.rem_euclid(DAY_MICROS) != 0);
-    let end = to.div_euclid(DAY_MICROS);
-    (first < end).then(|| (day_number(first), day_number(end)))
-}
-
 fn day_number(days_since_epoch: i64) -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1)
         .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(days_since_epoch)))
@@ -359,21 +352,6 @@ impl RollupRows {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn whole_days_of_a_range() {
-        let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
-        let at = |d: &str| day_start_micros(day(d));
-        assert_eq!(
-            whole_days(at("2026-01-01"), at("2026-02-01")),
-            Some((day("2026-01-01"), day("2026-02-01")))
-        );
-        assert_eq!(
-            whole_days(at("2026-01-01") + 1, at("2026-01-03") + 5),
-            Some((day("2026-01-02"), day("2026-01-03")))
-        );
-        assert_eq!(whole_days(at("2026-01-01") + 1, at("2026-01-02")), None);
-    }
 
     #[test]
     fn decimals_that_do_not_fit_are_refused() {

@@ -209,23 +209,17 @@ impl LakeSession {
         self.rollups.as_ref().map_or(&NONE, |r| &r.current)
     }
 
-    /// The deduplicated `usage_events` of the scope without the partitions in `skip`.
-    pub fn usage_events_without(
+    /// The deduplicated `usage_events` of the scope's partitions that `keep` selects.
+    pub fn usage_events_where(
         &self,
-        skip: &BTreeSet<PartitionKey>,
+        keep: impl Fn(&str, NaiveDate) -> bool,
     ) -> Result<DataFrame, QueryError> {
-        if skip.is_empty() {
-            return usage_events_frame(&self.ctx, &self.usage, &self.usage_url);
-        }
         let files = TableFiles {
             files: self
                 .usage
                 .files
                 .iter()
-                .filter(|f| match &f.tenant_id {
-                    Some(tenant) => !skip.contains(&(tenant.clone(), f.day)),
-                    None => true,
-                })
+                .filter(|f| f.tenant_id.as_deref().is_some_and(|t| keep(t, f.day)))
                 .cloned()
                 .collect(),
             ..self.usage.clone()

@@ -12,7 +12,7 @@
 //! edges of the range and every other partition are read raw, and both kinds of
 //! rows go through the same aggregation.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
@@ -33,9 +33,9 @@ use allot_schemas::table_schema::VALUE_PRECISION;
 use crate::error::QueryError;
 use crate::lake::days_since_epoch;
 use crate::noisy::BucketUsage;
-use crate::period::day_of_micros;
+use crate::period::{day_of_micros, day_start_micros};
 use crate::pricing::{CounterDay, GaugeSample, GaugeSeries, HeldSum};
-use crate::rollup::{DAY_MICROS, HOUR_MICROS, PartitionKey, whole_days};
+use crate::rollup::{DAY_MICROS, HOUR_MICROS, PartitionKey};
 use crate::session::LakeSession;
 
 /// Which events of the session an aggregation reads.
@@ -81,53 +81,96 @@ fn metric_in(metrics: &[String]) -> Expr {
 struct SplitUsage {
     /// Deduplicated events of the partitions read raw, filtered.
     raw: DataFrame,
-    /// `usage_hourly` rows of the whole days of the range whose rollups are up to
-    /// date (`None`: every partition is read raw).
+    /// `usage_hourly` rows of the range's inner span, for the partitions whose
+    /// rollups are up to date (`None`: every partition is read raw).
     rollups: Option<DataFrame>,
 }
 
-/// Splits the events of `[from, to)`: a partition is read from its rollups when
-/// the session has up-to-date rollups for it, its whole day lies inside the
-/// range, no region or service filter applies (rollups do not keep them) and
-/// `rollups_fit` (the caller's grouping can use hourly rows); otherwise raw.
+/// Splits the events of `[from, to)` between rollups and raw events. With a
+/// `grain` (an hour for the hourly rows, a day for the gauge rows) the range's
+/// inner span `[from rounded up, to rounded down)` to that grain is read from the
+/// rollups of every partition that has up-to-date ones, and the rest raw: the
+/// edges of those partitions, and every other partition. No grain, or a region or
+/// service filter (rollups do not keep them), reads everything raw.
 async fn split_usage(
     session: &LakeSession,
     filter: &UsageFilter,
     from: i64,
     to: i64,
-    rollups_fit: bool,
+    grain: Option<i64>,
 ) -> Result<SplitUsage, QueryError> {
-    let mut served = BTreeMap::new();
-    if rollups_fit
+    let mut served: BTreeMap<PartitionKey, i64> = BTreeMap::new();
+    let (mut inner_from, mut inner_to) = (from, from);
+    if let Some(grain) = grain
         && filter.region.is_none()
         && filter.service.is_none()
-        && let Some((first, end)) = whole_days(from, to)
     {
-        served = session
-            .current_rollups()
-            .iter()
-            .filter(|((tenant, day), _)| {
-                *day >= first && *day < end && filter.tenant.as_ref().is_none_or(|t| t == tenant)
-            })
-            .map(|(key, basis)| (key.clone(), *basis))
-            .collect();
+        inner_from = ceil_to_grid(from, grain);
+        inner_to = to.div_euclid(grain) * grain;
+        if inner_from < inner_to {
+            served = session
+                .current_rollups()
+                .iter()
+                .filter(|((tenant, day), _)| {
+                    let start = day_start_micros(*day);
+                    start < inner_to
+                        && start + DAY_MICROS > inner_from
+                        && filter.tenant.as_ref().is_none_or(|t| t == tenant)
+                })
+                .map(|(key, basis)| (key.clone(), *basis))
+                .collect();
+        }
     }
-    let mut predicate = time_range(from, to);
+    let mut filters = Vec::new();
     if let Some(tenant) = &filter.tenant {
-        predicate = predicate.and(col("tenant_id").eq(lit(tenant.as_str())));
+        filters.push(col("tenant_id").eq(lit(tenant.as_str())));
     }
     if let Some(region) = &filter.region {
-        predicate = predicate.and(col("region").eq(lit(region.as_str())));
+        filters.push(col("region").eq(lit(region.as_str())));
     }
     if let Some(service) = &filter.service {
-        predicate = predicate.and(col("service").eq(lit(service.as_str())));
+        filters.push(col("service").eq(lit(service.as_str())));
     }
-    let skip: BTreeSet<PartitionKey> = served.keys().cloned().collect();
-    let raw = session
-        .usage_events_without(&skip)?
-        .filter(predicate)
+    let with_filters = |predicate: Expr| filters.iter().cloned().fold(predicate, Expr::and);
+    let is_served = |tenant: &str, day: NaiveDate| served.contains_key(&(tenant.to_string(), day));
+    let mut raw = session
+        .usage_events_where(|tenant, day| !is_served(tenant, day))?
+        .filter(with_filters(time_range(from, to)))
         .map_err(QueryError::engine)?;
-    let rollups = session.rollup_rows(&served)?;
+    // The edges of the served partitions, outside the inner span.
+    let edges: Vec<(i64, i64)> = [(from, inner_from), (inner_to, to)]
+        .into_iter()
+        .filter(|(start, end)| start < end)
+        .collect();
+    let touches_edge = |day: NaiveDate| {
+        let start = day_start_micros(day);
+        edges
+            .iter()
+            .any(|(from, to)| start < *to && start + DAY_MICROS > *from)
+    };
+    if !served.is_empty() && served.keys().any(|(_, day)| touches_edge(*day)) {
+        let in_edges = edges
+            .iter()
+            .map(|(from, to)| time_range(*from, *to))
+            .reduce(Expr::or)
+            .expect("an edge touches a served day");
+        let edge_rows = session
+            .usage_events_where(|tenant, day| is_served(tenant, day) && touches_edge(day))?
+            .filter(with_filters(in_edges))
+            .map_err(QueryError::engine)?;
+        raw = raw.union(edge_rows).map_err(QueryError::engine)?;
+    }
+    let rollups = session
+        .rollup_rows(&served)?
+        .map(|rows| {
+            rows.filter(
+                col("start")
+                    .gt_eq(ts_lit(inner_from))
+                    .and(col("start").lt(ts_lit(inner_to))),
+            )
+            .map_err(QueryError::engine)
+        })
+        .transpose()?;
     Ok(SplitUsage { raw, rollups })
 }
 
@@ -202,7 +245,7 @@ pub async fn counter_days(
     if metrics.is_empty() {
         return Ok(by_tenant);
     }
-    let split = split_usage(session, filter, from, to, true).await?;
+    let split = split_usage(session, filter, from, to, Some(HOUR_MICROS)).await?;
     let raw = split
         .raw
         .filter(metric_in(metrics))
@@ -286,7 +329,8 @@ pub async fn gauge_series(
     }
     let mut series: HashMap<String, Series> = HashMap::new();
     if !metrics.is_empty() {
-        let split = split_usage(session, filter, from, to, weighed_by_whole_days).await?;
+        let grain = weighed_by_whole_days.then_some(DAY_MICROS);
+        let split = split_usage(session, filter, from, to, grain).await?;
         let frame = split
             .raw
             .filter(metric_in(metrics))
@@ -459,7 +503,8 @@ pub async fn bucket_usage(
     ));
     // Hourly rollups fall into whole buckets only on an hour-aligned grid.
     let hourly_grid = bucket_micros % HOUR_MICROS == 0 && from.rem_euclid(HOUR_MICROS) == 0;
-    let split = split_usage(session, filter, from, to, hourly_grid).await?;
+    let grain = hourly_grid.then_some(HOUR_MICROS);
+    let split = split_usage(session, filter, from, to, grain).await?;
     let raw = split
         .raw
         .filter(metric_in(metrics))
@@ -538,7 +583,7 @@ pub async fn activity(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Activity>, QueryError> {
-    let split = split_usage(session, filter, from, to, true).await?;
+    let split = split_usage(session, filter, from, to, Some(HOUR_MICROS)).await?;
     let raw = split
         .raw
         .select(vec![
