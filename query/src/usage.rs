@@ -12,7 +12,7 @@
 //! edges of the range and every other partition are read raw, and both kinds of
 //! rows go through the same aggregation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
@@ -132,7 +132,11 @@ async fn split_usage(
         filters.push(col("service").eq(lit(service.as_str())));
     }
     let with_filters = |predicate: Expr| filters.iter().cloned().fold(predicate, Expr::and);
-    let is_served = |tenant: &str, day: NaiveDate| served.contains_key(&(tenant.to_string(), day));
+    let served_keys: HashSet<(&str, NaiveDate)> = served
+        .keys()
+        .map(|(tenant, day)| (tenant.as_str(), *day))
+        .collect();
+    let is_served = |tenant: &str, day: NaiveDate| served_keys.contains(&(tenant, day));
     let mut raw = session
         .usage_events_where(|tenant, day| !is_served(tenant, day))?
         .filter(with_filters(time_range(from, to)))
