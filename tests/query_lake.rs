@@ -411,36 +411,28 @@ async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSett
         .await
         .unwrap();
     out += &invoices_table(&invoices).to_csv();
-    let noisy = NoisyRequest {
-        from: at("2026-03-01T00:00:00Z"),
-        to: at("2026-04-01T00:00:00Z"),
-        metric: None,
-        bucket_micros: None,
-    };
-    out += &noisy_table(
-        &reports::noisy(&snapshot, settings, &noisy).await.unwrap(),
-        true,
-    )
-    .to_csv();
-    // Mid-day windows: hour-aligned ones read whole hours from rollups, the
-    // minutes of the others come from raw events.
+    // Whole days, and a mid-day window whose whole hours come from rollups.
+    for (from, to) in [
+        ("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"),
+        ("2026-03-03T05:00:00Z", "2026-03-09T17:00:00Z"),
+    ] {
+        let noisy = NoisyRequest {
+            from: at(from),
+            to: at(to),
+            metric: None,
+            bucket_micros: None,
+        };
+        let rows = reports::noisy(&snapshot, settings, &noisy).await.unwrap();
+        out += &noisy_table(&rows, true).to_csv();
+    }
+    // Hour-aligned health reads whole hours from rollups; the minutes of the
+    // other come from raw events.
     for as_of in ["2026-03-20T13:17:05Z", "2026-03-20T13:00:00Z"] {
         let health = reports::health(&snapshot, settings, at(as_of), None)
             .await
             .unwrap();
         out += &health_table(&health).to_csv();
     }
-    let noisy = NoisyRequest {
-        from: at("2026-03-03T05:00:00Z"),
-        to: at("2026-03-09T17:00:00Z"),
-        metric: None,
-        bucket_micros: None,
-    };
-    out += &noisy_table(
-        &reports::noisy(&snapshot, settings, &noisy).await.unwrap(),
-        true,
-    )
-    .to_csv();
     for bucket in [3_600_000_000, 86_400_000_000] {
         let usage = UsageRequest {
             tenant: "bravo".to_string(),

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use arrow_schema::{DataType, TimeUnit};
 use bigdecimal::BigDecimal;
@@ -183,11 +183,28 @@ fn utf8(name: &str) -> Expr {
     cast(col(name), DataType::Utf8).alias(name)
 }
 
-/// `raw` with `rollups` appended when there are any.
-fn union_with(raw: DataFrame, rollups: Option<DataFrame>) -> Result<DataFrame, QueryError> {
-    match rollups {
-        Some(rollups) => raw.union(rollups).map_err(QueryError::engine),
-        None => Ok(raw),
+impl SplitUsage {
+    /// The raw events and the hourly rollup rows of `metrics` (every metric when
+    /// `None`) as one frame: `raw_columns` of each event, `rollup_columns` (the
+    /// same names and types) of each rollup row.
+    fn union_hourly(
+        self,
+        metrics: Option<&[String]>,
+        raw_columns: Vec<Expr>,
+        rollup_columns: Vec<Expr>,
+    ) -> Result<DataFrame, QueryError> {
+        let mut raw = self.raw;
+        if let Some(metrics) = metrics {
+            raw = raw.filter(metric_in(metrics)).map_err(QueryError::engine)?;
+        }
+        let raw = raw.select(raw_columns).map_err(QueryError::engine)?;
+        match self.rollups {
+            None => Ok(raw),
+            Some(rollups) => hourly_rows(rollups, metrics)?
+                .select(rollup_columns)
+                .and_then(|rows| raw.union(rows))
+                .map_err(QueryError::engine),
+        }
     }
 }
 
@@ -207,6 +224,15 @@ async fn collect(frame: DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
 /// Reads column `i` of `batch` as Arrow strings, whatever string type it has.
 fn strings(batch: &RecordBatch, i: usize) -> Result<ArrayRef, QueryError> {
     arrow::compute::cast(batch.column(i), &DataType::Utf8).map_err(QueryError::engine)
+}
+
+/// The first `N` columns of `batch` as Arrow strings.
+fn leading_strings<const N: usize>(batch: &RecordBatch) -> Result<[StringArray; N], QueryError> {
+    let mut columns = Vec::with_capacity(N);
+    for i in 0..N {
+        columns.push(strings(batch, i)?.as_string::<i32>().clone());
+    }
+    Ok(columns.try_into().expect("N columns were cast"))
 }
 
 fn decimals(batch: &RecordBatch, i: usize) -> Result<ArrayRef, QueryError> {
@@ -249,33 +275,23 @@ pub async fn counter_days(
     if metrics.is_empty() {
         return Ok(by_tenant);
     }
-    let split = split_usage(session, filter, from, to, Some(HOUR_MICROS)).await?;
-    let raw = split
-        .raw
-        .filter(metric_in(metrics))
-        .and_then(|f| {
-            f.select(vec![
+    let frame = split_usage(session, filter, from, to, Some(HOUR_MICROS))
+        .await?
+        .union_hourly(
+            Some(metrics),
+            vec![
                 utf8("tenant_id"),
                 utf8("metric"),
                 col("day"),
                 col("value").alias("amount"),
-            ])
-        })
-        .map_err(QueryError::engine)?;
-    let rollups = split
-        .rollups
-        .map(|rollups| {
-            hourly_rows(rollups, Some(metrics))?
-                .select(vec![
-                    utf8("tenant_id"),
-                    utf8("metric"),
-                    col("day"),
-                    col("value_sum").alias("amount"),
-                ])
-                .map_err(QueryError::engine)
-        })
-        .transpose()?;
-    let frame = union_with(raw, rollups)?
+            ],
+            vec![
+                utf8("tenant_id"),
+                utf8("metric"),
+                col("day"),
+                col("value_sum").alias("amount"),
+            ],
+        )?
         .aggregate(
             vec![col("tenant_id"), col("metric"), col("day")],
             vec![sum(col("amount")).alias("raw_sum")],
@@ -368,16 +384,7 @@ pub async fn gauge_series(
             series.get_mut(key.as_str()).expect("inserted above")
         }
         for batch in collect(frame).await? {
-            let (tenants, names, resources) = (
-                strings(&batch, 0)?,
-                strings(&batch, 1)?,
-                strings(&batch, 2)?,
-            );
-            let (tenants, names, resources) = (
-                tenants.as_string::<i32>(),
-                names.as_string::<i32>(),
-                resources.as_string::<i32>(),
-            );
+            let [tenants, names, resources] = leading_strings::<3>(&batch)?;
             let (times, values) = (timestamps(&batch, 3)?, decimals(&batch, 4)?);
             let times = times.as_primitive::<TimestampMicrosecondType>();
             for row in 0..batch.num_rows() {
@@ -420,16 +427,7 @@ pub async fn gauge_series(
                 })
                 .map_err(QueryError::engine)?;
             for batch in collect(frame).await? {
-                let (tenants, names, resources) = (
-                    strings(&batch, 0)?,
-                    strings(&batch, 1)?,
-                    strings(&batch, 2)?,
-                );
-                let (tenants, names, resources) = (
-                    tenants.as_string::<i32>(),
-                    names.as_string::<i32>(),
-                    resources.as_string::<i32>(),
-                );
+                let [tenants, names, resources] = leading_strings::<3>(&batch)?;
                 let starts = timestamps(&batch, 3)?;
                 let starts = starts.as_primitive::<TimestampMicrosecondType>();
                 let samples = batch.column(4).as_primitive::<Int64Type>();
@@ -508,33 +506,23 @@ pub async fn bucket_usage(
     // Hourly rollups fall into whole buckets only on an hour-aligned grid.
     let hourly_grid = bucket_micros % HOUR_MICROS == 0 && from.rem_euclid(HOUR_MICROS) == 0;
     let grain = hourly_grid.then_some(HOUR_MICROS);
-    let split = split_usage(session, filter, from, to, grain).await?;
-    let raw = split
-        .raw
-        .filter(metric_in(metrics))
-        .and_then(|f| {
-            f.select(vec![
+    let frame = split_usage(session, filter, from, to, grain)
+        .await?
+        .union_hourly(
+            Some(metrics),
+            vec![
                 utf8("metric"),
                 utf8("tenant_id"),
                 col("ts").alias("at"),
                 col("value").alias("amount"),
-            ])
-        })
-        .map_err(QueryError::engine)?;
-    let rollups = split
-        .rollups
-        .map(|rollups| {
-            hourly_rows(rollups, Some(metrics))?
-                .select(vec![
-                    utf8("metric"),
-                    utf8("tenant_id"),
-                    col("start").alias("at"),
-                    col("value_sum").alias("amount"),
-                ])
-                .map_err(QueryError::engine)
-        })
-        .transpose()?;
-    let frame = union_with(raw, rollups)?
+            ],
+            vec![
+                utf8("metric"),
+                utf8("tenant_id"),
+                col("start").alias("at"),
+                col("value_sum").alias("amount"),
+            ],
+        )?
         .aggregate(
             vec![
                 col("metric"),
@@ -587,28 +575,21 @@ pub async fn activity(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Activity>, QueryError> {
-    let split = split_usage(session, filter, from, to, Some(HOUR_MICROS)).await?;
-    let raw = split
-        .raw
-        .select(vec![
-            utf8("tenant_id"),
-            lit(1i64).alias("events"),
-            col("ts").alias("last"),
-        ])
-        .map_err(QueryError::engine)?;
-    let rollups = split
-        .rollups
-        .map(|rollups| {
-            hourly_rows(rollups, None)?
-                .select(vec![
-                    utf8("tenant_id"),
-                    col("events"),
-                    col("last_ts").alias("last"),
-                ])
-                .map_err(QueryError::engine)
-        })
-        .transpose()?;
-    let frame = union_with(raw, rollups)?
+    let frame = split_usage(session, filter, from, to, Some(HOUR_MICROS))
+        .await?
+        .union_hourly(
+            None,
+            vec![
+                utf8("tenant_id"),
+                lit(1i64).alias("events"),
+                col("ts").alias("last"),
+            ],
+            vec![
+                utf8("tenant_id"),
+                col("events"),
+                col("last_ts").alias("last"),
+            ],
+        )?
         .aggregate(
             vec![col("tenant_id")],
             vec![
