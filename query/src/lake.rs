@@ -49,6 +49,15 @@ pub fn days_since_epoch(day: NaiveDate) -> i32 {
     i32::try_from(day_start_micros(day).div_euclid(86_400_000_000)).unwrap_or(i32::MAX)
 }
 
+/// The date of an Arrow `Date32` value (the inverse of [`days_since_epoch`]).
+pub fn date_of_epoch_days(days: i32) -> Result<NaiveDate, QueryError> {
+    NaiveDate::from_num_days_from_ce_opt(days.saturating_add(EPOCH_DAYS_FROM_CE))
+        .ok_or_else(|| QueryError::Engine(format!("day {days} (since 1970) is out of range")))
+}
+
+/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
 /// The active files of one table at one version.
 #[derive(Clone)]
 pub struct TableFiles {

@@ -31,7 +31,7 @@ use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::prelude::{col, lit};
 
 use crate::error::QueryError;
-use crate::lake::{TableFiles, days_since_epoch};
+use crate::lake::{TableFiles, date_of_epoch_days, days_since_epoch};
 use crate::period::day_start_micros;
 use crate::pricing::{GaugeSample, weight_before_last};
 use crate::session::LakeSession;
@@ -100,12 +100,6 @@ pub fn partition_bases(usage: &TableFiles, fingerprint: u64) -> BTreeMap<Partiti
         .collect()
 }
 
-fn day_number(days_since_epoch: i64) -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1)
-        .and_then(|epoch| epoch.checked_add_signed(chrono::Duration::days(days_since_epoch)))
-        .unwrap_or(NaiveDate::MAX)
-}
-
 /// The rollup rows of every partition `session` reads (all of its
 /// `usage_events`), stamped with the partitions' `bases`; gauge rows for the
 /// gauges of `catalog`. A partition whose weighted gauge sum does not fit the
@@ -155,7 +149,7 @@ pub async fn rollup_rows(
         let lasts = typed(&batch, 7, &utc_micros())?;
         let lasts = lasts.as_primitive::<TimestampMicrosecondType>();
         for row in 0..batch.num_rows() {
-            let day = day_number(i64::from(days.value(row)));
+            let day = date_of_epoch_days(days.value(row))?;
             rows.push(RollupRow {
                 tenant: tenants.value(row).to_string(),
                 day,
@@ -217,7 +211,7 @@ pub async fn rollup_rows(
         }
         for ((tenant, day, metric, resource), mut samples) in series {
             samples.sort();
-            let day = day_number(i64::from(day));
+            let day = date_of_epoch_days(day)?;
             let weighted = weight_before_last(&samples, gauges[metric.as_str()]);
             let (first, last) = (&samples[0], &samples[samples.len() - 1]);
             let (Some(value_sum), Some(last_value)) =

@@ -13,9 +13,8 @@
 //! In the tenant scope the tables are built from that tenant's files alone, so no
 //! predicate, join or function in a query can read another tenant's rows.
 
-use std::sync::Arc;
-
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::LakeTable;
@@ -37,7 +36,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, lit};
 use url::Url;
 
 use crate::error::QueryError;
-use crate::lake::{LakeFile, LakeSnapshot, TableFiles, days_since_epoch};
+use crate::lake::{LakeFile, LakeSnapshot, TableFiles, date_of_epoch_days, days_since_epoch};
 use crate::provider::LakeFilesTable;
 use crate::rollup::{PartitionKey, catalog_fingerprint, partition_bases};
 
@@ -186,10 +185,10 @@ impl LakeSession {
                 .map_err(QueryError::engine)?;
             let recorded_bases = recorded_bases.as_primitive::<Int64Type>();
             for row in 0..batch.num_rows() {
-                let Some(day) = date_of(days.value(row)) else {
-                    continue;
-                };
-                let key = (tenants.value(row).to_string(), day);
+                let key = (
+                    tenants.value(row).to_string(),
+                    date_of_epoch_days(days.value(row))?,
+                );
                 if bases.get(&key) == Some(&recorded_bases.value(row)) {
                     current.insert(key, recorded_bases.value(row));
                 }
@@ -319,12 +318,6 @@ fn hourly_table(store: &ObjectStoreUrl, files: Vec<LakeFile>) -> Arc<LakeFilesTa
         store.clone(),
         files,
     ))
-}
-
-/// A `Date32` value as a date.
-fn date_of(days_since_epoch: i32) -> Option<NaiveDate> {
-    NaiveDate::from_ymd_opt(1970, 1, 1)?
-        .checked_add_signed(chrono::Duration::days(i64::from(days_since_epoch)))
 }
 
 fn usage_table(store: &ObjectStoreUrl, files: Vec<LakeFile>) -> Arc<LakeFilesTable> {

@@ -31,7 +31,7 @@ use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::table_schema::VALUE_PRECISION;
 
 use crate::error::QueryError;
-use crate::lake::days_since_epoch;
+use crate::lake::{date_of_epoch_days, days_since_epoch};
 use crate::noisy::BucketUsage;
 use crate::period::{day_of_micros, day_start_micros};
 use crate::pricing::{CounterDay, GaugeSample, GaugeSeries, HeldSum};
@@ -309,8 +309,7 @@ pub async fn counter_days(
             else {
                 continue;
             };
-            let day = NaiveDate::from_num_days_from_ce_opt(days.value(row) + EPOCH_DAYS_FROM_CE)
-                .ok_or_else(|| QueryError::Engine("a day out of range".to_string()))?;
+            let day = date_of_epoch_days(days.value(row))?;
             by_tenant.entry(tenant).or_default().push(CounterDay {
                 metric,
                 day,
@@ -320,9 +319,6 @@ pub async fn counter_days(
     }
     Ok(by_tenant)
 }
-
-/// Days from 0001-01-01 (CE day 1) to 1970-01-01.
-const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// Samples of gauge `metrics` per tenant and series, taken in `[from, to)`.
 ///
