@@ -64,14 +64,7 @@ fn fixture() -> &'static Fixture {
         lines.push_str("{not json\n");
         let events = dir.path().join("events.jsonl");
         std::fs::write(&events, lines).expect("write events");
-        let output = allot()
-            .args(["ingest", "--no-progress", "--from-file"])
-            .arg(&events)
-            .arg("--lake")
-            .arg(&lake)
-            .output()
-            .expect("run allot ingest");
-        assert!(output.status.success(), "{output:?}");
+        common::ingest_into(&lake, &events);
         std::fs::write(
             dir.path().join("costs.csv"),
             "period,pool,amount,currency,driver\n2026-03,shared-compute,1000.00,USD,compute_seconds\n",
@@ -726,66 +719,15 @@ async fn every_report_has_its_json_shape_and_its_csv() {
 
 #[tokio::test]
 async fn sql_escapes_are_refused_with_a_clean_400() {
-    let cases: &[(&str, &str, &str)] = &[
-        (
-            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp/lake'",
-            "",
-            "CREATE EXTERNAL TABLE is not allowed",
-        ),
-        (
-            "COPY (SELECT 1) TO '/tmp/out.csv' STORED AS CSV",
-            "",
-            "COPY is not allowed",
-        ),
-        (
-            "INSERT INTO usage_events SELECT * FROM usage_events",
-            "",
-            "INSERT is not allowed",
-        ),
-        ("DELETE FROM usage_events", "", "DELETE is not allowed"),
-        ("DROP TABLE usage_events", "", "DROP is not allowed"),
-        (
-            "SET datafusion.execution.batch_size = 1",
-            "",
-            "SET is not allowed",
-        ),
-        (
-            "SELECT * FROM read_parquet('/etc/passwd')",
-            "",
-            "table functions are not allowed",
-        ),
-        ("SELECT * FROM '/etc/passwd'", "", "unknown table"),
-        (
-            "SELECT * FROM information_schema.tables",
-            "",
-            "information_schema",
-        ),
-        ("SELECT * FROM rejected_events", "", "unknown table"),
-        ("SELECT 1; SELECT 2", "", "exactly one statement"),
-        (
-            "SELECT a.event_id, b.event_id FROM usage_events a CROSS JOIN usage_events b ORDER BY 1, 2",
-            "sql_memory = \"1MiB\"",
-            "memory limit",
-        ),
-        (
-            "SELECT count(*) FROM usage_events a, usage_events b, usage_events c, usage_events d, usage_events e",
-            "sql_timeout = \"1s\"",
-            "time limit",
-        ),
-        (
-            "SELECT * FROM usage_events",
-            "sql_max_rows = 5",
-            "more than 5 rows",
-        ),
-    ];
     let plain = server();
-    for (sql, api_extra, expected) in cases {
+    for common::SqlEscape { sql, limit, error } in common::SQL_ESCAPES {
         let limited;
-        let server = if api_extra.is_empty() {
-            &plain
-        } else {
-            limited = server_with(api_extra);
-            &limited
+        let server = match limit {
+            None => &plain,
+            Some((key, value)) => {
+                limited = server_with(&format!("{key} = {value}"));
+                &limited
+            }
         };
         let answer = post_sql(&server.app, sql, Caller::Tenant).await;
         assert_eq!(
@@ -798,7 +740,7 @@ async fn sql_escapes_are_refused_with_a_clean_400() {
             .as_str()
             .unwrap()
             .to_string();
-        assert!(message.contains(expected), "{sql}: {message}");
+        assert!(message.contains(error), "{sql}: {message}");
         assert!(!message.contains('\n'), "{sql}: {message}");
         for leak in ["/tmp", "/etc", "bravo", "usage_events/", ".parquet"] {
             assert!(

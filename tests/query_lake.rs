@@ -57,14 +57,7 @@ fn build_lake() -> Lake {
     let config = dir.path().join("allot.toml");
     std::fs::write(&config, CONFIG).expect("write config");
     for events in write_events(dir.path()) {
-        let output = allot()
-            .args(["ingest", "--no-progress", "--from-file"])
-            .arg(&events)
-            .arg("--lake")
-            .arg(&lake)
-            .output()
-            .expect("run allot ingest");
-        assert!(output.status.success(), "{output:?}");
+        common::ingest_into(&lake, &events);
     }
     Lake {
         _dir: dir,
@@ -225,14 +218,7 @@ fn reports_of_chunks(chunks: &[Vec<String>]) -> (String, String) {
     for (i, chunk) in chunks.iter().enumerate() {
         let path = lake.lake.with_extension(format!("{i}.jsonl"));
         std::fs::write(&path, chunk.join("\n")).expect("write chunk");
-        let output = allot()
-            .args(["ingest", "--no-progress", "--from-file"])
-            .arg(&path)
-            .arg("--lake")
-            .arg(&lake.lake)
-            .output()
-            .expect("run allot ingest");
-        assert!(output.status.success(), "{output:?}");
+        common::ingest_into(&lake.lake, &path);
     }
     (
         lake.stdout(&["invoice", "--month", "2026-03"]),
@@ -317,66 +303,20 @@ fn tenant_sql_sees_only_its_tenant() {
 #[test]
 fn sandbox_refuses_every_escape_with_a_clean_error() {
     let lake = build_lake();
-    // (query, environment overrides, expected part of the error)
-    type Escape<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-    let cases: &[Escape] = &[
-        (
-            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp/lake'",
-            &[],
-            "CREATE EXTERNAL TABLE is not allowed",
-        ),
-        (
-            "COPY (SELECT 1) TO '/tmp/out.csv' STORED AS CSV",
-            &[],
-            "COPY is not allowed",
-        ),
-        (
-            "INSERT INTO usage_events SELECT * FROM usage_events",
-            &[],
-            "INSERT is not allowed",
-        ),
-        ("DELETE FROM usage_events", &[], "DELETE is not allowed"),
-        ("DROP TABLE usage_events", &[], "DROP is not allowed"),
-        (
-            "SET datafusion.execution.batch_size = 1",
-            &[],
-            "SET is not allowed",
-        ),
-        (
-            "SELECT * FROM read_parquet('/etc/passwd')",
-            &[],
-            "table functions are not allowed",
-        ),
-        ("SELECT * FROM '/etc/passwd'", &[], "unknown table"),
-        (
-            "SELECT * FROM information_schema.tables",
-            &[],
-            "information_schema",
-        ),
-        ("SELECT * FROM rejected_events", &[], "unknown table"),
-        ("SELECT 1; SELECT 2", &[], "exactly one statement"),
-        (
-            "SELECT a.event_id, b.event_id FROM usage_events a CROSS JOIN usage_events b ORDER BY 1, 2",
-            &[("ALLOT__API__SQL_MEMORY", "1MiB")],
-            "memory limit",
-        ),
-        (
-            "SELECT count(*) FROM usage_events a, usage_events b, usage_events c, usage_events d, usage_events e",
-            &[("ALLOT__API__SQL_TIMEOUT", "1s")],
-            "time limit",
-        ),
-        (
-            "SELECT * FROM usage_events",
-            &[("ALLOT__API__SQL_MAX_ROWS", "5")],
-            "more than 5 rows",
-        ),
-    ];
-    for (sql, env, expected) in cases {
-        let output = lake.run(&["sql", "--tenant", "alpha", sql], env);
+    for common::SqlEscape { sql, limit, error } in common::SQL_ESCAPES {
+        let env: Vec<(String, &str)> = limit
+            .iter()
+            .map(|(key, value)| {
+                let value = value.trim_matches('"');
+                (format!("ALLOT__API__{}", key.to_uppercase()), value)
+            })
+            .collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let output = lake.run(&["sql", "--tenant", "alpha", sql], &env);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{sql}: {stderr}");
         assert!(output.stdout.is_empty(), "{sql}: printed data");
-        assert!(stderr.contains(expected), "{sql}: {stderr}");
+        assert!(stderr.contains(error), "{sql}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{sql}: {stderr}");
         for leak in ["/tmp", "/etc", "bravo", "usage_events/", ".parquet"] {
             assert!(
@@ -510,14 +450,7 @@ async fn rollups_give_the_figures_of_the_raw_events() {
 "#,
     )
     .unwrap();
-    let output = allot()
-        .args(["ingest", "--no-progress", "--from-file"])
-        .arg(&late)
-        .arg("--lake")
-        .arg(&lake.lake)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    common::ingest_into(&lake.lake, &late);
     let expected_late = report_figures(&lake.lake, &raw).await;
     assert_ne!(expected_late, expected);
     assert_eq!(report_figures(&lake.lake, &rolled).await, expected_late);

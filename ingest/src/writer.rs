@@ -13,9 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use allot_query::lake::date_of_epoch_days;
 use allot_schemas::lake::{LakeTable, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::Date32Type;
 use deltalake::DeltaTable;
@@ -214,16 +215,8 @@ impl LakeWriter {
             .expect("schema")
             .as_string::<i32>()
             .clone();
-        let tenants = usage
-            .column_by_name("tenant_id")
-            .expect("schema")
-            .as_string::<i32>()
-            .clone();
-        let days = usage
-            .column_by_name("day")
-            .expect("schema")
-            .as_primitive::<Date32Type>()
-            .clone();
+        let (tenants, days) = partition_columns(&usage);
+        let (tenants, days) = (tenants.clone(), days.clone());
 
         // Index the batch's partitions once (borrowing the ids from the arrays),
         // then check each partition's rows against its set of known event ids.
@@ -373,14 +366,24 @@ struct PartitionStats {
 
 /// The directory of a tenant-day partition, as Delta writes it.
 fn partition_dir(tenant: &str, day: i32) -> String {
-    let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE)
+    let date = date_of_epoch_days(day)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_default();
     usage_partition_dir(tenant, &date).unwrap_or_default()
 }
 
-/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
-const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+/// The `tenant_id` and `day` columns of a `usage_events` batch.
+fn partition_columns(batch: &RecordBatch) -> (&StringArray, &Date32Array) {
+    let tenants = batch
+        .column_by_name("tenant_id")
+        .expect("schema")
+        .as_string::<i32>();
+    let days = batch
+        .column_by_name("day")
+        .expect("schema")
+        .as_primitive::<Date32Type>();
+    (tenants, days)
+}
 
 /// Writes one batch to `table` as Parquet files (not yet committed).
 async fn write_files(
@@ -482,14 +485,7 @@ fn partition_ranges(
     batch: &RecordBatch,
     order: &arrow::array::UInt32Array,
 ) -> Vec<std::ops::Range<usize>> {
-    let tenants = batch
-        .column_by_name("tenant_id")
-        .expect("schema")
-        .as_string::<i32>();
-    let days = batch
-        .column_by_name("day")
-        .expect("schema")
-        .as_primitive::<Date32Type>();
+    let (tenants, days) = partition_columns(batch);
     let key = |i: usize| {
         let row = order.value(i) as usize;
         (tenants.value(row), days.value(row))

@@ -193,3 +193,101 @@ metric = "storage_bytes"
 effective_from = "2026-01-01"
 unit_price = "0.023"
 "#;
+
+/// One SQL escape the sandbox must refuse: the query, the `[api]` limit it needs
+/// (key and TOML value), and part of the expected error.
+pub struct SqlEscape {
+    /// The query.
+    pub sql: &'static str,
+    /// An `[api]` setting to apply first (`sql_memory`, `sql_timeout`, …).
+    pub limit: Option<(&'static str, &'static str)>,
+    /// Part of the one-line error.
+    pub error: &'static str,
+}
+
+/// Every way out of the SQL sandbox the CLI and the API are tested with.
+pub const SQL_ESCAPES: &[SqlEscape] = &[
+    SqlEscape {
+        sql: "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp/lake'",
+        limit: None,
+        error: "CREATE EXTERNAL TABLE is not allowed",
+    },
+    SqlEscape {
+        sql: "COPY (SELECT 1) TO '/tmp/out.csv' STORED AS CSV",
+        limit: None,
+        error: "COPY is not allowed",
+    },
+    SqlEscape {
+        sql: "INSERT INTO usage_events SELECT * FROM usage_events",
+        limit: None,
+        error: "INSERT is not allowed",
+    },
+    SqlEscape {
+        sql: "DELETE FROM usage_events",
+        limit: None,
+        error: "DELETE is not allowed",
+    },
+    SqlEscape {
+        sql: "DROP TABLE usage_events",
+        limit: None,
+        error: "DROP is not allowed",
+    },
+    SqlEscape {
+        sql: "SET datafusion.execution.batch_size = 1",
+        limit: None,
+        error: "SET is not allowed",
+    },
+    SqlEscape {
+        sql: "SELECT * FROM read_parquet('/etc/passwd')",
+        limit: None,
+        error: "table functions are not allowed",
+    },
+    SqlEscape {
+        sql: "SELECT * FROM '/etc/passwd'",
+        limit: None,
+        error: "unknown table",
+    },
+    SqlEscape {
+        sql: "SELECT * FROM information_schema.tables",
+        limit: None,
+        error: "information_schema",
+    },
+    SqlEscape {
+        sql: "SELECT * FROM rejected_events",
+        limit: None,
+        error: "unknown table",
+    },
+    SqlEscape {
+        sql: "SELECT 1; SELECT 2",
+        limit: None,
+        error: "exactly one statement",
+    },
+    SqlEscape {
+        sql: "SELECT a.event_id, b.event_id FROM usage_events a CROSS JOIN usage_events b ORDER BY 1, 2",
+        limit: Some(("sql_memory", "\"1MiB\"")),
+        error: "memory limit",
+    },
+    SqlEscape {
+        sql: "SELECT count(*) FROM usage_events a, usage_events b, usage_events c, usage_events d, usage_events e",
+        limit: Some(("sql_timeout", "\"1s\"")),
+        error: "time limit",
+    },
+    SqlEscape {
+        sql: "SELECT * FROM usage_events",
+        limit: Some(("sql_max_rows", "5")),
+        error: "more than 5 rows",
+    },
+];
+
+/// Backfills `events` (a JSON Lines file) into `lake` with `allot ingest
+/// --from-file`, asserting that it succeeds.
+pub fn ingest_into(lake: &Path, events: &Path) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["ingest", "--no-progress", "--from-file"])
+        .arg(events)
+        .arg("--lake")
+        .arg(lake)
+        .output()
+        .expect("run allot ingest");
+    assert!(output.status.success(), "{output:?}");
+}
