@@ -349,7 +349,6 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_merges_small_files_and_removes_producer_duplicates() {
     use allot_ingest::assemble::{EventAssembler, system_clock};
-    use allot_ingest::lake::LakeTables;
     use allot_ingest::writer::LakeWriter;
     use allot_schemas::config::Config;
     use allot_schemas::lake::{LakeLocation, Provenance};
@@ -359,8 +358,8 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
     let config = Config::default();
     // Two collectors that have not seen each other's commits both write the same
     // producer retry (same tenant and event id, two Kafka messages).
-    let mut first = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
-    let mut second = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
+    let mut first = LakeWriter::for_collector(&lake).await.unwrap();
+    let mut second = LakeWriter::for_collector(&lake).await.unwrap();
     let event = |i: usize| {
         format!(
             r#"{{"event_id":"d{i}","tenant_id":"acme","ts":"2026-03-01T0{}:00:00Z","metric":"compute_seconds","value":{i}}}"#,
@@ -537,7 +536,6 @@ async fn exactly_once_while_collectors_join_and_die_during_production() {
 async fn a_commit_whose_offsets_moved_on_is_abandoned() {
     use allot_ingest::IngestError;
     use allot_ingest::assemble::{EventAssembler, system_clock};
-    use allot_ingest::lake::LakeTables;
     use allot_ingest::writer::{LakeWriter, OffsetCommit};
     use allot_schemas::config::Config;
     use allot_schemas::lake::{LakeLocation, Provenance};
@@ -562,8 +560,8 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
         }
         assembler.take().unwrap()
     };
-    let mut owner = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
-    let mut zombie = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
+    let mut owner = LakeWriter::for_collector(&lake).await.unwrap();
+    let mut zombie = LakeWriter::for_collector(&lake).await.unwrap();
     let commit = |expected: Option<i64>, last: i64| OffsetCommit {
         expected: vec![(app_id.clone(), expected)],
         txns: vec![Transaction::new(app_id.clone(), last)],
@@ -585,7 +583,21 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
         100,
         "the fenced commit's files are not referenced"
     );
-    // The owner continues from where it recorded.
+    // Another collector commits for another partition meanwhile: no conflict.
+    let other_id = kafka_app_id("g", "usage", 1);
+    let mut other = LakeWriter::for_collector(&lake).await.unwrap();
+    other
+        .append_with_offsets(
+            batch(1000..1010),
+            &OffsetCommit {
+                expected: vec![(other_id.clone(), None)],
+                txns: vec![Transaction::new(other_id, 9)],
+                abort_before_commit: false,
+            },
+        )
+        .await
+        .unwrap();
+    // The owner continues from where it recorded, past the other's commit.
     owner
         .append_with_offsets(batch(100..150), &commit(Some(99), 149))
         .await
@@ -594,8 +606,14 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
         common::read_lake_table(lake_dir.path(), "usage_events")
             .await
             .len(),
-        150
+        160
     );
+    // The zombie, now caught up with the log, is still fenced for what it read.
+    let err = zombie
+        .append_with_offsets(batch(100..150), &commit(Some(99), 149))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IngestError::Fenced(_)), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

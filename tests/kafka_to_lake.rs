@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use allot_ingest::assemble::{EventAssembler, system_clock};
-use allot_ingest::lake::LakeTables;
 use allot_ingest::writer::LakeWriter;
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance};
@@ -87,7 +86,7 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
         received += 1;
     }
 
-    let mut writer = LakeWriter::new(LakeTables::open_or_create(&lake).await.unwrap());
+    let mut writer = LakeWriter::for_collector(&lake).await.unwrap();
     let outcome = writer.append(assembler.take().unwrap()).await.unwrap();
     assert_eq!(outcome.written, GOOD_EVENTS as u64);
     assert_eq!(outcome.duplicates, 1);

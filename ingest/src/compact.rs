@@ -36,7 +36,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
-use crate::lake::{LakeTables, commit_actions};
+use crate::lake::{commit_actions, open_or_create_table};
 use crate::rollup::{RollupSummary, refresh_rollups};
 use crate::telemetry;
 
@@ -75,8 +75,7 @@ pub async fn compact(
     options: CompactOptions,
     cancel: CancellationToken,
 ) -> Result<CompactSummary, IngestError> {
-    let tables = LakeTables::open_or_create(&options.lake).await?;
-    let mut table = tables.usage;
+    let mut table = open_or_create_table(&options.lake, LakeTable::UsageEvents).await?;
     let mut summary = compact_table(
         &mut table,
         options.target_file_bytes,
@@ -85,17 +84,47 @@ pub async fn compact(
     )
     .await?;
     summary.rollups = refresh_rollups(&options.lake, &options.catalog).await?;
-    // A checkpoint lets readers load the table from one Parquet file instead of
-    // replaying every commit (collectors' commits get one every 100 versions).
+    write_checkpoint(&mut table, 0).await?;
+    Ok(summary)
+}
+
+/// Commits between checkpoints that a background compaction lets pass: the
+/// collectors' appends never write one (that would need the file list).
+const CHECKPOINT_EVERY_COMMITS: u64 = 100;
+
+/// Writes a checkpoint of `usage_events` (brought up to date first) unless the
+/// newest one is fewer than `min_commits` commits old. A checkpoint lets readers
+/// load the table from one Parquet file instead of replaying every commit.
+async fn write_checkpoint(table: &mut DeltaTable, min_commits: u64) -> Result<(), IngestError> {
     let name = LakeTable::UsageEvents.dir_name();
     table
         .update_state()
         .await
         .map_err(IngestError::lake(name))?;
-    deltalake::checkpoints::create_checkpoint(&table, None)
+    let version = table.version().unwrap_or(0);
+    if min_commits > 0 {
+        let last = table
+            .log_store()
+            .object_store(None)
+            .get(&deltalake::Path::from("_delta_log/_last_checkpoint"))
+            .await;
+        let last_version = match last {
+            Ok(found) => found
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["version"].as_u64())
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        if version < last_version + min_commits {
+            return Ok(());
+        }
+    }
+    deltalake::checkpoints::create_checkpoint(table, None)
         .await
-        .map_err(IngestError::lake(name))?;
-    Ok(summary)
+        .map_err(IngestError::lake(name))
 }
 
 /// Background compaction inside a collector: what to compact, and how often.
@@ -115,11 +144,7 @@ pub struct BackgroundCompaction {
 
 /// Compacts `table` every `settings.interval` until `cancel` fires. A failed run
 /// is logged and retried on the next tick; it never stops the collector.
-pub async fn run_background_compaction(
-    mut table: DeltaTable,
-    settings: BackgroundCompaction,
-    cancel: CancellationToken,
-) {
+pub async fn run_background_compaction(settings: BackgroundCompaction, cancel: CancellationToken) {
     if settings.interval.is_zero() {
         return;
     }
@@ -128,42 +153,49 @@ pub async fn run_background_compaction(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(settings.interval) => {}
         }
-        match compact_table(
-            &mut table,
-            settings.target_file_bytes,
-            settings.min_files,
-            &cancel,
-        )
-        .await
-        {
-            Ok(summary) if summary.partitions > 0 || summary.conflicts > 0 => {
-                tracing::info!(
-                    partitions = summary.partitions,
-                    files_removed = summary.files_removed,
-                    files_added = summary.files_added,
-                    duplicates = summary.duplicates_removed,
-                    conflicts = summary.conflicts,
-                    "background compaction done"
-                );
-            }
-            Ok(_) => tracing::debug!("background compaction: nothing to do"),
-            Err(err) => {
-                tracing::warn!(%err, "background compaction failed; retrying on the next run");
-            }
-        }
-        match refresh_rollups(&settings.lake, &settings.catalog).await {
-            Ok(rollups) if rollups.partitions > 0 => tracing::info!(
-                partitions = rollups.partitions,
-                days = rollups.days,
-                rows = rollups.rows,
-                "rollups refreshed"
-            ),
-            Ok(_) => {}
-            Err(err) => {
-                tracing::warn!(%err, "refreshing the rollups failed; retrying on the next run");
-            }
+        // The table (with its file list) is loaded for the pass only, so the
+        // collector does not hold it between passes.
+        if let Err(err) = background_pass(&settings, &cancel).await {
+            tracing::warn!(%err, "background compaction failed; retrying on the next run");
         }
     }
+}
+
+/// One background run: compaction, rollups, and a checkpoint when one is due.
+async fn background_pass(
+    settings: &BackgroundCompaction,
+    cancel: &CancellationToken,
+) -> Result<(), IngestError> {
+    let mut table = open_or_create_table(&settings.lake, LakeTable::UsageEvents).await?;
+    let summary = compact_table(
+        &mut table,
+        settings.target_file_bytes,
+        settings.min_files,
+        cancel,
+    )
+    .await?;
+    if summary.partitions > 0 || summary.conflicts > 0 {
+        tracing::info!(
+            partitions = summary.partitions,
+            files_removed = summary.files_removed,
+            files_added = summary.files_added,
+            duplicates = summary.duplicates_removed,
+            conflicts = summary.conflicts,
+            "background compaction done"
+        );
+    } else {
+        tracing::debug!("background compaction: nothing to do");
+    }
+    let rollups = refresh_rollups(&settings.lake, &settings.catalog).await?;
+    if rollups.partitions > 0 {
+        tracing::info!(
+            partitions = rollups.partitions,
+            days = rollups.days,
+            rows = rollups.rows,
+            "rollups refreshed"
+        );
+    }
+    write_checkpoint(&mut table, CHECKPOINT_EVERY_COMMITS).await
 }
 
 /// Compacts the tenant-days of `table` (brought up to date first) and records the

@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{Clock, DecodedBatch, EventAssembler, system_clock};
 use crate::error::IngestError;
-use crate::lake::LakeTables;
 use crate::lines::{BoundedLines, Line};
 use crate::summary::IngestSummary;
 use crate::writer::LakeWriter;
@@ -74,8 +73,7 @@ pub async fn ingest_file(
     let name = options.input.name();
     let (reader, len) = open_input(&options.input)?;
     let progress = progress_bar(options.progress, len);
-    let tables = LakeTables::open_or_create(&options.lake).await?;
-    let mut writer = LakeWriter::new(tables);
+    let mut writer = LakeWriter::for_backfill(&options.lake).await?;
 
     let (sender, mut receiver) = mpsc::channel::<DecodedBatch>(1);
     let assembler =

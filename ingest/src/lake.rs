@@ -1,24 +1,27 @@
 //! Opening, creating and committing to the lake's Delta tables.
 //!
 //! Tables are created on first use with the schemas of
-//! `allot_schemas::table_schema`. Every append is one Delta commit; a commit may
-//! carry `txn` actions recording, per Kafka partition, the last offset it covers.
+//! `allot_schemas::table_schema`. Appends go through [`crate::append`]; the
+//! maintenance commits (compaction, rollups), which rewrite files they read,
+//! through [`commit_actions`] on a loaded table.
 
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{
-    REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS, rejected_events_schema,
-    usage_events_schema,
+    HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
+    rejected_events_schema, usage_events_schema, usage_hourly_schema,
 };
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::{Action, Add, StructType, Transaction};
+use deltalake::kernel::{Action, StructType};
+use deltalake::logstore::LogStoreRef;
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use crate::error::IngestError;
 
-/// The two tables a collector writes.
+/// The two tables a file backfill writes, loaded with their file lists (its
+/// duplicate check reads the files of the partitions it writes to).
 pub struct LakeTables {
     /// `usage_events`.
     pub usage: DeltaTable,
@@ -30,39 +33,51 @@ impl LakeTables {
     /// Opens the lake's tables, creating them (and, for a local lake, its
     /// directories) when they do not exist yet.
     pub async fn open_or_create(location: &LakeLocation) -> Result<LakeTables, IngestError> {
-        location.ensure_local_dirs()?;
-        let usage = open_or_create_table(
-            location,
-            LakeTable::UsageEvents,
-            usage_events_schema(),
-            &USAGE_PARTITION_COLUMNS,
-        )
-        .await?;
-        let rejected = open_or_create_table(
-            location,
-            LakeTable::RejectedEvents,
-            rejected_events_schema(),
-            &REJECTED_PARTITION_COLUMNS,
-        )
-        .await?;
-        Ok(LakeTables { usage, rejected })
+        Ok(LakeTables {
+            usage: open_or_create_table(location, LakeTable::UsageEvents).await?,
+            rejected: open_or_create_table(location, LakeTable::RejectedEvents).await?,
+        })
     }
 }
 
+/// Opens `table` with its file list, creating it when it does not exist yet.
 pub(crate) async fn open_or_create_table(
     location: &LakeLocation,
     table: LakeTable,
-    schema: SchemaRef,
-    partition_columns: &[&str],
 ) -> Result<DeltaTable, IngestError> {
-    let name = table.dir_name();
-    let url = location.table_url(table);
-    let delta = DeltaTable::try_from_url(url.clone())
+    let mut delta = DeltaTable::new(ensure_table(location, table).await?);
+    delta
+        .load()
         .await
+        .map_err(IngestError::lake(table.dir_name()))?;
+    Ok(delta)
+}
+
+/// Creates `table` (and, for a local lake, its directories) when it does not
+/// exist yet, with its schema and partition columns; returns its log store
+/// without reading the table.
+pub(crate) async fn ensure_table(
+    location: &LakeLocation,
+    table: LakeTable,
+) -> Result<LogStoreRef, IngestError> {
+    let name = table.dir_name();
+    location.ensure_local_dirs()?;
+    let delta = DeltaTableBuilder::from_url(location.table_url(table))
+        .and_then(DeltaTableBuilder::build)
         .map_err(IngestError::lake(name))?;
-    if delta.version().is_some() {
-        return Ok(delta);
+    let log_store = delta.log_store();
+    if log_store
+        .is_delta_table_location()
+        .await
+        .map_err(IngestError::lake(name))?
+    {
+        return Ok(log_store);
     }
+    let (schema, partition_columns): (SchemaRef, &[&str]) = match table {
+        LakeTable::UsageEvents => (usage_events_schema(), &USAGE_PARTITION_COLUMNS),
+        LakeTable::RejectedEvents => (rejected_events_schema(), &REJECTED_PARTITION_COLUMNS),
+        LakeTable::UsageHourly => (usage_hourly_schema(), &HOURLY_PARTITION_COLUMNS),
+    };
     let columns: StructType = schema
         .as_ref()
         .try_into_kernel()
@@ -75,35 +90,11 @@ pub(crate) async fn open_or_create_table(
         .with_save_mode(SaveMode::Ignore)
         .await;
     match created {
-        Ok(table) => Ok(table),
-        // Another collector may have created it at the same moment.
-        Err(_) => {
-            let mut reopened = DeltaTable::try_from_url(url)
-                .await
-                .map_err(IngestError::lake(name))?;
-            reopened.load().await.map_err(IngestError::lake(name))?;
-            Ok(reopened)
-        }
+        Ok(_) => Ok(log_store),
+        // Another writer may have created it at the same moment.
+        Err(_) if log_store.is_delta_table_location().await.unwrap_or(false) => Ok(log_store),
+        Err(err) => Err(IngestError::lake(name)(err)),
     }
-}
-
-/// Commits `adds` to `table` as one append, with the given `txn` actions.
-pub(crate) async fn commit_append(
-    table: &mut DeltaTable,
-    name: &'static str,
-    adds: Vec<Add>,
-    transactions: Vec<Transaction>,
-) -> Result<u64, IngestError> {
-    let snapshot = table.snapshot().map_err(IngestError::lake(name))?;
-    let partition_by: Vec<String> = snapshot.metadata().partition_columns().to_vec();
-    let operation = DeltaOperation::Write {
-        mode: SaveMode::Append,
-        partition_by: (!partition_by.is_empty()).then_some(partition_by),
-        predicate: None,
-    };
-    let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
-    actions.extend(transactions.into_iter().map(Action::Txn));
-    commit_actions(table, name, actions, operation).await
 }
 
 /// Commits `actions` to `table` as one Delta commit on its current snapshot, and

@@ -8,6 +8,7 @@
 //! user of the query engine here (the rollups are computed the way reports read
 //! events). This crate never depends on the server.
 
+pub mod append;
 pub mod assemble;
 pub mod batch;
 pub mod compact;

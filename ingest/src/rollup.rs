@@ -47,14 +47,7 @@ pub async fn refresh_rollups(
 ) -> Result<RollupSummary, IngestError> {
     let name = LakeTable::UsageHourly.dir_name();
     let query_error = |e: allot_query::QueryError| IngestError::Rollup(e.to_string());
-    location.ensure_local_dirs()?;
-    let mut table = open_or_create_table(
-        location,
-        LakeTable::UsageHourly,
-        usage_hourly_schema(),
-        &HOURLY_PARTITION_COLUMNS,
-    )
-    .await?;
+    let mut table = open_or_create_table(location, LakeTable::UsageHourly).await?;
     let snapshot = match LakeSnapshot::load(location).await {
         Ok(snapshot) => snapshot,
         Err(allot_query::QueryError::NoLake) => return Ok(RollupSummary::default()),

@@ -1,42 +1,49 @@
 //! Writing decoded batches to the lake, one Delta commit per table per flush.
 //!
-//! [`LakeWriter::append`] removes events whose `(tenant_id, event_id)` is already
-//! in the batch or in the table (SPEC §1.4), writes the rest as Parquet files under
+//! [`LakeWriter::append`] removes events whose `(tenant_id, event_id)` it already
+//! knows, writes the rest as Parquet files under
 //! `tenant_id=<id>/day=<YYYY-MM-DD>/`, and commits them in one Delta commit. The
 //! rejected rows are committed first, so a rejected event is recorded before any
-//! offset that covers it.
+//! offset that covers it. Commits go through [`LogAppender`]s, which never load
+//! the tables' file lists.
 //!
-//! Duplicates are looked up per tenant-day: the event ids of a partition are read
-//! once from its files and then kept in a bounded cache of recently touched
-//! partitions, so memory does not grow with the input. An event re-sent with a
-//! different day is not caught here; the query engine still counts it once.
+//! How far the duplicate check looks depends on the source (see [`Dedup`]): a
+//! file backfill checks each tenant-day it writes against the partition's files,
+//! so a rerun adds nothing; a collector checks against the ids it wrote recently,
+//! so its memory does not grow with the table. Both keep the ids in a bounded
+//! cache of recently touched partitions. What slips through is removed by
+//! compaction, and the query engine counts every event once regardless.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use allot_query::lake::date_of_epoch_days;
-use allot_schemas::lake::{LakeTable, usage_partition_dir};
+use allot_schemas::lake::{LakeLocation, LakeTable, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use arrow::array::{AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::Date32Type;
-use deltalake::DeltaTable;
-use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
 use deltalake::kernel::{Add, Transaction};
 use deltalake::logstore::object_store::ObjectStoreExt;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::DeltaWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::append::LogAppender;
 use crate::assemble::DecodedBatch;
 use crate::error::IngestError;
-use crate::lake::{LakeTables, commit_append};
+use crate::lake::LakeTables;
 use crate::telemetry::FlushCounts;
 
 /// A tenant-day partition of `usage_events`: tenant id and days since the epoch.
 pub type PartitionKey = (String, i32);
 
-/// Most event ids kept in the duplicate cache before old partitions are dropped.
-const DEFAULT_CACHED_KEYS: usize = 2_000_000;
+/// Most event ids a backfill keeps in its duplicate cache before old partitions
+/// are dropped.
+const BACKFILL_CACHED_KEYS: usize = 2_000_000;
+
+/// Most event ids a collector keeps: its duplicate check covers about this many
+/// of the latest events it wrote (tens of MiB).
+const COLLECTOR_CACHED_KEYS: usize = 500_000;
 
 /// The Kafka offsets a commit records, and those it expects the lake to hold.
 #[derive(Debug, Default, Clone)]
@@ -74,24 +81,64 @@ pub struct AppendOutcome {
 
 /// Writes decoded batches to the lake.
 pub struct LakeWriter {
-    tables: LakeTables,
-    known: KnownEventIds,
-    known_rejected_sources: Option<HashSet<String>>,
+    usage: SharedAppender,
+    rejected: LogAppender,
+    dedup: Dedup,
+}
+
+/// A `usage_events` appender shared with whoever reads the recorded offsets (the
+/// collector's rebalance handler); a flush holds it for its commit.
+pub type SharedAppender = std::sync::Arc<tokio::sync::Mutex<LogAppender>>;
+
+/// How far a writer's duplicate check looks.
+enum Dedup {
+    /// The batch and each written partition's files in the table (file
+    /// backfills): re-running a file adds nothing. The tables are loaded with
+    /// their file lists, and rejected rows are checked against every recorded
+    /// source.
+    Table {
+        tables: LakeTables,
+        known: KnownEventIds,
+        rejected_sources: Option<HashSet<String>>,
+    },
+    /// The batch and the ids this writer wrote lately (collectors): no table
+    /// reads, so memory does not grow with the table. Rejected rows are recorded
+    /// at least once (a batch re-read after a failed commit records them again).
+    Recent { known: KnownEventIds },
 }
 
 impl LakeWriter {
-    /// A writer over the lake's tables.
-    pub fn new(tables: LakeTables) -> Self {
-        LakeWriter {
-            tables,
-            known: KnownEventIds::new(DEFAULT_CACHED_KEYS),
-            known_rejected_sources: None,
-        }
+    /// A writer for a file backfill; see [`Dedup::Table`].
+    pub async fn for_backfill(location: &LakeLocation) -> Result<Self, IngestError> {
+        Ok(LakeWriter {
+            usage: std::sync::Arc::new(tokio::sync::Mutex::new(
+                LogAppender::open(location, LakeTable::UsageEvents).await?,
+            )),
+            rejected: LogAppender::open(location, LakeTable::RejectedEvents).await?,
+            dedup: Dedup::Table {
+                tables: LakeTables::open_or_create(location).await?,
+                known: KnownEventIds::new(BACKFILL_CACHED_KEYS),
+                rejected_sources: None,
+            },
+        })
     }
 
-    /// The `usage_events` table as of the last commit.
-    pub fn usage_table(&self) -> &DeltaTable {
-        &self.tables.usage
+    /// A writer for a Kafka collector; see [`Dedup::Recent`].
+    pub async fn for_collector(location: &LakeLocation) -> Result<Self, IngestError> {
+        Ok(LakeWriter {
+            usage: std::sync::Arc::new(tokio::sync::Mutex::new(
+                LogAppender::open(location, LakeTable::UsageEvents).await?,
+            )),
+            rejected: LogAppender::open(location, LakeTable::RejectedEvents).await?,
+            dedup: Dedup::Recent {
+                known: KnownEventIds::new(COLLECTOR_CACHED_KEYS),
+            },
+        })
+    }
+
+    /// The `usage_events` appender, which also answers what offsets the table records.
+    pub fn usage_appender(&self) -> SharedAppender {
+        self.usage.clone()
     }
 
     /// Writes one batch: rejected rows first, then the new events in one commit.
@@ -123,9 +170,8 @@ impl LakeWriter {
             .sum::<u64>()
             .saturating_sub(outcome.rejected_written);
         if rejected.num_rows() > 0 {
-            let name = LakeTable::RejectedEvents.dir_name();
-            let adds = write_files(&self.tables.rejected, name, rejected).await?;
-            commit_append(&mut self.tables.rejected, name, adds, Vec::new()).await?;
+            let adds = write_files(&self.rejected, rejected).await?;
+            self.rejected.append(adds, Vec::new(), &[]).await?;
         }
 
         let (fresh, partitions) = self.new_events(batch.usage).await?;
@@ -137,9 +183,9 @@ impl LakeWriter {
         }
         outcome.counts.accepted = events_by_tenant(&fresh);
         outcome.counts.duplicates = outcome.duplicates;
-        let name = LakeTable::UsageEvents.dir_name();
         let writing = std::time::Instant::now();
-        let adds = write_partitions(&self.tables.usage, name, fresh).await?;
+        let mut usage = self.usage.lock().await;
+        let adds = write_partitions(&usage, fresh).await?;
         tracing::debug!(
             rows = outcome.written,
             files = adds.len(),
@@ -149,53 +195,13 @@ impl LakeWriter {
         let committing = std::time::Instant::now();
         outcome.counts.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
         if offsets.abort_before_commit {
-            if !offsets.expected.is_empty() {
-                self.tables
-                    .usage
-                    .update_state()
-                    .await
-                    .map_err(IngestError::lake(name))?;
-                check_recorded_offsets(&self.tables.usage, &offsets.expected).await?;
-            }
+            usage.check_offsets(&offsets.expected).await?;
             tracing::error!("test hook: aborting between writing files and committing them");
             std::process::abort();
         }
-        // A compaction that removed duplicates (a data-changing remove) makes Delta
-        // reject an append built on an older snapshot; the files written are still
-        // valid, so the commit is rebuilt on a fresh snapshot, offsets checked again.
-        let mut attempt = 0;
-        let version = loop {
-            attempt += 1;
-            if !offsets.expected.is_empty() || attempt > 1 {
-                self.tables
-                    .usage
-                    .update_state()
-                    .await
-                    .map_err(IngestError::lake(name))?;
-                check_recorded_offsets(&self.tables.usage, &offsets.expected).await?;
-            }
-            let committed = commit_append(
-                &mut self.tables.usage,
-                name,
-                adds.clone(),
-                offsets.txns.clone(),
-            )
-            .await;
-            match committed {
-                Ok(version) => break version,
-                Err(IngestError::Lake { source, .. }) if is_txn_conflict(&source) => {
-                    return Err(IngestError::Fenced(format!(
-                        "a concurrent commit recorded offsets for the same partitions: {source}"
-                    )));
-                }
-                Err(IngestError::Lake { source, .. })
-                    if is_concurrent_removal(&source) && attempt < MAX_COMMIT_ATTEMPTS =>
-                {
-                    tracing::info!(%source, attempt, "a concurrent compaction removed files; committing again on a fresh snapshot");
-                }
-                Err(other) => return Err(other),
-            }
-        };
+        let version = usage
+            .append(adds, offsets.txns.clone(), &offsets.expected)
+            .await?;
         tracing::debug!(
             version,
             secs = committing.elapsed().as_secs_f64(),
@@ -236,18 +242,29 @@ impl LakeWriter {
             .map(|((tenant, day), slot)| ((tenant.to_string(), day), slot))
             .collect();
         partitions.sort();
+        let (known, tables) = match &mut self.dedup {
+            Dedup::Table { tables, known, .. } => (known, Some(tables)),
+            Dedup::Recent { known } => (known, None),
+        };
         let missing: Vec<PartitionKey> = partitions
             .iter()
             .map(|(key, _)| key)
-            .filter(|key| !self.known.contains_partition(key))
+            .filter(|key| !known.contains_partition(key))
             .cloned()
             .collect();
-        self.load_partitions(&missing).await?;
+        match tables {
+            Some(tables) => load_partitions(tables, known, &missing).await?,
+            None => {
+                for key in missing {
+                    known.load_partition(key, EventIdSet::default());
+                }
+            }
+        }
 
         let mut stats = PartitionStats::default();
         let mut keep = vec![true; usage.num_rows()];
         for (key, slot) in partitions {
-            let mut known = self.known.partition_mut(&key);
+            let mut known = known.partition_mut(&key);
             let mut wrote_any = false;
             for &row in &rows_by_partition[slot] {
                 if known.insert(event_ids.value(row)) {
@@ -261,7 +278,7 @@ impl LakeWriter {
                 stats.touched.insert(key);
             }
         }
-        self.known.evict();
+        known.evict();
         if stats.duplicates == 0 {
             return Ok((usage, stats));
         }
@@ -269,59 +286,22 @@ impl LakeWriter {
         Ok((fresh, stats))
     }
 
-    /// Reads the event ids of partitions not in the cache from their files.
-    async fn load_partitions(&mut self, partitions: &[PartitionKey]) -> Result<(), IngestError> {
-        let name = LakeTable::UsageEvents.dir_name();
-        let wanted: HashSet<String> = partitions
-            .iter()
-            .map(|(tenant, day)| partition_dir(tenant, *day))
-            .collect();
-        let mut files_by_dir: HashMap<String, Vec<deltalake::Path>> = HashMap::new();
-        if !wanted.is_empty() && self.tables.usage.version().unwrap_or(0) > 0 {
-            let snapshot = self
-                .tables
-                .usage
-                .snapshot()
-                .map_err(IngestError::lake(name))?;
-            for file in snapshot.log_data().iter() {
-                let path = file.object_store_path();
-                let text = path.as_ref();
-                let Some((dir, _)) = text.rsplit_once('/') else {
-                    continue;
-                };
-                if wanted.contains(dir) {
-                    files_by_dir
-                        .entry(dir.to_string())
-                        .or_default()
-                        .push(path.clone());
-                }
-            }
-        }
-        let store = self.tables.usage.log_store().object_store(None);
-        for (tenant, day) in partitions {
-            let mut ids = EventIdSet::default();
-            for path in files_by_dir
-                .remove(&partition_dir(tenant, *day))
-                .unwrap_or_default()
-            {
-                read_string_column(store.clone(), &path, "event_id", |id| {
-                    ids.insert(Box::from(id));
-                })
-                .await?;
-            }
-            self.known.load_partition((tenant.clone(), *day), ids);
-        }
-        Ok(())
-    }
-
     /// Keeps the rejected rows whose source is not recorded yet.
     async fn new_rejections(&mut self, rejected: RecordBatch) -> Result<RecordBatch, IngestError> {
+        let Dedup::Table {
+            tables,
+            rejected_sources,
+            ..
+        } = &mut self.dedup
+        else {
+            return Ok(rejected);
+        };
         if rejected.num_rows() == 0 {
             return Ok(rejected);
         }
-        if self.known_rejected_sources.is_none() {
+        if rejected_sources.is_none() {
             let mut sources = HashSet::new();
-            let table = &self.tables.rejected;
+            let table = &tables.rejected;
             if table.version().unwrap_or(0) > 0 {
                 let name = LakeTable::RejectedEvents.dir_name();
                 let store = table.log_store().object_store(None);
@@ -339,9 +319,9 @@ impl LakeWriter {
                     .await?;
                 }
             }
-            self.known_rejected_sources = Some(sources);
+            *rejected_sources = Some(sources);
         }
-        let known = self.known_rejected_sources.as_mut().expect("loaded above");
+        let known = rejected_sources.as_mut().expect("loaded above");
         let sources = rejected
             .column_by_name("source")
             .expect("schema")
@@ -355,6 +335,57 @@ impl LakeWriter {
         }
         Ok(filter_record_batch(&rejected, &keep.into())?)
     }
+}
+
+/// Reads the event ids of partitions not in `known` from their files in the
+/// table (brought up to date first).
+async fn load_partitions(
+    tables: &mut LakeTables,
+    known: &mut KnownEventIds,
+    partitions: &[PartitionKey],
+) -> Result<(), IngestError> {
+    let name = LakeTable::UsageEvents.dir_name();
+    let wanted: HashSet<String> = partitions
+        .iter()
+        .map(|(tenant, day)| partition_dir(tenant, *day))
+        .collect();
+    let mut files_by_dir: HashMap<String, Vec<deltalake::Path>> = HashMap::new();
+    if !wanted.is_empty() {
+        tables
+            .usage
+            .update_state()
+            .await
+            .map_err(IngestError::lake(name))?;
+        let snapshot = tables.usage.snapshot().map_err(IngestError::lake(name))?;
+        for file in snapshot.log_data().iter() {
+            let path = file.object_store_path();
+            let text = path.as_ref();
+            let Some((dir, _)) = text.rsplit_once('/') else {
+                continue;
+            };
+            if wanted.contains(dir) {
+                files_by_dir
+                    .entry(dir.to_string())
+                    .or_default()
+                    .push(path.clone());
+            }
+        }
+    }
+    let store = tables.usage.log_store().object_store(None);
+    for (tenant, day) in partitions {
+        let mut ids = EventIdSet::default();
+        for path in files_by_dir
+            .remove(&partition_dir(tenant, *day))
+            .unwrap_or_default()
+        {
+            read_string_column(store.clone(), &path, "event_id", |id| {
+                ids.insert(Box::from(id));
+            })
+            .await?;
+        }
+        known.load_partition((tenant.clone(), *day), ids);
+    }
+    Ok(())
 }
 
 /// Counts gathered while deduplicating one batch.
@@ -385,18 +416,20 @@ fn partition_columns(batch: &RecordBatch) -> (&StringArray, &Date32Array) {
     (tenants, days)
 }
 
-/// Writes one batch to `table` as Parquet files (not yet committed).
-async fn write_files(
-    table: &DeltaTable,
-    name: &'static str,
-    batch: RecordBatch,
-) -> Result<Vec<Add>, IngestError> {
+/// Writes one batch as Parquet files of `table` (not yet committed).
+async fn write_files(table: &LogAppender, batch: RecordBatch) -> Result<Vec<Add>, IngestError> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let mut writer = RecordBatchWriter::for_table(table).map_err(IngestError::lake(name))?;
-    writer.write(batch).await.map_err(IngestError::lake(name))?;
-    writer.flush().await.map_err(IngestError::lake(name))
+    let mut writer = table.file_writer()?;
+    writer
+        .write(batch)
+        .await
+        .map_err(IngestError::lake(table.name()))?;
+    writer
+        .flush()
+        .await
+        .map_err(IngestError::lake(table.name()))
 }
 
 /// Writes a `usage_events` batch as Parquet files (not yet committed), one file
@@ -412,8 +445,7 @@ async fn write_files(
 /// mostly file-system work, so the workers (one per core, at most
 /// [`MAX_WRITE_WORKERS`]) run on the runtime's threads side by side.
 async fn write_partitions(
-    table: &DeltaTable,
-    name: &'static str,
+    table: &LogAppender,
     batch: RecordBatch,
 ) -> Result<Vec<Add>, IngestError> {
     if batch.num_rows() == 0 {
@@ -452,7 +484,8 @@ async fn write_partitions(
     let (batch, order) = (std::sync::Arc::new(batch), std::sync::Arc::new(order));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, share) in shares.into_iter().enumerate() {
-        let mut writer = RecordBatchWriter::for_table(table).map_err(IngestError::lake(name))?;
+        let mut writer = table.file_writer()?;
+        let name = table.name();
         let (batch, order) = (batch.clone(), order.clone());
         tasks.spawn(async move {
             let mut adds = Vec::new();
@@ -541,55 +574,6 @@ fn rejections_by_tenant(batch: &RecordBatch) -> BTreeMap<(String, ReasonCode), u
     }
     counts
 }
-
-/// Fails with [`IngestError::Fenced`] unless `table` records exactly the expected
-/// offsets (`None`: no offset yet) for each app id.
-async fn check_recorded_offsets(
-    table: &DeltaTable,
-    expected: &[(String, Option<i64>)],
-) -> Result<(), IngestError> {
-    let name = LakeTable::UsageEvents.dir_name();
-    let snapshot = table.snapshot().map_err(IngestError::lake(name))?;
-    for (app_id, expected_offset) in expected {
-        let recorded = snapshot
-            .transaction_version(table.log_store().as_ref(), app_id)
-            .await
-            .map_err(IngestError::lake(name))?;
-        if recorded != *expected_offset {
-            return Err(IngestError::Fenced(format!(
-                "{app_id}: the lake records offset {recorded:?}, this batch started after {expected_offset:?}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Whether a commit failed because a concurrent commit used the same `txn` app id.
-fn is_txn_conflict(err: &deltalake::DeltaTableError) -> bool {
-    matches!(
-        err,
-        deltalake::DeltaTableError::Transaction {
-            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
-        }
-    )
-}
-
-/// Whether a commit failed only because a concurrent commit removed files with
-/// `dataChange` (a compaction that dropped duplicates).
-fn is_concurrent_removal(err: &deltalake::DeltaTableError) -> bool {
-    matches!(
-        err,
-        deltalake::DeltaTableError::Transaction {
-            source: TransactionError::CommitConflict(
-                CommitConflictError::ConcurrentDeleteRead
-                    | CommitConflictError::ConcurrentDeleteDelete
-            )
-        }
-    )
-}
-
-/// Attempts at committing one flush when concurrent compactions get in the way.
-const MAX_COMMIT_ATTEMPTS: u32 = 10;
 
 /// Reads one string column of a Parquet file of the lake into `sink`.
 pub(crate) async fn read_string_column(

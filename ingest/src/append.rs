@@ -1,0 +1,274 @@
+//! Appending to a Delta table without holding its file list.
+//!
+//! Delta-rs commits through a snapshot of every active file of the table, and
+//! keeps it up to date after each commit. A collector that runs for months on a
+//! table of millions of files would hold all of them in memory only to append
+//! new ones. A [`LogAppender`] instead keeps what an append needs: the table's
+//! metadata, the newest version it has read, and the `txn` offsets of the app ids
+//! it writes. Its memory does not grow with the table.
+//!
+//! A commit is the next JSON file of the Delta log, written with the log store's
+//! put-if-absent, so two writers can never both write one version. When another
+//! writer got there first, the appender reads the commits it missed:
+//! - a `txn` for one of its app ids is what fencing is about: the commit goes
+//!   ahead only if each app id still records the offset the batch started from;
+//! - new metadata or protocol reloads the table's metadata;
+//! - files added or removed by others do not concern a blind append.
+//!
+//! That is the rule Delta's conflict checker applies to an append that read
+//! nothing, done in one place the collector can reason about.
+
+use std::collections::HashMap;
+
+use allot_schemas::lake::{LakeLocation, LakeTable};
+use deltalake::kernel::transaction::{CommitData, TransactionError};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::logstore::CommitOrBytes;
+use deltalake::logstore::object_store::ObjectStoreExt;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::RecordBatchWriter;
+use deltalake::{BlindDeltaTable, DeltaTableError};
+use serde::Deserialize;
+
+use crate::error::IngestError;
+use crate::lake::ensure_table;
+
+/// Appends to one Delta table of the lake; see the module docs.
+pub struct LogAppender {
+    name: &'static str,
+    table: BlindDeltaTable,
+    /// Every commit up to this version has been read (or precedes the baseline).
+    read_through: u64,
+    /// App id → the offset the table records as of `read_through` (`None`: none),
+    /// for the app ids asked about or written.
+    offsets: HashMap<String, Option<i64>>,
+}
+
+impl LogAppender {
+    /// Opens `table` of the lake, creating it when it does not exist yet. Only the
+    /// table's metadata is read, never its file list.
+    pub async fn open(location: &LakeLocation, table: LakeTable) -> Result<Self, IngestError> {
+        let name = table.dir_name();
+        let log_store = ensure_table(location, table).await?;
+        let table = BlindDeltaTable::try_new_with_log_store(log_store)
+            .await
+            .map_err(IngestError::lake(name))?;
+        Ok(LogAppender {
+            name,
+            read_through: table.version(),
+            table,
+            offsets: HashMap::new(),
+        })
+    }
+
+    /// The table's directory name, for errors.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// A Parquet writer for this table's files (the files are not committed).
+    pub fn file_writer(&self) -> Result<RecordBatchWriter, IngestError> {
+        RecordBatchWriter::for_blind_appends(&self.table).map_err(IngestError::lake(self.name))
+    }
+
+    /// The offsets the table records now for `app_ids` (`None`: none yet).
+    pub async fn recorded_offsets(
+        &mut self,
+        app_ids: &[String],
+    ) -> Result<Vec<Option<i64>>, IngestError> {
+        self.read_offsets(app_ids).await?;
+        self.catch_up().await?;
+        Ok(app_ids.iter().map(|id| self.offsets[id]).collect())
+    }
+
+    /// Fails with [`IngestError::Fenced`] unless the table, as of its newest
+    /// commit, records exactly the `expected` offset for each app id.
+    pub async fn check_offsets(
+        &mut self,
+        expected: &[(String, Option<i64>)],
+    ) -> Result<(), IngestError> {
+        let ids: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
+        self.read_offsets(&ids).await?;
+        self.catch_up().await?;
+        self.compare_offsets(expected)
+    }
+
+    fn compare_offsets(&self, expected: &[(String, Option<i64>)]) -> Result<(), IngestError> {
+        for (app_id, offset) in expected {
+            let recorded = self.offsets[app_id];
+            if recorded != *offset {
+                return Err(IngestError::Fenced(format!(
+                    "{app_id}: the lake records offset {recorded:?}, this batch started after {offset:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `adds` and `txns` as one append, provided the table still records
+    /// the `expected` offset for each app id; otherwise fails with
+    /// [`IngestError::Fenced`] and the files are never referenced.
+    pub async fn append(
+        &mut self,
+        adds: Vec<Add>,
+        txns: Vec<Transaction>,
+        expected: &[(String, Option<i64>)],
+    ) -> Result<u64, IngestError> {
+        let ids: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
+        self.read_offsets(&ids).await?;
+        let partition_by = self.table.metadata().partition_columns().to_vec();
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: (!partition_by.is_empty()).then_some(partition_by),
+            predicate: None,
+        };
+        let actions = adds.into_iter().map(Action::Add).collect();
+        let commit = CommitData::new(actions, operation, HashMap::new(), txns.clone());
+        let bytes = commit
+            .get_bytes()
+            .map_err(|e| IngestError::lake(self.name)(e.into()))?;
+        let log_store = self.table.log_store();
+        // Stores without put-if-absent commit by renaming a temporary file.
+        let entry = if ["DefaultLogStore", "LakeFSLogStore"].contains(&log_store.name().as_str()) {
+            CommitOrBytes::LogBytes(bytes)
+        } else {
+            let path = deltalake::Path::from_iter([
+                "_delta_log",
+                &format!("_commit_{}.json.tmp", uuid::Uuid::new_v4()),
+            ]);
+            log_store
+                .object_store(None)
+                .put(&path, bytes.into())
+                .await
+                .map_err(|e| IngestError::lake(self.name)(e.into()))?;
+            CommitOrBytes::TmpCommit(path)
+        };
+        let operation_id = uuid::Uuid::new_v4();
+        loop {
+            self.catch_up().await?;
+            if let Err(fenced) = self.compare_offsets(expected) {
+                let _ = log_store
+                    .abort_commit_entry(self.read_through + 1, entry, operation_id)
+                    .await;
+                return Err(fenced);
+            }
+            let version = self.read_through + 1;
+            match log_store
+                .write_commit_entry(version, entry.clone(), operation_id)
+                .await
+            {
+                Ok(()) => {
+                    self.read_through = version;
+                    for txn in txns {
+                        self.offsets.insert(txn.app_id, Some(txn.version));
+                    }
+                    return Ok(version);
+                }
+                // Another writer took this version: read it and try the next one.
+                Err(TransactionError::VersionAlreadyExists(_)) => {}
+                Err(err) => {
+                    let _ = log_store
+                        .abort_commit_entry(version, entry, operation_id)
+                        .await;
+                    return Err(IngestError::lake(self.name)(err.into()));
+                }
+            }
+        }
+    }
+
+    /// Reads the offsets of app ids not known yet, as of `read_through`, from the
+    /// log (checkpoint and commits) without materializing the file list.
+    async fn read_offsets(&mut self, app_ids: &[String]) -> Result<(), IngestError> {
+        let missing: Vec<String> = app_ids
+            .iter()
+            .filter(|id| !self.offsets.contains_key(*id))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let log_store = self.table.log_store();
+        let engine = log_store.engine(None);
+        // The kernel joins paths onto the root, which must end with a slash.
+        let mut root = self.table.table_url().clone();
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        let version = self.read_through;
+        let read = tokio::task::spawn_blocking(move || {
+            let snapshot = delta_kernel::Snapshot::builder_for(root.as_str())
+                .at_version(version)
+                .build(engine.as_ref())?;
+            missing
+                .into_iter()
+                .map(|id| {
+                    let offset = snapshot.get_app_id_version(&id, engine.as_ref())?;
+                    Ok((id, offset))
+                })
+                .collect::<Result<Vec<_>, delta_kernel::Error>>()
+        })
+        .await
+        .map_err(|e| IngestError::Worker(e.to_string()))?
+        .map_err(|e| IngestError::lake(self.name)(DeltaTableError::from(e)))?;
+        self.offsets.extend(read);
+        Ok(())
+    }
+
+    /// Reads the commits other writers made since `read_through`.
+    async fn catch_up(&mut self) -> Result<(), IngestError> {
+        let log_store = self.table.log_store();
+        let latest = log_store
+            .get_latest_version(self.read_through)
+            .await
+            .map_err(IngestError::lake(self.name))?;
+        let mut metadata_changed = false;
+        for version in self.read_through + 1..=latest {
+            let commit = log_store
+                .read_commit_entry(version)
+                .await
+                .map_err(IngestError::lake(self.name))?
+                .ok_or_else(|| {
+                    IngestError::lake(self.name)(DeltaTableError::Generic(format!(
+                        "commit {version} is listed but cannot be read"
+                    )))
+                })?;
+            for line in commit.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let action: LogLine = serde_json::from_slice(line).map_err(|e| {
+                    IngestError::lake(self.name)(DeltaTableError::Generic(format!(
+                        "commit {version}: {e}"
+                    )))
+                })?;
+                if let Some(txn) = action.txn
+                    && let Some(offset) = self.offsets.get_mut(&txn.app_id)
+                {
+                    *offset = Some(txn.version);
+                }
+                metadata_changed |= action.meta_data.is_some() || action.protocol.is_some();
+            }
+            self.read_through = version;
+        }
+        if metadata_changed {
+            self.table = BlindDeltaTable::try_new_with_log_store(log_store)
+                .await
+                .map_err(IngestError::lake(self.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a commit line tells an appender; other actions are skipped.
+#[derive(Deserialize)]
+struct LogLine {
+    txn: Option<TxnLine>,
+    #[serde(rename = "metaData")]
+    meta_data: Option<serde::de::IgnoredAny>,
+    protocol: Option<serde::de::IgnoredAny>,
+}
+
+/// A `txn` action.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TxnLine {
+    app_id: String,
+    version: i64,
+}
