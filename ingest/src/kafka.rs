@@ -170,7 +170,7 @@ impl ClientContext for CollectorContext {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
-        let assignment = self.assignment.lock().expect("not poisoned");
+        let assignment = self.assignment();
         for (&partition, recorded) in assignment.iter() {
             let Some(stats) = topic.partitions.get(&partition) else {
                 continue;
@@ -217,21 +217,21 @@ impl ConsumerContext for CollectorContext {
                             tracing::error!(%err, "cannot assign partitions at the lake's offsets");
                         }
                         tracing::info!(topic = %self.topic, partitions = ?recorded, "assigned; resuming after the offsets recorded in the lake");
-                        *self.assignment.lock().expect("not poisoned") = recorded;
+                        *self.assignment() = recorded;
                     }
                     Err(err) => {
                         // Without the lake's offsets nothing may be consumed: give up
                         // the partitions; the group reassigns them.
                         tracing::error!(%err, "cannot read offsets from the lake; unassigning");
                         let _ = consumer.unassign();
-                        self.assignment.lock().expect("not poisoned").clear();
+                        self.assignment().clear();
                     }
                 }
                 self.reset.store(true, Ordering::SeqCst);
             }
             Rebalance::Revoke(_) => {
                 tracing::info!(topic = %self.topic, "partitions revoked; dropping what was buffered (the next owner re-reads it)");
-                self.assignment.lock().expect("not poisoned").clear();
+                self.assignment().clear();
                 self.reset.store(true, Ordering::SeqCst);
             }
             Rebalance::Error(err) => tracing::warn!(%err, "rebalance error"),
@@ -247,6 +247,11 @@ fn land(handle: &Handle, task: tokio::task::JoinHandle<Landed>) -> Result<Landed
 }
 
 impl CollectorContext {
+    /// Partition → offset the table recorded, for the partitions assigned.
+    fn assignment(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Option<i64>>> {
+        self.assignment.lock().expect("not poisoned")
+    }
+
     /// Reads the offsets the lake records for `partitions`.
     fn recorded_offsets(
         &self,
@@ -439,12 +444,7 @@ impl Collector {
     /// (or covered by the flush in flight).
     fn accept(&mut self, partition: i32, offset: i64, payload: &[u8]) {
         let recorded = {
-            let assignment = self
-                .consumer
-                .context()
-                .assignment
-                .lock()
-                .expect("not poisoned");
+            let assignment = self.consumer.context().assignment();
             match assignment.get(&partition) {
                 Some(recorded) => *recorded,
                 None => return, // not (or no longer) ours
@@ -637,13 +637,7 @@ impl Collector {
             let resume = match &failure {
                 IngestError::Fenced(_) => {
                     let context = self.consumer.context();
-                    let assigned: Vec<i32> = context
-                        .assignment
-                        .lock()
-                        .expect("not poisoned")
-                        .keys()
-                        .copied()
-                        .collect();
+                    let assigned: Vec<i32> = context.assignment().keys().copied().collect();
                     context.recorded_offsets(&assigned)
                 }
                 _ => Ok(rewind),
@@ -665,12 +659,7 @@ impl Collector {
     fn record_landed(&mut self, ranges: &BTreeMap<i32, PartitionRange>) {
         let mut commit = TopicPartitionList::new();
         {
-            let mut assignment = self
-                .consumer
-                .context()
-                .assignment
-                .lock()
-                .expect("not poisoned");
+            let mut assignment = self.consumer.context().assignment();
             for (&partition, range) in ranges {
                 if let Some(recorded) = assignment.get_mut(&partition) {
                     *recorded = Some(range.last);
@@ -694,12 +683,7 @@ impl Collector {
     fn seek_to(&mut self, recorded: BTreeMap<i32, Option<i64>>) {
         let mut tpl = TopicPartitionList::new();
         {
-            let mut assignment = self
-                .consumer
-                .context()
-                .assignment
-                .lock()
-                .expect("not poisoned");
+            let mut assignment = self.consumer.context().assignment();
             for (&partition, &offset) in &recorded {
                 let Some(current) = assignment.get_mut(&partition) else {
                     continue; // no longer ours
@@ -731,12 +715,7 @@ impl Collector {
     fn rejoin(&mut self, why: &str) {
         tracing::error!(%why, "cannot resume at the lake's offsets; leaving the group to re-read");
         self.consumer.unsubscribe();
-        self.consumer
-            .context()
-            .assignment
-            .lock()
-            .expect("not poisoned")
-            .clear();
+        self.consumer.context().assignment().clear();
         if let Err(err) = self.consumer.subscribe(&[&self.topic]) {
             tracing::error!(%err, "cannot subscribe again");
         }

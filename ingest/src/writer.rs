@@ -110,29 +110,29 @@ enum Dedup {
 impl LakeWriter {
     /// A writer for a file backfill; see [`Dedup::Table`].
     pub async fn for_backfill(location: &LakeLocation) -> Result<Self, IngestError> {
-        Ok(LakeWriter {
-            usage: std::sync::Arc::new(tokio::sync::Mutex::new(
-                LogAppender::open(location, LakeTable::UsageEvents).await?,
-            )),
-            rejected: LogAppender::open(location, LakeTable::RejectedEvents).await?,
-            dedup: Dedup::Table {
-                tables: LakeTables::open_or_create(location).await?,
-                known: KnownEventIds::new(BACKFILL_CACHED_KEYS),
-                rejected_sources: None,
-            },
-        })
+        let dedup = Dedup::Table {
+            tables: LakeTables::open_or_create(location).await?,
+            known: KnownEventIds::new(BACKFILL_CACHED_KEYS),
+            rejected_sources: None,
+        };
+        Self::open(location, dedup).await
     }
 
     /// A writer for a Kafka collector; see [`Dedup::Recent`].
     pub async fn for_collector(location: &LakeLocation) -> Result<Self, IngestError> {
+        let dedup = Dedup::Recent {
+            known: KnownEventIds::new(COLLECTOR_CACHED_KEYS),
+        };
+        Self::open(location, dedup).await
+    }
+
+    async fn open(location: &LakeLocation, dedup: Dedup) -> Result<Self, IngestError> {
         Ok(LakeWriter {
             usage: std::sync::Arc::new(tokio::sync::Mutex::new(
                 LogAppender::open(location, LakeTable::UsageEvents).await?,
             )),
             rejected: LogAppender::open(location, LakeTable::RejectedEvents).await?,
-            dedup: Dedup::Recent {
-                known: KnownEventIds::new(COLLECTOR_CACHED_KEYS),
-            },
+            dedup,
         })
     }
 
