@@ -211,6 +211,9 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
     let lake = lake_dir.path();
     produce(&topic, (0..EVENTS).map(crash_event)).await;
     let brokers = common::kafka_bootstrap();
+    // Small flushes, so that every run commits many times whatever the speed of
+    // the consumer (a fast one reads the whole topic before its first flush).
+    let small_flushes = ("ALLOT__INGEST__FLUSH_ROWS", "5000");
 
     // 1: a crash between writing the files of the second flush and committing them.
     let mut first = start_collector(
@@ -218,7 +221,7 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
         &topic,
         &group,
         lake,
-        &[("ALLOT_TEST_ABORT_BEFORE_COMMIT", "2")],
+        &[small_flushes, ("ALLOT_TEST_ABORT_BEFORE_COMMIT", "2")],
     );
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
@@ -233,7 +236,7 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
     // 2 and 3: kill -9 at seeded random moments.
     let mut moments = Seeded(0x5eed_2026);
     for _ in 0..2 {
-        let mut child = start_collector(&brokers, &topic, &group, lake, &[]);
+        let mut child = start_collector(&brokers, &topic, &group, lake, &[small_flushes]);
         std::thread::sleep(Duration::from_millis(moments.next_ms(1500, 6000)));
         child.kill().unwrap();
         child.wait().unwrap();
