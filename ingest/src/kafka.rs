@@ -112,6 +112,10 @@ pub async fn run_collector(
 /// How long a stopping collector waits for a background compaction to finish.
 const COMPACTION_STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// Messages between two looks at the clock, the cancellation token and the flush
+/// in flight (an empty poll always looks).
+const HOUSEKEEPING_EVERY: u32 = 256;
+
 /// How often the collector reports its buffered bytes.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -387,25 +391,25 @@ impl Collector {
         let started = Instant::now();
         let mut outage: Option<Instant> = None;
         let mut reported = Instant::now();
-        while !cancel.is_cancelled() {
-            if reported.elapsed() >= REPORT_INTERVAL {
-                telemetry::set_buffered_bytes(self.assembler.buffered_bytes());
-                reported = Instant::now();
-            }
+        let mut since_housekeeping = 0u32;
+        loop {
+            // The clock, the cancellation token and the flight are looked at every
+            // HOUSEKEEPING_EVERY messages and whenever a poll comes back empty: at
+            // hundreds of thousands of events a second, reading them per message
+            // cost as much as decoding a small event.
+            since_housekeeping += 1;
+            let polled = self.consumer.poll(Duration::from_millis(100));
             // Detached so the message does not borrow the consumer while buffered.
-            let polled = self
-                .consumer
-                .poll(Duration::from_millis(100))
-                .map(|m| m.map(|m| m.detach()));
+            let polled = polled.map(|m| m.map(|m| m.detach()));
             if self.consumer.context().reset.swap(false, Ordering::SeqCst) {
                 // The flight landed before the rebalance; the new assignment
                 // already starts at what the lake records.
                 self.collect_flight(Wait::Yes, Landing::AfterRebalance)?;
                 self.drop_buffer();
             }
-            self.collect_flight(Wait::No, Landing::InPlace)?;
+            let mut partition_full = false;
             match polled {
-                None => {}
+                None => since_housekeeping = HOUSEKEEPING_EVERY,
                 Some(Ok(message)) => {
                     if let Some(since) = outage.take() {
                         tracing::info!(down_for_s = since.elapsed().as_secs(), "kafka is back");
@@ -413,10 +417,15 @@ impl Collector {
                     let (partition, offset) = (message.partition(), message.offset());
                     let payload = message.payload().unwrap_or_default();
                     self.accept(partition, offset, payload);
+                    partition_full = self
+                        .buffered
+                        .get(&partition)
+                        .is_some_and(|range| range.messages >= self.flush_rows);
                 }
                 // librdkafka reconnects by itself; errors are reported, not waited on,
                 // so that queued errors never delay the next message.
                 Some(Err(err)) => {
+                    since_housekeeping = HOUSEKEEPING_EVERY;
                     if outage.is_none() {
                         tracing::warn!(%err, "kafka unavailable; the client keeps reconnecting");
                         outage = Some(Instant::now());
@@ -425,7 +434,28 @@ impl Collector {
                     }
                 }
             }
-            if self.should_flush() {
+            let mut interval_passed = false;
+            if since_housekeeping >= HOUSEKEEPING_EVERY {
+                since_housekeeping = 0;
+                if cancel.is_cancelled() {
+                    break;
+                }
+                if reported.elapsed() >= REPORT_INTERVAL {
+                    telemetry::set_buffered_bytes(self.assembler.buffered_bytes());
+                    reported = Instant::now();
+                }
+                self.collect_flight(Wait::No, Landing::InPlace)?;
+                interval_passed = self
+                    .buffer_started
+                    .is_some_and(|t| t.elapsed() >= self.flush_interval);
+            }
+            // A flush when one Kafka partition's share of the buffer reached
+            // `flush_rows`, the whole buffer `flush_bytes`, or the oldest buffered
+            // event `flush_interval`.
+            if partition_full
+                || interval_passed
+                || self.assembler.buffered_bytes() >= self.flush_bytes
+            {
                 self.start_flush()?;
             }
         }
@@ -497,18 +527,6 @@ impl Collector {
                 }
             }
         }
-    }
-
-    /// Whether one Kafka partition's share of the buffer reached `flush_rows`, the
-    /// whole buffer `flush_bytes`, or the oldest buffered event `flush_interval`.
-    fn should_flush(&self) -> bool {
-        self.buffered
-            .values()
-            .any(|range| range.messages >= self.flush_rows)
-            || self.assembler.buffered_bytes() >= self.flush_bytes
-            || self
-                .buffer_started
-                .is_some_and(|t| t.elapsed() >= self.flush_interval)
     }
 
     /// Discards everything buffered; the partitions are re-read from the lake's offsets.

@@ -19,12 +19,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use allot_query::lake::date_of_epoch_days;
 use allot_schemas::lake::{LakeLocation, LakeTable, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
+use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
 use arrow::array::{AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::Date32Type;
+use delta_kernel::expressions::Scalar;
+use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::{Add, Transaction};
 use deltalake::logstore::object_store::ObjectStoreExt;
-use deltalake::writer::DeltaWriter;
+use deltalake::writer::{DeltaWriter, WriteMode};
+use indexmap::IndexMap;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -491,9 +495,12 @@ async fn write_partitions(
             let mut adds = Vec::new();
             for range in share {
                 let rows = order.slice(range.start, range.len());
+                // One tenant-day: its partition values are given, so the Delta
+                // writer does not group the rows again.
+                let values = partition_values(&batch, rows.value(0) as usize)?;
                 let partition = take_record_batch(&batch, &rows)?;
                 writer
-                    .write(partition)
+                    .write_partition(partition, &values, WriteMode::Default)
                     .await
                     .map_err(IngestError::lake(name))?;
                 adds.extend(writer.flush().await.map_err(IngestError::lake(name))?);
@@ -507,6 +514,25 @@ async fn write_partitions(
     }
     written.sort_by_key(|(index, _)| *index);
     Ok(written.into_iter().flat_map(|(_, adds)| adds).collect())
+}
+
+/// The partition values (`tenant_id`, `day`) of one row of a `usage_events` batch.
+fn partition_values(
+    batch: &RecordBatch,
+    row: usize,
+) -> Result<IndexMap<String, Scalar>, IngestError> {
+    USAGE_PARTITION_COLUMNS
+        .iter()
+        .map(|&name| {
+            let column = batch.column_by_name(name).expect("schema");
+            let value = Scalar::from_array(column.as_ref(), row).ok_or_else(|| {
+                IngestError::lake(LakeTable::UsageEvents.dir_name())(
+                    deltalake::DeltaTableError::Generic(format!("no partition value in {name}")),
+                )
+            })?;
+            Ok((name.to_string(), value))
+        })
+        .collect()
 }
 
 /// Most concurrent Parquet writers of one flush.
