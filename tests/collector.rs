@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -958,6 +958,80 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/<pid>/status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_does_not_grow_with_the_files_in_the_table() {
+    let _serial = common::serial().await;
+    const EVENTS: usize = 20_000;
+    const PARTITIONS: i32 = 4;
+    // A lake that already holds 30,000 files (1,000 tenants × 30 days, one event
+    // each), as after months of running, beside an empty one.
+    let work = tempfile::tempdir().unwrap();
+    let history = work.path().join("history.jsonl");
+    let mut lines = String::new();
+    for tenant in 0..1000 {
+        for day in 1..=30 {
+            lines += &format!(
+                "{{\"event_id\":\"h{tenant}-{day}\",\"tenant_id\":\"old-{tenant:04}\",\"ts\":\"2026-04-{day:02}T12:00:00Z\",\"metric\":\"compute_seconds\",\"value\":1}}\n"
+            );
+        }
+    }
+    std::fs::write(&history, lines).unwrap();
+    let full = work.path().join("full");
+    let empty = work.path().join("empty");
+    common::ingest_into(&full, &history);
+    assert_eq!(
+        common::files_under(&full.join("usage_events"))
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+            .count(),
+        30_000
+    );
+
+    let topic = common::fresh_topic("history", PARTITIONS).await;
+    let event = |i: usize| {
+        let payload = format!(
+            r#"{{"event_id":"n{i}","tenant_id":"new-{:03}","ts":"2026-06-01T{:02}:00:00Z","metric":"compute_seconds","value":{i}}}"#,
+            i % 100,
+            i % 24
+        );
+        (format!("k{i}"), payload)
+    };
+    produce(&topic, (0..EVENTS).map(event)).await;
+    let mut peaks = Vec::new();
+    for lake in [&empty, &full] {
+        let group = format!("{topic}-{}", lake.file_name().unwrap().to_string_lossy());
+        let collector = start_collector(
+            &common::kafka_bootstrap(),
+            &topic,
+            &group,
+            lake,
+            &[("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\"")],
+        );
+        wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(150)).await;
+        peaks.push(peak_rss_kib(collector.id()));
+        stop_gracefully(collector);
+    }
+    eprintln!(
+        "peak RSS: {} MiB on an empty lake, {} MiB on one of 30,000 files",
+        peaks[0] / 1024,
+        peaks[1] / 1024
+    );
+    // Holding the table's file list once costs about 2.5 KiB per file (75 MiB here).
+    assert!(
+        peaks[1] < peaks[0] + 40 * 1024,
+        "peak RSS {} MiB on an empty lake, {} MiB on one of 30,000 files",
+        peaks[0] / 1024,
+        peaks[1] / 1024
+    );
+    let rows = common::read_lake_table(&full, "usage_events").await;
+    let new: BTreeSet<&str> = rows
+        .iter()
+        .filter_map(|r| r.columns["event_id"].as_deref())
+        .filter(|id| id.starts_with('n'))
+        .collect();
+    assert_eq!((rows.len(), new.len()), (EVENTS + 30_000, EVENTS));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
