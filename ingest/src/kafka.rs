@@ -8,8 +8,9 @@
 //! Before committing, the collector checks that the table still records the
 //! offsets it started from; if another collector moved them (this one was paused
 //! past its session and lost the partition), the commit is abandoned and its
-//! files are never referenced. Delta's conflict check on `txn` app ids makes that
-//! check atomic with the commit.
+//! files are never referenced. The check covers every commit up to the version
+//! the commit takes, and only one writer can take a version
+//! ([`crate::append::LogAppender`]), so check and commit are atomic.
 //!
 //! Rejected events go to `<topic>.dlq` (original bytes, headers `allot-error-code`
 //! and `allot-error`) and to `rejected_events`; the dead letters are acknowledged
