@@ -367,15 +367,10 @@ pub fn allocate(
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
     use proptest::prelude::*;
 
     use super::*;
-
-    fn d(text: &str) -> BigDecimal {
-        BigDecimal::from_str(text).unwrap()
-    }
+    use crate::test_support::d;
 
     fn pool(amount: &str) -> CostPool {
         CostPool {

@@ -282,22 +282,10 @@ pub const HEALTH_WINDOW_MICROS: i64 = MICROS_PER_DAY;
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
     use allot_schemas::config::ConfigDecimal;
-    use chrono::DateTime;
 
     use super::*;
-
-    fn ts(text: &str) -> i64 {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .timestamp_micros()
-    }
-
-    fn d(text: &str) -> BigDecimal {
-        BigDecimal::from_str(text).unwrap()
-    }
+    use crate::test_support::{d, ts};
 
     /// A healthy tenant as of 2026-01-15 12:00: an event a minute ago, nothing rejected.
     fn healthy() -> HealthInputs {

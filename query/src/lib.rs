@@ -43,6 +43,8 @@ pub mod rollup;
 pub mod rounding;
 pub mod sandbox;
 pub mod session;
+#[cfg(test)]
+mod test_support;
 pub mod usage;
 
 pub use allot_schemas::lake::{LakeLocation, LakeTable};

@@ -284,22 +284,9 @@ pub fn noisy_neighbours(
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
-    use chrono::DateTime;
-
     use super::*;
     use crate::period::MICROS_PER_HOUR;
-
-    fn ts(text: &str) -> i64 {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .timestamp_micros()
-    }
-
-    fn d(text: &str) -> BigDecimal {
-        BigDecimal::from_str(text).unwrap()
-    }
+    use crate::test_support::{d, ts};
 
     /// Hourly buckets, a 4-bucket baseline, the default thresholds.
     fn params() -> NoisyParams {

@@ -755,29 +755,17 @@ fn bands<'a>(
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
-    use chrono::DateTime;
     use proptest::prelude::*;
 
     use super::*;
+    use crate::test_support::{d, ts};
 
     fn config(text: &str) -> Config {
         Config::from_toml_str(text, "test.toml", std::iter::empty()).unwrap()
     }
 
-    fn d(text: &str) -> BigDecimal {
-        BigDecimal::from_str(text).unwrap()
-    }
-
     fn day(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
-    }
-
-    fn ts(text: &str) -> i64 {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .timestamp_micros()
     }
 
     fn counters(tenant: &str, rows: &[(&str, &str, &str)]) -> TenantUsage {

@@ -140,10 +140,7 @@ pub(crate) fn to_scaled_int(value: &BigDecimal, scale: i64) -> Option<BigInt> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn d(text: &str) -> BigDecimal {
-        text.parse().unwrap()
-    }
+    use crate::test_support::d;
 
     #[test]
     fn quantities_round_half_to_even_at_twelve_places() {
