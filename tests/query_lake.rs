@@ -451,14 +451,7 @@ async fn rollups_give_the_figures_of_the_raw_events() {
     )
     .unwrap();
     common::ingest_into(&lake.lake, &late);
-    let expected_late = report_figures(&lake.lake, &raw).await;
-    assert_ne!(expected_late, expected);
-    assert_eq!(report_figures(&lake.lake, &rolled).await, expected_late);
-    let refreshed = allot_ingest::rollup::refresh_rollups(&location, &rolled.catalog)
-        .await
-        .unwrap();
-    assert_eq!(refreshed.partitions, 1);
-    assert_eq!(report_figures(&lake.lake, &rolled).await, expected_late);
+    let expected_late = rollups_follow(&lake.lake, (&raw, &rolled), &expected, 1).await;
 
     // Another hold for the gauge: no rollup matches any more, the figures follow
     // the new hold, and a refresh redoes every partition.
@@ -473,12 +466,35 @@ async fn rollups_give_the_figures_of_the_raw_events() {
         use_rollups: false,
         ..rolled_3h.clone()
     };
-    let expected_3h = report_figures(&lake.lake, &raw_3h).await;
-    assert_ne!(expected_3h, expected_late);
-    assert_eq!(report_figures(&lake.lake, &rolled_3h).await, expected_3h);
-    let refreshed = allot_ingest::rollup::refresh_rollups(&location, &rolled_3h.catalog)
+    rollups_follow(
+        &lake.lake,
+        (&raw_3h, &rolled_3h),
+        &expected_late,
+        partitions,
+    )
+    .await;
+}
+
+/// After a change to the lake or the catalog: the figures differ from `before`,
+/// and with rollups they equal the raw ones both before and after a refresh,
+/// which redoes `redone` partitions. Returns the new figures.
+async fn rollups_follow(
+    lake: &Path,
+    (raw, rolled): (
+        &allot_query::reports::ReportSettings,
+        &allot_query::reports::ReportSettings,
+    ),
+    before: &str,
+    redone: u64,
+) -> String {
+    let expected = report_figures(lake, raw).await;
+    assert_ne!(expected, before);
+    assert_eq!(report_figures(lake, rolled).await, expected);
+    let location = allot_query::LakeLocation::parse(lake.to_str().unwrap()).unwrap();
+    let refreshed = allot_ingest::rollup::refresh_rollups(&location, &rolled.catalog)
         .await
         .unwrap();
-    assert_eq!(refreshed.partitions, partitions);
-    assert_eq!(report_figures(&lake.lake, &rolled_3h).await, expected_3h);
+    assert_eq!(refreshed.partitions, redone);
+    assert_eq!(report_figures(lake, rolled).await, expected);
+    expected
 }

@@ -88,14 +88,8 @@ impl LogAppender {
         expected: &[(String, Option<i64>)],
     ) -> Result<(), IngestError> {
         let ids: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
-        self.read_offsets(&ids).await?;
-        self.catch_up().await?;
-        self.compare_offsets(expected)
-    }
-
-    fn compare_offsets(&self, expected: &[(String, Option<i64>)]) -> Result<(), IngestError> {
-        for (app_id, offset) in expected {
-            let recorded = self.offsets[app_id];
+        let recorded = self.recorded_offsets(&ids).await?;
+        for ((app_id, offset), recorded) in expected.iter().zip(recorded) {
             if recorded != *offset {
                 return Err(IngestError::Fenced(format!(
                     "{app_id}: the lake records offset {recorded:?}, this batch started after {offset:?}"
@@ -114,8 +108,6 @@ impl LogAppender {
         txns: Vec<Transaction>,
         expected: &[(String, Option<i64>)],
     ) -> Result<u64, IngestError> {
-        let ids: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
-        self.read_offsets(&ids).await?;
         let partition_by = self.table.metadata().partition_columns().to_vec();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -145,12 +137,11 @@ impl LogAppender {
         };
         let operation_id = uuid::Uuid::new_v4();
         loop {
-            self.catch_up().await?;
-            if let Err(fenced) = self.compare_offsets(expected) {
+            if let Err(err) = self.check_offsets(expected).await {
                 let _ = log_store
                     .abort_commit_entry(self.read_through + 1, entry, operation_id)
                     .await;
-                return Err(fenced);
+                return Err(err);
             }
             let version = self.read_through + 1;
             match log_store

@@ -41,6 +41,7 @@ use crate::rollup::{RollupSummary, refresh_rollups};
 use crate::telemetry;
 
 /// What a compaction run needs.
+#[derive(Debug, Clone)]
 pub struct CompactOptions {
     /// The lake.
     pub lake: LakeLocation,
@@ -75,16 +76,27 @@ pub async fn compact(
     options: CompactOptions,
     cancel: CancellationToken,
 ) -> Result<CompactSummary, IngestError> {
+    compaction_pass(&options, &cancel, 0).await
+}
+
+/// Compacts, refreshes the rollups, and writes a checkpoint unless the newest is
+/// fewer than `checkpoint_after` commits old. The table (with its file list) is
+/// loaded for the pass only.
+async fn compaction_pass(
+    options: &CompactOptions,
+    cancel: &CancellationToken,
+    checkpoint_after: u64,
+) -> Result<CompactSummary, IngestError> {
     let mut table = open_or_create_table(&options.lake, LakeTable::UsageEvents).await?;
     let mut summary = compact_table(
         &mut table,
         options.target_file_bytes,
         options.min_files,
-        &cancel,
+        cancel,
     )
     .await?;
     summary.rollups = refresh_rollups(&options.lake, &options.catalog).await?;
-    write_checkpoint(&mut table, 0).await?;
+    write_checkpoint(&mut table, checkpoint_after).await?;
     Ok(summary)
 }
 
@@ -132,14 +144,8 @@ async fn write_checkpoint(table: &mut DeltaTable, min_commits: u64) -> Result<()
 pub struct BackgroundCompaction {
     /// Time between runs; zero disables background compaction.
     pub interval: Duration,
-    /// Target size of the files written.
-    pub target_file_bytes: u64,
-    /// Partitions with fewer small files than this are left alone.
-    pub min_files: usize,
-    /// The lake, whose rollups are refreshed after each run.
-    pub lake: LakeLocation,
-    /// The catalog whose gauges the rollups weigh.
-    pub catalog: MetricCatalog,
+    /// What each run does.
+    pub options: CompactOptions,
 }
 
 /// Compacts `table` every `settings.interval` until `cancel` fires. A failed run
@@ -153,49 +159,32 @@ pub async fn run_background_compaction(settings: BackgroundCompaction, cancel: C
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(settings.interval) => {}
         }
-        // The table (with its file list) is loaded for the pass only, so the
-        // collector does not hold it between passes.
-        if let Err(err) = background_pass(&settings, &cancel).await {
-            tracing::warn!(%err, "background compaction failed; retrying on the next run");
+        match compaction_pass(&settings.options, &cancel, CHECKPOINT_EVERY_COMMITS).await {
+            Ok(summary) => {
+                if summary.partitions > 0 || summary.conflicts > 0 {
+                    tracing::info!(
+                        partitions = summary.partitions,
+                        files_removed = summary.files_removed,
+                        files_added = summary.files_added,
+                        duplicates = summary.duplicates_removed,
+                        conflicts = summary.conflicts,
+                        "background compaction done"
+                    );
+                }
+                if summary.rollups.partitions > 0 {
+                    tracing::info!(
+                        partitions = summary.rollups.partitions,
+                        days = summary.rollups.days,
+                        rows = summary.rollups.rows,
+                        "rollups refreshed"
+                    );
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "background compaction failed; retrying on the next run");
+            }
         }
     }
-}
-
-/// One background run: compaction, rollups, and a checkpoint when one is due.
-async fn background_pass(
-    settings: &BackgroundCompaction,
-    cancel: &CancellationToken,
-) -> Result<(), IngestError> {
-    let mut table = open_or_create_table(&settings.lake, LakeTable::UsageEvents).await?;
-    let summary = compact_table(
-        &mut table,
-        settings.target_file_bytes,
-        settings.min_files,
-        cancel,
-    )
-    .await?;
-    if summary.partitions > 0 || summary.conflicts > 0 {
-        tracing::info!(
-            partitions = summary.partitions,
-            files_removed = summary.files_removed,
-            files_added = summary.files_added,
-            duplicates = summary.duplicates_removed,
-            conflicts = summary.conflicts,
-            "background compaction done"
-        );
-    } else {
-        tracing::debug!("background compaction: nothing to do");
-    }
-    let rollups = refresh_rollups(&settings.lake, &settings.catalog).await?;
-    if rollups.partitions > 0 {
-        tracing::info!(
-            partitions = rollups.partitions,
-            days = rollups.days,
-            rows = rollups.rows,
-            "rollups refreshed"
-        );
-    }
-    write_checkpoint(&mut table, CHECKPOINT_EVERY_COMMITS).await
 }
 
 /// Compacts the tenant-days of `table` (brought up to date first) and records the

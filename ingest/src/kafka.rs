@@ -26,6 +26,7 @@
 //! land, so a commit never follows a partition to its next owner.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -45,7 +46,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{Clock, EventAssembler, system_clock};
-use crate::compact::{BackgroundCompaction, run_background_compaction};
+use crate::compact::{BackgroundCompaction, CompactOptions, run_background_compaction};
 use crate::error::IngestError;
 use crate::summary::IngestSummary;
 use crate::telemetry::{self, CommitOutcome};
@@ -81,10 +82,12 @@ pub async fn run_collector(
     let ingest = &options.config.ingest;
     let compaction = BackgroundCompaction {
         interval: ingest.compaction_interval.0,
-        target_file_bytes: ingest.compaction_target_bytes.0,
-        min_files: ingest.compaction_min_files,
-        lake: options.lake.clone(),
-        catalog: options.config.catalog(),
+        options: CompactOptions {
+            lake: options.lake.clone(),
+            target_file_bytes: ingest.compaction_target_bytes.0,
+            min_files: ingest.compaction_min_files,
+            catalog: options.config.catalog(),
+        },
     };
     let stop_compaction = cancel.child_token();
     let mut compactor = tokio::spawn(run_background_compaction(
@@ -193,7 +196,7 @@ impl ConsumerContext for CollectorContext {
     /// Lets a flush in flight land before partitions change hands, so that its
     /// commit never lands after the next owner read the lake's offsets.
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
-        let mut flight = self.flight.lock().expect("not poisoned");
+        let mut flight = self.flight();
         if let Some(Flight::Running(task)) = flight.take() {
             *flight = Some(Flight::Landed(Box::new(land(&self.handle, task))));
         }
@@ -252,6 +255,11 @@ fn land(handle: &Handle, task: tokio::task::JoinHandle<Landed>) -> Result<Landed
 }
 
 impl CollectorContext {
+    /// The flush in flight, if any.
+    fn flight(&self) -> std::sync::MutexGuard<'_, Option<Flight>> {
+        self.flight.lock().expect("not poisoned")
+    }
+
     /// Partition → offset the table recorded, for the partitions assigned.
     fn assignment(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Option<i64>>> {
         self.assignment.lock().expect("not poisoned")
@@ -474,19 +482,22 @@ impl Collector {
     /// Buffers one message unless it is at or before the offset already recorded
     /// (or covered by the flush in flight).
     fn accept(&mut self, partition: i32, offset: i64, payload: &[u8]) {
-        let recorded = {
-            let assignment = self.consumer.context().assignment();
-            match assignment.get(&partition) {
-                Some(recorded) => *recorded,
-                None => return, // not (or no longer) ours
+        // A partition's range starts with its first buffered message; a
+        // rebalance drops the buffer, so a partition with a range is still ours.
+        let range = match self.buffered.entry(partition) {
+            Entry::Occupied(range) => range.into_mut(),
+            Entry::Vacant(slot) => {
+                let Some(&recorded) = self.consumer.context().assignment().get(&partition) else {
+                    return; // not (or no longer) ours
+                };
+                let recorded = self.in_flight.get(&partition).copied().or(recorded);
+                slot.insert(PartitionRange {
+                    recorded,
+                    last: recorded.unwrap_or(-1),
+                    messages: 0,
+                })
             }
         };
-        let recorded = self.in_flight.get(&partition).copied().or(recorded);
-        let range = self.buffered.entry(partition).or_insert(PartitionRange {
-            recorded,
-            last: recorded.unwrap_or(-1),
-            messages: 0,
-        });
         if offset <= range.last {
             return; // delivered again before the seek took effect
         }
@@ -583,7 +594,7 @@ impl Collector {
                 took: started.elapsed(),
             }
         });
-        *self.consumer.context().flight.lock().expect("not poisoned") = Some(Flight::Running(task));
+        *self.consumer.context().flight() = Some(Flight::Running(task));
         self.buffer_started = None;
         telemetry::set_buffered_bytes(self.assembler.buffered_bytes());
         Ok(())
@@ -600,7 +611,7 @@ impl Collector {
     ) -> Result<Option<IngestError>, IngestError> {
         let waiting = Instant::now();
         let landed = {
-            let mut flight = self.consumer.context().flight.lock().expect("not poisoned");
+            let mut flight = self.consumer.context().flight();
             match flight.take() {
                 None => return Ok(None),
                 Some(Flight::Landed(landed)) => *landed,

@@ -267,16 +267,11 @@ impl LakeSession {
         .map_err(QueryError::engine)?;
         let wanted = self.ctx.read_batch(wanted).map_err(QueryError::engine)?;
         let wanted_key: Vec<&str> = wanted_key.iter().map(String::as_str).collect();
-        let columns: Vec<String> = usage_hourly_schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let schema = usage_hourly_schema();
         self.ctx
             .read_table(hourly_table(&rollups.url, files))
             .and_then(|f| f.join(wanted, JoinType::LeftSemi, &key, &wanted_key, None))
-            .and_then(|f| f.select_columns(&columns))
+            .and_then(|f| select_schema(f, &schema))
             .map(Some)
             .map_err(QueryError::engine)
     }
@@ -301,6 +296,12 @@ impl LakeSession {
             .await
             .map_err(QueryError::engine)
     }
+}
+
+/// Keeps the columns of `schema`, in its order.
+fn select_schema(frame: DataFrame, schema: &Schema) -> datafusion::error::Result<DataFrame> {
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    frame.select_columns(&columns)
 }
 
 /// Registers the table's object store under its own URL scheme and returns it.
@@ -343,12 +344,7 @@ fn usage_events_frame(
     if shared.is_empty() {
         return Ok(single_frame);
     }
-    let columns: Vec<String> = usage_events_schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let schema = usage_events_schema();
     // Ids present more than once in a shared partition: a hash aggregate, cheap
     // when (as nearly always) there are none.
     let key = ["tenant_id", "day", "event_id"];
@@ -399,7 +395,7 @@ fn usage_events_frame(
         .join(repeated, JoinType::LeftSemi, &key, &repeated_key, None)
         .and_then(|frame| frame.window(vec![copy_number]))
         .and_then(|frame| frame.filter(col(COPY_COLUMN).eq(lit(1u64))))
-        .and_then(|frame| frame.select_columns(&columns))
+        .and_then(|frame| select_schema(frame, &schema))
         .and_then(|frame| once.union(frame))
         .map_err(QueryError::engine)?;
     single_frame.union(first_copies).map_err(QueryError::engine)
