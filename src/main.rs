@@ -16,6 +16,7 @@ mod prometheus;
 mod reports;
 mod serve;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -184,8 +185,12 @@ fn init_logging(format: LogFormat) {
             "warn,buoyant_kernel=off,deltalake_core::writer::stats=error,deltalake_core::kernel::transaction=off,allot=info,allot_ingest=info",
         )
     });
+    // Colour only for a person at a terminal: a log file or a log collector
+    // would get the escape sequences as text. `NO_COLOR` turns it off too.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
