@@ -19,9 +19,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, AuthFailure};
 
-/// Clock skew tolerated on `exp`, `nbf` and the lifetime cap, in seconds.
-pub const LEEWAY_SECS: i64 = 30;
-
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,6 +126,8 @@ pub struct Authenticator {
     issuer: String,
     audience: String,
     max_ttl_secs: i64,
+    /// Clock skew tolerated on `exp`, `nbf` and the lifetime cap (`api.clock_skew`).
+    leeway_secs: i64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -187,6 +186,7 @@ impl Authenticator {
             issuer: api.issuer.clone(),
             audience: api.audience.clone(),
             max_ttl_secs: ttl_secs(api.max_token_ttl.0),
+            leeway_secs: ttl_secs(api.clock_skew.0),
         })
     }
 
@@ -223,13 +223,17 @@ impl Authenticator {
                 }
             })?;
         let claims = data.claims;
-        if claims.exp <= now_secs - LEEWAY_SECS {
+        let leeway = self.leeway_secs;
+        if claims.exp <= now_secs.saturating_sub(leeway) {
             return Err(AuthFailure::Expired);
         }
-        if claims.exp > now_secs.saturating_add(self.max_ttl_secs + LEEWAY_SECS) {
+        if claims.exp > now_secs.saturating_add(self.max_ttl_secs.saturating_add(leeway)) {
             return Err(AuthFailure::LifetimeTooLong);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now_secs + LEEWAY_SECS) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now_secs.saturating_add(leeway))
+        {
             return Err(AuthFailure::NotYetValid);
         }
         if claims.sub.is_empty() {
@@ -389,8 +393,31 @@ mod tests {
         assert_eq!(principal.tenant.as_deref(), Some("acme"));
         assert_eq!(principal.limit_key(), "tenant:acme");
         assert_eq!(
-            auth.verify(&token, NOW + 900 + LEEWAY_SECS),
+            auth.verify(&token, NOW + 900 + 30),
             Err(AuthFailure::Expired)
+        );
+    }
+
+    #[test]
+    fn the_clock_skew_leeway_is_the_configured_one() {
+        let api = api();
+        let token = mint_token(&api, &request(Role::Finance, None, 900), NOW).unwrap();
+        let expired_40s_ago = NOW + 900 + 40;
+        assert_eq!(
+            Authenticator::new(&api)
+                .unwrap()
+                .verify(&token, expired_40s_ago),
+            Err(AuthFailure::Expired)
+        );
+        let lenient = ApiConfig {
+            clock_skew: allot_schemas::config::HumanDuration(Duration::from_secs(60)),
+            ..api
+        };
+        assert!(
+            Authenticator::new(&lenient)
+                .unwrap()
+                .verify(&token, expired_40s_ago)
+                .is_ok()
         );
     }
 

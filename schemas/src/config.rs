@@ -214,6 +214,9 @@ pub struct MetricSpec {
 /// How long a gauge sample holds when the catalog does not say.
 pub const DEFAULT_GAUGE_HOLD: Duration = Duration::from_secs(3600);
 
+/// The largest `api.clock_skew` accepted.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 impl Default for MetricCatalog {
     fn default() -> Self {
         let spec = |kind, unit: &str, divisor: &str, hold| MetricSpec {
@@ -392,6 +395,9 @@ pub struct ApiConfig {
     pub audience: String,
     /// Longest accepted token lifetime.
     pub max_token_ttl: HumanDuration,
+    /// Clock skew tolerated between token issuers and the server, on `exp`,
+    /// `nbf` and the lifetime cap.
+    pub clock_skew: HumanDuration,
     /// Where denied attempts are written (JSON Lines).
     pub audit_log: String,
     /// Requests per second per tenant.
@@ -422,6 +428,7 @@ impl Default for ApiConfig {
             issuer: "allot".to_string(),
             audience: "allot".to_string(),
             max_token_ttl: HumanDuration(Duration::from_secs(3600)),
+            clock_skew: HumanDuration(Duration::from_secs(30)),
             audit_log: "audit.jsonl".to_string(),
             rate_limit_per_s: 50,
             sql_concurrency: 2,
@@ -812,6 +819,12 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if self.api.clock_skew.0 > MAX_CLOCK_SKEW {
+            return Err(ConfigError::new(
+                "api.clock_skew",
+                "must be at most 5m: a longer leeway keeps expired tokens valid",
+            ));
+        }
         if self.api.sql_max_rows == 0
             || self.api.sql_concurrency == 0
             || self.api.rate_limit_per_s == 0
@@ -1056,6 +1069,11 @@ jwt_secret = "s3cret"
         assert_eq!(
             load("[api]\nrequest_timeout = \"0s\"").unwrap_err().key,
             "api.request_timeout"
+        );
+        assert_eq!(config.api.clock_skew.0, Duration::from_secs(30));
+        assert_eq!(
+            load("[api]\nclock_skew = \"10m\"").unwrap_err().key,
+            "api.clock_skew"
         );
     }
 
