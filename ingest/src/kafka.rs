@@ -54,8 +54,20 @@ use crate::writer::{LakeWriter, OffsetCommit, SharedAppender};
 
 /// Environment variable of the crash test hook: when set to `N`, the collector
 /// aborts the process after writing the files of its `N`-th flush and before
-/// committing them, as a crash between upload and commit would.
+/// committing them, as a crash between upload and commit would. Only builds
+/// with the `test-hooks` feature (the test suite's) read it.
+#[cfg(feature = "test-hooks")]
 pub const ABORT_BEFORE_COMMIT_ENV: &str = "ALLOT_TEST_ABORT_BEFORE_COMMIT";
+
+/// The flush the crash test hook aborts before committing, if any.
+fn abort_before_commit_flush() -> Option<u64> {
+    #[cfg(feature = "test-hooks")]
+    return std::env::var(ABORT_BEFORE_COMMIT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    #[cfg(not(feature = "test-hooks"))]
+    None
+}
 
 /// What a collector needs.
 pub struct KafkaIngestOptions {
@@ -389,9 +401,7 @@ impl Collector {
             buffer_started: None,
             flushes: 0,
             failures: 0,
-            abort_before_commit: std::env::var(ABORT_BEFORE_COMMIT_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            abort_before_commit: abort_before_commit_flush(),
             summary: IngestSummary::default(),
         })
     }

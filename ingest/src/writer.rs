@@ -57,6 +57,7 @@ pub struct OffsetCommit {
     /// The `txn` actions to commit with the files.
     pub txns: Vec<Transaction>,
     /// Test hook: abort the process after writing the files, before the commit.
+    /// Only builds with the `test-hooks` feature (the test suite's) act on it.
     pub abort_before_commit: bool,
 }
 
@@ -198,6 +199,7 @@ impl LakeWriter {
         );
         let committing = std::time::Instant::now();
         outcome.counts.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
+        #[cfg(feature = "test-hooks")]
         if offsets.abort_before_commit {
             usage.check_offsets(&offsets.expected).await?;
             tracing::error!("test hook: aborting between writing files and committing them");
