@@ -48,6 +48,14 @@ pub enum IngestError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// The Kafka cluster could not be reached at start, or refused the client.
+    #[error("cannot connect to Kafka at {brokers}: {reason}")]
+    Connect {
+        /// The bootstrap servers.
+        brokers: String,
+        /// librdkafka's last error (wrong credentials, an untrusted certificate, …).
+        reason: String,
+    },
     /// Another collector recorded newer offsets for a partition of this commit.
     #[error("commit fenced: {0}")]
     Fenced(String),

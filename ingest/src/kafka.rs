@@ -17,6 +17,10 @@
 //! by the broker and the rejected rows committed before the offsets that cover
 //! them are recorded, so a rejected event is recorded at least once in both.
 //!
+//! Every client gets the configuration's `[kafka.properties]` (TLS, SASL, …). A
+//! collector that cannot reach the cluster at start, or that the cluster refuses
+//! (wrong credentials, an untrusted certificate), stops with librdkafka's reason.
+//!
 //! The consumer runs on a dedicated thread (librdkafka's rebalance callbacks run
 //! inside `poll`). A flush is written and committed by a task on the runtime
 //! while the thread goes on decoding the next batch; at most one flush is in
@@ -35,8 +39,9 @@ use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance, kafka_app_id};
 use deltalake::kernel::Transaction;
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
@@ -46,6 +51,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::assemble::{Clock, EventAssembler, system_clock};
+use crate::client::{ClientErrors, client_config, fetch_topic_metadata};
 use crate::compact::{BackgroundCompaction, CompactOptions, run_background_compaction};
 use crate::error::IngestError;
 use crate::summary::IngestSummary;
@@ -163,6 +169,8 @@ struct CollectorContext {
     reset: AtomicBool,
     /// The flush being written and committed in the background, if any.
     flight: Mutex<Option<Flight>>,
+    /// The errors librdkafka reported.
+    errors: ClientErrors,
 }
 
 /// A flush handed to the runtime.
@@ -183,6 +191,14 @@ struct Landed {
 }
 
 impl ClientContext for CollectorContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.errors.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.record(&error, reason);
+    }
+
     /// librdkafka's statistics (every [`STATISTICS_INTERVAL_MS`]) carry each
     /// partition's high watermark as of its last fetch; lag is what the lake still
     /// lacks: high watermark − the offset after the one the lake records.
@@ -342,22 +358,21 @@ impl Collector {
             let context = context.to_string();
             move |source| IngestError::Kafka { context, source }
         };
-        let mut consumer_config = ClientConfig::new();
-        consumer_config
-            .set("bootstrap.servers", &options.brokers)
-            .set("group.id", &options.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range,roundrobin")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
-            .set("queued.max.messages.kbytes", QUEUED_MAX_MESSAGES_KBYTES);
-        for (key, value) in &options.config.kafka.properties {
-            consumer_config.set(key, value);
-        }
+        let kafka = &options.config.kafka;
+        let consumer_defaults = [
+            ("group.id", options.group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "range,roundrobin"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
+            ("queued.max.messages.kbytes", QUEUED_MAX_MESSAGES_KBYTES),
+        ];
+        let consumer_config =
+            client_config(&options.brokers, &consumer_defaults, &kafka.properties);
         let context = CollectorContext {
             handle: handle.clone(),
             group: options.group.clone(),
@@ -366,19 +381,36 @@ impl Collector {
             assignment: Mutex::new(BTreeMap::new()),
             reset: AtomicBool::new(false),
             flight: Mutex::new(None),
+            errors: ClientErrors::default(),
         };
         let consumer: BaseConsumer<CollectorContext> = consumer_config
             .create_with_context(context)
             .map_err(kafka_error("creating the consumer"))?;
+        // Reach the cluster before anything else: wrong credentials or an
+        // untrusted certificate stop the collector with librdkafka's reason.
+        fetch_topic_metadata(
+            consumer.client(),
+            &consumer.context().errors,
+            &options.brokers,
+            &options.topic,
+            || {
+                // Serves the consumer's queue, where librdkafka's errors wait.
+                if let Some(Err(err)) = consumer.poll(Duration::ZERO) {
+                    consumer.context().errors.record(&err, "");
+                }
+            },
+        )?;
         consumer
             .subscribe(&[&options.topic])
             .map_err(kafka_error(&format!("subscribing to {}", options.topic)))?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &options.brokers)
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "300000")
-            .create()
-            .map_err(kafka_error("creating the dead-letter producer"))?;
+        let producer_defaults = [
+            ("enable.idempotence", "true"),
+            ("message.timeout.ms", "300000"),
+        ];
+        let producer: FutureProducer =
+            client_config(&options.brokers, &producer_defaults, &kafka.properties)
+                .create()
+                .map_err(kafka_error("creating the dead-letter producer"))?;
         let ingest = &options.config.ingest;
         Ok(Collector {
             assembler: EventAssembler::new(

@@ -11,6 +11,7 @@
 pub mod append;
 pub mod assemble;
 pub mod batch;
+pub mod client;
 pub mod compact;
 pub mod error;
 pub mod file;
