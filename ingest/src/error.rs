@@ -56,6 +56,25 @@ pub enum IngestError {
         /// librdkafka's last error (wrong credentials, an untrusted certificate, …).
         reason: String,
     },
+    /// The dead-letter topic does not exist.
+    #[error(
+        "the dead-letter topic {topic} does not exist: create it, or set kafka.dlq = false to keep rejected events in rejected_events only"
+    )]
+    DeadLetterTopic {
+        /// The topic.
+        topic: String,
+    },
+    /// Dead letters were not acknowledged; their flush records no offsets.
+    #[error("{failed} dead letter(s) not delivered to {topic}: {source}")]
+    DeadLetters {
+        /// The dead-letter topic.
+        topic: String,
+        /// Letters not acknowledged.
+        failed: usize,
+        /// The first delivery error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// Another collector recorded newer offsets for a partition of this commit.
     #[error("commit fenced: {0}")]
     Fenced(String),

@@ -12,10 +12,10 @@
 //! the commit takes, and only one writer can take a version
 //! ([`crate::append::LogAppender`]), so check and commit are atomic.
 //!
-//! Rejected events go to `<topic>.dlq` (original bytes, headers `allot-error-code`
-//! and `allot-error`) and to `rejected_events`; the dead letters are acknowledged
-//! by the broker and the rejected rows committed before the offsets that cover
-//! them are recorded, so a rejected event is recorded at least once in both.
+//! Rejected events go to the dead-letter queue ([`crate::dead_letters`]) and to
+//! `rejected_events`; the dead letters are acknowledged by the broker and the
+//! rejected rows committed before the offsets that cover them are recorded, so a
+//! rejected event is recorded at least once in both.
 //!
 //! Every client gets the configuration's `[kafka.properties]` (TLS, SASL, …). A
 //! collector that cannot reach the cluster at start, or that the cluster refuses
@@ -31,8 +31,8 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use allot_schemas::config::Config;
@@ -42,8 +42,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -53,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use crate::assemble::{Clock, EventAssembler, system_clock};
 use crate::client::{ClientErrors, client_config, fetch_topic_metadata};
 use crate::compact::{BackgroundCompaction, CompactOptions, run_background_compaction};
+use crate::dead_letters::{self, DeadLetter, DeadLetterQueue};
 use crate::error::IngestError;
 use crate::summary::IngestSummary;
 use crate::telemetry::{self, CommitOutcome};
@@ -322,13 +322,12 @@ struct PartitionRange {
 
 struct Collector {
     consumer: BaseConsumer<CollectorContext>,
-    producer: FutureProducer,
+    dead_letter_queue: Arc<dyn DeadLetterQueue>,
     /// The writer, unless a flush in flight has it.
     writer: Option<LakeWriter>,
     assembler: EventAssembler,
     handle: Handle,
     topic: String,
-    dlq_topic: String,
     group: String,
     flush_rows: usize,
     flush_bytes: usize,
@@ -338,8 +337,8 @@ struct Collector {
     /// Per partition, the last offset of the flush in flight: where the
     /// buffer's ranges start.
     in_flight: BTreeMap<i32, i64>,
-    /// Dead letters sent since the last flush, awaiting the broker's ack.
-    dead_letters: Vec<rdkafka::producer::DeliveryFuture>,
+    /// The dead letters of what is buffered, delivered by its flush.
+    dead_letters: Vec<DeadLetter>,
     buffer_started: Option<Instant>,
     flushes: u64,
     /// Failed flushes in a row, for the backoff.
@@ -400,17 +399,15 @@ impl Collector {
                 }
             },
         )?;
+        let dead_letter_queue = dead_letters::open(
+            kafka.dlq,
+            &options.brokers,
+            &options.topic,
+            &kafka.properties,
+        )?;
         consumer
             .subscribe(&[&options.topic])
             .map_err(kafka_error(&format!("subscribing to {}", options.topic)))?;
-        let producer_defaults = [
-            ("enable.idempotence", "true"),
-            ("message.timeout.ms", "300000"),
-        ];
-        let producer: FutureProducer =
-            client_config(&options.brokers, &producer_defaults, &kafka.properties)
-                .create()
-                .map_err(kafka_error("creating the dead-letter producer"))?;
         let ingest = &options.config.ingest;
         Ok(Collector {
             assembler: EventAssembler::new(
@@ -421,10 +418,9 @@ impl Collector {
             flush_bytes: usize::try_from(ingest.flush_bytes.0).unwrap_or(usize::MAX),
             flush_interval: ingest.flush_interval.0,
             consumer,
-            producer,
+            dead_letter_queue,
             writer: Some(writer),
             handle,
-            dlq_topic: format!("{}.dlq", options.topic),
             topic: options.topic,
             group: options.group,
             buffered: BTreeMap::new(),
@@ -552,34 +548,12 @@ impl Collector {
             offset,
         };
         if let Some(rejection) = self.assembler.push(payload, source) {
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "allot-error-code",
-                    value: Some(rejection.reason.as_str()),
-                })
-                .insert(Header {
-                    key: "allot-error",
-                    value: Some(rejection.message.as_str()),
-                })
-                .insert(Header {
-                    key: "allot-source",
-                    value: Some(source.to_string().as_str()),
-                });
-            let record = FutureRecord::<(), [u8]>::to(&self.dlq_topic)
-                .payload(payload)
-                .headers(headers);
-            match self.producer.send_result(record) {
-                Ok(delivery) => self.dead_letters.push(delivery),
-                Err((err, _)) => {
-                    // The queue is full: wait for room, then try once more.
-                    tracing::warn!(%err, "dead-letter queue full; waiting");
-                    let _ = self.producer.flush(Duration::from_secs(30));
-                    let record = FutureRecord::<(), [u8]>::to(&self.dlq_topic).payload(payload);
-                    if let Ok(delivery) = self.producer.send_result(record) {
-                        self.dead_letters.push(delivery);
-                    }
-                }
-            }
+            self.dead_letters.push(DeadLetter {
+                payload: payload.to_vec(),
+                code: rejection.reason.as_str(),
+                message: rejection.message,
+                source: source.to_string(),
+            });
         }
     }
 
@@ -620,12 +594,12 @@ impl Collector {
         };
         self.in_flight = ranges.iter().map(|(&p, range)| (p, range.last)).collect();
         let dead_letters = std::mem::take(&mut self.dead_letters);
-        let dlq_topic = self.dlq_topic.clone();
+        let dead_letter_queue = Arc::clone(&self.dead_letter_queue);
         let mut writer = self.writer.take().expect("one flight at a time");
         let task = self.handle.spawn(async move {
             let started = Instant::now();
             // Dead letters first: acknowledged before any offset covering them is recorded.
-            let result = match deliver(dead_letters, &dlq_topic).await {
+            let result = match dead_letter_queue.deliver(&dead_letters).await {
                 Ok(()) => writer.append_with_offsets(batch, &offsets).await,
                 Err(err) => Err(err),
             };
@@ -808,28 +782,4 @@ enum Landing {
     InPlace,
     /// It landed during a rebalance; the new assignment read the lake afresh.
     AfterRebalance,
-}
-
-/// Waits until the broker acknowledged every dead letter.
-async fn deliver(
-    dead_letters: Vec<rdkafka::producer::DeliveryFuture>,
-    dlq_topic: &str,
-) -> Result<(), IngestError> {
-    for delivery in dead_letters {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((err, _))) => {
-                return Err(IngestError::Kafka {
-                    context: format!("delivering to {dlq_topic}"),
-                    source: err,
-                });
-            }
-            Err(_) => {
-                return Err(IngestError::Worker(
-                    "dead-letter delivery was cancelled".into(),
-                ));
-            }
-        }
-    }
-    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod assemble;
 pub mod batch;
 pub mod client;
 pub mod compact;
+pub mod dead_letters;
 pub mod error;
 pub mod file;
 pub mod kafka;

@@ -35,6 +35,9 @@ pub const BYTES_FLUSHED: &str = "allot_bytes_flushed_total";
 pub const CONSUMER_LAG: &str = "allot_consumer_lag";
 /// Approximate bytes of events buffered and not yet flushed.
 pub const BUFFERED_BYTES: &str = "allot_buffered_bytes";
+/// Dead letters sent to the dead-letter topic, by `outcome` (`delivered`,
+/// `failed`: the flush holding them failed and is read again).
+pub const DEAD_LETTERS: &str = "allot_dead_letters_total";
 /// Compaction runs, by `outcome` (`ok`, `failed`).
 pub const COMPACTION_RUNS: &str = "allot_compaction_runs_total";
 /// Tenant-days rewritten by compaction.
@@ -87,6 +90,10 @@ pub fn describe() {
         Unit::Bytes,
         "Approximate bytes of events buffered, not yet flushed"
     );
+    describe_counter!(
+        DEAD_LETTERS,
+        "Dead letters sent to the dead-letter topic, by outcome (delivered, failed)"
+    );
     describe_counter!(COMPACTION_RUNS, "Compaction runs, by outcome (ok, failed)");
     describe_counter!(COMPACTION_PARTITIONS, "Tenant-days rewritten by compaction");
     describe_counter!(
@@ -118,6 +125,12 @@ pub struct FlushCounts {
     pub duplicates: u64,
     /// Parquet bytes written to `usage_events`.
     pub bytes: u64,
+}
+
+/// Records the outcome of one delivery of dead letters.
+pub fn record_dead_letters(delivered: usize, failed: usize) {
+    counter!(DEAD_LETTERS, "outcome" => "delivered").increment(delivered as u64);
+    counter!(DEAD_LETTERS, "outcome" => "failed").increment(failed as u64);
 }
 
 /// Records a committed flush.
