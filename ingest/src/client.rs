@@ -171,25 +171,12 @@ pub fn fetch_topic_metadata<C: ClientContext>(
     }
 }
 
-/// What a cluster's metadata says of a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicState {
-    /// It exists and has partitions.
-    Exists,
-    /// It is being created (the broker creates topics on first use).
-    Creating,
-    /// It does not exist.
-    Missing,
-}
-
-/// What `metadata` says of `topic`.
-pub fn topic_state(metadata: &Metadata, topic: &str) -> TopicState {
-    let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return TopicState::Missing;
-    };
-    match found.error() {
-        None if !found.partitions().is_empty() => TopicState::Exists,
-        None | Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) => TopicState::Creating,
-        Some(_) => TopicState::Missing,
+/// Whether `metadata` lists `topic` with partitions; if not, the broker's
+/// error for it (`None` when it is not listed or has no partitions yet).
+pub fn topic_usable(metadata: &Metadata, topic: &str) -> Result<(), Option<RDKafkaRespErr>> {
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(found) if found.error().is_none() && !found.partitions().is_empty() => Ok(()),
+        Some(found) => Err(found.error()),
+        None => Err(None),
     }
 }

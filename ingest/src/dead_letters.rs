@@ -18,10 +18,9 @@ use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaRespErr;
 
-use crate::client::{
-    RecordingContext, TopicState, client_config, fetch_topic_metadata, topic_state,
-};
+use crate::client::{RecordingContext, client_config, fetch_topic_metadata, topic_usable};
 use crate::error::IngestError;
 use crate::telemetry;
 
@@ -37,7 +36,7 @@ pub const SOURCE_HEADER: &str = "allot-source";
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a collector waits at start for a dead-letter topic being created.
-const TOPIC_CREATION_WAIT: Duration = Duration::from_secs(10);
+const TOPIC_CREATION_WAIT: Duration = Duration::from_secs(5);
 
 /// One rejected event, as it goes to the dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,19 +139,26 @@ impl KafkaDeadLetters {
         let context = RecordingContext::default();
         let errors = Arc::clone(&context.errors);
         let producer = create_producer(&settings, context)?;
-        // A broker that creates topics on first use does so for this request;
-        // give it a moment to elect a leader.
+        // A broker that creates topics on first use starts doing so for this
+        // request and answers "unknown topic" until it has: ask again a while.
         let deadline = Instant::now() + TOPIC_CREATION_WAIT;
         loop {
             let metadata = fetch_topic_metadata(producer.client(), &errors, brokers, topic, || {})?;
-            match topic_state(&metadata, topic) {
-                TopicState::Exists => break,
-                TopicState::Creating if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100));
+            match topic_usable(&metadata, topic) {
+                Ok(()) => break,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-                TopicState::Creating | TopicState::Missing => {
+                Err(error) => {
+                    let problem = match error {
+                        Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) => {
+                            "is not visible to this user (topic authorization failed)"
+                        }
+                        _ => "does not exist",
+                    };
                     return Err(IngestError::DeadLetterTopic {
                         topic: topic.to_string(),
+                        problem,
                     });
                 }
             }
@@ -219,5 +225,112 @@ impl DeadLetterQueue for KafkaDeadLetters {
                 source,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use rdkafka::types::RDKafkaApiKey;
+
+    use super::*;
+
+    const TOPIC: &str = "usage.dlq";
+
+    fn letter(i: usize) -> DeadLetter {
+        DeadLetter {
+            payload: format!("{{\"event_id\":\"e{i}\",").into_bytes(),
+            code: "invalid_json",
+            message: format!("EOF while parsing an object at column {i}"),
+            source: format!("kafka:usage/0@{i}"),
+        }
+    }
+
+    /// Reads `count` messages of the dead-letter topic back into letters.
+    fn read_back(brokers: &str, count: usize) -> Vec<DeadLetter> {
+        let consumer: BaseConsumer =
+            client_config(brokers, &[("group.id", "reader")], &BTreeMap::new())
+                .create()
+                .unwrap();
+        let mut partitions = TopicPartitionList::new();
+        partitions
+            .add_partition_offset(TOPIC, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&partitions).unwrap();
+        let mut letters = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while letters.len() < count {
+            assert!(Instant::now() < deadline, "read {letters:?}");
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message.unwrap();
+            let headers = message.headers().expect("headers");
+            let header = |key: &str| {
+                let value = headers.iter().find(|h| h.key == key).and_then(|h| h.value);
+                String::from_utf8(value.expect(key).to_vec()).unwrap()
+            };
+            letters.push(DeadLetter {
+                payload: message.payload().unwrap().to_vec(),
+                code: match header(ERROR_CODE_HEADER).as_str() {
+                    "invalid_json" => "invalid_json",
+                    other => panic!("reason code {other}"),
+                },
+                message: header(ERROR_HEADER),
+                source: header(SOURCE_HEADER),
+            });
+        }
+        letters
+    }
+
+    #[test]
+    fn a_refused_delivery_fails_and_the_next_one_sends_every_letter_whole() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(TOPIC, 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let queue = KafkaDeadLetters::connect(&brokers, TOPIC, &BTreeMap::new()).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let letters: Vec<DeadLetter> = (0..5).map(letter).collect();
+
+        let denied = RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+        cluster.request_errors(RDKafkaApiKey::Produce, &[denied; 8]);
+        let err = runtime.block_on(queue.deliver(&letters)).unwrap_err();
+        assert!(
+            matches!(err, IngestError::DeadLetters { failed: 5, .. }),
+            "{err}"
+        );
+
+        cluster.clear_request_errors(RDKafkaApiKey::Produce);
+        runtime.block_on(queue.deliver(&letters)).unwrap();
+        let mut delivered = read_back(&brokers, letters.len());
+        delivered.sort_by(|a, b| a.source.cmp(&b.source));
+        assert_eq!(delivered, letters);
+    }
+
+    #[test]
+    fn a_missing_topic_is_an_error_at_start() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster
+            .topic_error(
+                TOPIC,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+            )
+            .unwrap();
+        let err = KafkaDeadLetters::connect(&cluster.bootstrap_servers(), TOPIC, &BTreeMap::new())
+            .err()
+            .expect("no dead-letter topic");
+        assert!(matches!(err, IngestError::DeadLetterTopic { .. }), "{err}");
+        assert!(err.to_string().contains("kafka.dlq = false"), "{err}");
+    }
+
+    #[test]
+    fn no_queue_accepts_everything() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime
+            .block_on(NoDeadLetters.deliver(&[letter(1)]))
+            .unwrap();
     }
 }

@@ -56,13 +56,15 @@ pub enum IngestError {
         /// librdkafka's last error (wrong credentials, an untrusted certificate, …).
         reason: String,
     },
-    /// The dead-letter topic does not exist.
+    /// The dead-letter topic cannot be used.
     #[error(
-        "the dead-letter topic {topic} does not exist: create it, or set kafka.dlq = false to keep rejected events in rejected_events only"
+        "the dead-letter topic {topic} {problem}: create it and let the collector's user write to it, or set kafka.dlq = false to keep rejected events in rejected_events only"
     )]
     DeadLetterTopic {
         /// The topic.
         topic: String,
+        /// What is wrong with it.
+        problem: &'static str,
     },
     /// Dead letters were not acknowledged; their flush records no offsets.
     #[error("{failed} dead letter(s) not delivered to {topic}: {source}")]
