@@ -1,7 +1,8 @@
 //! The Kafka collector against the real broker: exactly once through crashes
 //! (including one between writing files and committing them), and poison events
 //! set aside in the dead-letter topic and `rejected_events` while the partition
-//! keeps moving.
+//! keeps moving. The same over SASL_SSL on a zstd topic, clear errors for wrong
+//! credentials and an untrusted CA, and a dead-letter topic that refuses writes.
 
 mod common;
 
@@ -51,18 +52,31 @@ fn allot_bin() -> String {
 
 /// Starts `allot ingest` as a collector process.
 fn start_collector(
-    brokers: &str,
+    broker: &common::Broker,
     topic: &str,
     group: &str,
     lake: &Path,
     extra_env: &[(&str, &str)],
 ) -> CollectorProcess {
+    let mut command = collector_command(broker, topic, group, lake, extra_env);
+    CollectorProcess(command.spawn().expect("start collector"))
+}
+
+/// The command line of a collector of `broker` (its client settings given as
+/// `--config`), logging to this process's stderr.
+fn collector_command(
+    broker: &common::Broker,
+    topic: &str,
+    group: &str,
+    lake: &Path,
+    extra_env: &[(&str, &str)],
+) -> Command {
     let mut command = Command::new(allot_bin());
     command
         .args([
             "ingest",
             "--brokers",
-            brokers,
+            &broker.bootstrap,
             "--topic",
             topic,
             "--group",
@@ -76,16 +90,29 @@ fn start_collector(
         .env("ALLOT__INGEST__FLUSH_INTERVAL", "\"1s\"")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if let Some(config) = &broker.config_file {
+        command.arg("--config").arg(config);
+    }
     for (key, value) in extra_env {
         command.env(key, value);
     }
-    CollectorProcess(command.spawn().expect("start collector"))
+    command
 }
 
-/// Produces `payloads` to `topic`, spreading them over partitions by key.
+/// Produces `payloads` to `topic` of the plain broker, spreading them over
+/// partitions by key.
 async fn produce(topic: &str, payloads: impl IntoIterator<Item = (String, String)>) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", common::kafka_bootstrap())
+    produce_with(common::Broker::plain().client(), topic, payloads).await;
+}
+
+/// Produces `payloads` to `topic` with the producer settings `client`,
+/// spreading them over partitions by key.
+async fn produce_with(
+    mut client: ClientConfig,
+    topic: &str,
+    payloads: impl IntoIterator<Item = (String, String)>,
+) {
+    let producer: FutureProducer = client
         .set("linger.ms", "20")
         .set("queue.buffering.max.messages", "1000000")
         .create()
@@ -110,7 +137,8 @@ async fn produce(topic: &str, payloads: impl IntoIterator<Item = (String, String
     }
 }
 
-/// Waits until the lake records, for every partition, the last offset of the topic.
+/// Waits until the lake records, for every partition, the last offset of the
+/// topic on the plain broker.
 async fn wait_for_zero_lag(
     topic: &str,
     group: &str,
@@ -118,10 +146,27 @@ async fn wait_for_zero_lag(
     lake: &Path,
     timeout: Duration,
 ) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::kafka_bootstrap())
-        .create()
-        .expect("consumer");
+    wait_for_zero_lag_on(
+        &common::Broker::plain(),
+        topic,
+        group,
+        partitions,
+        lake,
+        timeout,
+    )
+    .await;
+}
+
+/// Waits until the lake records, for every partition, the last offset of the topic.
+async fn wait_for_zero_lag_on(
+    broker: &common::Broker,
+    topic: &str,
+    group: &str,
+    partitions: i32,
+    lake: &Path,
+    timeout: Duration,
+) {
+    let consumer: BaseConsumer = broker.client().create().expect("consumer");
     let mut high = HashMap::new();
     for p in 0..partitions {
         let (_, hw) = consumer
@@ -210,14 +255,14 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = lake_dir.path();
     produce(&topic, (0..EVENTS).map(crash_event)).await;
-    let brokers = common::kafka_bootstrap();
+    let broker = common::Broker::plain();
     // Small flushes, so that every run commits many times whatever the speed of
     // the consumer (a fast one reads the whole topic before its first flush).
     let small_flushes = ("ALLOT__INGEST__FLUSH_ROWS", "5000");
 
     // 1: a crash between writing the files of the second flush and committing them.
     let mut first = start_collector(
-        &brokers,
+        &broker,
         &topic,
         &group,
         lake,
@@ -236,14 +281,14 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
     // 2 and 3: kill -9 at seeded random moments.
     let mut moments = Seeded(0x5eed_2026);
     for _ in 0..2 {
-        let mut child = start_collector(&brokers, &topic, &group, lake, &[small_flushes]);
+        let mut child = start_collector(&broker, &topic, &group, lake, &[small_flushes]);
         std::thread::sleep(Duration::from_millis(moments.next_ms(1500, 6000)));
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
     // 4: a collector runs until the lake has everything, then stops gracefully.
-    let last = start_collector(&brokers, &topic, &group, lake, &[]);
+    let last = start_collector(&broker, &topic, &group, lake, &[]);
     wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(300)).await;
     stop_gracefully(last);
 
@@ -284,7 +329,7 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() 
     produce(&topic, payloads).await;
 
     let collector = start_collector(
-        &common::kafka_bootstrap(),
+        &common::Broker::plain(),
         &topic,
         &group,
         lake_dir.path(),
@@ -316,37 +361,72 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() 
     assert_eq!(reasons, expected);
 
     // The dead-letter topic holds every poison event with its error headers.
-    let dlq: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::kafka_bootstrap())
-        .set("group.id", format!("{topic}-dlq-reader"))
+    let letters = read_dead_letters(
+        &common::Broker::plain(),
+        &format!("{topic}.dlq"),
+        poison.len(),
+    );
+    let mut dead: BTreeMap<String, usize> = BTreeMap::new();
+    for letter in letters {
+        assert!(
+            poison.iter().any(|(_, bad)| *bad == letter.payload),
+            "unexpected dead letter {}",
+            letter.payload
+        );
+        *dead.entry(letter.code).or_default() += 1;
+    }
+    assert_eq!(dead, expected);
+}
+
+/// A message of a dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ReadLetter {
+    payload: String,
+    /// The `allot-error-code` header.
+    code: String,
+    /// The `allot-source` header.
+    source: String,
+}
+
+/// Reads the dead-letter topic `topic` from the start until it holds `distinct`
+/// different letters (60 s at most), and returns every message read; each must
+/// carry all three `allot-*` headers.
+fn read_dead_letters(broker: &common::Broker, topic: &str, distinct: usize) -> Vec<ReadLetter> {
+    let dlq: BaseConsumer = broker
+        .client()
+        .set("group.id", format!("{topic}-reader-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    dlq.subscribe(&[&format!("{topic}.dlq")]).unwrap();
-    let mut dead: BTreeMap<String, usize> = BTreeMap::new();
+    dlq.subscribe(&[topic]).unwrap();
+    let mut letters = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while dead.values().sum::<usize>() < poison.len() {
-        assert!(Instant::now() < deadline, "dead letters so far: {dead:?}");
+    while letters.iter().collect::<BTreeSet<_>>().len() < distinct {
+        assert!(
+            Instant::now() < deadline,
+            "dead letters so far: {letters:?}"
+        );
         let Some(message) = dlq.poll(Duration::from_millis(500)) else {
             continue;
         };
         let message = message.unwrap();
         let headers = message.headers().expect("headers");
-        let code = headers
-            .iter()
-            .find(|h| h.key == "allot-error-code")
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .expect("allot-error-code header");
-        assert!(headers.iter().any(|h| h.key == "allot-error"));
-        let payload = String::from_utf8_lossy(message.payload().unwrap()).into_owned();
-        assert!(
-            poison.iter().any(|(_, bad)| *bad == payload),
-            "unexpected dead letter {payload}"
-        );
-        *dead.entry(code).or_default() += 1;
+        let header = |key: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == key)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_else(|| panic!("no {key} header"))
+        };
+        assert!(!header("allot-error").is_empty());
+        letters.push(ReadLetter {
+            payload: String::from_utf8_lossy(message.payload().unwrap()).into_owned(),
+            code: header("allot-error-code"),
+            source: header("allot-source"),
+        });
     }
-    assert_eq!(dead, expected);
+    letters
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,12 +547,12 @@ async fn a_paused_collector_is_fenced_after_others_took_its_partitions() {
     let group = format!("{topic}-collectors");
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = lake_dir.path();
-    let brokers = common::kafka_bootstrap();
+    let broker = common::Broker::plain();
     produce(&topic, (0..EVENTS).map(crash_event)).await;
 
     // The zombie buffers everything and would commit only after a long interval.
     let zombie = start_collector(
-        &brokers,
+        &broker,
         &topic,
         &group,
         lake,
@@ -484,7 +564,7 @@ async fn a_paused_collector_is_fenced_after_others_took_its_partitions() {
     std::thread::sleep(Duration::from_secs(8));
     signal(&zombie, "STOP");
     // Past the 10 s session timeout the group gives its partitions to a new collector.
-    let healthy = start_collector(&brokers, &topic, &group, lake, &[]);
+    let healthy = start_collector(&broker, &topic, &group, lake, &[]);
     wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(120)).await;
     signal(&zombie, "CONT");
     // Give the zombie time to reach its flush and be fenced (or see the revocation).
@@ -503,7 +583,7 @@ async fn exactly_once_while_collectors_join_and_die_during_production() {
     let group = format!("{topic}-collectors");
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = lake_dir.path().to_path_buf();
-    let brokers = common::kafka_bootstrap();
+    let broker = common::Broker::plain();
 
     let producing = {
         let topic = topic.clone();
@@ -519,10 +599,10 @@ async fn exactly_once_while_collectors_join_and_die_during_production() {
         })
     };
     let mut collectors: Vec<CollectorProcess> = (0..3)
-        .map(|_| start_collector(&brokers, &topic, &group, &lake, &[]))
+        .map(|_| start_collector(&broker, &topic, &group, &lake, &[]))
         .collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    collectors.push(start_collector(&brokers, &topic, &group, &lake, &[]));
+    collectors.push(start_collector(&broker, &topic, &group, &lake, &[]));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut victim = collectors.remove(0);
     victim.kill().unwrap();
@@ -628,7 +708,7 @@ async fn exactly_once_across_a_broker_restart() {
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = lake_dir.path();
     produce(&topic, (0..30_000).map(crash_event)).await;
-    let collector = start_collector(&common::kafka_bootstrap(), &topic, &group, lake, &[]);
+    let collector = start_collector(&common::Broker::plain(), &topic, &group, lake, &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restarted = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -772,7 +852,7 @@ async fn metrics_count_accepted_and_rejected_events_per_tenant_and_lag_reaches_z
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let collector = start_collector(
-        &common::kafka_bootstrap(),
+        &common::Broker::plain(),
         &topic,
         &group,
         lake_dir.path(),
@@ -895,13 +975,13 @@ async fn background_compaction_leaves_one_row_per_event_across_two_collectors() 
     let group = format!("{topic}-collectors");
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = lake_dir.path();
-    let brokers = common::kafka_bootstrap();
+    let broker = common::Broker::plain();
     let env = [
         ("ALLOT__INGEST__COMPACTION_INTERVAL", "\"2s\""),
         ("ALLOT__INGEST__COMPACTION_MIN_FILES", "2"),
     ];
-    let first = start_collector(&brokers, &topic, &group, lake, &env);
-    let second = start_collector(&brokers, &topic, &group, lake, &env);
+    let first = start_collector(&broker, &topic, &group, lake, &env);
+    let second = start_collector(&broker, &topic, &group, lake, &env);
     // Let the group give one partition to each.
     tokio::time::sleep(Duration::from_secs(6)).await;
     const EVENTS: usize = 300;
@@ -1003,7 +1083,7 @@ async fn memory_does_not_grow_with_the_files_in_the_table() {
     for lake in [&empty, &full] {
         let group = format!("{topic}-{}", lake.file_name().unwrap().to_string_lossy());
         let collector = start_collector(
-            &common::kafka_bootstrap(),
+            &common::Broker::plain(),
             &topic,
             &group,
             lake,
@@ -1055,7 +1135,7 @@ async fn memory_stays_bounded_with_ten_thousand_tenants() {
     };
     produce(&topic, (0..EVENTS).map(event)).await;
     let collector = start_collector(
-        &common::kafka_bootstrap(),
+        &common::Broker::plain(),
         &topic,
         &group,
         lake,
@@ -1082,4 +1162,385 @@ async fn memory_stays_bounded_with_ten_thousand_tenants() {
         .map(|r| r.partition["tenant_id"].clone())
         .collect();
     assert_eq!(tenants.len(), TENANTS);
+}
+
+// --- Secured Kafka: the SASL_SSL broker of `scripts/kafka-up --sasl-ssl`. ---
+
+/// A collector of `broker` whose stderr goes to `log`.
+fn start_logging_collector(
+    broker: &common::Broker,
+    topic: &str,
+    group: &str,
+    lake: &Path,
+    extra_env: &[(&str, &str)],
+    log: &Path,
+) -> CollectorProcess {
+    let mut command = collector_command(broker, topic, group, lake, extra_env);
+    command.stderr(std::fs::File::create(log).unwrap());
+    CollectorProcess(command.spawn().expect("start collector"))
+}
+
+/// Commits in `usage_events`' log so far.
+fn commits(lake: &Path) -> usize {
+    std::fs::read_dir(lake.join("usage_events/_delta_log"))
+        .map(|dir| {
+            dir.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A poison event (an unknown metric) with a unique id.
+fn poison_event(i: usize) -> (String, String) {
+    (
+        format!("k{i}"),
+        format!(
+            r#"{{"event_id":"x{i}","tenant_id":"acme","ts":"2026-04-01T00:00:00Z","metric":"gpu","value":1}}"#
+        ),
+    )
+}
+
+/// Checks a collector's log: written, and free of terminal escape sequences.
+fn assert_plain_log(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(!text.is_empty(), "the collector logged nothing");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape sequences in a log file: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_sasl_ssl_a_zstd_topic_is_ingested_exactly_once_through_kill_9() {
+    let _serial = common::serial().await;
+    const EVENTS: usize = 60_000;
+    const PARTITIONS: i32 = 4;
+    let broker = common::Broker::sasl_ssl();
+    let topic = broker
+        .fresh_topic_with("secure", PARTITIONS, &[("compression.type", "zstd")])
+        .await;
+    let dlq_topic = format!("{topic}.dlq");
+    broker.create_topic(&dlq_topic, 1).await;
+    let group = format!("{topic}-collectors");
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // Every 500th message is poison; the rest are the crash test's events.
+    let poison: Vec<(String, String)> = (0..EVENTS / 500).map(poison_event).collect();
+    let mut payloads: Vec<(String, String)> = (0..EVENTS).map(crash_event).collect();
+    for (n, event) in poison.iter().enumerate() {
+        payloads.insert(n * 501, event.clone());
+    }
+    let mut zstd = broker.client();
+    zstd.set("compression.type", "zstd");
+    produce_with(zstd, &topic, payloads).await;
+
+    // Small flushes, and a kill -9 right after the first commit: the topic is
+    // far from read then.
+    let small_flushes = ("ALLOT__INGEST__FLUSH_ROWS", "3000");
+    let first_log = dir.path().join("first.log");
+    let mut first =
+        start_logging_collector(&broker, &topic, &group, &lake, &[small_flushes], &first_log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while commits(&lake) < 2 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the collector stopped: {}",
+            std::fs::read_to_string(&first_log).unwrap()
+        );
+        assert!(Instant::now() < deadline, "no commit over SASL_SSL in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let last_log = dir.path().join("last.log");
+    let last = start_logging_collector(&broker, &topic, &group, &lake, &[], &last_log);
+    wait_for_zero_lag_on(
+        &broker,
+        &topic,
+        &group,
+        PARTITIONS,
+        &lake,
+        Duration::from_secs(300),
+    )
+    .await;
+    stop_gracefully(last);
+
+    assert_exactly_once(&lake, EVENTS).await;
+    // Every poison event reached the dead-letter topic through the same secured
+    // connection (at least once: a letter of the killed collector's last flush
+    // may be there twice), and rejected_events.
+    let letters = read_dead_letters(&broker, &dlq_topic, poison.len());
+    let payloads: BTreeSet<&str> = letters.iter().map(|l| l.payload.as_str()).collect();
+    let expected: BTreeSet<&str> = poison.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(payloads, expected);
+    assert!(letters.iter().all(|l| l.code == "unknown_metric"));
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.source.starts_with(&format!("kafka:{topic}/")))
+    );
+    let rejected = common::read_lake_table(&lake, "rejected_events").await;
+    let sources: BTreeSet<&str> = rejected
+        .iter()
+        .map(|row| row.columns["source"].as_deref().unwrap())
+        .collect();
+    assert_eq!(sources.len(), poison.len());
+    assert_plain_log(&first_log);
+    assert_plain_log(&last_log);
+}
+
+/// Runs a collector of `broker` with the Kafka properties `properties` until it
+/// exits (60 s at most) and returns its exit code and stderr.
+fn run_collector_with(
+    broker: &common::Broker,
+    properties: &BTreeMap<String, String>,
+    dir: &Path,
+) -> (Option<i32>, String) {
+    let mut config = String::from("[kafka.properties]\n");
+    for (key, value) in properties {
+        config.push_str(&format!("{key:?} = {value:?}\n"));
+    }
+    let config_file = dir.join("allot.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let broker = common::Broker {
+        config_file: Some(config_file),
+        ..broker.clone()
+    };
+    let log = dir.join("collector.log");
+    let mut child =
+        start_logging_collector(&broker, "any-topic", "g", &dir.join("lake"), &[], &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector did not stop: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status.code(), std::fs::read_to_string(&log).unwrap())
+}
+
+/// The one `allot:` line of a failed run's stderr.
+fn the_error_line(stderr: &str) -> &str {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("allot: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0]
+}
+
+#[test]
+fn over_sasl_ssl_wrong_credentials_and_an_untrusted_ca_each_give_one_clear_error_line() {
+    let broker = common::Broker::sasl_ssl();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut wrong_password = broker.properties.clone();
+    wrong_password.insert("sasl.password".into(), "not-the-password".into());
+    let (code, stderr) = run_collector_with(&broker, &wrong_password, dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = the_error_line(&stderr);
+    assert!(
+        line.contains(&format!("cannot connect to Kafka at {}", broker.bootstrap)),
+        "{line}"
+    );
+    assert!(line.to_lowercase().contains("authentication"), "{line}");
+    assert!(!line.contains("not-the-password"), "{line}");
+
+    // A CA that did not sign the broker's certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.crt");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=not the broker's CA", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let mut untrusted = broker.properties.clone();
+    untrusted.insert(
+        "ssl.ca.location".into(),
+        other_ca.to_string_lossy().into_owned(),
+    );
+    let (code, stderr) = run_collector_with(&broker, &untrusted, dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = the_error_line(&stderr);
+    assert!(
+        line.contains(&format!("cannot connect to Kafka at {}", broker.bootstrap)),
+        "{line}"
+    );
+    assert!(line.contains("certificate verify failed"), "{line}");
+}
+
+/// Runs one of Kafka's own command-line tools against `broker` as its super user.
+fn kafka_tool(broker: &common::Broker, tool: &str, args: &[&str]) {
+    let libs = std::env::var("ALLOT_TEST_KAFKA_LIBS")
+        .expect("ALLOT_TEST_KAFKA_LIBS is not set: run the tests with scripts/test");
+    let admin = std::env::var("ALLOT_TEST_KAFKA_SASL_SSL_ADMIN")
+        .expect("ALLOT_TEST_KAFKA_SASL_SSL_ADMIN is not set: run the tests with scripts/test");
+    let output = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{libs}/*"))
+        .arg(format!("org.apache.kafka.tools.{tool}"))
+        .args([
+            "--bootstrap-server",
+            &broker.bootstrap,
+            "--command-config",
+            &admin,
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{tool} {args:?}: {output:?}");
+}
+
+/// The value of counter `name` with label `outcome`, 0 while absent.
+fn outcome_count(port: u16, name: &str, outcome: &str) -> u64 {
+    scrape(port)
+        .map(|samples| {
+            counter_by(&samples, name, &["outcome"])
+                .get(&vec![outcome.to_string()])
+                .copied()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothing() {
+    let _serial = common::serial().await;
+    let broker = common::Broker::sasl_ssl();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+
+    // A missing dead-letter topic stops the collector at start, naming it.
+    let topic = broker.fresh_topic("refuse", 1).await;
+    let dlq_topic = format!("{topic}.dlq");
+    let group = format!("{topic}-collectors");
+    let log = dir.path().join("missing.log");
+    let mut missing = start_logging_collector(&broker, &topic, &group, &lake, &[], &log);
+    let status = missing.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let line = the_error_line(&stderr);
+    assert!(
+        line.contains(&format!("{dlq_topic} does not exist")),
+        "{line}"
+    );
+    assert!(line.contains("kafka.dlq = false"), "{line}");
+
+    // The topic exists, but the collector's user may not write to it (an ACL
+    // naming the topic ends "everything is allowed" for it: allow the rest).
+    broker.create_topic(&dlq_topic, 1).await;
+    let allow = [
+        "--allow-principal",
+        "User:allot",
+        "--operation",
+        "All",
+        "--topic",
+        dlq_topic.as_str(),
+    ];
+    kafka_tool(
+        &broker,
+        "AclCommand",
+        &[&["--add", "--force"][..], &allow].concat(),
+    );
+    let deny = [
+        "--deny-principal",
+        "User:allot",
+        "--operation",
+        "Write",
+        "--topic",
+        dlq_topic.as_str(),
+    ];
+    kafka_tool(
+        &broker,
+        "AclCommand",
+        &[&["--add", "--force"][..], &deny].concat(),
+    );
+    let good = |i: usize| {
+        (
+            format!("k{i}"),
+            format!(
+                r#"{{"event_id":"g{i}","tenant_id":"acme","ts":"2026-04-01T00:00:00Z","metric":"compute_seconds","value":{i}}}"#
+            ),
+        )
+    };
+    let poison: Vec<(String, String)> = (0..5).map(poison_event).collect();
+    let mut payloads: Vec<(String, String)> = (0..100).map(good).collect();
+    payloads.extend(poison.iter().cloned());
+    produce_with(broker.client(), &topic, payloads).await;
+
+    let port = free_port();
+    let metrics_listen = format!("127.0.0.1:{port}");
+    let log = dir.path().join("collector.log");
+    let mut command = collector_command(&broker, &topic, &group, &lake, &[]);
+    command
+        .args(["--metrics-listen", &metrics_listen])
+        .stderr(std::fs::File::create(&log).unwrap());
+    let collector = CollectorProcess(command.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while outcome_count(port, "allot_delta_commits_total", "failed") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no failed flush: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(outcome_count(port, "allot_dead_letters_total", "failed") >= 2);
+    // No flush landed: no offset recorded, no event in the lake.
+    assert_eq!(
+        outcome_count(port, "allot_delta_commits_total", "committed"),
+        0
+    );
+    let url = url::Url::from_directory_path(lake.join("usage_events")).unwrap();
+    if let Ok(mut table) = DeltaTable::try_from_url(url).await
+        && table.load().await.is_ok()
+    {
+        let snapshot = table.snapshot().unwrap();
+        let recorded = snapshot
+            .transaction_version(table.log_store().as_ref(), kafka_app_id(&group, &topic, 0))
+            .await
+            .unwrap();
+        assert_eq!(
+            recorded, None,
+            "offsets recorded past undelivered dead letters"
+        );
+    }
+    assert!(
+        common::read_lake_table(&lake, "usage_events")
+            .await
+            .is_empty()
+    );
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("dead letter"), "{stderr}");
+
+    // Once the topic accepts writes, everything arrives.
+    kafka_tool(
+        &broker,
+        "AclCommand",
+        &[&["--remove", "--force"][..], &deny].concat(),
+    );
+    wait_for_zero_lag_on(&broker, &topic, &group, 1, &lake, Duration::from_secs(120)).await;
+    stop_gracefully(collector);
+    let rows = common::read_lake_table(&lake, "usage_events").await;
+    assert_eq!(rows.len(), 100);
+    let letters = read_dead_letters(&broker, &dlq_topic, poison.len());
+    let payloads: BTreeSet<&str> = letters.iter().map(|l| l.payload.as_str()).collect();
+    let expected: BTreeSet<&str> = poison.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(payloads, expected);
+    assert_plain_log(&log);
 }

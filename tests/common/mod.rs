@@ -26,25 +26,109 @@ pub fn test_python() -> String {
         .expect("ALLOT_TEST_PYTHON is not set: run the tests with scripts/test")
 }
 
-/// Creates a topic with a unique name for one test and returns the name.
+/// Creates a topic with a unique name for one test on the plain broker and
+/// returns the name.
 pub async fn fresh_topic(prefix: &str, partitions: i32) -> String {
-    let name = format!("{prefix}-{}-{}", std::process::id(), chrono_like_nanos());
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .create()
-        .expect("admin client");
-    let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics(
-            [&topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
-        .expect("create topic");
-    for result in results {
-        result.expect("topic created");
+    Broker::plain().fresh_topic(prefix, partitions).await
+}
+
+/// A broker `scripts/test` started, and the client settings it needs.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    /// Bootstrap address.
+    pub bootstrap: String,
+    /// librdkafka properties every client of the broker needs.
+    pub properties: BTreeMap<String, String>,
+    /// An `allot.toml` holding those properties, for `allot --config`.
+    pub config_file: Option<PathBuf>,
+}
+
+impl Broker {
+    /// The plaintext broker.
+    pub fn plain() -> Broker {
+        Broker {
+            bootstrap: kafka_bootstrap(),
+            properties: BTreeMap::new(),
+            config_file: None,
+        }
     }
-    name
+
+    /// The SASL_SSL broker (`scripts/kafka-up --sasl-ssl`): SCRAM-SHA-512 over
+    /// TLS, with the client settings of the `allot.toml` fragment it wrote.
+    pub fn sasl_ssl() -> Broker {
+        let bootstrap = std::env::var("ALLOT_TEST_KAFKA_SASL_SSL").expect(
+            "ALLOT_TEST_KAFKA_SASL_SSL is not set: run the tests with scripts/test, which starts a SASL_SSL broker",
+        );
+        let config_file = PathBuf::from(std::env::var("ALLOT_TEST_KAFKA_SASL_SSL_CONFIG").expect(
+            "ALLOT_TEST_KAFKA_SASL_SSL_CONFIG is not set: run the tests with scripts/test",
+        ));
+        let text = std::fs::read_to_string(&config_file).expect("the client settings");
+        let fragment: toml::Table = text.parse().expect("a TOML fragment");
+        let properties = fragment["kafka"]["properties"]
+            .as_table()
+            .expect("a [kafka.properties] table")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().expect("a string").to_string()))
+            .collect();
+        Broker {
+            bootstrap,
+            properties,
+            config_file: Some(config_file),
+        }
+    }
+
+    /// A client configuration for this broker.
+    pub fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Creates a topic with a unique name for one test and returns the name.
+    pub async fn fresh_topic(&self, prefix: &str, partitions: i32) -> String {
+        self.fresh_topic_with(prefix, partitions, &[]).await
+    }
+
+    /// Creates a topic with a unique name and the topic settings `configs` for
+    /// one test, and returns the name.
+    pub async fn fresh_topic_with(
+        &self,
+        prefix: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> String {
+        let name = format!("{prefix}-{}-{}", std::process::id(), chrono_like_nanos());
+        self.create_topic_with(&name, partitions, configs).await;
+        name
+    }
+
+    /// Creates `name`.
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        self.create_topic_with(name, partitions, &[]).await;
+    }
+
+    /// Creates `name` with the topic settings `configs`.
+    async fn create_topic_with(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client().create().expect("admin client");
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (key, value) in configs {
+            topic = topic.set(key, value);
+        }
+        let results = admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .expect("create topic");
+        for result in results {
+            result.expect("topic created");
+        }
+    }
 }
 
 fn chrono_like_nanos() -> u128 {
