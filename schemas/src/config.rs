@@ -169,6 +169,9 @@ pub struct IngestConfig {
     pub compaction_min_files: usize,
     /// Address a collector serves Prometheus metrics on (`--metrics-listen`).
     pub metrics_listen: Option<String>,
+    /// Copies of a `(tenant_id, event_id)` whose `ts` lie closer than this are
+    /// one event (SPEC §1.4); at least one day.
+    pub dedup_window: HumanDuration,
 }
 
 impl Default for IngestConfig {
@@ -185,9 +188,13 @@ impl Default for IngestConfig {
             compaction_interval: HumanDuration(Duration::from_secs(600)),
             compaction_min_files: 10,
             metrics_listen: None,
+            dedup_window: HumanDuration(DEFAULT_DEDUP_WINDOW),
         }
     }
 }
+
+/// The default `ingest.dedup_window`: 35 days.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(35 * 86_400);
 
 /// Whether a metric is summed or time-weighted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -800,6 +807,14 @@ impl Config {
                 "must be at least 2",
             ));
         }
+        if self.ingest.dedup_window.0 < Duration::from_secs(86_400)
+            || self.ingest.dedup_window.0 > Duration::from_secs(3650 * 86_400)
+        {
+            return Err(ConfigError::new(
+                "ingest.dedup_window",
+                "must be between 1d and 3650d: copies on the same UTC day are always one event",
+            ));
+        }
         if self.ingest.max_event_bytes.0 == 0 {
             return Err(ConfigError::new(
                 "ingest.max_event_bytes",
@@ -1139,6 +1154,7 @@ jwt_secret = "s3cret"
                 "metrics.gpu.divisor",
             ),
             ("[api]\nlisten = \"nowhere\"", "api.listen"),
+            ("[ingest]\ndedup_window = \"12h\"", "ingest.dedup_window"),
         ];
         for (text, key) in cases {
             assert_eq!(load(text).unwrap_err().key, key, "{text}");
