@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use allot_ingest::{
     CompactOptions, FileIngestOptions, FileInput, IngestSummary, KafkaIngestOptions,
 };
+use allot_query::dedup::DedupWindow;
 use allot_schemas::config::Config;
 use allot_schemas::lake::LakeLocation;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -326,6 +327,7 @@ async fn compact(args: CompactArgs) -> Result<(), Failure> {
         target_file_bytes: config.ingest.compaction_target_bytes.0,
         min_files: args.min_files,
         catalog: config.catalog(),
+        dedup_window: DedupWindow::new(config.ingest.dedup_window.0),
     };
     let summary = allot_ingest::compact(options, cancel)
         .await

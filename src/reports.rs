@@ -294,7 +294,7 @@ pub async fn sql(args: SqlArgs) -> Result<(), Failure> {
         Some(t) => Scope::Tenant(t.to_string()),
         None => Scope::AllTenants,
     };
-    let limits = SqlLimits::from(&loaded.settings.config.api);
+    let limits = SqlLimits::from(&loaded.settings.config);
     let output = run_sql(&loaded.snapshot, &scope, &args.query, &limits)
         .await
         .map_err(failure)?;

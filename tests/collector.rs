@@ -478,6 +478,7 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
             target_file_bytes: 128 << 20,
             min_files: 2,
             catalog: allot_schemas::config::Config::default().catalog(),
+            dedup_window: allot_query::dedup::DedupWindow::default(),
         },
         tokio_util::sync::CancellationToken::new(),
     )

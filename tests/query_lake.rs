@@ -419,9 +419,13 @@ async fn rollups_give_the_figures_of_the_raw_events() {
         "{expected}"
     );
 
-    let refreshed = allot_ingest::rollup::refresh_rollups(&location, &rolled.catalog)
-        .await
-        .unwrap();
+    let refreshed = allot_ingest::rollup::refresh_rollups(
+        &location,
+        &rolled.catalog,
+        allot_query::dedup::DedupWindow::default(),
+    )
+    .await
+    .unwrap();
     let partitions = (28 + 31) * TENANTS.len() as u64;
     assert_eq!(refreshed.partitions, partitions);
     let snapshot = allot_query::lake::LakeSnapshot::load(&location)
@@ -491,9 +495,13 @@ async fn rollups_follow(
     assert_ne!(expected, before);
     assert_eq!(report_figures(lake, rolled).await, expected);
     let location = allot_query::LakeLocation::parse(lake.to_str().unwrap()).unwrap();
-    let refreshed = allot_ingest::rollup::refresh_rollups(&location, &rolled.catalog)
-        .await
-        .unwrap();
+    let refreshed = allot_ingest::rollup::refresh_rollups(
+        &location,
+        &rolled.catalog,
+        allot_query::dedup::DedupWindow::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(refreshed.partitions, redone);
     assert_eq!(report_figures(lake, rolled).await, expected);
     expected

@@ -91,6 +91,7 @@ impl AppState {
     /// valid) and builds the state.
     pub fn new(options: ApiOptions) -> Result<AppState, ApiError> {
         let api = options.config.api.clone();
+        let sql_limits = SqlLimits::from(&options.config);
         let metrics = options
             .metrics
             .clone()
@@ -108,7 +109,7 @@ impl AppState {
             auth,
             rate: RateLimiter::new(api.rate_limit_per_s),
             sql_slots: SqlSlots::new(api.sql_concurrency),
-            sql_limits: SqlLimits::from(&api),
+            sql_limits,
             audit,
             clock: options.clock,
             metrics,

@@ -2,11 +2,15 @@
 //! background inside every collector).
 //!
 //! The small files of a tenant-day partition (under half the configured target
-//! size) are merged into few large ones, and rows repeating a
-//! `(tenant_id, event_id)` are removed there: a row whose id is already in one of
-//! the partition's large files is dropped, and among the small files the row
-//! ingested first is kept. Large files are never rewritten, so a busy tenant-day is
-//! not read and written again on every run; only their event ids are read.
+//! size) are merged into few large ones, and rows that do not count under the
+//! dedup window (see `allot_query::dedup`) are removed there: the query engine
+//! names the rows a copy ingested earlier beats, in every partition whose
+//! rollups are not current (new files in it, or earlier-ingested files in its
+//! neighbours within the window, since the last refresh); such a partition is
+//! rewritten whole. Otherwise a row whose id is already in one of the
+//! partition's large files is dropped, and among the small files the row
+//! ingested first is kept; large files are never rewritten, so a busy tenant-day
+//! is not read and written again on every run; only their event ids are read.
 //!
 //! Each partition is rewritten in one Delta commit that removes the old files and
 //! adds the new ones, so a reader sees either the old files or the new ones, never
@@ -20,6 +24,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use allot_query::dedup::DedupWindow;
+use allot_query::lake::{LakeSnapshot, date_of_epoch_days};
+use allot_query::session::{LakeSession, Scope, SessionLimits};
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::usage_events_schema;
@@ -51,6 +58,8 @@ pub struct CompactOptions {
     pub min_files: usize,
     /// The catalog whose gauges the rollups weigh.
     pub catalog: MetricCatalog,
+    /// The dedup window (`ingest.dedup_window`): rows it rejects are removed.
+    pub dedup_window: DedupWindow,
 }
 
 /// What a compaction run did.
@@ -62,7 +71,8 @@ pub struct CompactSummary {
     pub files_removed: u64,
     /// Files added to the table.
     pub files_added: u64,
-    /// Rows dropped because their `(tenant_id, event_id)` was already there.
+    /// Rows dropped because a copy of their event ingested earlier is within the
+    /// dedup window.
     pub duplicates_removed: u64,
     /// 1 when the run stopped because another compaction committed meanwhile.
     pub conflicts: u64,
@@ -88,14 +98,9 @@ async fn compaction_pass(
     checkpoint_after: u64,
 ) -> Result<CompactSummary, IngestError> {
     let mut table = open_or_create_table(&options.lake, LakeTable::UsageEvents).await?;
-    let mut summary = compact_table(
-        &mut table,
-        options.target_file_bytes,
-        options.min_files,
-        cancel,
-    )
-    .await?;
-    summary.rollups = refresh_rollups(&options.lake, &options.catalog).await?;
+    let mut summary = compact_table(&mut table, options, cancel).await?;
+    summary.rollups =
+        refresh_rollups(&options.lake, &options.catalog, options.dedup_window).await?;
     write_checkpoint(&mut table, checkpoint_after).await?;
     Ok(summary)
 }
@@ -191,11 +196,10 @@ pub async fn run_background_compaction(settings: BackgroundCompaction, cancel: C
 /// run in the metrics.
 pub async fn compact_table(
     table: &mut DeltaTable,
-    target_file_bytes: u64,
-    min_files: usize,
+    options: &CompactOptions,
     cancel: &CancellationToken,
 ) -> Result<CompactSummary, IngestError> {
-    let result = compact_partitions(table, target_file_bytes, min_files, cancel).await;
+    let result = compact_partitions(table, options, cancel).await;
     let summary = result.as_ref().cloned().unwrap_or_default();
     telemetry::record_compaction(
         result.is_ok(),
@@ -213,21 +217,29 @@ pub async fn compact_table(
 struct PartitionFiles {
     /// Files under half the target size: merged.
     small: Vec<Remove>,
-    /// Larger files: kept, only their event ids are read.
-    large: Vec<deltalake::Path>,
+    /// Larger files: kept, only their event ids are read (unless the partition
+    /// holds rows the dedup window rejects: then they are rewritten too).
+    large: Vec<Remove>,
 }
+
+/// A row of `usage_events` within its partition: event id, `ingested_at`, source.
+type RowKey = (String, i64, String);
+
+/// The rows the dedup window rejects, per tenant and `YYYY-MM-DD` day.
+type Beaten = BTreeMap<(String, String), HashSet<RowKey>>;
 
 async fn compact_partitions(
     table: &mut DeltaTable,
-    target_file_bytes: u64,
-    min_files: usize,
+    options: &CompactOptions,
     cancel: &CancellationToken,
 ) -> Result<CompactSummary, IngestError> {
+    let (target_file_bytes, min_files) = (options.target_file_bytes, options.min_files);
     let name = LakeTable::UsageEvents.dir_name();
     table
         .update_state()
         .await
         .map_err(IngestError::lake(name))?;
+    let mut beaten = beaten_rows(options).await?;
     let small_below = target_file_bytes / 2;
     let mut by_partition: BTreeMap<(String, String), PartitionFiles> = BTreeMap::new();
     for file in table
@@ -247,22 +259,37 @@ async fn compact_partitions(
         if u64::try_from(file.size()).unwrap_or(0) < small_below {
             files.small.push(file.remove_action(false));
         } else {
-            files.large.push(file.object_store_path());
+            files.large.push(file.remove_action(false));
         }
     }
     let mut summary = CompactSummary::default();
-    for ((tenant_id, day), files) in by_partition {
+    for ((tenant_id, day), mut files) in by_partition {
         if cancel.is_cancelled() {
             break;
         }
-        if files.small.len() < min_files.max(2) {
+        let rejected = beaten
+            .remove(&(tenant_id.clone(), day.clone()))
+            .unwrap_or_default();
+        if rejected.is_empty() && files.small.len() < min_files.max(2) {
             continue;
+        }
+        if !rejected.is_empty() {
+            // Rejected rows may sit in large files: rewrite the whole partition.
+            let large = std::mem::take(&mut files.large);
+            files.small.extend(large);
         }
         let Some(day_number) = parse_day(&day) else {
             continue;
         };
-        let compacted =
-            compact_partition(table, &tenant_id, day_number, &files, target_file_bytes).await;
+        let compacted = compact_partition(
+            table,
+            &tenant_id,
+            day_number,
+            &files,
+            &rejected,
+            target_file_bytes,
+        )
+        .await;
         let (added, duplicates) = match compacted {
             Ok(done) => done,
             // Another compaction committed since the files were listed: the list may
@@ -309,21 +336,93 @@ fn parse_day(day: &str) -> Option<i32> {
     i32::try_from((date - epoch).num_days()).ok()
 }
 
-/// Rewrites the small files of one partition: returns the files added and the
-/// duplicates dropped.
+/// The rows of the partitions whose rollups are not current (new files in them
+/// or their neighbours since the last refresh) that the dedup window rejects, as
+/// the query engine judges them for every report. Partitions with current
+/// rollups were judged, and their rejected rows removed, by an earlier run.
+async fn beaten_rows(options: &CompactOptions) -> Result<Beaten, IngestError> {
+    let query_error = |e: allot_query::QueryError| IngestError::Rollup(e.to_string());
+    let snapshot = match LakeSnapshot::load(&options.lake).await {
+        Ok(snapshot) => snapshot,
+        Err(allot_query::QueryError::NoLake) => return Ok(Beaten::new()),
+        Err(e) => return Err(query_error(e)),
+    };
+    let limits = SessionLimits {
+        dedup_window: options.dedup_window,
+        ..SessionLimits::default()
+    };
+    let mut session =
+        LakeSession::new(&snapshot, &Scope::AllTenants, &limits).map_err(query_error)?;
+    session
+        .attach_rollups(&snapshot.hourly, &options.catalog)
+        .await
+        .map_err(query_error)?;
+    let current = session.current_rollups().clone();
+    let frame = session
+        .beaten_events_where(|tenant, day| !current.contains_key(&(tenant.to_string(), day)))
+        .map_err(query_error)?;
+    let mut beaten = Beaten::new();
+    let Some(frame) = frame else {
+        return Ok(beaten);
+    };
+    let batches = frame
+        .select_columns(&["tenant_id", "day", "event_id", "ingested_at", "source"])
+        .map_err(|e| IngestError::Rollup(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| IngestError::Rollup(e.to_string()))?;
+    for batch in batches {
+        let column =
+            |i: usize, to: &arrow::datatypes::DataType| arrow::compute::cast(batch.column(i), to);
+        let utf8 = arrow::datatypes::DataType::Utf8;
+        let tenants = column(0, &utf8)?;
+        let days = column(1, &arrow::datatypes::DataType::Date32)?;
+        let ids = column(2, &utf8)?;
+        let ingested = column(3, &arrow::datatypes::DataType::Int64)?;
+        let sources = column(4, &utf8)?;
+        let (tenants, ids, sources) = (
+            tenants.as_string::<i32>(),
+            ids.as_string::<i32>(),
+            sources.as_string::<i32>(),
+        );
+        let days = days.as_primitive::<arrow::datatypes::Date32Type>();
+        let ingested = ingested.as_primitive::<arrow::datatypes::Int64Type>();
+        for row in 0..batch.num_rows() {
+            let day = date_of_epoch_days(days.value(row))
+                .map_err(query_error)?
+                .format("%Y-%m-%d")
+                .to_string();
+            beaten
+                .entry((tenants.value(row).to_string(), day))
+                .or_default()
+                .insert((
+                    ids.value(row).to_string(),
+                    ingested.value(row),
+                    sources.value(row).to_string(),
+                ));
+        }
+    }
+    Ok(beaten)
+}
+
+/// Rewrites the small files of one partition (all of them when `rejected` names
+/// rows to remove), without the rows of `rejected`: returns the files added and the
+/// rows dropped.
 async fn compact_partition(
     table: &mut DeltaTable,
     tenant_id: &str,
     day: i32,
     files: &PartitionFiles,
+    rejected: &HashSet<RowKey>,
     target_file_bytes: u64,
 ) -> Result<(u64, u64), IngestError> {
     let name = LakeTable::UsageEvents.dir_name();
     let store = table.log_store().object_store(None);
     let schema = usage_events_schema();
     let mut kept_ids: HashSet<String> = HashSet::new();
-    for path in &files.large {
-        crate::writer::read_string_column(store.clone(), path, "event_id", |id| {
+    for remove in &files.large {
+        let path = deltalake::Path::from(remove.path.as_str());
+        crate::writer::read_string_column(store.clone(), &path, "event_id", |id| {
             kept_ids.insert(id.to_string());
         })
         .await?;
@@ -356,7 +455,7 @@ async fn compact_partition(
     }
     let all = concat_batches(&schema, &batches)?;
     drop(batches);
-    let (kept, duplicates) = first_ingested_per_event(&all, &kept_ids)?;
+    let (kept, duplicates) = first_ingested_per_event(&all, &kept_ids, rejected)?;
 
     let mut writer = RecordBatchWriter::for_table(table)
         .map_err(IngestError::lake(name))?
@@ -421,11 +520,14 @@ fn with_partition_columns(
 }
 
 /// Keeps, for each event id not in `kept_ids`, the row with the earliest
-/// `ingested_at` (then the smallest `source`); returns the rows kept and how many
-/// were dropped.
+/// `ingested_at` (then the smallest `source`) among those not in `rejected`; returns
+/// the rows kept and how many were dropped. Copies on one day are always within
+/// the dedup window (at least a day), so this is the window's rule within a
+/// partition.
 fn first_ingested_per_event(
     batch: &RecordBatch,
     kept_ids: &HashSet<String>,
+    rejected: &HashSet<RowKey>,
 ) -> Result<(RecordBatch, u64), IngestError> {
     let ids = batch
         .column_by_name("event_id")
@@ -441,7 +543,14 @@ fn first_ingested_per_event(
         .as_string::<i32>();
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
-        if kept_ids.contains(ids.value(row)) {
+        if kept_ids.contains(ids.value(row))
+            || (!rejected.is_empty()
+                && rejected.contains(&(
+                    ids.value(row).to_string(),
+                    ingested.value(row),
+                    sources.value(row).to_string(),
+                )))
+        {
             continue;
         }
         let key = (ingested.value(row), sources.value(row));

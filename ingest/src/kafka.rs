@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use allot_query::dedup::DedupWindow;
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance, kafka_app_id};
 use deltalake::kernel::Transaction;
@@ -105,6 +106,7 @@ pub async fn run_collector(
             target_file_bytes: ingest.compaction_target_bytes.0,
             min_files: ingest.compaction_min_files,
             catalog: options.config.catalog(),
+            dedup_window: DedupWindow::new(ingest.dedup_window.0),
         },
     };
     let stop_compaction = cancel.child_token();

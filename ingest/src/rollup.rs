@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use allot_query::dedup::DedupWindow;
 use allot_query::lake::LakeSnapshot;
 use allot_query::rollup::{catalog_fingerprint, partition_bases, rollup_rows};
 use allot_query::session::{LakeSession, Scope, SessionLimits};
@@ -44,6 +45,7 @@ pub struct RollupSummary {
 pub async fn refresh_rollups(
     location: &LakeLocation,
     catalog: &MetricCatalog,
+    window: DedupWindow,
 ) -> Result<RollupSummary, IngestError> {
     let name = LakeTable::UsageHourly.dir_name();
     let query_error = |e: allot_query::QueryError| IngestError::Rollup(e.to_string());
@@ -59,9 +61,12 @@ pub async fn refresh_rollups(
             "usage_hourly changed while the refresh started; trying again later".to_string(),
         ));
     }
-    let bases = partition_bases(&snapshot.usage, catalog_fingerprint(catalog));
-    let mut all = LakeSession::new(&snapshot, &Scope::AllTenants, &SessionLimits::default())
-        .map_err(query_error)?;
+    let bases = partition_bases(&snapshot.usage, catalog_fingerprint(catalog), window);
+    let limits = SessionLimits {
+        dedup_window: window,
+        ..SessionLimits::default()
+    };
+    let mut all = LakeSession::new(&snapshot, &Scope::AllTenants, &limits).map_err(query_error)?;
     all.attach_rollups(&snapshot.hourly, catalog)
         .await
         .map_err(query_error)?;
@@ -76,19 +81,9 @@ pub async fn refresh_rollups(
     }
     let days: BTreeSet<_> = stale.keys().map(|(_, day)| *day).collect();
 
-    // New rows: the stale partitions' events, deduplicated as every report reads them.
-    let mut stale_snapshot = snapshot.clone();
-    stale_snapshot.usage.files.retain(|f| match &f.tenant_id {
-        Some(tenant) => stale.contains_key(&(tenant.clone(), f.day)),
-        None => false,
-    });
-    let stale_session = LakeSession::new(
-        &stale_snapshot,
-        &Scope::AllTenants,
-        &SessionLimits::default(),
-    )
-    .map_err(query_error)?;
-    let fresh = rollup_rows(&stale_session, catalog, &stale)
+    // New rows: the stale partitions' events, deduplicated as every report reads
+    // them (against the copies in the whole lake).
+    let fresh = rollup_rows(&all, catalog, &stale)
         .await
         .map_err(query_error)?;
     // Carried over: the current rows of the other partitions of those days.

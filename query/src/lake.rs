@@ -7,7 +7,7 @@
 //! at the table), so paths stay relative to the table and a local directory and
 //! an `s3://` lake are read alike.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use allot_schemas::lake::{LakeLocation, LakeTable};
@@ -31,6 +31,10 @@ pub struct LakeFile {
     pub tenant_id: Option<String>,
     /// The UTC day of the file's partition.
     pub day: NaiveDate,
+    /// The earliest and latest `ingested_at` of its rows in microseconds, from the
+    /// Delta statistics (`i64::MIN` and `i64::MAX` when the log has none): rows
+    /// ingested later than all of a file's rows never make one of them a duplicate.
+    pub ingested: (i64, i64),
 }
 
 impl LakeFile {
@@ -101,30 +105,6 @@ impl TableFiles {
             .iter()
             .filter_map(|f| f.tenant_id.clone())
             .collect()
-    }
-
-    /// Splits the files into those alone in their partition and those sharing a
-    /// partition with others. A partition with one file holds each
-    /// `(tenant_id, event_id)` at most once (the writer and compaction both
-    /// guarantee it); only shared partitions need deduplication when read.
-    pub fn split_single_and_shared(&self) -> (Vec<LakeFile>, Vec<LakeFile>) {
-        let mut by_partition: BTreeMap<(Option<&str>, NaiveDate), Vec<&LakeFile>> = BTreeMap::new();
-        for file in &self.files {
-            by_partition
-                .entry((file.tenant_id.as_deref(), file.day))
-                .or_default()
-                .push(file);
-        }
-        let (mut single, mut shared) = (Vec::new(), Vec::new());
-        for files in by_partition.into_values() {
-            let target = if files.len() == 1 {
-                &mut single
-            } else {
-                &mut shared
-            };
-            target.extend(files.into_iter().cloned());
-        }
-        (single, shared)
     }
 }
 
@@ -231,11 +211,18 @@ async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFi
             },
             LakeTable::RejectedEvents | LakeTable::UsageHourly => None,
         };
+        let ingested = match table {
+            LakeTable::UsageEvents => file
+                .stats()
+                .map_or((i64::MIN, i64::MAX), |stats| ingested_range(&stats)),
+            LakeTable::RejectedEvents | LakeTable::UsageHourly => (i64::MIN, i64::MAX),
+        };
         files.push(LakeFile {
             path: file.object_store_path().to_string(),
             size: u64::try_from(file.size()).unwrap_or(0),
             tenant_id,
             day,
+            ingested,
         });
     }
     files.sort_by(|a, b| (&a.tenant_id, a.day, &a.path).cmp(&(&b.tenant_id, b.day, &b.path)));
@@ -245,4 +232,52 @@ async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFi
         store,
         files,
     })
+}
+
+/// The `ingested_at` bounds in a Delta `stats` text, widened to the unknown
+/// bound (`i64::MIN`, `i64::MAX`) where absent. Delta writes timestamps with
+/// millisecond precision, so the minimum is floored and the maximum ceiled to the
+/// millisecond: the range always contains every row's value. Scanned rather than
+/// parsed: a report loads tens of thousands of these.
+fn ingested_range(stats: &str) -> (i64, i64) {
+    let sections = ["\"minValues\"", "\"maxValues\"", "\"nullCount\""];
+    let bound = |section: &str| -> Option<i64> {
+        let start = stats.find(section)? + section.len();
+        let rest = &stats[start..];
+        // The section ends where the next one starts.
+        let end = sections
+            .iter()
+            .filter_map(|s| rest.find(s))
+            .min()
+            .unwrap_or(rest.len());
+        let rest = &rest[..end];
+        let field = "\"ingested_at\":\"";
+        let text = &rest[rest.find(field)? + field.len()..];
+        let text = &text[..text.find('"')?];
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.timestamp_micros())
+    };
+    let min = bound(sections[0]).map_or(i64::MIN, |t| t.div_euclid(1000) * 1000);
+    let max = bound(sections[1]).map_or(i64::MAX, |t| {
+        t.div_euclid(1000).saturating_mul(1000).saturating_add(999)
+    });
+    (min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingested_bounds_come_from_the_delta_stats() {
+        let stats = r#"{"numRecords":2,"minValues":{"event_id":"a","ingested_at":"2026-01-05T10:00:00.123Z"},"maxValues":{"ingested_at":"2026-01-05T10:00:01.5Z","event_id":"b"},"nullCount":{"ingested_at":0}}"#;
+        let base = chrono::DateTime::parse_from_rfc3339("2026-01-05T10:00:00Z")
+            .unwrap()
+            .timestamp_micros();
+        assert_eq!(ingested_range(stats), (base + 123_000, base + 1_500_999));
+        let no_max = r#"{"numRecords":2,"minValues":{"ingested_at":"2026-01-05T10:00:00Z"},"maxValues":{},"nullCount":{"ingested_at":0}}"#;
+        assert_eq!(ingested_range(no_max), (base, i64::MAX));
+        assert_eq!(ingested_range("{}"), (i64::MIN, i64::MAX));
+    }
 }

@@ -21,6 +21,7 @@
 //! - [`lake`]: the active files of each Delta table at its latest version;
 //! - [`provider`]: a DataFusion table over an explicit list of files (the
 //!   tenant-scoped table of SPEC §5.3 is one built from one tenant's files);
+//! - [`dedup`]: the dedup window, which copies of an event count;
 //! - [`session`]: DataFusion sessions with the deduplicated `usage_events`;
 //! - [`usage`]: aggregations of the lake into the inputs of the semantics;
 //! - [`reports`]: invoices, allocation, noisy neighbours and health, for the CLI
@@ -30,6 +31,7 @@
 //! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 
 pub mod allocation;
+pub mod dedup;
 pub mod error;
 pub mod health;
 pub mod lake;

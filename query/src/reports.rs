@@ -13,6 +13,7 @@ use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKin
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::allocation::{AllocationRow, CostPool, allocate};
+use crate::dedup::DedupWindow;
 use crate::error::QueryError;
 use crate::health::{HEALTH_WINDOW_MICROS, HealthInputs, TenantHealth, tenant_health};
 use crate::lake::LakeSnapshot;
@@ -54,6 +55,11 @@ impl ReportSettings {
         })
     }
 
+    /// The dedup window reports apply (`ingest.dedup_window`).
+    pub fn dedup_window(&self) -> DedupWindow {
+        DedupWindow::new(self.config.ingest.dedup_window.0)
+    }
+
     fn metrics_of(&self, kind: MetricKind) -> Vec<String> {
         self.catalog
             .iter()
@@ -83,7 +89,11 @@ async fn session_for(
         Some(t) => Scope::Tenant(t.to_string()),
         None => Scope::AllTenants,
     };
-    let mut session = LakeSession::new(snapshot, &scope, &SessionLimits::default())?;
+    let limits = SessionLimits {
+        dedup_window: settings.dedup_window(),
+        ..SessionLimits::default()
+    };
+    let mut session = LakeSession::new(snapshot, &scope, &limits)?;
     if settings.use_rollups {
         session
             .attach_rollups(&snapshot.hourly, &settings.catalog)

@@ -30,6 +30,7 @@ use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::prelude::{col, lit};
 
+use crate::dedup::{DedupWindow, Neighbourhoods};
 use crate::error::QueryError;
 use crate::lake::{TableFiles, date_of_epoch_days, days_since_epoch};
 use crate::period::day_start_micros;
@@ -79,20 +80,38 @@ pub fn gauge_hold_micros(hold: Option<std::time::Duration>) -> i64 {
     i64::try_from(hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros()).unwrap_or(i64::MAX)
 }
 
-/// The basis of every partition of `usage`: its active files and the catalog.
-pub fn partition_bases(usage: &TableFiles, fingerprint: u64) -> BTreeMap<PartitionKey, i64> {
+/// The basis of every partition of `usage`: the catalog, the dedup window, the
+/// partition's active files and those of its neighbours that may hold an
+/// earlier copy of one of its events (see [`Neighbourhoods`]). Files ingested
+/// after all of a partition's rows do not change its basis: they cannot change
+/// which of its rows count.
+pub fn partition_bases(
+    usage: &TableFiles,
+    fingerprint: u64,
+    window: DedupWindow,
+) -> BTreeMap<PartitionKey, i64> {
+    let near = Neighbourhoods::of(&usage.files, window, |_, _| true);
     let mut hashes: BTreeMap<PartitionKey, Fnv> = BTreeMap::new();
-    // Files are sorted by tenant, day and path, so each hash sees them in order.
-    for file in &usage.files {
+    let start = || {
+        let mut hash = Fnv::new();
+        hash.write(&fingerprint.to_le_bytes());
+        hash.write(&window.micros().to_le_bytes());
+        hash
+    };
+    for file in &near.alone {
         let Some(tenant) = &file.tenant_id else {
             continue;
         };
-        let hash = hashes.entry((tenant.clone(), file.day)).or_insert_with(|| {
-            let mut hash = Fnv::new();
-            hash.write(&fingerprint.to_le_bytes());
-            hash
-        });
+        let mut hash = start();
         hash.write(file.path.as_bytes());
+        hashes.insert((tenant.clone(), file.day), hash);
+    }
+    for (key, paths) in &near.neighbours {
+        let mut hash = start();
+        for path in paths {
+            hash.write(path.as_bytes());
+        }
+        hashes.insert(key.clone(), hash);
     }
     hashes
         .into_iter()
@@ -100,8 +119,8 @@ pub fn partition_bases(usage: &TableFiles, fingerprint: u64) -> BTreeMap<Partiti
         .collect()
 }
 
-/// The rollup rows of every partition `session` reads (all of its
-/// `usage_events`), stamped with the partitions' `bases`; gauge rows for the
+/// The rollup rows of the partitions of `bases` (read from the deduplicated
+/// `usage_events` of `session`), stamped with their bases; gauge rows for the
 /// gauges of `catalog`. A partition whose weighted gauge sum does not fit the
 /// table's decimal gets no rows at all, so that reports keep reading it raw.
 pub async fn rollup_rows(
@@ -115,9 +134,8 @@ pub async fn rollup_rows(
         Some("UTC".into()),
     ));
     let hour = lit(ScalarValue::new_interval_mdn(0, 0, HOUR_MICROS * 1_000));
-    let hourly = session
-        .usage_events()
-        .await?
+    let events = || session.usage_events_where(|t, d| bases.contains_key(&(t.to_string(), d)));
+    let hourly = events()?
         .aggregate(
             vec![
                 col("tenant_id"),
@@ -174,9 +192,7 @@ pub async fn rollup_rows(
     let mut too_large: BTreeSet<PartitionKey> = BTreeSet::new();
     if !gauges.is_empty() {
         let names: Vec<_> = gauges.keys().map(|name| lit(name.as_str())).collect();
-        let samples = session
-            .usage_events()
-            .await?
+        let samples = events()?
             .filter(col("metric").in_list(names, false))
             .and_then(|f| {
                 f.select_columns(&["tenant_id", "day", "metric", "resource", "ts", "value"])

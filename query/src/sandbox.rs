@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use allot_schemas::config::ApiConfig;
+use allot_schemas::config::Config;
 use arrow::array::{Array, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::DataFusionError;
@@ -32,6 +32,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
 use serde_json::Value;
 
+use crate::dedup::DedupWindow;
 use crate::error::QueryError;
 use crate::lake::LakeSnapshot;
 use crate::render::csv_field;
@@ -46,6 +47,8 @@ pub struct SqlLimits {
     pub memory_bytes: usize,
     /// Most rows a result may have.
     pub max_rows: usize,
+    /// The dedup window `usage_events` applies (`ingest.dedup_window`).
+    pub dedup_window: DedupWindow,
 }
 
 impl Default for SqlLimits {
@@ -54,16 +57,19 @@ impl Default for SqlLimits {
             timeout: Duration::from_secs(30),
             memory_bytes: 512 << 20,
             max_rows: 100_000,
+            dedup_window: DedupWindow::default(),
         }
     }
 }
 
-impl From<&ApiConfig> for SqlLimits {
-    fn from(api: &ApiConfig) -> Self {
+impl From<&Config> for SqlLimits {
+    fn from(config: &Config) -> Self {
+        let api = &config.api;
         SqlLimits {
             timeout: api.sql_timeout.0,
             memory_bytes: usize::try_from(api.sql_memory.0).unwrap_or(usize::MAX),
             max_rows: api.sql_max_rows,
+            dedup_window: DedupWindow::new(config.ingest.dedup_window.0),
         }
     }
 }
@@ -305,6 +311,7 @@ pub async fn run_sql(
         scope,
         &SessionLimits {
             memory_bytes: Some(limits.memory_bytes),
+            dedup_window: limits.dedup_window,
         },
     )?;
     let state = session.context().state();

@@ -1,13 +1,12 @@
 //! DataFusion sessions over a lake snapshot.
 //!
 //! A [`LakeSession`] registers the tables queries see:
-//! - `usage_events`: every accepted event, each `(tenant_id, event_id)` of a
-//!   tenant-day once. A partition holding a single file needs no deduplication
-//!   (the writer and compaction both guarantee it); in partitions with several
-//!   files the first ingested copy of an event is kept (`ingested_at`, then
-//!   `source`), exactly as compaction keeps it. Those partitions are read twice:
-//!   once to find the ids present more than once (a hash aggregate), then to
-//!   pass every other row through and rank only the copies.
+//! - `usage_events`: every accepted event that counts under the dedup window
+//!   (see [`crate::dedup`]): of the copies of a `(tenant_id, event_id)` whose
+//!   `ts` are within the window of each other, the first ingested. Partitions
+//!   that no earlier copy can reach are read as they are; the others are joined
+//!   with the copies of their repeated ids, found among the tenant's files of
+//!   the days within the window.
 //! - `rejected_events`: only in the all-tenant scope.
 //!
 //! In the tenant scope the tables are built from that tenant's files alone, so no
@@ -17,10 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::lake::LakeTable;
 use allot_schemas::table_schema::{
-    HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
-    rejected_events_schema, usage_events_schema, usage_hourly_schema,
+    HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, rejected_events_schema,
+    usage_hourly_schema,
 };
 use arrow::array::{AsArray, Date32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Date32Type, Field, Int64Type, Schema};
@@ -28,13 +26,11 @@ use chrono::NaiveDate;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::logical_expr::JoinType;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, lit};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col};
 use url::Url;
 
+use crate::dedup::{DedupWindow, Neighbourhoods, Outcome, checked_rows, usage_table};
 use crate::error::QueryError;
 use crate::lake::{LakeFile, LakeSnapshot, TableFiles, date_of_epoch_days, days_since_epoch};
 use crate::provider::LakeFilesTable;
@@ -49,12 +45,15 @@ pub enum Scope {
     Tenant(String),
 }
 
-/// Resource limits of a session; `None` means unlimited.
+/// Resource limits of a session (`None` means unlimited) and the dedup window
+/// its `usage_events` applies.
 #[derive(Debug, Clone, Default)]
 pub struct SessionLimits {
     /// Memory that operators may reserve, in bytes; spilling to disk is disabled
     /// when set, so a query past it fails instead of filling the disk.
     pub memory_bytes: Option<usize>,
+    /// The dedup window (`ingest.dedup_window`).
+    pub dedup_window: DedupWindow,
 }
 
 /// A DataFusion context with the lake's tables registered for one scope.
@@ -63,6 +62,7 @@ pub struct LakeSession {
     /// The `usage_events` files of the scope, and their store.
     usage: TableFiles,
     usage_url: ObjectStoreUrl,
+    dedup_window: DedupWindow,
     /// The rollups reports may use, once attached.
     rollups: Option<Rollups>,
 }
@@ -81,11 +81,6 @@ const WANTED_PREFIX: &str = "__allot_wanted_";
 pub const USAGE_EVENTS: &str = "usage_events";
 /// Name of the rejected events table.
 pub const REJECTED_EVENTS: &str = "rejected_events";
-
-/// Column of the copy count and number used while deduplicating (never visible).
-const COPY_COLUMN: &str = "__allot_copy";
-/// Prefix of the key columns of repeated ids while deduplicating (never visible).
-const REPEATED_PREFIX: &str = "__allot_repeated_";
 
 impl LakeSession {
     /// A session over `snapshot` restricted to `scope`.
@@ -118,7 +113,13 @@ impl LakeSession {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
 
         let usage_url = register_store(&ctx, &snapshot.usage)?;
-        let usage = usage_events_frame(&ctx, &snapshot.usage, &usage_url)?;
+        let usage = usage_events_frame(
+            &ctx,
+            &snapshot.usage.files,
+            &usage_url,
+            limits.dedup_window,
+            |_, _| true,
+        )?;
         ctx.register_table(USAGE_EVENTS, usage.into_view())
             .map_err(QueryError::engine)?;
         if *scope == Scope::AllTenants {
@@ -136,6 +137,7 @@ impl LakeSession {
             ctx,
             usage: snapshot.usage,
             usage_url,
+            dedup_window: limits.dedup_window,
             rollups: None,
         })
     }
@@ -152,7 +154,7 @@ impl LakeSession {
             return Ok(());
         }
         let url = register_store(&self.ctx, hourly)?;
-        let bases = partition_bases(&self.usage, catalog_fingerprint(catalog));
+        let bases = partition_bases(&self.usage, catalog_fingerprint(catalog), self.dedup_window);
         let (first, last) = bases
             .keys()
             .map(|(_, day)| *day)
@@ -208,22 +210,44 @@ impl LakeSession {
         self.rollups.as_ref().map_or(&NONE, |r| &r.current)
     }
 
-    /// The deduplicated `usage_events` of the scope's partitions that `keep` selects.
+    /// The deduplicated `usage_events` of the scope's partitions that `keep`
+    /// selects (judged against every copy in the scope).
     pub fn usage_events_where(
         &self,
         keep: impl Fn(&str, NaiveDate) -> bool,
     ) -> Result<DataFrame, QueryError> {
-        let files = TableFiles {
-            files: self
-                .usage
-                .files
-                .iter()
-                .filter(|f| f.tenant_id.as_deref().is_some_and(|t| keep(t, f.day)))
-                .cloned()
-                .collect(),
-            ..self.usage.clone()
-        };
-        usage_events_frame(&self.ctx, &files, &self.usage_url)
+        usage_events_frame(
+            &self.ctx,
+            &self.usage.files,
+            &self.usage_url,
+            self.dedup_window,
+            keep,
+        )
+    }
+
+    /// The rows of the partitions that `keep` selects which do not count: a copy
+    /// ingested earlier is within the window (what compaction removes).
+    pub fn beaten_events_where(
+        &self,
+        keep: impl Fn(&str, NaiveDate) -> bool,
+    ) -> Result<Option<DataFrame>, QueryError> {
+        let near = Neighbourhoods::of(&self.usage.files, self.dedup_window, keep);
+        if near.checked.is_empty() {
+            return Ok(None);
+        }
+        checked_rows(
+            &self.ctx,
+            &self.usage_url,
+            &near,
+            self.dedup_window,
+            Outcome::Beaten,
+        )
+        .map(Some)
+    }
+
+    /// The dedup window of this session.
+    pub fn dedup_window(&self) -> DedupWindow {
+        self.dedup_window
     }
 
     /// The `usage_hourly` rows of `partitions` (each with its current basis), or
@@ -321,82 +345,22 @@ fn hourly_table(store: &ObjectStoreUrl, files: Vec<LakeFile>) -> Arc<LakeFilesTa
     ))
 }
 
-fn usage_table(store: &ObjectStoreUrl, files: Vec<LakeFile>) -> Arc<LakeFilesTable> {
-    Arc::new(LakeFilesTable::new(
-        usage_events_schema(),
-        &USAGE_PARTITION_COLUMNS,
-        store.clone(),
-        files,
-    ))
-}
-
-/// `usage_events` with each `(tenant_id, event_id)` of a tenant-day once.
+/// `usage_events` of the partitions `keep` selects among `files` (every file of
+/// the scope), each row counting under the dedup window.
 fn usage_events_frame(
     ctx: &SessionContext,
-    files: &TableFiles,
+    files: &[LakeFile],
     store: &ObjectStoreUrl,
+    window: DedupWindow,
+    keep: impl Fn(&str, NaiveDate) -> bool,
 ) -> Result<DataFrame, QueryError> {
-    debug_assert_eq!(files.table, LakeTable::UsageEvents);
-    let (single, shared) = files.split_single_and_shared();
-    let single_frame = ctx
-        .read_table(usage_table(store, single))
+    let near = Neighbourhoods::of(files, window, keep);
+    let alone = ctx
+        .read_table(usage_table(store, near.alone.clone()))
         .map_err(QueryError::engine)?;
-    if shared.is_empty() {
-        return Ok(single_frame);
+    if near.checked.is_empty() {
+        return Ok(alone);
     }
-    let schema = usage_events_schema();
-    // Ids present more than once in a shared partition: a hash aggregate, cheap
-    // when (as nearly always) there are none.
-    let key = ["tenant_id", "day", "event_id"];
-    let shared_frame = ctx
-        .read_table(usage_table(store, shared))
-        .map_err(QueryError::engine)?;
-    let repeated_key: Vec<String> = key
-        .iter()
-        .map(|c| format!("{REPEATED_PREFIX}{c}"))
-        .collect();
-    let repeated_key: Vec<&str> = repeated_key.iter().map(String::as_str).collect();
-    let repeated = shared_frame
-        .clone()
-        .aggregate(
-            key.iter().map(|c| col(*c)).collect(),
-            vec![count(lit(1)).alias(COPY_COLUMN)],
-        )
-        .and_then(|f| f.filter(col(COPY_COLUMN).gt(lit(1i64))))
-        .and_then(|f| {
-            f.select(
-                key.iter()
-                    .zip(&repeated_key)
-                    .map(|(c, alias)| col(*c).alias(*alias))
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .map_err(QueryError::engine)?;
-    let once = shared_frame
-        .clone()
-        .join(
-            repeated.clone(),
-            JoinType::LeftAnti,
-            &key,
-            &repeated_key,
-            None,
-        )
-        .map_err(QueryError::engine)?;
-    let copy_number = row_number()
-        .partition_by(key.iter().map(|c| col(*c)).collect())
-        .order_by(vec![
-            col("ingested_at").sort(true, false),
-            col("source").sort(true, false),
-        ])
-        .build()
-        .map_err(QueryError::engine)?
-        .alias(COPY_COLUMN);
-    let first_copies = shared_frame
-        .join(repeated, JoinType::LeftSemi, &key, &repeated_key, None)
-        .and_then(|frame| frame.window(vec![copy_number]))
-        .and_then(|frame| frame.filter(col(COPY_COLUMN).eq(lit(1u64))))
-        .and_then(|frame| select_schema(frame, &schema))
-        .and_then(|frame| once.union(frame))
-        .map_err(QueryError::engine)?;
-    single_frame.union(first_copies).map_err(QueryError::engine)
+    let counted = checked_rows(ctx, store, &near, window, Outcome::Counted)?;
+    alone.union(counted).map_err(QueryError::engine)
 }

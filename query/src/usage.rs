@@ -61,10 +61,17 @@ fn day_lit(day: NaiveDate) -> Expr {
     lit(ScalarValue::Date32(Some(days_since_epoch(day))))
 }
 
+/// The first and last UTC day of `[from, to)`.
+fn day_span(from: i64, to: i64) -> (NaiveDate, NaiveDate) {
+    (
+        day_of_micros(from).unwrap_or(NaiveDate::MIN),
+        day_of_micros(to.saturating_sub(1)).unwrap_or(NaiveDate::MAX),
+    )
+}
+
 /// `from ≤ ts < to`, plus the matching `day` bounds for partition pruning.
 fn time_range(from: i64, to: i64) -> Expr {
-    let first_day = day_of_micros(from).unwrap_or(NaiveDate::MIN);
-    let last_day = day_of_micros(to.saturating_sub(1)).unwrap_or(NaiveDate::MAX);
+    let (first_day, last_day) = day_span(from, to);
     col("day")
         .gt_eq(day_lit(first_day))
         .and(col("day").lt_eq(day_lit(last_day)))
@@ -137,8 +144,13 @@ async fn split_usage(
         .map(|(tenant, day)| (tenant.as_str(), *day))
         .collect();
     let is_served = |tenant: &str, day: NaiveDate| served_keys.contains(&(tenant, day));
+    // Partitions outside the range are not read (only looked up as neighbours).
+    let (first_day, last_day) = day_span(from, to);
+    let in_range = |tenant: &str, day: NaiveDate| {
+        day >= first_day && day <= last_day && filter.tenant.as_ref().is_none_or(|t| t == tenant)
+    };
     let mut raw = session
-        .usage_events_where(|tenant, day| !is_served(tenant, day))?
+        .usage_events_where(|tenant, day| in_range(tenant, day) && !is_served(tenant, day))?
         .filter(with_filters(time_range(from, to)))
         .map_err(QueryError::engine)?;
     // The edges of the served partitions, outside the inner span.
