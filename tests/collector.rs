@@ -441,8 +441,12 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
     let config = Config::default();
     // Two collectors that have not seen each other's commits both write the same
     // producer retry (same tenant and event id, two Kafka messages).
-    let mut first = LakeWriter::for_collector(&lake).await.unwrap();
-    let mut second = LakeWriter::for_collector(&lake).await.unwrap();
+    let mut first = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+        .await
+        .unwrap();
+    let mut second = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+        .await
+        .unwrap();
     let event = |i: usize| {
         format!(
             r#"{{"event_id":"d{i}","tenant_id":"acme","ts":"2026-03-01T0{}:00:00Z","metric":"compute_seconds","value":{i}}}"#,
@@ -644,8 +648,12 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
         }
         assembler.take().unwrap()
     };
-    let mut owner = LakeWriter::for_collector(&lake).await.unwrap();
-    let mut zombie = LakeWriter::for_collector(&lake).await.unwrap();
+    let mut owner = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+        .await
+        .unwrap();
+    let mut zombie = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+        .await
+        .unwrap();
     let commit = |expected: Option<i64>, last: i64| OffsetCommit {
         expected: vec![(app_id.clone(), expected)],
         txns: vec![Transaction::new(app_id.clone(), last)],
@@ -669,7 +677,9 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
     );
     // Another collector commits for another partition meanwhile: no conflict.
     let other_id = kafka_app_id("g", "usage", 1);
-    let mut other = LakeWriter::for_collector(&lake).await.unwrap();
+    let mut other = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+        .await
+        .unwrap();
     other
         .append_with_offsets(
             batch(1000..1010),

@@ -86,7 +86,9 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
         received += 1;
     }
 
-    let mut writer = LakeWriter::for_collector(&lake).await.unwrap();
+    let mut writer = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+        .await
+        .unwrap();
     let outcome = writer.append(assembler.take().unwrap()).await.unwrap();
     assert_eq!(outcome.written, GOOD_EVENTS as u64);
     assert_eq!(outcome.duplicates, 1);

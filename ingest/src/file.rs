@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use allot_query::dedup::DedupWindow;
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -73,7 +74,11 @@ pub async fn ingest_file(
     let name = options.input.name();
     let (reader, len) = open_input(&options.input)?;
     let progress = progress_bar(options.progress, len);
-    let mut writer = LakeWriter::for_backfill(&options.lake).await?;
+    let mut writer = LakeWriter::for_backfill(
+        &options.lake,
+        DedupWindow::new(options.config.ingest.dedup_window.0),
+    )
+    .await?;
 
     let (sender, mut receiver) = mpsc::channel::<DecodedBatch>(1);
     let assembler =

@@ -97,7 +97,11 @@ pub async fn run_collector(
     options: KafkaIngestOptions,
     cancel: CancellationToken,
 ) -> Result<IngestSummary, IngestError> {
-    let writer = LakeWriter::for_collector(&options.lake).await?;
+    let writer = LakeWriter::for_collector(
+        &options.lake,
+        DedupWindow::new(options.config.ingest.dedup_window.0),
+    )
+    .await?;
     let ingest = &options.config.ingest;
     let compaction = BackgroundCompaction {
         interval: ingest.compaction_interval.0,

@@ -1,18 +1,20 @@
 //! Writing decoded batches to the lake, one Delta commit per table per flush.
 //!
-//! [`LakeWriter::append`] removes events whose `(tenant_id, event_id)` it already
-//! knows, writes the rest as Parquet files under
-//! `tenant_id=<id>/day=<YYYY-MM-DD>/`, and commits them in one Delta commit. The
-//! rejected rows are committed first, so a rejected event is recorded before any
-//! offset that covers it. Commits go through [`LogAppender`]s, which never load
-//! the tables' file lists.
+//! [`LakeWriter::append`] removes events whose `(tenant_id, event_id)` the
+//! tenant already has within the dedup window (`allot_query::dedup`), writes the
+//! rest as Parquet files under `tenant_id=<id>/day=<YYYY-MM-DD>/`, and commits
+//! them in one Delta commit. The rejected rows are committed first, so a rejected
+//! event is recorded before any offset that covers it. Commits go through
+//! [`LogAppender`]s, which never load the tables' file lists.
 //!
 //! How far the duplicate check looks depends on the source (see [`Dedup`]): a
-//! file backfill checks each tenant-day it writes against the partition's files,
-//! so a rerun adds nothing; a collector checks against the ids it wrote recently,
-//! so its memory does not grow with the table. Both keep the ids in a bounded
-//! cache of recently touched partitions. What slips through is removed by
-//! compaction, and the query engine counts every event once regardless.
+//! file backfill checks each event against the tenant's copies in the lake on
+//! the days within the window (their `event_id` and `ts` columns, read from the
+//! partitions' files one tenant at a time), so a rerun adds nothing; a collector
+//! checks against the ids it wrote recently, so its memory does not grow with
+//! the table. Both keep the ids in a bounded cache of recently touched tenants.
+//! What slips through is removed by compaction, and the query engine counts
+//! every event once regardless.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -20,7 +22,7 @@ use allot_query::lake::date_of_epoch_days;
 use allot_schemas::lake::{LakeLocation, LakeTable, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
-use arrow::array::{AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::Date32Type;
 use delta_kernel::expressions::Scalar;
@@ -32,6 +34,10 @@ use indexmap::IndexMap;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use allot_query::dedup::DedupWindow;
+use allot_query::rollup::DAY_MICROS;
+use arrow::datatypes::TimestampMicrosecondType;
+
 use crate::append::LogAppender;
 use crate::assemble::DecodedBatch;
 use crate::error::IngestError;
@@ -41,8 +47,8 @@ use crate::telemetry::FlushCounts;
 /// A tenant-day partition of `usage_events`: tenant id and days since the epoch.
 pub type PartitionKey = (String, i32);
 
-/// Most event ids a backfill keeps in its duplicate cache before old partitions
-/// are dropped.
+/// Most event ids a backfill keeps in its duplicate cache before the least
+/// recently touched tenants are dropped.
 const BACKFILL_CACHED_KEYS: usize = 2_000_000;
 
 /// Most event ids a collector keeps: its duplicate check covers about this many
@@ -112,21 +118,35 @@ enum Dedup {
     Recent { known: KnownEventIds },
 }
 
+impl Dedup {
+    fn known(&mut self) -> &mut KnownEventIds {
+        match self {
+            Dedup::Table { known, .. } | Dedup::Recent { known } => known,
+        }
+    }
+}
+
 impl LakeWriter {
     /// A writer for a file backfill; see [`Dedup::Table`].
-    pub async fn for_backfill(location: &LakeLocation) -> Result<Self, IngestError> {
+    pub async fn for_backfill(
+        location: &LakeLocation,
+        window: DedupWindow,
+    ) -> Result<Self, IngestError> {
         let dedup = Dedup::Table {
             tables: LakeTables::open_or_create(location).await?,
-            known: KnownEventIds::new(BACKFILL_CACHED_KEYS),
+            known: KnownEventIds::new(BACKFILL_CACHED_KEYS, window),
             rejected_sources: None,
         };
         Self::open(location, dedup).await
     }
 
     /// A writer for a Kafka collector; see [`Dedup::Recent`].
-    pub async fn for_collector(location: &LakeLocation) -> Result<Self, IngestError> {
+    pub async fn for_collector(
+        location: &LakeLocation,
+        window: DedupWindow,
+    ) -> Result<Self, IngestError> {
         let dedup = Dedup::Recent {
-            known: KnownEventIds::new(COLLECTOR_CACHED_KEYS),
+            known: KnownEventIds::new(COLLECTOR_CACHED_KEYS, window),
         };
         Self::open(location, dedup).await
     }
@@ -217,7 +237,11 @@ impl LakeWriter {
         Ok(outcome)
     }
 
-    /// Keeps the rows of `usage` whose `(tenant_id, event_id)` is new.
+    /// Keeps the rows of `usage` whose `(tenant_id, event_id)` has no copy within
+    /// the dedup window, in the lake (as far as this writer looks) or earlier in
+    /// the batch. Tenants are checked one after the other, and the cache is
+    /// trimmed after each, so a backfill holds one tenant's window of ids beyond
+    /// the cache's cap.
     async fn new_events(
         &mut self,
         usage: RecordBatch,
@@ -227,64 +251,82 @@ impl LakeWriter {
             .expect("schema")
             .as_string::<i32>()
             .clone();
+        let times = usage
+            .column_by_name("ts")
+            .expect("schema")
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone();
         let (tenants, days) = partition_columns(&usage);
         let (tenants, days) = (tenants.clone(), days.clone());
 
-        // Index the batch's partitions once (borrowing the ids from the arrays),
-        // then check each partition's rows against its set of known event ids.
-        let mut index: HashMap<(&str, i32), usize, ahash::RandomState> = HashMap::default();
-        let mut rows_by_partition: Vec<Vec<usize>> = Vec::new();
+        // The batch's rows per tenant, in batch order, and each tenant's days.
+        let mut index: HashMap<&str, usize, ahash::RandomState> = HashMap::default();
+        let mut by_tenant: Vec<(String, Vec<usize>, i32, i32)> = Vec::new();
         for row in 0..usage.num_rows() {
-            let slot = *index
-                .entry((tenants.value(row), days.value(row)))
-                .or_insert_with(|| {
-                    rows_by_partition.push(Vec::new());
-                    rows_by_partition.len() - 1
-                });
-            rows_by_partition[slot].push(row);
+            let day = days.value(row);
+            let slot = *index.entry(tenants.value(row)).or_insert_with(|| {
+                by_tenant.push((tenants.value(row).to_string(), Vec::new(), day, day));
+                by_tenant.len() - 1
+            });
+            let entry = &mut by_tenant[slot];
+            entry.1.push(row);
+            entry.2 = entry.2.min(day);
+            entry.3 = entry.3.max(day);
         }
-        let mut partitions: Vec<(PartitionKey, usize)> = index
-            .into_iter()
-            .map(|((tenant, day), slot)| ((tenant.to_string(), day), slot))
-            .collect();
-        partitions.sort();
-        let (known, tables) = match &mut self.dedup {
-            Dedup::Table { tables, known, .. } => (known, Some(tables)),
-            Dedup::Recent { known } => (known, None),
-        };
-        let missing: Vec<PartitionKey> = partitions
-            .iter()
-            .map(|(key, _)| key)
-            .filter(|key| !known.contains_partition(key))
-            .cloned()
-            .collect();
-        match tables {
-            Some(tables) => load_partitions(tables, known, &missing).await?,
-            None => {
-                for key in missing {
-                    known.load_partition(key, EventIdSet::default());
-                }
+        by_tenant.sort_by(|a, b| a.0.cmp(&b.0));
+        let reach = i32::try_from(self.dedup.known().window.reach_days()).unwrap_or(i32::MAX);
+        let wanted = |lo: i32, hi: i32| lo.saturating_sub(reach)..=hi.saturating_add(reach);
+        let files = match &mut self.dedup {
+            Dedup::Table { tables, known, .. } => {
+                let missing: Vec<PartitionKey> = by_tenant
+                    .iter()
+                    .flat_map(|(tenant, _, lo, hi)| {
+                        wanted(*lo, *hi).map(move |day| (tenant.clone(), day))
+                    })
+                    .filter(|key| !known.has_day(key))
+                    .collect();
+                Some(partition_files(tables, &missing).await?)
             }
-        }
+            Dedup::Recent { .. } => None,
+        };
 
         let mut stats = PartitionStats::default();
         let mut keep = vec![true; usage.num_rows()];
-        for (key, slot) in partitions {
-            let mut known = known.partition_mut(&key);
-            let mut wrote_any = false;
-            for &row in &rows_by_partition[slot] {
-                if known.insert(event_ids.value(row)) {
-                    wrote_any = true;
+        for (tenant, rows, lo, hi) in by_tenant {
+            let mut loaded = Vec::new();
+            for day in wanted(lo, hi) {
+                let key = (tenant.clone(), day);
+                if self.dedup.known().has_day(&key) {
+                    continue;
+                }
+                let mut copies = Vec::new();
+                if let Some((store, files)) = &files {
+                    for path in files.get(&key).into_iter().flatten() {
+                        read_ids_and_times(store.clone(), path, |id, ts| {
+                            copies.push((Box::from(id), ts));
+                        })
+                        .await?;
+                    }
+                }
+                loaded.push((day, copies));
+            }
+            let known = self.dedup.known();
+            let mut ids = known.tenant_mut(&tenant);
+            for (day, copies) in loaded {
+                ids.load_day(day, copies);
+            }
+            ids.keep_days(wanted(lo, hi));
+            for row in rows {
+                if ids.insert(event_ids.value(row), times.value(row)) {
+                    stats.touched.insert((tenant.clone(), days.value(row)));
                 } else {
                     keep[row] = false;
                     stats.duplicates += 1;
                 }
             }
-            if wrote_any {
-                stats.touched.insert(key);
-            }
+            known.evict();
         }
-        known.evict();
+        self.dedup.known().end_batch();
         if stats.duplicates == 0 {
             return Ok((usage, stats));
         }
@@ -343,19 +385,23 @@ impl LakeWriter {
     }
 }
 
-/// Reads the event ids of partitions not in `known` from their files in the
-/// table (brought up to date first).
-async fn load_partitions(
+/// The table's files of `partitions` (brought up to date first), and its store.
+async fn partition_files(
     tables: &mut LakeTables,
-    known: &mut KnownEventIds,
     partitions: &[PartitionKey],
-) -> Result<(), IngestError> {
+) -> Result<
+    (
+        deltalake::logstore::ObjectStoreRef,
+        HashMap<PartitionKey, Vec<deltalake::Path>>,
+    ),
+    IngestError,
+> {
     let name = LakeTable::UsageEvents.dir_name();
-    let wanted: HashSet<String> = partitions
+    let wanted: HashMap<String, &PartitionKey> = partitions
         .iter()
-        .map(|(tenant, day)| partition_dir(tenant, *day))
+        .map(|key| (partition_dir(&key.0, key.1), key))
         .collect();
-    let mut files_by_dir: HashMap<String, Vec<deltalake::Path>> = HashMap::new();
+    let mut files: HashMap<PartitionKey, Vec<deltalake::Path>> = HashMap::new();
     if !wanted.is_empty() {
         tables
             .usage
@@ -365,33 +411,15 @@ async fn load_partitions(
         let snapshot = tables.usage.snapshot().map_err(IngestError::lake(name))?;
         for file in snapshot.log_data().iter() {
             let path = file.object_store_path();
-            let text = path.as_ref();
-            let Some((dir, _)) = text.rsplit_once('/') else {
+            let Some((dir, _)) = path.as_ref().rsplit_once('/') else {
                 continue;
             };
-            if wanted.contains(dir) {
-                files_by_dir
-                    .entry(dir.to_string())
-                    .or_default()
-                    .push(path.clone());
+            if let Some(key) = wanted.get(dir) {
+                files.entry((*key).clone()).or_default().push(path.clone());
             }
         }
     }
-    let store = tables.usage.log_store().object_store(None);
-    for (tenant, day) in partitions {
-        let mut ids = EventIdSet::default();
-        for path in files_by_dir
-            .remove(&partition_dir(tenant, *day))
-            .unwrap_or_default()
-        {
-            read_string_column(store.clone(), &path, "event_id", |id| {
-                ids.insert(Box::from(id));
-            })
-            .await?;
-        }
-        known.load_partition((tenant.clone(), *day), ids);
-    }
-    Ok(())
+    Ok((tables.usage.log_store().object_store(None), files))
 }
 
 /// Counts gathered while deduplicating one batch.
@@ -603,6 +631,54 @@ fn rejections_by_tenant(batch: &RecordBatch) -> BTreeMap<(String, ReasonCode), u
     counts
 }
 
+/// Reads the `event_id` and `ts` columns of a `usage_events` file into `sink`.
+async fn read_ids_and_times(
+    store: deltalake::logstore::ObjectStoreRef,
+    path: &deltalake::Path,
+    mut sink: impl FnMut(&str, i64),
+) -> Result<(), IngestError> {
+    let file_error = |source| IngestError::LakeFile {
+        path: path.to_string(),
+        source,
+    };
+    let object_error = |e: deltalake::ObjectStoreError| {
+        file_error(parquet::errors::ParquetError::External(Box::new(e)))
+    };
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(object_error)?
+        .bytes()
+        .await
+        .map_err(object_error)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(file_error)?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["event_id", "ts"]);
+    for batch in builder.with_projection(mask).build().map_err(file_error)? {
+        let batch = batch?;
+        let ids = arrow::compute::cast(
+            batch.column_by_name("event_id").ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!("{path} has no event_id"))
+            })?,
+            &arrow::datatypes::DataType::Utf8,
+        )?;
+        let times = arrow::compute::cast(
+            batch.column_by_name("ts").ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!("{path} has no ts"))
+            })?,
+            &arrow::datatypes::DataType::Int64,
+        )?;
+        let times = times.as_primitive::<arrow::datatypes::Int64Type>();
+        for (row, id) in ids.as_string::<i32>().iter().enumerate() {
+            if let Some(id) = id
+                && times.is_valid(row)
+            {
+                sink(id, times.value(row));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads one string column of a Parquet file of the lake into `sink`.
 pub(crate) async fn read_string_column(
     store: deltalake::logstore::ObjectStoreRef,
@@ -638,95 +714,176 @@ pub(crate) async fn read_string_column(
     Ok(())
 }
 
-/// Event ids of one partition.
-type EventIdSet = HashSet<Box<str>, ahash::RandomState>;
+/// The `ts` of the copies of one event id a tenant has on the loaded days: one
+/// nearly always, so it is kept inline.
+enum Copies {
+    One(i64),
+    Many(Vec<i64>),
+}
 
-/// Event ids known to be in the lake, for recently touched partitions.
+impl Copies {
+    fn times(&self) -> &[i64] {
+        match self {
+            Copies::One(ts) => std::slice::from_ref(ts),
+            Copies::Many(times) => times,
+        }
+    }
+
+    fn push(&mut self, ts: i64) {
+        match self {
+            Copies::One(first) => *self = Copies::Many(vec![*first, ts]),
+            Copies::Many(times) => times.push(ts),
+        }
+    }
+}
+
+/// The copies a tenant has on the days loaded (or written lately).
+#[derive(Default)]
+struct TenantIds {
+    touched: u64,
+    /// Days whose copies are all known.
+    days: BTreeSet<i32>,
+    ids: HashMap<Box<str>, Copies, ahash::RandomState>,
+    copies: usize,
+}
+
+/// Event ids known to be in the lake, for recently touched tenants.
 struct KnownEventIds {
-    partitions: HashMap<PartitionKey, KnownPartition>,
+    tenants: HashMap<String, TenantIds>,
+    window: DedupWindow,
     max_keys: usize,
     tick: u64,
 }
 
-/// The known event ids of one partition and when it was last touched.
-struct KnownPartition {
-    touched: u64,
-    ids: EventIdSet,
-}
-
 impl KnownEventIds {
-    fn new(max_keys: usize) -> Self {
+    fn new(max_keys: usize, window: DedupWindow) -> Self {
         KnownEventIds {
-            partitions: HashMap::new(),
+            tenants: HashMap::new(),
+            window,
             max_keys,
             tick: 0,
         }
     }
 
-    fn contains_partition(&self, key: &PartitionKey) -> bool {
-        self.partitions.contains_key(key)
+    /// Whether every copy of the tenant-day is known.
+    fn has_day(&self, (tenant, day): &PartitionKey) -> bool {
+        self.tenants
+            .get(tenant)
+            .is_some_and(|t| t.days.contains(day))
     }
 
-    fn load_partition(&mut self, key: PartitionKey, ids: EventIdSet) {
-        self.partitions.insert(
-            key,
-            KnownPartition {
-                touched: self.tick,
-                ids,
-            },
-        );
-    }
-
-    /// The ids of a loaded partition, marked as touched by the current batch.
-    fn partition_mut(&mut self, key: &PartitionKey) -> KnownIds<'_> {
-        let partition = self
-            .partitions
-            .get_mut(key)
-            .expect("partitions are loaded before their events are checked");
-        partition.touched = self.tick;
-        KnownIds(&mut partition.ids)
+    /// The known copies of a tenant, marked as touched by the current batch.
+    fn tenant_mut(&mut self, tenant: &str) -> KnownIds<'_> {
+        let tick = self.tick;
+        let ids = self.tenants.entry(tenant.to_string()).or_default();
+        ids.touched = tick;
+        KnownIds {
+            ids,
+            window: self.window,
+        }
     }
 
     fn keys(&self) -> usize {
-        self.partitions.values().map(|p| p.ids.len()).sum()
+        self.tenants.values().map(|t| t.copies).sum()
     }
 
-    /// Ends a batch: over the cap, drops the least recently touched partitions
-    /// (never those of the batch just checked) until half the cap is free.
+    /// Over the cap, drops the least recently touched tenants (never those of
+    /// the batch being checked) until half the cap is free.
     fn evict(&mut self) {
         let current = self.tick;
-        self.tick += 1;
         let mut keys = self.keys();
         if keys <= self.max_keys {
             return;
         }
-        let mut by_age: Vec<(u64, PartitionKey, usize)> = self
-            .partitions
+        let mut by_age: Vec<(u64, String, usize)> = self
+            .tenants
             .iter()
-            .filter(|(_, p)| p.touched < current)
-            .map(|(key, p)| (p.touched, key.clone(), p.ids.len()))
+            .filter(|(_, t)| t.touched < current)
+            .map(|(tenant, t)| (t.touched, tenant.clone(), t.copies))
             .collect();
         by_age.sort();
-        for (_, key, len) in by_age {
+        for (_, tenant, len) in by_age {
             if keys <= self.max_keys / 2 {
                 break;
             }
-            self.partitions.remove(&key);
+            self.tenants.remove(&tenant);
             keys -= len;
         }
     }
+
+    /// Ends a batch: its tenants become evictable.
+    fn end_batch(&mut self) {
+        self.tick += 1;
+        self.evict();
+    }
 }
 
-/// The known ids of one partition, borrowed for checking a batch.
-struct KnownIds<'a>(&'a mut EventIdSet);
+/// The known copies of one tenant, borrowed for checking a batch.
+struct KnownIds<'a> {
+    ids: &'a mut TenantIds,
+    window: DedupWindow,
+}
 
 impl KnownIds<'_> {
-    /// Records `event_id`; false when it was already known.
-    fn insert(&mut self, event_id: &str) -> bool {
-        if self.0.contains(event_id) {
+    /// Adds the copies of a day read from the lake.
+    fn load_day(&mut self, day: i32, copies: Vec<(Box<str>, i64)>) {
+        self.ids.days.insert(day);
+        for (id, ts) in copies {
+            self.add(id, ts);
+        }
+    }
+
+    fn add(&mut self, id: Box<str>, ts: i64) {
+        self.ids.copies += 1;
+        match self.ids.ids.get_mut(&id) {
+            Some(copies) => copies.push(ts),
+            None => {
+                self.ids.ids.insert(id, Copies::One(ts));
+            }
+        }
+    }
+
+    /// Forgets the copies on days outside `days` once the tenant holds many, so a
+    /// long backfill of one tenant does not accumulate its whole history.
+    fn keep_days(&mut self, days: std::ops::RangeInclusive<i32>) {
+        if self.ids.days.iter().all(|d| days.contains(d)) {
+            return;
+        }
+        let day_of = |ts: i64| i32::try_from(ts.div_euclid(DAY_MICROS)).unwrap_or(i32::MAX);
+        self.ids.days.retain(|d| days.contains(d));
+        let mut left = 0;
+        self.ids.ids.retain(|_, copies| {
+            let kept: Vec<i64> = copies
+                .times()
+                .iter()
+                .copied()
+                .filter(|ts| days.contains(&day_of(*ts)))
+                .collect();
+            left += kept.len();
+            match kept.as_slice() {
+                [] => false,
+                [one] => {
+                    *copies = Copies::One(*one);
+                    true
+                }
+                _ => {
+                    *copies = Copies::Many(kept);
+                    true
+                }
+            }
+        });
+        self.ids.copies = left;
+    }
+
+    /// Records a copy of `event_id` at `ts`; false when the tenant already has a
+    /// copy within the window.
+    fn insert(&mut self, event_id: &str, ts: i64) -> bool {
+        if let Some(copies) = self.ids.ids.get(event_id)
+            && copies.times().iter().any(|t| self.window.within(*t, ts))
+        {
             return false;
         }
-        self.0.insert(Box::from(event_id));
+        self.add(Box::from(event_id), ts);
         true
     }
 }
@@ -745,21 +902,40 @@ mod tests {
     }
 
     #[test]
-    fn cache_evicts_old_partitions_and_remembers_new_ids() {
-        let mut known = KnownEventIds::new(4);
-        let a = ("a".to_string(), 1);
-        let b = ("b".to_string(), 1);
-        known.load_partition(a.clone(), EventIdSet::default());
-        assert!(known.partition_mut(&a).insert("1"));
-        assert!(!known.partition_mut(&a).insert("1"));
-        assert!(known.partition_mut(&a).insert("2"));
-        known.evict();
-        known.load_partition(b.clone(), EventIdSet::default());
-        for id in ["1", "2", "3"] {
-            assert!(known.partition_mut(&b).insert(id));
+    fn cache_checks_the_window_and_evicts_old_tenants() {
+        const DAY: i64 = DAY_MICROS;
+        let mut known = KnownEventIds::new(4, DedupWindow::default());
+        {
+            let mut a = known.tenant_mut("a");
+            a.load_day(10, vec![(Box::from("x"), 10 * DAY)]);
+            // 34 days later: the same event; 35 days later: another one.
+            assert!(!a.insert("x", 44 * DAY));
+            assert!(a.insert("x", 45 * DAY));
+            assert!(!a.insert("x", 45 * DAY + 5));
+            assert!(a.insert("y", 45 * DAY));
         }
-        known.evict();
-        assert!(!known.contains_partition(&a));
-        assert!(known.contains_partition(&b));
+        known.end_batch();
+        assert!(known.has_day(&("a".to_string(), 10)));
+        {
+            let mut b = known.tenant_mut("b");
+            for (i, id) in ["1", "2", "3"].into_iter().enumerate() {
+                assert!(b.insert(id, i as i64));
+            }
+        }
+        known.end_batch();
+        assert!(!known.has_day(&("a".to_string(), 10)));
+        assert!(known.tenants.contains_key("b"));
+    }
+
+    #[test]
+    fn days_outside_the_range_are_forgotten() {
+        let mut known = KnownEventIds::new(100, DedupWindow::default());
+        let mut a = known.tenant_mut("a");
+        a.load_day(1, vec![(Box::from("x"), DAY_MICROS)]);
+        a.load_day(50, vec![(Box::from("x"), 50 * DAY_MICROS)]);
+        a.keep_days(40..=60);
+        assert_eq!(a.ids.copies, 1);
+        assert!(a.insert("x", 10 * DAY_MICROS));
+        assert!(!a.insert("x", 49 * DAY_MICROS));
     }
 }
