@@ -1555,3 +1555,84 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothi
     assert_eq!(payloads, expected);
     assert_plain_log(&log);
 }
+
+/// Runs an `allot` report against `lake` with `config` and returns its stdout.
+fn report(lake: &Path, config: &Path, args: &[&str]) -> String {
+    let output = Command::new(allot_bin())
+        .args(args)
+        .arg("--lake")
+        .arg(lake)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run allot");
+    assert!(
+        output.status.success(),
+        "allot {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_on_two_days_written_by_two_collectors_count_once() {
+    let _serial = common::serial().await;
+    let topic = common::fresh_topic("dedupwindow", 2).await;
+    let group = format!("{topic}-collectors");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = lake_dir.path().join("lake");
+    let config = lake_dir.path().join("allot.toml");
+    std::fs::write(
+        &config,
+        "currency = \"USD\"\n\n[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.0400\"\n",
+    )
+    .unwrap();
+    let brokers = common::kafka_bootstrap();
+    // No background compaction: the copies must reach the lake side by side.
+    let env = [("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\"")];
+    let first = start_collector(&brokers, &topic, &group, &lake, &env);
+    let second = start_collector(&brokers, &topic, &group, &lake, &env);
+    // Let the group give one partition to each.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // A producer that stamps `ts` when it sends retried across midnight, and the
+    // retry went to the other partition: each collector writes one copy.
+    let copy = |day: u32| {
+        format!(
+            r#"{{"event_id":"dup-1","tenant_id":"acme","ts":"2026-10-{day:02}T10:00:00Z","metric":"compute_seconds","value":3600}}"#
+        )
+    };
+    produce_to_partitions(&topic, &[(0, copy(5)), (1, copy(6))]).await;
+    wait_for_zero_lag(&topic, &group, 2, &lake, Duration::from_secs(120)).await;
+    stop_gracefully(first);
+    stop_gracefully(second);
+    let rows = common::read_lake_table(&lake, "usage_events").await;
+    assert_eq!(rows.len(), 2, "each collector wrote its copy");
+
+    let invoice = [
+        "tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount",
+        "acme,2026-10,compute_seconds,vCPU-hour,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,,,1.000000000000,0.0400,0.04",
+        "acme,2026-10,subtotal,,,,,,,,0.04",
+        "acme,2026-10,discount,,,,,,,,0.00",
+        "acme,2026-10,total,,,,,,,,0.04",
+        "",
+    ]
+    .join("\n");
+    let count = "SELECT count(*) AS n, sum(value) AS s FROM usage_events";
+    let counted = "n,s\n1,3600.000000000\n";
+    for stage in ["before compaction", "after compaction"] {
+        assert_eq!(
+            report(&lake, &config, &["invoice", "--month", "2026-10"]),
+            invoice,
+            "{stage}"
+        );
+        assert_eq!(report(&lake, &config, &["sql", count]), counted, "{stage}");
+        assert_eq!(
+            report(&lake, &config, &["sql", "--tenant", "acme", count]),
+            counted,
+            "{stage}"
+        );
+        report(&lake, &config, &["compact"]);
+    }
+    let rows = common::read_lake_table(&lake, "usage_events").await;
+    assert_eq!(rows.len(), 1, "compaction removed the second copy");
+}
