@@ -95,12 +95,11 @@ pub struct Neighbourhoods {
 }
 
 /// A partition of the scope: its files (a range of the sorted file list) and the
-/// bounds of their `ingested_at`.
+/// latest `ingested_at` of their rows.
 struct Partition<'a> {
     tenant: &'a str,
     day: NaiveDate,
-    files: &'a [LakeFile],
-    first_ingested: i64,
+    files: std::ops::Range<usize>,
     last_ingested: i64,
 }
 
@@ -120,6 +119,7 @@ impl Neighbourhoods {
                 continue;
             }
             let group = &files[start..end];
+            let range = start..end;
             start = end;
             let Some(tenant) = group[0].tenant_id.as_deref() else {
                 continue;
@@ -127,50 +127,52 @@ impl Neighbourhoods {
             partitions.push(Partition {
                 tenant,
                 day: group[0].day,
-                files: group,
-                first_ingested: group.iter().map(|f| f.ingested.0).min().unwrap_or(i64::MIN),
+                files: range,
                 last_ingested: group.iter().map(|f| f.ingested.1).max().unwrap_or(i64::MAX),
             });
         }
         let reach = window.reach_days();
         let mut out = Neighbourhoods::default();
+        // Indices into `files` of the files to look up.
         let mut lookup: BTreeSet<usize> = BTreeSet::new();
         for (i, partition) in partitions.iter().enumerate() {
             if !target(partition.tenant, partition.day) {
                 continue;
             }
-            // Neighbours: same tenant, within reach, not ingested wholly after.
+            // Neighbours: same tenant, within reach; of their files, those not
+            // ingested wholly after this partition's rows.
             let near = |other: &Partition<'_>| {
                 other.tenant == partition.tenant
                     && (other.day - partition.day).num_days().abs() <= reach
             };
-            let mut earlier: Vec<usize> = Vec::new();
-            for j in (0..i).rev().take_while(|&j| near(&partitions[j])) {
-                earlier.push(j);
-            }
-            for j in (i + 1..partitions.len()).take_while(|&j| near(&partitions[j])) {
-                earlier.push(j);
-            }
-            earlier.retain(|&j| partitions[j].first_ingested <= partition.last_ingested);
-            if partition.files.len() == 1 && earlier.is_empty() {
-                out.alone.extend(partition.files.iter().cloned());
+            let mut others: Vec<usize> = (0..i)
+                .rev()
+                .take_while(|&j| near(&partitions[j]))
+                .chain((i + 1..partitions.len()).take_while(|&j| near(&partitions[j])))
+                .collect();
+            others.sort_unstable();
+            let earlier: Vec<usize> = others
+                .into_iter()
+                .flat_map(|j| partitions[j].files.clone())
+                .filter(|&f| files[f].ingested.0 <= partition.last_ingested)
+                .collect();
+            let own = &files[partition.files.clone()];
+            if own.len() == 1 && earlier.is_empty() {
+                out.alone.extend(own.iter().cloned());
                 continue;
             }
-            out.checked.extend(partition.files.iter().cloned());
-            earlier.sort_unstable();
-            let mut paths: Vec<String> = partition.files.iter().map(|f| f.path.clone()).collect();
-            lookup.insert(i);
-            for j in earlier {
-                lookup.insert(j);
-                paths.extend(partitions[j].files.iter().map(|f| f.path.clone()));
-            }
+            out.checked.extend(own.iter().cloned());
+            lookup.extend(partition.files.clone().chain(earlier.iter().copied()));
+            let paths: Vec<String> = partition
+                .files
+                .clone()
+                .chain(earlier)
+                .map(|f| files[f].path.clone())
+                .collect();
             out.neighbours
                 .insert((partition.tenant.to_string(), partition.day), paths);
         }
-        out.lookup = lookup
-            .into_iter()
-            .flat_map(|j| partitions[j].files.iter().cloned())
-            .collect();
+        out.lookup = lookup.into_iter().map(|i| files[i].clone()).collect();
         out
     }
 }
