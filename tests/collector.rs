@@ -1587,11 +1587,11 @@ async fn copies_on_two_days_written_by_two_collectors_count_once() {
         "currency = \"USD\"\n\n[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.0400\"\n",
     )
     .unwrap();
-    let brokers = common::kafka_bootstrap();
+    let broker = common::Broker::plain();
     // No background compaction: the copies must reach the lake side by side.
     let env = [("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\"")];
-    let first = start_collector(&brokers, &topic, &group, &lake, &env);
-    let second = start_collector(&brokers, &topic, &group, &lake, &env);
+    let first = start_collector(&broker, &topic, &group, &lake, &env);
+    let second = start_collector(&broker, &topic, &group, &lake, &env);
     // Let the group give one partition to each.
     tokio::time::sleep(Duration::from_secs(6)).await;
     // A producer that stamps `ts` when it sends retried across midnight, and the
