@@ -277,15 +277,16 @@ impl LakeWriter {
         let reach = i32::try_from(self.dedup.known().window.reach_days()).unwrap_or(i32::MAX);
         let wanted = |lo: i32, hi: i32| lo.saturating_sub(reach)..=hi.saturating_add(reach);
         let files = match &mut self.dedup {
-            Dedup::Table { tables, known, .. } => {
-                let missing: Vec<PartitionKey> = by_tenant
+            Dedup::Table { tables, .. } => {
+                // Every day within reach: a day known now may be evicted before
+                // its tenant's turn.
+                let reachable: Vec<PartitionKey> = by_tenant
                     .iter()
                     .flat_map(|(tenant, _, lo, hi)| {
                         wanted(*lo, *hi).map(move |day| (tenant.clone(), day))
                     })
-                    .filter(|key| !known.has_day(key))
                     .collect();
-                Some(partition_files(tables, &missing).await?)
+                Some(partition_files(tables, &reachable).await?)
             }
             Dedup::Recent { .. } => None,
         };
@@ -293,22 +294,23 @@ impl LakeWriter {
         let mut stats = PartitionStats::default();
         let mut keep = vec![true; usage.num_rows()];
         for (tenant, rows, lo, hi) in by_tenant {
+            // A backfill reads the tenant's days within reach that it does not know.
             let mut loaded = Vec::new();
-            for day in wanted(lo, hi) {
-                let key = (tenant.clone(), day);
-                if self.dedup.known().has_day(&key) {
-                    continue;
-                }
-                let mut copies = Vec::new();
-                if let Some((store, files)) = &files {
+            if let Some((store, files)) = &files {
+                for day in wanted(lo, hi) {
+                    let key = (tenant.clone(), day);
+                    if self.dedup.known().has_day(&key) {
+                        continue;
+                    }
+                    let mut copies = Vec::new();
                     for path in files.get(&key).into_iter().flatten() {
                         read_ids_and_times(store.clone(), path, |id, ts| {
                             copies.push((Box::from(id), ts));
                         })
                         .await?;
                     }
+                    loaded.push((day, copies));
                 }
-                loaded.push((day, copies));
             }
             let known = self.dedup.known();
             let mut ids = known.tenant_mut(&tenant);
@@ -324,9 +326,8 @@ impl LakeWriter {
                     stats.duplicates += 1;
                 }
             }
-            known.evict();
+            known.advance();
         }
-        self.dedup.known().end_batch();
         if stats.duplicates == 0 {
             return Ok((usage, stats));
         }
@@ -750,6 +751,8 @@ struct TenantIds {
 /// Event ids known to be in the lake, for recently touched tenants.
 struct KnownEventIds {
     tenants: HashMap<String, TenantIds>,
+    /// Σ copies over the tenants.
+    total: usize,
     window: DedupWindow,
     max_keys: usize,
     tick: u64,
@@ -759,6 +762,7 @@ impl KnownEventIds {
     fn new(max_keys: usize, window: DedupWindow) -> Self {
         KnownEventIds {
             tenants: HashMap::new(),
+            total: 0,
             window,
             max_keys,
             tick: 0,
@@ -779,48 +783,38 @@ impl KnownEventIds {
         ids.touched = tick;
         KnownIds {
             ids,
+            total: &mut self.total,
             window: self.window,
         }
     }
 
-    fn keys(&self) -> usize {
-        self.tenants.values().map(|t| t.copies).sum()
-    }
-
-    /// Over the cap, drops the least recently touched tenants (never those of
-    /// the batch being checked) until half the cap is free.
-    fn evict(&mut self) {
-        let current = self.tick;
-        let mut keys = self.keys();
-        if keys <= self.max_keys {
+    /// Ends the check of one tenant: over the cap, drops the least recently
+    /// touched tenants until half the cap is free (the tenant just checked last).
+    fn advance(&mut self) {
+        self.tick += 1;
+        if self.total <= self.max_keys {
             return;
         }
         let mut by_age: Vec<(u64, String, usize)> = self
             .tenants
             .iter()
-            .filter(|(_, t)| t.touched < current)
             .map(|(tenant, t)| (t.touched, tenant.clone(), t.copies))
             .collect();
         by_age.sort();
         for (_, tenant, len) in by_age {
-            if keys <= self.max_keys / 2 {
+            if self.total <= self.max_keys / 2 {
                 break;
             }
             self.tenants.remove(&tenant);
-            keys -= len;
+            self.total -= len;
         }
-    }
-
-    /// Ends a batch: its tenants become evictable.
-    fn end_batch(&mut self) {
-        self.tick += 1;
-        self.evict();
     }
 }
 
 /// The known copies of one tenant, borrowed for checking a batch.
 struct KnownIds<'a> {
     ids: &'a mut TenantIds,
+    total: &'a mut usize,
     window: DedupWindow,
 }
 
@@ -835,6 +829,7 @@ impl KnownIds<'_> {
 
     fn add(&mut self, id: Box<str>, ts: i64) {
         self.ids.copies += 1;
+        *self.total += 1;
         match self.ids.ids.get_mut(&id) {
             Some(copies) => copies.push(ts),
             None => {
@@ -872,6 +867,7 @@ impl KnownIds<'_> {
                 }
             }
         });
+        *self.total = *self.total - self.ids.copies + left;
         self.ids.copies = left;
     }
 
@@ -914,7 +910,7 @@ mod tests {
             assert!(!a.insert("x", 45 * DAY + 5));
             assert!(a.insert("y", 45 * DAY));
         }
-        known.end_batch();
+        known.advance();
         assert!(known.has_day(&("a".to_string(), 10)));
         {
             let mut b = known.tenant_mut("b");
@@ -922,7 +918,7 @@ mod tests {
                 assert!(b.insert(id, i as i64));
             }
         }
-        known.end_batch();
+        known.advance();
         assert!(!known.has_day(&("a".to_string(), 10)));
         assert!(known.tenants.contains_key("b"));
     }
