@@ -8,7 +8,8 @@
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
-    rejected_events_schema, usage_events_schema, usage_hourly_schema,
+    allocations_schema, closings_schema, invoices_schema, rejected_events_schema,
+    usage_events_schema, usage_hourly_schema,
 };
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -77,6 +78,9 @@ pub(crate) async fn ensure_table(
         LakeTable::UsageEvents => (usage_events_schema(), &USAGE_PARTITION_COLUMNS),
         LakeTable::RejectedEvents => (rejected_events_schema(), &REJECTED_PARTITION_COLUMNS),
         LakeTable::UsageHourly => (usage_hourly_schema(), &HOURLY_PARTITION_COLUMNS),
+        LakeTable::Invoices => (invoices_schema(), &[]),
+        LakeTable::Allocations => (allocations_schema(), &[]),
+        LakeTable::Closings => (closings_schema(), &[]),
     };
     let columns: StructType = schema
         .as_ref()

@@ -21,6 +21,12 @@ pub enum LakeTable {
     /// Hourly rollups of `usage_events`, partitioned by `day`, maintained by
     /// compaction (see `usage_hourly_schema`).
     UsageHourly,
+    /// Final invoices of closed months, one row per CSV row (SPEC §7).
+    Invoices,
+    /// Frozen shared-cost allocations of closed months.
+    Allocations,
+    /// One row per closing of a month: the commit point of a close.
+    Closings,
 }
 
 impl LakeTable {
@@ -30,6 +36,9 @@ impl LakeTable {
             LakeTable::UsageEvents => "usage_events",
             LakeTable::RejectedEvents => "rejected_events",
             LakeTable::UsageHourly => "usage_hourly",
+            LakeTable::Invoices => "invoices",
+            LakeTable::Allocations => "allocations",
+            LakeTable::Closings => "closings",
         }
     }
 }
@@ -111,6 +120,9 @@ impl LakeLocation {
             LakeTable::UsageEvents,
             LakeTable::RejectedEvents,
             LakeTable::UsageHourly,
+            LakeTable::Invoices,
+            LakeTable::Allocations,
+            LakeTable::Closings,
         ] {
             let dir = root.join(table.dir_name());
             std::fs::create_dir_all(&dir).map_err(|source| LakeLocationError::CreateDir {
@@ -150,6 +162,18 @@ pub fn usage_partition_dir(tenant_id: &str, day: &str) -> Option<String> {
 /// ```
 pub fn kafka_app_id(group: &str, topic: &str, partition: i32) -> String {
     format!("{group}-{topic}-{partition}")
+}
+
+/// The Delta application id under which the closings of one month record their
+/// newest revision (`txn` action), so two concurrent closes cannot both commit
+/// the same revision.
+///
+/// ```
+/// use allot_schemas::lake::closing_app_id;
+/// assert_eq!(closing_app_id("2026-10"), "allot-close-2026-10");
+/// ```
+pub fn closing_app_id(month: &str) -> String {
+    format!("allot-close-{month}")
 }
 
 /// Where an event came from, stored in the `source` column.

@@ -118,3 +118,107 @@ pub fn usage_events_schema() -> SchemaRef {
 pub fn rejected_events_schema() -> SchemaRef {
     REJECTED_EVENTS.clone()
 }
+
+/// The columns of an invoice row as rendered in CSV (SPEC §4 line columns, then
+/// `kind` and `adjusts`, SPEC §7). The `invoices` table stores these as text, so
+/// a final invoice renders byte for byte as it was closed.
+pub const INVOICE_CSV_COLUMNS: [&str; 13] = [
+    "tenant_id",
+    "period",
+    "metric",
+    "unit",
+    "segment_start",
+    "segment_end",
+    "tier_from",
+    "tier_to",
+    "quantity",
+    "unit_price",
+    "amount",
+    "kind",
+    "adjusts",
+];
+
+/// The columns of an allocation row (SPEC §4).
+pub const ALLOCATION_CSV_COLUMNS: [&str; 6] = [
+    "period",
+    "pool",
+    "tenant_id",
+    "driver_quantity",
+    "share",
+    "amount",
+];
+
+/// Columns every row of `invoices` and `allocations` starts with: the closing it
+/// belongs to and the row's position.
+fn closing_keyed(columns: &[&str], extra: &[(&str, DataType)]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("close_id", DataType::Utf8, false),
+        Field::new("month", DataType::Utf8, false),
+        Field::new("revision", DataType::Int32, false),
+        Field::new("row", DataType::Int32, false),
+    ];
+    fields.extend(
+        extra
+            .iter()
+            .map(|(name, ty)| Field::new(*name, ty.clone(), false)),
+    );
+    fields.extend(
+        columns
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, false)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+static INVOICES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    closing_keyed(
+        &INVOICE_CSV_COLUMNS,
+        &[
+            ("currency", DataType::Utf8),
+            ("discount_percent", DataType::Utf8),
+        ],
+    )
+});
+
+static ALLOCATIONS: LazyLock<SchemaRef> =
+    LazyLock::new(|| closing_keyed(&ALLOCATION_CSV_COLUMNS, &[]));
+
+static CLOSINGS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("close_id", DataType::Utf8, false),
+        Field::new("month", DataType::Utf8, false),
+        Field::new("revision", DataType::Int32, false),
+        Field::new("closed_at", DataType::Utf8, false),
+        Field::new("who", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("usage_version", DataType::Int64, false),
+        Field::new("config_sha256", DataType::Utf8, false),
+        Field::new("config_text", DataType::Utf8, false),
+        Field::new("costs_text", DataType::Utf8, true),
+        Field::new("adjusts_revision", DataType::Int32, true),
+        Field::new("txn_offsets", DataType::Utf8, false),
+        Field::new("certificate", DataType::Utf8, false),
+    ]))
+});
+
+/// The schema of `invoices`: per closing, every CSV row of every tenant's final
+/// invoice (lines, adjustment lines and the summary rows) as text, in order,
+/// with the currency and discount percent of the tenant's invoice. Not
+/// partitioned: a closing is a few rows per tenant.
+pub fn invoices_schema() -> SchemaRef {
+    INVOICES.clone()
+}
+
+/// The schema of `allocations`: per closing given costs, every allocation row as
+/// text, in order.
+pub fn allocations_schema() -> SchemaRef {
+    ALLOCATIONS.clone()
+}
+
+/// The schema of `closings`: one row per closing of a month (revision 0, then
+/// one per restatement). Only rows whose `close_id` appears here count in
+/// `invoices` and `allocations`: the closings row is the commit point.
+/// `txn_offsets` and `certificate` are JSON text (see `allot_query::closing`).
+pub fn closings_schema() -> SchemaRef {
+    CLOSINGS.clone()
+}
