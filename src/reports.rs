@@ -1,4 +1,5 @@
 //! The report subcommands: `invoice`, `allocate`, `noisy`, `health` and `sql`.
+//! (`close`, `verify` and `margin` are in `close.rs`.)
 //!
 //! Each parses its flags into the query crate's types, runs the report on the
 //! lake's latest snapshot and prints CSV (default) or JSON on stdout.
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 
 use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
+use allot_query::closing::{self, InvoiceView};
 use allot_query::lake::LakeSnapshot;
 use allot_query::period::Period;
 use allot_query::render::{
@@ -18,6 +20,7 @@ use allot_query::sandbox::{SqlLimits, run_sql};
 use allot_query::session::Scope;
 use allot_schemas::config::HumanDuration;
 use allot_schemas::event::parse_timestamp_micros;
+use allot_schemas::lake::LakeLocation;
 use allot_schemas::tenant::is_valid_tenant_id;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
@@ -39,13 +42,13 @@ pub enum ReportFormat {
 pub struct LakeArgs {
     /// The lake: a directory or an object-store URL (default: `lake` from the config).
     #[arg(long, value_name = "DIR|URL")]
-    lake: Option<String>,
+    pub(crate) lake: Option<String>,
     /// The configuration file (allot.toml).
     #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
-    format: ReportFormat,
+    pub(crate) format: ReportFormat,
 }
 
 /// `allot invoice`.
@@ -57,6 +60,13 @@ pub struct InvoiceArgs {
     /// Only this tenant's invoice.
     #[arg(long)]
     tenant: Option<String>,
+    /// Recompute a closed month from the lake and the current configuration
+    /// instead of returning its final invoice.
+    #[arg(long, conflicts_with = "revision")]
+    live: bool,
+    /// The final invoice of this revision of a closed month (default: the newest).
+    #[arg(long, value_name = "N")]
+    revision: Option<i32>,
     #[command(flatten)]
     lake: LakeArgs,
 }
@@ -122,7 +132,7 @@ pub struct SqlArgs {
 }
 
 /// Maps a query-engine error to an exit status: 2 for the caller's input, else 1.
-fn failure(error: QueryError) -> Failure {
+pub(crate) fn failure(error: QueryError) -> Failure {
     if error.is_bad_input() {
         Failure::usage(error)
     } else {
@@ -130,13 +140,14 @@ fn failure(error: QueryError) -> Failure {
     }
 }
 
-struct Loaded {
-    settings: ReportSettings,
-    snapshot: LakeSnapshot,
-    format: ReportFormat,
+pub(crate) struct Loaded {
+    pub(crate) settings: ReportSettings,
+    pub(crate) snapshot: LakeSnapshot,
+    pub(crate) format: ReportFormat,
+    pub(crate) location: LakeLocation,
 }
 
-async fn load(args: &LakeArgs) -> Result<Loaded, Failure> {
+pub(crate) async fn load(args: &LakeArgs) -> Result<Loaded, Failure> {
     let config = load_config(args.config.as_deref())?;
     let location = lake_location(args.lake.as_deref(), &config)?;
     let settings = ReportSettings::new(config).map_err(Failure::usage)?;
@@ -148,10 +159,11 @@ async fn load(args: &LakeArgs) -> Result<Loaded, Failure> {
         settings,
         snapshot,
         format: args.format,
+        location,
     })
 }
 
-fn tenant_flag(tenant: Option<&str>) -> Result<Option<&str>, Failure> {
+pub(crate) fn tenant_flag(tenant: Option<&str>) -> Result<Option<&str>, Failure> {
     match tenant {
         Some(t) if !is_valid_tenant_id(t) => Err(Failure::usage(format!(
             "--tenant {t:?} is not a tenant id (^[a-z0-9][a-z0-9_-]{{0,62}}$)"
@@ -160,7 +172,7 @@ fn tenant_flag(tenant: Option<&str>) -> Result<Option<&str>, Failure> {
     }
 }
 
-fn month_flag(text: &str) -> Result<Period, Failure> {
+pub(crate) fn month_flag(text: &str) -> Result<Period, Failure> {
     Period::parse(text).map_err(|e| Failure::usage(format!("--month: {e}")))
 }
 
@@ -179,28 +191,41 @@ fn instant_flag(flag: &str, text: &str) -> Result<i64, Failure> {
         })
 }
 
-fn print_table(table: &ReportTable, format: ReportFormat) {
+pub(crate) fn print_table(table: &ReportTable, format: ReportFormat) {
     match format {
         ReportFormat::Csv => print!("{}", table.to_csv()),
         ReportFormat::Json => print_json(&table.to_json()),
     }
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string())
     );
 }
 
-/// `allot invoice --month M [--tenant T]`.
+/// `allot invoice --month M [--tenant T] [--live | --revision N]`: the final
+/// invoices of a closed month as stored, else drafts computed now.
 pub async fn invoice(args: InvoiceArgs) -> Result<(), Failure> {
     let period = month_flag(&args.month)?;
     let tenant = tenant_flag(args.tenant.as_deref())?;
     let loaded = load(&args.lake).await?;
-    let invoices = reports::invoices(&loaded.snapshot, &loaded.settings, period, tenant)
-        .await
-        .map_err(failure)?;
+    let view = match (args.live, args.revision) {
+        (true, _) => InvoiceView::Live,
+        (false, Some(revision)) => InvoiceView::Revision(revision),
+        (false, None) => InvoiceView::Current,
+    };
+    let invoices = closing::month_invoices(
+        &loaded.location,
+        &loaded.snapshot,
+        &loaded.settings,
+        period,
+        tenant,
+        view,
+    )
+    .await
+    .map_err(failure)?;
     match loaded.format {
         ReportFormat::Csv => print!("{}", invoices_table(&invoices).to_csv()),
         ReportFormat::Json => {

@@ -11,11 +11,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use allot_schemas::lake::{LakeLocation, LakeTable};
+use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use datafusion::common::ScalarValue;
-use deltalake::logstore::object_store::ObjectStore;
 use deltalake::logstore::object_store::memory::InMemory;
+use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt};
 use deltalake::{DeltaTable, DeltaTableBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::QueryError;
 use crate::period::day_start_micros;
@@ -124,7 +126,17 @@ impl LakeSnapshot {
     /// an error (nothing was ever ingested there); a missing `rejected_events`
     /// alone reads as empty.
     pub async fn load(location: &LakeLocation) -> Result<LakeSnapshot, QueryError> {
-        let usage = load_table(location, LakeTable::UsageEvents).await?;
+        LakeSnapshot::load_at(location, None).await
+    }
+
+    /// Like [`LakeSnapshot::load`], with `usage_events` as of `usage_version`
+    /// (Delta time travel) when given. Rollups are read at their latest version;
+    /// reports over an older version must not attach them (`use_rollups` off).
+    pub async fn load_at(
+        location: &LakeLocation,
+        usage_version: Option<u64>,
+    ) -> Result<LakeSnapshot, QueryError> {
+        let usage = load_table_at(location, LakeTable::UsageEvents, usage_version).await?;
         if usage.version.is_none() {
             return Err(QueryError::NoLake);
         }
@@ -154,6 +166,99 @@ impl LakeSnapshot {
 }
 
 async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFiles, QueryError> {
+    load_table_at(location, table, None).await
+}
+
+/// Every row of a small unpartitioned table (`invoices`, `allocations`,
+/// `closings`) at its latest version, read whole; no rows when it does not
+/// exist yet.
+pub async fn read_small_table(
+    location: &LakeLocation,
+    table: LakeTable,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    let url = location.table_url(table);
+    let lake_error = |message: String| QueryError::Lake {
+        table: table.dir_name(),
+        message,
+    };
+    if let Some(dir) = location
+        .local_path()
+        .map(|root| root.join(table.dir_name()))
+        && !dir.is_dir()
+    {
+        return Ok(Vec::new());
+    }
+    let mut delta: DeltaTable = DeltaTableBuilder::from_url(url)
+        .and_then(|builder| builder.build())
+        .map_err(|e| lake_error(e.to_string()))?;
+    match delta.load().await {
+        Ok(()) => {}
+        Err(deltalake::DeltaTableError::NotATable(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(lake_error(e.to_string())),
+    }
+    let store = delta.log_store().object_store(None);
+    let snapshot = delta.snapshot().map_err(|e| lake_error(e.to_string()))?;
+    let mut paths: Vec<String> = snapshot
+        .log_data()
+        .iter()
+        .map(|file| file.object_store_path().to_string())
+        .collect();
+    paths.sort();
+    let mut batches = Vec::new();
+    for path in paths {
+        let bytes = store
+            .get(&deltalake::Path::from(path.as_str()))
+            .await
+            .map_err(|e| lake_error(e.to_string()))?
+            .bytes()
+            .await
+            .map_err(|e| lake_error(e.to_string()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|builder| builder.build())
+            .map_err(|e| lake_error(e.to_string()))?;
+        for batch in reader {
+            batches.push(batch.map_err(|e| lake_error(e.to_string()))?);
+        }
+    }
+    Ok(batches)
+}
+
+/// The `txn` offsets `usage_events` records at `version` for `app_ids`; app
+/// ids without one are left out.
+pub async fn txn_offsets(
+    location: &LakeLocation,
+    version: u64,
+    app_ids: &[String],
+) -> Result<BTreeMap<String, i64>, QueryError> {
+    let table = LakeTable::UsageEvents;
+    let lake_error = |e: deltalake::DeltaTableError| QueryError::Lake {
+        table: table.dir_name(),
+        message: e.to_string(),
+    };
+    let mut delta: DeltaTable = DeltaTableBuilder::from_url(location.table_url(table))
+        .and_then(|builder| builder.build())
+        .map_err(lake_error)?;
+    delta.load_version(version).await.map_err(lake_error)?;
+    let log_store = delta.log_store();
+    let snapshot = delta.snapshot().map_err(lake_error)?;
+    let mut offsets = BTreeMap::new();
+    for app_id in app_ids {
+        if let Some(offset) = snapshot
+            .transaction_version(log_store.as_ref(), app_id)
+            .await
+            .map_err(lake_error)?
+        {
+            offsets.insert(app_id.clone(), offset);
+        }
+    }
+    Ok(offsets)
+}
+
+async fn load_table_at(
+    location: &LakeLocation,
+    table: LakeTable,
+    version: Option<u64>,
+) -> Result<TableFiles, QueryError> {
     let url = location.table_url(table);
     let lake_error = |e: deltalake::DeltaTableError| QueryError::Lake {
         table: table.dir_name(),
@@ -177,7 +282,11 @@ async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFi
         .and_then(|builder| builder.build())
         .map_err(lake_error)?;
     let store = delta.log_store().object_store(None);
-    match delta.load().await {
+    let loaded = match version {
+        Some(version) => delta.load_version(version).await,
+        None => delta.load().await,
+    };
+    match loaded {
         Ok(()) => {}
         Err(deltalake::DeltaTableError::NotATable(_)) => {
             return Ok(missing(store));
@@ -209,7 +318,7 @@ async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFi
                     });
                 }
             },
-            LakeTable::RejectedEvents | LakeTable::UsageHourly => None,
+            _ => None,
         };
         let ingested = match table {
             LakeTable::UsageEvents => file

@@ -26,11 +26,15 @@
 //! - [`usage`]: aggregations of the lake into the inputs of the semantics;
 //! - [`reports`]: invoices, allocation, noisy neighbours and health, for the CLI
 //!   and the API alike, and [`render`] for their CSV and JSON shapes;
-//! - [`sandbox`]: the SQL rules and limits of SPEC §5.3.
+//! - [`sandbox`]: the SQL rules and limits of SPEC §5.3;
+//! - [`billed`] and [`closing`]: period close (SPEC §7) — invoices as billed
+//!   (draft or final, with adjustment lines), certificates, verify, margin.
 //!
 //! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 
 pub mod allocation;
+pub mod billed;
+pub mod closing;
 pub mod dedup;
 pub mod error;
 pub mod health;

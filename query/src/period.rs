@@ -115,6 +115,21 @@ impl Period {
         }
     }
 
+    /// The previous period.
+    pub fn prev(self) -> Period {
+        if self.month == 1 {
+            Period {
+                year: self.year - 1,
+                month: 12,
+            }
+        } else {
+            Period {
+                year: self.year,
+                month: self.month - 1,
+            }
+        }
+    }
+
     /// Start instant (inclusive), UTC microseconds.
     pub fn start_micros(self) -> i64 {
         day_start_micros(self.first_day())

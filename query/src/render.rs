@@ -5,17 +5,20 @@
 //! strings holding exactly the CSV text, so no figure passes through a binary
 //! float on its way to a client.
 //!
-//! Invoice CSV (SPEC §4 invoice-line columns): each tenant's lines, then three
-//! rows whose `metric` is `subtotal`, `discount` and `total`, with the amount in
-//! `amount` and every other column but `tenant_id` and `period` empty.
+//! Invoice CSV (SPEC §4 invoice-line columns, then `kind` and `adjusts`): each
+//! tenant's lines, then the rows whose `metric` is `subtotal`, `discount`,
+//! `adjustments` (only with adjustment lines) and `total`, with the amount in
+//! `amount` and every other column but `tenant_id` and `period` empty (see
+//! [`crate::billed`]).
 
+use allot_schemas::table_schema::INVOICE_CSV_COLUMNS;
 use serde_json::{Map, Value, json};
 
 use crate::allocation::{ALLOCATION_COLUMNS, AllocationRow};
+use crate::billed::{BilledInvoice, InvoiceStatus};
 use crate::health::TenantHealth;
 use crate::noisy::{NOISY_COLUMNS, NoisyRow};
 use crate::period::format_micros;
-use crate::pricing::{INVOICE_LINE_COLUMNS, Invoice};
 use crate::reports::{USAGE_COLUMNS, UsagePoint};
 use crate::rounding::{MONEY_SCALE, format_fixed};
 
@@ -76,45 +79,49 @@ pub fn csv_field(field: &str) -> String {
     }
 }
 
-/// Invoices as CSV rows: lines, then subtotal, discount and total per tenant.
-pub fn invoices_table(invoices: &[Invoice]) -> ReportTable {
-    let mut table = ReportTable::new(&INVOICE_LINE_COLUMNS);
+/// Invoices as CSV rows: each invoice's rows (lines, then its summary rows).
+pub fn invoices_table(invoices: &[BilledInvoice]) -> ReportTable {
+    let mut table = ReportTable::new(&INVOICE_CSV_COLUMNS);
     for invoice in invoices {
-        table
-            .rows
-            .extend(invoice.lines.iter().map(|line| line.csv_record()));
-        for (label, amount) in [
-            ("subtotal", &invoice.subtotal),
-            ("discount", &invoice.discount),
-            ("total", &invoice.total),
-        ] {
-            let mut row = vec![String::new(); INVOICE_LINE_COLUMNS.len()];
-            row[0] = invoice.tenant_id.clone();
-            row[1] = invoice.period.to_string();
-            row[2] = label.to_string();
-            row[INVOICE_LINE_COLUMNS.len() - 1] = format_fixed(amount, MONEY_SCALE);
-            table.rows.push(row);
-        }
+        table.rows.extend(invoice.rows.iter().cloned());
     }
     table
 }
 
-/// One invoice as a JSON object with its lines.
-pub fn invoice_json(invoice: &Invoice) -> Value {
+/// One invoice as a JSON object: its status (`draft`, or `final` with the
+/// revision, `closed_at` and the `usage_events` version), its lines (usage and
+/// adjustment) and its summary figures as strings.
+pub fn invoice_json(invoice: &BilledInvoice) -> Value {
     let lines = ReportTable {
-        columns: INVOICE_LINE_COLUMNS.iter().map(|c| c.to_string()).collect(),
-        rows: invoice.lines.iter().map(|l| l.csv_record()).collect(),
+        columns: INVOICE_CSV_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        rows: invoice.lines().cloned().collect(),
     };
-    json!({
+    let mut object = json!({
         "tenant_id": invoice.tenant_id,
-        "period": invoice.period.to_string(),
+        "period": invoice.period,
         "currency": invoice.currency,
+        "status": "draft",
         "lines": lines.to_json(),
-        "subtotal": format_fixed(&invoice.subtotal, MONEY_SCALE),
-        "discount_percent": invoice.discount_percent.to_plain_string(),
-        "discount": format_fixed(&invoice.discount, MONEY_SCALE),
-        "total": format_fixed(&invoice.total, MONEY_SCALE),
-    })
+        "subtotal": invoice.summary("subtotal").unwrap_or("0.00"),
+        "discount_percent": invoice.discount_percent,
+        "discount": invoice.summary("discount").unwrap_or("0.00"),
+        "total": invoice.summary("total").unwrap_or("0.00"),
+    });
+    if let Some(adjustments) = invoice.summary("adjustments") {
+        object["adjustments"] = json!(adjustments);
+    }
+    if let InvoiceStatus::Final {
+        revision,
+        closed_at,
+        version,
+    } = &invoice.status
+    {
+        object["status"] = json!("final");
+        object["revision"] = json!(revision);
+        object["closed_at"] = json!(closed_at);
+        object["version"] = json!(version);
+    }
+    object
 }
 
 /// A usage series as a table.

@@ -2,6 +2,7 @@
 //! allocation and noisy neighbours. Finance and admin tokens only; a tenant
 //! token gets 403.
 
+use allot_query::closing::month_invoices;
 use allot_query::period::format_micros;
 use allot_query::render::{
     allocation_table, health_json, health_table, invoice_json, invoices_table, noisy_table,
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Routes;
-use super::tenant::AsOfQuery;
+use super::tenant::{AsOfQuery, InvoiceQuery};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::params;
@@ -37,7 +38,7 @@ pub fn routes() -> Routes {
 }
 
 /// Refuses tenant tokens.
-fn all_tenants(principal: &Principal) -> Result<(), ApiError> {
+pub(super) fn all_tenants(principal: &Principal) -> Result<(), ApiError> {
     match principal.confined_to() {
         Some(_) => Err(ApiError::Forbidden),
         None => Ok(()),
@@ -73,11 +74,21 @@ async fn billing(
     Extension(principal): Extension<Principal>,
     Path(month): Path<String>,
     format: Format,
+    query: Result<Query<InvoiceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     all_tenants(&principal)?;
+    let Query(query) = query?;
     let period = params::month(&month)?;
     let snapshot = state.snapshot().await?;
-    let invoices = reports::invoices(&snapshot, &state.settings, period, None).await?;
+    let invoices = month_invoices(
+        &state.lake,
+        &snapshot,
+        &state.settings,
+        period,
+        None,
+        query.view(),
+    )
+    .await?;
     Ok(report(
         format,
         || {

@@ -1,6 +1,8 @@
 //! One tenant's views: health, usage series and invoices. A tenant token reaches
 //! only its own tenant; finance and admin reach every tenant.
 
+use allot_query::billed::BilledInvoice;
+use allot_query::closing::{InvoiceView, month_invoices};
 use allot_query::period::format_micros;
 use allot_query::pricing::{self, TenantUsage};
 use allot_query::render::{health_json, health_table, invoice_json, invoices_table, usage_table};
@@ -120,29 +122,61 @@ async fn usage(
     ))
 }
 
+/// `?live=true` of the invoice routes: recompute a closed month.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceQuery {
+    #[serde(default)]
+    live: bool,
+}
+
+impl InvoiceQuery {
+    /// The view of the month's invoices asked for.
+    pub fn view(&self) -> InvoiceView {
+        if self.live {
+            InvoiceView::Live
+        } else {
+            InvoiceView::Current
+        }
+    }
+}
+
 async fn tenant_invoice(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path((id, month)): Path<(String, String)>,
     format: Format,
+    query: Result<Query<InvoiceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query?;
     let snapshot = state.snapshot().await?;
     state.authorize_tenant(&principal, &id, &snapshot)?;
     let period = params::month(&month)?;
     let settings = &state.settings;
-    let mut invoices = reports::invoices(&snapshot, settings, period, Some(&id)).await?;
+    let mut invoices = month_invoices(
+        &state.lake,
+        &snapshot,
+        settings,
+        period,
+        Some(&id),
+        query.view(),
+    )
+    .await?;
     let invoice = match invoices.pop() {
         Some(invoice) => invoice,
         // A tenant without usage in the month owes nothing: an empty invoice.
-        None => pricing::invoice(
-            &settings.book,
-            &settings.catalog,
-            period,
-            &TenantUsage {
-                tenant_id: id,
-                ..TenantUsage::default()
-            },
-        )?,
+        None => BilledInvoice::draft(
+            &pricing::invoice(
+                &settings.book,
+                &settings.catalog,
+                period,
+                &TenantUsage {
+                    tenant_id: id,
+                    ..TenantUsage::default()
+                },
+            )?,
+            Vec::new(),
+        ),
     };
     Ok(report(
         format,
