@@ -12,6 +12,7 @@ pub mod append;
 pub mod assemble;
 pub mod batch;
 pub mod client;
+pub mod close;
 pub mod compact;
 pub mod dead_letters;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod summary;
 pub mod telemetry;
 pub mod writer;
 
+pub use close::commit_closing;
 pub use compact::{CompactOptions, CompactSummary, compact};
 pub use error::IngestError;
 pub use file::{FileIngestOptions, FileInput, ingest_file};
