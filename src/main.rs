@@ -10,6 +10,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod close;
 mod demo;
 mod demo_events;
 mod prometheus;
@@ -61,6 +62,16 @@ enum Command {
     Noisy(reports::NoisyArgs),
     /// Tenant health: status and reasons, quota use, month-to-date cost and forecast.
     Health(reports::HealthArgs),
+    /// Close a month: store its final invoices, allocation and completeness
+    /// certificate (or restate a closed month).
+    Close(close::CloseArgs),
+    /// Recompute a closed month at its recorded version and configuration and
+    /// compare with what was stored.
+    Verify(close::VerifyArgs),
+    /// Revenue, cost to serve and margin per tenant for a month.
+    Margin(close::MarginArgs),
+    /// The completeness certificate of a closed month, per tenant-day.
+    Certificate(close::CertificateArgs),
     /// Run a sandboxed SQL query over the lake (as one tenant with --tenant).
     Sql(reports::SqlArgs),
     /// Run everything on this machine: an embedded Kafka, a synthetic producer, a
@@ -208,6 +219,10 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Noisy(args) => reports::noisy(args).await,
         Command::Health(args) => reports::health(args).await,
         Command::Sql(args) => reports::sql(args).await,
+        Command::Close(args) => close::close(args).await,
+        Command::Verify(args) => close::verify(args).await,
+        Command::Margin(args) => close::margin(args).await,
+        Command::Certificate(args) => close::certificate(args).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Token(args) => serve::token(args),

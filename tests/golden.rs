@@ -3,7 +3,10 @@
 //! `NOTES.md`), never produced by allot. Each case's event files are ingested
 //! with `allot ingest --from-file` into a fresh lake, then every `<name>.args`
 //! command runs against it and must print `<name>.expected.csv` byte for byte, or
-//! fail with exit status 2 and a message containing `<name>.expected-error`.
+//! fail with exit status 2 and a message containing `<name>.expected-error`, or
+//! (a step such as `close` or a late `ingest`, `<name>.expected-ok`) just
+//! succeed. Commands run in name order on the one lake, so a case can close a
+//! month, ingest late events and read the invoices again.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,7 +95,15 @@ fn run_case(case: &Path) -> Vec<String> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let expected_csv = case.join(format!("{command}.expected.csv"));
         let expected_error = case.join(format!("{command}.expected-error"));
-        if expected_csv.exists() {
+        let expected_ok = case.join(format!("{command}.expected-ok"));
+        if expected_ok.exists() {
+            if !output.status.success() {
+                failures.push(format!(
+                    "{name}/{command}: exit {:?}: {stderr}",
+                    output.status.code()
+                ));
+            }
+        } else if expected_csv.exists() {
             let expected = std::fs::read_to_string(&expected_csv).expect("read expected");
             if !output.status.success() {
                 failures.push(format!(

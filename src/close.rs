@@ -1,0 +1,299 @@
+//! The period-close subcommands (SPEC §7): `close`, `verify` and `margin`.
+//!
+//! `close` computes the closing in the query crate and commits it through the
+//! ingest crate's appender; `verify` time-travels `usage_events` to the version
+//! a closing read and recomputes it with the recorded configuration.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use allot_ingest::IngestError;
+use allot_query::allocation::parse_costs_csv;
+use allot_query::closing::{
+    self, CERTIFICATE_COLUMNS, CloseRequest, MARGIN_COLUMNS, PreviousClose, Verdict,
+};
+use allot_query::lake::{LakeSnapshot, txn_offsets};
+use allot_query::period::format_micros;
+use allot_query::render::ReportTable;
+use allot_schemas::lake::kafka_app_id;
+use clap::Args;
+
+use crate::Failure;
+use crate::reports::{LakeArgs, failure, load, month_flag, print_table, tenant_flag};
+
+/// `allot close`.
+#[derive(Args)]
+pub struct CloseArgs {
+    /// The month to close, `YYYY-MM`; it must have ended.
+    #[arg(long, value_name = "YYYY-MM")]
+    month: String,
+    /// Freeze the allocation of this costs CSV with the invoices.
+    #[arg(long, value_name = "FILE")]
+    costs: Option<PathBuf>,
+    /// Write a new revision of a closed month (the older stays readable).
+    #[arg(long, requires = "reason")]
+    restate: bool,
+    /// Why the month is restated (recorded in the closing).
+    #[arg(long, value_name = "TEXT", requires = "restate")]
+    reason: Option<String>,
+    /// Who closes (default: $USER).
+    #[arg(long, value_name = "NAME")]
+    by: Option<String>,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// `allot verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The closed month, `YYYY-MM`.
+    #[arg(long, value_name = "YYYY-MM")]
+    month: String,
+    /// Verify this revision (default: the newest).
+    #[arg(long, value_name = "N")]
+    revision: Option<i32>,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// `allot margin`.
+#[derive(Args)]
+pub struct MarginArgs {
+    /// The month, `YYYY-MM`.
+    #[arg(long, value_name = "YYYY-MM")]
+    month: String,
+    /// The costs CSV (a closed month with a frozen allocation uses that instead).
+    #[arg(long, value_name = "FILE")]
+    costs: PathBuf,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// `allot certificate`.
+#[derive(Args)]
+pub struct CertificateArgs {
+    /// The closed month, `YYYY-MM`.
+    #[arg(long, value_name = "YYYY-MM")]
+    month: String,
+    /// Only this tenant's days.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// This revision (default: the newest).
+    #[arg(long, value_name = "N")]
+    revision: Option<i32>,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+fn read_costs(path: &std::path::Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("--costs {}: {e}", path.display())))
+}
+
+/// `allot close --month M [--costs F] [--restate --reason TEXT]`.
+pub async fn close(args: CloseArgs) -> Result<(), Failure> {
+    let period = month_flag(&args.month)?;
+    let now = chrono::Utc::now().timestamp_micros();
+    if now < period.end_micros() {
+        return Err(Failure::usage(format!(
+            "--month {period} has not ended yet (it ends at {})",
+            format_micros(period.end_micros())
+        )));
+    }
+    let costs_text = args.costs.as_deref().map(read_costs).transpose()?;
+    let loaded = load(&args.lake).await?;
+    let closings = closing::closings(&loaded.location).await.map_err(failure)?;
+    let newest = closing::find_closing(&closings, period, None);
+    let revision = match (newest, args.restate) {
+        (Some(closed), false) => {
+            return Err(Failure::usage(format!(
+                "{period} is already closed (revision {}, {}); use --restate --reason TEXT",
+                closed.revision, closed.closed_at
+            )));
+        }
+        (None, true) => {
+            return Err(Failure::usage(format!(
+                "--restate: {period} is not closed yet; close it first"
+            )));
+        }
+        (Some(closed), true) => closed.revision + 1,
+        (None, false) => 0,
+    };
+    let costs = match (costs_text, &args.costs) {
+        (Some(text), Some(path)) => {
+            let pools = parse_costs_csv(
+                &text,
+                &loaded.settings.catalog,
+                &loaded.settings.config.currency,
+            )
+            .map_err(|e| Failure::usage(format!("--costs {}: {e}", path.display())))?;
+            Some((text, pools))
+        }
+        _ => None,
+    };
+    let previous = match closing::find_closing(&closings, period.prev(), None) {
+        Some(closed) => Some(
+            PreviousClose::load(&loaded.location, closed)
+                .await
+                .map_err(failure)?,
+        ),
+        None => None,
+    };
+    let request = CloseRequest {
+        month: period,
+        revision,
+        close_id: format!("{period}-r{revision}-{now}"),
+        closed_at: format_micros(now),
+        who: args
+            .by
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".to_string()),
+        reason: args.reason,
+        config: &loaded.settings.config,
+        costs,
+        previous: previous.as_ref(),
+        txn_offsets: Default::default(),
+    };
+    let mut plan = closing::plan_close(&loaded.snapshot, request)
+        .await
+        .map_err(failure)?;
+    // The offsets of the Kafka partitions the month's events came from, under
+    // the configured consumer group, as the table records them at that version.
+    let group = loaded
+        .settings
+        .config
+        .kafka
+        .group
+        .as_deref()
+        .unwrap_or("allot");
+    let partitions: BTreeSet<(String, i32)> = plan
+        .closing
+        .certificate
+        .iter()
+        .flat_map(|day| day.kafka.iter().map(|k| (k.topic.clone(), k.partition)))
+        .collect();
+    let app_ids: Vec<String> = partitions
+        .iter()
+        .map(|(topic, partition)| kafka_app_id(group, topic, *partition))
+        .collect();
+    if let Some(version) = loaded.snapshot.usage.version {
+        plan.closing.txn_offsets = txn_offsets(&loaded.location, version, &app_ids)
+            .await
+            .map_err(failure)?;
+    }
+    allot_ingest::commit_closing(&loaded.location, &plan)
+        .await
+        .map_err(|e| match e {
+            IngestError::Fenced(_) => Failure::usage(format!(
+                "{period} revision {revision} was closed by another close meanwhile"
+            )),
+            other => Failure::internal(other),
+        })?;
+    let total = closing::sum_of_totals(&plan.invoices).map_err(failure)?;
+    println!(
+        "closed {period} revision {revision}: {} invoices totalling {} {}, {} tenant-days certified, usage_events version {}, configuration sha256 {}",
+        plan.invoices.len(),
+        total,
+        loaded.settings.config.currency,
+        plan.closing.certificate.len(),
+        plan.closing.usage_version,
+        plan.closing.config_sha256
+    );
+    Ok(())
+}
+
+/// `allot verify --month M [--revision N]`.
+pub async fn verify(args: VerifyArgs) -> Result<(), Failure> {
+    let period = month_flag(&args.month)?;
+    let loaded = load(&args.lake).await?;
+    let closings = closing::closings(&loaded.location).await.map_err(failure)?;
+    let Some(closed) = closing::find_closing(&closings, period, args.revision) else {
+        return Err(Failure::usage(match args.revision {
+            Some(revision) => format!("{period} has no closing of revision {revision}"),
+            None => format!("{period} is not closed"),
+        }));
+    };
+    let label = format!("{period} revision {}", closed.revision);
+    let snapshot = LakeSnapshot::load_at(&loaded.location, Some(closed.usage_version))
+        .await
+        .map_err(|e| {
+            Failure::internal(format!(
+                "{label}: usage_events version {} cannot be read: {e}",
+                closed.usage_version
+            ))
+        })?;
+    match closing::verify(&loaded.location, &snapshot, closed, &closings).await {
+        Ok(Verdict::Verified) => {
+            println!("verified");
+            Ok(())
+        }
+        Ok(Verdict::Differs(difference)) => Err(Failure::internal(difference)),
+        Err(e) => Err(Failure::internal(format!("{label}: cannot recompute: {e}"))),
+    }
+}
+
+/// `allot margin --month M --costs F`.
+pub async fn margin(args: MarginArgs) -> Result<(), Failure> {
+    let period = month_flag(&args.month)?;
+    let text = read_costs(&args.costs)?;
+    let loaded = load(&args.lake).await?;
+    let closings = closing::closings(&loaded.location).await.map_err(failure)?;
+    let closed = closing::find_closing(&closings, period, None);
+    let invoices = closing::month_invoices(
+        &loaded.location,
+        &loaded.snapshot,
+        &loaded.settings,
+        period,
+        None,
+        closing::InvoiceView::Current,
+    )
+    .await
+    .map_err(failure)?;
+    let allocation = match closed {
+        Some(closed) if closed.costs_text.is_some() => {
+            closing::stored_allocation(&loaded.location, closed)
+                .await
+                .map_err(failure)?
+        }
+        _ => {
+            let pools = parse_costs_csv(
+                &text,
+                &loaded.settings.catalog,
+                &loaded.settings.config.currency,
+            )
+            .map_err(|e| Failure::usage(format!("--costs {}: {e}", args.costs.display())))?;
+            allot_query::reports::allocation(&loaded.snapshot, &loaded.settings, &pools, period)
+                .await
+                .map_err(failure)?
+                .iter()
+                .map(allot_query::allocation::AllocationRow::csv_record)
+                .collect()
+        }
+    };
+    let rows = closing::margin_rows(&invoices, &allocation).map_err(failure)?;
+    let mut table = ReportTable::new(&MARGIN_COLUMNS);
+    table.rows = rows;
+    print_table(&table, loaded.format);
+    Ok(())
+}
+
+/// `allot certificate --month M [--tenant T]`: the completeness certificate of
+/// a closing.
+pub async fn certificate(args: CertificateArgs) -> Result<(), Failure> {
+    let period = month_flag(&args.month)?;
+    let tenant = tenant_flag(args.tenant.as_deref())?;
+    let loaded = load(&args.lake).await?;
+    let closings = closing::closings(&loaded.location).await.map_err(failure)?;
+    let Some(closed) = closing::find_closing(&closings, period, args.revision) else {
+        return Err(Failure::usage(format!("{period} is not closed")));
+    };
+    let mut table = ReportTable::new(&CERTIFICATE_COLUMNS);
+    table.rows = closed
+        .certificate
+        .iter()
+        .filter(|day| tenant.is_none_or(|t| t == day.tenant_id))
+        .map(|day| day.csv_record())
+        .collect();
+    print_table(&table, loaded.format);
+    Ok(())
+}
