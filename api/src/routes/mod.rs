@@ -5,6 +5,7 @@
 //! [`Routes`] records every method and path it registers, so the route table
 //! that the OpenAPI test compares is the router's own, not a copy.
 
+pub mod closing;
 pub mod finance;
 pub mod ops;
 pub mod sql;
@@ -81,6 +82,7 @@ impl Routes {
 pub fn authenticated() -> Routes {
     tenant::routes()
         .merge(finance::routes())
+        .merge(closing::routes())
         .merge(sql::routes())
 }
 

@@ -1,0 +1,163 @@
+//! Period close (SPEC §7): the closings, a tenant's completeness certificate
+//! and the margin report. Closings and margin are for finance and admin; a
+//! tenant token sees its own certificate only.
+
+use allot_query::allocation::AllocationRow;
+use allot_query::closing::{
+    self, CERTIFICATE_COLUMNS, InvoiceView, MARGIN_COLUMNS, find_closing, month_invoices,
+};
+use allot_query::render::ReportTable;
+use allot_query::reports;
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::json;
+
+use super::Routes;
+use super::finance::all_tenants;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::params;
+use crate::respond::{Format, report};
+use crate::state::AppState;
+
+/// `GET /v1/closings`, `/v1/tenants/{id}/invoices/{month}/certificate`,
+/// `/v1/margin/{month}`.
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/v1/closings", closings)
+        .get("/v1/tenants/{id}/invoices/{month}/certificate", certificate)
+        .get("/v1/margin/{month}", margin)
+}
+
+/// The columns of the closings list.
+const CLOSINGS_COLUMNS: [&str; 8] = [
+    "month",
+    "revision",
+    "closed_at",
+    "who",
+    "reason",
+    "usage_version",
+    "config_sha256",
+    "tenant_days",
+];
+
+async fn closings(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    all_tenants(&principal)?;
+    let found = closing::closings(&state.lake).await?;
+    let mut table = ReportTable::new(&CLOSINGS_COLUMNS);
+    table.rows = found
+        .iter()
+        .map(|c| {
+            vec![
+                c.month.to_string(),
+                c.revision.to_string(),
+                c.closed_at.clone(),
+                c.who.clone(),
+                c.reason.clone().unwrap_or_default(),
+                c.usage_version.to_string(),
+                c.config_sha256.clone(),
+                c.certificate.len().to_string(),
+            ]
+        })
+        .collect();
+    Ok(report(
+        format,
+        || json!({"closings": table.to_json()}),
+        || table.clone(),
+    ))
+}
+
+async fn certificate(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((id, month)): Path<(String, String)>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let snapshot = state.snapshot().await?;
+    state.authorize_tenant(&principal, &id, &snapshot)?;
+    let period = params::month(&month)?;
+    let found = closing::closings(&state.lake).await?;
+    let closed =
+        find_closing(&found, period, None).ok_or(ApiError::NotFound("the month is not closed"))?;
+    let mut table = ReportTable::new(&CERTIFICATE_COLUMNS);
+    table.rows = closed
+        .certificate
+        .iter()
+        .filter(|day| day.tenant_id == id)
+        .map(|day| day.csv_record())
+        .collect();
+    let days: Vec<_> = closed
+        .certificate
+        .iter()
+        .filter(|day| day.tenant_id == id)
+        .collect();
+    Ok(report(
+        format,
+        || {
+            json!({
+                "tenant_id": id,
+                "period": period.to_string(),
+                "revision": closed.revision,
+                "closed_at": closed.closed_at,
+                "version": closed.usage_version,
+                "days": days,
+            })
+        },
+        || table.clone(),
+    ))
+}
+
+async fn margin(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(month): Path<String>,
+    format: Format,
+) -> Result<Response, ApiError> {
+    all_tenants(&principal)?;
+    let period = params::month(&month)?;
+    let snapshot = state.snapshot().await?;
+    let found = closing::closings(&state.lake).await?;
+    let closed = find_closing(&found, period, None);
+    let invoices = month_invoices(
+        &state.lake,
+        &snapshot,
+        &state.settings,
+        period,
+        None,
+        InvoiceView::Current,
+    )
+    .await?;
+    let allocation = match closed {
+        Some(closed) if closed.costs_text.is_some() => {
+            closing::stored_allocation(&state.lake, closed).await?
+        }
+        _ => {
+            let pools = state.cost_pools()?;
+            reports::allocation(&snapshot, &state.settings, &pools, period)
+                .await?
+                .iter()
+                .map(AllocationRow::csv_record)
+                .collect()
+        }
+    };
+    let mut table = ReportTable::new(&MARGIN_COLUMNS);
+    table.rows = closing::margin_rows(&invoices, &allocation)?;
+    let status = if closed.is_some() { "final" } else { "draft" };
+    Ok(report(
+        format,
+        || {
+            json!({
+                "period": period.to_string(),
+                "status": status,
+                "currency": state.settings.config.currency,
+                "rows": table.to_json(),
+            })
+        },
+        || table.clone(),
+    ))
+}
