@@ -14,7 +14,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = path.join(HERE, 'artifacts');
 const MSG_AUTH = 'Your token has expired or is invalid — paste a new one';
 const MSG_DENIED = 'No such tenant, or you may not see it';
-const CSV_HEADER = 'tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount';
+const CSV_HEADER = 'tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts';
 // How long to wait for data that a live server (`allot demo`) is still producing.
 const SETTLE_MS = Number(process.env.ALLOT_SETTLE_MS || 90_000);
 
@@ -54,6 +54,7 @@ async function config() {
       noisyTenantId: mock.noisyTenant,
       expectedTenants: mock.tenants,
       month: mock.month,
+      closedMonth: mock.closedMonth,
       source: 'mock',
     };
   }
@@ -70,6 +71,7 @@ async function config() {
     noisyTenantId: env.ALLOT_NOISY_TENANT_ID,
     expectedTenants: env.ALLOT_EXPECTED_TENANTS.split(',').map((s) => s.trim()).filter(Boolean),
     month: env.ALLOT_MONTH || new Date().toISOString().slice(0, 7),
+    closedMonth: env.ALLOT_CLOSED_MONTH || '',
     source: 'server',
   };
 }
@@ -393,7 +395,7 @@ describe('finance page', () => {
       for (const kind of ['subtotal', 'discount']) {
         assert.equal(csv.slice(1).filter((r) => r[2] === kind).length, perTenant.size, `${kind} rows`);
       }
-      assert.ok(csv.slice(1).every((r) => r.length === 11), 'every row has 11 fields');
+      assert.ok(csv.slice(1).every((r) => r.length === 13), 'every row has 13 fields');
       assert.equal(perTenant.size, (billing.body.invoices || []).length);
     });
   });
@@ -429,6 +431,63 @@ describe('finance page', () => {
       await page.waitForURL(new RegExp(`#/finance/${prev}$`));
       await page.locator('[data-testid="chargeback-table"], [data-testid="chargeback-none"], [data-testid="billing-error"]').first().waitFor();
       assert.equal(await page.getByTestId('month-input').inputValue(), prev);
+    });
+  });
+});
+
+describe('period close', () => {
+  test('an open month is a draft on the finance and tenant pages', { timeout: SETTLE_MS + 60_000 }, async () => {
+    let closed = false;
+    await withPage('open-month', open(`/finance/${cfg.month}`, cfg.financeToken), async (page) => {
+      const answer = await api(page, 'v1/closings', cfg.financeToken);
+      assert.equal(answer.status, 200);
+      closed = (answer.body.closings || []).some((c) => c.month === cfg.month);
+      if (closed) return;
+      await page.locator('[data-testid="close-status"][data-status="open"]').waitFor();
+      assert.equal(await page.getByTestId('close-badge').textContent(), 'open');
+    });
+    if (closed) return;
+    await withPage('draft-invoice', open(`/tenant/${encodeURIComponent(cfg.tenantId)}?month=${cfg.month}`, cfg.tenantToken), async (page) => {
+      await page.locator('[data-testid="invoice-status"][data-status="draft"]').waitFor({ timeout: SETTLE_MS });
+      assert.equal(await page.getByTestId('certificate-section').count(), 0, 'no certificate for an open month');
+    });
+  });
+
+  test('a closed month shows its revision and the margin per tenant', { timeout: 60_000 }, async (t) => {
+    if (!cfg.closedMonth) return t.skip('no closed month (set ALLOT_CLOSED_MONTH)');
+    await withPage('closed-month', open(`/finance/${cfg.closedMonth}`, cfg.financeToken), async (page) => {
+      const closings = await api(page, 'v1/closings', cfg.financeToken);
+      const newest = (closings.body.closings || []).filter((c) => c.month === cfg.closedMonth).at(-1);
+      assert.ok(newest, 'the closings list the month');
+      await page.locator('[data-testid="close-status"][data-status="closed"]').waitFor();
+      assert.match(await page.getByTestId('close-status').textContent(), new RegExp(`revision ${newest.revision}`));
+      const margin = await api(page, `v1/margin/${cfg.closedMonth}`, cfg.financeToken);
+      if (margin.status === 404) return page.getByTestId('margin-missing').waitFor();
+      assert.equal(margin.body.status, 'final');
+      await page.getByTestId('margin-chart').waitFor();
+      assert.equal(await page.getByTestId('margin-bar').count(), margin.body.rows.length);
+      assert.equal(await page.getByTestId('margin-row').count(), margin.body.rows.length);
+      const shown = await page.getByTestId('margin-row').evaluateAll((rows) => rows.map((r) => r.dataset.tenantId));
+      assert.deepEqual(shown, margin.body.rows.map((r) => r.tenant_id));
+    });
+  });
+
+  test('a closed month\'s invoice is final, with its certificate', { timeout: 60_000 }, async (t) => {
+    if (!cfg.closedMonth) return t.skip('no closed month (set ALLOT_CLOSED_MONTH)');
+    await withPage('final-invoice', open(`/tenant/${encodeURIComponent(cfg.tenantId)}?month=${cfg.closedMonth}`, cfg.tenantToken), async (page) => {
+      const inv = await api(page, `v1/tenants/${encodeURIComponent(cfg.tenantId)}/invoices/${cfg.closedMonth}`, cfg.tenantToken);
+      assert.equal(inv.body.status, 'final');
+      await page.locator('[data-testid="invoice-status"][data-status="final"]').waitFor();
+      assert.match(await page.getByTestId('invoice-status').textContent(), new RegExp(`revision ${inv.body.revision}`));
+      const cert = await api(page, `v1/tenants/${encodeURIComponent(cfg.tenantId)}/invoices/${cfg.closedMonth}/certificate`, cfg.tenantToken);
+      assert.equal(cert.status, 200);
+      await page.getByTestId('certificate-table').waitFor();
+      assert.equal(await page.getByTestId('certificate-row').count(), cert.body.days.length);
+      const digests = await page.getByTestId('certificate-row').evaluateAll((rows) => rows.map((r) => r.dataset.digest));
+      assert.deepEqual(digests, cert.body.days.map((d) => d.digest));
+      // Another tenant's certificate is not there for this token.
+      const other = await api(page, `v1/tenants/${encodeURIComponent(cfg.otherTenantId)}/invoices/${cfg.closedMonth}/certificate`, cfg.tenantToken);
+      assert.equal(other.status, 404);
     });
   });
 });

@@ -140,6 +140,36 @@ const cents = (v) => (Math.round(v * 100) / 100).toFixed(2);
 
 // ---- reports --------------------------------------------------------------------
 
+/** The month before `now`'s, which the mock treats as closed (restated once). */
+function closedMonth(now) {
+  return isoMonth(monthStart(isoMonth(now))[0] - 1);
+}
+
+function closings(now) {
+  const month = closedMonth(now);
+  const at = monthStart(isoMonth(now))[0];
+  return [
+    { month, revision: '0', closed_at: iso(at + 2 * HOUR), who: 'finance-dev', reason: '', usage_version: '41', config_sha256: 'a'.repeat(64), tenant_days: '620' },
+    { month, revision: '1', closed_at: iso(at + 30 * HOUR), who: 'finance-dev', reason: 'late events', usage_version: '57', config_sha256: 'a'.repeat(64), tenant_days: '620' },
+  ];
+}
+
+function certificate(tenant, period, now) {
+  const [start, end] = monthStart(period);
+  const newest = closings(now).at(-1);
+  const days = [];
+  for (let t = start; t < end; t += DAY) {
+    const events = Math.round(hourly(tenant, 'compute_seconds', t + 12 * HOUR, now) / 10) + 24;
+    days.push({
+      tenant_id: tenant, day: iso(t).slice(0, 10), events,
+      sums: { compute_seconds: `${(events * 10).toFixed(9)}` },
+      digest: Array.from({ length: 64 }, (_, i) => '0123456789abcdef'[(i * 7 + events + t / DAY) % 16]).join(''),
+      kafka: [{ topic: 'usage', partition: 0, low: events * 3, high: events * 5, count: events }], files: [],
+    });
+  }
+  return { tenant_id: tenant, period, revision: Number(newest.revision), closed_at: newest.closed_at, version: Number(newest.usage_version), days };
+}
+
 function invoice(tenant, period, now) {
   const [start, end] = monthStart(period);
   const until = Math.min(end, now);
@@ -149,7 +179,7 @@ function invoice(tenant, period, now) {
     lines.push({
       tenant_id: tenant, period, metric, unit: METRICS[metric].unit,
       segment_start: iso(start), segment_end: iso(end), tier_from: tierFrom, tier_to: tierTo,
-      quantity: q12(quantity), unit_price: price, amount: cents(quantity * Number(price)),
+      quantity: q12(quantity), unit_price: price, amount: cents(quantity * Number(price)), kind: 'usage', adjusts: '',
     });
   };
   if (until > start) {
@@ -163,11 +193,34 @@ function invoice(tenant, period, now) {
   const subtotal = lines.reduce((s, l) => s + Number(l.amount), 0);
   const pct = DISCOUNTS[tenant] ?? '0';
   const discount = -Math.round(subtotal * Number(pct)) / 100;
-  return {
-    tenant_id: tenant, period, currency: 'EUR', lines,
+  const inv = {
+    tenant_id: tenant, period, currency: 'EUR', status: 'draft', lines,
     subtotal: cents(subtotal), discount_percent: pct, discount: cents(discount) === '-0.00' ? '0.00' : cents(discount),
     total: cents(subtotal + discount),
   };
+  if (period === closedMonth(now)) {
+    const newest = closings(now).at(-1);
+    Object.assign(inv, { status: 'final', revision: Number(newest.revision), closed_at: newest.closed_at, version: Number(newest.usage_version) });
+  }
+  return inv;
+}
+
+function margin(period, now) {
+  const invoices = TENANTS.map((t) => invoice(t, period, now));
+  const alloc = allocation(period, now);
+  const rows = [];
+  const cost = (t) => alloc.rows.filter((r) => r.tenant_id === t).reduce((s, r) => s + Number(r.amount), 0);
+  for (const inv of invoices) {
+    const revenue = Number(inv.total);
+    const c = cost(inv.tenant_id);
+    rows.push({
+      tenant_id: inv.tenant_id, revenue: cents(revenue), cost: cents(c), margin: cents(revenue - c),
+      margin_pct: revenue ? (((revenue - c) / revenue) * 100).toFixed(2) : '',
+    });
+  }
+  rows.push({ tenant_id: '__unallocated__', revenue: '0.00', cost: '12.50', margin: '-12.50', margin_pct: '' });
+  rows.sort((a, b) => a.tenant_id.localeCompare(b.tenant_id));
+  return { period, status: period === closedMonth(now) ? 'final' : 'draft', currency: 'EUR', rows };
 }
 
 function health(tenant, now) {
@@ -262,14 +315,14 @@ function noisy(from, to, metric, all, now) {
   return { rows };
 }
 
-const BILLING_COLUMNS = ['tenant_id', 'period', 'metric', 'unit', 'segment_start', 'segment_end', 'tier_from', 'tier_to', 'quantity', 'unit_price', 'amount'];
+const BILLING_COLUMNS = ['tenant_id', 'period', 'metric', 'unit', 'segment_start', 'segment_end', 'tier_from', 'tier_to', 'quantity', 'unit_price', 'amount', 'kind', 'adjusts'];
 
 function billingCsv(invoices) {
   const out = [BILLING_COLUMNS.join(',')];
   for (const inv of invoices) {
     for (const l of inv.lines) out.push(BILLING_COLUMNS.map((c) => l[c]).join(','));
     for (const k of ['subtotal', 'discount', 'total']) {
-      out.push([inv.tenant_id, inv.period, k, '', '', '', '', '', '', '', inv[k]].join(','));
+      out.push([inv.tenant_id, inv.period, k, '', '', '', '', '', '', '', inv[k], '', ''].join(','));
     }
   }
   return `${out.join('\n')}\n`;
@@ -361,6 +414,11 @@ function handler(options) {
         if (metric && !METRICS[metric]) return error(res, 400, 'bad_request', 'unknown metric');
         return send(res, 200, usage(tenant, from, to, bucket, metric, now));
       }
+      if (seg[3] === 'invoices' && seg.length === 6 && seg[5] === 'certificate') {
+        if (!MONTH_RE.test(seg[4])) return error(res, 400, 'bad_request', 'month must be YYYY-MM');
+        if (seg[4] !== closedMonth(now)) return error(res, 404, 'not_found', 'the month is not closed');
+        return send(res, 200, certificate(tenant, seg[4], now));
+      }
       if (seg[3] === 'invoices' && seg.length === 5) {
         if (!MONTH_RE.test(seg[4])) return error(res, 400, 'bad_request', 'month must be YYYY-MM');
         const inv = invoice(tenant, seg[4], now);
@@ -382,6 +440,17 @@ function handler(options) {
       if (!months.includes(seg[2])) return error(res, 404, 'not_found', 'no costs file is configured for this month');
       const data = allocation(seg[2], now);
       return csv ? send(res, 200, allocationCsv(data), 'text/csv') : send(res, 200, data);
+    }
+    if (seg[1] === 'closings' && seg.length === 2) {
+      if (financeOnly()) return undefined;
+      return send(res, 200, { closings: closings(now) });
+    }
+    if (seg[1] === 'margin' && seg.length === 3) {
+      if (financeOnly()) return undefined;
+      if (!MONTH_RE.test(seg[2])) return error(res, 400, 'bad_request', 'month must be YYYY-MM');
+      const months = options.allocationMonths ?? [isoMonth(now), closedMonth(now)];
+      if (!months.includes(seg[2])) return error(res, 404, 'not_found', 'no costs file is configured for this month');
+      return send(res, 200, margin(seg[2], now));
     }
     if (seg[1] === 'noisy-neighbors' && seg.length === 2) {
       if (financeOnly()) return undefined;
@@ -409,6 +478,7 @@ export async function startMockServer({ port = 0, host = '127.0.0.1', ...options
     tenants: [...TENANTS],
     noisyTenant: NOISY_TENANT,
     month: isoMonth(Date.now()),
+    closedMonth: closedMonth(Date.now()),
     tokens: {
       finance: mintToken({ sub: 'finance-dev', role: 'finance' }),
       admin: mintToken({ sub: 'admin-dev', role: 'admin' }),

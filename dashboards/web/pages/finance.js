@@ -1,5 +1,6 @@
 // Finance: the month's chargeback (every tenant's invoice total, with its lines
-// on demand), the shared-cost allocation, a month picker and CSV downloads.
+// on demand), whether the month is closed (final) or open (draft), the margin
+// per tenant, the shared-cost allocation, a month picker and CSV downloads.
 
 import { ApiError, downloadCsv, get } from '../api.js';
 import { h, loading, message, sortableTable } from '../dom.js';
@@ -49,6 +50,9 @@ export async function financePage(view, ctx, arg) {
   const allocation = h('section', { class: 'card', 'aria-labelledby': 'allocation-h', 'data-testid': 'allocation-section' },
     h('h2', { id: 'allocation-h' }, 'Shared-cost allocation'), loading('Loading the allocation…'));
   const totals = h('div', { class: 'stats', 'data-testid': 'finance-summary' });
+  const closeStatus = h('p', { class: 'close-status', 'data-testid': 'close-status' }, loading('Loading the closings…'));
+  const margin = h('section', { class: 'card', 'aria-labelledby': 'margin-h', 'data-testid': 'margin-section' },
+    h('h2', { id: 'margin-h' }, 'Margin per tenant'), loading('Loading the margin…'));
 
   view.replaceChildren(
     h('div', { class: 'page-head' },
@@ -59,14 +63,17 @@ export async function financePage(view, ctx, arg) {
         h('label', { for: 'month-input' }, 'Month'), picker,
         h('a', { class: 'button ghost small', href: `#/finance/${f.shiftMonth(month, 1)}`, 'data-testid': 'month-next', 'aria-label': 'Next month' }, '→'))),
     h('div', { class: 'toolbar downloads' }, h('span', { class: 'muted' }, 'Download:'), billingButton, allocationButton, status),
+    closeStatus,
     totals,
     chargeback,
+    margin,
     allocation,
   );
 
-  const [billing, alloc] = await Promise.allSettled([get(`v1/billing/${month}`), get(`v1/allocation/${month}`)]);
+  const [billing, alloc, closings, marginData] = await Promise.allSettled([
+    get(`v1/billing/${month}`), get(`v1/allocation/${month}`), get('v1/closings'), get(`v1/margin/${month}`)]);
   if (!ctx.live()) return;
-  for (const r of [billing, alloc]) {
+  for (const r of [billing, alloc, closings, marginData]) {
     if (r.status === 'rejected' && r.reason instanceof ApiError && r.reason.isAuth) throw r.reason;
   }
 
@@ -79,6 +86,16 @@ export async function financePage(view, ctx, arg) {
     chargeback.lastChild.replaceWith(message('error', `Billing is not available: ${err.message}`, 'billing-error'));
   } else {
     renderChargeback(chargeback, totals, billing.value);
+  }
+
+  renderCloseStatus(closeStatus, month, closings);
+  if (marginData.status === 'rejected') {
+    const err = marginData.reason;
+    margin.lastChild.replaceWith(err instanceof ApiError && err.status === 404
+      ? h('p', { class: 'muted', 'data-testid': 'margin-missing' }, 'No margin without a shared-costs file for this month.')
+      : message('error', `The margin is not available: ${err.message}`, 'margin-error'));
+  } else {
+    renderMargin(margin, marginData.value);
   }
 
   if (alloc.status === 'rejected') {
@@ -200,4 +217,52 @@ function renderAllocation(section, data, currency) {
       h('td', { class: 'num', 'data-testid': 'allocation-total' }, f.money(f.sumDecimals(items.map((r) => r.amount)), currency))),
   });
   section.lastChild.replaceWith(h('div', {}, poolTotals, h('div', { class: 'table-wrap' }, table.table)));
+}
+
+function renderCloseStatus(node, month, closings) {
+  if (closings.status === 'rejected') {
+    node.replaceChildren(`Closings are not available: ${closings.reason.message}`);
+    return;
+  }
+  const revisions = (closings.value.closings || []).filter((c) => c.month === month);
+  const newest = revisions[revisions.length - 1];
+  node.dataset.status = newest ? 'closed' : 'open';
+  node.replaceChildren(newest
+    ? h('span', {}, h('span', { class: 'badge badge-ok', 'data-testid': 'close-badge' }, 'closed'), ' ',
+      `Final since ${f.dateTime(newest.closed_at)} by ${newest.who}, revision ${newest.revision}`,
+      newest.reason ? ` (${newest.reason})` : '', `; ${newest.tenant_days} tenant-days certified.`)
+    : h('span', {}, h('span', { class: 'badge badge-unknown', 'data-testid': 'close-badge' }, 'open'), ' ',
+      'Draft: invoices change until the month is closed (allot close).'));
+}
+
+function renderMargin(section, data) {
+  const rows = data.rows || [];
+  const cur = data.currency;
+  if (rows.length === 0) {
+    section.lastChild.replaceWith(h('p', { class: 'muted', 'data-testid': 'margin-none' }, 'No revenue or cost for this month.'));
+    return;
+  }
+  // A bar per tenant: revenue and cost side by side, on one scale.
+  const largest = Math.max(...rows.flatMap((r) => [Math.abs(Number(r.revenue)), Math.abs(Number(r.cost))]), 0.01);
+  const bar = (value, kind) => h('div', {
+    class: `margin-bar margin-bar-${kind}`, title: `${kind} ${value}`,
+    style: { width: `${Math.min(100, (Math.abs(Number(value)) / largest) * 100)}%` },
+  });
+  const chart = h('div', { class: 'margin-chart', role: 'img', 'aria-label': 'Revenue and cost per tenant', 'data-testid': 'margin-chart' },
+    rows.map((r) => h('div', { class: 'margin-chart-row', 'data-testid': 'margin-bar', 'data-tenant-id': r.tenant_id },
+      h('span', { class: 'margin-chart-label' }, r.tenant_id === '__unallocated__' ? 'unallocated' : r.tenant_id),
+      h('div', { class: 'margin-chart-bars' }, bar(r.revenue, 'revenue'), bar(r.cost, 'cost')))));
+  const table = h('table', { class: 'data', 'data-testid': 'margin-table' },
+    h('caption', { class: 'visually-hidden' }, 'Revenue, cost and margin per tenant'),
+    h('thead', {}, h('tr', {}, ['Tenant', 'Revenue', 'Cost', 'Margin', 'Margin %'].map((c, i) =>
+      h('th', { scope: 'col', class: i ? 'num' : null }, c)))),
+    h('tbody', {}, rows.map((r) => h('tr', { 'data-testid': 'margin-row', 'data-tenant-id': r.tenant_id },
+      h('th', { scope: 'row' }, r.tenant_id === '__unallocated__' ? h('span', { class: 'muted' }, 'unallocated') : r.tenant_id),
+      h('td', { class: 'num' }, f.money(r.revenue, cur)),
+      h('td', { class: 'num' }, f.money(r.cost, cur)),
+      h('td', { class: 'num', 'data-testid': 'margin-value' }, f.money(r.margin, cur)),
+      h('td', { class: 'num' }, r.margin_pct === '' ? '—' : `${r.margin_pct} %`)))));
+  section.lastChild.replaceWith(h('div', {},
+    h('p', { class: 'muted' }, data.status === 'final' ? 'Frozen figures of the closed month.' : 'Draft figures of the open month.'),
+    chart, h('div', { class: 'table-wrap' }, table)));
 }

@@ -1,5 +1,6 @@
 // A tenant's page: status and its reasons, quota bars, usage charts per metric
-// (daily over 30 days, hourly over 48 hours) and the month's invoice.
+// (daily over 30 days, hourly over 48 hours) and the month's invoice, final or
+// draft, with the completeness certificate of a closed month.
 // #/tenant/<id>?month=YYYY-MM shows another month: its invoice, and charts
 // ending at that month's end (or now, whichever is earlier).
 
@@ -82,8 +83,55 @@ export async function tenantPage(view, ctx, id, params) {
       ? h('p', { class: 'muted', 'data-testid': 'invoice-none' }, `No invoice for ${f.monthName(month)}.`)
       : message('error', `The invoice is not available: ${err.message}`, 'invoice-error'));
   } else {
-    invoice.lastChild.replaceWith(invoiceTable(inv.value));
+    invoice.lastChild.replaceWith(h('div', {}, invoiceStatus(inv.value), invoiceTable(inv.value)));
+    if (inv.value.status === 'final') {
+      const cert = h('section', { class: 'card', 'aria-labelledby': 'certificate-h', 'data-testid': 'certificate-section' },
+        h('h2', { id: 'certificate-h' }, `Completeness certificate · ${f.monthName(month)}`), loading('Loading the certificate…'));
+      view.append(cert);
+      try {
+        const data = await get(`${base}/invoices/${month}/certificate`);
+        if (!ctx.live()) return;
+        cert.lastChild.replaceWith(certificateTable(data));
+      } catch (err) {
+        if (err instanceof ApiError && err.isAuth) throw err;
+        cert.lastChild.replaceWith(message('error', `The certificate is not available: ${err.message}`, 'certificate-error'));
+      }
+    }
   }
+}
+
+/** Final (closed, with its revision) or draft (can still change). */
+export function invoiceStatus(inv) {
+  const final = inv.status === 'final';
+  return h('p', { class: 'invoice-status', 'data-testid': 'invoice-status', 'data-status': final ? 'final' : 'draft' },
+    h('span', { class: `badge ${final ? 'badge-ok' : 'badge-unknown'}` }, final ? 'final' : 'draft'), ' ',
+    final
+      ? `Closed ${f.dateTime(inv.closed_at)}, revision ${inv.revision} (lake version ${inv.version}): this invoice no longer changes.`
+      : 'Draft: the month is open, figures change as usage arrives.');
+}
+
+function certificateTable(data) {
+  const days = data.days || [];
+  if (days.length === 0) {
+    return h('p', { class: 'muted', 'data-testid': 'certificate-none' }, 'No events were certified for this month.');
+  }
+  const sources = (d) => [
+    ...(d.kafka || []).map((k) => `kafka ${k.topic}/${k.partition} @${k.low}–${k.high} (${k.count})`),
+    ...(d.files || []).map((x) => `file ${x.name} (${x.lines})`),
+  ].join('; ');
+  return h('div', {},
+    h('p', { class: 'muted' }, 'Per day: the distinct events, their raw sums and the SHA-256 of their sorted lines ',
+      h('code', {}, 'event_id|ts_micros|metric|value'), '. Recompute it from your own records to check the invoice.'),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'data', 'data-testid': 'certificate-table' },
+      h('thead', {}, h('tr', {},
+        h('th', { scope: 'col' }, 'Day'), h('th', { scope: 'col', class: 'num' }, 'Events'),
+        h('th', { scope: 'col' }, 'Raw sums'), h('th', { scope: 'col' }, 'Digest'), h('th', { scope: 'col' }, 'Sources'))),
+      h('tbody', {}, days.map((d) => h('tr', { 'data-testid': 'certificate-row', 'data-day': d.day, 'data-digest': d.digest },
+        h('th', { scope: 'row' }, d.day),
+        h('td', { class: 'num' }, String(d.events)),
+        h('td', {}, Object.entries(d.sums || {}).map(([m, v]) => `${f.metricLabel(m)} ${v}`).join('; ')),
+        h('td', { title: d.digest }, h('code', {}, `${d.digest.slice(0, 12)}…`)),
+        h('td', {}, sources(d))))))));
 }
 
 function stat(label, value, testid) {
@@ -182,7 +230,8 @@ function usageCharts(health, dailyPoints, hourlyPoints, w) {
   }));
 }
 
-/** An invoice as a table: its lines, then subtotal, discount and total. */
+/** An invoice as a table: its lines (adjustment lines marked), then subtotal,
+ * discount, adjustments and total. */
 export function invoiceTable(inv, testid = 'invoice-table') {
   const lines = inv.lines || [];
   const fullMonth = (l) => {
@@ -207,17 +256,26 @@ export function invoiceTable(inv, testid = 'invoice-table') {
       h('th', { scope: 'col', class: 'num' }, 'Amount'))),
     h('tbody', {}, lines.length === 0
       ? h('tr', { class: 'empty' }, h('td', { colspan: cols }, 'No billable usage.'))
-      : lines.map((l) => h('tr', { 'data-testid': 'invoice-line', 'data-metric': l.metric },
-        h('th', { scope: 'row' }, f.metricLabel(l.metric)),
+      : lines.map((l) => h('tr', {
+        'data-testid': l.kind === 'adjustment' ? 'invoice-adjustment' : 'invoice-line',
+        'data-metric': l.metric, class: l.kind === 'adjustment' ? 'adjustment' : null,
+      },
+        h('th', { scope: 'row' }, l.kind === 'adjustment'
+          ? (l.metric ? `${f.metricLabel(l.metric)} · adjusts ${l.adjusts}` : `Discount · adjusts ${l.adjusts}`)
+          : f.metricLabel(l.metric)),
         showPeriod ? h('td', {}, fullMonth(l) ? 'whole month' : `${f.dateTime(l.segment_start)} → ${f.dateTime(l.segment_end)}`) : null,
-        h('td', {}, tier(l)),
-        h('td', { class: 'num', title: l.quantity }, `${f.quantity(l.quantity)} ${l.unit}`),
-        h('td', { class: 'num' }, f.money(l.unit_price, cur)),
+        h('td', {}, l.metric ? tier(l) : ''),
+        h('td', { class: 'num', title: l.quantity }, l.metric ? `${f.quantity(l.quantity)} ${l.unit}` : ''),
+        h('td', { class: 'num' }, l.metric ? f.money(l.unit_price, cur) : ''),
         h('td', { class: 'num' }, f.money(l.amount, cur))))),
     h('tfoot', {},
       h('tr', {}, h('th', { scope: 'row', colspan: cols - 1 }, 'Subtotal'), h('td', { class: 'num' }, f.money(inv.subtotal, cur))),
       h('tr', {}, h('th', { scope: 'row', colspan: cols - 1 }, `Discount (${f.quantity(inv.discount_percent, 4)} %)`),
         h('td', { class: 'num' }, f.money(inv.discount, cur))),
+      inv.adjustments != null
+        ? h('tr', { 'data-testid': 'invoice-adjustments' }, h('th', { scope: 'row', colspan: cols - 1 }, 'Adjustments of earlier months'),
+          h('td', { class: 'num' }, f.money(inv.adjustments, cur)))
+        : null,
       h('tr', { class: 'total' }, h('th', { scope: 'row', colspan: cols - 1 }, 'Total'),
         h('td', { class: 'num', 'data-testid': 'invoice-total' }, f.money(inv.total, cur))))));
 }
