@@ -54,6 +54,8 @@ enum Command {
     Ingest(IngestArgs),
     /// Merge small files per tenant-day and remove duplicate events.
     Compact(CompactArgs),
+    /// Delete data files no longer needed (keeping those of closed months' versions).
+    Vacuum(VacuumArgs),
     /// Invoices of a month: one line per metric, rate segment and tier band.
     Invoice(reports::InvoiceArgs),
     /// Split shared costs between tenants by their usage of each pool's driver.
@@ -135,6 +137,16 @@ struct CompactArgs {
     min_files: usize,
 }
 
+#[derive(Args)]
+struct VacuumArgs {
+    /// The lake: a directory or an object-store URL (default: `lake` from the config).
+    #[arg(long, value_name = "DIR|URL")]
+    lake: Option<String>,
+    /// The configuration file (allot.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 /// A failure, with the exit status it maps to.
 struct Failure {
     status: u8,
@@ -214,6 +226,7 @@ async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Ingest(args) => ingest(args).await,
         Command::Compact(args) => compact(args).await,
+        Command::Vacuum(args) => vacuum(args).await,
         Command::Invoice(args) => reports::invoice(args).await,
         Command::Allocate(args) => reports::allocate(args).await,
         Command::Noisy(args) => reports::noisy(args).await,
@@ -359,6 +372,25 @@ async fn compact(args: CompactArgs) -> Result<(), Failure> {
         } else {
             ""
         }
+    );
+    Ok(())
+}
+
+async fn vacuum(args: VacuumArgs) -> Result<(), Failure> {
+    let config = load_config(args.config.as_deref())?;
+    let lake = lake_location(args.lake.as_deref(), &config)?;
+    let options = allot_ingest::VacuumOptions {
+        lake,
+        retention: config.ingest.vacuum_retention.0,
+        close_retention: config.ingest.close_retention.0,
+        now_micros: chrono::Utc::now().timestamp_micros(),
+    };
+    let summary = allot_ingest::vacuum(options)
+        .await
+        .map_err(Failure::internal)?;
+    println!(
+        "{} files deleted; the files of usage_events versions {:?} kept for closings",
+        summary.files_deleted, summary.kept_versions
     );
     Ok(())
 }

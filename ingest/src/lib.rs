@@ -23,6 +23,7 @@ pub mod lines;
 pub mod rollup;
 pub mod summary;
 pub mod telemetry;
+pub mod vacuum;
 pub mod writer;
 
 pub use close::commit_closing;
@@ -31,3 +32,4 @@ pub use error::IngestError;
 pub use file::{FileIngestOptions, FileInput, ingest_file};
 pub use kafka::{KafkaIngestOptions, run_collector};
 pub use summary::IngestSummary;
+pub use vacuum::{VacuumOptions, VacuumSummary, vacuum};

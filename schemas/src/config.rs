@@ -172,6 +172,12 @@ pub struct IngestConfig {
     /// Copies of a `(tenant_id, event_id)` whose `ts` lie closer than this are
     /// one event (SPEC §1.4); at least one day.
     pub dedup_window: HumanDuration,
+    /// `allot vacuum` deletes files removed from `usage_events` longer ago than
+    /// this.
+    pub vacuum_retention: HumanDuration,
+    /// `allot vacuum` keeps every file a closing's version needs while the
+    /// closing is younger than this (SPEC §7).
+    pub close_retention: HumanDuration,
 }
 
 impl Default for IngestConfig {
@@ -189,6 +195,8 @@ impl Default for IngestConfig {
             compaction_min_files: 10,
             metrics_listen: None,
             dedup_window: HumanDuration(DEFAULT_DEDUP_WINDOW),
+            vacuum_retention: HumanDuration(Duration::from_secs(7 * 86_400)),
+            close_retention: HumanDuration(Duration::from_secs(400 * 86_400)),
         }
     }
 }
