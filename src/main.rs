@@ -174,7 +174,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) if err.use_stderr() => {
             let rendered = err.render().to_string();
-            let first_line = rendered.lines().next().unwrap_or("invalid arguments");
+            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first_line = lines.next().unwrap_or("invalid arguments").to_string();
+            // "the following required arguments were not provided:" names them
+            // on the next line; keep it on the one line.
+            if first_line.ends_with(':')
+                && let Some(next) = lines.next()
+            {
+                first_line = format!("{first_line} {next}");
+            }
             eprintln!("allot: error: {}", first_line.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
