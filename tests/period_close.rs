@@ -1,0 +1,359 @@
+//! End-to-end tests of period close (SPEC §7) through the `allot` binary: the
+//! certificate digest recomputed independently in Python from the input file,
+//! and `allot verify` failing on a removed data file, a tampered closing and a
+//! data file that lost a row, and passing after compaction.
+
+mod common;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch, StringArray};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+const CONFIG: &str = r#"
+currency = "USD"
+
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-01"
+unit_price = "0.0400"
+
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+tiers = [{ up_to = "1", unit_price = "0.09" }, { unit_price = "0.05" }]
+
+[[rates]]
+metric = "storage_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.02"
+
+[tenants.acme]
+discount_percent = "12.5"
+"#;
+
+/// Events of September 2026 with awkward values (exponents, a tie past nine
+/// decimals), an in-file duplicate, and a few events outside the month.
+fn events() -> String {
+    let mut lines = Vec::new();
+    for (i, (tenant, day, hour, metric, value)) in [
+        ("acme", 1, 3, "compute_seconds", "3600"),
+        ("acme", 1, 4, "compute_seconds", "1.5e3"),
+        ("acme", 1, 5, "egress_bytes", "1073741824.0000000025"),
+        ("acme", 2, 0, "storage_bytes", "5368709120"),
+        ("acme", 2, 9, "compute_seconds", "0.0000000035"),
+        ("bravo", 1, 7, "compute_seconds", "7200"),
+        ("bravo", 30, 23, "egress_bytes", "42"),
+        ("bravo", 12, 1, "compute_seconds", "10"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        lines.push(format!(
+            r#"{{"event_id":"e{i}","tenant_id":"{tenant}","ts":"2026-09-{day:02}T{hour:02}:17:05.123456Z","metric":"{metric}","value":{value}}}"#
+        ));
+    }
+    // The same id again on the same day: one event.
+    lines.push(
+        r#"{"event_id":"e0","tenant_id":"acme","ts":"2026-09-01T03:17:05.123456Z","metric":"compute_seconds","value":3600}"#
+            .to_string(),
+    );
+    lines.push(
+        r#"{"event_id":"x1","tenant_id":"acme","ts":"2026-10-01T00:00:00Z","metric":"compute_seconds","value":60}"#
+            .to_string(),
+    );
+    lines.join("\n") + "\n"
+}
+
+struct Lake {
+    dir: tempfile::TempDir,
+}
+
+impl Lake {
+    /// A fresh lake with the events ingested (as `files` separate backfills).
+    fn new(files: usize) -> Lake {
+        let lake = Lake {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        std::fs::write(lake.config(), CONFIG).expect("write config");
+        let all = events();
+        let lines: Vec<&str> = all.lines().collect();
+        let per_file = lines.len().div_ceil(files);
+        for (i, chunk) in lines.chunks(per_file).enumerate() {
+            let path = lake.dir.path().join(format!("events-{i}.jsonl"));
+            std::fs::write(&path, chunk.join("\n") + "\n").expect("write events");
+            let out = lake.run(&[
+                "ingest",
+                "--no-progress",
+                "--from-file",
+                path.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "ingest: {}", stderr(&out));
+        }
+        std::fs::write(lake.dir.path().join("events.jsonl"), all).expect("write events");
+        lake
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("lake")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("allot.toml")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_allot"))
+            .args(args)
+            .arg("--lake")
+            .arg(self.root())
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .expect("run allot")
+    }
+
+    fn close(&self) {
+        let out = self.run(&["close", "--month", "2026-09"]);
+        assert!(out.status.success(), "close: {}", stderr(&out));
+    }
+
+    fn verify(&self) -> Output {
+        self.run(&["verify", "--month", "2026-09"])
+    }
+
+    /// The data files of a table, sorted.
+    fn data_files(&self, table: &str) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.root().join(table)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() && !path.ends_with("_delta_log") {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "parquet") {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open parquet"))
+        .expect("parquet reader")
+        .build()
+        .expect("build reader")
+        .map(|b| b.expect("batch"))
+        .collect()
+}
+
+fn write_parquet(path: &Path, batches: &[RecordBatch]) {
+    let mut writer = ArrowWriter::try_new(
+        File::create(path).expect("create"),
+        batches[0].schema(),
+        None,
+    )
+    .expect("writer");
+    for batch in batches {
+        writer.write(batch).expect("write");
+    }
+    writer.close().expect("close");
+}
+
+#[test]
+fn certificate_digests_match_an_independent_python_recomputation() {
+    let lake = Lake::new(1);
+    lake.close();
+    let out = lake.run(&["certificate", "--month", "2026-09"]);
+    assert!(out.status.success(), "certificate: {}", stderr(&out));
+    let ours: Vec<String> = stdout(&out)
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').take(4).collect::<Vec<_>>().join(","))
+        .collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/certificate_check.py");
+    let python = Command::new(common::test_python())
+        .arg(script)
+        .arg(lake.dir.path().join("events.jsonl"))
+        .arg("2026-09")
+        .output()
+        .expect("run certificate_check.py");
+    assert!(python.status.success(), "python: {}", stderr(&python));
+    let theirs: Vec<String> = stdout(&python).lines().map(str::to_string).collect();
+    assert_eq!(ours.len(), 5, "tenant-days: {ours:?}");
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn verify_passes_on_a_closed_month_and_after_compaction() {
+    let lake = Lake::new(3);
+    lake.close();
+    let out = lake.verify();
+    assert!(out.status.success(), "verify: {}", stderr(&out));
+    assert_eq!(stdout(&out), "verified\n");
+    let compact = lake.run(&["compact"]);
+    assert!(compact.status.success(), "compact: {}", stderr(&compact));
+    let out = lake.verify();
+    assert!(
+        out.status.success(),
+        "verify after compaction: {}",
+        stderr(&out)
+    );
+    // Final means final: the stored invoice survives compaction byte for byte.
+    let before = lake.run(&["invoice", "--month", "2026-09", "--format", "json"]);
+    assert!(
+        stdout(&before).contains("\"status\": \"final\""),
+        "{}",
+        stdout(&before)
+    );
+}
+
+#[test]
+fn verify_fails_when_a_data_file_is_gone() {
+    let lake = Lake::new(1);
+    lake.close();
+    let files = lake.data_files("usage_events");
+    std::fs::remove_file(&files[0]).expect("remove a data file");
+    let out = lake.verify();
+    assert_eq!(out.status.code(), Some(1), "stdout {}", stdout(&out));
+    assert!(
+        stderr(&out).contains("2026-09 revision 0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out).trim_end().lines().count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn verify_fails_when_the_closing_row_was_tampered_with() {
+    let lake = Lake::new(1);
+    lake.close();
+    let files = lake.data_files("closings");
+    assert_eq!(files.len(), 1);
+    let batches: Vec<RecordBatch> = read_parquet(&files[0])
+        .into_iter()
+        .map(|batch| {
+            let schema = batch.schema();
+            let i = schema.index_of("config_text").expect("config_text");
+            let tampered: StringArray = batch
+                .column(i)
+                .as_string::<i32>()
+                .iter()
+                .map(|text| text.map(|t| t.replace("0.0400", "0.0300")))
+                .collect();
+            let mut columns = batch.columns().to_vec();
+            columns[i] = Arc::new(tampered);
+            RecordBatch::try_new(schema, columns).expect("batch")
+        })
+        .collect();
+    write_parquet(&files[0], &batches);
+    let out = lake.verify();
+    assert_eq!(out.status.code(), Some(1), "stdout {}", stdout(&out));
+    assert!(
+        stderr(&out).contains("configuration text does not match"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn verify_fails_when_a_data_file_lost_a_row() {
+    let lake = Lake::new(1);
+    lake.close();
+    // A "compaction" that rewrote acme's 2026-09-01 file without one row.
+    let file = lake
+        .data_files("usage_events")
+        .into_iter()
+        .find(|p| {
+            p.to_string_lossy()
+                .contains("tenant_id=acme/day=2026-09-01")
+        })
+        .expect("acme's first day");
+    let batches = read_parquet(&file);
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert!(total >= 2);
+    let mut kept: Vec<RecordBatch> = Vec::new();
+    let mut dropped = false;
+    for batch in batches {
+        if !dropped && batch.num_rows() > 0 {
+            kept.push(batch.slice(1, batch.num_rows() - 1));
+            dropped = true;
+        } else {
+            kept.push(batch);
+        }
+    }
+    write_parquet(&file, &kept);
+    let out = lake.verify();
+    assert_eq!(out.status.code(), Some(1), "stdout {}", stdout(&out));
+    // Named either as the tenant's figures that changed or as its tenant-day's
+    // file that no longer matches what the log recorded (its size).
+    let err = stderr(&out);
+    assert!(
+        err.contains("tenant acme") || err.contains("tenant_id=acme/day=2026-09-01"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn verify_passes_after_compaction_and_vacuum_within_close_retention() {
+    let lake = Lake::new(3);
+    lake.close();
+    let compact = lake.run(&["compact"]);
+    assert!(compact.status.success(), "compact: {}", stderr(&compact));
+    let files_before = lake.data_files("usage_events").len();
+    // Vacuum everything removed, at once, except what the closing needs.
+    std::fs::write(
+        lake.config(),
+        format!("{CONFIG}\n[ingest]\nvacuum_retention = \"0s\"\n"),
+    )
+    .expect("config");
+    let vacuum = lake.run(&["vacuum"]);
+    assert!(vacuum.status.success(), "vacuum: {}", stderr(&vacuum));
+    assert_eq!(
+        lake.data_files("usage_events").len(),
+        files_before,
+        "{}",
+        stdout(&vacuum)
+    );
+    let out = lake.verify();
+    assert!(
+        out.status.success(),
+        "verify after vacuum: {}",
+        stderr(&out)
+    );
+    // Without the closing's protection the same vacuum deletes the old files.
+    std::fs::write(
+        lake.config(),
+        format!("{CONFIG}\n[ingest]\nvacuum_retention = \"0s\"\nclose_retention = \"0s\"\n"),
+    )
+    .expect("config");
+    let vacuum = lake.run(&["vacuum"]);
+    assert!(vacuum.status.success(), "vacuum: {}", stderr(&vacuum));
+    assert!(
+        lake.data_files("usage_events").len() < files_before,
+        "{}",
+        stdout(&vacuum)
+    );
+    assert_eq!(lake.verify().status.code(), Some(1));
+}
