@@ -341,6 +341,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
+        use super::d;
         use crate::pricing::{
             CounterDay, GaugeSample, GaugeSeries, PriceBook, TenantUsage, invoice,
         };
