@@ -1,6 +1,7 @@
 //! Period close (SPEC §7): the closings, a tenant's completeness certificate
 //! and the margin report. Closings and margin are for finance and admin; a
-//! tenant token sees its own certificate only.
+//! tenant token sees its own certificate only. An open month's certificate is
+//! empty (`"status": "open"`).
 
 use allot_query::allocation::AllocationRow;
 use allot_query::closing::{
@@ -82,31 +83,36 @@ async fn certificate(
     state.authorize_tenant(&principal, &id, &snapshot)?;
     let period = params::month(&month)?;
     let found = closing::closings(&state.lake).await?;
-    let closed =
-        find_closing(&found, period, None).ok_or(ApiError::NotFound("the month is not closed"))?;
-    let mut table = ReportTable::new(&CERTIFICATE_COLUMNS);
-    table.rows = closed
-        .certificate
-        .iter()
-        .filter(|day| day.tenant_id == id)
-        .map(|day| day.csv_record())
-        .collect();
+    let closed = find_closing(&found, period, None);
     let days: Vec<_> = closed
-        .certificate
-        .iter()
-        .filter(|day| day.tenant_id == id)
-        .collect();
+        .map(|c| {
+            c.certificate
+                .iter()
+                .filter(|day| day.tenant_id == id)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut table = ReportTable::new(&CERTIFICATE_COLUMNS);
+    table.rows = days.iter().map(|day| day.csv_record()).collect();
     Ok(report(
         format,
-        || {
-            json!({
+        || match closed {
+            Some(closed) => json!({
                 "tenant_id": id,
                 "period": period.to_string(),
+                "status": "closed",
                 "revision": closed.revision,
                 "closed_at": closed.closed_at,
                 "version": closed.usage_version,
                 "days": days,
-            })
+            }),
+            // An open month has no certificate yet.
+            None => json!({
+                "tenant_id": id,
+                "period": period.to_string(),
+                "status": "open",
+                "days": [],
+            }),
         },
         || table.clone(),
     ))
