@@ -441,7 +441,7 @@ pub async fn closings(location: &LakeLocation) -> Result<Vec<Closing>, QueryErro
             });
         }
     }
-    found.sort_by(|a, b| (a.month, a.revision).cmp(&(b.month, b.revision)));
+    found.sort_by_key(|c| (c.month, c.revision));
     Ok(found)
 }
 
@@ -453,9 +453,11 @@ pub fn find_closing(
 ) -> Option<&Closing> {
     closings
         .iter()
-        .filter(|c| c.month == month && revision.is_none_or(|r| r == c.revision))
-        .next_back()
+        .rfind(|c| c.month == month && revision.is_none_or(|r| r == c.revision))
 }
+
+/// A stored invoice while it is read: currency, discount percent, numbered rows.
+type StoredInvoice = (String, String, Vec<(i32, Vec<String>)>);
 
 /// The final invoices `closing` stored (of `tenant` only, when given), ordered
 /// by tenant, each with its rows in their stored order.
@@ -464,8 +466,7 @@ pub async fn stored_invoices(
     closing: &Closing,
     tenant: Option<&str>,
 ) -> Result<Vec<BilledInvoice>, QueryError> {
-    let mut by_tenant: BTreeMap<String, (String, String, Vec<(i32, Vec<String>)>)> =
-        BTreeMap::new();
+    let mut by_tenant: BTreeMap<String, StoredInvoice> = BTreeMap::new();
     for batch in read_small_table(location, LakeTable::Invoices).await? {
         let ids = strings(&batch, "close_id")?;
         let rows = int32s(&batch, "row")?;
