@@ -350,7 +350,11 @@ async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSett
     let invoices = reports::invoices(&snapshot, settings, march, None)
         .await
         .unwrap();
-    out += &invoices_table(&invoices).to_csv();
+    let billed: Vec<_> = invoices
+        .iter()
+        .map(|i| allot_query::billed::BilledInvoice::draft(i, Vec::new()))
+        .collect();
+    out += &invoices_table(&billed).to_csv();
     // Whole days, and a mid-day window whose whole hours come from rollups.
     for (from, to) in [
         ("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"),
