@@ -7,7 +7,7 @@
 //! at the table), so paths stay relative to the table and a local directory and
 //! an `s3://` lake are read alike.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use allot_schemas::lake::{LakeLocation, LakeTable};
@@ -324,7 +324,11 @@ async fn load_table_at(
             LakeTable::UsageEvents => file
                 .stats()
                 .map_or((i64::MIN, i64::MAX), |stats| ingested_range(&stats)),
-            LakeTable::RejectedEvents | LakeTable::UsageHourly => (i64::MIN, i64::MAX),
+            LakeTable::RejectedEvents
+            | LakeTable::UsageHourly
+            | LakeTable::Invoices
+            | LakeTable::Allocations
+            | LakeTable::Closings => (i64::MIN, i64::MAX),
         };
         files.push(LakeFile {
             path: file.object_store_path().to_string(),
