@@ -4,9 +4,13 @@
 //! [`assemble::EventAssembler`], which validates them into Arrow batches of
 //! accepted and rejected rows; a [`writer::LakeWriter`] removes duplicates and
 //! commits each batch to the Delta tables of the lake in one commit. Compaction
-//! merges small files and keeps the hourly rollups up to date; it is the only
-//! user of the query engine here (the rollups are computed the way reports read
-//! events). This crate never depends on the server.
+//! merges small files and keeps the hourly rollups up to date.
+//!
+//! This crate depends on `allot-query` for what must be computed exactly as the
+//! reports read it: the rollups (through a query session over the deduplicated
+//! view), the dedup window, the rows a period close commits and the closings that
+//! vacuum keeps. It never depends on the server (see the README's architecture
+//! section, which `scripts/check-deps` holds to the manifests).
 
 pub mod append;
 pub mod assemble;
