@@ -45,16 +45,6 @@ pub const COSTS_COLUMNS: [&str; 7] = [
     "period", "pool", "amount", "currency", "driver", "region", "service",
 ];
 
-/// The columns of an allocation row, in CSV order.
-pub const ALLOCATION_COLUMNS: [&str; 6] = [
-    "period",
-    "pool",
-    "tenant_id",
-    "driver_quantity",
-    "share",
-    "amount",
-];
-
 /// One pool of shared cost, a row of the costs CSV.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CostPool {
@@ -94,7 +84,7 @@ pub struct AllocationRow {
 }
 
 impl AllocationRow {
-    /// The row as CSV fields in [`ALLOCATION_COLUMNS`] order.
+    /// The row as CSV fields in [`allot_schemas::table_schema::ALLOCATION_CSV_COLUMNS`] order.
     pub fn csv_record(&self) -> Vec<String> {
         vec![
             self.period.to_string(),

@@ -351,22 +351,26 @@ impl Closing {
     }
 }
 
-fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray, QueryError> {
+/// Column `name` of a stored batch, cast to `data_type`.
+fn column_as(
+    batch: &RecordBatch,
+    name: &str,
+    data_type: &DataType,
+) -> Result<ArrayRef, QueryError> {
     let column = batch
         .column_by_name(name)
         .ok_or_else(|| QueryError::Engine(format!("column {name} is missing")))?;
-    Ok(arrow::compute::cast(column, &DataType::Utf8)
-        .map_err(QueryError::engine)?
+    arrow::compute::cast(column, data_type).map_err(QueryError::engine)
+}
+
+fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray, QueryError> {
+    Ok(column_as(batch, name, &DataType::Utf8)?
         .as_string::<i32>()
         .clone())
 }
 
 fn int32s(batch: &RecordBatch, name: &str) -> Result<Int32Array, QueryError> {
-    let column = batch
-        .column_by_name(name)
-        .ok_or_else(|| QueryError::Engine(format!("column {name} is missing")))?;
-    Ok(arrow::compute::cast(column, &DataType::Int32)
-        .map_err(QueryError::engine)?
+    Ok(column_as(batch, name, &DataType::Int32)?
         .as_primitive::<Int32Type>()
         .clone())
 }

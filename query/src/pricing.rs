@@ -333,21 +333,6 @@ pub struct TenantUsage {
     pub gauges: Vec<GaugeSeries>,
 }
 
-/// The columns of an invoice line, in CSV order.
-pub const INVOICE_LINE_COLUMNS: [&str; 11] = [
-    "tenant_id",
-    "period",
-    "metric",
-    "unit",
-    "segment_start",
-    "segment_end",
-    "tier_from",
-    "tier_to",
-    "quantity",
-    "unit_price",
-    "amount",
-];
-
 /// One invoice line: a metric × rate segment × tier band with quantity > 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceLine {
@@ -376,7 +361,8 @@ pub struct InvoiceLine {
 }
 
 impl InvoiceLine {
-    /// The line as CSV fields in [`INVOICE_LINE_COLUMNS`] order (instants in RFC 3339,
+    /// The line as CSV fields in the order of the first eleven
+    /// [`allot_schemas::table_schema::INVOICE_CSV_COLUMNS`] (instants in RFC 3339,
     /// quantity with 12 places, amount with 2, empty tier bounds for flat rates).
     pub fn csv_record(&self) -> Vec<String> {
         let bound = |b: &Option<BigDecimal>| {

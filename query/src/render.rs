@@ -11,10 +11,10 @@
 //! `amount` and every other column but `tenant_id` and `period` empty (see
 //! [`crate::billed`]).
 
-use allot_schemas::table_schema::INVOICE_CSV_COLUMNS;
+use allot_schemas::table_schema::{ALLOCATION_CSV_COLUMNS, INVOICE_CSV_COLUMNS};
 use serde_json::{Map, Value, json};
 
-use crate::allocation::{ALLOCATION_COLUMNS, AllocationRow};
+use crate::allocation::AllocationRow;
 use crate::billed::{BilledInvoice, InvoiceStatus};
 use crate::health::TenantHealth;
 use crate::noisy::{NOISY_COLUMNS, NoisyRow};
@@ -135,7 +135,7 @@ pub fn usage_table(points: &[UsagePoint]) -> ReportTable {
 /// Allocation rows as a table.
 pub fn allocation_table(rows: &[AllocationRow]) -> ReportTable {
     ReportTable {
-        columns: ALLOCATION_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        columns: ALLOCATION_CSV_COLUMNS.iter().map(|c| c.to_string()).collect(),
         rows: rows.iter().map(AllocationRow::csv_record).collect(),
     }
 }
