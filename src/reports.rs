@@ -182,7 +182,7 @@ fn instant_flag(flag: &str, text: &str) -> Result<i64, Failure> {
         .or_else(|| {
             chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
                 .ok()
-                .map(allot_query::period::day_start_micros)
+                .map(allot_schemas::time::day_start_micros)
         })
         .ok_or_else(|| {
             Failure::usage(format!(

@@ -1,9 +1,10 @@
 //! Query-string values: instants, bucket widths and months, each refused with a
 //! 400 that names the parameter.
 
-use allot_query::period::{Period, day_start_micros};
+use allot_query::period::Period;
 use allot_schemas::config::HumanDuration;
 use allot_schemas::event::parse_timestamp_micros;
+use allot_schemas::time::day_start_micros;
 
 use crate::error::ApiError;
 

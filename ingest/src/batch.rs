@@ -8,11 +8,12 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use allot_schemas::decimal::VALUE_SCALE;
-use allot_schemas::event::{Rejection, UsageEvent, day_of_micros};
+use allot_schemas::event::{Rejection, UsageEvent};
 use allot_schemas::lake::Provenance;
 use allot_schemas::table_schema::{
     REJECTED_RAW_BYTES, VALUE_PRECISION, rejected_events_schema, usage_events_schema,
 };
+use allot_schemas::time::epoch_day_of_micros;
 use arrow::array::{
     ArrayRef, BinaryBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder,
     MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMicrosecondArray,
@@ -101,7 +102,7 @@ impl UsageBatchBuilder {
         self.source.append_value("");
         let source_len = self.source.values_slice().len() - source_start;
         self.tenant_id.append_value(&event.tenant_id);
-        self.day.append_value(day_of_micros(event.ts_micros));
+        self.day.append_value(epoch_day_of_micros(event.ts_micros));
         self.rows += 1;
         self.approx_bytes += FIXED_ROW_BYTES
             + event.event_id.len()
@@ -206,7 +207,8 @@ impl RejectedBatchBuilder {
         let rows = std::mem::take(&mut self.rows);
         let rejected_at =
             TimestampMicrosecondArray::from_value(rejected_at_micros, rows).with_timezone("UTC");
-        let day = arrow::array::Date32Array::from_value(day_of_micros(rejected_at_micros), rows);
+        let day =
+            arrow::array::Date32Array::from_value(epoch_day_of_micros(rejected_at_micros), rows);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.tenant_id.finish()),
             Arc::new(self.reason.finish()),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allot_query::dedup::DedupWindow;
-use allot_query::lake::{LakeSnapshot, date_of_epoch_days};
+use allot_query::lake::{LakeSnapshot, partition_date};
 use allot_query::session::{LakeSession, Scope, SessionLimits};
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::{LakeLocation, LakeTable};
@@ -388,7 +388,7 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Beaten, IngestError> {
         let days = days.as_primitive::<arrow::datatypes::Date32Type>();
         let ingested = ingested.as_primitive::<arrow::datatypes::Int64Type>();
         for row in 0..batch.num_rows() {
-            let day = date_of_epoch_days(days.value(row))
+            let day = partition_date(days.value(row))
                 .map_err(query_error)?
                 .format("%Y-%m-%d")
                 .to_string();

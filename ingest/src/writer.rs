@@ -18,10 +18,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use allot_query::lake::date_of_epoch_days;
 use allot_schemas::lake::{LakeLocation, LakeTable, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
+use allot_schemas::time::{date_of_epoch_days, epoch_day_of_micros};
 use arrow::array::{Array, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::Date32Type;
@@ -35,7 +35,6 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use allot_query::dedup::DedupWindow;
-use allot_query::rollup::DAY_MICROS;
 use arrow::datatypes::TimestampMicrosecondType;
 
 use crate::append::LogAppender;
@@ -844,7 +843,6 @@ impl KnownIds<'_> {
         if self.ids.days.iter().all(|d| days.contains(d)) {
             return;
         }
-        let day_of = |ts: i64| i32::try_from(ts.div_euclid(DAY_MICROS)).unwrap_or(i32::MAX);
         self.ids.days.retain(|d| days.contains(d));
         let mut left = 0;
         self.ids.ids.retain(|_, copies| {
@@ -852,7 +850,7 @@ impl KnownIds<'_> {
                 .times()
                 .iter()
                 .copied()
-                .filter(|ts| days.contains(&day_of(*ts)))
+                .filter(|ts| days.contains(&epoch_day_of_micros(*ts)))
                 .collect();
             left += kept.len();
             match kept.as_slice() {
@@ -887,6 +885,7 @@ impl KnownIds<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use allot_schemas::time::MICROS_PER_DAY;
 
     #[test]
     fn partition_dirs_match_delta_layout() {
@@ -899,7 +898,7 @@ mod tests {
 
     #[test]
     fn cache_checks_the_window_and_evicts_old_tenants() {
-        const DAY: i64 = DAY_MICROS;
+        const DAY: i64 = MICROS_PER_DAY;
         let mut known = KnownEventIds::new(4, DedupWindow::default());
         {
             let mut a = known.tenant_mut("a");
@@ -928,11 +927,11 @@ mod tests {
     fn days_outside_the_range_are_forgotten() {
         let mut known = KnownEventIds::new(100, DedupWindow::default());
         let mut a = known.tenant_mut("a");
-        a.load_day(1, vec![(Box::from("x"), DAY_MICROS)]);
-        a.load_day(50, vec![(Box::from("x"), 50 * DAY_MICROS)]);
+        a.load_day(1, vec![(Box::from("x"), MICROS_PER_DAY)]);
+        a.load_day(50, vec![(Box::from("x"), 50 * MICROS_PER_DAY)]);
         a.keep_days(40..=60);
         assert_eq!(a.ids.copies, 1);
-        assert!(a.insert("x", 10 * DAY_MICROS));
-        assert!(!a.insert("x", 49 * DAY_MICROS));
+        assert!(a.insert("x", 10 * MICROS_PER_DAY));
+        assert!(!a.insert("x", 49 * MICROS_PER_DAY));
     }
 }

@@ -403,7 +403,7 @@ discount_percent = "12.5"
                         raw_sum: value * BigDecimal::from(1_048_576),
                     }),
                     _ => samples.push(GaugeSample {
-                        ts_micros: crate::period::day_start_micros(day),
+                        ts_micros: allot_schemas::time::day_start_micros(day),
                         value: value * BigDecimal::from(1_048_576),
                     }),
                 }

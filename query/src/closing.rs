@@ -43,7 +43,7 @@ use sha2::{Digest, Sha256};
 use crate::allocation::{AllocationRow, CostPool};
 use crate::billed::{BilledInvoice, InvoiceStatus, adjustment_rows, empty_invoice};
 use crate::error::QueryError;
-use crate::lake::{LakeSnapshot, date_of_epoch_days, read_small_table};
+use crate::lake::{LakeSnapshot, partition_date, read_small_table};
 use crate::period::Period;
 use crate::reports::{self, ReportSettings};
 use crate::rounding::{MONEY_SCALE, format_fixed};
@@ -263,7 +263,7 @@ pub async fn certificate(
     for ((tenant_id, day), acc) in days {
         certificate.push(CertificateDay {
             tenant_id,
-            day: date_of_epoch_days(day)?.format("%Y-%m-%d").to_string(),
+            day: partition_date(day)?.format("%Y-%m-%d").to_string(),
             events: acc.lines.len() as u64,
             sums: acc
                 .sums

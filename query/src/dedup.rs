@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use allot_schemas::config::DEFAULT_DEDUP_WINDOW;
 use allot_schemas::table_schema::{USAGE_PARTITION_COLUMNS, usage_events_schema};
+use allot_schemas::time::MICROS_PER_DAY;
 use arrow::datatypes::DataType;
 use chrono::NaiveDate;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -38,7 +39,7 @@ use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 use crate::error::QueryError;
 use crate::lake::LakeFile;
 use crate::provider::LakeFilesTable;
-use crate::rollup::{DAY_MICROS, PartitionKey};
+use crate::rollup::PartitionKey;
 
 /// The dedup window: copies whose `ts` are less than this apart are one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ impl DedupWindow {
     pub fn new(duration: Duration) -> DedupWindow {
         let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX / 4);
         DedupWindow {
-            micros: micros.clamp(DAY_MICROS, i64::MAX / 4),
+            micros: micros.clamp(MICROS_PER_DAY, i64::MAX / 4),
         }
     }
 
@@ -70,7 +71,7 @@ impl DedupWindow {
     /// How many days either side of an event's UTC day a copy within the window
     /// may lie on.
     pub fn reach_days(self) -> i64 {
-        self.micros.div_euclid(DAY_MICROS) + i64::from(self.micros % DAY_MICROS != 0)
+        self.micros.div_euclid(MICROS_PER_DAY) + i64::from(self.micros % MICROS_PER_DAY != 0)
     }
 
     /// Whether two instants are within the window of each other.
@@ -329,8 +330,8 @@ mod tests {
         );
         assert_eq!(DedupWindow::new(Duration::from_secs(60)).reach_days(), 1);
         let w = DedupWindow::default();
-        assert!(w.within(0, 35 * DAY_MICROS - 1));
-        assert!(!w.within(35 * DAY_MICROS, 0));
+        assert!(w.within(0, 35 * MICROS_PER_DAY - 1));
+        assert!(!w.within(35 * MICROS_PER_DAY, 0));
     }
 
     #[test]

@@ -25,10 +25,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use allot_schemas::config::{HealthConfig, TenantConfig};
+use allot_schemas::time::{MICROS_PER_DAY, MICROS_PER_SECOND};
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::error::QueryError;
-use crate::period::{MICROS_PER_DAY, MICROS_PER_SECOND, Period, format_micros};
+use crate::period::{Period, format_micros};
 use crate::rounding::{MONEY_SCALE, Rounding, div_round, format_fixed, round_money};
 
 /// How healthy a tenant is, from best to worst.

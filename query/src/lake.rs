@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::time::{date_of_epoch_days, days_since_epoch};
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use datafusion::common::ScalarValue;
@@ -20,7 +21,6 @@ use deltalake::{DeltaTable, DeltaTableBuilder};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::QueryError;
-use crate::period::day_start_micros;
 
 /// One active data file of a table.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,19 +50,11 @@ impl LakeFile {
     }
 }
 
-/// Days since 1970-01-01, the Arrow `Date32` representation.
-pub fn days_since_epoch(day: NaiveDate) -> i32 {
-    i32::try_from(day_start_micros(day).div_euclid(86_400_000_000)).unwrap_or(i32::MAX)
-}
-
-/// The date of an Arrow `Date32` value (the inverse of [`days_since_epoch`]).
-pub fn date_of_epoch_days(days: i32) -> Result<NaiveDate, QueryError> {
-    NaiveDate::from_num_days_from_ce_opt(days.saturating_add(EPOCH_DAYS_FROM_CE))
+/// The date of a stored `day` value (Arrow `Date32`), or an error naming it.
+pub fn partition_date(days: i32) -> Result<NaiveDate, QueryError> {
+    date_of_epoch_days(days)
         .ok_or_else(|| QueryError::Engine(format!("day {days} (since 1970) is out of range")))
 }
-
-/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
-const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// The active files of one table at one version.
 #[derive(Clone)]

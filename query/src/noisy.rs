@@ -285,8 +285,8 @@ pub fn noisy_neighbours(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::period::MICROS_PER_HOUR;
     use crate::test_support::{d, ts};
+    use allot_schemas::time::MICROS_PER_HOUR;
 
     /// Hourly buckets, a 4-bucket baseline, the default thresholds.
     fn params() -> NoisyParams {

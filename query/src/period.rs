@@ -7,16 +7,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use allot_schemas::time::day_start_micros;
 use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat};
 
 use crate::error::QueryError;
-
-/// Microseconds in a second.
-pub const MICROS_PER_SECOND: i64 = 1_000_000;
-/// Microseconds in an hour.
-pub const MICROS_PER_HOUR: i64 = 3_600 * MICROS_PER_SECOND;
-/// Microseconds in a day.
-pub const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
 
 /// A calendar month in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -172,19 +166,6 @@ impl fmt::Display for Period {
     }
 }
 
-/// 00:00 UTC of `day`, in microseconds.
-pub fn day_start_micros(day: NaiveDate) -> i64 {
-    day.and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc()
-        .timestamp_micros()
-}
-
-/// The UTC date of an instant.
-pub fn day_of_micros(micros: i64) -> Option<NaiveDate> {
-    DateTime::from_timestamp_micros(micros).map(|t| t.date_naive())
-}
-
 /// An instant as RFC 3339 UTC text (`2026-01-15T00:00:00Z`; fractional seconds
 /// only when present).
 pub fn format_micros(micros: i64) -> String {
@@ -197,6 +178,7 @@ pub fn format_micros(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use allot_schemas::time::{MICROS_PER_DAY, MICROS_PER_SECOND};
 
     #[test]
     fn months_have_their_calendar_length() {

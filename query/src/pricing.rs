@@ -34,11 +34,12 @@ use std::collections::BTreeMap;
 use allot_schemas::config::{
     Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, MetricSpec, RateEntry,
 };
+use allot_schemas::time::day_start_micros;
 use bigdecimal::{BigDecimal, Zero};
 use chrono::NaiveDate;
 
 use crate::error::QueryError;
-use crate::period::{Period, day_start_micros, format_micros};
+use crate::period::{Period, format_micros};
 use crate::rounding::{
     MONEY_SCALE, QUANTITY_SCALE, Rounding, div_quantity, div_round, format_fixed, round_money,
 };

@@ -135,7 +135,10 @@ pub fn usage_table(points: &[UsagePoint]) -> ReportTable {
 /// Allocation rows as a table.
 pub fn allocation_table(rows: &[AllocationRow]) -> ReportTable {
     ReportTable {
-        columns: ALLOCATION_CSV_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        columns: ALLOCATION_CSV_COLUMNS
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
         rows: rows.iter().map(AllocationRow::csv_record).collect(),
     }
 }

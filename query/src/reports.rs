@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
+use allot_schemas::time::MICROS_PER_DAY;
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::allocation::{AllocationRow, CostPool, allocate};
@@ -22,7 +23,6 @@ use crate::period::Period;
 use crate::pricing::{
     Invoice, PriceBook, TenantUsage, gauge_weighted_sum, invoice_until, period_quantity,
 };
-use crate::rollup::DAY_MICROS;
 use crate::session::{LakeSession, Scope, SessionLimits};
 use crate::usage::{
     UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days, gauge_series, rejected_counts,
@@ -543,7 +543,7 @@ pub async fn usage_series(
                     .unwrap_or(i64::MAX);
                 let whole_days = [width, request.from, request.to]
                     .iter()
-                    .all(|t| t.rem_euclid(DAY_MICROS) == 0);
+                    .all(|t| t.rem_euclid(MICROS_PER_DAY) == 0);
                 let series = gauge_series(
                     &session,
                     &filter,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use allot_schemas::config::{DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::table_schema::{VALUE_PRECISION, usage_hourly_schema};
+use allot_schemas::time::{MICROS_PER_HOUR, day_start_micros, days_since_epoch};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array, RecordBatch,
     StringArray, TimestampMicrosecondArray,
@@ -32,19 +33,12 @@ use datafusion::prelude::{col, lit};
 
 use crate::dedup::{DedupWindow, Neighbourhoods};
 use crate::error::QueryError;
-use crate::lake::{TableFiles, date_of_epoch_days, days_since_epoch};
-use crate::period::day_start_micros;
+use crate::lake::{TableFiles, partition_date};
 use crate::pricing::{GaugeSample, weight_before_last};
 use crate::session::LakeSession;
 
 /// A tenant-day partition of `usage_events`.
 pub type PartitionKey = (String, NaiveDate);
-
-/// One hour in microseconds: the grain of the counter rollups.
-pub const HOUR_MICROS: i64 = 3_600_000_000;
-
-/// One day in microseconds.
-pub const DAY_MICROS: i64 = 86_400_000_000;
 
 /// FNV-1a, 64 bits: a hash that is the same in every build and on every machine.
 struct Fnv(u64);
@@ -133,7 +127,7 @@ pub async fn rollup_rows(
         Some(0),
         Some("UTC".into()),
     ));
-    let hour = lit(ScalarValue::new_interval_mdn(0, 0, HOUR_MICROS * 1_000));
+    let hour = lit(ScalarValue::new_interval_mdn(0, 0, MICROS_PER_HOUR * 1_000));
     let events = || session.usage_events_where(|t, d| bases.contains_key(&(t.to_string(), d)));
     let hourly = events()?
         .aggregate(
@@ -167,7 +161,7 @@ pub async fn rollup_rows(
         let lasts = typed(&batch, 7, &utc_micros())?;
         let lasts = lasts.as_primitive::<TimestampMicrosecondType>();
         for row in 0..batch.num_rows() {
-            let day = date_of_epoch_days(days.value(row))?;
+            let day = partition_date(days.value(row))?;
             rows.push(RollupRow {
                 tenant: tenants.value(row).to_string(),
                 day,
@@ -227,7 +221,7 @@ pub async fn rollup_rows(
         }
         for ((tenant, day, metric, resource), mut samples) in series {
             samples.sort();
-            let day = date_of_epoch_days(day)?;
+            let day = partition_date(day)?;
             let weighted = weight_before_last(&samples, gauges[metric.as_str()]);
             let (first, last) = (&samples[0], &samples[samples.len() - 1]);
             let (Some(value_sum), Some(last_value)) =

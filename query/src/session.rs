@@ -20,6 +20,7 @@ use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, rejected_events_schema,
     usage_hourly_schema,
 };
+use allot_schemas::time::days_since_epoch;
 use arrow::array::{AsArray, Date32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Date32Type, Field, Int64Type, Schema};
 use chrono::NaiveDate;
@@ -32,7 +33,7 @@ use url::Url;
 
 use crate::dedup::{DedupWindow, Neighbourhoods, Outcome, checked_rows, usage_table};
 use crate::error::QueryError;
-use crate::lake::{LakeFile, LakeSnapshot, TableFiles, date_of_epoch_days, days_since_epoch};
+use crate::lake::{LakeFile, LakeSnapshot, TableFiles, partition_date};
 use crate::provider::LakeFilesTable;
 use crate::rollup::{PartitionKey, catalog_fingerprint, partition_bases};
 
@@ -189,7 +190,7 @@ impl LakeSession {
             for row in 0..batch.num_rows() {
                 let key = (
                     tenants.value(row).to_string(),
-                    date_of_epoch_days(days.value(row))?,
+                    partition_date(days.value(row))?,
                 );
                 if bases.get(&key) == Some(&recorded_bases.value(row)) {
                     current.insert(key, recorded_bases.value(row));

@@ -29,13 +29,15 @@ use datafusion::prelude::{DataFrame, cast, col, lit};
 
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::table_schema::VALUE_PRECISION;
+use allot_schemas::time::{
+    MICROS_PER_DAY, MICROS_PER_HOUR, date_of_micros, day_start_micros, days_since_epoch,
+};
 
 use crate::error::QueryError;
-use crate::lake::{date_of_epoch_days, days_since_epoch};
+use crate::lake::partition_date;
 use crate::noisy::BucketUsage;
-use crate::period::{day_of_micros, day_start_micros};
 use crate::pricing::{CounterDay, GaugeSample, GaugeSeries, HeldSum};
-use crate::rollup::{DAY_MICROS, HOUR_MICROS, PartitionKey};
+use crate::rollup::PartitionKey;
 use crate::session::LakeSession;
 
 /// Which events of the session an aggregation reads.
@@ -64,8 +66,8 @@ fn day_lit(day: NaiveDate) -> Expr {
 /// The first and last UTC day of `[from, to)`.
 fn day_span(from: i64, to: i64) -> (NaiveDate, NaiveDate) {
     (
-        day_of_micros(from).unwrap_or(NaiveDate::MIN),
-        day_of_micros(to.saturating_sub(1)).unwrap_or(NaiveDate::MAX),
+        date_of_micros(from).unwrap_or(NaiveDate::MIN),
+        date_of_micros(to.saturating_sub(1)).unwrap_or(NaiveDate::MAX),
     )
 }
 
@@ -121,7 +123,7 @@ async fn split_usage(
                 .filter(|((tenant, day), _)| {
                     let start = day_start_micros(*day);
                     start < inner_to
-                        && start + DAY_MICROS > inner_from
+                        && start + MICROS_PER_DAY > inner_from
                         && filter.tenant.as_ref().is_none_or(|t| t == tenant)
                 })
                 .map(|(key, basis)| (key.clone(), *basis))
@@ -162,7 +164,7 @@ async fn split_usage(
         let start = day_start_micros(day);
         edges
             .iter()
-            .any(|(from, to)| start < *to && start + DAY_MICROS > *from)
+            .any(|(from, to)| start < *to && start + MICROS_PER_DAY > *from)
     };
     if !served.is_empty() && served.keys().any(|(_, day)| touches_edge(*day)) {
         let in_edges = edges
@@ -287,7 +289,7 @@ pub async fn counter_days(
     if metrics.is_empty() {
         return Ok(by_tenant);
     }
-    let frame = split_usage(session, filter, from, to, Some(HOUR_MICROS))
+    let frame = split_usage(session, filter, from, to, Some(MICROS_PER_HOUR))
         .await?
         .union_hourly(
             Some(metrics),
@@ -321,7 +323,7 @@ pub async fn counter_days(
             else {
                 continue;
             };
-            let day = date_of_epoch_days(days.value(row))?;
+            let day = partition_date(days.value(row))?;
             by_tenant.entry(tenant).or_default().push(CounterDay {
                 metric,
                 day,
@@ -357,7 +359,7 @@ pub async fn gauge_series(
     }
     let mut series: HashMap<String, Series> = HashMap::new();
     if !metrics.is_empty() {
-        let grain = weighed_by_whole_days.then_some(DAY_MICROS);
+        let grain = weighed_by_whole_days.then_some(MICROS_PER_DAY);
         let split = split_usage(session, filter, from, to, grain).await?;
         let frame = split
             .raw
@@ -467,7 +469,7 @@ pub async fn gauge_series(
                     });
                     found.held.push(HeldSum {
                         from: starts.value(row),
-                        to: starts.value(row) + DAY_MICROS,
+                        to: starts.value(row) + MICROS_PER_DAY,
                         weighted: decimal_at(&weighted, row),
                     });
                 }
@@ -512,8 +514,8 @@ pub async fn bucket_usage(
         bucket_micros.saturating_mul(1_000),
     ));
     // Hourly rollups fall into whole buckets only on an hour-aligned grid.
-    let hourly_grid = bucket_micros % HOUR_MICROS == 0 && from.rem_euclid(HOUR_MICROS) == 0;
-    let grain = hourly_grid.then_some(HOUR_MICROS);
+    let hourly_grid = bucket_micros % MICROS_PER_HOUR == 0 && from.rem_euclid(MICROS_PER_HOUR) == 0;
+    let grain = hourly_grid.then_some(MICROS_PER_HOUR);
     let frame = split_usage(session, filter, from, to, grain)
         .await?
         .union_hourly(
@@ -583,7 +585,7 @@ pub async fn activity(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Activity>, QueryError> {
-    let frame = split_usage(session, filter, from, to, Some(HOUR_MICROS))
+    let frame = split_usage(session, filter, from, to, Some(MICROS_PER_HOUR))
         .await?
         .union_hourly(
             None,
@@ -646,8 +648,8 @@ pub async fn rejected_counts(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, u64>, QueryError> {
-    let first_day = day_of_micros(from).unwrap_or(NaiveDate::MIN);
-    let last_day = day_of_micros(to.saturating_sub(1)).unwrap_or(NaiveDate::MAX);
+    let first_day = date_of_micros(from).unwrap_or(NaiveDate::MIN);
+    let last_day = date_of_micros(to.saturating_sub(1)).unwrap_or(NaiveDate::MAX);
     let frame = session
         .rejected_events()
         .await?

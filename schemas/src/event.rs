@@ -17,6 +17,7 @@ use crate::config::MetricCatalog;
 use crate::decimal::{Decimal9, DecimalError};
 use crate::reason::ReasonCode;
 use crate::tenant::is_valid_tenant_id;
+use crate::time::epoch_day_of_micros;
 
 /// Longest `event_id`, in bytes.
 pub const MAX_EVENT_ID_BYTES: usize = 128;
@@ -32,9 +33,6 @@ pub const MAX_LABEL_KEY_BYTES: usize = 64;
 pub const MAX_LABEL_VALUE_BYTES: usize = 256;
 /// The only native schema version this build understands.
 pub const SCHEMA_VERSION: i32 = 1;
-
-/// Microseconds in one day.
-pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// A validated usage event, borrowing its strings from the input where it can.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,14 +62,8 @@ pub struct UsageEvent<'a> {
 impl UsageEvent<'_> {
     /// The UTC day of `ts`, as days since the Unix epoch (Arrow `Date32`).
     pub fn day(&self) -> i32 {
-        day_of_micros(self.ts_micros)
+        epoch_day_of_micros(self.ts_micros)
     }
-}
-
-/// The UTC day of a timestamp in microseconds, as days since the Unix epoch.
-pub fn day_of_micros(ts_micros: i64) -> i32 {
-    // Any RFC 3339 timestamp (years 0000–9999) is well inside i32 days.
-    ts_micros.div_euclid(MICROS_PER_DAY) as i32
 }
 
 /// An event that broke a rule, with what a person needs to fix it.
@@ -509,7 +501,7 @@ mod tests {
         let ctx = DecodeContext {
             catalog: CATALOG.get_or_init(MetricCatalog::default),
             now_micros: NOW,
-            max_future_skew_micros: MICROS_PER_DAY,
+            max_future_skew_micros: crate::time::MICROS_PER_DAY,
             max_event_bytes: 1 << 20,
         };
         decode_event(bytes, &ctx)

@@ -12,6 +12,7 @@ pub mod lake;
 pub mod reason;
 pub mod table_schema;
 pub mod tenant;
+pub mod time;
 
 /// The JSON Schema (draft 2020-12) of a native v1 event, as shipped in `schemas/`.
 pub const EVENT_V1_JSON_SCHEMA: &str = include_str!("../event-v1.schema.json");

@@ -37,7 +37,7 @@ fn schema_and_decoder_agree_on_the_corpus() {
     let ctx = DecodeContext {
         catalog: &catalog,
         now_micros: allot_schemas::event::parse_timestamp_micros("2026-11-28T00:00:00Z").unwrap(),
-        max_future_skew_micros: allot_schemas::event::MICROS_PER_DAY,
+        max_future_skew_micros: allot_schemas::time::MICROS_PER_DAY,
         max_event_bytes: 1 << 20,
     };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/corpus");

@@ -9,6 +9,7 @@ use allot_query::render::{
 };
 use allot_query::reports::{self, NoisyRequest};
 use allot_query::usage::ceil_to_grid;
+use allot_schemas::time::MICROS_PER_DAY;
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -25,7 +26,7 @@ use crate::respond::{Format, report};
 use crate::state::AppState;
 
 /// The noisy-neighbour window when `from` is not given: at least a day.
-const DEFAULT_WINDOW_MICROS: i64 = 24 * 3_600_000_000;
+const DEFAULT_WINDOW_MICROS: i64 = MICROS_PER_DAY;
 
 /// `GET /v1/tenants`, `/v1/billing/{month}`, `/v1/allocation/{month}`,
 /// `/v1/noisy-neighbors`.

@@ -8,6 +8,7 @@ use allot_query::pricing::{self, TenantUsage};
 use allot_query::render::{health_json, health_table, invoice_json, invoices_table, usage_table};
 use allot_query::reports::{self, UsageRequest};
 use allot_query::usage::ceil_to_grid;
+use allot_schemas::time::MICROS_PER_DAY;
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -23,7 +24,7 @@ use crate::respond::{Format, report};
 use crate::state::AppState;
 
 /// The usage window when `from` is not given.
-const DEFAULT_WINDOW_MICROS: i64 = 24 * 3_600_000_000;
+const DEFAULT_WINDOW_MICROS: i64 = MICROS_PER_DAY;
 const DEFAULT_BUCKET: &str = "1h";
 
 /// `GET /v1/tenants/{id}/…`.

@@ -1,0 +1,79 @@
+//! Time facts every crate shares: microsecond units, and the UTC day of an instant
+//! as a date and as Arrow `Date32` (days since 1970-01-01, the lake's `day`
+//! partition value).
+//!
+//! ```
+//! use allot_schemas::time::{MICROS_PER_DAY, date_of_epoch_days, epoch_day_of_micros};
+//! assert_eq!(epoch_day_of_micros(-1), -1);
+//! assert_eq!(epoch_day_of_micros(MICROS_PER_DAY), 1);
+//! assert_eq!(date_of_epoch_days(1).unwrap().to_string(), "1970-01-02");
+//! ```
+
+use chrono::{DateTime, NaiveDate};
+
+/// Microseconds in a second.
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+/// Microseconds in an hour: the grain of the counter rollups.
+pub const MICROS_PER_HOUR: i64 = 3_600 * MICROS_PER_SECOND;
+/// Microseconds in a day.
+pub const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
+
+/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// The UTC day of an instant in microseconds, as days since the Unix epoch.
+pub fn epoch_day_of_micros(ts_micros: i64) -> i32 {
+    // Any RFC 3339 timestamp (years 0000–9999) is well inside i32 days.
+    ts_micros.div_euclid(MICROS_PER_DAY) as i32
+}
+
+/// The UTC date of an instant in microseconds (`None` outside chrono's range).
+pub fn date_of_micros(micros: i64) -> Option<NaiveDate> {
+    DateTime::from_timestamp_micros(micros).map(|t| t.date_naive())
+}
+
+/// 00:00 UTC of `day`, in microseconds.
+pub fn day_start_micros(day: NaiveDate) -> i64 {
+    day.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_micros()
+}
+
+/// Days since 1970-01-01 of a date: its Arrow `Date32` value.
+pub fn days_since_epoch(day: NaiveDate) -> i32 {
+    i32::try_from(day_start_micros(day).div_euclid(MICROS_PER_DAY)).unwrap_or(i32::MAX)
+}
+
+/// The date of an Arrow `Date32` value (the inverse of [`days_since_epoch`];
+/// `None` outside chrono's range).
+pub fn date_of_epoch_days(days: i32) -> Option<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(days.saturating_add(EPOCH_DAYS_FROM_CE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_days_round_trip_through_dates() {
+        for day in [
+            "1970-01-01",
+            "1969-12-31",
+            "2026-02-28",
+            "2028-02-29",
+            "9999-12-31",
+        ] {
+            let date: NaiveDate = day.parse().unwrap();
+            let days = days_since_epoch(date);
+            assert_eq!(date_of_epoch_days(days), Some(date), "{day}");
+            assert_eq!(epoch_day_of_micros(day_start_micros(date)), days, "{day}");
+            assert_eq!(
+                epoch_day_of_micros(day_start_micros(date) + MICROS_PER_DAY - 1),
+                days
+            );
+            assert_eq!(date_of_micros(day_start_micros(date)), Some(date));
+        }
+        assert_eq!(date_of_epoch_days(i32::MAX), None);
+    }
+}
