@@ -29,6 +29,7 @@
 use std::collections::BTreeMap;
 
 use allot_schemas::config::MetricCatalog;
+use allot_schemas::decimal::parse_plain_decimal;
 pub use allot_schemas::tenant::UNALLOCATED_TENANT;
 use bigdecimal::num_bigint::BigInt;
 use bigdecimal::{BigDecimal, One, ToPrimitive, Zero};
@@ -150,17 +151,6 @@ fn split_csv_line(line: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// Parses `-?digits(.digits)?` exactly.
-fn parse_amount(text: &str) -> Option<BigDecimal> {
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(int) || !digits(frac) {
-        return None;
-    }
-    text.parse().ok()
-}
-
 /// Parses a costs CSV, checking every row against the catalog and the configured
 /// currency. The error names the row and the problem.
 pub fn parse_costs_csv(
@@ -222,7 +212,7 @@ pub fn parse_costs_csv(
         if pool.is_empty() {
             return Err(fail("malformed row: the pool name is empty".to_string()));
         }
-        let amount = parse_amount(&fields[2]).ok_or_else(|| {
+        let amount = parse_plain_decimal(&fields[2]).ok_or_else(|| {
             fail(format!(
                 "malformed row: amount {:?} is not a decimal number",
                 fields[2]

@@ -17,6 +17,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use crate::decimal::parse_plain_decimal;
 use crate::tenant::is_valid_tenant_id;
 
 /// A configuration error: the key it is about and what is wrong.
@@ -546,17 +547,6 @@ impl<'de> Deserialize<'de> for ConfigDecimal {
         }
         deserializer.deserialize_any(Visitor)
     }
-}
-
-/// Parses `-?digits(.digits)?`, the only decimal spelling the config accepts.
-fn parse_plain_decimal(text: &str) -> Option<BigDecimal> {
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
-    let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits_only(int) || !digits_only(frac) {
-        return None;
-    }
-    BigDecimal::from_str(text).ok()
 }
 
 /// A duration written like `30s`, `15m`, `1h`, `1d` or `500ms`.

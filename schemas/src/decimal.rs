@@ -6,6 +6,9 @@
 //! included) and rounds extra fractional digits half-to-even.
 
 use std::fmt;
+use std::str::FromStr;
+
+use bigdecimal::BigDecimal;
 
 /// Number of fractional digits kept for event values.
 pub const VALUE_SCALE: u32 = 9;
@@ -225,6 +228,24 @@ impl fmt::Display for Decimal9 {
         let fraction = self.0 % SCALE_FACTOR;
         write!(f, "{integer}.{fraction:09}")
     }
+}
+
+/// Parses `-?digits(.digits)?` exactly: the one decimal spelling of the config
+/// and of costs files (no exponent, no `+`, no bare `.5`).
+///
+/// ```
+/// use allot_schemas::decimal::parse_plain_decimal;
+/// assert_eq!(parse_plain_decimal("-12.50").unwrap().to_string(), "-12.50");
+/// assert!(parse_plain_decimal("1e3").is_none() && parse_plain_decimal(".5").is_none());
+/// ```
+pub fn parse_plain_decimal(text: &str) -> Option<BigDecimal> {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
+    let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only(int) || !digits_only(frac) {
+        return None;
+    }
+    BigDecimal::from_str(text).ok()
 }
 
 #[cfg(test)]
