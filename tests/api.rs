@@ -14,8 +14,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use allot_api::auth::{Claims, Role};
-use allot_api::clock::FixedClock;
 use allot_api::{ApiOptions, AppState, LakeLocation, route_table, router};
+use allot_schemas::clock::FixedClock;
 use allot_schemas::config::Config;
 use axum::Router;
 use axum::body::Body;

@@ -431,8 +431,9 @@ fn read_dead_letters(broker: &common::Broker, topic: &str, distinct: usize) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_merges_small_files_and_removes_producer_duplicates() {
-    use allot_ingest::assemble::{EventAssembler, system_clock};
+    use allot_ingest::assemble::EventAssembler;
     use allot_ingest::writer::LakeWriter;
+    use allot_schemas::clock::SystemClock;
     use allot_schemas::config::Config;
     use allot_schemas::lake::{LakeLocation, Provenance};
 
@@ -455,7 +456,7 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
     };
     for (writer, offset_base, ids) in [(&mut first, 0, 0..60), (&mut second, 1000, 40..100)] {
         for chunk in ids.collect::<Vec<_>>().chunks(20) {
-            let mut assembler = EventAssembler::new(&config, system_clock());
+            let mut assembler = EventAssembler::new(&config, std::sync::Arc::new(SystemClock));
             for &i in chunk {
                 assembler.push(
                     event(i).as_bytes(),
@@ -623,8 +624,9 @@ async fn exactly_once_while_collectors_join_and_die_during_production() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_offsets_moved_on_is_abandoned() {
     use allot_ingest::IngestError;
-    use allot_ingest::assemble::{EventAssembler, system_clock};
+    use allot_ingest::assemble::EventAssembler;
     use allot_ingest::writer::{LakeWriter, OffsetCommit};
+    use allot_schemas::clock::SystemClock;
     use allot_schemas::config::Config;
     use allot_schemas::lake::{LakeLocation, Provenance};
     use deltalake::kernel::Transaction;
@@ -634,7 +636,7 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
     let config = Config::default();
     let app_id = kafka_app_id("g", "usage", 0);
     let batch = |range: std::ops::Range<usize>| {
-        let mut assembler = EventAssembler::new(&config, system_clock());
+        let mut assembler = EventAssembler::new(&config, std::sync::Arc::new(SystemClock));
         for i in range {
             let (_, payload) = crash_event(i);
             assembler.push(

@@ -11,6 +11,7 @@ use allot_query::dedup::DedupWindow;
 use allot_query::lake::LakeSnapshot;
 use allot_query::session::{LakeSession, Scope, SessionLimits};
 use allot_query::usage::{UsageFilter, counter_days};
+use allot_schemas::clock::FixedClock;
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance};
 use proptest::prelude::*;
@@ -103,7 +104,7 @@ async fn write_rounds(lake: &LakeLocation, rounds: &[Vec<Sent>], window: DedupWi
         let mut writer = LakeWriter::for_collector(lake, window).await.unwrap();
         // Each round ingests one second after the previous one (2027-01-01 + round s).
         let now = START + 365 * DAY + i64::try_from(round).unwrap() * 1_000_000;
-        let mut assembler = EventAssembler::new(&config, Box::new(move || now));
+        let mut assembler = EventAssembler::new(&config, std::sync::Arc::new(FixedClock::new(now)));
         for (i, event) in events.iter().enumerate() {
             let line = format!(
                 r#"{{"event_id":"e{}","tenant_id":"{}","ts":"{}","metric":"compute_seconds","value":{}}}"#,

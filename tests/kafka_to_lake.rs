@@ -7,8 +7,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use allot_ingest::assemble::{EventAssembler, system_clock};
+use allot_ingest::assemble::EventAssembler;
 use allot_ingest::writer::LakeWriter;
+use allot_schemas::clock::SystemClock;
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance};
 use rdkafka::ClientConfig;
@@ -64,7 +65,7 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = LakeLocation::parse(lake_dir.path().to_str().unwrap()).unwrap();
     let config = Config::default();
-    let mut assembler = EventAssembler::new(&config, system_clock());
+    let mut assembler = EventAssembler::new(&config, std::sync::Arc::new(SystemClock));
     let mut received = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while received < payloads.len() {

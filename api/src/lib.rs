@@ -15,7 +15,6 @@
 
 pub mod audit;
 pub mod auth;
-pub mod clock;
 pub mod error;
 pub mod limits;
 pub mod metrics;

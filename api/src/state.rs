@@ -16,9 +16,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Principal};
-use crate::clock::{Clock, SystemClock};
 use crate::error::ApiError;
 use crate::limits::{RateLimiter, SqlSlots};
+use allot_schemas::clock::{Clock, SystemClock};
 
 /// What the server is built from.
 #[derive(Clone)]

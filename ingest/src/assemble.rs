@@ -7,6 +7,9 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use allot_schemas::clock::Clock;
 use allot_schemas::config::{Config, MetricCatalog};
 use allot_schemas::event::{DecodeContext, Rejection, decode_event, oversize_rejection};
 use allot_schemas::lake::Provenance;
@@ -15,14 +18,6 @@ use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
 
 use crate::batch::{RejectedBatchBuilder, UsageBatchBuilder};
-
-/// A source of "now" in UTC microseconds; a trait object so tests can fix it.
-pub type Clock = Box<dyn Fn() -> i64 + Send>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Box::new(|| chrono::Utc::now().timestamp_micros())
-}
 
 /// Accepted and rejected rows ready to be written, with what was counted.
 pub struct DecodedBatch {
@@ -41,7 +36,7 @@ pub struct EventAssembler {
     catalog: MetricCatalog,
     max_future_skew_micros: i64,
     max_event_bytes: usize,
-    clock: Clock,
+    clock: Arc<dyn Clock>,
     usage: UsageBatchBuilder,
     rejected: RejectedBatchBuilder,
     rejected_by_reason: BTreeMap<ReasonCode, u64>,
@@ -50,7 +45,7 @@ pub struct EventAssembler {
 
 impl EventAssembler {
     /// An assembler validating with the catalog and limits of `config`.
-    pub fn new(config: &Config, clock: Clock) -> Self {
+    pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Self {
         EventAssembler {
             catalog: config.catalog(),
             max_future_skew_micros: i64::try_from(config.ingest.max_future_skew.0.as_micros())
@@ -74,7 +69,7 @@ impl EventAssembler {
     pub fn push(&mut self, raw: &[u8], source: Provenance<'_>) -> Option<Rejection> {
         let ctx = DecodeContext {
             catalog: &self.catalog,
-            now_micros: (self.clock)(),
+            now_micros: self.clock.now_micros(),
             max_future_skew_micros: self.max_future_skew_micros,
             max_event_bytes: self.max_event_bytes,
         };
@@ -119,7 +114,7 @@ impl EventAssembler {
 
     /// Takes everything buffered as one batch.
     pub fn take(&mut self) -> Result<DecodedBatch, ArrowError> {
-        let now = (self.clock)();
+        let now = self.clock.now_micros();
         Ok(DecodedBatch {
             usage: self.usage.finish(now)?,
             rejected: self.rejected.finish(now)?,

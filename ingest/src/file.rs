@@ -8,16 +8,18 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use allot_query::dedup::DedupWindow;
+use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::assemble::{Clock, DecodedBatch, EventAssembler, system_clock};
+use crate::assemble::{DecodedBatch, EventAssembler};
 use crate::error::IngestError;
 use crate::lines::{BoundedLines, Line};
 use crate::summary::IngestSummary;
@@ -62,7 +64,7 @@ pub struct FileIngestOptions {
     /// Show a progress bar on stderr (only when stderr is a terminal).
     pub progress: bool,
     /// The clock used for `future_timestamp` checks and `ingested_at`.
-    pub clock: Option<Clock>,
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// Reads the whole input into the lake and returns the totals.
@@ -81,8 +83,10 @@ pub async fn ingest_file(
     .await?;
 
     let (sender, mut receiver) = mpsc::channel::<DecodedBatch>(1);
-    let assembler =
-        EventAssembler::new(&options.config, options.clock.unwrap_or_else(system_clock));
+    let assembler = EventAssembler::new(
+        &options.config,
+        options.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+    );
     let flush_rows = options.config.ingest.backfill_flush_rows;
     let flush_bytes = usize::try_from(options.config.ingest.flush_bytes.0).unwrap_or(usize::MAX);
     let reader_name = name.clone();

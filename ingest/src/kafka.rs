@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use allot_query::dedup::DedupWindow;
+use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance, kafka_app_id};
 use deltalake::kernel::Transaction;
@@ -50,7 +51,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::assemble::{Clock, EventAssembler, system_clock};
+use crate::assemble::EventAssembler;
 use crate::client::{ClientErrors, client_config, fetch_topic_metadata};
 use crate::compact::{BackgroundCompaction, CompactOptions, run_background_compaction};
 use crate::dead_letters::{self, DeadLetter, DeadLetterQueue};
@@ -89,7 +90,7 @@ pub struct KafkaIngestOptions {
     /// Catalog, limits, batch sizes and extra librdkafka properties.
     pub config: Config,
     /// The clock for `future_timestamp` checks and `ingested_at`.
-    pub clock: Option<Clock>,
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// Runs a collector until `cancel` fires, then flushes, commits and leaves the group.
@@ -418,7 +419,7 @@ impl Collector {
         Ok(Collector {
             assembler: EventAssembler::new(
                 &options.config,
-                options.clock.unwrap_or_else(system_clock),
+                options.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             ),
             flush_rows: ingest.flush_rows,
             flush_bytes: usize::try_from(ingest.flush_bytes.0).unwrap_or(usize::MAX),

@@ -2,9 +2,12 @@
 //!
 //! The event model (native JSON v1 and CloudEvents) with validation and stable
 //! reason codes, exact decimal values, tenant ids, the lake's layout and Arrow
-//! schemas, and the `allot.toml` configuration. This crate does no I/O beyond
-//! reading a config file, and depends on no runtime, Kafka client or query engine.
+//! schemas, the `allot.toml` configuration, and the small facts every crate needs
+//! alike: time units and day conversions ([`time`]) and the clock ([`clock`]).
+//! This crate does no I/O beyond reading a config file, and depends on no runtime,
+//! Kafka client or query engine.
 
+pub mod clock;
 pub mod config;
 pub mod decimal;
 pub mod event;

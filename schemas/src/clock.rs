@@ -1,9 +1,13 @@
-//! The server's notion of "now", behind a trait so tests and demos can fix it.
+//! The notion of "now" of the collectors and the server, behind one trait so tests
+//! and demos can fix it.
 //!
-//! It decides token expiry, the default instant of health reports and the default
+//! Ingest stamps `ingested_at` and checks `future_timestamp` with it; the server
+//! decides token expiry, the default instant of health reports and the default
 //! window of usage and noisy-neighbour queries.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::time::MICROS_PER_SECOND;
 
 /// A source of the current instant.
 pub trait Clock: Send + Sync + 'static {
@@ -12,7 +16,7 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Now, in Unix seconds.
     fn now_secs(&self) -> i64 {
-        self.now_micros().div_euclid(1_000_000)
+        self.now_micros().div_euclid(MICROS_PER_SECOND)
     }
 }
 
