@@ -216,16 +216,35 @@ pub async fn invoice(args: InvoiceArgs) -> Result<(), Failure> {
         (false, Some(revision)) => InvoiceView::Revision(revision),
         (false, None) => InvoiceView::Current,
     };
-    let invoices = closing::month_invoices(
-        &loaded.location,
-        &loaded.snapshot,
-        &loaded.settings,
-        period,
-        tenant,
-        view,
-    )
-    .await
-    .map_err(failure)?;
+    let invoices = match tenant {
+        // One tenant: its invoice, an empty one when it owes nothing this month.
+        Some(t) => {
+            if !loaded.settings.tenant_exists(&loaded.snapshot, t) {
+                return Err(Failure::usage(format!(
+                    "--tenant {t}: no such tenant (no events in the lake, no [tenants.{t}] in the config)"
+                )));
+            }
+            let invoice = closing::tenant_invoice(
+                &loaded.location,
+                &loaded.snapshot,
+                &loaded.settings,
+                period,
+                t,
+                view,
+            );
+            vec![invoice.await.map_err(failure)?]
+        }
+        None => closing::month_invoices(
+            &loaded.location,
+            &loaded.snapshot,
+            &loaded.settings,
+            period,
+            None,
+            view,
+        )
+        .await
+        .map_err(failure)?,
+    };
     match loaded.format {
         ReportFormat::Csv => print!("{}", invoices_table(&invoices).to_csv()),
         ReportFormat::Json => {

@@ -169,9 +169,7 @@ impl AppState {
         if principal.confined_to().is_some_and(|own| own != id) {
             return Err(ApiError::TenantNotFound { other_tenant: true });
         }
-        let exists = is_valid_tenant_id(id)
-            && (self.settings.config.tenants.contains_key(id)
-                || snapshot.usage.tenants().contains(id));
+        let exists = is_valid_tenant_id(id) && self.settings.tenant_exists(snapshot, id);
         if exists {
             Ok(())
         } else {

@@ -629,6 +629,43 @@ pub async fn billed_invoices(
         .collect())
 }
 
+/// One tenant's invoice of `period` as `view` shows it. A tenant without usage or
+/// adjustments in the month owes nothing: it gets an empty invoice (no lines, total
+/// `0.00`) with the month's status, final when a closing covers it.
+pub async fn tenant_invoice(
+    location: &LakeLocation,
+    snapshot: &LakeSnapshot,
+    settings: &ReportSettings,
+    period: Period,
+    tenant: &str,
+    view: InvoiceView,
+) -> Result<BilledInvoice, QueryError> {
+    let invoices = month_invoices(location, snapshot, settings, period, Some(tenant), view);
+    if let Some(invoice) = invoices.await?.pop() {
+        return Ok(invoice);
+    }
+    let all = closings(location).await?;
+    let revision = match view {
+        InvoiceView::Revision(r) => Some(r),
+        _ => None,
+    };
+    let closed = find_closing(&all, period, revision).filter(|_| view != InvoiceView::Live);
+    let (recorded, status) = match closed {
+        Some(closing) => (Some(closing.settings()?), closing.status()),
+        None => (None, InvoiceStatus::Draft),
+    };
+    let book = &recorded.as_ref().unwrap_or(settings).book;
+    let empty = empty_invoice(
+        tenant,
+        period,
+        book.currency(),
+        book.discount_percent(tenant),
+    );
+    let mut invoice = BilledInvoice::draft(&empty, Vec::new());
+    invoice.status = status;
+    Ok(invoice)
+}
+
 /// Everything a close writes, before it is written.
 pub struct ClosePlan {
     /// The closings row.

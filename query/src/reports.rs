@@ -55,6 +55,12 @@ impl ReportSettings {
         })
     }
 
+    /// Whether tenant `id` exists: the lake has files of it or the configuration
+    /// has a `[tenants.<id>]` entry.
+    pub fn tenant_exists(&self, snapshot: &LakeSnapshot, id: &str) -> bool {
+        self.config.tenants.contains_key(id) || snapshot.usage.tenants().contains(id)
+    }
+
     /// The dedup window reports apply (`ingest.dedup_window`).
     pub fn dedup_window(&self) -> DedupWindow {
         DedupWindow::new(self.config.ingest.dedup_window.0)

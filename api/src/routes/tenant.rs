@@ -1,10 +1,8 @@
 //! One tenant's views: health, usage series and invoices. A tenant token reaches
 //! only its own tenant; finance and admin reach every tenant.
 
-use allot_query::billed::BilledInvoice;
-use allot_query::closing::{InvoiceView, month_invoices};
+use allot_query::closing::{self, InvoiceView};
 use allot_query::period::format_micros;
-use allot_query::pricing::{self, TenantUsage};
 use allot_query::render::{health_json, health_table, invoice_json, invoices_table, usage_table};
 use allot_query::reports::{self, UsageRequest};
 use allot_query::usage::ceil_to_grid;
@@ -153,32 +151,15 @@ async fn tenant_invoice(
     let snapshot = state.snapshot().await?;
     state.authorize_tenant(&principal, &id, &snapshot)?;
     let period = params::month(&month)?;
-    let settings = &state.settings;
-    let mut invoices = month_invoices(
+    let invoice = closing::tenant_invoice(
         &state.lake,
         &snapshot,
-        settings,
+        &state.settings,
         period,
-        Some(&id),
+        &id,
         query.view(),
     )
     .await?;
-    let invoice = match invoices.pop() {
-        Some(invoice) => invoice,
-        // A tenant without usage in the month owes nothing: an empty invoice.
-        None => BilledInvoice::draft(
-            &pricing::invoice(
-                &settings.book,
-                &settings.catalog,
-                period,
-                &TenantUsage {
-                    tenant_id: id,
-                    ..TenantUsage::default()
-                },
-            )?,
-            Vec::new(),
-        ),
-    };
     Ok(report(
         format,
         || invoice_json(&invoice),
