@@ -313,13 +313,18 @@ describe('tenant page', () => {
       assert.deepEqual(codes, (health.body.reasons || []).map((r) => r.code));
       assert.equal(await page.getByTestId('tenant-status').getAttribute('data-status'), health.body.status);
 
-      // The month's invoice, with the API's total.
-      const inv = await api(page, `v1/tenants/${encodeURIComponent(cfg.tenantId)}/invoices/${cfg.month}`, cfg.tenantToken);
-      if (inv.status === 200) {
-        await page.getByTestId('invoice-table').waitFor();
-        assert.equal(moneyText(await page.getByTestId('invoice-total').textContent()), inv.body.total);
-        assert.equal(await page.getByTestId('invoice-line').count(), inv.body.lines.length);
-      }
+      // The month's invoice, with the API's total. The demo's traffic is live, so the
+      // month's total moves between the page's load and the API call: read the page,
+      // ask the API at once, and reload until both saw the same data.
+      await eventually(page, async () => {
+        await page.getByTestId('invoice-table').waitFor({ timeout: 15_000 });
+        const shown = moneyText(await page.getByTestId('invoice-total').textContent());
+        const lines = await page.getByTestId('invoice-line').count();
+        const inv = await api(page, `v1/tenants/${encodeURIComponent(cfg.tenantId)}/invoices/${cfg.month}`, cfg.tenantToken);
+        assert.equal(inv.status, 200);
+        assert.equal(shown, inv.body.total);
+        assert.equal(lines, inv.body.lines.length);
+      }, 'the page showing the API\'s invoice');
     });
   });
 
