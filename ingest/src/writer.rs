@@ -631,12 +631,14 @@ fn rejections_by_tenant(batch: &RecordBatch) -> BTreeMap<(String, ReasonCode), u
     counts
 }
 
-/// Reads the `event_id` and `ts` columns of a `usage_events` file into `sink`.
-async fn read_ids_and_times(
-    store: deltalake::logstore::ObjectStoreRef,
+/// Fetches a Parquet file of the lake and opens it for reading.
+async fn open_lake_parquet(
+    store: &deltalake::logstore::ObjectStoreRef,
     path: &deltalake::Path,
-    mut sink: impl FnMut(&str, i64),
-) -> Result<(), IngestError> {
+) -> Result<
+    ParquetRecordBatchReaderBuilder<impl parquet::file::reader::ChunkReader + use<>>,
+    IngestError,
+> {
     let file_error = |source| IngestError::LakeFile {
         path: path.to_string(),
         source,
@@ -651,7 +653,20 @@ async fn read_ids_and_times(
         .bytes()
         .await
         .map_err(object_error)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(file_error)?;
+    ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(file_error)
+}
+
+/// Reads the `event_id` and `ts` columns of a `usage_events` file into `sink`.
+async fn read_ids_and_times(
+    store: deltalake::logstore::ObjectStoreRef,
+    path: &deltalake::Path,
+    mut sink: impl FnMut(&str, i64),
+) -> Result<(), IngestError> {
+    let file_error = |source| IngestError::LakeFile {
+        path: path.to_string(),
+        source,
+    };
+    let builder = open_lake_parquet(&store, path).await?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), ["event_id", "ts"]);
     for batch in builder.with_projection(mask).build().map_err(file_error)? {
         let batch = batch?;
@@ -690,17 +705,7 @@ pub(crate) async fn read_string_column(
         path: path.to_string(),
         source,
     };
-    let object_error = |e: deltalake::ObjectStoreError| {
-        file_error(parquet::errors::ParquetError::External(Box::new(e)))
-    };
-    let bytes = store
-        .get(path)
-        .await
-        .map_err(object_error)?
-        .bytes()
-        .await
-        .map_err(object_error)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(file_error)?;
+    let builder = open_lake_parquet(&store, path).await?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
     for batch in builder.with_projection(mask).build().map_err(file_error)? {
         let batch = batch?;
