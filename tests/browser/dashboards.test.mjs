@@ -375,28 +375,35 @@ describe('finance page', () => {
         await page.getByTestId('chargeback-table').waitFor({ timeout: 15_000 });
         assert.ok(await page.getByTestId('chargeback-row').count() > 0, 'no invoice row');
       }, 'the chargeback listing invoices');
-      const rows = await page.getByTestId('chargeback-row').evaluateAll((r) => r.map((x) => [
-        x.dataset.tenantId, x.querySelector('[data-testid="chargeback-total"]').textContent,
-      ]));
-      const shown = new Map(rows.map(([id, total]) => [id, moneyText(total)]));
-
       // Lines open on demand.
       await page.getByTestId('toggle-lines').first().click();
       await page.getByTestId('chargeback-invoice').first().waitFor();
 
-      const { name, text } = await downloadText(page, 'download-billing');
-      assert.equal(name, `billing-${cfg.month}.csv`);
-      const csv = parseCsv(text);
-      assert.equal(csv[0].join(','), CSV_HEADER);
-      const totals = csv.slice(1).filter((r) => r[2] === 'total');
-      const perTenant = new Map();
-      for (const r of totals) perTenant.set(r[0], (perTenant.get(r[0]) ?? 0) + 1);
-      for (const [id, n] of perTenant) assert.equal(n, 1, `${id} has ${n} total rows`);
-      assert.deepEqual([...perTenant.keys()].sort(), [...shown.keys()].sort(), 'the CSV and the table list the same tenants');
-      for (const r of totals) {
-        assert.equal(r[1], cfg.month);
-        assert.equal(r[10], shown.get(r[0]), `${r[0]}: total in the CSV and on the page`);
-      }
+      // The demo's traffic is live, so totals move between the page's load and the
+      // download: read the table, download at once, and reload until both saw the
+      // same data.
+      let csv;
+      let perTenant;
+      await eventually(page, async () => {
+        await page.getByTestId('chargeback-table').waitFor({ timeout: 15_000 });
+        const rows = await page.getByTestId('chargeback-row').evaluateAll((r) => r.map((x) => [
+          x.dataset.tenantId, x.querySelector('[data-testid="chargeback-total"]').textContent,
+        ]));
+        const shown = new Map(rows.map(([id, total]) => [id, moneyText(total)]));
+        const { name, text } = await downloadText(page, 'download-billing');
+        assert.equal(name, `billing-${cfg.month}.csv`);
+        csv = parseCsv(text);
+        assert.equal(csv[0].join(','), CSV_HEADER);
+        const totals = csv.slice(1).filter((r) => r[2] === 'total');
+        perTenant = new Map();
+        for (const r of totals) perTenant.set(r[0], (perTenant.get(r[0]) ?? 0) + 1);
+        for (const [id, n] of perTenant) assert.equal(n, 1, `${id} has ${n} total rows`);
+        assert.deepEqual([...perTenant.keys()].sort(), [...shown.keys()].sort(), 'the CSV and the table list the same tenants');
+        for (const r of totals) {
+          assert.equal(r[1], cfg.month);
+          assert.equal(r[10], shown.get(r[0]), `${r[0]}: total in the CSV and on the page`);
+        }
+      }, 'the page and its CSV showing the same totals');
       for (const kind of ['subtotal', 'discount']) {
         assert.equal(csv.slice(1).filter((r) => r[2] === kind).length, perTenant.size, `${kind} rows`);
       }
