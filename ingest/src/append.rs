@@ -17,10 +17,14 @@
 //!
 //! That is the rule Delta's conflict checker applies to an append that read
 //! nothing, done in one place the collector can reason about.
+//!
+//! Each attempt stamps the version it is written at on every file it adds
+//! ([`VERSION_TAG`]): the duplicate check of the dedup window uses it to tell
+//! which files a writer's own check had seen.
 
 use std::collections::HashMap;
 
-use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::lake::{LakeLocation, LakeTable, VERSION_TAG};
 use deltalake::kernel::transaction::{CommitData, TransactionError};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::logstore::CommitOrBytes;
@@ -114,36 +118,25 @@ impl LogAppender {
             partition_by: (!partition_by.is_empty()).then_some(partition_by),
             predicate: None,
         };
-        let actions = adds.into_iter().map(Action::Add).collect();
-        let commit = CommitData::new(actions, operation, HashMap::new(), txns.clone());
-        let bytes = commit
-            .get_bytes()
-            .map_err(|e| IngestError::lake(self.name)(e.into()))?;
-        let log_store = self.table.log_store();
-        // Stores without put-if-absent commit by renaming a temporary file.
-        let entry = if ["DefaultLogStore", "LakeFSLogStore"].contains(&log_store.name().as_str()) {
-            CommitOrBytes::LogBytes(bytes)
-        } else {
-            let path = deltalake::Path::from_iter([
-                "_delta_log",
-                &format!("_commit_{}.json.tmp", uuid::Uuid::new_v4()),
-            ]);
-            log_store
-                .object_store(None)
-                .put(&path, bytes.into())
-                .await
-                .map_err(|e| IngestError::lake(self.name)(e.into()))?;
-            CommitOrBytes::TmpCommit(path)
-        };
         let operation_id = uuid::Uuid::new_v4();
         loop {
-            if let Err(err) = self.check_offsets(expected).await {
-                let _ = log_store
-                    .abort_commit_entry(self.read_through + 1, entry, operation_id)
-                    .await;
-                return Err(err);
-            }
+            self.check_offsets(expected).await?;
             let version = self.read_through + 1;
+            // Every file carries the version that adds it, so a reader can tell
+            // which files a writer's duplicate check saw.
+            let actions = adds
+                .iter()
+                .cloned()
+                .map(|mut add| {
+                    add.tags
+                        .get_or_insert_with(HashMap::new)
+                        .insert(VERSION_TAG.to_string(), Some(version.to_string()));
+                    Action::Add(add)
+                })
+                .collect();
+            let commit = CommitData::new(actions, operation.clone(), HashMap::new(), txns.clone());
+            let entry = self.commit_entry(&commit).await?;
+            let log_store = self.table.log_store();
             match log_store
                 .write_commit_entry(version, entry.clone(), operation_id)
                 .await
@@ -156,7 +149,11 @@ impl LogAppender {
                     return Ok(version);
                 }
                 // Another writer took this version: read it and try the next one.
-                Err(TransactionError::VersionAlreadyExists(_)) => {}
+                Err(TransactionError::VersionAlreadyExists(_)) => {
+                    let _ = log_store
+                        .abort_commit_entry(version, entry, operation_id)
+                        .await;
+                }
                 Err(err) => {
                     let _ = log_store
                         .abort_commit_entry(version, entry, operation_id)
@@ -165,6 +162,28 @@ impl LogAppender {
                 }
             }
         }
+    }
+
+    /// The log entry of one commit attempt: its bytes, or on stores without
+    /// put-if-absent a temporary file that the commit renames.
+    async fn commit_entry(&self, commit: &CommitData) -> Result<CommitOrBytes, IngestError> {
+        let bytes = commit
+            .get_bytes()
+            .map_err(|e| IngestError::lake(self.name)(e.into()))?;
+        let log_store = self.table.log_store();
+        if ["DefaultLogStore", "LakeFSLogStore"].contains(&log_store.name().as_str()) {
+            return Ok(CommitOrBytes::LogBytes(bytes));
+        }
+        let path = deltalake::Path::from_iter([
+            "_delta_log",
+            &format!("_commit_{}.json.tmp", uuid::Uuid::new_v4()),
+        ]);
+        log_store
+            .object_store(None)
+            .put(&path, bytes.into())
+            .await
+            .map_err(|e| IngestError::lake(self.name)(e.into()))?;
+        Ok(CommitOrBytes::TmpCommit(path))
     }
 
     /// Reads the offsets of app ids not known yet, as of `read_through`, from the

@@ -153,6 +153,18 @@ pub fn usage_partition_dir(tenant_id: &str, day: &str) -> Option<String> {
     (is_valid_tenant_id(tenant_id) && day_ok).then(|| format!("tenant_id={tenant_id}/day={day}"))
 }
 
+/// Tag of a `usage_events` file (Delta `add.tags`): the table version of the
+/// commit that added it (`allot.version`), stamped by allot's own appends. A file
+/// without it may have been committed at any version.
+pub const VERSION_TAG: &str = "allot.version";
+
+/// Tag of a `usage_events` file written by a writer that checked every row
+/// against the tenant's copies within the dedup window: the table version it
+/// checked against (`allot.checked_at`). No row of such a file is beaten by a row
+/// of a file committed at or before that version; files without it were not
+/// checked against the table.
+pub const CHECKED_AT_TAG: &str = "allot.checked_at";
+
 /// The Delta application id under which a collector group records its offset
 /// for one Kafka partition (`txn` action).
 ///
