@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use allot_schemas::lake::{LakeLocation, LakeTable, usage_partition_dir};
+use allot_schemas::lake::{CHECKED_AT_TAG, LakeLocation, LakeTable, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
 use allot_schemas::time::{date_of_epoch_days, epoch_day_of_micros};
@@ -109,6 +109,7 @@ enum Dedup {
     Table {
         tables: LakeTables,
         known: KnownEventIds,
+        written: Box<WrittenIds>,
         rejected_sources: Option<HashSet<String>>,
     },
     /// The batch and the ids this writer wrote lately (collectors): no table
@@ -134,6 +135,7 @@ impl LakeWriter {
         let dedup = Dedup::Table {
             tables: LakeTables::open_or_create(location).await?,
             known: KnownEventIds::new(BACKFILL_CACHED_KEYS, window),
+            written: Box::default(),
             rejected_sources: None,
         };
         Self::open(location, dedup).await
@@ -209,7 +211,18 @@ impl LakeWriter {
         outcome.counts.duplicates = outcome.duplicates;
         let writing = std::time::Instant::now();
         let mut usage = self.usage.lock().await;
-        let adds = write_partitions(&usage, fresh).await?;
+        let written_rows = match &self.dedup {
+            Dedup::Table { .. } => Some(fresh.clone()),
+            Dedup::Recent { .. } => None,
+        };
+        let mut adds = write_partitions(&usage, fresh).await?;
+        if let Some(version) = partitions.checked_at {
+            for add in &mut adds {
+                add.tags
+                    .get_or_insert_with(HashMap::new)
+                    .insert(CHECKED_AT_TAG.to_string(), Some(version.to_string()));
+            }
+        }
         tracing::debug!(
             rows = outcome.written,
             files = adds.len(),
@@ -224,9 +237,19 @@ impl LakeWriter {
             tracing::error!("test hook: aborting between writing files and committing them");
             std::process::abort();
         }
+        let paths: Vec<(PartitionKey, String)> = adds
+            .iter()
+            .filter_map(|add| Some((add_partition(add)?, add.path.clone())))
+            .collect();
         let version = usage
             .append(adds, offsets.txns.clone(), &offsets.expected)
             .await?;
+        if let (Dedup::Table { known, written, .. }, Some(rows)) = (&mut self.dedup, written_rows) {
+            written.record(&rows, paths.iter().map(|(_, path)| path.as_str()));
+            for (key, path) in paths {
+                known.add_file(&key, path);
+            }
+        }
         tracing::debug!(
             version,
             secs = committing.elapsed().as_secs_f64(),
@@ -241,6 +264,12 @@ impl LakeWriter {
     /// the batch. Tenants are checked one after the other, and the cache is
     /// trimmed after each, so a backfill holds one tenant's window of ids beyond
     /// the cache's cap.
+    ///
+    /// A backfill's check is exact as of the table version it lists the files
+    /// at (returned in [`PartitionStats::checked_at`]): a cached day is used only
+    /// while its files are still the ones cached, and a day whose files this
+    /// writer wrote itself is read only when one of the tenant's ids is among the
+    /// fingerprints of what it wrote.
     async fn new_events(
         &mut self,
         usage: RecordBatch,
@@ -277,8 +306,6 @@ impl LakeWriter {
         let wanted = |lo: i32, hi: i32| lo.saturating_sub(reach)..=hi.saturating_add(reach);
         let files = match &mut self.dedup {
             Dedup::Table { tables, .. } => {
-                // Every day within reach: a day known now may be evicted before
-                // its tenant's turn.
                 let reachable: Vec<PartitionKey> = by_tenant
                     .iter()
                     .flat_map(|(tenant, _, lo, hi)| {
@@ -290,32 +317,40 @@ impl LakeWriter {
             Dedup::Recent { .. } => None,
         };
 
-        let mut stats = PartitionStats::default();
+        let mut stats = PartitionStats {
+            checked_at: files.as_ref().map(|f| f.version),
+            ..PartitionStats::default()
+        };
         let mut keep = vec![true; usage.num_rows()];
         for (tenant, rows, lo, hi) in by_tenant {
-            // A backfill reads the tenant's days within reach that it does not know.
+            // A backfill reads the tenant's days within reach that it does not
+            // know as they are now.
             let mut loaded = Vec::new();
-            if let Some((store, files)) = &files {
+            if let (Some(lake), Dedup::Table { known, written, .. }) = (&files, &self.dedup) {
+                let seen_before =
+                    written.has_any(&tenant, rows.iter().map(|&r| event_ids.value(r)));
                 for day in wanted(lo, hi) {
                     let key = (tenant.clone(), day);
-                    if self.dedup.known().has_day(&key) {
+                    let current = lake.files.get(&key).map_or(&[][..], Vec::as_slice);
+                    if known.knows_day(&key, current)
+                        || (!seen_before && written.wrote_all(current))
+                    {
                         continue;
                     }
                     let mut copies = Vec::new();
-                    for path in files.get(&key).into_iter().flatten() {
-                        read_ids_and_times(store.clone(), path, |id, ts| {
+                    for path in current {
+                        read_ids_and_times(lake.store.clone(), path, |id, ts| {
                             copies.push((Box::from(id), ts));
                         })
                         .await?;
                     }
-                    loaded.push((day, copies));
+                    let files = current.iter().map(|p| p.to_string()).collect();
+                    loaded.push(LoadedDay { day, files, copies });
                 }
             }
             let known = self.dedup.known();
             let mut ids = known.tenant_mut(&tenant);
-            for (day, copies) in loaded {
-                ids.load_day(day, copies);
-            }
+            ids.load_days(loaded);
             ids.keep_days(wanted(lo, hi));
             for row in rows {
                 if ids.insert(event_ids.value(row), times.value(row)) {
@@ -385,29 +420,30 @@ impl LakeWriter {
     }
 }
 
+/// The files of some partitions of `usage_events` at one version.
+struct LakeFiles {
+    store: deltalake::logstore::ObjectStoreRef,
+    files: HashMap<PartitionKey, Vec<deltalake::Path>>,
+    version: u64,
+}
+
 /// The table's files of `partitions` (brought up to date first), and its store.
 async fn partition_files(
     tables: &mut LakeTables,
     partitions: &[PartitionKey],
-) -> Result<
-    (
-        deltalake::logstore::ObjectStoreRef,
-        HashMap<PartitionKey, Vec<deltalake::Path>>,
-    ),
-    IngestError,
-> {
+) -> Result<LakeFiles, IngestError> {
     let name = LakeTable::UsageEvents.dir_name();
     let wanted: HashMap<String, &PartitionKey> = partitions
         .iter()
         .map(|key| (partition_dir(&key.0, key.1), key))
         .collect();
     let mut files: HashMap<PartitionKey, Vec<deltalake::Path>> = HashMap::new();
+    tables
+        .usage
+        .update_state()
+        .await
+        .map_err(IngestError::lake(name))?;
     if !wanted.is_empty() {
-        tables
-            .usage
-            .update_state()
-            .await
-            .map_err(IngestError::lake(name))?;
         let snapshot = tables.usage.snapshot().map_err(IngestError::lake(name))?;
         for file in snapshot.log_data().iter() {
             let path = file.object_store_path();
@@ -419,7 +455,11 @@ async fn partition_files(
             }
         }
     }
-    Ok((tables.usage.log_store().object_store(None), files))
+    Ok(LakeFiles {
+        store: tables.usage.log_store().object_store(None),
+        files,
+        version: tables.usage.version().unwrap_or_default(),
+    })
 }
 
 /// Counts gathered while deduplicating one batch.
@@ -427,6 +467,9 @@ async fn partition_files(
 struct PartitionStats {
     touched: BTreeSet<PartitionKey>,
     duplicates: u64,
+    /// The table version a backfill checked the batch against (its files are
+    /// tagged with it); `None` for a collector, which does not read the table.
+    checked_at: Option<u64>,
 }
 
 /// The directory of a tenant-day partition, as Delta writes it.
@@ -746,8 +789,8 @@ impl Copies {
 #[derive(Default)]
 struct TenantIds {
     touched: u64,
-    /// Days whose copies are all known.
-    days: BTreeSet<i32>,
+    /// Days whose copies are all known, with the files they are known from.
+    days: BTreeMap<i32, BTreeSet<String>>,
     ids: HashMap<Box<str>, Copies, ahash::RandomState>,
     copies: usize,
 }
@@ -773,11 +816,26 @@ impl KnownEventIds {
         }
     }
 
-    /// Whether every copy of the tenant-day is known.
-    fn has_day(&self, (tenant, day): &PartitionKey) -> bool {
+    /// Whether every copy of the tenant-day is known, its files being `current`.
+    fn knows_day(&self, (tenant, day): &PartitionKey, current: &[deltalake::Path]) -> bool {
         self.tenants
             .get(tenant)
-            .is_some_and(|t| t.days.contains(day))
+            .and_then(|t| t.days.get(day))
+            .is_some_and(|known| {
+                known.len() == current.len() && current.iter().all(|p| known.contains(p.as_ref()))
+            })
+    }
+
+    /// Records a file written to a tenant-day whose copies are known (its rows
+    /// were added when they were checked).
+    fn add_file(&mut self, (tenant, day): &PartitionKey, path: String) {
+        if let Some(known) = self
+            .tenants
+            .get_mut(tenant)
+            .and_then(|t| t.days.get_mut(day))
+        {
+            known.insert(path);
+        }
     }
 
     /// The known copies of a tenant, marked as touched by the current batch.
@@ -815,6 +873,81 @@ impl KnownEventIds {
     }
 }
 
+/// Most fingerprints a backfill keeps of the ids it wrote (8 bytes each, plus
+/// the hash set's overhead); beyond it, the days it wrote are read back instead.
+const WRITTEN_FINGERPRINTS: usize = 8_000_000;
+
+/// What a backfill wrote itself: the paths of its files and a 64-bit
+/// fingerprint of each `(tenant_id, event_id)` in them. A tenant-day whose files
+/// are all its own holds no copy of an id without its fingerprint, so it need
+/// not be read back while none of the tenant's new ids matches one; a match
+/// (a duplicate, or one chance in about 2^64 / n of two ids sharing a
+/// fingerprint) reads the days as before, so the check stays exact.
+#[derive(Default)]
+struct WrittenIds {
+    hasher: ahash::RandomState,
+    fingerprints: HashSet<u64, ahash::RandomState>,
+    paths: HashSet<String>,
+    /// Set once the cap is reached: nothing is vouched for any more.
+    full: bool,
+}
+
+impl WrittenIds {
+    fn fingerprint(&self, tenant: &str, event_id: &str) -> u64 {
+        self.hasher.hash_one((tenant, event_id))
+    }
+
+    /// Whether one of `event_ids` of `tenant` may be among the ids written.
+    fn has_any<'a>(&self, tenant: &str, mut event_ids: impl Iterator<Item = &'a str>) -> bool {
+        !self.fingerprints.is_empty()
+            && event_ids.any(|id| self.fingerprints.contains(&self.fingerprint(tenant, id)))
+    }
+
+    /// Whether every one of `files` was written (and fingerprinted) here.
+    fn wrote_all(&self, files: &[deltalake::Path]) -> bool {
+        !self.full && files.iter().all(|p| self.paths.contains(p.as_ref()))
+    }
+
+    /// Records the committed `rows` of `usage_events` and the files holding them.
+    fn record<'a>(&mut self, rows: &RecordBatch, files: impl Iterator<Item = &'a str>) {
+        if self.full {
+            return;
+        }
+        if self.fingerprints.len() + rows.num_rows() > WRITTEN_FINGERPRINTS {
+            *self = WrittenIds {
+                full: true,
+                ..WrittenIds::default()
+            };
+            return;
+        }
+        let (tenants, _) = partition_columns(rows);
+        let ids = rows
+            .column_by_name("event_id")
+            .expect("schema")
+            .as_string::<i32>();
+        for row in 0..rows.num_rows() {
+            let fingerprint = self.fingerprint(tenants.value(row), ids.value(row));
+            self.fingerprints.insert(fingerprint);
+        }
+        self.paths.extend(files.map(str::to_string));
+    }
+}
+
+/// The tenant-day of an added `usage_events` file, from its partition values.
+fn add_partition(add: &Add) -> Option<PartitionKey> {
+    let tenant = add.partition_values.get("tenant_id")?.clone()?;
+    let day = add.partition_values.get("day")?.as_deref()?;
+    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
+    Some((tenant, allot_schemas::time::days_since_epoch(date)))
+}
+
+/// A tenant-day read from the lake: its files and the copies (id, `ts`) in them.
+struct LoadedDay {
+    day: i32,
+    files: BTreeSet<String>,
+    copies: Vec<(Box<str>, i64)>,
+}
+
 /// The known copies of one tenant, borrowed for checking a batch.
 struct KnownIds<'a> {
     ids: &'a mut TenantIds,
@@ -823,11 +956,18 @@ struct KnownIds<'a> {
 }
 
 impl KnownIds<'_> {
-    /// Adds the copies of a day read from the lake.
-    fn load_day(&mut self, day: i32, copies: Vec<(Box<str>, i64)>) {
-        self.ids.days.insert(day);
-        for (id, ts) in copies {
-            self.add(id, ts);
+    /// Replaces the copies of the days read from the lake with what was read.
+    fn load_days(&mut self, loaded: Vec<LoadedDay>) {
+        if loaded.is_empty() {
+            return;
+        }
+        let days: BTreeSet<i32> = loaded.iter().map(|l| l.day).collect();
+        self.retain_copies(|day| !days.contains(&day));
+        for LoadedDay { day, files, copies } in loaded {
+            self.ids.days.insert(day, files);
+            for (id, ts) in copies {
+                self.add(id, ts);
+            }
         }
     }
 
@@ -842,20 +982,25 @@ impl KnownIds<'_> {
         }
     }
 
-    /// Forgets the copies on days outside `days` once the tenant holds many, so a
-    /// long backfill of one tenant does not accumulate its whole history.
+    /// Forgets the copies on days outside `days`, so a long backfill of one
+    /// tenant does not accumulate its whole history.
     fn keep_days(&mut self, days: std::ops::RangeInclusive<i32>) {
-        if self.ids.days.iter().all(|d| days.contains(d)) {
+        if self.ids.days.keys().all(|d| days.contains(d)) {
             return;
         }
-        self.ids.days.retain(|d| days.contains(d));
+        self.ids.days.retain(|d, _| days.contains(d));
+        self.retain_copies(|day| days.contains(&day));
+    }
+
+    /// Keeps the copies whose day `keep` accepts.
+    fn retain_copies(&mut self, keep: impl Fn(i32) -> bool) {
         let mut left = 0;
         self.ids.ids.retain(|_, copies| {
             let kept: Vec<i64> = copies
                 .times()
                 .iter()
                 .copied()
-                .filter(|ts| days.contains(&epoch_day_of_micros(*ts)))
+                .filter(|ts| keep(epoch_day_of_micros(*ts)))
                 .collect();
             left += kept.len();
             match kept.as_slice() {
@@ -892,6 +1037,21 @@ mod tests {
     use super::*;
     use allot_schemas::time::MICROS_PER_DAY;
 
+    fn day(day: i32, files: &[&str], copies: &[(&str, i64)]) -> LoadedDay {
+        LoadedDay {
+            day,
+            files: files.iter().map(|f| f.to_string()).collect(),
+            copies: copies
+                .iter()
+                .map(|(id, ts)| (Box::from(*id), *ts))
+                .collect(),
+        }
+    }
+
+    fn paths(names: &[&str]) -> Vec<deltalake::Path> {
+        names.iter().map(|n| deltalake::Path::from(*n)).collect()
+    }
+
     #[test]
     fn partition_dirs_match_delta_layout() {
         assert_eq!(partition_dir("acme", 0), "tenant_id=acme/day=1970-01-01");
@@ -907,7 +1067,7 @@ mod tests {
         let mut known = KnownEventIds::new(4, DedupWindow::default());
         {
             let mut a = known.tenant_mut("a");
-            a.load_day(10, vec![(Box::from("x"), 10 * DAY)]);
+            a.load_days(vec![day(10, &["f1"], &[("x", 10 * DAY)])]);
             // 34 days later: the same event; 35 days later: another one.
             assert!(!a.insert("x", 44 * DAY));
             assert!(a.insert("x", 45 * DAY));
@@ -915,7 +1075,14 @@ mod tests {
             assert!(a.insert("y", 45 * DAY));
         }
         known.advance();
-        assert!(known.has_day(&("a".to_string(), 10)));
+        let a10 = ("a".to_string(), 10);
+        assert!(known.knows_day(&a10, &paths(&["f1"])));
+        // Another writer's file on the day: the cached copies are no longer all.
+        assert!(!known.knows_day(&a10, &paths(&["f1", "f2"])));
+        known.add_file(&a10, "f2".to_string());
+        assert!(known.knows_day(&a10, &paths(&["f1", "f2"])));
+        // Compaction replaced the files: read the day again.
+        assert!(!known.knows_day(&a10, &paths(&["f3"])));
         {
             let mut b = known.tenant_mut("b");
             for (i, id) in ["1", "2"].into_iter().enumerate() {
@@ -924,7 +1091,7 @@ mod tests {
         }
         // 5 ids over a cap of 4: the older tenant goes, down to half the cap.
         known.advance();
-        assert!(!known.has_day(&("a".to_string(), 10)));
+        assert!(!known.knows_day(&a10, &paths(&["f1", "f2"])));
         assert!(known.tenants.contains_key("b"));
     }
 
@@ -932,11 +1099,51 @@ mod tests {
     fn days_outside_the_range_are_forgotten() {
         let mut known = KnownEventIds::new(100, DedupWindow::default());
         let mut a = known.tenant_mut("a");
-        a.load_day(1, vec![(Box::from("x"), MICROS_PER_DAY)]);
-        a.load_day(50, vec![(Box::from("x"), 50 * MICROS_PER_DAY)]);
+        a.load_days(vec![
+            day(1, &["f1"], &[("x", MICROS_PER_DAY)]),
+            day(50, &["f50"], &[("x", 50 * MICROS_PER_DAY)]),
+        ]);
         a.keep_days(40..=60);
         assert_eq!(a.ids.copies, 1);
         assert!(a.insert("x", 10 * MICROS_PER_DAY));
         assert!(!a.insert("x", 49 * MICROS_PER_DAY));
+    }
+
+    #[test]
+    fn reloading_a_day_replaces_its_copies() {
+        let mut known = KnownEventIds::new(100, DedupWindow::default());
+        let mut a = known.tenant_mut("a");
+        a.load_days(vec![day(5, &["f1"], &[("x", 5 * MICROS_PER_DAY)])]);
+        a.load_days(vec![day(5, &["f2"], &[("y", 5 * MICROS_PER_DAY)])]);
+        assert_eq!(a.ids.copies, 1);
+        assert!(a.insert("x", 5 * MICROS_PER_DAY));
+        assert!(!a.insert("y", 5 * MICROS_PER_DAY));
+    }
+
+    #[test]
+    fn written_ids_vouch_only_for_their_own_files() {
+        // The columns `record` reads are enough here.
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("tenant_id", arrow::datatypes::DataType::Utf8, false),
+            arrow::datatypes::Field::new("day", arrow::datatypes::DataType::Date32, false),
+            arrow::datatypes::Field::new("event_id", arrow::datatypes::DataType::Utf8, false),
+        ]));
+        let rows = RecordBatch::try_new(
+            schema,
+            vec![
+                std::sync::Arc::new(StringArray::from(vec!["a", "a"])),
+                std::sync::Arc::new(Date32Array::from(vec![5, 6])),
+                std::sync::Arc::new(StringArray::from(vec!["x", "y"])),
+            ],
+        )
+        .unwrap();
+        let mut written = WrittenIds::default();
+        written.record(&rows, ["p1"].into_iter());
+        assert!(written.wrote_all(&paths(&["p1"])));
+        assert!(written.wrote_all(&[]));
+        assert!(!written.wrote_all(&paths(&["p1", "other"])));
+        assert!(written.has_any("a", ["z", "y"].into_iter()));
+        assert!(!written.has_any("a", ["z"].into_iter()));
+        assert!(!written.has_any("b", ["x"].into_iter()));
     }
 }
