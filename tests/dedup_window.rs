@@ -1,7 +1,9 @@
 //! The dedup window (SPEC §1.4) end to end: random events with copies on other
 //! days, inside and outside the window, written by writers that do not see each
-//! other (as two collectors), give the figures of the deduplicated set computed
-//! here independently — before compaction, after it, with rollups and without.
+//! other (as two collectors) and by file backfills that check the lake, each
+//! committing in an order of its own (a writer that stamped its rows earlier may
+//! commit later), give the figures of the deduplicated set computed here
+//! independently — before compaction, after it, with rollups and without.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +49,24 @@ fn sent() -> impl Strategy<Value = Sent> {
         })
 }
 
+/// One writer's batch: a collector checks only the batch, a file backfill also
+/// the lake as its earlier commits left it.
+#[derive(Debug, Clone)]
+struct Round {
+    events: Vec<Sent>,
+    backfill: bool,
+}
+
+/// Rounds (ingested one after the other) and the order they commit in.
+fn rounds() -> impl Strategy<Value = (Vec<Round>, Vec<usize>)> {
+    let round = (proptest::collection::vec(sent(), 0..10), any::<bool>())
+        .prop_map(|(events, backfill)| Round { events, backfill });
+    proptest::collection::vec(round, 1..4).prop_flat_map(|rounds| {
+        let order: Vec<usize> = (0..rounds.len()).collect();
+        (Just(rounds), Just(order).prop_shuffle())
+    })
+}
+
 /// A row in the lake: the copy, and its place in the ingestion order.
 #[derive(Debug, Clone)]
 struct Row {
@@ -54,18 +74,22 @@ struct Row {
     order: (usize, usize),
 }
 
-/// What the writers leave in the lake: each round is one writer with an empty
-/// cache, which drops a copy within the window of one it kept in the round.
-fn lake_rows(rounds: &[Vec<Sent>], window: i64) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for (round, events) in rounds.iter().enumerate() {
-        let mut kept: Vec<&Sent> = Vec::new();
-        for (i, event) in events.iter().enumerate() {
-            let repeat = kept.iter().any(|k| {
-                k.tenant == event.tenant && k.id == event.id && (k.ts - event.ts).abs() < window
-            });
-            if !repeat {
-                kept.push(event);
+/// What the writers leave in the lake, committing in `order`: each round is one
+/// writer with an empty cache, which drops a copy within the window of one it
+/// kept in the round or, for a backfill, of one already in the lake.
+fn lake_rows(rounds: &[Round], order: &[usize], window: i64) -> Vec<Row> {
+    let same =
+        |a: &Sent, b: &Sent| a.tenant == b.tenant && a.id == b.id && (a.ts - b.ts).abs() < window;
+    let mut rows: Vec<Row> = Vec::new();
+    for &round in order {
+        let before = rows.len();
+        for (i, event) in rounds[round].events.iter().enumerate() {
+            let seen = if rounds[round].backfill {
+                &rows[..]
+            } else {
+                &rows[before..]
+            };
+            if !seen.iter().any(|r| same(&r.sent, event)) {
                 rows.push(Row {
                     sent: event.clone(),
                     order: (round, i),
@@ -98,10 +122,15 @@ fn rfc3339(micros: i64) -> String {
         .to_string()
 }
 
-async fn write_rounds(lake: &LakeLocation, rounds: &[Vec<Sent>], window: DedupWindow) {
+async fn write_rounds(lake: &LakeLocation, rounds: &[Round], order: &[usize], window: DedupWindow) {
     let config = Config::default();
-    for (round, events) in rounds.iter().enumerate() {
-        let mut writer = LakeWriter::for_collector(lake, window).await.unwrap();
+    for &round in order {
+        let Round { events, backfill } = &rounds[round];
+        let mut writer = if *backfill {
+            LakeWriter::for_backfill(lake, window).await.unwrap()
+        } else {
+            LakeWriter::for_collector(lake, window).await.unwrap()
+        };
         // Each round ingests one second after the previous one (2027-01-01 + round s).
         let now = START + 365 * DAY + i64::try_from(round).unwrap() * 1_000_000;
         let mut assembler = EventAssembler::new(&config, std::sync::Arc::new(FixedClock::new(now)));
@@ -222,7 +251,7 @@ fn check_figures(
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 12,
+        cases: 24,
         rng_seed: proptest::test_runner::RngSeed::Fixed(17),
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -231,7 +260,7 @@ proptest! {
     /// Every figure is the deduplicated set's, before and after compaction.
     #[test]
     fn reports_count_each_event_once_within_the_window(
-        rounds in proptest::collection::vec(proptest::collection::vec(sent(), 0..10), 1..4),
+        (rounds, order) in rounds(),
         odd in (0i64..100 * DAY, 0i64..100 * DAY),
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -242,8 +271,8 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let lake = LakeLocation::parse(dir.path().to_str().unwrap()).unwrap();
         let window = DedupWindow::default();
-        runtime.block_on(write_rounds(&lake, &rounds, window));
-        let rows = lake_rows(&rounds, window.micros());
+        runtime.block_on(write_rounds(&lake, &rounds, &order, window));
+        let rows = lake_rows(&rounds, &order, window.micros());
         let counted = counted(&rows, window.micros());
         if rows.is_empty() {
             return Ok(());

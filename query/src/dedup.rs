@@ -17,9 +17,13 @@
 //! (the Delta statistics give both per file). [`Neighbourhoods`] finds those
 //! files; a partition with one file and no such neighbour needs no check at
 //! all (a file never holds two copies of an id), which is the common case of a
-//! lake written in time order and compacted. The others are checked by a join
-//! of their rows with the copies of the ids that occur more than once among
-//! their neighbours' rows.
+//! lake written in time order and compacted. Nor does a file whose writer
+//! checked it against the table: a file backfill tags what it writes with the
+//! version it checked against (`allot.checked_at`), and every append tags its
+//! files with their own version (`allot.version`), so a neighbour added at or
+//! before that version cannot beat one of its rows. The others are checked by a
+//! join of their rows with the copies of the ids that occur more than once
+//! among their neighbours' rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -152,16 +156,24 @@ impl Neighbourhoods {
                 .chain((i + 1..partitions.len()).take_while(|&j| near(&partitions[j])))
                 .collect();
             others.sort_unstable();
-            let earlier: Vec<usize> = others
+            let near_files: Vec<usize> = others
                 .into_iter()
                 .flat_map(|j| partitions[j].files.clone())
-                .filter(|&f| files[f].ingested.0 <= partition.last_ingested)
                 .collect();
             let own = &files[partition.files.clone()];
-            if own.len() == 1 && earlier.is_empty() {
+            if !partition.files.clone().any(|f| {
+                let others = partition.files.clone().filter(|&g| g != f);
+                others
+                    .chain(near_files.iter().copied())
+                    .any(|g| may_beat(&files[g], &files[f]))
+            }) {
                 out.alone.extend(own.iter().cloned());
                 continue;
             }
+            let earlier: Vec<usize> = near_files
+                .into_iter()
+                .filter(|&f| files[f].ingested.0 <= partition.last_ingested)
+                .collect();
             out.checked.extend(own.iter().cloned());
             lookup.extend(partition.files.clone().chain(earlier.iter().copied()));
             let paths: Vec<String> = partition
@@ -176,6 +188,18 @@ impl Neighbourhoods {
         out.lookup = lookup.into_iter().map(|i| files[i].clone()).collect();
         out
     }
+}
+
+/// Whether a row of `other` (a file of the same tenant within reach) may beat a
+/// row of `file`: it holds rows ingested no later than some of `file`'s, and
+/// `file`'s writer did not check against it (it was added after the version
+/// `file` was checked at, or either version is unknown).
+fn may_beat(other: &LakeFile, file: &LakeFile) -> bool {
+    let seen = matches!(
+        (file.checked_at, other.version),
+        (Some(checked), Some(added)) if added <= checked
+    );
+    other.ingested.0 <= file.ingested.1 && !seen
 }
 
 /// Prefix of the columns of the other copies in the check (never visible).
@@ -318,7 +342,15 @@ mod tests {
             tenant_id: Some(tenant.to_string()),
             day: NaiveDate::from_ymd_opt(2026, 10, day).unwrap(),
             ingested,
+            version: None,
+            checked_at: None,
         }
+    }
+
+    fn tagged(mut file: LakeFile, version: u64, checked_at: Option<u64>) -> LakeFile {
+        file.version = Some(version);
+        file.checked_at = checked_at;
+        file
     }
 
     #[test]
@@ -360,5 +392,59 @@ mod tests {
         });
         assert_eq!(paths(&only_a1.alone), ["a1"]);
         assert!(only_a1.lookup.is_empty());
+    }
+
+    #[test]
+    fn files_checked_against_their_neighbours_are_alone() {
+        let day = |d| NaiveDate::from_ymd_opt(2026, 10, d).unwrap();
+        let paths = |files: &[LakeFile]| files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
+        // One backfill per day, each checked against the table before it.
+        let backfilled = vec![
+            tagged(file("a", 1, "a1", (10, 20)), 1, Some(0)),
+            tagged(file("a", 2, "a2", (30, 40)), 2, Some(1)),
+            tagged(file("a", 3, "a3", (50, 60)), 3, Some(2)),
+        ];
+        let near = Neighbourhoods::of(&backfilled, DedupWindow::default(), |_, _| true);
+        assert_eq!(paths(&near.alone), ["a1", "a2", "a3"]);
+        assert!(near.lookup.is_empty());
+
+        // A file ingested earlier but committed after a2 was checked: a2 is
+        // checked again, against it.
+        let mut raced = backfilled.clone();
+        raced.push(tagged(file("a", 4, "a4", (25, 26)), 4, None));
+        raced.sort_by(|x, y| (x.day, &x.path).cmp(&(y.day, &y.path)));
+        let near = Neighbourhoods::of(&raced, DedupWindow::default(), |_, _| true);
+        assert_eq!(paths(&near.alone), ["a1"]);
+        assert_eq!(paths(&near.checked), ["a2", "a3", "a4"]);
+        assert_eq!(
+            near.neighbours[&("a".to_string(), day(2))],
+            ["a2", "a1", "a4"]
+        );
+
+        // Without the version tags nothing is vouched for.
+        let untagged: Vec<LakeFile> = backfilled
+            .iter()
+            .map(|f| LakeFile {
+                version: None,
+                ..f.clone()
+            })
+            .collect();
+        let near = Neighbourhoods::of(&untagged, DedupWindow::default(), |_, _| true);
+        assert_eq!(paths(&near.alone), ["a1"]);
+
+        // Two checked files of one day, the second checked against the first.
+        let same_day = vec![
+            tagged(file("b", 1, "b1x", (10, 20)), 1, Some(0)),
+            tagged(file("b", 1, "b1y", (30, 40)), 2, Some(1)),
+        ];
+        let near = Neighbourhoods::of(&same_day, DedupWindow::default(), |_, _| true);
+        assert_eq!(paths(&near.alone), ["b1x", "b1y"]);
+        // The same two written at once, neither seeing the other.
+        let concurrent = vec![
+            tagged(file("b", 1, "b1x", (10, 20)), 1, Some(0)),
+            tagged(file("b", 1, "b1y", (15, 40)), 2, Some(0)),
+        ];
+        let near = Neighbourhoods::of(&concurrent, DedupWindow::default(), |_, _| true);
+        assert!(near.alone.is_empty());
     }
 }
