@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use allot_ingest::assemble::EventAssembler;
 use allot_ingest::writer::LakeWriter;
-use allot_query::dedup::DedupWindow;
+use allot_query::dedup::{DedupWindow, Neighbourhoods};
 use allot_query::lake::LakeSnapshot;
 use allot_query::session::{LakeSession, Scope, SessionLimits};
 use allot_query::usage::{UsageFilter, counter_days};
@@ -123,6 +123,17 @@ fn rfc3339(micros: i64) -> String {
 }
 
 async fn write_rounds(lake: &LakeLocation, rounds: &[Round], order: &[usize], window: DedupWindow) {
+    write_rounds_at(lake, rounds, order, window, START + 365 * DAY).await;
+}
+
+/// [`write_rounds`] with round r ingested at `first_ingested` + r seconds.
+async fn write_rounds_at(
+    lake: &LakeLocation,
+    rounds: &[Round],
+    order: &[usize],
+    window: DedupWindow,
+    first_ingested: i64,
+) {
     let config = Config::default();
     for &round in order {
         let Round { events, backfill } = &rounds[round];
@@ -131,8 +142,8 @@ async fn write_rounds(lake: &LakeLocation, rounds: &[Round], order: &[usize], wi
         } else {
             LakeWriter::for_collector(lake, window).await.unwrap()
         };
-        // Each round ingests one second after the previous one (2027-01-01 + round s).
-        let now = START + 365 * DAY + i64::try_from(round).unwrap() * 1_000_000;
+        // Each round ingests one second after the previous one.
+        let now = first_ingested + i64::try_from(round).unwrap() * 1_000_000;
         let mut assembler = EventAssembler::new(&config, std::sync::Arc::new(FixedClock::new(now)));
         for (i, event) in events.iter().enumerate() {
             let line = format!(
@@ -247,6 +258,103 @@ fn check_figures(
         );
     }
     Ok(())
+}
+
+/// Backfills `rounds` one after the other (ingested and committed in order), each
+/// batch of `(tenant, id, day)` events in one writer.
+async fn backfill(lake: &LakeLocation, batches: &[Vec<(usize, usize, i64)>]) {
+    let rounds: Vec<Round> = batches
+        .iter()
+        .map(|events| Round {
+            events: events
+                .iter()
+                .map(|&(tenant, id, day)| Sent {
+                    tenant,
+                    id,
+                    ts: START + day * DAY + HOUR,
+                    value: 1,
+                })
+                .collect(),
+            backfill: true,
+        })
+        .collect();
+    let order: Vec<usize> = (0..rounds.len()).collect();
+    write_rounds(lake, &rounds, &order, DedupWindow::default()).await;
+}
+
+/// The paths of the partitions a report must check, on the lake as it is.
+async fn checked_partitions(lake: &LakeLocation) -> Vec<String> {
+    let snapshot = LakeSnapshot::load(lake).await.unwrap();
+    let near = Neighbourhoods::of(&snapshot.usage.files, DedupWindow::default(), |_, _| true);
+    near.checked.into_iter().map(|f| f.path).collect()
+}
+
+/// A lake backfilled a day at a time needs no check in reports: every file was
+/// checked against the days before it. Compaction's rewrites keep that, and a
+/// collector's file ingested earlier but committed later undoes it.
+#[tokio::test]
+async fn backfilled_days_need_no_check_until_a_collector_races_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeLocation::parse(dir.path().to_str().unwrap()).unwrap();
+    // Day 0, day 1 (with a copy of a day-0 event, dropped), then day 1 again:
+    // two files on day 1.
+    backfill(
+        &lake,
+        &[
+            vec![(0, 1, 0), (0, 2, 0)],
+            vec![(0, 3, 1), (0, 1, 1)],
+            vec![(0, 4, 1)],
+        ],
+    )
+    .await;
+    assert_eq!(checked_partitions(&lake).await, Vec::<String>::new());
+
+    let compact = || {
+        allot_ingest::compact(
+            allot_ingest::CompactOptions {
+                lake: lake.clone(),
+                target_file_bytes: 128 << 20,
+                min_files: 2,
+                catalog: Config::default().catalog(),
+                dedup_window: DedupWindow::default(),
+            },
+            tokio_util::sync::CancellationToken::new(),
+        )
+    };
+    let summary = compact().await.unwrap();
+    assert_eq!((summary.partitions, summary.duplicates_removed), (1, 0));
+    assert_eq!(checked_partitions(&lake).await, Vec::<String>::new());
+    let counted = reported(&lake, DedupWindow::default(), false, START, START + 2 * DAY).await;
+    assert_eq!(
+        counted,
+        BTreeMap::from([("acme".to_string(), "4".to_string())])
+    );
+
+    // A collector stamped a copy of event 3 before the backfills but commits
+    // only now: day 1's rows must be checked against it again.
+    let rounds = vec![Round {
+        events: vec![Sent {
+            tenant: 0,
+            id: 3,
+            ts: START + 2 * DAY,
+            value: 1,
+        }],
+        backfill: false,
+    }];
+    write_rounds_at(
+        &lake,
+        &rounds,
+        &[0],
+        DedupWindow::default(),
+        START + 364 * DAY,
+    )
+    .await;
+    assert!(!checked_partitions(&lake).await.is_empty());
+    let counted = reported(&lake, DedupWindow::default(), false, START, START + 3 * DAY).await;
+    assert_eq!(
+        counted,
+        BTreeMap::from([("acme".to_string(), "4".to_string())])
+    );
 }
 
 proptest! {

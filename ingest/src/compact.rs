@@ -12,6 +12,11 @@
 //! ingested first is kept; large files are never rewritten, so a busy tenant-day
 //! is not read and written again on every run; only their event ids are read.
 //!
+//! A rewritten file keeps the dedup tags its sources vouch for (see
+//! `allot_query::dedup`): the newest source's `allot.version`, and as
+//! `allot.checked_at` the version this run judged, when it judged the partition,
+//! else the oldest source's; a source without them leaves the file without.
+//!
 //! Each partition is rewritten in one Delta commit that removes the old files and
 //! adds the new ones, so a reader sees either the old files or the new ones, never
 //! both. Collectors appending meanwhile do not conflict: their new files are
@@ -20,7 +25,7 @@
 //! loser stops its run (its list of files may be stale) and the next run lists the
 //! files again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +33,7 @@ use allot_query::dedup::DedupWindow;
 use allot_query::lake::{LakeSnapshot, partition_date};
 use allot_query::session::{LakeSession, Scope, SessionLimits};
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable};
 use allot_schemas::table_schema::usage_events_schema;
 use arrow::array::{ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, filter_record_batch};
@@ -220,6 +225,28 @@ struct PartitionFiles {
     /// Larger files: kept, only their event ids are read (unless the partition
     /// holds rows the dedup window rejects: then they are rewritten too).
     large: Vec<Remove>,
+    /// The dedup tags of every file, by path.
+    tags: HashMap<String, DedupTags>,
+}
+
+impl PartitionFiles {
+    /// The dedup tags of a file rewriting the small files: its rows were all in
+    /// the table by the newest source's version; they were checked at `judged_at`
+    /// when this run judged the partition, else as far as every source was.
+    fn rewritten_tags(&self, judged_at: Option<u64>) -> DedupTags {
+        let sources: Vec<DedupTags> = self
+            .small
+            .iter()
+            .map(|r| self.tags.get(&r.path).copied().unwrap_or_default())
+            .collect();
+        let all = |get: fn(&DedupTags) -> Option<u64>| -> Option<Vec<u64>> {
+            sources.iter().map(get).collect()
+        };
+        DedupTags {
+            version: all(|t| t.version).and_then(|v| v.into_iter().max()),
+            checked_at: judged_at.or_else(|| all(|t| t.checked_at)?.into_iter().min()),
+        }
+    }
 }
 
 /// A row of `usage_events` within its partition: event id, `ingested_at`, source.
@@ -227,6 +254,17 @@ type RowKey = (String, i64, String);
 
 /// The rows the dedup window rejects, per tenant and `YYYY-MM-DD` day.
 type Beaten = BTreeMap<(String, String), HashSet<RowKey>>;
+
+/// What a run's judgement of the table found.
+#[derive(Default)]
+struct Judged {
+    /// The rows that do not count, in the partitions judged.
+    beaten: Beaten,
+    /// The table version judged (`None`: no table yet).
+    version: Option<u64>,
+    /// The partitions not judged: their rollups were current.
+    current: BTreeSet<(String, chrono::NaiveDate)>,
+}
 
 async fn compact_partitions(
     table: &mut DeltaTable,
@@ -239,7 +277,11 @@ async fn compact_partitions(
         .update_state()
         .await
         .map_err(IngestError::lake(name))?;
-    let mut beaten = beaten_rows(options).await?;
+    let Judged {
+        mut beaten,
+        version: judged_version,
+        current,
+    } = beaten_rows(options).await?;
     let small_below = target_file_bytes / 2;
     let mut by_partition: BTreeMap<(String, String), PartitionFiles> = BTreeMap::new();
     for file in table
@@ -256,6 +298,12 @@ async fn compact_partitions(
         let files = by_partition
             .entry((tenant.clone(), day.clone()))
             .or_default();
+        // Delta-rs offers a file's tags only through its Add action.
+        #[allow(deprecated)]
+        let add = file.add_action();
+        files
+            .tags
+            .insert(add.path.clone(), DedupTags::read(add.tags.as_ref()));
         if u64::try_from(file.size()).unwrap_or(0) < small_below {
             files.small.push(file.remove_action(false));
         } else {
@@ -281,6 +329,11 @@ async fn compact_partitions(
         let Some(day_number) = parse_day(&day) else {
             continue;
         };
+        // Every file listed here was in the table this run judged (listed first),
+        // so a partition it judged is checked as of that version.
+        let judged = partition_date(day_number)
+            .is_ok_and(|date| !current.contains(&(tenant_id.clone(), date)));
+        let tags = files.rewritten_tags(judged_version.filter(|_| judged));
         let compacted = compact_partition(
             table,
             &tenant_id,
@@ -288,6 +341,7 @@ async fn compact_partitions(
             &files,
             &rejected,
             target_file_bytes,
+            tags,
         )
         .await;
         let (added, duplicates) = match compacted {
@@ -340,11 +394,11 @@ fn parse_day(day: &str) -> Option<i32> {
 /// or their neighbours since the last refresh) that the dedup window rejects, as
 /// the query engine judges them for every report. Partitions with current
 /// rollups were judged, and their rejected rows removed, by an earlier run.
-async fn beaten_rows(options: &CompactOptions) -> Result<Beaten, IngestError> {
+async fn beaten_rows(options: &CompactOptions) -> Result<Judged, IngestError> {
     let query_error = |e: allot_query::QueryError| IngestError::Rollup(e.to_string());
     let snapshot = match LakeSnapshot::load(&options.lake).await {
         Ok(snapshot) => snapshot,
-        Err(allot_query::QueryError::NoLake) => return Ok(Beaten::new()),
+        Err(allot_query::QueryError::NoLake) => return Ok(Judged::default()),
         Err(e) => return Err(query_error(e)),
     };
     let limits = SessionLimits {
@@ -361,9 +415,13 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Beaten, IngestError> {
     let frame = session
         .beaten_events_where(|tenant, day| !current.contains_key(&(tenant.to_string(), day)))
         .map_err(query_error)?;
-    let mut beaten = Beaten::new();
+    let mut judged = Judged {
+        beaten: Beaten::new(),
+        version: snapshot.usage.version,
+        current: current.into_keys().collect(),
+    };
     let Some(frame) = frame else {
-        return Ok(beaten);
+        return Ok(judged);
     };
     let batches = frame
         .select_columns(&["tenant_id", "day", "event_id", "ingested_at", "source"])
@@ -392,7 +450,8 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Beaten, IngestError> {
                 .map_err(query_error)?
                 .format("%Y-%m-%d")
                 .to_string();
-            beaten
+            judged
+                .beaten
                 .entry((tenants.value(row).to_string(), day))
                 .or_default()
                 .insert((
@@ -402,7 +461,7 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Beaten, IngestError> {
                 ));
         }
     }
-    Ok(beaten)
+    Ok(judged)
 }
 
 /// Rewrites the small files of one partition (all of them when `rejected` names
@@ -415,6 +474,7 @@ async fn compact_partition(
     files: &PartitionFiles,
     rejected: &HashSet<RowKey>,
     target_file_bytes: u64,
+    tags: DedupTags,
 ) -> Result<(u64, u64), IngestError> {
     let name = LakeTable::UsageEvents.dir_name();
     let store = table.log_store().object_store(None);
@@ -479,6 +539,7 @@ async fn compact_partition(
         .collect();
     actions.extend(adds.into_iter().map(|mut add| {
         add.data_change = data_change;
+        tags.write_into(add.tags.get_or_insert_with(HashMap::new));
         Action::Add(add)
     }));
     // Every compaction commit records the same `txn` app id, so two compactions
@@ -575,4 +636,50 @@ fn first_ingested_per_event(
         filter_record_batch(batch, &BooleanArray::from(keep))?,
         duplicates,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remove(path: &str) -> Remove {
+        Remove {
+            path: path.to_string(),
+            data_change: false,
+            deletion_timestamp: None,
+            extended_file_metadata: None,
+            partition_values: None,
+            size: None,
+            tags: None,
+            deletion_vector: None,
+            base_row_id: None,
+            default_row_commit_version: None,
+        }
+    }
+
+    fn tags(version: Option<u64>, checked_at: Option<u64>) -> DedupTags {
+        DedupTags {
+            version,
+            checked_at,
+        }
+    }
+
+    #[test]
+    fn a_rewritten_file_keeps_what_its_sources_vouch_for() {
+        let mut files = PartitionFiles {
+            small: vec![remove("a"), remove("b")],
+            ..PartitionFiles::default()
+        };
+        files.tags.insert("a".into(), tags(Some(3), Some(2)));
+        files.tags.insert("b".into(), tags(Some(5), Some(4)));
+        // Rows in the table by the newest source; checked as far as the oldest.
+        assert_eq!(files.rewritten_tags(None), tags(Some(5), Some(2)));
+        // Judged by this run at version 9.
+        assert_eq!(files.rewritten_tags(Some(9)), tags(Some(5), Some(9)));
+        // A source without tags (a collector's file): nothing is vouched for,
+        // unless this run judged the partition.
+        files.tags.insert("b".into(), DedupTags::default());
+        assert_eq!(files.rewritten_tags(None), tags(None, None));
+        assert_eq!(files.rewritten_tags(Some(9)), tags(None, Some(9)));
+    }
 }

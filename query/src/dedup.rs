@@ -196,7 +196,7 @@ impl Neighbourhoods {
 /// `file` was checked at, or either version is unknown).
 fn may_beat(other: &LakeFile, file: &LakeFile) -> bool {
     let seen = matches!(
-        (file.checked_at, other.version),
+        (file.dedup.checked_at, other.dedup.version),
         (Some(checked), Some(added)) if added <= checked
     );
     other.ingested.0 <= file.ingested.1 && !seen
@@ -334,6 +334,7 @@ pub(crate) fn checked_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use allot_schemas::lake::DedupTags;
 
     fn file(tenant: &str, day: u32, path: &str, ingested: (i64, i64)) -> LakeFile {
         LakeFile {
@@ -342,14 +343,15 @@ mod tests {
             tenant_id: Some(tenant.to_string()),
             day: NaiveDate::from_ymd_opt(2026, 10, day).unwrap(),
             ingested,
-            version: None,
-            checked_at: None,
+            dedup: DedupTags::default(),
         }
     }
 
     fn tagged(mut file: LakeFile, version: u64, checked_at: Option<u64>) -> LakeFile {
-        file.version = Some(version);
-        file.checked_at = checked_at;
+        file.dedup = DedupTags {
+            version: Some(version),
+            checked_at,
+        };
         file
     }
 
@@ -425,7 +427,10 @@ mod tests {
         let untagged: Vec<LakeFile> = backfilled
             .iter()
             .map(|f| LakeFile {
-                version: None,
+                dedup: DedupTags {
+                    version: None,
+                    ..f.dedup
+                },
                 ..f.clone()
             })
             .collect();

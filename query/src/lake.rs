@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use allot_schemas::lake::{CHECKED_AT_TAG, LakeLocation, LakeTable, VERSION_TAG};
+use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable};
 use allot_schemas::time::{date_of_epoch_days, days_since_epoch};
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
@@ -37,13 +37,10 @@ pub struct LakeFile {
     /// Delta statistics (`i64::MIN` and `i64::MAX` when the log has none): rows
     /// ingested later than all of a file's rows never make one of them a duplicate.
     pub ingested: (i64, i64),
-    /// The version of the commit that added the file (its `allot.version` tag),
-    /// when known.
-    pub version: Option<u64>,
-    /// The version a writer checked the file's rows against (its
-    /// `allot.checked_at` tag): no row of a file of that version or earlier beats
-    /// one of them.
-    pub checked_at: Option<u64>,
+    /// Its dedup tags: the version that added its rows, and the version its
+    /// writer checked them against (no row of a file of that version or earlier
+    /// beats one of them).
+    pub dedup: DedupTags,
 }
 
 impl LakeFile {
@@ -329,15 +326,14 @@ async fn load_table_at(
             | LakeTable::Allocations
             | LakeTable::Closings => (i64::MIN, i64::MAX),
         };
-        let (version, checked_at) = match table {
+        let dedup = match table {
             LakeTable::UsageEvents => {
                 // Delta-rs offers a file's tags only through its Add action.
                 #[allow(deprecated)]
-                let tags = file.add_action().tags.unwrap_or_default();
-                let tag = |name: &str| tags.get(name)?.as_deref()?.parse::<u64>().ok();
-                (tag(VERSION_TAG), tag(CHECKED_AT_TAG))
+                let add = file.add_action();
+                DedupTags::read(add.tags.as_ref())
             }
-            _ => (None, None),
+            _ => DedupTags::default(),
         };
         files.push(LakeFile {
             path: file.object_store_path().to_string(),
@@ -345,8 +341,7 @@ async fn load_table_at(
             tenant_id,
             day,
             ingested,
-            version,
-            checked_at,
+            dedup,
         });
     }
     files.sort_by(|a, b| (&a.tenant_id, a.day, &a.path).cmp(&(&b.tenant_id, b.day, &b.path)));

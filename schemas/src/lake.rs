@@ -165,6 +165,44 @@ pub const VERSION_TAG: &str = "allot.version";
 /// checked against the table.
 pub const CHECKED_AT_TAG: &str = "allot.checked_at";
 
+/// The dedup tags of one `usage_events` file ([`VERSION_TAG`], [`CHECKED_AT_TAG`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DedupTags {
+    /// The version of the commit that added the file's rows, when known.
+    pub version: Option<u64>,
+    /// The version its rows were checked against, when they were.
+    pub checked_at: Option<u64>,
+}
+
+impl DedupTags {
+    /// Reads the tags of a Delta `add` action (absent or unreadable ones: `None`).
+    ///
+    /// ```
+    /// use allot_schemas::lake::DedupTags;
+    /// let tags = [("allot.version".to_string(), Some("7".to_string()))].into();
+    /// assert_eq!(DedupTags::read(Some(&tags)), DedupTags { version: Some(7), checked_at: None });
+    /// ```
+    pub fn read(tags: Option<&std::collections::HashMap<String, Option<String>>>) -> DedupTags {
+        let tag = |name: &str| tags?.get(name)?.as_deref()?.parse::<u64>().ok();
+        DedupTags {
+            version: tag(VERSION_TAG),
+            checked_at: tag(CHECKED_AT_TAG),
+        }
+    }
+
+    /// Adds the known tags to a Delta `add` action's tags.
+    pub fn write_into(self, tags: &mut std::collections::HashMap<String, Option<String>>) {
+        for (name, value) in [
+            (VERSION_TAG, self.version),
+            (CHECKED_AT_TAG, self.checked_at),
+        ] {
+            if let Some(value) = value {
+                tags.insert(name.to_string(), Some(value.to_string()));
+            }
+        }
+    }
+}
+
 /// The Delta application id under which a collector group records its offset
 /// for one Kafka partition (`txn` action).
 ///
