@@ -292,7 +292,14 @@ async fn load_table_at(
     let snapshot = delta.snapshot().map_err(lake_error)?;
     let mut files = Vec::new();
     for file in snapshot.log_data().iter() {
-        let values = file.partition_values_map();
+        // Delta-rs offers a file's tags only through its Add action, which also
+        // carries its partition values and statistics: each is copied once.
+        #[allow(deprecated)]
+        let add = (table == LakeTable::UsageEvents).then(|| file.add_action());
+        let values = match &add {
+            Some(add) => add.partition_values.clone(),
+            None => file.partition_values_map(),
+        };
         let day = values
             .get("day")
             .cloned()
@@ -316,24 +323,15 @@ async fn load_table_at(
             },
             _ => None,
         };
-        let ingested = match table {
-            LakeTable::UsageEvents => file
-                .stats()
-                .map_or((i64::MIN, i64::MAX), |stats| ingested_range(&stats)),
-            LakeTable::RejectedEvents
-            | LakeTable::UsageHourly
-            | LakeTable::Invoices
-            | LakeTable::Allocations
-            | LakeTable::Closings => (i64::MIN, i64::MAX),
-        };
-        let dedup = match table {
-            LakeTable::UsageEvents => {
-                // Delta-rs offers a file's tags only through its Add action.
-                #[allow(deprecated)]
-                let add = file.add_action();
-                DedupTags::read(add.tags.as_ref())
-            }
-            _ => DedupTags::default(),
+        // `usage_events` only: the other tables' files are read whole.
+        let (ingested, dedup) = match &add {
+            Some(add) => (
+                add.stats
+                    .as_deref()
+                    .map_or((i64::MIN, i64::MAX), ingested_range),
+                DedupTags::read(add.tags.as_ref()),
+            ),
+            None => ((i64::MIN, i64::MAX), DedupTags::default()),
         };
         files.push(LakeFile {
             path: file.object_store_path().to_string(),
