@@ -26,7 +26,7 @@ fn batch_error(e: allot_query::QueryError) -> IngestError {
 }
 
 /// Writes `batch` as files of `table` and commits them, fenced on `txns`.
-async fn append_batch(
+pub(crate) async fn append_batch(
     location: &LakeLocation,
     table: LakeTable,
     batch: RecordBatch,

@@ -26,7 +26,6 @@
 //! files again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use allot_query::dedup::DedupWindow;
@@ -35,7 +34,7 @@ use allot_query::session::{LakeSession, Scope, SessionLimits};
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable};
 use allot_schemas::table_schema::usage_events_schema;
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
 use deltalake::DeltaTable;
@@ -48,7 +47,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
-use crate::lake::{commit_actions, open_or_create_table};
+use crate::lake::{commit_actions, open_or_create_table, with_partition_values};
 use crate::rollup::{RollupSummary, refresh_rollups};
 use crate::telemetry;
 
@@ -510,7 +509,8 @@ async fn compact_partition(
             .build()
             .map_err(file_error)?;
         for batch in reader {
-            batches.push(with_partition_columns(&batch?, tenant_id, day, &schema)?);
+            let partition = remove.partition_values.clone().unwrap_or_default();
+            batches.push(with_partition_values(&batch?, &partition, &schema)?);
         }
     }
     let all = concat_batches(&schema, &batches)?;
@@ -556,28 +556,6 @@ async fn compact_partition(
     };
     commit_actions(table, name, actions, operation).await?;
     Ok((added, duplicates))
-}
-
-/// Adds the partition columns a data file does not store.
-fn with_partition_columns(
-    batch: &RecordBatch,
-    tenant_id: &str,
-    day: i32,
-    schema: &arrow::datatypes::SchemaRef,
-) -> Result<RecordBatch, IngestError> {
-    let rows = batch.num_rows();
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|field| match field.name().as_str() {
-            "tenant_id" => Ok(Arc::new(StringArray::from(vec![tenant_id; rows])) as ArrayRef),
-            "day" => Ok(Arc::new(Date32Array::from_value(day, rows)) as ArrayRef),
-            other => batch.column_by_name(other).cloned().ok_or_else(|| {
-                arrow::error::ArrowError::SchemaError(format!("data file lacks column {other}"))
-            }),
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Keeps, for each event id not in `kept_ids`, the row with the earliest

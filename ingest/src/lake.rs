@@ -5,13 +5,18 @@
 //! maintenance commits (compaction, rollups), which rewrite files they read,
 //! through [`commit_actions`] on a loaded table.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
-    allocations_schema, closings_schema, invoices_schema, rejected_events_schema,
+    allocations_schema, audit_schema, closings_schema, invoices_schema, rejected_events_schema,
     usage_events_schema, usage_hourly_schema,
 };
-use arrow::datatypes::SchemaRef;
+use allot_schemas::time::days_since_epoch;
+use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, StructType};
@@ -81,6 +86,7 @@ pub(crate) async fn ensure_table(
         LakeTable::Invoices => (invoices_schema(), &[]),
         LakeTable::Allocations => (allocations_schema(), &[]),
         LakeTable::Closings => (closings_schema(), &[]),
+        LakeTable::Audit => (audit_schema(), &[]),
     };
     let columns: StructType = schema
         .as_ref()
@@ -117,4 +123,41 @@ pub(crate) async fn commit_actions(
         .map_err(IngestError::lake(name))?;
     table.state = Some(finalized.snapshot());
     Ok(finalized.version())
+}
+
+/// A data file's rows in the table's `schema`: the partition columns, which a
+/// Delta data file does not store, filled in from the file's raw partition values
+/// (`tenant_id` as text, `day` as `YYYY-MM-DD`).
+pub(crate) fn with_partition_values(
+    batch: &RecordBatch,
+    partition: &HashMap<String, Option<String>>,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, IngestError> {
+    let rows = batch.num_rows();
+    let missing = |name: &str| {
+        arrow::error::ArrowError::SchemaError(format!("data file lacks column {name}"))
+    };
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let name = field.name().as_str();
+            if let Some(column) = batch.column_by_name(name) {
+                return Ok(column.clone());
+            }
+            let value = partition.get(name).cloned().flatten();
+            Ok(match field.data_type() {
+                DataType::Utf8 => Arc::new(StringArray::from(vec![value; rows])) as ArrayRef,
+                DataType::Date32 => {
+                    let day = value
+                        .as_deref()
+                        .and_then(|v| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+                        .map(days_since_epoch);
+                    Arc::new(Date32Array::from(vec![day; rows])) as ArrayRef
+                }
+                _ => return Err(missing(name)),
+            })
+        })
+        .collect::<Result<_, arrow::error::ArrowError>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }

@@ -675,7 +675,7 @@ fn rejections_by_tenant(batch: &RecordBatch) -> BTreeMap<(String, ReasonCode), u
 }
 
 /// Fetches a Parquet file of the lake and opens it for reading.
-async fn open_lake_parquet(
+pub(crate) async fn open_lake_parquet(
     store: &deltalake::logstore::ObjectStoreRef,
     path: &deltalake::Path,
 ) -> Result<

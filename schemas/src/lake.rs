@@ -27,6 +27,8 @@ pub enum LakeTable {
     Allocations,
     /// One row per closing of a month: the commit point of a close.
     Closings,
+    /// One row per administrative erasure (`allot tenant delete`).
+    Audit,
 }
 
 impl LakeTable {
@@ -39,6 +41,7 @@ impl LakeTable {
             LakeTable::Invoices => "invoices",
             LakeTable::Allocations => "allocations",
             LakeTable::Closings => "closings",
+            LakeTable::Audit => "audit",
         }
     }
 }

@@ -201,6 +201,23 @@ static CLOSINGS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("at", DataType::Utf8, false),
+        Field::new("who", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("details", DataType::Utf8, false),
+    ]))
+});
+
+/// The schema of `audit`: one row per administrative erasure, when (RFC 3339),
+/// who ran it, what (`tenant_delete`), the tenant, and the details as JSON text
+/// (rows and files removed per table, files deleted). Not partitioned.
+pub fn audit_schema() -> SchemaRef {
+    AUDIT.clone()
+}
+
 /// The schema of `invoices`: per closing, every CSV row of every tenant's final
 /// invoice (lines, adjustment lines and the summary rows) as text, in order,
 /// with the currency and discount percent of the tenant's invoice. Not
