@@ -18,8 +18,8 @@ use allot_query::render::ReportTable;
 use allot_schemas::lake::kafka_app_id;
 use clap::Args;
 
-use crate::Failure;
 use crate::reports::{LakeArgs, failure, load, month_flag, print_table, tenant_flag};
+use crate::{Failure, who};
 
 /// `allot close`.
 #[derive(Args)]
@@ -144,10 +144,7 @@ pub async fn close(args: CloseArgs) -> Result<(), Failure> {
         revision,
         close_id: format!("{period}-r{revision}-{now}"),
         closed_at: format_micros(now),
-        who: args
-            .by
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "unknown".to_string()),
+        who: who(args.by),
         reason: args.reason,
         config: &loaded.settings.config,
         costs,
@@ -223,8 +220,15 @@ pub async fn verify(args: VerifyArgs) -> Result<(), Failure> {
             ))
         })?;
     match closing::verify(&loaded.location, &snapshot, closed, &closings).await {
-        Ok(Verdict::Verified) => {
+        Ok(Verdict::Verified { erased }) if erased.is_empty() => {
             println!("verified");
+            Ok(())
+        }
+        Ok(Verdict::Verified { erased }) => {
+            println!(
+                "verified, but for {} (erased since the close: not compared, nor the allocation)",
+                erased.join(", ")
+            );
             Ok(())
         }
         Ok(Verdict::Differs(difference)) => Err(Failure::internal(difference)),

@@ -16,6 +16,7 @@ mod demo_events;
 mod prometheus;
 mod reports;
 mod serve;
+mod tenant;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -83,6 +84,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a bearer token for the API (printed alone on stdout).
     Token(serve::TokenArgs),
+    /// Offboard a tenant: export its data, or erase it from the lake.
+    Tenant(tenant::TenantArgs),
 }
 
 /// Output format of a command's result on stdout.
@@ -139,6 +142,10 @@ struct CompactArgs {
 
 #[derive(Args)]
 struct VacuumArgs {
+    /// Keep files removed less than this long ago, e.g. `7d` (default:
+    /// `ingest.vacuum_retention`).
+    #[arg(long, value_name = "DURATION")]
+    retention: Option<String>,
     /// The lake: a directory or an object-store URL (default: `lake` from the config).
     #[arg(long, value_name = "DIR|URL")]
     lake: Option<String>,
@@ -247,12 +254,19 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Demo(args) => demo::demo(args).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Token(args) => serve::token(args),
+        Command::Tenant(args) => tenant::tenant(args).await,
     }
 }
 
 /// Loads the configuration: defaults, then the file, then `ALLOT__…` variables.
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, Failure> {
     Config::load(path, std::env::vars()).map_err(Failure::usage)
+}
+
+/// Who runs a command that records it (`--by`, else `$USER`).
+fn who(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Resolves `--lake`, falling back to the config's `lake` key.
@@ -387,9 +401,17 @@ async fn compact(args: CompactArgs) -> Result<(), Failure> {
 async fn vacuum(args: VacuumArgs) -> Result<(), Failure> {
     let config = load_config(args.config.as_deref())?;
     let lake = lake_location(args.lake.as_deref(), &config)?;
+    let retention = match args.retention.as_deref() {
+        Some(text) => {
+            text.parse::<allot_schemas::config::HumanDuration>()
+                .map_err(|e| Failure::usage(format!("--retention {text}: {e}")))?
+                .0
+        }
+        None => config.ingest.vacuum_retention.0,
+    };
     let options = allot_ingest::VacuumOptions {
         lake,
-        retention: config.ingest.vacuum_retention.0,
+        retention,
         close_retention: config.ingest.close_retention.0,
         now_micros: chrono::Utc::now().timestamp_micros(),
     };

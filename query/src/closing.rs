@@ -17,7 +17,7 @@
 //! lowest and highest offset and the count, per file the name and the number of
 //! lines. [`digest_lines`] is the recipe.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -855,8 +855,13 @@ pub fn closing_batch(closing: &Closing) -> Result<RecordBatch, QueryError> {
 /// The outcome of `allot verify`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Everything recomputed equals what was stored.
-    Verified,
+    /// Everything recomputed equals what was stored, but for the tenants erased
+    /// since the close (`allot tenant delete`), named here: their events are
+    /// gone, so their figures and the allocation are not compared.
+    Verified {
+        /// Tenants erased after the close, in order.
+        erased: Vec<String>,
+    },
     /// The first difference found.
     Differs(String),
 }
@@ -896,19 +901,33 @@ pub async fn verify(
         ),
         None => None,
     };
+    // Tenants erased since the close: their files are gone from storage, so the
+    // month is recomputed without them, from the raw events (rollup files held
+    // their rows too), and the allocation, which shares costs over every
+    // tenant, cannot be compared.
+    let erased = erased_since(location, &closing.closed_at).await?;
+    let mut kept = snapshot.clone();
+    if !erased.is_empty() {
+        kept.usage
+            .files
+            .retain(|f| !f.tenant_id.as_ref().is_some_and(|t| erased.contains(t)));
+        kept.hourly.files.clear();
+    }
     let (invoices, allocation, certificate) = recompute(
-        snapshot,
+        &kept,
         &settings,
         closing.month,
         previous.as_ref(),
         pools.as_deref(),
     )
     .await?;
-    let stored = stored_invoices(location, closing, None).await?;
+    let not_erased = |tenant: &str| !erased.contains(tenant);
+    let mut stored = stored_invoices(location, closing, None).await?;
+    stored.retain(|i| not_erased(&i.tenant_id));
     if let Some(difference) = first_invoice_difference(&stored, &invoices) {
         return Ok(Verdict::Differs(format!("{label}: {difference}")));
     }
-    if let Some(rows) = allocation {
+    if let Some(rows) = allocation.filter(|_| erased.is_empty()) {
         let recomputed: Vec<Vec<String>> = rows.iter().map(AllocationRow::csv_record).collect();
         let frozen = stored_allocation(location, closing).await?;
         if recomputed != frozen {
@@ -925,10 +944,56 @@ pub async fn verify(
             )));
         }
     }
-    if let Some(difference) = first_certificate_difference(&closing.certificate, &certificate) {
+    let certified: Vec<CertificateDay> = closing
+        .certificate
+        .iter()
+        .filter(|d| not_erased(&d.tenant_id))
+        .cloned()
+        .collect();
+    if let Some(difference) = first_certificate_difference(&certified, &certificate) {
         return Ok(Verdict::Differs(format!("{label}: {difference}")));
     }
-    Ok(Verdict::Verified)
+    Ok(Verdict::Verified {
+        erased: erased.into_iter().collect(),
+    })
+}
+
+/// The tenants erased (`audit` rows of `tenant_delete`) after `closed_at`.
+async fn erased_since(
+    location: &LakeLocation,
+    closed_at: &str,
+) -> Result<BTreeSet<String>, QueryError> {
+    let instant = |text: &str| chrono::DateTime::parse_from_rfc3339(text).ok();
+    let closed = instant(closed_at);
+    let mut erased = BTreeSet::new();
+    for batch in read_small_table(location, LakeTable::Audit).await? {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| arrow::compute::cast(c, &DataType::Utf8).ok())
+                .ok_or_else(|| QueryError::Lake {
+                    table: LakeTable::Audit.dir_name(),
+                    message: format!("no {name} column"),
+                })
+        };
+        let (at, action, tenant) = (column("at")?, column("action")?, column("tenant_id")?);
+        let (at, action, tenant) = (
+            at.as_string::<i32>(),
+            action.as_string::<i32>(),
+            tenant.as_string::<i32>(),
+        );
+        for row in 0..batch.num_rows() {
+            // An erasure whose time cannot be read counts as after the close.
+            let after = match (instant(at.value(row)), closed) {
+                (Some(at), Some(closed)) => at > closed,
+                _ => true,
+            };
+            if action.value(row) == "tenant_delete" && after {
+                erased.insert(tenant.value(row).to_string());
+            }
+        }
+    }
+    Ok(erased)
 }
 
 fn first_invoice_difference(

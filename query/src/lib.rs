@@ -37,6 +37,7 @@ pub mod billed;
 pub mod closing;
 pub mod dedup;
 pub mod error;
+pub mod export;
 pub mod health;
 pub mod lake;
 pub mod noisy;
