@@ -164,6 +164,7 @@ fn files_holding(dir: &Path, tenant: &str) -> Vec<PathBuf> {
 #[test]
 fn export_gives_back_the_tenants_events_exactly() {
     let lake = Lake::new();
+    lake.ok(&["close", "--month", "2026-09"]);
     let out = lake.dir.path().join("export");
     let said = lake.ok(&["tenant", "export", "acme", "--out", out.to_str().unwrap()]);
     assert!(
@@ -201,10 +202,39 @@ fn export_gives_back_the_tenants_events_exactly() {
     assert!(rejected.contains("no_such_metric"), "{rejected}");
 
     let invoices = std::fs::read_to_string(out.join("invoices.csv")).unwrap();
-    assert!(
-        invoices.lines().skip(1).all(|l| l.starts_with("acme,")),
-        "{invoices}"
+    // One month, closed: its final invoice, as `allot invoice` prints it.
+    assert_eq!(
+        invoices,
+        lake.ok(&["invoice", "--month", "2026-09", "--tenant", "acme"])
     );
+
+    // The tenant recomputes the closed month's certificate digests from the
+    // export alone, with the README's recipe.
+    let certificate = lake.ok(&["certificate", "--month", "2026-09", "--tenant", "acme"]);
+    let ours: Vec<String> = certificate
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').take(4).collect::<Vec<_>>().join(","))
+        .collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/certificate_check.py");
+    let python = Command::new(common::test_python())
+        .arg(script)
+        .arg(out.join("events.jsonl"))
+        .arg("2026-09")
+        .output()
+        .expect("run certificate_check.py");
+    assert!(
+        python.status.success(),
+        "{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    let theirs: Vec<String> = String::from_utf8(python.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ours.len(), 2, "{certificate}");
+    assert_eq!(ours, theirs);
 
     // The export backfilled into a new lake bills the same.
     let copy = Lake {
@@ -217,7 +247,12 @@ fn export_gives_back_the_tenants_events_exactly() {
         "--from-file",
         out.join("events.jsonl").to_str().unwrap(),
     ]);
-    assert_eq!(copy.invoice("acme"), lake.invoice("acme"));
+    // (The copy's month is open: a draft with the final invoice's lines and total.)
+    let figures = |text: String| {
+        let invoice: serde_json::Value = serde_json::from_str(&text).unwrap();
+        (invoice[0]["lines"].clone(), invoice[0]["total"].clone())
+    };
+    assert_eq!(figures(copy.invoice("acme")), figures(lake.invoice("acme")));
 
     let unknown = lake.run(&["tenant", "export", "nobody", "--out", out.to_str().unwrap()]);
     assert_eq!(unknown.status.code(), Some(2));
