@@ -231,7 +231,8 @@ struct PartitionFiles {
 impl PartitionFiles {
     /// The dedup tags of a file rewriting the small files: its rows were all in
     /// the table by the newest source's version; they were checked at `judged_at`
-    /// when this run judged the partition, else as far as every source was.
+    /// when this run judged the partition, else as far as every source was; their
+    /// `ingested_at` lies within the sources' bounds.
     fn rewritten_tags(&self, judged_at: Option<u64>) -> DedupTags {
         let sources: Vec<DedupTags> = self
             .small
@@ -241,9 +242,15 @@ impl PartitionFiles {
         let all = |get: fn(&DedupTags) -> Option<u64>| -> Option<Vec<u64>> {
             sources.iter().map(get).collect()
         };
+        let ingested: Option<Vec<(i64, i64)>> = sources.iter().map(|t| t.ingested).collect();
         DedupTags {
             version: all(|t| t.version).and_then(|v| v.into_iter().max()),
             checked_at: judged_at.or_else(|| all(|t| t.checked_at)?.into_iter().min()),
+            ingested: ingested.and_then(|bounds| {
+                let min = bounds.iter().map(|b| b.0).min()?;
+                let max = bounds.iter().map(|b| b.1).max()?;
+                Some((min, max))
+            }),
         }
     }
 }
@@ -639,6 +646,7 @@ mod tests {
         DedupTags {
             version,
             checked_at,
+            ingested: None,
         }
     }
 
@@ -648,12 +656,27 @@ mod tests {
             small: vec![remove("a"), remove("b")],
             ..PartitionFiles::default()
         };
-        files.tags.insert("a".into(), tags(Some(3), Some(2)));
-        files.tags.insert("b".into(), tags(Some(5), Some(4)));
-        // Rows in the table by the newest source; checked as far as the oldest.
-        assert_eq!(files.rewritten_tags(None), tags(Some(5), Some(2)));
+        let bounds = |ingested, t: DedupTags| DedupTags {
+            ingested: Some(ingested),
+            ..t
+        };
+        files
+            .tags
+            .insert("a".into(), bounds((10, 20), tags(Some(3), Some(2))));
+        files
+            .tags
+            .insert("b".into(), bounds((15, 30), tags(Some(5), Some(4))));
+        // Rows in the table by the newest source; checked as far as the oldest;
+        // ingested within the sources' bounds.
+        assert_eq!(
+            files.rewritten_tags(None),
+            bounds((10, 30), tags(Some(5), Some(2)))
+        );
         // Judged by this run at version 9.
-        assert_eq!(files.rewritten_tags(Some(9)), tags(Some(5), Some(9)));
+        assert_eq!(
+            files.rewritten_tags(Some(9)),
+            bounds((10, 30), tags(Some(5), Some(9)))
+        );
         // A source without tags (a collector's file): nothing is vouched for,
         // unless this run judged the partition.
         files.tags.insert("b".into(), DedupTags::default());

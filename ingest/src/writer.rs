@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use allot_schemas::lake::{CHECKED_AT_TAG, LakeLocation, LakeTable, usage_partition_dir};
+use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
 use allot_schemas::time::{date_of_epoch_days, epoch_day_of_micros};
@@ -215,13 +215,14 @@ impl LakeWriter {
             Dedup::Table { .. } => Some(fresh.clone()),
             Dedup::Recent { .. } => None,
         };
+        let tags = DedupTags {
+            version: None,
+            checked_at: partitions.checked_at,
+            ingested: ingested_bounds(&fresh),
+        };
         let mut adds = write_partitions(&usage, fresh).await?;
-        if let Some(version) = partitions.checked_at {
-            for add in &mut adds {
-                add.tags
-                    .get_or_insert_with(HashMap::new)
-                    .insert(CHECKED_AT_TAG.to_string(), Some(version.to_string()));
-            }
+        for add in &mut adds {
+            tags.write_into(add.tags.get_or_insert_with(HashMap::new));
         }
         tracing::debug!(
             rows = outcome.written,
@@ -306,6 +307,8 @@ impl LakeWriter {
         let wanted = |lo: i32, hi: i32| lo.saturating_sub(reach)..=hi.saturating_add(reach);
         let files = match &mut self.dedup {
             Dedup::Table { tables, .. } => {
+                // Every day within reach: a day known now may be evicted before
+                // its tenant's turn.
                 let reachable: Vec<PartitionKey> = by_tenant
                     .iter()
                     .flat_map(|(tenant, _, lo, hi)| {
@@ -478,6 +481,18 @@ fn partition_dir(tenant: &str, day: i32) -> String {
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_default();
     usage_partition_dir(tenant, &date).unwrap_or_default()
+}
+
+/// The earliest and latest `ingested_at` of a `usage_events` batch: bounds for
+/// each of the files written from it.
+fn ingested_bounds(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let ingested = batch
+        .column_by_name("ingested_at")?
+        .as_primitive_opt::<TimestampMicrosecondType>()?;
+    Some((
+        arrow::compute::min(ingested)?,
+        arrow::compute::max(ingested)?,
+    ))
 }
 
 /// The `tenant_id` and `day` columns of a `usage_events` batch.

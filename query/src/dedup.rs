@@ -351,6 +351,7 @@ mod tests {
         file.dedup = DedupTags {
             version: Some(version),
             checked_at,
+            ingested: None,
         };
         file
     }

@@ -325,12 +325,16 @@ async fn load_table_at(
         };
         // `usage_events` only: the other tables' files are read whole.
         let (ingested, dedup) = match &add {
-            Some(add) => (
-                add.stats
-                    .as_deref()
-                    .map_or((i64::MIN, i64::MAX), ingested_range),
-                DedupTags::read(add.tags.as_ref()),
-            ),
+            Some(add) => {
+                let tags = DedupTags::read(add.tags.as_ref());
+                // The tag spares parsing the statistics' JSON.
+                let ingested = tags.ingested.unwrap_or_else(|| {
+                    add.stats
+                        .as_deref()
+                        .map_or((i64::MIN, i64::MAX), ingested_range)
+                });
+                (ingested, tags)
+            }
             None => ((i64::MIN, i64::MAX), DedupTags::default()),
         };
         files.push(LakeFile {

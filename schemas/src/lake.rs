@@ -168,13 +168,21 @@ pub const VERSION_TAG: &str = "allot.version";
 /// checked against the table.
 pub const CHECKED_AT_TAG: &str = "allot.checked_at";
 
-/// The dedup tags of one `usage_events` file ([`VERSION_TAG`], [`CHECKED_AT_TAG`]).
+/// Tag of a `usage_events` file: the earliest and latest `ingested_at` of its
+/// rows (or bounds around them), in microseconds, as `"<min>,<max>"`
+/// (`allot.ingested_at`), so that readers need not parse the Delta statistics.
+pub const INGESTED_AT_TAG: &str = "allot.ingested_at";
+
+/// The dedup tags of one `usage_events` file ([`VERSION_TAG`], [`CHECKED_AT_TAG`],
+/// [`INGESTED_AT_TAG`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DedupTags {
     /// The version of the commit that added the file's rows, when known.
     pub version: Option<u64>,
     /// The version its rows were checked against, when they were.
     pub checked_at: Option<u64>,
+    /// Bounds of its rows' `ingested_at` in microseconds, when tagged.
+    pub ingested: Option<(i64, i64)>,
 }
 
 impl DedupTags {
@@ -182,14 +190,25 @@ impl DedupTags {
     ///
     /// ```
     /// use allot_schemas::lake::DedupTags;
-    /// let tags = [("allot.version".to_string(), Some("7".to_string()))].into();
-    /// assert_eq!(DedupTags::read(Some(&tags)), DedupTags { version: Some(7), checked_at: None });
+    /// let tags = [
+    ///     ("allot.version".to_string(), Some("7".to_string())),
+    ///     ("allot.ingested_at".to_string(), Some("10,20".to_string())),
+    /// ]
+    /// .into();
+    /// let read = DedupTags::read(Some(&tags));
+    /// assert_eq!(read, DedupTags { version: Some(7), checked_at: None, ingested: Some((10, 20)) });
     /// ```
     pub fn read(tags: Option<&std::collections::HashMap<String, Option<String>>>) -> DedupTags {
-        let tag = |name: &str| tags?.get(name)?.as_deref()?.parse::<u64>().ok();
+        let text = |name: &str| tags?.get(name)?.as_deref();
+        let tag = |name: &str| text(name)?.parse::<u64>().ok();
+        let ingested = text(INGESTED_AT_TAG).and_then(|bounds| {
+            let (min, max) = bounds.split_once(',')?;
+            Some((min.parse().ok()?, max.parse().ok()?))
+        });
         DedupTags {
             version: tag(VERSION_TAG),
             checked_at: tag(CHECKED_AT_TAG),
+            ingested,
         }
     }
 
@@ -202,6 +221,9 @@ impl DedupTags {
             if let Some(value) = value {
                 tags.insert(name.to_string(), Some(value.to_string()));
             }
+        }
+        if let Some((min, max)) = self.ingested {
+            tags.insert(INGESTED_AT_TAG.to_string(), Some(format!("{min},{max}")));
         }
     }
 }
