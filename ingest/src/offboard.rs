@@ -186,14 +186,12 @@ async fn erase_partitions(
     let active = active_paths(&table, name)?;
     for meta in stored_files(store.as_ref(), Some(&prefix), name).await? {
         let path = meta.location.as_ref();
-        if (active.contains(path) && !removed.contains(path)) || meta.last_modified >= started {
+        if active.contains(path) && !removed.contains(path) {
+            // Committed by another writer during the run.
             erasure.files_left += 1;
             continue;
         }
-        if !options.dry_run {
-            delete_file(store.as_ref(), &meta.location, name).await?;
-        }
-        erasure.files_deleted += 1;
+        delete_erased(store.as_ref(), &meta, started, options, &mut erasure, name).await?;
     }
     Ok(erasure)
 }
@@ -266,14 +264,7 @@ async fn erase_rows(
         {
             continue;
         }
-        if meta.last_modified >= started {
-            erasure.files_left += 1;
-            continue;
-        }
-        if !options.dry_run {
-            delete_file(store.as_ref(), &meta.location, name).await?;
-        }
-        erasure.files_deleted += 1;
+        delete_erased(store.as_ref(), &meta, started, options, &mut erasure, name).await?;
     }
     Ok(erasure)
 }
@@ -305,15 +296,29 @@ fn without_tenant(batch: &RecordBatch, tenant: &str) -> Result<(RecordBatch, u64
     Ok((filter_record_batch(batch, &keep)?, dropped))
 }
 
-async fn delete_file(
+/// Deletes a stored file that holds rows of the tenant and is no longer active,
+/// unless it was written after the erasure started (it may be a commit in
+/// flight: left, and counted) or this is a dry run.
+async fn delete_erased(
     store: &dyn ObjectStore,
-    path: &deltalake::Path,
+    meta: &ObjectMeta,
+    started: chrono::DateTime<chrono::Utc>,
+    options: &DeleteOptions,
+    erasure: &mut TableErasure,
     name: &'static str,
 ) -> Result<(), IngestError> {
-    store
-        .delete(path)
-        .await
-        .map_err(|e| IngestError::lake(name)(e.into()))
+    if meta.last_modified >= started {
+        erasure.files_left += 1;
+        return Ok(());
+    }
+    if !options.dry_run {
+        store
+            .delete(&meta.location)
+            .await
+            .map_err(|e| IngestError::lake(name)(e.into()))?;
+    }
+    erasure.files_deleted += 1;
+    Ok(())
 }
 
 /// Appends the erasure's row to the `audit` table.

@@ -32,12 +32,7 @@ pub async fn events_jsonl(
         .collect()
         .await
         .map_err(QueryError::engine)?;
-    let mut lines = String::new();
-    let mut count = 0;
-    for batch in &batches {
-        count += write_events(batch, &mut lines)?;
-    }
-    Ok((lines, count))
+    to_jsonl(&batches, write_events)
 }
 
 /// The tenant's rejected events, ordered by `source`, as JSON Lines, and how
@@ -57,10 +52,19 @@ pub async fn rejections_jsonl(
         .collect()
         .await
         .map_err(QueryError::engine)?;
+    to_jsonl(&batches, write_rejections)
+}
+
+/// `batches` as JSON Lines, each batch's rows written by `write`, and how many
+/// rows there are.
+fn to_jsonl(
+    batches: &[RecordBatch],
+    write: fn(&RecordBatch, &mut String) -> Result<usize, QueryError>,
+) -> Result<(String, usize), QueryError> {
     let mut lines = String::new();
     let mut count = 0;
-    for batch in &batches {
-        count += write_rejections(batch, &mut lines)?;
+    for batch in batches {
+        count += write(batch, &mut lines)?;
     }
     Ok((lines, count))
 }
