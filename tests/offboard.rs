@@ -9,29 +9,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use arrow::array::{Array, AsArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-const CONFIG: &str = r#"
-currency = "USD"
-
-[[rates]]
-metric = "compute_seconds"
-effective_from = "2026-01-01"
-unit_price = "0.0400"
-
-[[rates]]
-metric = "egress_bytes"
-effective_from = "2026-01-01"
-tiers = [{ up_to = "1", unit_price = "0.09" }, { unit_price = "0.05" }]
-
-[[rates]]
-metric = "storage_bytes"
-effective_from = "2026-01-01"
-unit_price = "0.02"
-"#;
 
 /// Two tenants over a few September days, with awkward values, a copy re-sent
 /// on another day, labels and a line rejected for each tenant.
@@ -57,17 +38,19 @@ fn events(part: usize) -> String {
     lines.join("\n") + "\n"
 }
 
-struct Lake {
-    dir: tempfile::TempDir,
+/// The test lake: both event files backfilled and compacted.
+struct Lake(common::CliLake);
+
+impl std::ops::Deref for Lake {
+    type Target = common::CliLake;
+    fn deref(&self) -> &common::CliLake {
+        &self.0
+    }
 }
 
 impl Lake {
-    /// A lake with both event files backfilled and compacted.
     fn new() -> Lake {
-        let lake = Lake {
-            dir: tempfile::tempdir().expect("temp dir"),
-        };
-        std::fs::write(lake.config(), CONFIG).expect("write config");
+        let lake = Lake(common::CliLake::new(common::FLAT_PRICE_BOOK));
         for part in 0..2 {
             let path = lake.dir.path().join(format!("events-{part}.jsonl"));
             std::fs::write(&path, events(part)).expect("write events");
@@ -80,25 +63,6 @@ impl Lake {
         }
         lake.ok(&["compact"]);
         lake
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("lake")
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("allot.toml")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_allot"))
-            .args(args)
-            .arg("--lake")
-            .arg(self.root())
-            .arg("--config")
-            .arg(self.config())
-            .output()
-            .expect("run allot")
     }
 
     /// Runs a command that must succeed; its stdout.
@@ -237,10 +201,7 @@ fn export_gives_back_the_tenants_events_exactly() {
     assert_eq!(ours, theirs);
 
     // The export backfilled into a new lake bills the same.
-    let copy = Lake {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    std::fs::write(copy.config(), CONFIG).unwrap();
+    let copy = Lake(common::CliLake::new(common::FLAT_PRICE_BOOK));
     copy.ok(&[
         "ingest",
         "--no-progress",

@@ -69,17 +69,20 @@ fn events() -> String {
     lines.join("\n") + "\n"
 }
 
-struct Lake {
-    dir: tempfile::TempDir,
+/// The test lake, with the month's events backfilled.
+struct Lake(common::CliLake);
+
+impl std::ops::Deref for Lake {
+    type Target = common::CliLake;
+    fn deref(&self) -> &common::CliLake {
+        &self.0
+    }
 }
 
 impl Lake {
     /// A fresh lake with the events ingested (as `files` separate backfills).
     fn new(files: usize) -> Lake {
-        let lake = Lake {
-            dir: tempfile::tempdir().expect("temp dir"),
-        };
-        std::fs::write(lake.config(), CONFIG).expect("write config");
+        let lake = Lake(common::CliLake::new(CONFIG));
         let all = events();
         let lines: Vec<&str> = all.lines().collect();
         let per_file = lines.len().div_ceil(files);
@@ -96,25 +99,6 @@ impl Lake {
         }
         std::fs::write(lake.dir.path().join("events.jsonl"), all).expect("write events");
         lake
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("lake")
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("allot.toml")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_allot"))
-            .args(args)
-            .arg("--lake")
-            .arg(self.root())
-            .arg("--config")
-            .arg(self.config())
-            .output()
-            .expect("run allot")
     }
 
     fn close(&self) {

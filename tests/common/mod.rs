@@ -258,6 +258,46 @@ pub fn synthetic_event(rng: &mut Lcg, tenant: &str, month: u32, day: u32, i: usi
     )
 }
 
+/// A lake in its own temporary directory, with an `allot.toml` beside it, that
+/// a test drives through the `allot` binary.
+pub struct CliLake {
+    /// The directory holding `lake/` and `allot.toml`.
+    pub dir: tempfile::TempDir,
+}
+
+impl CliLake {
+    /// An empty lake whose configuration is `config`.
+    pub fn new(config: &str) -> CliLake {
+        let lake = CliLake {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        std::fs::write(lake.config(), config).expect("write config");
+        lake
+    }
+
+    /// The lake's root directory.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("lake")
+    }
+
+    /// Its `allot.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("allot.toml")
+    }
+
+    /// Runs `allot ARGS --lake … --config …`.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
+            .args(args)
+            .arg("--lake")
+            .arg(self.root())
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .expect("run allot")
+    }
+}
+
 /// Flat rates for the three built-in metrics, in USD: the price book of the test lakes.
 pub const FLAT_PRICE_BOOK: &str = r#"
 currency = "USD"
