@@ -119,8 +119,16 @@ pub async fn delete_tenant(options: &DeleteOptions) -> Result<DeleteSummary, Ing
     Ok(summary)
 }
 
-/// The active files of `table` (paths relative to the table).
-fn active_paths(table: &DeltaTable, name: &'static str) -> Result<HashSet<String>, IngestError> {
+/// The active files of `table` at its newest version (paths relative to the
+/// table): another writer may have committed since the erasure's own commit.
+async fn active_paths(
+    table: &mut DeltaTable,
+    name: &'static str,
+) -> Result<HashSet<String>, IngestError> {
+    table
+        .update_state()
+        .await
+        .map_err(IngestError::lake(name))?;
     Ok(table
         .snapshot()
         .map_err(IngestError::lake(name))?
@@ -183,7 +191,7 @@ async fn erase_partitions(
     }
     let store = table.log_store().object_store(None);
     let prefix = deltalake::Path::from(format!("tenant_id={}", options.tenant));
-    let active = active_paths(&table, name)?;
+    let active = active_paths(&mut table, name).await?;
     for meta in stored_files(store.as_ref(), Some(&prefix), name).await? {
         let path = meta.location.as_ref();
         if active.contains(path) && !removed.contains(path) {
@@ -256,7 +264,7 @@ async fn erase_rows(
         };
         commit_actions(&mut table, name, actions, operation).await?;
     }
-    let active = active_paths(&table, name)?;
+    let active = active_paths(&mut table, name).await?;
     for meta in stored_files(store.as_ref(), None, name).await? {
         let path = meta.location.as_ref();
         if (active.contains(path) && !removed.contains(path))
