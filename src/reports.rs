@@ -172,6 +172,18 @@ pub(crate) fn tenant_flag(tenant: Option<&str>) -> Result<Option<&str>, Failure>
     }
 }
 
+/// Refuses (exit 2) a tenant the lake has no events of and the configuration does
+/// not name; `flag` prefixes the message (`"--tenant "`, or empty for an
+/// argument).
+pub(crate) fn known_tenant(loaded: &Loaded, tenant: &str, flag: &str) -> Result<(), Failure> {
+    if loaded.settings.tenant_exists(&loaded.snapshot, tenant) {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "{flag}{tenant}: no such tenant (no events in the lake, no [tenants.{tenant}] in the config)"
+    )))
+}
+
 pub(crate) fn month_flag(text: &str) -> Result<Period, Failure> {
     Period::parse(text).map_err(|e| Failure::usage(format!("--month: {e}")))
 }
@@ -219,11 +231,7 @@ pub async fn invoice(args: InvoiceArgs) -> Result<(), Failure> {
     let invoices = match tenant {
         // One tenant: its invoice, an empty one when it owes nothing this month.
         Some(t) => {
-            if !loaded.settings.tenant_exists(&loaded.snapshot, t) {
-                return Err(Failure::usage(format!(
-                    "--tenant {t}: no such tenant (no events in the lake, no [tenants.{t}] in the config)"
-                )));
-            }
+            known_tenant(&loaded, t, "--tenant ")?;
             let invoice = closing::tenant_invoice(
                 &loaded.location,
                 &loaded.snapshot,

@@ -16,9 +16,10 @@ use allot_query::export;
 use allot_query::period::Period;
 use allot_query::render::invoices_table;
 use allot_query::session::SessionLimits;
+use allot_schemas::time::day_start_micros;
 use clap::{Args, Subcommand};
 
-use crate::reports::{LakeArgs, failure, load, tenant_flag};
+use crate::reports::{LakeArgs, failure, known_tenant, load, tenant_flag};
 use crate::{Failure, who};
 
 /// `allot tenant`.
@@ -78,11 +79,7 @@ async fn export(args: ExportArgs) -> Result<(), Failure> {
         .unwrap_or_default()
         .to_string();
     let loaded = load(&args.lake).await?;
-    if !loaded.settings.tenant_exists(&loaded.snapshot, &tenant) {
-        return Err(Failure::usage(format!(
-            "{tenant}: no such tenant (no events in the lake, no [tenants.{tenant}] in the config)"
-        )));
-    }
+    known_tenant(&loaded, &tenant, "")?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Failure::usage(format!("--out {}: {e}", args.out.display())))?;
     let write = |name: &str, text: &str| {
@@ -112,7 +109,7 @@ async fn export(args: ExportArgs) -> Result<(), Failure> {
         .files
         .iter()
         .filter(|f| f.tenant_id.as_deref() == Some(tenant.as_str()))
-        .filter_map(|f| Period::containing(day_micros(f.day)).ok())
+        .filter_map(|f| Period::containing(day_start_micros(f.day)).ok())
         .collect();
     let closed = closing::closings(&loaded.location).await.map_err(failure)?;
     months.extend(closed.iter().map(|c| c.month));
@@ -137,12 +134,6 @@ async fn export(args: ExportArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn day_micros(day: chrono::NaiveDate) -> i64 {
-    day.and_time(chrono::NaiveTime::MIN)
-        .and_utc()
-        .timestamp_micros()
-}
-
 async fn delete(args: DeleteArgs) -> Result<(), Failure> {
     let tenant = tenant_flag(Some(&args.tenant))?
         .unwrap_or_default()
@@ -153,11 +144,7 @@ async fn delete(args: DeleteArgs) -> Result<(), Failure> {
         )));
     }
     let loaded = load(&args.lake).await?;
-    if !loaded.settings.tenant_exists(&loaded.snapshot, &tenant) {
-        return Err(Failure::usage(format!(
-            "{tenant}: no such tenant (no events in the lake, no [tenants.{tenant}] in the config)"
-        )));
-    }
+    known_tenant(&loaded, &tenant, "")?;
     let options = DeleteOptions {
         lake: loaded.location,
         tenant: tenant.clone(),
