@@ -74,16 +74,12 @@ fn json_text(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
 }
 
-/// The exact decimal text of a `Decimal128(38, 9)` value, without trailing zeros.
+/// The exact decimal text of a `Decimal128(38, 9)` value, without trailing zeros
+/// (`3600`, `0.000000003`).
 fn decimal_text(value: i128) -> String {
-    let text = bigdecimal::BigDecimal::new(value.into(), 9)
+    bigdecimal::BigDecimal::new(value.into(), 9)
         .normalized()
-        .to_plain_string();
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    }
+        .to_plain_string()
 }
 
 /// A microsecond timestamp as RFC 3339 in UTC with microseconds.
