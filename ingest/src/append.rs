@@ -19,12 +19,12 @@
 //! nothing, done in one place the collector can reason about.
 //!
 //! Each attempt stamps the version it is written at on every file it adds
-//! ([`VERSION_TAG`]): the duplicate check of the dedup window uses it to tell
+//! ([`allot_schemas::lake::VERSION_TAG`]): the duplicate check of the dedup window uses it to tell
 //! which files a writer's own check had seen.
 
 use std::collections::HashMap;
 
-use allot_schemas::lake::{LakeLocation, LakeTable, VERSION_TAG};
+use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable};
 use deltalake::kernel::transaction::{CommitData, TransactionError};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::logstore::CommitOrBytes;
@@ -128,9 +128,11 @@ impl LogAppender {
                 .iter()
                 .cloned()
                 .map(|mut add| {
-                    add.tags
-                        .get_or_insert_with(HashMap::new)
-                        .insert(VERSION_TAG.to_string(), Some(version.to_string()));
+                    let stamp = DedupTags {
+                        version: Some(version),
+                        ..DedupTags::default()
+                    };
+                    stamp.write_into(add.tags.get_or_insert_with(HashMap::new));
                     Action::Add(add)
                 })
                 .collect();
