@@ -13,9 +13,10 @@
 //! is not read and written again on every run; only their event ids are read.
 //!
 //! A rewritten file keeps the dedup tags its sources vouch for (see
-//! `allot_query::dedup`): the newest source's `allot.version`, and as
+//! `allot_query::dedup`): the newest source's `allot.version`; as
 //! `allot.checked_at` the version this run judged, when it judged the partition,
-//! else the oldest source's; a source without them leaves the file without.
+//! else the oldest source's; the union of their `allot.ingested_at` bounds. A
+//! source without a tag leaves the file without it.
 //!
 //! Each partition is rewritten in one Delta commit that removes the old files and
 //! adds the new ones, so a reader sees either the old files or the new ones, never
@@ -296,7 +297,11 @@ async fn compact_partitions(
         .log_data()
         .iter()
     {
-        let values = file.partition_values_map();
+        // Delta-rs offers a file's tags only through its Add action, which also
+        // carries its partition values.
+        #[allow(deprecated)]
+        let add = file.add_action();
+        let values = &add.partition_values;
         let (Some(Some(tenant)), Some(Some(day))) = (values.get("tenant_id"), values.get("day"))
         else {
             continue;
@@ -304,9 +309,6 @@ async fn compact_partitions(
         let files = by_partition
             .entry((tenant.clone(), day.clone()))
             .or_default();
-        // Delta-rs offers a file's tags only through its Add action.
-        #[allow(deprecated)]
-        let add = file.add_action();
         files
             .tags
             .insert(add.path.clone(), DedupTags::read(add.tags.as_ref()));
