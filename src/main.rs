@@ -272,9 +272,11 @@ fn who(by: Option<String>) -> String {
 /// Resolves `--lake`, falling back to the config's `lake` key.
 fn lake_location(flag: Option<&str>, config: &Config) -> Result<LakeLocation, Failure> {
     let lake = flag
-        .or(config.lake.as_deref())
+        .or(config.lake.url.as_deref())
         .ok_or_else(|| Failure::usage("--lake is required (or set `lake` in the config)"))?;
-    LakeLocation::parse(lake).map_err(Failure::usage)
+    Ok(LakeLocation::parse(lake)
+        .map_err(Failure::usage)?
+        .with_storage(config.lake.storage.options()))
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use allot_query::lake::table_builder;
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
@@ -68,7 +69,7 @@ pub(crate) async fn ensure_table(
 ) -> Result<LogStoreRef, IngestError> {
     let name = table.dir_name();
     location.ensure_local_dirs()?;
-    let delta = DeltaTableBuilder::from_url(location.table_url(table))
+    let delta = table_builder(location, table)
         .and_then(DeltaTableBuilder::build)
         .map_err(IngestError::lake(name))?;
     let log_store = delta.log_store();

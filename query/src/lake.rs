@@ -22,6 +22,17 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::QueryError;
 
+/// A builder for one table of the lake, with the lake's object-store settings:
+/// the one way allot opens a Delta table, so that every command reaches an
+/// `s3://` lake with the same endpoint and credentials.
+pub fn table_builder(
+    location: &LakeLocation,
+    table: LakeTable,
+) -> deltalake::DeltaResult<DeltaTableBuilder> {
+    Ok(DeltaTableBuilder::from_url(location.table_url(table))?
+        .with_storage_options(location.storage().to_map()))
+}
+
 /// One active data file of a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LakeFile {
@@ -172,7 +183,6 @@ pub async fn read_small_table(
     location: &LakeLocation,
     table: LakeTable,
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    let url = location.table_url(table);
     let lake_error = |message: String| QueryError::Lake {
         table: table.dir_name(),
         message,
@@ -184,7 +194,7 @@ pub async fn read_small_table(
     {
         return Ok(Vec::new());
     }
-    let mut delta: DeltaTable = DeltaTableBuilder::from_url(url)
+    let mut delta: DeltaTable = table_builder(location, table)
         .and_then(|builder| builder.build())
         .map_err(|e| lake_error(e.to_string()))?;
     match delta.load().await {
@@ -231,7 +241,7 @@ pub async fn txn_offsets(
         table: table.dir_name(),
         message: e.to_string(),
     };
-    let mut delta: DeltaTable = DeltaTableBuilder::from_url(location.table_url(table))
+    let mut delta: DeltaTable = table_builder(location, table)
         .and_then(|builder| builder.build())
         .map_err(lake_error)?;
     delta.load_version(version).await.map_err(lake_error)?;
@@ -255,7 +265,6 @@ async fn load_table_at(
     table: LakeTable,
     version: Option<u64>,
 ) -> Result<TableFiles, QueryError> {
-    let url = location.table_url(table);
     let lake_error = |e: deltalake::DeltaTableError| QueryError::Lake {
         table: table.dir_name(),
         message: e.to_string(),
@@ -274,7 +283,7 @@ async fn load_table_at(
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         return Ok(missing(store));
     }
-    let mut delta: DeltaTable = DeltaTableBuilder::from_url(url)
+    let mut delta: DeltaTable = table_builder(location, table)
         .and_then(|builder| builder.build())
         .map_err(lake_error)?;
     let store = delta.log_store().object_store(None);

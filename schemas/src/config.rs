@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::decimal::parse_plain_decimal;
+use crate::lake::StorageOptions;
 use crate::tenant::is_valid_tenant_id;
 
 /// A configuration error: the key it is about and what is wrong.
@@ -52,9 +53,10 @@ pub struct Config {
     /// Currency of every price and invoice.
     #[serde(default = "default_currency")]
     pub currency: String,
-    /// The lake URL or path; `--lake` overrides it.
+    /// Where the lake is (`lake = "…"`, or `[lake] url`; `--lake` overrides
+    /// it) and how to reach its object store (`[lake.storage]`).
     #[serde(default)]
-    pub lake: Option<String>,
+    pub lake: LakeConfig,
     /// Kafka connection for collectors.
     #[serde(default)]
     pub kafka: KafkaConfig,
@@ -92,7 +94,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             currency: default_currency(),
-            lake: None,
+            lake: LakeConfig::default(),
             kafka: KafkaConfig::default(),
             ingest: IngestConfig::default(),
             metrics: BTreeMap::new(),
@@ -103,6 +105,85 @@ impl Default for Config {
             api: ApiConfig::default(),
             reports: ReportsConfig::default(),
         }
+    }
+}
+
+/// The `[lake]` section; `lake = "s3://bucket/lake"` is short for `[lake] url`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// The lake URL or path; `--lake` overrides it.
+    pub url: Option<String>,
+    /// How to reach the lake's object store.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[lake.storage]`: the object store's endpoint, region and credentials (SPEC
+/// §2). A key left out falls back to its `AWS_*` environment variable
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). `Debug` hides the secrets.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The S3 endpoint of an S3-compatible store, e.g. `http://minio:9000`.
+    pub endpoint: Option<String>,
+    /// The region (`us-east-1` when neither this nor `AWS_REGION` is set).
+    pub region: Option<String>,
+    /// Whether a plain `http://` endpoint is allowed.
+    pub allow_http: Option<bool>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    pub secret_access_key: Option<String>,
+    /// A session token, for temporary credentials.
+    pub session_token: Option<String>,
+    /// How long one request to the store is retried before it fails (default 30s).
+    pub retry_timeout: Option<HumanDuration>,
+}
+
+/// How long a request to the object store is retried unless
+/// `lake.storage.retry_timeout` says otherwise: long enough to ride out a
+/// store's brief unavailability, short enough that a wrong endpoint is reported
+/// within a minute rather than after the store client's own three.
+pub const DEFAULT_STORAGE_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl StorageConfig {
+    /// The settings as delta-rs storage options. Keys not set here are left out,
+    /// so that delta-rs reads them from the `AWS_*` environment.
+    pub fn options(&self) -> StorageOptions {
+        let mut options = BTreeMap::new();
+        let mut set = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                options.insert(key.to_string(), value);
+            }
+        };
+        set("aws_endpoint", self.endpoint.clone());
+        set("aws_region", self.region.clone());
+        set("aws_allow_http", self.allow_http.map(|b| b.to_string()));
+        set("aws_access_key_id", self.access_key_id.clone());
+        set("aws_secret_access_key", self.secret_access_key.clone());
+        set("aws_session_token", self.session_token.clone());
+        let retry = self
+            .retry_timeout
+            .map_or(DEFAULT_STORAGE_RETRY_TIMEOUT, |t| t.0);
+        set("retry_timeout", Some(format!("{}ms", retry.as_millis())));
+        StorageOptions::new(options)
+    }
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "<hidden>");
+        f.debug_struct("StorageConfig")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("retry_timeout", &self.retry_timeout)
+            .finish()
     }
 }
 
@@ -677,6 +758,15 @@ impl Config {
             message: e.message().to_string(),
             origin: Some(origin.to_string()),
         })?;
+        // `lake = "…"` is short for `[lake] url = "…"`; spelled out here so that
+        // `ALLOT__LAKE__STORAGE__…` overrides apply to either form.
+        if let Some(toml::Value::String(url)) = table.get("lake") {
+            let url = toml::Value::String(url.clone());
+            table.insert(
+                "lake".to_string(),
+                toml::Value::Table([("url".to_string(), url)].into_iter().collect()),
+            );
+        }
         let overrides = apply_env_overrides(&mut table, env)?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
@@ -1271,6 +1361,44 @@ jwt_secret = "s3cret"
         .unwrap_err();
         assert_eq!(err.key, "api.listn");
         assert_eq!(err.origin.as_deref(), Some("ALLOT__API__LISTN"));
+    }
+
+    #[test]
+    fn the_lake_is_a_url_or_a_section_with_storage_settings() {
+        let short = load("lake = \"s3://b/l\"").unwrap();
+        assert_eq!(short.lake.url.as_deref(), Some("s3://b/l"));
+        let section = "[lake]\nurl = \"s3://b/l\"\n[lake.storage]\nendpoint = \"http://s3:9000\"\n\
+                       allow_http = true\nsecret_access_key = \"hunter2\"\nretry_timeout = \"5s\"";
+        let config = load(section).unwrap();
+        let options = config.lake.storage.options().to_map();
+        assert_eq!(options["aws_endpoint"], "http://s3:9000");
+        assert_eq!(options["aws_allow_http"], "true");
+        assert_eq!(options["aws_secret_access_key"], "hunter2");
+        assert_eq!(options["retry_timeout"], "5000ms");
+        assert!(
+            !options.contains_key("aws_region"),
+            "unset keys come from AWS_*"
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(
+            load("[lake.storage]\nendpont = \"x\"").unwrap_err().key,
+            "lake.storage.endpont"
+        );
+        // An override reaches the storage settings of either form.
+        let env = [(
+            "ALLOT__LAKE__STORAGE__REGION".to_string(),
+            "eu-west-1".to_string(),
+        )];
+        let config = Config::from_toml_str("lake = \"s3://b/l\"", "allot.toml", env).unwrap();
+        assert_eq!(config.lake.url.as_deref(), Some("s3://b/l"));
+        assert_eq!(
+            config.lake.storage.options().to_map()["aws_region"],
+            "eu-west-1"
+        );
+        assert_eq!(
+            Config::default().lake.storage.options().to_map()["retry_timeout"],
+            "30000ms"
+        );
     }
 
     #[test]

@@ -62,6 +62,31 @@ pub enum LakeLocationError {
     },
 }
 
+/// Settings for the lake's object store, as delta-rs storage options
+/// (`aws_endpoint`, `aws_region`, `retry_timeout`, …), built from
+/// `[lake.storage]`; unset keys fall back to the standard `AWS_*` variables.
+/// Its `Debug` prints the keys only, so that no secret reaches a log.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions(std::collections::BTreeMap<String, String>);
+
+impl StorageOptions {
+    /// Options from `(key, value)` pairs.
+    pub fn new(options: std::collections::BTreeMap<String, String>) -> Self {
+        StorageOptions(options)
+    }
+
+    /// The options as delta-rs takes them.
+    pub fn to_map(&self) -> std::collections::HashMap<String, String> {
+        self.0.clone().into_iter().collect()
+    }
+}
+
+impl fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// The root of a lake: a local directory or an object-store URL.
 ///
 /// ```
@@ -72,6 +97,7 @@ pub enum LakeLocationError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LakeLocation {
     root: Url,
+    storage: StorageOptions,
 }
 
 impl LakeLocation {
@@ -99,12 +125,25 @@ impl LakeLocation {
             let path = format!("{}/", root.path());
             root.set_path(&path);
         }
-        Ok(LakeLocation { root })
+        Ok(LakeLocation {
+            root,
+            storage: StorageOptions::default(),
+        })
+    }
+
+    /// The same lake, reached with `storage`'s settings.
+    pub fn with_storage(self, storage: StorageOptions) -> Self {
+        LakeLocation { storage, ..self }
     }
 
     /// The lake root.
     pub fn root(&self) -> &Url {
         &self.root
+    }
+
+    /// The object-store settings every table of the lake is opened with.
+    pub fn storage(&self) -> &StorageOptions {
+        &self.storage
     }
 
     /// The local directory of the lake, when it is on the local file system.
@@ -300,6 +339,17 @@ mod tests {
         let relative = LakeLocation::parse("lake").unwrap();
         assert!(relative.root().path().ends_with("/lake/"));
         assert_eq!(LakeLocation::parse("s3://b/l").unwrap().local_path(), None);
+    }
+
+    #[test]
+    fn storage_options_never_print_their_values() {
+        let options = [("aws_secret_access_key".to_string(), "hunter2".to_string())];
+        let lake = LakeLocation::parse("s3://b/l")
+            .unwrap()
+            .with_storage(StorageOptions::new(options.into()));
+        let printed = format!("{lake:?}");
+        assert!(printed.contains("aws_secret_access_key"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
     }
 
     #[test]
