@@ -46,18 +46,41 @@ pub struct DemoArgs {
     /// Address of the dashboards and API.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: String,
-    /// Where the demo's lake lives.
-    #[arg(long, default_value = "./allot-demo", value_name = "DIR")]
-    lake: PathBuf,
+    /// Where the demo's lake lives: a directory, or an object-store URL
+    /// (`s3://bucket/prefix`, reached with the `AWS_*` environment variables).
+    #[arg(long, default_value = "./allot-demo", value_name = "DIR|URL")]
+    lake: String,
+    /// Where the demo writes its `allot.toml`, costs file and audit log (default:
+    /// the lake's directory, or `./allot-demo` for an object-store lake).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
-fn demo_config(lake_dir: &std::path::Path) -> Result<Config, Failure> {
+/// The demo's lake and the local directory of its own files.
+fn demo_places(args: &DemoArgs) -> Result<(LakeLocation, PathBuf), Failure> {
+    let lake = LakeLocation::parse(&args.lake).map_err(Failure::usage)?;
+    let dir = match (&args.dir, lake.local_path()) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(lake_dir)) => lake_dir,
+        (None, None) => PathBuf::from("./allot-demo"),
+    };
+    for local in lake.local_path().iter().chain([&dir]) {
+        std::fs::create_dir_all(local)
+            .map_err(|e| Failure::usage(format!("{}: {e}", local.display())))?;
+    }
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| Failure::usage(format!("--dir {}: {e}", dir.display())))?;
+    Ok((lake, dir))
+}
+
+fn demo_config(dir: &std::path::Path) -> Result<Config, Failure> {
     let mut config: Config = toml::from_str(include_str!("demo.toml"))
         .map_err(|e| Failure::internal(format!("the demo configuration: {e}")))?;
     let secret: String = (0..4).map(|i| format!("{:016x}", rand_u64(i))).collect();
     config.api.jwt_secret = Some(Secret::from(secret));
-    config.api.audit_log = lake_dir.join("audit.jsonl").display().to_string();
-    config.api.costs_file = Some(lake_dir.join("costs.csv").display().to_string());
+    config.api.audit_log = dir.join("audit.jsonl").display().to_string();
+    config.api.costs_file = Some(dir.join("costs.csv").display().to_string());
     config
         .validate()
         .map_err(|e| Failure::internal(format!("the demo configuration: {e}")))?;
@@ -74,7 +97,7 @@ fn rand_u64(salt: u64) -> u64 {
 }
 
 /// Writes the month's shared costs, so the finance page has an allocation.
-fn write_costs(lake_dir: &std::path::Path, now: DateTime<Utc>) -> Result<(), Failure> {
+fn write_costs(dir: &std::path::Path, now: DateTime<Utc>) -> Result<(), Failure> {
     let month = now.format("%Y-%m");
     let text = format!(
         "period,pool,amount,currency,driver,region,service\n\
@@ -82,8 +105,8 @@ fn write_costs(lake_dir: &std::path::Path, now: DateTime<Utc>) -> Result<(), Fai
          {month},block-storage,1310.55,USD,storage_bytes,,\n\
          {month},eu-egress,733.37,USD,egress_bytes,eu-west-1,\n"
     );
-    std::fs::write(lake_dir.join("costs.csv"), text)
-        .map_err(|e| Failure::internal(format!("--lake {}: {e}", lake_dir.display())))
+    std::fs::write(dir.join("costs.csv"), text)
+        .map_err(|e| Failure::internal(format!("{}: {e}", dir.display())))
 }
 
 /// Sends `(tenant, line)` records with at most a few thousand in flight.
@@ -184,7 +207,7 @@ async fn produce_live(
     }
 }
 
-/// `allot demo [--tenants N] [--rate R] [--duration D] [--listen ADDR] [--lake DIR]`.
+/// `allot demo [--tenants N] [--rate R] [--duration D] [--listen ADDR] [--lake DIR|URL] [--dir DIR]`.
 pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
     if args.tenants == 0 || args.tenants > 500 {
         return Err(Failure::usage("--tenants must be between 1 and 500"));
@@ -200,21 +223,21 @@ pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
         ),
         None => None,
     };
-    std::fs::create_dir_all(&args.lake)
-        .map_err(|e| Failure::usage(format!("--lake {}: {e}", args.lake.display())))?;
-    let lake_dir = args
-        .lake
-        .canonicalize()
-        .map_err(|e| Failure::usage(format!("--lake {}: {e}", args.lake.display())))?;
-    let lake = LakeLocation::parse(&lake_dir.display().to_string()).map_err(Failure::usage)?;
-    let config = demo_config(&lake_dir)?;
+    let (lake, dir) = demo_places(&args)?;
+    let config = demo_config(&dir)?;
+    let lake = lake.with_storage(config.lake.storage.options());
     let now = Utc::now()
         .duration_trunc(chrono::Duration::minutes(1))
         .map_err(|e| Failure::internal(e.to_string()))?;
-    write_costs(&lake_dir, now)?;
-    // The price book and settings, for report commands run on the demo's lake.
-    std::fs::write(lake_dir.join("allot.toml"), include_str!("demo.toml"))
-        .map_err(|e| Failure::internal(format!("--lake {}: {e}", lake_dir.display())))?;
+    write_costs(&dir, now)?;
+    // The price book and settings, for report commands run on the demo's lake
+    // (which an object-store lake's commands find through `[lake] url`).
+    let mut settings = include_str!("demo.toml").to_string();
+    if lake.local_path().is_none() {
+        settings.push_str(&format!("\n[lake]\nurl = {:?}\n", lake.root().as_str()));
+    }
+    std::fs::write(dir.join("allot.toml"), settings)
+        .map_err(|e| Failure::internal(format!("{}: {e}", dir.display())))?;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -262,7 +285,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
     ));
     let options = ApiOptions {
         metrics: Some(crate::prometheus::install_recorder().map_err(Failure::internal)?),
-        ..ApiOptions::new(config.clone(), lake)
+        ..ApiOptions::new(config.clone(), lake.clone())
     };
     let state =
         AppState::new(options).map_err(|e| Failure::internal(format!("the demo server: {e}")))?;
@@ -291,7 +314,14 @@ pub async fn demo(args: DemoArgs) -> Result<(), Failure> {
         "allot demo: {} tenants, one noisy neighbour ({NOISY_TENANT})",
         tenants.len()
     );
-    println!("allot demo: lake at {}", lake_dir.display());
+    match lake.local_path() {
+        Some(lake_dir) => println!("allot demo: lake at {}", lake_dir.display()),
+        None => println!(
+            "allot demo: lake at {}, settings in {}",
+            lake.root(),
+            dir.display()
+        ),
+    }
     println!("allot demo: dashboards at http://{address}/#token={token}");
     println!(
         "allot demo: {}'s own view at http://{address}/#token={tenant_token}",
