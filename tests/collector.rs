@@ -99,44 +99,6 @@ fn collector_command(
     command
 }
 
-/// Produces `payloads` to `topic` of the plain broker, spreading them over
-/// partitions by key.
-async fn produce(topic: &str, payloads: impl IntoIterator<Item = (String, String)>) {
-    produce_with(common::Broker::plain().client(), topic, payloads).await;
-}
-
-/// Produces `payloads` to `topic` with the producer settings `client`,
-/// spreading them over partitions by key.
-async fn produce_with(
-    mut client: ClientConfig,
-    topic: &str,
-    payloads: impl IntoIterator<Item = (String, String)>,
-) {
-    let producer: FutureProducer = client
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .expect("producer");
-    let mut pending = Vec::new();
-    for (key, payload) in payloads {
-        let record = FutureRecord::to(topic).key(&key).payload(&payload);
-        pending.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("enqueue"),
-        );
-        if pending.len() >= 50_000 {
-            for delivery in pending.drain(..) {
-                delivery.await.expect("delivery").expect("delivered");
-            }
-        }
-    }
-    for delivery in pending {
-        delivery.await.expect("delivery").expect("delivered");
-    }
-}
-
 /// Waits until the lake records, for every partition, the last offset of the
 /// topic on the plain broker.
 async fn wait_for_zero_lag(
@@ -254,7 +216,7 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
     let group = format!("{topic}-collectors");
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = lake_dir.path();
-    produce(&topic, (0..EVENTS).map(crash_event)).await;
+    common::produce(&topic, (0..EVENTS).map(crash_event)).await;
     let broker = common::Broker::plain();
     // Small flushes, so that every run commits many times whatever the speed of
     // the consumer (a fast one reads the whole topic before its first flush).
@@ -326,7 +288,7 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() 
         payloads.push((format!("k{i}"), bad.clone()));
     }
     payloads.push(("k0".to_string(), good(100)));
-    produce(&topic, payloads).await;
+    common::produce(&topic, payloads).await;
 
     let collector = start_collector(
         &common::Broker::plain(),
@@ -554,7 +516,7 @@ async fn a_paused_collector_is_fenced_after_others_took_its_partitions() {
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = lake_dir.path();
     let broker = common::Broker::plain();
-    produce(&topic, (0..EVENTS).map(crash_event)).await;
+    common::produce(&topic, (0..EVENTS).map(crash_event)).await;
 
     // The zombie buffers everything and would commit only after a long interval.
     let zombie = start_collector(
@@ -595,7 +557,7 @@ async fn exactly_once_while_collectors_join_and_die_during_production() {
         let topic = topic.clone();
         tokio::spawn(async move {
             for chunk in 0..6 {
-                produce(
+                common::produce(
                     &topic,
                     (chunk * 10_000..(chunk + 1) * 10_000).map(crash_event),
                 )
@@ -720,7 +682,7 @@ async fn exactly_once_across_a_broker_restart() {
     let group = format!("{topic}-collectors");
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = lake_dir.path();
-    produce(&topic, (0..30_000).map(crash_event)).await;
+    common::produce(&topic, (0..30_000).map(crash_event)).await;
     let collector = start_collector(&common::Broker::plain(), &topic, &group, lake, &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restarted = Command::new(concat!(
@@ -731,7 +693,7 @@ async fn exactly_once_across_a_broker_restart() {
     .status()
     .expect("run kafka-restart");
     assert!(restarted.success(), "the broker did not restart");
-    produce(&topic, (30_000..60_000).map(crash_event)).await;
+    common::produce(&topic, (30_000..60_000).map(crash_event)).await;
     wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(180)).await;
     stop_gracefully(collector);
     assert_exactly_once(lake, 60_000).await;
@@ -860,7 +822,7 @@ async fn metrics_count_accepted_and_rejected_events_per_tenant_and_lag_reaches_z
             .entry(vec![tenant.to_string(), reason.to_string()])
             .or_default() += 1;
     }
-    produce(&topic, payloads).await;
+    common::produce(&topic, payloads).await;
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -1091,7 +1053,7 @@ async fn memory_does_not_grow_with_the_files_in_the_table() {
         );
         (format!("k{i}"), payload)
     };
-    produce(&topic, (0..EVENTS).map(event)).await;
+    common::produce(&topic, (0..EVENTS).map(event)).await;
     let mut peaks = Vec::new();
     for lake in [&empty, &full] {
         let group = format!("{topic}-{}", lake.file_name().unwrap().to_string_lossy());
@@ -1146,7 +1108,7 @@ async fn memory_stays_bounded_with_ten_thousand_tenants() {
         );
         (format!("k{i}"), payload)
     };
-    produce(&topic, (0..EVENTS).map(event)).await;
+    common::produce(&topic, (0..EVENTS).map(event)).await;
     let collector = start_collector(
         &common::Broker::plain(),
         &topic,
@@ -1248,7 +1210,7 @@ async fn over_sasl_ssl_a_zstd_topic_is_ingested_exactly_once_through_kill_9() {
     }
     let mut zstd = broker.client();
     zstd.set("compression.type", "zstd");
-    produce_with(zstd, &topic, payloads).await;
+    common::produce_with(zstd, &topic, payloads).await;
 
     // Small flushes, and a kill -9 right after the first commit: the topic is
     // far from read then.
@@ -1494,7 +1456,7 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothi
     let poison: Vec<(String, String)> = (0..5).map(poison_event).collect();
     let mut payloads: Vec<(String, String)> = (0..100).map(good).collect();
     payloads.extend(poison.iter().cloned());
-    produce_with(broker.client(), &topic, payloads).await;
+    common::produce_with(broker.client(), &topic, payloads).await;
 
     let port = free_port();
     let metrics_listen = format!("127.0.0.1:{port}");

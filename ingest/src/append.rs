@@ -152,6 +152,11 @@ impl LogAppender {
                 }
                 // Another writer took this version: read it and try the next one.
                 Err(TransactionError::VersionAlreadyExists(_)) => {
+                    tracing::debug!(
+                        table = self.name,
+                        version,
+                        "another writer committed this version first; retrying"
+                    );
                     let _ = log_store
                         .abort_commit_entry(version, entry, operation_id)
                         .await;

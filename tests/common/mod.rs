@@ -12,6 +12,7 @@ use deltalake::DeltaTable;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// The bootstrap address of the broker `scripts/test` started.
 pub fn kafka_bootstrap() -> String {
@@ -242,7 +243,8 @@ impl Lcg {
 }
 
 /// The `i`-th synthetic event of `tenant` on 2026-`month`-`day`: a random metric of
-/// the built-in catalog with a decimal value (up to 9 fractional digits).
+/// the built-in catalog with a decimal value (up to 9 fractional digits), at a
+/// random hour and minute `i % 60`.
 pub fn synthetic_event(rng: &mut Lcg, tenant: &str, month: u32, day: u32, i: usize) -> String {
     let hour = rng.next() % 24;
     let (metric, value) = match rng.next() % 3 {
@@ -254,7 +256,8 @@ pub fn synthetic_event(rng: &mut Lcg, tenant: &str, month: u32, day: u32, i: usi
         _ => ("storage_bytes", format!("{}", rng.next() % 500_000_000_000)),
     };
     format!(
-        r#"{{"event_id":"{tenant}-{month}-{day}-{i}","tenant_id":"{tenant}","ts":"2026-{month:02}-{day:02}T{hour:02}:{i:02}:00Z","metric":"{metric}","value":{value},"resource":"r{i}"}}"#
+        r#"{{"event_id":"{tenant}-{month}-{day}-{i}","tenant_id":"{tenant}","ts":"2026-{month:02}-{day:02}T{hour:02}:{minute:02}:00Z","metric":"{metric}","value":{value},"resource":"r{i}"}}"#,
+        minute = i % 60
     )
 }
 
@@ -414,4 +417,42 @@ pub fn ingest_into(lake: &Path, events: &Path) {
         .output()
         .expect("run allot ingest");
     assert!(output.status.success(), "{output:?}");
+}
+
+/// Produces `payloads` to `topic` of the plain broker, spreading them over
+/// partitions by key.
+pub async fn produce(topic: &str, payloads: impl IntoIterator<Item = (String, String)>) {
+    produce_with(Broker::plain().client(), topic, payloads).await;
+}
+
+/// Produces `payloads` to `topic` with the producer settings `client`,
+/// spreading them over partitions by key.
+pub async fn produce_with(
+    mut client: ClientConfig,
+    topic: &str,
+    payloads: impl IntoIterator<Item = (String, String)>,
+) {
+    let producer: FutureProducer = client
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let mut pending = Vec::new();
+    for (key, payload) in payloads {
+        let record = FutureRecord::to(topic).key(&key).payload(&payload);
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        if pending.len() >= 50_000 {
+            for delivery in pending.drain(..) {
+                delivery.await.expect("delivery").expect("delivered");
+            }
+        }
+    }
+    for delivery in pending {
+        delivery.await.expect("delivery").expect("delivered");
+    }
 }
