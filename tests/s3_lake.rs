@@ -190,6 +190,26 @@ fn reports_compaction_and_a_close_on_s3_match_a_local_lake() {
         s3.stdout(&["verify", "--month", "2026-09"]).trim(),
         "verified"
     );
+
+    // Offboarding on S3: the export holds the tenant's events, and after the
+    // erasure the lake holds none while the other tenants' figures stay.
+    let export = tempfile::tempdir().unwrap();
+    let out = export.path().to_str().unwrap();
+    s3.stdout(&["tenant", "export", "t6", "--out", out]);
+    let exported = std::fs::read_to_string(export.path().join("events.jsonl")).unwrap();
+    assert!(exported.lines().count() >= 200, "{exported}");
+    s3.stdout(&["tenant", "delete", "t6", "--confirm", "t6"]);
+    let remaining = "SELECT count(*) AS events FROM usage_events WHERE tenant_id = 't6'";
+    assert_eq!(s3.stdout(&["sql", remaining]), "events\n0\n");
+    let others: String = local_reports[0]
+        .lines()
+        .filter(|line| !line.starts_with("t6,"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(
+        s3.stdout(&["invoice", "--month", "2026-09", "--live"]),
+        others
+    );
 }
 
 #[test]
@@ -412,5 +432,51 @@ fn an_unreachable_store_is_one_clear_line_and_loses_nothing() {
     assert_eq!(
         s3.stdout(&["invoice", "--month", "2026-09"]),
         local_stdout(&local, &["invoice", "--month", "2026-09"])
+    );
+}
+
+#[test]
+fn the_server_answers_from_an_s3_lake() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let api = format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\njwt_secret = \"a test secret that is long enough for HS256\"\n"
+    );
+    let s3 = S3Lake::new("serve", &api);
+    let inputs = tempfile::tempdir().unwrap();
+    let file = events_file(inputs.path(), "events.jsonl", 0, 40, 1_000_000);
+    s3.stdout(&[
+        "ingest",
+        "--no-progress",
+        "--from-file",
+        file.to_str().unwrap(),
+    ]);
+    let token = s3.stdout(&["token", "--role", "tenant", "--tenant", "t2"]);
+    let _server = Collector(
+        s3.command(&["serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the server"),
+    );
+    let get = |path: &str| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "30", "-H", "Accept: text/csv", "-H"])
+            .arg(format!("Authorization: Bearer {}", token.trim()))
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("run curl")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&get("/readyz").stdout).contains("ready") {
+        assert!(Instant::now() < deadline, "the server did not get ready");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let served = get("/v1/tenants/t2/invoices/2026-09");
+    assert_eq!(
+        String::from_utf8_lossy(&served.stdout),
+        s3.stdout(&["invoice", "--month", "2026-09", "--tenant", "t2"])
     );
 }
