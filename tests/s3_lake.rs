@@ -441,8 +441,11 @@ fn the_server_answers_from_an_s3_lake() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
+    let audit = tempfile::tempdir().unwrap();
     let api = format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\njwt_secret = \"a test secret that is long enough for HS256\"\n"
+        "[api]\nlisten = \"127.0.0.1:{port}\"\njwt_secret = \"a test secret that is long enough for HS256\"\n\
+         audit_log = \"{}\"\n",
+        audit.path().join("audit.jsonl").display()
     );
     let s3 = S3Lake::new("serve", &api);
     let inputs = tempfile::tempdir().unwrap();
