@@ -7,9 +7,11 @@
 //! Decisions (see also `docs/decisions.md`):
 //! - **Windows** are half-open and end at `now`: "the last 24 h" is
 //!   `[now − 24 h, now)`, month to date is `[period start, now)`.
-//! - **Quota use** compares month-to-date raw usage with the quota (raw units)
-//!   exactly: `used × 100 ≥ threshold × quota`. The percentage shown is floored to
-//!   2 places, so it never reads 80.00 % for a tenant that is not yet at 80 %.
+//! - **Quota use** compares, in raw units and exactly (`used × 100 ≥ threshold ×
+//!   quota`), a counter's month-to-date sum or a gauge's current level (the sum
+//!   over its series of the latest sample still held at `now`) with the quota.
+//!   The percentage shown is floored to 2 places, so it never reads 80.00 % for a
+//!   tenant that is not yet at 80 %.
 //! - **Stale**: the tenant had accepted events in the last 24 h and none for at
 //!   least `stale_after` (`now − last event ≥ stale_after`). A tenant silent for
 //!   more than 24 h is dormant, not stale.
@@ -18,18 +20,21 @@
 //!   rejected)` and at least one rejected event.
 //! - **Forecast** = MTD cost × period length / elapsed, rounded half away from zero
 //!   to the cent; at the very start of a period (nothing elapsed) it is the MTD cost.
+//! - **Unpriced usage**: a metric no rate covers is left out of the month-to-date
+//!   cost and named in an `unpriced_usage` warning, where the invoice refuses it.
 //! - **Status** is the most severe reason: quota ≥ critical % is critical, every
 //!   other reason is a warning.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use allot_schemas::config::{HealthConfig, TenantConfig};
+use allot_schemas::config::{HealthConfig, MetricCatalog, MetricKind, TenantConfig};
 use allot_schemas::time::{MICROS_PER_DAY, MICROS_PER_SECOND};
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::error::QueryError;
 use crate::period::{Period, format_micros};
+use crate::pricing::TenantUsage;
 use crate::rounding::{MONEY_SCALE, Rounding, div_round, format_fixed, round_money};
 
 /// How healthy a tenant is, from best to worst.
@@ -57,7 +62,7 @@ impl fmt::Display for HealthStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthReason {
     /// A stable snake_case code: `quota_critical`, `quota_warning`,
-    /// `noisy_neighbour`, `stale` or `rejected_events`.
+    /// `noisy_neighbour`, `stale`, `unpriced_usage` or `rejected_events`.
     pub code: &'static str,
     /// `warning` or `critical`.
     pub severity: HealthStatus,
@@ -72,8 +77,12 @@ pub struct HealthInputs {
     pub tenant_id: String,
     /// The instant of the report, UTC microseconds.
     pub now_micros: i64,
-    /// Month-to-date raw usage by metric (`[period start, now)`).
+    /// Month-to-date raw usage by counter metric (`[period start, now)`).
     pub mtd_usage: BTreeMap<String, BigDecimal>,
+    /// Current level by gauge metric: the sum over the tenant's series of the
+    /// latest sample still held at `now`. Every gauge of the catalog is listed,
+    /// at zero when nothing is held, so that its quota reads as a level.
+    pub gauge_levels: BTreeMap<String, BigDecimal>,
     /// Noisy-neighbour rows flagged for the tenant in the last 24 h.
     pub noisy_flags_24h: u32,
     /// Time of its latest accepted event before `now`, if any.
@@ -82,8 +91,11 @@ pub struct HealthInputs {
     pub events_24h: u64,
     /// Rejected events attributed to it in the last 24 h.
     pub rejected_24h: u64,
-    /// Month-to-date cost (the total of its invoice up to `now`).
+    /// Month-to-date cost (the total of its invoice up to `now`), leaving out
+    /// the metrics in `unpriced`.
     pub mtd_cost: BigDecimal,
+    /// Metrics it used this month that no rate covers.
+    pub unpriced: Vec<String>,
 }
 
 /// Quota use of one metric.
@@ -91,9 +103,9 @@ pub struct HealthInputs {
 pub struct QuotaUse {
     /// The metric.
     pub metric: String,
-    /// Month-to-date raw usage.
+    /// Month-to-date raw usage of a counter, or the current level of a gauge.
     pub used: BigDecimal,
-    /// The monthly quota in raw units.
+    /// The quota in raw units: monthly for a counter, a level for a gauge.
     pub quota: BigDecimal,
     /// used × 100 / quota, floored to 2 places.
     pub percent: BigDecimal,
@@ -139,6 +151,42 @@ fn human_duration(micros: i64) -> String {
     }
 }
 
+/// The current level of every gauge metric of `catalog` for one tenant: per
+/// series, the latest sample before `now` while its hold still covers `now`,
+/// summed over the series (SPEC §4). `usage` must list each series' latest
+/// sample before `now`, as the month-to-date usage does.
+pub fn gauge_levels(
+    usage: &TenantUsage,
+    catalog: &MetricCatalog,
+    now: i64,
+) -> BTreeMap<String, BigDecimal> {
+    let mut levels: BTreeMap<String, BigDecimal> = catalog
+        .iter()
+        .filter(|(_, spec)| spec.kind == MetricKind::Gauge)
+        .map(|(name, _)| (name.to_string(), BigDecimal::zero()))
+        .collect();
+    for series in &usage.gauges {
+        let Some(spec) = catalog.get(&series.metric) else {
+            continue;
+        };
+        let hold = spec.hold.map_or(i64::MAX, |h| {
+            i64::try_from(h.as_micros()).unwrap_or(i64::MAX)
+        });
+        let latest = series
+            .samples
+            .iter()
+            .filter(|sample| sample.ts_micros < now)
+            .max_by_key(|sample| sample.ts_micros);
+        if let Some(sample) = latest
+            && now - sample.ts_micros < hold
+            && let Some(level) = levels.get_mut(&series.metric)
+        {
+            *level += &sample.value;
+        }
+    }
+    levels
+}
+
 /// The health of one tenant. `settings` is its `[tenants.<id>]` entry, if any.
 pub fn tenant_health(
     inputs: &HealthInputs,
@@ -155,11 +203,17 @@ pub fn tenant_health(
         if *quota <= BigDecimal::zero() {
             continue;
         }
-        let used = inputs
-            .mtd_usage
-            .get(metric)
-            .cloned()
-            .unwrap_or_else(BigDecimal::zero);
+        let (used, what) = match inputs.gauge_levels.get(metric) {
+            Some(level) => (level.clone(), "level quota"),
+            None => (
+                inputs
+                    .mtd_usage
+                    .get(metric)
+                    .cloned()
+                    .unwrap_or_else(BigDecimal::zero),
+                "monthly quota",
+            ),
+        };
         let scaled = &used * &hundred;
         let percent = div_round(&scaled, quota, 2, Rounding::Floor);
         let level = if scaled >= &thresholds.quota_critical_percent.0 * quota {
@@ -174,7 +228,7 @@ pub fn tenant_health(
                 code,
                 severity,
                 message: format!(
-                    "{metric} at {}% of its monthly quota ({} of {})",
+                    "{metric} at {}% of its {what} ({} of {})",
                     percent.to_plain_string(),
                     used.to_plain_string(),
                     quota.to_plain_string()
@@ -212,6 +266,17 @@ pub fn tenant_health(
                 "no event for {} (last at {}) after events in the last 24 h",
                 human_duration(now - last),
                 format_micros(last)
+            ),
+        });
+    }
+
+    for metric in &inputs.unpriced {
+        reasons.push(HealthReason {
+            code: "unpriced_usage",
+            severity: HealthStatus::Warning,
+            message: format!(
+                "{metric} was used this month where no rate covers it; the month-to-date \
+                 cost and the forecast leave it out"
             ),
         });
     }
@@ -294,11 +359,13 @@ mod tests {
             tenant_id: "acme".to_string(),
             now_micros: ts("2026-01-15T12:00:00Z"),
             mtd_usage: BTreeMap::new(),
+            gauge_levels: BTreeMap::new(),
             noisy_flags_24h: 0,
             last_event_micros: Some(ts("2026-01-15T11:59:00Z")),
             events_24h: 1_000,
             rejected_24h: 0,
             mtd_cost: d("0"),
+            unpriced: Vec::new(),
         }
     }
 
@@ -352,6 +419,52 @@ mod tests {
         inputs.mtd_usage.clear();
         let idle = check(&inputs, Some(&settings));
         assert_eq!(idle.quota_use[0].percent.to_plain_string(), "0.00");
+    }
+
+    #[test]
+    fn a_gauge_quota_reads_the_current_level() {
+        // Two storage series: r1's latest sample (600) is 30 min old, within the
+        // 1 h hold; r2's (900) is 2 h old and no longer held. Level 600 of a
+        // 500 quota: 120.00 %, critical, even with no counter usage at all.
+        let now = ts("2026-01-15T12:00:00Z");
+        let sample = |at: &str, value: &str| crate::pricing::GaugeSample {
+            ts_micros: ts(at),
+            value: d(value),
+        };
+        let series = |resource: &str, samples| crate::pricing::GaugeSeries {
+            metric: "storage_bytes".to_string(),
+            resource: Some(resource.to_string()),
+            samples,
+            held: Vec::new(),
+        };
+        let usage = TenantUsage {
+            tenant_id: "acme".to_string(),
+            counters: Vec::new(),
+            gauges: vec![
+                series(
+                    "r1",
+                    vec![
+                        sample("2026-01-15T11:00:00Z", "400"),
+                        sample("2026-01-15T11:30:00Z", "600"),
+                        sample("2026-01-15T12:00:00Z", "9999"),
+                    ],
+                ),
+                series("r2", vec![sample("2026-01-15T10:00:00Z", "900")]),
+            ],
+        };
+        let levels = gauge_levels(&usage, &MetricCatalog::default(), now);
+        assert_eq!(
+            levels,
+            BTreeMap::from([("storage_bytes".to_string(), d("600"))])
+        );
+        let mut inputs = healthy();
+        inputs.gauge_levels = levels;
+        let health = check(&inputs, Some(&with_quota("storage_bytes", "500")));
+        assert_eq!(health.status, HealthStatus::Critical);
+        assert_eq!(
+            health.reasons[0].message,
+            "storage_bytes at 120.00% of its level quota (600 of 500)"
+        );
     }
 
     #[test]

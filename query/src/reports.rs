@@ -16,7 +16,9 @@ use bigdecimal::{BigDecimal, Zero};
 use crate::allocation::{AllocationRow, CostPool, allocate};
 use crate::dedup::DedupWindow;
 use crate::error::QueryError;
-use crate::health::{HEALTH_WINDOW_MICROS, HealthInputs, TenantHealth, tenant_health};
+use crate::health::{
+    HEALTH_WINDOW_MICROS, HealthInputs, TenantHealth, gauge_levels, tenant_health,
+};
 use crate::lake::LakeSnapshot;
 use crate::noisy::{NoisyParams, NoisyRow, noisy_neighbours};
 use crate::period::Period;
@@ -405,19 +407,13 @@ pub async fn health(
                 .entry(day.metric.clone())
                 .or_insert_with(BigDecimal::zero) += &day.raw_sum;
         }
-        let mtd_cost = invoice_until(
-            &settings.book,
-            &settings.catalog,
-            period,
-            &tenant_usage,
-            now,
-        )?
-        .total;
+        let (mtd_cost, unpriced) = priced_cost_until(settings, period, &tenant_usage, now)?;
         let active = recent.get(&tenant_id);
         let inputs = HealthInputs {
             tenant_id: tenant_id.clone(),
             now_micros: now,
             mtd_usage,
+            gauge_levels: gauge_levels(&tenant_usage, &settings.catalog, now),
             noisy_flags_24h: flags_by_tenant
                 .get(tenant_id.as_str())
                 .copied()
@@ -426,6 +422,7 @@ pub async fn health(
             events_24h: active.map_or(0, |a| a.events),
             rejected_24h: rejected.get(&tenant_id).copied().unwrap_or(0),
             mtd_cost,
+            unpriced,
         };
         report.push(tenant_health(
             &inputs,
@@ -434,6 +431,30 @@ pub async fn health(
         )?);
     }
     Ok(report)
+}
+
+/// The cost of `usage` until `until`, leaving out each metric that no rate covers,
+/// and those metrics. An invoice refuses such usage (a finance report must not
+/// bill it as zero), but health still has a status to give: it names them instead.
+fn priced_cost_until(
+    settings: &ReportSettings,
+    period: Period,
+    usage: &TenantUsage,
+    until: i64,
+) -> Result<(BigDecimal, Vec<String>), QueryError> {
+    let mut priced = usage.clone();
+    let mut unpriced = Vec::new();
+    loop {
+        match invoice_until(&settings.book, &settings.catalog, period, &priced, until) {
+            Ok(invoice) => return Ok((invoice.total, unpriced)),
+            Err(QueryError::NoRate { metric, .. }) if !unpriced.contains(&metric) => {
+                priced.counters.retain(|day| day.metric != metric);
+                priced.gauges.retain(|series| series.metric != metric);
+                unpriced.push(metric);
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// One point of a usage chart.
