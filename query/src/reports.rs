@@ -319,6 +319,13 @@ async fn noisy_rows(
             "--to minus --from must be a whole number of buckets".to_string(),
         ));
     }
+    let buckets = (to - from) / width + i64::from(params.baseline_buckets);
+    if buckets > MAX_NOISY_BUCKETS {
+        return Err(QueryError::InvalidInput(format!(
+            "the range and the baseline span {buckets} buckets, more than the {MAX_NOISY_BUCKETS} \
+             one report may use: widen the bucket or shorten the range"
+        )));
+    }
     let baseline_start =
         from.saturating_sub(width.saturating_mul(i64::from(params.baseline_buckets)));
     let usage = bucket_usage(
@@ -503,6 +510,12 @@ pub struct UsageRequest {
     /// One metric, or every metric of the catalog.
     pub metric: Option<String>,
 }
+
+/// The most buckets (the range's plus the baseline's) one noisy-neighbour report
+/// may use: the detector holds every tenant's usage in every one of them, so this
+/// bounds its memory (SPEC §8). A month in 10-minute buckets, or half a year in
+/// hours, stays under it with the default baseline of 168.
+pub const MAX_NOISY_BUCKETS: i64 = 5_000;
 
 /// Most buckets one series may have, so a request cannot ask for millions.
 pub const MAX_USAGE_BUCKETS: i64 = 10_000;
