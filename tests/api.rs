@@ -1229,3 +1229,81 @@ fn allot_serve_answers_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Query parameters the API reads, and values a client might send: well formed,
+/// out of range, and malformed ones (already percent-encoded).
+const FUZZ_KEYS: &[&str] = &[
+    "from", "to", "bucket", "metric", "as_of", "live", "revision", "all", "tenant", "x",
+];
+const FUZZ_VALUES: &[&str] = &[
+    "",
+    "2026-03-01",
+    "2026-03-02T12:00:00Z",
+    "2026-02-01",
+    "1970-01-01",
+    "9999-12-31",
+    "-2026-01-01",
+    "2026-13-45",
+    "1ms",
+    "1m",
+    "1h",
+    "1d",
+    "0s",
+    "-1h",
+    "99999999999d",
+    "compute_seconds",
+    "storage_bytes",
+    "nope",
+    "true",
+    "false",
+    "0",
+    "-1",
+    "18446744073709551616",
+    "%00",
+    "%F0%9F%92%A5",
+    "a%20b",
+];
+const FUZZ_PATHS: &[&str] = &[
+    "/v1/noisy-neighbors",
+    "/v1/tenants/alpha/health",
+    "/v1/tenants/alpha/usage",
+    "/v1/tenants/alpha/invoices/2026-03",
+    "/v1/billing/2026-03",
+    "/v1/margin/2026-03",
+    "/v1/tenants",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 96,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// No query string makes the server fail: each answer is a success or a 4xx
+    /// naming what is wrong, never a 500 or a panic.
+    #[test]
+    fn no_query_string_makes_the_server_fail(
+        path in proptest::sample::select(FUZZ_PATHS),
+        params in proptest::collection::vec(
+            (proptest::sample::select(FUZZ_KEYS), proptest::sample::select(FUZZ_VALUES)),
+            0..4,
+        ),
+    ) {
+        static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+        static SERVER: OnceLock<Server> = OnceLock::new();
+        let runtime = RUNTIME.get_or_init(|| tokio::runtime::Runtime::new().unwrap());
+        let server = SERVER.get_or_init(|| {
+            let _in_runtime = runtime.enter();
+            server()
+        });
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let uri = format!("{path}?{}", query.join("&"));
+        let answer = runtime.block_on(get(&server.app, &uri, Caller::Finance));
+        proptest::prop_assert!(
+            answer.status.is_success() || answer.status.is_client_error(),
+            "{uri}: {} {}",
+            answer.status,
+            answer.body
+        );
+    }
+}
