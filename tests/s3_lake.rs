@@ -436,50 +436,76 @@ fn an_unreachable_store_is_one_clear_line_and_loses_nothing() {
 }
 
 #[test]
-fn the_server_answers_from_an_s3_lake() {
-    let port = {
+fn two_servers_on_one_s3_lake_answer_alike() {
+    let free_port = || {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
     let audit = tempfile::tempdir().unwrap();
     let api = format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\njwt_secret = \"a test secret that is long enough for HS256\"\n\
+        "[api]\njwt_secret = \"a test secret that is long enough for HS256\"\n\
          audit_log = \"{}\"\n",
         audit.path().join("audit.jsonl").display()
     );
     let s3 = S3Lake::new("serve", &api);
     let inputs = tempfile::tempdir().unwrap();
     let file = events_file(inputs.path(), "events.jsonl", 0, 40, 1_000_000);
-    s3.stdout(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        file.to_str().unwrap(),
-    ]);
+    let file = file.to_str().unwrap();
+    s3.stdout(&["ingest", "--no-progress", "--from-file", file]);
     let token = s3.stdout(&["token", "--role", "tenant", "--tenant", "t2"]);
-    let _server = Collector(
-        s3.command(&["serve"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the server"),
-    );
-    let get = |path: &str| {
-        Command::new("curl")
+    // Two replicas, as behind a load balancer.
+    let ports = [free_port(), free_port()];
+    let _servers = ports.map(|port| {
+        Collector(
+            s3.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start a server"),
+        )
+    });
+    let get = |port: u16, path: &str| {
+        let output = Command::new("curl")
             .args(["-s", "--max-time", "30", "-H", "Accept: text/csv", "-H"])
             .arg(format!("Authorization: Bearer {}", token.trim()))
             .arg(format!("http://127.0.0.1:{port}{path}"))
             .output()
-            .expect("run curl")
+            .expect("run curl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !String::from_utf8_lossy(&get("/readyz").stdout).contains("ready") {
-        assert!(Instant::now() < deadline, "the server did not get ready");
-        std::thread::sleep(Duration::from_millis(250));
+    for port in ports {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !get(port, "/readyz").contains("ready") {
+            assert!(Instant::now() < deadline, "the server did not get ready");
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
-    let served = get("/v1/tenants/t2/invoices/2026-09");
-    assert_eq!(
-        String::from_utf8_lossy(&served.stdout),
-        s3.stdout(&["invoice", "--month", "2026-09", "--tenant", "t2"])
-    );
+    let invoice = "/v1/tenants/t2/invoices/2026-09";
+    let cli = || s3.stdout(&["invoice", "--month", "2026-09", "--tenant", "t2"]);
+    let before = cli();
+    for port in ports {
+        assert_eq!(get(port, invoice), before, "replica on port {port}");
+    }
+    // A commit made meanwhile (a late event of t2) shows on both replicas.
+    let late = inputs.path().join("late.jsonl");
+    std::fs::write(
+        &late,
+        r#"{"event_id":"late-1","tenant_id":"t2","ts":"2026-09-15T10:00:00Z","metric":"compute_seconds","value":3600}"#,
+    )
+    .unwrap();
+    s3.stdout(&[
+        "ingest",
+        "--no-progress",
+        "--from-file",
+        late.to_str().unwrap(),
+    ]);
+    let after = cli();
+    assert_ne!(after, before);
+    for port in ports {
+        assert_eq!(
+            get(port, invoice),
+            after,
+            "replica on port {port} after a commit"
+        );
+    }
 }
