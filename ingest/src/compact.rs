@@ -403,26 +403,22 @@ fn parse_day(day: &str) -> Option<i32> {
 /// the query engine judges them for every report. Partitions with current
 /// rollups were judged, and their rejected rows removed, by an earlier run.
 async fn beaten_rows(options: &CompactOptions) -> Result<Judged, IngestError> {
-    let query_error = |e: allot_query::QueryError| IngestError::Rollup(e.to_string());
     let snapshot = match LakeSnapshot::load(&options.lake).await {
         Ok(snapshot) => snapshot,
         Err(allot_query::QueryError::NoLake) => return Ok(Judged::default()),
-        Err(e) => return Err(query_error(e)),
+        Err(e) => return Err(e.into()),
     };
     let limits = SessionLimits {
         dedup_window: options.dedup_window,
         ..SessionLimits::default()
     };
-    let mut session =
-        LakeSession::new(&snapshot, &Scope::AllTenants, &limits).map_err(query_error)?;
+    let mut session = LakeSession::new(&snapshot, &Scope::AllTenants, &limits)?;
     session
         .attach_rollups(&snapshot.hourly, &options.catalog)
-        .await
-        .map_err(query_error)?;
+        .await?;
     let current = session.current_rollups().clone();
     let frame = session
-        .beaten_events_where(|tenant, day| !current.contains_key(&(tenant.to_string(), day)))
-        .map_err(query_error)?;
+        .beaten_events_where(|tenant, day| !current.contains_key(&(tenant.to_string(), day)))?;
     let mut judged = Judged {
         beaten: Beaten::new(),
         version: snapshot.usage.version,
@@ -433,10 +429,10 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Judged, IngestError> {
     };
     let batches = frame
         .select_columns(&["tenant_id", "day", "event_id", "ingested_at", "source"])
-        .map_err(|e| IngestError::Rollup(e.to_string()))?
+        .map_err(allot_query::QueryError::engine)?
         .collect()
         .await
-        .map_err(|e| IngestError::Rollup(e.to_string()))?;
+        .map_err(allot_query::QueryError::engine)?;
     for batch in batches {
         let column =
             |i: usize, to: &arrow::datatypes::DataType| arrow::compute::cast(batch.column(i), to);
@@ -454,8 +450,7 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Judged, IngestError> {
         let days = days.as_primitive::<arrow::datatypes::Date32Type>();
         let ingested = ingested.as_primitive::<arrow::datatypes::Int64Type>();
         for row in 0..batch.num_rows() {
-            let day = partition_date(days.value(row))
-                .map_err(query_error)?
+            let day = partition_date(days.value(row))?
                 .format("%Y-%m-%d")
                 .to_string();
             judged

@@ -84,9 +84,15 @@ pub enum IngestError {
     /// unexpectedly.
     #[error("a worker stopped: {0}")]
     Worker(String),
-    /// Computing or writing the hourly rollups failed.
+    /// Reading the lake or computing the hourly rollups (or what compaction
+    /// removes) failed in the query engine.
     #[error("refreshing usage_hourly: {0}")]
-    Rollup(String),
+    Rollup(#[from] allot_query::QueryError),
+    /// `usage_hourly` moved on while a refresh was starting.
+    #[error(
+        "refreshing usage_hourly: usage_hourly changed while the refresh started; trying again later"
+    )]
+    RollupRaced,
 }
 
 impl IngestError {

@@ -48,28 +48,23 @@ pub async fn refresh_rollups(
     window: DedupWindow,
 ) -> Result<RollupSummary, IngestError> {
     let name = LakeTable::UsageHourly.dir_name();
-    let query_error = |e: allot_query::QueryError| IngestError::Rollup(e.to_string());
     let mut table = open_or_create_table(location, LakeTable::UsageHourly).await?;
     let snapshot = match LakeSnapshot::load(location).await {
         Ok(snapshot) => snapshot,
         Err(allot_query::QueryError::NoLake) => return Ok(RollupSummary::default()),
-        Err(e) => return Err(query_error(e)),
+        Err(e) => return Err(e.into()),
     };
     // The snapshot of the rollups must be the one whose files this commit removes.
     if table.version() != snapshot.hourly.version {
-        return Err(IngestError::Rollup(
-            "usage_hourly changed while the refresh started; trying again later".to_string(),
-        ));
+        return Err(IngestError::RollupRaced);
     }
     let bases = partition_bases(&snapshot.usage, catalog_fingerprint(catalog), window);
     let limits = SessionLimits {
         dedup_window: window,
         ..SessionLimits::default()
     };
-    let mut all = LakeSession::new(&snapshot, &Scope::AllTenants, &limits).map_err(query_error)?;
-    all.attach_rollups(&snapshot.hourly, catalog)
-        .await
-        .map_err(query_error)?;
+    let mut all = LakeSession::new(&snapshot, &Scope::AllTenants, &limits)?;
+    all.attach_rollups(&snapshot.hourly, catalog).await?;
     let current = all.current_rollups().clone();
     let stale: BTreeMap<_, _> = bases
         .iter()
@@ -83,9 +78,7 @@ pub async fn refresh_rollups(
 
     // New rows: the stale partitions' events, deduplicated as every report reads
     // them (against the copies in the whole lake).
-    let fresh = rollup_rows(&all, catalog, &stale)
-        .await
-        .map_err(query_error)?;
+    let fresh = rollup_rows(&all, catalog, &stale).await?;
     // Carried over: the current rows of the other partitions of those days.
     let kept: BTreeMap<_, _> = current
         .iter()
@@ -93,16 +86,16 @@ pub async fn refresh_rollups(
         .map(|(key, basis)| (key.clone(), *basis))
         .collect();
     let mut batches = vec![fresh];
-    if let Some(frame) = all.rollup_rows(&kept).map_err(query_error)? {
+    if let Some(frame) = all.rollup_rows(&kept)? {
         let kept_batches = frame
             .collect()
             .await
-            .map_err(|e| IngestError::Rollup(e.to_string()))?;
+            .map_err(allot_query::QueryError::engine)?;
         for batch in kept_batches {
             batches.push(
                 batch
                     .with_schema(usage_hourly_schema())
-                    .map_err(|e| IngestError::Rollup(e.to_string()))?,
+                    .map_err(allot_query::QueryError::engine)?,
             );
         }
     }
