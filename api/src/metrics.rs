@@ -1,9 +1,9 @@
 //! Prometheus metrics of the server, rendered at `GET /metrics`.
 //!
-//! The `allot` binary installs the process-wide `metrics` recorder once (with
-//! these buckets and the collector's) and hands its handle to the server through
-//! `ApiOptions::metrics`; [`install_recorder`] is the fallback for embedding the
-//! router without it (tests). Every crate records through the `metrics` facade.
+//! [`install_recorder`] installs the process's one `metrics` recorder: the `allot`
+//! binary calls it with the collector's buckets too and hands its handle to the
+//! server through `ApiOptions::metrics`; a router embedded without one (tests)
+//! installs it itself. Every crate records through the `metrics` facade.
 //!
 //! - `allot_http_requests_total{route,method,status}`: requests answered;
 //! - `allot_http_request_duration_seconds{route}`: a histogram of latency.
@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 /// Requests answered, by route template, method and status.
 pub const HTTP_REQUESTS: &str = "allot_http_requests_total";
@@ -27,35 +28,56 @@ pub const HTTP_DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-fn builder() -> PrometheusBuilder {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(HTTP_DURATION.to_string()),
-            &HTTP_DURATION_BUCKETS,
-        )
-        .expect("the buckets are not empty")
-}
+/// Gauges not updated for this long (a partition this process no longer owns)
+/// disappear from the output.
+const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Installs the process-wide recorder once and returns its handle (the same
-/// handle on every call). When another recorder was installed first, the
-/// returned handle renders an empty recorder and a warning is logged.
-pub fn install_recorder() -> PrometheusHandle {
+/// How often histograms are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the process's one recorder for the `metrics` facade, with the
+/// server's latency buckets plus `extra` (metric, bucket bounds) ones, and returns
+/// its handle; later calls return the same handle and ignore their `extra`. The
+/// `allot` binary calls it first, with the collector's buckets; gauges idle for a
+/// minute disappear, and inside a Tokio runtime the histograms are folded every
+/// few seconds. Fails when another recorder was installed first.
+pub fn install_recorder(extra: &[(&str, &[f64])]) -> Result<PrometheusHandle, String> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let handle = builder().install_recorder().unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics will be empty");
-                builder().build_recorder().handle()
-            });
-            metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route template, method and status");
-            metrics::describe_histogram!(
-                HTTP_DURATION,
-                metrics::Unit::Seconds,
-                "HTTP request latency by route template"
-            );
-            handle
-        })
-        .clone()
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let mut builder = PrometheusBuilder::new();
+    for (metric, buckets) in [(HTTP_DURATION, &HTTP_DURATION_BUCKETS[..])]
+        .into_iter()
+        .chain(extra.iter().copied())
+    {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(metric.to_string()), buckets)
+            .map_err(|e| format!("configuring the metrics recorder: {e}"))?;
+    }
+    let handle = builder
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
+        .install_recorder()
+        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+    metrics::describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by route template, method and status"
+    );
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency by route template"
+    );
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let upkeep = handle.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(UPKEEP_INTERVAL).await;
+                upkeep.run_upkeep();
+            }
+        });
+    }
+    Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
 /// Records one answered request.

@@ -12,7 +12,7 @@ use allot_query::reports::ReportSettings;
 use allot_query::sandbox::SqlLimits;
 use allot_schemas::config::Config;
 use allot_schemas::tenant::is_valid_tenant_id;
-use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Principal};
@@ -92,10 +92,13 @@ impl AppState {
     pub fn new(options: ApiOptions) -> Result<AppState, ApiError> {
         let api = options.config.api.clone();
         let sql_limits = SqlLimits::from(&options.config);
-        let metrics = options
-            .metrics
-            .clone()
-            .unwrap_or_else(crate::metrics::install_recorder);
+        let metrics = match options.metrics.clone() {
+            Some(handle) => handle,
+            None => crate::metrics::install_recorder(&[]).unwrap_or_else(|error| {
+                tracing::warn!(%error, "/metrics will be empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }),
+        };
         let auth = Authenticator::new(&api)?;
         let audit = AuditLog::open(std::path::Path::new(&api.audit_log))?;
         let settings = ReportSettings::new(options.config).map_err(|e| ApiError::Setup {
