@@ -19,9 +19,9 @@ use allot_query::reports::{self, NoisyRequest, ReportSettings};
 use allot_query::sandbox::{SqlLimits, run_sql};
 use allot_query::session::Scope;
 use allot_schemas::config::HumanDuration;
-use allot_schemas::event::parse_timestamp_micros;
 use allot_schemas::lake::LakeLocation;
 use allot_schemas::tenant::is_valid_tenant_id;
+use allot_schemas::time::parse_report_instant;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
@@ -188,19 +188,10 @@ pub(crate) fn month_flag(text: &str) -> Result<Period, Failure> {
     Period::parse(text).map_err(|e| Failure::usage(format!("--month: {e}")))
 }
 
-/// Parses an instant flag: RFC 3339, or `YYYY-MM-DD` for 00:00 UTC that day.
+/// Parses an instant flag: RFC 3339, or `YYYY-MM-DD` for 00:00 UTC that day,
+/// within the range reports support.
 fn instant_flag(flag: &str, text: &str) -> Result<i64, Failure> {
-    parse_timestamp_micros(text)
-        .or_else(|| {
-            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .map(allot_schemas::time::day_start_micros)
-        })
-        .ok_or_else(|| {
-            Failure::usage(format!(
-                "--{flag} {text:?} is not an RFC 3339 instant (2026-03-01T00:00:00Z) or a date"
-            ))
-        })
+    parse_report_instant(text).map_err(|problem| Failure::usage(format!("--{flag} {problem}")))
 }
 
 pub(crate) fn print_table(table: &ReportTable, format: ReportFormat) {

@@ -3,24 +3,14 @@
 
 use allot_query::period::Period;
 use allot_schemas::config::HumanDuration;
-use allot_schemas::event::parse_timestamp_micros;
-use allot_schemas::time::day_start_micros;
+use allot_schemas::time::parse_report_instant;
 
 use crate::error::ApiError;
 
-/// An instant: RFC 3339, or `YYYY-MM-DD` for 00:00 UTC that day.
+/// An instant: RFC 3339, or `YYYY-MM-DD` for 00:00 UTC that day, within the
+/// range reports support.
 pub fn instant(name: &str, text: &str) -> Result<i64, ApiError> {
-    parse_timestamp_micros(text)
-        .or_else(|| {
-            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .map(day_start_micros)
-        })
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "{name}: {text:?} is not an RFC 3339 instant (2026-03-01T00:00:00Z) or a date"
-            ))
-        })
+    parse_report_instant(text).map_err(|problem| ApiError::BadRequest(format!("{name}: {problem}")))
 }
 
 /// An optional instant.

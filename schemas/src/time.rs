@@ -51,6 +51,46 @@ pub fn date_of_epoch_days(days: i32) -> Option<NaiveDate> {
     NaiveDate::from_num_days_from_ce_opt(days.saturating_add(EPOCH_DAYS_FROM_CE))
 }
 
+/// The first instant a report may be asked about: 1970-01-01T00:00:00Z.
+pub const EARLIEST_REPORT_MICROS: i64 = 0;
+
+/// The end (exclusive) of the instants a report may be asked about:
+/// 2262-01-01T00:00:00Z. The query engine computes in nanoseconds, whose `i64`
+/// range ends in April 2262, and a report reaches a month past its instant.
+pub const LATEST_REPORT_MICROS: i64 = 9_214_646_400 * MICROS_PER_SECOND;
+
+/// Parses the instant of a report (`--as-of`, `--from`, `?to=`…): RFC 3339, or
+/// `YYYY-MM-DD` for 00:00 UTC that day, within the supported range; the error
+/// says what is wrong with `text`.
+///
+/// ```
+/// use allot_schemas::time::parse_report_instant;
+/// assert_eq!(parse_report_instant("1970-01-02"), Ok(86_400_000_000));
+/// assert_eq!(parse_report_instant("1970-01-01T01:00:00+01:00"), Ok(0));
+/// assert!(parse_report_instant("9999-12-31").unwrap_err().contains("2261-12-31"));
+/// assert!(parse_report_instant("soon").is_err());
+/// ```
+pub fn parse_report_instant(text: &str) -> Result<i64, String> {
+    let micros = DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|ts| ts.timestamp_micros())
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .map(day_start_micros)
+        })
+        .ok_or_else(|| {
+            format!("{text:?} is not an RFC 3339 instant (2026-03-01T00:00:00Z) or a date")
+        })?;
+    if (EARLIEST_REPORT_MICROS..LATEST_REPORT_MICROS).contains(&micros) {
+        Ok(micros)
+    } else {
+        Err(format!(
+            "{text:?} is outside the supported range, 1970-01-01 to 2261-12-31"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
