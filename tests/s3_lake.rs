@@ -1,9 +1,10 @@
 //! The lake on an S3-compatible object store (S3Proxy, started by `scripts/s3-up`,
 //! which checks that it enforces `If-None-Match: *`): every report, compaction,
-//! a close and its verification read an `s3://` lake as they read a local one;
-//! concurrent backfills that lose commit races retry and lose nothing; two
-//! collectors and a backfill on one S3 lake keep exactly once; an unreachable
-//! store is one clear error line, with nothing lost.
+//! a close and its verification, and offboarding read an `s3://` lake as they
+//! read a local one; concurrent backfills that lose commit races retry and lose
+//! nothing; two collectors and a backfill on one S3 lake keep exactly once; two
+//! server replicas answer alike and follow a commit; an unreachable store is one
+//! clear error line, with nothing lost.
 
 mod common;
 
@@ -270,10 +271,11 @@ fn concurrent_backfills_that_lose_commit_races_retry_and_lose_nothing() {
     );
 }
 
-/// A collector process, killed when dropped so that a failing test leaves none behind.
-struct Collector(std::process::Child);
+/// A collector or server process, killed when dropped so that a failing test
+/// leaves none behind.
+struct Spawned(std::process::Child);
 
-impl Drop for Collector {
+impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -287,7 +289,7 @@ async fn two_collectors_and_a_backfill_on_one_s3_lake_keep_exactly_once() {
     let broker = common::Broker::plain();
     let s3 = S3Lake::new("collect", "[ingest]\nflush_interval = \"1s\"\n");
     let collector = || {
-        Collector(
+        Spawned(
             s3.command(&[
                 "ingest",
                 "--brokers",
@@ -364,12 +366,12 @@ async fn two_collectors_and_a_backfill_on_one_s3_lake_keep_exactly_once() {
         assert!(Instant::now() < deadline, "the collectors did not catch up");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    for Collector(child) in &mut collectors {
+    for Spawned(child) in &mut collectors {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
     }
-    for Collector(child) in &mut collectors {
+    for Spawned(child) in &mut collectors {
         assert!(child.wait().unwrap().success());
     }
     // Reports count each event once, whichever writer brought it and however
@@ -456,7 +458,7 @@ fn two_servers_on_one_s3_lake_answer_alike() {
     // Two replicas, as behind a load balancer.
     let ports = [free_port(), free_port()];
     let _servers = ports.map(|port| {
-        Collector(
+        Spawned(
             s3.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
