@@ -7,7 +7,7 @@ mod common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch, StringArray};
@@ -165,20 +165,9 @@ fn certificate_digests_match_an_independent_python_recomputation() {
     lake.close();
     let out = lake.run(&["certificate", "--month", "2026-09"]);
     assert!(out.status.success(), "certificate: {}", stderr(&out));
-    let ours: Vec<String> = stdout(&out)
-        .lines()
-        .skip(1)
-        .map(|line| line.split(',').take(4).collect::<Vec<_>>().join(","))
-        .collect();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/certificate_check.py");
-    let python = Command::new(common::test_python())
-        .arg(script)
-        .arg(lake.dir.path().join("events.jsonl"))
-        .arg("2026-09")
-        .output()
-        .expect("run certificate_check.py");
-    assert!(python.status.success(), "python: {}", stderr(&python));
-    let theirs: Vec<String> = stdout(&python).lines().map(str::to_string).collect();
+    let ours = common::certificate_digests(&stdout(&out));
+    let theirs =
+        common::python_certificate_digests(&lake.dir.path().join("events.jsonl"), "2026-09");
     assert_eq!(ours.len(), 5, "tenant-days: {ours:?}");
     assert_eq!(ours, theirs);
 }

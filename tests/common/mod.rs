@@ -456,3 +456,33 @@ pub async fn produce_with(
         delivery.await.expect("delivery").expect("delivered");
     }
 }
+
+/// The `tenant_id,day,events,digest` of every row of `allot certificate`'s CSV.
+pub fn certificate_digests(csv: &str) -> Vec<String> {
+    csv.lines()
+        .skip(1)
+        .map(|line| line.split(',').take(4).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+/// The same four fields recomputed from a JSON Lines file of events by
+/// `tests/certificate_check.py`, independently of allot, for `month`.
+pub fn python_certificate_digests(events: &Path, month: &str) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/certificate_check.py");
+    let python = std::process::Command::new(test_python())
+        .arg(script)
+        .arg(events)
+        .arg(month)
+        .output()
+        .expect("run certificate_check.py");
+    assert!(
+        python.status.success(),
+        "certificate_check.py: {}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    String::from_utf8(python.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
