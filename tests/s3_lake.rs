@@ -80,6 +80,20 @@ impl S3Lake {
         command
     }
 
+    /// Starts `allot ingest --from-file FILE` on the lake, its output captured.
+    fn spawn_backfill(&self, file: &Path) -> std::process::Child {
+        self.command(&[
+            "ingest",
+            "--no-progress",
+            "--from-file",
+            file.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a backfill")
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run allot")
     }
@@ -226,21 +240,7 @@ fn concurrent_backfills_on_one_s3_lake_lose_nothing() {
     let files: Vec<PathBuf> = (0..3)
         .map(|n| events_file(inputs.path(), &format!("{n}.jsonl"), n * 50, 80, 5))
         .collect();
-    let writers: Vec<_> = files
-        .iter()
-        .map(|file| {
-            s3.command(&[
-                "ingest",
-                "--no-progress",
-                "--from-file",
-                file.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start a backfill")
-        })
-        .collect();
+    let writers: Vec<_> = files.iter().map(|file| s3.spawn_backfill(file)).collect();
     for writer in writers {
         let output = writer.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -382,17 +382,7 @@ async fn two_collectors_and_a_backfill_on_one_s3_lake_keep_exactly_once() {
         backfill_text.push('\n');
     }
     std::fs::write(&backfill_file, backfill_text).unwrap();
-    let backfill = s3
-        .command(&[
-            "ingest",
-            "--no-progress",
-            "--from-file",
-            backfill_file.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let backfill = s3.spawn_backfill(&backfill_file);
     common::produce(&topic, payloads).await;
     let output = backfill.wait_with_output().unwrap();
     assert!(
