@@ -296,22 +296,26 @@ describe('tenant page', () => {
       assert.ok(ticks >= 2, 'x axis labels');
       assert.ok(await page.locator('[data-testid^="chart-daily-"] .axis-y text').count() >= 2, 'y axis labels');
 
-      // Quota bars: one per quota in the API's health answer.
-      const health = await api(page, `v1/tenants/${encodeURIComponent(cfg.tenantId)}/health`, cfg.tenantToken);
-      assert.equal(health.status, 200);
-      const quotas = health.body.quota_use || [];
-      assert.equal(await page.getByTestId('quota-bar').count(), quotas.length);
-      if (quotas.length === 0) await page.getByTestId('quota-none').waitFor();
-      for (const q of quotas) {
-        const bar = page.locator(`[data-testid="quota-bar"][data-metric="${q.metric}"]`);
-        assert.equal(await bar.getAttribute('data-percent'), q.percent);
-        const width = await bar.locator('.fill').evaluate((e) => e.getBoundingClientRect().width);
-        if (Number(q.percent) > 0) assert.ok(width > 0, `${q.metric} bar is empty`);
-      }
-      // Reasons as the API says.
-      const codes = await page.getByTestId('reason').evaluateAll((r) => r.map((x) => x.dataset.code));
-      assert.deepEqual(codes, (health.body.reasons || []).map((r) => r.code));
-      assert.equal(await page.getByTestId('tenant-status').getAttribute('data-status'), health.body.status);
+      // Quota bars, reasons and status as the API's health answer says. The demo's
+      // traffic is live, so quota use moves between the page's load and the API
+      // call: read the page, ask the API at once, and reload until both agree.
+      await eventually(page, async () => {
+        await page.getByTestId('tenant-status').waitFor({ timeout: 15_000 });
+        const health = await api(page, `v1/tenants/${encodeURIComponent(cfg.tenantId)}/health`, cfg.tenantToken);
+        assert.equal(health.status, 200);
+        const quotas = health.body.quota_use || [];
+        assert.equal(await page.getByTestId('quota-bar').count(), quotas.length);
+        if (quotas.length === 0) await page.getByTestId('quota-none').waitFor();
+        for (const q of quotas) {
+          const bar = page.locator(`[data-testid="quota-bar"][data-metric="${q.metric}"]`);
+          assert.equal(await bar.getAttribute('data-percent'), q.percent);
+          const width = await bar.locator('.fill').evaluate((e) => e.getBoundingClientRect().width);
+          if (Number(q.percent) > 0) assert.ok(width > 0, `${q.metric} bar is empty`);
+        }
+        const codes = await page.getByTestId('reason').evaluateAll((r) => r.map((x) => x.dataset.code));
+        assert.deepEqual(codes, (health.body.reasons || []).map((r) => r.code));
+        assert.equal(await page.getByTestId('tenant-status').getAttribute('data-status'), health.body.status);
+      }, 'the page showing the API\'s health');
 
       // The month's invoice, with the API's total. The demo's traffic is live, so the
       // month's total moves between the page's load and the API call: read the page,
