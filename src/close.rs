@@ -7,12 +7,12 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use allot_ingest::IngestError;
+use allot_lake::snapshot::{LakeSnapshot, txn_offsets};
+use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
 use allot_query::closing::{
     self, CERTIFICATE_COLUMNS, CloseRequest, MARGIN_COLUMNS, PreviousClose, Verdict,
 };
-use allot_query::lake::{LakeSnapshot, txn_offsets};
 use allot_query::period::format_micros;
 use allot_query::render::ReportTable;
 use allot_schemas::lake::kafka_app_id;
@@ -178,10 +178,10 @@ pub async fn close(args: CloseArgs) -> Result<(), Failure> {
             .await
             .map_err(failure)?;
     }
-    allot_ingest::commit_closing(&loaded.location, &plan)
+    allot_query::close::commit_closing(&loaded.location, &plan)
         .await
         .map_err(|e| match e {
-            IngestError::Fenced(_) => Failure::usage(format!(
+            QueryError::Lake(allot_lake::LakeError::Fenced(_)) => Failure::usage(format!(
                 "{period} revision {revision} was closed by another close meanwhile"
             )),
             other => Failure::internal(other),

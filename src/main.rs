@@ -23,10 +23,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use allot_ingest::{
-    CompactOptions, FileIngestOptions, FileInput, IngestSummary, KafkaIngestOptions,
-};
-use allot_query::dedup::DedupWindow;
+use allot_ingest::{FileIngestOptions, FileInput, IngestSummary, KafkaIngestOptions};
+use allot_lake::CompactOptions;
+use allot_lake::dedup::DedupWindow;
 use allot_schemas::config::Config;
 use allot_schemas::lake::LakeLocation;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -381,7 +380,7 @@ async fn compact(args: CompactArgs) -> Result<(), Failure> {
         catalog: config.catalog(),
         dedup_window: DedupWindow::new(config.ingest.dedup_window.0),
     };
-    let summary = allot_ingest::compact(options, cancel)
+    let summary = allot_lake::compact(options, cancel)
         .await
         .map_err(Failure::internal)?;
     println!(
@@ -411,13 +410,19 @@ async fn vacuum(args: VacuumArgs) -> Result<(), Failure> {
         }
         None => config.ingest.vacuum_retention.0,
     };
-    let options = allot_ingest::VacuumOptions {
+    let keep_usage_versions = allot_query::closing::versions_to_keep(
+        &lake,
+        chrono::Utc::now().timestamp_micros(),
+        config.ingest.close_retention.0,
+    )
+    .await
+    .map_err(|e| Failure::internal(format!("reading the closings: {e}")))?;
+    let options = allot_lake::VacuumOptions {
         lake,
         retention,
-        close_retention: config.ingest.close_retention.0,
-        now_micros: chrono::Utc::now().timestamp_micros(),
+        keep_usage_versions,
     };
-    let summary = allot_ingest::vacuum(options)
+    let summary = allot_lake::vacuum(options)
         .await
         .map_err(Failure::internal)?;
     println!(

@@ -6,10 +6,11 @@
 
 use std::path::PathBuf;
 
+use allot_lake::session::Scope;
+use allot_lake::snapshot::LakeSnapshot;
 use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
 use allot_query::closing::{self, InvoiceView};
-use allot_query::lake::LakeSnapshot;
 use allot_query::period::Period;
 use allot_query::render::{
     ReportTable, allocation_table, health_json, health_table, invoice_json, invoices_table,
@@ -17,7 +18,6 @@ use allot_query::render::{
 };
 use allot_query::reports::{self, NoisyRequest, ReportSettings};
 use allot_query::sandbox::{SqlLimits, run_sql};
-use allot_query::session::Scope;
 use allot_schemas::config::HumanDuration;
 use allot_schemas::lake::LakeLocation;
 use allot_schemas::tenant::is_valid_tenant_id;
@@ -132,7 +132,8 @@ pub struct SqlArgs {
 }
 
 /// Maps a query-engine error to an exit status: 2 for the caller's input, else 1.
-pub(crate) fn failure(error: QueryError) -> Failure {
+pub(crate) fn failure(error: impl Into<QueryError>) -> Failure {
+    let error = error.into();
     if error.is_bad_input() {
         Failure::usage(error)
     } else {
@@ -152,7 +153,7 @@ pub(crate) async fn load(args: &LakeArgs) -> Result<Loaded, Failure> {
     let location = lake_location(args.lake.as_deref(), &config)?;
     let settings = ReportSettings::new(config).map_err(Failure::usage)?;
     let snapshot = LakeSnapshot::load(&location).await.map_err(|e| match e {
-        QueryError::NoLake => Failure::usage(format!("--lake {}: {e}", location.root())),
+        allot_lake::LakeError::NoLake => Failure::usage(format!("--lake {}: {e}", location.root())),
         other => failure(other),
     })?;
     Ok(Loaded {

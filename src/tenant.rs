@@ -3,19 +3,19 @@
 //! Export writes what the lake holds of one tenant into a directory: its events
 //! and rejected events as JSON Lines (`allot_query::export`) and its invoices of
 //! every month it has usage or a closing in. Delete erases it from the lake
-//! (`allot_ingest::offboard`).
+//! (`allot_lake::offboard`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use allot_ingest::{DeleteOptions, DeleteSummary};
+use allot_lake::session::SessionLimits;
+use allot_lake::{DeleteOptions, DeleteSummary};
 use allot_query::closing::{self, InvoiceView};
 use allot_query::export;
 use allot_query::period::Period;
 use allot_query::render::invoices_table;
-use allot_query::session::SessionLimits;
 use allot_schemas::time::day_start_micros;
 use clap::{Args, Subcommand};
 
@@ -151,7 +151,7 @@ async fn delete(args: DeleteArgs) -> Result<(), Failure> {
         who: who(args.by),
         dry_run: args.dry_run,
     };
-    let summary = allot_ingest::delete_tenant(&options)
+    let summary = allot_lake::delete_tenant(&options)
         .await
         .map_err(Failure::internal)?;
     print!("{}", describe(&tenant, &summary));

@@ -404,10 +404,10 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
     let config = Config::default();
     // Two collectors that have not seen each other's commits both write the same
     // producer retry (same tenant and event id, two Kafka messages).
-    let mut first = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+    let mut first = LakeWriter::for_collector(&lake, allot_lake::dedup::DedupWindow::default())
         .await
         .unwrap();
-    let mut second = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+    let mut second = LakeWriter::for_collector(&lake, allot_lake::dedup::DedupWindow::default())
         .await
         .unwrap();
     let event = |i: usize| {
@@ -439,13 +439,13 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
         "both writers' rows, 20 of them duplicates"
     );
 
-    let summary = allot_ingest::compact(
-        allot_ingest::CompactOptions {
+    let summary = allot_lake::compact(
+        allot_lake::CompactOptions {
             lake: lake.clone(),
             target_file_bytes: 128 << 20,
             min_files: 2,
             catalog: allot_schemas::config::Config::default().catalog(),
-            dedup_window: allot_query::dedup::DedupWindow::default(),
+            dedup_window: allot_lake::dedup::DedupWindow::default(),
         },
         tokio_util::sync::CancellationToken::new(),
     )
@@ -612,10 +612,10 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
         }
         assembler.take().unwrap()
     };
-    let mut owner = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+    let mut owner = LakeWriter::for_collector(&lake, allot_lake::dedup::DedupWindow::default())
         .await
         .unwrap();
-    let mut zombie = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+    let mut zombie = LakeWriter::for_collector(&lake, allot_lake::dedup::DedupWindow::default())
         .await
         .unwrap();
     let commit = |expected: Option<i64>, last: i64| OffsetCommit {
@@ -641,7 +641,7 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
     );
     // Another collector commits for another partition meanwhile: no conflict.
     let other_id = kafka_app_id("g", "usage", 1);
-    let mut other = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+    let mut other = LakeWriter::for_collector(&lake, allot_lake::dedup::DedupWindow::default())
         .await
         .unwrap();
     other

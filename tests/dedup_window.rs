@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use allot_ingest::assemble::EventAssembler;
 use allot_ingest::writer::LakeWriter;
-use allot_query::dedup::{DedupWindow, Neighbourhoods};
-use allot_query::lake::LakeSnapshot;
-use allot_query::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::dedup::{DedupWindow, Neighbourhoods};
+use allot_lake::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::snapshot::LakeSnapshot;
 use allot_query::usage::{UsageFilter, counter_days};
 use allot_schemas::clock::FixedClock;
 use allot_schemas::config::Config;
@@ -310,8 +310,8 @@ async fn backfilled_days_need_no_check_until_a_collector_races_them() {
     assert_eq!(checked_partitions(&lake).await, Vec::<String>::new());
 
     let compact = || {
-        allot_ingest::compact(
-            allot_ingest::CompactOptions {
+        allot_lake::compact(
+            allot_lake::CompactOptions {
                 lake: lake.clone(),
                 target_file_bytes: 128 << 20,
                 min_files: 2,
@@ -388,8 +388,8 @@ proptest! {
         check_figures(&runtime, &lake, window, &counted, odd, false)?;
 
         let summary = runtime
-            .block_on(allot_ingest::compact(
-                allot_ingest::CompactOptions {
+            .block_on(allot_lake::compact(
+                allot_lake::CompactOptions {
                     lake: lake.clone(),
                     target_file_bytes: 128 << 20,
                     min_files: 2,

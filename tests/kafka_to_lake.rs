@@ -87,7 +87,7 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
         received += 1;
     }
 
-    let mut writer = LakeWriter::for_collector(&lake, allot_query::dedup::DedupWindow::default())
+    let mut writer = LakeWriter::for_collector(&lake, allot_lake::dedup::DedupWindow::default())
         .await
         .unwrap();
     let outcome = writer.append(assembler.take().unwrap()).await.unwrap();

@@ -337,7 +337,7 @@ async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSett
     };
     use allot_query::reports::{self, NoisyRequest, UsageRequest};
     let location = allot_query::LakeLocation::parse(lake.to_str().unwrap()).unwrap();
-    let snapshot = allot_query::lake::LakeSnapshot::load(&location)
+    let snapshot = allot_lake::snapshot::LakeSnapshot::load(&location)
         .await
         .unwrap();
     let at = |text: &str| {
@@ -423,22 +423,22 @@ async fn rollups_give_the_figures_of_the_raw_events() {
         "{expected}"
     );
 
-    let refreshed = allot_ingest::rollup::refresh_rollups(
+    let refreshed = allot_lake::rollup::refresh_rollups(
         &location,
         &rolled.catalog,
-        allot_query::dedup::DedupWindow::default(),
+        allot_lake::dedup::DedupWindow::default(),
     )
     .await
     .unwrap();
     let partitions = (28 + 31) * TENANTS.len() as u64;
     assert_eq!(refreshed.partitions, partitions);
-    let snapshot = allot_query::lake::LakeSnapshot::load(&location)
+    let snapshot = allot_lake::snapshot::LakeSnapshot::load(&location)
         .await
         .unwrap();
-    let mut session = allot_query::session::LakeSession::new(
+    let mut session = allot_lake::session::LakeSession::new(
         &snapshot,
-        &allot_query::session::Scope::AllTenants,
-        &allot_query::session::SessionLimits::default(),
+        &allot_lake::session::Scope::AllTenants,
+        &allot_lake::session::SessionLimits::default(),
     )
     .unwrap();
     session
@@ -499,10 +499,10 @@ async fn rollups_follow(
     assert_ne!(expected, before);
     assert_eq!(report_figures(lake, rolled).await, expected);
     let location = allot_query::LakeLocation::parse(lake.to_str().unwrap()).unwrap();
-    let refreshed = allot_ingest::rollup::refresh_rollups(
+    let refreshed = allot_lake::rollup::refresh_rollups(
         &location,
         &rolled.catalog,
-        allot_query::dedup::DedupWindow::default(),
+        allot_lake::dedup::DedupWindow::default(),
     )
     .await
     .unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use allot_ingest::append::LogAppender;
+use allot_lake::append::LogAppender;
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use common::{CliLake, FLAT_PRICE_BOOK, Lcg};
@@ -290,7 +290,7 @@ async fn a_taken_version_cannot_be_written_again_on_s3() {
         .append(Vec::new(), vec![Transaction::new("winner", 7)], &[])
         .await
         .unwrap();
-    let table = allot_query::lake::table_builder(&location, LakeTable::UsageEvents)
+    let table = allot_lake::snapshot::table_builder(&location, LakeTable::UsageEvents)
         .unwrap()
         .build()
         .unwrap();
@@ -308,7 +308,7 @@ async fn a_taken_version_cannot_be_written_again_on_s3() {
         "{overwrite:?}"
     );
     let apps = ["winner".to_string()];
-    let recorded = allot_query::lake::txn_offsets(&location, taken, &apps)
+    let recorded = allot_lake::snapshot::txn_offsets(&location, taken, &apps)
         .await
         .unwrap();
     assert_eq!(recorded.get("winner"), Some(&7));

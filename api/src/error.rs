@@ -210,7 +210,7 @@ impl ApiError {
                 "bad_request",
                 message.clone().into(),
             ),
-            ApiError::Query(QueryError::NoLake) => parts(
+            ApiError::Query(QueryError::Lake(allot_lake::LakeError::NoLake)) => parts(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
                 "the lake has no data yet".into(),
@@ -337,10 +337,10 @@ mod tests {
 
     #[test]
     fn internal_errors_are_masked_and_bad_input_is_not() {
-        let lake = ApiError::Query(QueryError::Lake {
+        let lake = ApiError::Query(QueryError::Lake(allot_lake::LakeError::Unreadable {
             table: "usage_events",
             message: "/secret/path/part-0.parquet: broken".to_string(),
-        })
+        }))
         .parts();
         assert_eq!(lake.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!lake.message.contains("/secret"));

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use allot_lake::snapshot::LakeSnapshot;
 use allot_query::LakeLocation;
 use allot_query::QueryError;
 use allot_query::allocation::{CostPool, parse_costs_csv};
-use allot_query::lake::LakeSnapshot;
 use allot_query::reports::ReportSettings;
 use allot_query::sandbox::SqlLimits;
 use allot_schemas::config::Config;
@@ -136,7 +136,9 @@ impl AppState {
 
     /// The lake's latest snapshot.
     pub async fn snapshot(&self) -> Result<LakeSnapshot, ApiError> {
-        Ok(LakeSnapshot::load(&self.lake).await?)
+        Ok(LakeSnapshot::load(&self.lake)
+            .await
+            .map_err(QueryError::from)?)
     }
 
     /// The configured cost pools, read afresh so edits need no restart. The

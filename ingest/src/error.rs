@@ -1,5 +1,6 @@
 //! The ingest crate's error type.
 
+use allot_lake::LakeError;
 use allot_schemas::lake::LakeLocationError;
 
 /// Everything that can stop an ingest run. Bad events never do: they become
@@ -9,24 +10,9 @@ pub enum IngestError {
     /// The lake location is unusable.
     #[error(transparent)]
     Location(#[from] LakeLocationError),
-    /// A Delta table operation failed.
-    #[error("lake table {table}: {source}")]
-    Lake {
-        /// The table.
-        table: &'static str,
-        /// The Delta error.
-        #[source]
-        source: deltalake::DeltaTableError,
-    },
-    /// Reading a data file of the lake failed.
-    #[error("reading lake file {path}: {source}")]
-    LakeFile {
-        /// The file, relative to its table.
-        path: String,
-        /// The Parquet error.
-        #[source]
-        source: parquet::errors::ParquetError,
-    },
+    /// Reading or writing the lake's tables failed.
+    #[error(transparent)]
+    Lake(allot_lake::LakeError),
     /// Reading the input failed.
     #[error("reading {name}: {source}")]
     Input {
@@ -84,21 +70,24 @@ pub enum IngestError {
     /// unexpectedly.
     #[error("a worker stopped: {0}")]
     Worker(String),
-    /// Reading the lake or computing the hourly rollups (or what compaction
-    /// removes) failed in the query engine.
-    #[error("refreshing usage_hourly: {0}")]
-    Rollup(#[from] allot_query::QueryError),
-    /// `usage_hourly` moved on while a refresh was starting.
-    #[error(
-        "refreshing usage_hourly: usage_hourly changed while the refresh started; trying again later"
-    )]
-    RollupRaced,
 }
 
 impl IngestError {
     pub(crate) fn lake(
         table: &'static str,
     ) -> impl FnOnce(deltalake::DeltaTableError) -> IngestError {
-        move |source| IngestError::Lake { table, source }
+        move |source| IngestError::Lake(LakeError::Table { table, source })
+    }
+}
+
+/// A fenced commit stays [`IngestError::Fenced`], the outcome a collector acts
+/// on; every other failure of the lake keeps its cause.
+impl From<LakeError> for IngestError {
+    fn from(error: LakeError) -> IngestError {
+        match error {
+            LakeError::Fenced(reason) => IngestError::Fenced(reason),
+            LakeError::Location(error) => IngestError::Location(error),
+            other => IngestError::Lake(other),
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use allot_query::dedup::DedupWindow;
+use allot_lake::dedup::DedupWindow;
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance};

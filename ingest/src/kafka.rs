@@ -10,7 +10,7 @@
 //! past its session and lost the partition), the commit is abandoned and its
 //! files are never referenced. The check covers every commit up to the version
 //! the commit takes, and only one writer can take a version
-//! ([`crate::append::LogAppender`]), so check and commit are atomic.
+//! ([`allot_lake::append::LogAppender`]), so check and commit are atomic.
 //!
 //! Rejected events go to the dead-letter queue ([`crate::dead_letters`]) and to
 //! `rejected_events`; the dead letters are acknowledged by the broker and the
@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use allot_query::dedup::DedupWindow;
+use allot_lake::dedup::DedupWindow;
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, Provenance, kafka_app_id};
@@ -53,12 +53,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assemble::EventAssembler;
 use crate::client::{ClientErrors, client_config, fetch_topic_metadata};
-use crate::compact::{BackgroundCompaction, CompactOptions, run_background_compaction};
 use crate::dead_letters::{self, DeadLetter, DeadLetterQueue};
 use crate::error::IngestError;
 use crate::summary::IngestSummary;
 use crate::telemetry::{self, CommitOutcome};
 use crate::writer::{LakeWriter, OffsetCommit, SharedAppender};
+use allot_lake::compact::{BackgroundCompaction, CompactOptions, run_background_compaction};
 
 /// Environment variable of the crash test hook: when set to `N`, the collector
 /// aborts the process after writing the files of its `N`-th flush and before

@@ -38,20 +38,6 @@ pub const BUFFERED_BYTES: &str = "allot_buffered_bytes";
 /// Dead letters sent to the dead-letter topic, by `outcome` (`delivered`,
 /// `failed`: the flush holding them failed and is read again).
 pub const DEAD_LETTERS: &str = "allot_dead_letters_total";
-/// Compaction runs, by `outcome` (`ok`, `failed`).
-pub const COMPACTION_RUNS: &str = "allot_compaction_runs_total";
-/// Tenant-days rewritten by compaction.
-pub const COMPACTION_PARTITIONS: &str = "allot_compaction_partitions_total";
-/// Files removed from `usage_events` by compaction.
-pub const COMPACTION_FILES_REMOVED: &str = "allot_compaction_files_removed_total";
-/// Files added to `usage_events` by compaction.
-pub const COMPACTION_FILES_ADDED: &str = "allot_compaction_files_added_total";
-/// Duplicate rows removed by compaction.
-pub const COMPACTION_DUPLICATES_REMOVED: &str = "allot_compaction_duplicates_removed_total";
-/// Compaction runs stopped because another compaction committed meanwhile (the
-/// next run starts over).
-pub const COMPACTION_CONFLICTS: &str = "allot_compaction_conflicts_total";
-
 /// Bucket bounds of [`FLUSH_DURATION`], in seconds.
 pub const FLUSH_DURATION_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
@@ -94,24 +80,7 @@ pub fn describe() {
         DEAD_LETTERS,
         "Dead letters sent to the dead-letter topic, by outcome (delivered, failed)"
     );
-    describe_counter!(COMPACTION_RUNS, "Compaction runs, by outcome (ok, failed)");
-    describe_counter!(COMPACTION_PARTITIONS, "Tenant-days rewritten by compaction");
-    describe_counter!(
-        COMPACTION_FILES_REMOVED,
-        "Files removed from usage_events by compaction"
-    );
-    describe_counter!(
-        COMPACTION_FILES_ADDED,
-        "Files added to usage_events by compaction"
-    );
-    describe_counter!(
-        COMPACTION_DUPLICATES_REMOVED,
-        "Duplicate rows removed by compaction"
-    );
-    describe_counter!(
-        COMPACTION_CONFLICTS,
-        "Compaction runs stopped because another compaction committed meanwhile"
-    );
+    allot_lake::telemetry::describe();
 }
 
 /// What one committed flush wrote, for the counters.
@@ -181,21 +150,4 @@ pub fn set_lag(topic: &str, partition: i32, lag: i64) {
 /// Sets the bytes currently buffered.
 pub fn set_buffered_bytes(bytes: usize) {
     gauge!(BUFFERED_BYTES).set(bytes as f64);
-}
-
-/// Records a compaction run.
-pub fn record_compaction(
-    ok: bool,
-    partitions: u64,
-    files_removed: u64,
-    files_added: u64,
-    duplicates: u64,
-    conflicts: u64,
-) {
-    counter!(COMPACTION_RUNS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
-    counter!(COMPACTION_PARTITIONS).increment(partitions);
-    counter!(COMPACTION_FILES_REMOVED).increment(files_removed);
-    counter!(COMPACTION_FILES_ADDED).increment(files_added);
-    counter!(COMPACTION_DUPLICATES_REMOVED).increment(duplicates);
-    counter!(COMPACTION_CONFLICTS).increment(conflicts);
 }

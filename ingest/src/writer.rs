@@ -1,7 +1,7 @@
 //! Writing decoded batches to the lake, one Delta commit per table per flush.
 //!
 //! [`LakeWriter::append`] removes events whose `(tenant_id, event_id)` the
-//! tenant already has within the dedup window (`allot_query::dedup`), writes the
+//! tenant already has within the dedup window (`allot_lake::dedup`), writes the
 //! rest as Parquet files under `tenant_id=<id>/day=<YYYY-MM-DD>/`, and commits
 //! them in one Delta commit. The rejected rows are committed first, so a rejected
 //! event is recorded before any offset that covers it. Commits go through
@@ -28,20 +28,20 @@ use arrow::datatypes::Date32Type;
 use delta_kernel::expressions::Scalar;
 use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::{Add, Transaction};
-use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::writer::{DeltaWriter, WriteMode};
 use indexmap::IndexMap;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use allot_query::dedup::DedupWindow;
+use allot_lake::LakeError;
+use allot_lake::data_file::{open_lake_parquet, read_string_column};
+use allot_lake::dedup::DedupWindow;
 use arrow::datatypes::TimestampMicrosecondType;
 
-use crate::append::LogAppender;
 use crate::assemble::DecodedBatch;
 use crate::error::IngestError;
-use crate::lake::LakeTables;
 use crate::telemetry::FlushCounts;
+use allot_lake::append::LogAppender;
+use allot_lake::tables::LakeTables;
 
 /// A tenant-day partition of `usage_events`: tenant id and days since the epoch.
 pub type PartitionKey = (String, i32);
@@ -689,38 +689,13 @@ fn rejections_by_tenant(batch: &RecordBatch) -> BTreeMap<(String, ReasonCode), u
     counts
 }
 
-/// Fetches a Parquet file of the lake and opens it for reading.
-pub(crate) async fn open_lake_parquet(
-    store: &deltalake::logstore::ObjectStoreRef,
-    path: &deltalake::Path,
-) -> Result<
-    ParquetRecordBatchReaderBuilder<impl parquet::file::reader::ChunkReader + use<>>,
-    IngestError,
-> {
-    let file_error = |source| IngestError::LakeFile {
-        path: path.to_string(),
-        source,
-    };
-    let object_error = |e: deltalake::ObjectStoreError| {
-        file_error(parquet::errors::ParquetError::External(Box::new(e)))
-    };
-    let bytes = store
-        .get(path)
-        .await
-        .map_err(object_error)?
-        .bytes()
-        .await
-        .map_err(object_error)?;
-    ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(file_error)
-}
-
 /// Reads the `event_id` and `ts` columns of a `usage_events` file into `sink`.
 async fn read_ids_and_times(
     store: deltalake::logstore::ObjectStoreRef,
     path: &deltalake::Path,
     mut sink: impl FnMut(&str, i64),
 ) -> Result<(), IngestError> {
-    let file_error = |source| IngestError::LakeFile {
+    let file_error = |source| LakeError::File {
         path: path.to_string(),
         source,
     };
@@ -747,31 +722,6 @@ async fn read_ids_and_times(
             {
                 sink(id, times.value(row));
             }
-        }
-    }
-    Ok(())
-}
-
-/// Reads one string column of a Parquet file of the lake into `sink`.
-pub(crate) async fn read_string_column(
-    store: deltalake::logstore::ObjectStoreRef,
-    path: &deltalake::Path,
-    column: &str,
-    mut sink: impl FnMut(&str),
-) -> Result<(), IngestError> {
-    let file_error = |source| IngestError::LakeFile {
-        path: path.to_string(),
-        source,
-    };
-    let builder = open_lake_parquet(&store, path).await?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
-    for batch in builder.with_projection(mask).build().map_err(file_error)? {
-        let batch = batch?;
-        let values = batch.column(0);
-        if let Some(strings) = values.as_string_opt::<i32>() {
-            strings.iter().flatten().for_each(&mut sink);
-        } else if let Some(views) = values.as_string_view_opt() {
-            views.iter().flatten().for_each(&mut sink);
         }
     }
     Ok(())

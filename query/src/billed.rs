@@ -100,7 +100,7 @@ fn summary_row(tenant: &str, period: &str, label: &str, amount: &BigDecimal) -> 
 
 fn parse_amount(text: &str) -> Result<BigDecimal, QueryError> {
     BigDecimal::from_str(text)
-        .map_err(|_| QueryError::Engine(format!("stored amount {text:?} is not a decimal")))
+        .map_err(|_| QueryError::Stored(format!("stored amount {text:?} is not a decimal")))
 }
 
 impl BilledInvoice {
@@ -342,9 +342,9 @@ mod tests {
 
         use super::super::*;
         use super::d;
-        use crate::pricing::{
-            CounterDay, GaugeSample, GaugeSeries, PriceBook, TenantUsage, invoice,
-        };
+        use allot_schemas::gauge::{GaugeSample, GaugeSeries};
+
+        use crate::pricing::{CounterDay, PriceBook, TenantUsage, invoice};
 
         const CONFIG: &str = r#"
 [[rates]]

@@ -43,11 +43,11 @@ use sha2::{Digest, Sha256};
 use crate::allocation::{AllocationRow, CostPool};
 use crate::billed::{BilledInvoice, InvoiceStatus, adjustment_rows, empty_invoice};
 use crate::error::QueryError;
-use crate::lake::{LakeSnapshot, partition_date, read_small_table};
 use crate::period::Period;
 use crate::reports::{self, ReportSettings};
 use crate::rounding::{MONEY_SCALE, format_fixed};
-use crate::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::snapshot::{LakeSnapshot, partition_date, read_small_table};
 
 /// Kafka coverage of one topic-partition in a tenant-day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,7 +161,7 @@ struct DayAccumulator {
 }
 
 fn cast(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef, QueryError> {
-    arrow::compute::cast(batch.column(i), to).map_err(QueryError::engine)
+    arrow::compute::cast(batch.column(i), to).map_err(QueryError::from)
 }
 
 /// Parses a `source` value: `kafka:<topic>/<partition>@<offset>` or
@@ -217,13 +217,13 @@ pub async fn certificate(
                 col("source"),
             ])
         })
-        .map_err(QueryError::engine)?;
-    let mut stream = frame.execute_stream().await.map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
+    let mut stream = frame.execute_stream().await.map_err(QueryError::from)?;
     let mut days: BTreeMap<(String, i32), DayAccumulator> = BTreeMap::new();
     let decimal = DataType::Decimal128(38, 9);
     let micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(QueryError::engine)?;
+        let batch = batch.map_err(QueryError::from)?;
         let tenants = cast(&batch, 0, &DataType::Utf8)?;
         let day_col = cast(&batch, 1, &DataType::Date32)?;
         let ids = cast(&batch, 2, &DataType::Utf8)?;
@@ -334,7 +334,7 @@ impl Closing {
             std::iter::empty::<(String, String)>(),
         )
         .map_err(|e| {
-            QueryError::Engine(format!("closing {} {}: {e}", self.month, self.revision))
+            QueryError::Stored(format!("closing {} {}: {e}", self.month, self.revision))
         })?;
         let mut settings = ReportSettings::new(config)?;
         settings.use_rollups = false;
@@ -359,8 +359,8 @@ fn column_as(
 ) -> Result<ArrayRef, QueryError> {
     let column = batch
         .column_by_name(name)
-        .ok_or_else(|| QueryError::Engine(format!("column {name} is missing")))?;
-    arrow::compute::cast(column, data_type).map_err(QueryError::engine)
+        .ok_or_else(|| QueryError::Stored(format!("column {name} is missing")))?;
+    arrow::compute::cast(column, data_type).map_err(QueryError::from)
 }
 
 fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray, QueryError> {
@@ -380,7 +380,31 @@ fn optional(array: &StringArray, row: usize) -> Option<String> {
 }
 
 fn json_error(what: &str) -> impl Fn(serde_json::Error) -> QueryError + '_ {
-    move |e| QueryError::Engine(format!("stored {what} is not valid JSON: {e}"))
+    move |e| QueryError::Stored(format!("stored {what} is not valid JSON: {e}"))
+}
+
+/// The `usage_events` versions that `allot vacuum` must keep whole: those read
+/// by closings younger than `close_retention` at `now_micros` (SPEC §7). A
+/// closing whose time cannot be read is kept, never lost.
+pub async fn versions_to_keep(
+    location: &LakeLocation,
+    now_micros: i64,
+    close_retention: std::time::Duration,
+) -> Result<Vec<u64>, QueryError> {
+    let close_micros = i64::try_from(close_retention.as_micros()).unwrap_or(i64::MAX);
+    let mut kept: Vec<u64> = closings(location)
+        .await?
+        .iter()
+        .filter(|c| {
+            chrono::DateTime::parse_from_rfc3339(&c.closed_at)
+                .map(|t| now_micros.saturating_sub(t.timestamp_micros()) < close_micros)
+                .unwrap_or(true)
+        })
+        .map(|c| c.usage_version)
+        .collect();
+    kept.sort_unstable();
+    kept.dedup();
+    Ok(kept)
 }
 
 /// Every closing of the lake, ordered by month then revision.
@@ -416,10 +440,10 @@ pub async fn closings(location: &LakeLocation) -> Result<Vec<Closing>, QueryErro
         let version = arrow::compute::cast(
             batch
                 .column_by_name("usage_version")
-                .ok_or_else(|| QueryError::Engine("column usage_version is missing".into()))?,
+                .ok_or_else(|| QueryError::Stored("column usage_version is missing".into()))?,
             &DataType::Int64,
         )
-        .map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
         let version = version.as_primitive::<Int64Type>();
         let (close_id, month, closed_at, who, reason) =
             (close_id?, month?, closed_at?, who?, reason?);
@@ -799,7 +823,7 @@ pub fn invoices_batch(plan: &ClosePlan) -> Result<RecordBatch, QueryError> {
     for k in 0..INVOICE_CSV_COLUMNS.len() {
         columns.push(string_column(rows.iter().map(|(_, r)| r[k].clone())));
     }
-    RecordBatch::try_new(invoices_schema(), columns).map_err(QueryError::engine)
+    RecordBatch::try_new(invoices_schema(), columns).map_err(QueryError::from)
 }
 
 /// The `allocations` rows of a plan (`None` without costs).
@@ -823,7 +847,7 @@ pub fn allocations_batch(plan: &ClosePlan) -> Result<Option<RecordBatch>, QueryE
     }
     RecordBatch::try_new(allocations_schema(), columns)
         .map(Some)
-        .map_err(QueryError::engine)
+        .map_err(QueryError::from)
 }
 
 /// The `closings` row of a plan.
@@ -846,10 +870,10 @@ pub fn closing_batch(closing: &Closing) -> Result<RecordBatch, QueryError> {
         one(&c.config_text),
         nullable(&c.costs_text),
         Arc::new(Int32Array::from(vec![c.adjusts_revision])),
-        one(&serde_json::to_string(&c.txn_offsets).map_err(QueryError::engine)?),
-        one(&serde_json::to_string(&c.certificate).map_err(QueryError::engine)?),
+        one(&serde_json::to_string(&c.txn_offsets).map_err(QueryError::from)?),
+        one(&serde_json::to_string(&c.certificate).map_err(QueryError::from)?),
     ];
-    RecordBatch::try_new(closings_schema(), columns).map_err(QueryError::engine)
+    RecordBatch::try_new(closings_schema(), columns).map_err(QueryError::from)
 }
 
 /// The outcome of `allot verify`.
@@ -897,7 +921,7 @@ pub async fn verify(
     let pools = match &closing.costs_text {
         Some(text) => Some(
             crate::allocation::parse_costs_csv(text, &settings.catalog, &settings.config.currency)
-                .map_err(|e| QueryError::Engine(format!("{label}: recorded costs: {e}")))?,
+                .map_err(|e| QueryError::Stored(format!("{label}: recorded costs: {e}")))?,
         ),
         None => None,
     };
@@ -971,9 +995,11 @@ async fn erased_since(
             batch
                 .column_by_name(name)
                 .and_then(|c| arrow::compute::cast(c, &DataType::Utf8).ok())
-                .ok_or_else(|| QueryError::Lake {
-                    table: LakeTable::Audit.dir_name(),
-                    message: format!("no {name} column"),
+                .ok_or_else(|| {
+                    QueryError::from(allot_lake::LakeError::Unreadable {
+                        table: LakeTable::Audit.dir_name(),
+                        message: format!("no {name} column"),
+                    })
                 })
         };
         let (at, action, tenant) = (column("at")?, column("action")?, column("tenant_id")?);
@@ -1108,7 +1134,7 @@ pub fn margin_rows(
     }
     for row in allocation {
         let amount = BigDecimal::from_str(&row[5])
-            .map_err(|_| QueryError::Engine(format!("allocation amount {:?}", row[5])))?;
+            .map_err(|_| QueryError::Stored(format!("allocation amount {:?}", row[5])))?;
         figures.entry(row[2].clone()).or_default().1 += amount;
     }
     Ok(figures

@@ -2,7 +2,7 @@
 //! needs to fix the problem (the tenant and metric, the costs-file row, the key).
 
 /// Everything that can go wrong while computing a report.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// A billing period that is not a `YYYY-MM` month.
     #[error("invalid period {text:?}: {reason}")]
@@ -61,20 +61,23 @@ pub enum QueryError {
     /// Report inputs that break a precondition, e.g. a bucket not aligned to the range.
     #[error("invalid report input: {0}")]
     InvalidInput(String),
-    /// The lake has no `usage_events` table: nothing was ever ingested there.
-    #[error("the lake has no usage_events table yet (run `allot ingest` first)")]
-    NoLake,
-    /// A Delta table of the lake cannot be read.
-    #[error("cannot read the lake table {table}: {message}")]
-    Lake {
-        /// `usage_events` or `rejected_events`.
-        table: &'static str,
-        /// What went wrong.
-        message: String,
-    },
+    /// Reading the lake failed (no lake yet, an unreadable table or file, the
+    /// engine over the lake's files).
+    #[error(transparent)]
+    Lake(#[from] allot_lake::LakeError),
     /// The query engine failed while planning or running a query.
     #[error("query engine error: {0}")]
-    Engine(String),
+    Engine(#[from] datafusion::error::DataFusionError),
+    /// Building or reading an Arrow batch failed.
+    #[error("query engine error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Encoding a closing's parts (offsets, certificate) as JSON failed.
+    #[error("encoding a closing as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A stored row of the lake (a closing, a billed invoice, an export column)
+    /// that does not have the shape allot wrote.
+    #[error("the lake holds a row allot cannot read: {0}")]
+    Stored(String),
     /// A SQL text that the sandbox refuses (SPEC §5.3); the message says why.
     #[error("{0}")]
     SqlRejected(String),
@@ -99,11 +102,6 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    /// Wraps an engine (DataFusion, Arrow) error.
-    pub fn engine(error: impl std::fmt::Display) -> QueryError {
-        QueryError::Engine(error.to_string())
-    }
-
     /// Whether the error is the caller's fault (bad input, exit status 2 / HTTP 400)
     /// rather than a failure of allot or the lake.
     pub fn is_bad_input(&self) -> bool {

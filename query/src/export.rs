@@ -10,8 +10,8 @@ use arrow::datatypes::{DataType, Decimal128Type, TimeUnit, TimestampMicrosecondT
 use datafusion::prelude::{col, lit};
 
 use crate::error::QueryError;
-use crate::lake::LakeSnapshot;
-use crate::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::snapshot::LakeSnapshot;
 
 /// The tenant's counted events, ordered by `ts` then `event_id`, as JSON Lines,
 /// and how many there are.
@@ -28,10 +28,10 @@ pub async fn events_jsonl(
             col("ts").sort(true, false),
             col("event_id").sort(true, false),
         ])
-        .map_err(QueryError::engine)?
+        .map_err(QueryError::from)?
         .collect()
         .await
-        .map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
     to_jsonl(&batches, write_events)
 }
 
@@ -48,10 +48,10 @@ pub async fn rejections_jsonl(
         .await?
         .filter(col("tenant_id").eq(lit(tenant)))
         .and_then(|f| f.sort(vec![col("source").sort(true, false)]))
-        .map_err(QueryError::engine)?
+        .map_err(QueryError::from)?
         .collect()
         .await
-        .map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
     to_jsonl(&batches, write_rejections)
 }
 
@@ -93,8 +93,8 @@ fn ts_text(micros: i64) -> String {
 fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, QueryError> {
     let found = batch
         .column_by_name(name)
-        .ok_or_else(|| QueryError::Engine(format!("the export lacks column {name}")))?;
-    arrow::compute::cast(found, to).map_err(|e| QueryError::Engine(format!("column {name}: {e}")))
+        .ok_or_else(|| QueryError::Stored(format!("the export lacks column {name}")))?;
+    arrow::compute::cast(found, to).map_err(|e| QueryError::Stored(format!("column {name}: {e}")))
 }
 
 /// Appends the rows of a `usage_events` batch to `out` as v1 JSON Lines.
@@ -143,10 +143,8 @@ fn write_events(batch: &RecordBatch, out: &mut String) -> Result<usize, QueryErr
             && map.is_valid(row)
         {
             let entries = map.value(row);
-            let keys =
-                arrow::compute::cast(entries.column(0), &utf8).map_err(QueryError::engine)?;
-            let vals =
-                arrow::compute::cast(entries.column(1), &utf8).map_err(QueryError::engine)?;
+            let keys = arrow::compute::cast(entries.column(0), &utf8).map_err(QueryError::from)?;
+            let vals = arrow::compute::cast(entries.column(1), &utf8).map_err(QueryError::from)?;
             let object: serde_json::Map<String, serde_json::Value> = (0..keys.len())
                 .map(|i| {
                     let key = keys.as_string::<i32>().value(i).to_string();

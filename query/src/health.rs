@@ -427,11 +427,11 @@ mod tests {
         // 1 h hold; r2's (900) is 2 h old and no longer held. Level 600 of a
         // 500 quota: 120.00 %, critical, even with no counter usage at all.
         let now = ts("2026-01-15T12:00:00Z");
-        let sample = |at: &str, value: &str| crate::pricing::GaugeSample {
+        let sample = |at: &str, value: &str| allot_schemas::gauge::GaugeSample {
             ts_micros: ts(at),
             value: d(value),
         };
-        let series = |resource: &str, samples| crate::pricing::GaugeSeries {
+        let series = |resource: &str, samples| allot_schemas::gauge::GaugeSeries {
             metric: "storage_bytes".to_string(),
             resource: Some(resource.to_string()),
             samples,

@@ -2,8 +2,8 @@
 //!
 //! DataFusion sessions over the `usage_events` Delta table, and the reports built
 //! on them (invoices, shared-cost allocation, noisy neighbours, tenant health,
-//! sandboxed SQL). It depends on the lake's contract in `allot-schemas`, never on
-//! Kafka, the collectors or the server.
+//! sandboxed SQL). It reads the lake through `allot-lake` and depends on the
+//! contract in `allot-schemas`, never on Kafka, the collectors or the server.
 //!
 //! The semantics of SPEC §4 live in plain, exact Rust over in-memory inputs, so
 //! the DataFusion layer only has to aggregate the lake into them:
@@ -16,40 +16,33 @@
 //! - [`noisy`]: per-bucket share and z-score against each tenant's baseline;
 //! - [`health`]: status and reasons, quota use, month-to-date cost and forecast.
 //!
-//!
-//! Over them sit the lake layer and the reports:
-//! - [`lake`]: the active files of each Delta table at its latest version;
-//! - [`provider`]: a DataFusion table over an explicit list of files (the
-//!   tenant-scoped table of SPEC §5.3 is one built from one tenant's files);
-//! - [`dedup`]: the dedup window, which copies of an event count;
-//! - [`session`]: DataFusion sessions with the deduplicated `usage_events`;
+//! Over them sit the reports, reading the lake through `allot-lake` (its
+//! snapshots, the dedup window and DataFusion sessions over the deduplicated
+//! `usage_events`):
 //! - [`usage`]: aggregations of the lake into the inputs of the semantics;
 //! - [`reports`]: invoices, allocation, noisy neighbours and health, for the CLI
 //!   and the API alike, and [`render`] for their CSV and JSON shapes;
 //! - [`sandbox`]: the SQL rules and limits of SPEC §5.3;
 //! - [`billed`] and [`closing`]: period close (SPEC §7) — invoices as billed
-//!   (draft or final, with adjustment lines), certificates, verify, margin.
+//!   (draft or final, with adjustment lines), certificates, verify, margin, and
+//!   [`close`], which commits a closing to the lake.
 //!
 //! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 
 pub mod allocation;
 pub mod billed;
+pub mod close;
 pub mod closing;
-pub mod dedup;
 pub mod error;
 pub mod export;
 pub mod health;
-pub mod lake;
 pub mod noisy;
 pub mod period;
 pub mod pricing;
-pub mod provider;
 pub mod render;
 pub mod reports;
-pub mod rollup;
 pub mod rounding;
 pub mod sandbox;
-pub mod session;
 #[cfg(test)]
 mod test_support;
 pub mod usage;

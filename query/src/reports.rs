@@ -14,21 +14,21 @@ use allot_schemas::time::MICROS_PER_DAY;
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::allocation::{AllocationRow, CostPool, allocate};
-use crate::dedup::DedupWindow;
+use allot_schemas::gauge::gauge_weighted_sum;
+
 use crate::error::QueryError;
 use crate::health::{
     HEALTH_WINDOW_MICROS, HealthInputs, TenantHealth, gauge_levels, tenant_health,
 };
-use crate::lake::LakeSnapshot;
 use crate::noisy::{NoisyParams, NoisyRow, noisy_neighbours};
 use crate::period::Period;
-use crate::pricing::{
-    Invoice, PriceBook, TenantUsage, gauge_weighted_sum, invoice_until, period_quantity,
-};
-use crate::session::{LakeSession, Scope, SessionLimits};
+use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quantity};
 use crate::usage::{
     UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days, gauge_series, rejected_counts,
 };
+use allot_lake::dedup::DedupWindow;
+use allot_lake::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::snapshot::LakeSnapshot;
 
 /// The configuration a report needs, resolved once.
 #[derive(Debug, Clone)]

@@ -32,11 +32,11 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::dedup::DedupWindow;
 use crate::error::QueryError;
-use crate::lake::LakeSnapshot;
 use crate::render::csv_field;
-use crate::session::{LakeSession, REJECTED_EVENTS, Scope, SessionLimits, USAGE_EVENTS};
+use allot_lake::dedup::DedupWindow;
+use allot_lake::session::{LakeSession, REJECTED_EVENTS, Scope, SessionLimits, USAGE_EVENTS};
+use allot_lake::snapshot::LakeSnapshot;
 
 /// The limits of one SQL query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,7 +294,7 @@ fn classify(error: DataFusionError, limits: &SqlLimits) -> QueryError {
         DataFusionError::Execution(message) if !message.contains("://") => {
             rejected(strip_prefixes(message))
         }
-        _ => QueryError::Engine(error.to_string()),
+        _ => QueryError::Engine(error),
     }
 }
 
@@ -373,7 +373,7 @@ fn append_rows(batch: &RecordBatch, rows: &mut Vec<Vec<Option<String>>>) -> Resu
         .iter()
         .map(|array| ArrayFormatter::try_new(array.as_ref(), &options))
         .collect::<Result<_, _>>()
-        .map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
     for row in 0..batch.num_rows() {
         rows.push(
             batch

@@ -34,11 +34,12 @@ use allot_schemas::time::{
 };
 
 use crate::error::QueryError;
-use crate::lake::partition_date;
 use crate::noisy::BucketUsage;
-use crate::pricing::{CounterDay, GaugeSample, GaugeSeries, HeldSum};
-use crate::rollup::PartitionKey;
-use crate::session::LakeSession;
+use crate::pricing::CounterDay;
+use allot_lake::rollup::PartitionKey;
+use allot_lake::session::LakeSession;
+use allot_lake::snapshot::partition_date;
+use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
 
 /// Which events of the session an aggregation reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -154,7 +155,7 @@ async fn split_usage(
     let mut raw = session
         .usage_events_where(|tenant, day| in_range(tenant, day) && !is_served(tenant, day))?
         .filter(with_filters(time_range(from, to)))
-        .map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
     // The edges of the served partitions, outside the inner span.
     let edges: Vec<(i64, i64)> = [(from, inner_from), (inner_to, to)]
         .into_iter()
@@ -175,8 +176,8 @@ async fn split_usage(
         let edge_rows = session
             .usage_events_where(|tenant, day| is_served(tenant, day) && touches_edge(day))?
             .filter(with_filters(in_edges))
-            .map_err(QueryError::engine)?;
-        raw = raw.union(edge_rows).map_err(QueryError::engine)?;
+            .map_err(QueryError::from)?;
+        raw = raw.union(edge_rows).map_err(QueryError::from)?;
     }
     let rollups = session
         .rollup_rows(&served)?
@@ -186,7 +187,7 @@ async fn split_usage(
                     .gt_eq(ts_lit(inner_from))
                     .and(col("start").lt(ts_lit(inner_to))),
             )
-            .map_err(QueryError::engine)
+            .map_err(QueryError::from)
         })
         .transpose()?;
     Ok(SplitUsage { raw, rollups })
@@ -209,15 +210,15 @@ impl SplitUsage {
     ) -> Result<DataFrame, QueryError> {
         let mut raw = self.raw;
         if let Some(metrics) = metrics {
-            raw = raw.filter(metric_in(metrics)).map_err(QueryError::engine)?;
+            raw = raw.filter(metric_in(metrics)).map_err(QueryError::from)?;
         }
-        let raw = raw.select(raw_columns).map_err(QueryError::engine)?;
+        let raw = raw.select(raw_columns).map_err(QueryError::from)?;
         match self.rollups {
             None => Ok(raw),
             Some(rollups) => hourly_rows(rollups, metrics)?
                 .select(rollup_columns)
                 .and_then(|rows| raw.union(rows))
-                .map_err(QueryError::engine),
+                .map_err(QueryError::from),
         }
     }
 }
@@ -228,16 +229,16 @@ fn hourly_rows(rollups: DataFrame, metrics: Option<&[String]>) -> Result<DataFra
     if let Some(metrics) = metrics {
         predicate = predicate.and(metric_in(metrics));
     }
-    rollups.filter(predicate).map_err(QueryError::engine)
+    rollups.filter(predicate).map_err(QueryError::from)
 }
 
 async fn collect(frame: DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
-    frame.collect().await.map_err(QueryError::engine)
+    frame.collect().await.map_err(QueryError::from)
 }
 
 /// Reads column `i` of `batch` as Arrow strings, whatever string type it has.
 fn strings(batch: &RecordBatch, i: usize) -> Result<ArrayRef, QueryError> {
-    arrow::compute::cast(batch.column(i), &DataType::Utf8).map_err(QueryError::engine)
+    arrow::compute::cast(batch.column(i), &DataType::Utf8).map_err(QueryError::from)
 }
 
 /// The first `N` columns of `batch` as Arrow strings.
@@ -254,7 +255,7 @@ fn decimals(batch: &RecordBatch, i: usize) -> Result<ArrayRef, QueryError> {
         batch.column(i),
         &DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE as i8),
     )
-    .map_err(QueryError::engine)
+    .map_err(QueryError::from)
 }
 
 fn timestamps(batch: &RecordBatch, i: usize) -> Result<ArrayRef, QueryError> {
@@ -262,7 +263,7 @@ fn timestamps(batch: &RecordBatch, i: usize) -> Result<ArrayRef, QueryError> {
         batch.column(i),
         &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
     )
-    .map_err(QueryError::engine)
+    .map_err(QueryError::from)
 }
 
 fn decimal_at(array: &ArrayRef, row: usize) -> BigDecimal {
@@ -310,7 +311,7 @@ pub async fn counter_days(
             vec![col("tenant_id"), col("metric"), col("day")],
             vec![sum(col("amount")).alias("raw_sum")],
         )
-        .map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
     for batch in collect(frame).await? {
         let (tenants, names, sums) = (
             strings(&batch, 0)?,
@@ -365,7 +366,7 @@ pub async fn gauge_series(
             .raw
             .filter(metric_in(metrics))
             .and_then(|f| f.select_columns(&["tenant_id", "metric", "resource", "ts", "value"]))
-            .map_err(QueryError::engine)?;
+            .map_err(QueryError::from)?;
         let mut key = String::new();
         fn series_of<'a>(
             series: &'a mut HashMap<String, Series>,
@@ -435,7 +436,7 @@ pub async fn gauge_series(
                         "last_value",
                     ])
                 })
-                .map_err(QueryError::engine)?;
+                .map_err(QueryError::from)?;
             for batch in collect(frame).await? {
                 let [tenants, names, resources] = leading_strings::<3>(&batch)?;
                 let starts = timestamps(&batch, 3)?;
@@ -541,7 +542,7 @@ pub async fn bucket_usage(
             ],
             vec![sum(col("amount")).alias("usage")],
         )
-        .map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
     for batch in collect(frame).await? {
         let (names, tenants, starts, sums) = (
             strings(&batch, 0)?,
@@ -607,7 +608,7 @@ pub async fn activity(
                 max(col("last")).alias("last"),
             ],
         )
-        .map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
     let mut by_tenant = BTreeMap::new();
     for batch in collect(frame).await? {
         let last = timestamps(&batch, 2)?;
@@ -631,7 +632,7 @@ pub async fn activity(
 fn tenant_counts(batch: &RecordBatch) -> Result<Vec<(usize, String, u64)>, QueryError> {
     let tenants = strings(batch, 0)?;
     let counts =
-        arrow::compute::cast(batch.column(1), &DataType::Int64).map_err(QueryError::engine)?;
+        arrow::compute::cast(batch.column(1), &DataType::Int64).map_err(QueryError::from)?;
     let counts = counts.as_primitive::<Int64Type>();
     Ok((0..batch.num_rows())
         .filter_map(|row| {
@@ -662,7 +663,7 @@ pub async fn rejected_counts(
                 .and(col("tenant_id").is_not_null()),
         )
         .and_then(|f| f.aggregate(vec![col("tenant_id")], vec![count(lit(1)).alias("n")]))
-        .map_err(QueryError::engine)?;
+        .map_err(QueryError::from)?;
     let mut by_tenant = BTreeMap::new();
     for batch in collect(frame).await? {
         for (_, tenant, count) in tenant_counts(&batch)? {

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod decimal;
 pub mod event;
+pub mod gauge;
 pub mod lake;
 pub mod reason;
 pub mod table_schema;

@@ -1,8 +1,8 @@
 //! `POST /v1/sql`: sandboxed SQL. A tenant token queries a table built from its
 //! own files only; admin queries every tenant; finance may not run SQL.
 
+use allot_lake::session::Scope;
 use allot_query::sandbox::run_sql;
-use allot_query::session::Scope;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::response::{IntoResponse, Response};

@@ -1,19 +1,12 @@
-//! Hourly rollups of `usage_events`: what they are computed from, and computing them.
-//!
-//! `usage_hourly` holds, per tenant-day partition, the hourly sums of every
-//! metric and the pre-weighted samples of every gauge (see
-//! `allot_schemas::table_schema::usage_hourly_schema`). Each row carries the
-//! *basis* it was computed from: a hash of the partition's active data files and
-//! of the catalog's gauge holds. A partition's rollups are used only while its
-//! basis is still the same, so a late file, a compaction or a new hold makes the
-//! reports read that partition's raw events again until compaction refreshes the
-//! rollups. The figures are the same either way; only the speed differs.
+//! Computing the rollup rows of tenant-day partitions from the deduplicated
+//! `usage_events` of a session.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use allot_schemas::config::{DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
+use allot_schemas::config::{MetricCatalog, MetricKind};
 use allot_schemas::decimal::VALUE_SCALE;
+use allot_schemas::gauge::{GaugeSample, weight_before_last};
 use allot_schemas::table_schema::{VALUE_PRECISION, usage_hourly_schema};
 use allot_schemas::time::{MICROS_PER_HOUR, day_start_micros, days_since_epoch};
 use arrow::array::{
@@ -31,87 +24,10 @@ use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::prelude::{col, lit};
 
-use crate::dedup::{DedupWindow, Neighbourhoods};
-use crate::error::QueryError;
-use crate::lake::{TableFiles, partition_date};
-use crate::pricing::{GaugeSample, weight_before_last};
+use super::basis::{PartitionKey, gauge_hold_micros};
+use crate::error::LakeError;
 use crate::session::LakeSession;
-
-/// A tenant-day partition of `usage_events`.
-pub type PartitionKey = (String, NaiveDate);
-
-/// FNV-1a, 64 bits: a hash that is the same in every build and on every machine.
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes.iter().chain([&0xff]) {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-/// What in the catalog the rollups depend on: the gauge metrics and their holds.
-pub fn catalog_fingerprint(catalog: &MetricCatalog) -> u64 {
-    let mut hash = Fnv::new();
-    hash.write(b"allot-usage-hourly-1");
-    for (name, spec) in catalog.iter() {
-        if spec.kind == MetricKind::Gauge {
-            hash.write(name.as_bytes());
-            hash.write(&gauge_hold_micros(spec.hold).to_le_bytes());
-        }
-    }
-    hash.0
-}
-
-/// A gauge's hold in microseconds (the default when the catalog names none).
-pub fn gauge_hold_micros(hold: Option<std::time::Duration>) -> i64 {
-    i64::try_from(hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros()).unwrap_or(i64::MAX)
-}
-
-/// The basis of every partition of `usage`: the catalog, the dedup window, the
-/// partition's active files and those of its neighbours that may hold an
-/// earlier copy of one of its events (see [`Neighbourhoods`]). Files ingested
-/// after all of a partition's rows do not change its basis: they cannot change
-/// which of its rows count.
-pub fn partition_bases(
-    usage: &TableFiles,
-    fingerprint: u64,
-    window: DedupWindow,
-) -> BTreeMap<PartitionKey, i64> {
-    let near = Neighbourhoods::of(&usage.files, window, |_, _| true);
-    let mut hashes: BTreeMap<PartitionKey, Fnv> = BTreeMap::new();
-    let start = || {
-        let mut hash = Fnv::new();
-        hash.write(&fingerprint.to_le_bytes());
-        hash.write(&window.micros().to_le_bytes());
-        hash
-    };
-    for file in &near.alone {
-        let Some(tenant) = &file.tenant_id else {
-            continue;
-        };
-        let mut hash = start();
-        hash.write(file.path.as_bytes());
-        hashes.insert((tenant.clone(), file.day), hash);
-    }
-    for (key, paths) in &near.neighbours {
-        let mut hash = start();
-        for path in paths {
-            hash.write(path.as_bytes());
-        }
-        hashes.insert(key.clone(), hash);
-    }
-    hashes
-        .into_iter()
-        .map(|(key, hash)| (key, hash.0 as i64))
-        .collect()
-}
+use crate::snapshot::partition_date;
 
 /// The rollup rows of the partitions of `bases` (read from the deduplicated
 /// `usage_events` of `session`), stamped with their bases; gauge rows for the
@@ -121,7 +37,7 @@ pub async fn rollup_rows(
     session: &LakeSession,
     catalog: &MetricCatalog,
     bases: &BTreeMap<PartitionKey, i64>,
-) -> Result<RecordBatch, QueryError> {
+) -> Result<RecordBatch, LakeError> {
     let mut rows = RollupRows::default();
     let epoch = lit(ScalarValue::TimestampMicrosecond(
         Some(0),
@@ -144,8 +60,8 @@ pub async fn rollup_rows(
                 max(col("ts")).alias("last_ts"),
             ],
         )
-        .map_err(QueryError::engine)?;
-    for batch in hourly.collect().await.map_err(QueryError::engine)? {
+        .map_err(LakeError::from)?;
+    for batch in hourly.collect().await.map_err(LakeError::from)? {
         let tenants = string_column(&batch, 0)?;
         let days = typed(&batch, 1, &DataType::Date32)?;
         let days = days.as_primitive::<Date32Type>();
@@ -191,10 +107,10 @@ pub async fn rollup_rows(
             .and_then(|f| {
                 f.select_columns(&["tenant_id", "day", "metric", "resource", "ts", "value"])
             })
-            .map_err(QueryError::engine)?;
+            .map_err(LakeError::from)?;
         type SeriesKey = (String, i32, String, Option<String>);
         let mut series: HashMap<SeriesKey, Vec<GaugeSample>> = HashMap::new();
-        for batch in samples.collect().await.map_err(QueryError::engine)? {
+        for batch in samples.collect().await.map_err(LakeError::from)? {
             let tenants = string_column(&batch, 0)?;
             let days = typed(&batch, 1, &DataType::Date32)?;
             let days = days.as_primitive::<Date32Type>();
@@ -260,14 +176,14 @@ fn scaled_decimal(value: &BigDecimal) -> Option<i128> {
     (scaled.unsigned_abs() < 10u128.pow(u32::from(VALUE_PRECISION))).then_some(scaled)
 }
 
-fn string_column(batch: &RecordBatch, i: usize) -> Result<StringArray, QueryError> {
+fn string_column(batch: &RecordBatch, i: usize) -> Result<StringArray, LakeError> {
     Ok(typed(batch, i, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
 /// Column `i` of `batch` as `data_type` (the engine may hand out another
 /// encoding of the same values, such as string views or dictionaries).
-fn typed(batch: &RecordBatch, i: usize, data_type: &DataType) -> Result<ArrayRef, QueryError> {
-    arrow::compute::cast(batch.column(i), data_type).map_err(QueryError::engine)
+fn typed(batch: &RecordBatch, i: usize, data_type: &DataType) -> Result<ArrayRef, LakeError> {
+    arrow::compute::cast(batch.column(i), data_type).map_err(LakeError::from)
 }
 
 fn utc_micros() -> DataType {
@@ -304,7 +220,7 @@ impl RollupRows {
 
     /// The rows as a `usage_hourly` batch; rows of partitions without a basis are
     /// dropped (there are none when the session read only `bases`' partitions).
-    fn into_batch(self, bases: &BTreeMap<PartitionKey, i64>) -> Result<RecordBatch, QueryError> {
+    fn into_batch(self, bases: &BTreeMap<PartitionKey, i64>) -> Result<RecordBatch, LakeError> {
         let rows: Vec<(RollupRow, i64)> = self
             .rows
             .into_iter()
@@ -313,11 +229,11 @@ impl RollupRows {
                 Some((row, basis))
             })
             .collect();
-        let decimal = |values: Vec<Option<i128>>| -> Result<ArrayRef, QueryError> {
+        let decimal = |values: Vec<Option<i128>>| -> Result<ArrayRef, LakeError> {
             Ok(Arc::new(
                 Decimal128Array::from(values)
                     .with_precision_and_scale(VALUE_PRECISION, VALUE_SCALE as i8)
-                    .map_err(QueryError::engine)?,
+                    .map_err(LakeError::from)?,
             ))
         };
         let micros = |values: Vec<i64>| -> ArrayRef {
@@ -349,7 +265,7 @@ impl RollupRows {
                 rows.iter().map(|(r, _)| days_since_epoch(r.day)),
             )),
         ];
-        RecordBatch::try_new(usage_hourly_schema(), columns).map_err(QueryError::engine)
+        RecordBatch::try_new(usage_hourly_schema(), columns).map_err(LakeError::from)
     }
 }
 

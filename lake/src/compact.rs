@@ -3,7 +3,7 @@
 //!
 //! The small files of a tenant-day partition (under half the configured target
 //! size) are merged into few large ones, and rows that do not count under the
-//! dedup window (see `allot_query::dedup`) are removed there: the query engine
+//! dedup window (see `crate::dedup`) are removed there: the query engine
 //! names the rows a copy ingested earlier beats, in every partition whose
 //! rollups are not current (new files in it, or earlier-ingested files in its
 //! neighbours within the window, since the last refresh); such a partition is
@@ -13,7 +13,7 @@
 //! is not read and written again on every run; only their event ids are read.
 //!
 //! A rewritten file keeps the dedup tags its sources vouch for (see
-//! `allot_query::dedup`): the newest source's `allot.version`; as
+//! `crate::dedup`): the newest source's `allot.version`; as
 //! `allot.checked_at` the version this run judged, when it judged the partition,
 //! else the oldest source's; the union of their `allot.ingested_at` bounds. A
 //! source without a tag leaves the file without it.
@@ -29,9 +29,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use allot_query::dedup::DedupWindow;
-use allot_query::lake::{LakeSnapshot, partition_date};
-use allot_query::session::{LakeSession, Scope, SessionLimits};
+use crate::dedup::DedupWindow;
+use crate::session::{LakeSession, Scope, SessionLimits};
+use crate::snapshot::{LakeSnapshot, partition_date};
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable};
 use allot_schemas::table_schema::usage_events_schema;
@@ -47,9 +47,9 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::IngestError;
-use crate::lake::{commit_actions, open_or_create_table, with_partition_values};
+use crate::error::LakeError;
 use crate::rollup::{RollupSummary, refresh_rollups};
+use crate::tables::{commit_actions, open_or_create_table, with_partition_values};
 use crate::telemetry;
 
 /// What a compaction run needs.
@@ -90,7 +90,7 @@ pub struct CompactSummary {
 pub async fn compact(
     options: CompactOptions,
     cancel: CancellationToken,
-) -> Result<CompactSummary, IngestError> {
+) -> Result<CompactSummary, LakeError> {
     compaction_pass(&options, &cancel, 0).await
 }
 
@@ -101,7 +101,7 @@ async fn compaction_pass(
     options: &CompactOptions,
     cancel: &CancellationToken,
     checkpoint_after: u64,
-) -> Result<CompactSummary, IngestError> {
+) -> Result<CompactSummary, LakeError> {
     let mut table = open_or_create_table(&options.lake, LakeTable::UsageEvents).await?;
     let mut summary = compact_table(&mut table, options, cancel).await?;
     summary.rollups =
@@ -117,12 +117,9 @@ const CHECKPOINT_EVERY_COMMITS: u64 = 100;
 /// Writes a checkpoint of `usage_events` (brought up to date first) unless the
 /// newest one is fewer than `min_commits` commits old. A checkpoint lets readers
 /// load the table from one Parquet file instead of replaying every commit.
-async fn write_checkpoint(table: &mut DeltaTable, min_commits: u64) -> Result<(), IngestError> {
+async fn write_checkpoint(table: &mut DeltaTable, min_commits: u64) -> Result<(), LakeError> {
     let name = LakeTable::UsageEvents.dir_name();
-    table
-        .update_state()
-        .await
-        .map_err(IngestError::lake(name))?;
+    table.update_state().await.map_err(LakeError::table(name))?;
     let version = table.version().unwrap_or(0);
     if min_commits > 0 {
         let last = table
@@ -146,7 +143,7 @@ async fn write_checkpoint(table: &mut DeltaTable, min_commits: u64) -> Result<()
     }
     deltalake::checkpoints::create_checkpoint(table, None)
         .await
-        .map_err(IngestError::lake(name))
+        .map_err(LakeError::table(name))
 }
 
 /// Background compaction inside a collector: what to compact, and how often.
@@ -203,7 +200,7 @@ pub async fn compact_table(
     table: &mut DeltaTable,
     options: &CompactOptions,
     cancel: &CancellationToken,
-) -> Result<CompactSummary, IngestError> {
+) -> Result<CompactSummary, LakeError> {
     let result = compact_partitions(table, options, cancel).await;
     let summary = result.as_ref().cloned().unwrap_or_default();
     telemetry::record_compaction(
@@ -277,13 +274,10 @@ async fn compact_partitions(
     table: &mut DeltaTable,
     options: &CompactOptions,
     cancel: &CancellationToken,
-) -> Result<CompactSummary, IngestError> {
+) -> Result<CompactSummary, LakeError> {
     let (target_file_bytes, min_files) = (options.target_file_bytes, options.min_files);
     let name = LakeTable::UsageEvents.dir_name();
-    table
-        .update_state()
-        .await
-        .map_err(IngestError::lake(name))?;
+    table.update_state().await.map_err(LakeError::table(name))?;
     let Judged {
         mut beaten,
         version: judged_version,
@@ -293,7 +287,7 @@ async fn compact_partitions(
     let mut by_partition: BTreeMap<(String, String), PartitionFiles> = BTreeMap::new();
     for file in table
         .snapshot()
-        .map_err(IngestError::lake(name))?
+        .map_err(LakeError::table(name))?
         .log_data()
         .iter()
     {
@@ -378,10 +372,10 @@ async fn compact_partitions(
 pub const COMPACTION_APP_ID: &str = "allot-compaction";
 
 /// Whether a compaction commit lost a race with another commit.
-fn is_commit_conflict(err: &IngestError) -> bool {
+fn is_commit_conflict(err: &LakeError) -> bool {
     matches!(
         err,
-        IngestError::Lake {
+        LakeError::Table {
             source: deltalake::DeltaTableError::Transaction {
                 source: TransactionError::CommitConflict(_)
                     | TransactionError::VersionAlreadyExists(_)
@@ -402,11 +396,11 @@ fn parse_day(day: &str) -> Option<i32> {
 /// or their neighbours since the last refresh) that the dedup window rejects, as
 /// the query engine judges them for every report. Partitions with current
 /// rollups were judged, and their rejected rows removed, by an earlier run.
-async fn beaten_rows(options: &CompactOptions) -> Result<Judged, IngestError> {
+async fn beaten_rows(options: &CompactOptions) -> Result<Judged, LakeError> {
     let snapshot = match LakeSnapshot::load(&options.lake).await {
         Ok(snapshot) => snapshot,
-        Err(allot_query::QueryError::NoLake) => return Ok(Judged::default()),
-        Err(e) => return Err(e.into()),
+        Err(LakeError::NoLake) => return Ok(Judged::default()),
+        Err(e) => return Err(e),
     };
     let limits = SessionLimits {
         dedup_window: options.dedup_window,
@@ -429,10 +423,10 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Judged, IngestError> {
     };
     let batches = frame
         .select_columns(&["tenant_id", "day", "event_id", "ingested_at", "source"])
-        .map_err(allot_query::QueryError::engine)?
+        .map_err(LakeError::from)?
         .collect()
         .await
-        .map_err(allot_query::QueryError::engine)?;
+        .map_err(LakeError::from)?;
     for batch in batches {
         let column =
             |i: usize, to: &arrow::datatypes::DataType| arrow::compute::cast(batch.column(i), to);
@@ -478,14 +472,14 @@ async fn compact_partition(
     rejected: &HashSet<RowKey>,
     target_file_bytes: u64,
     tags: DedupTags,
-) -> Result<(u64, u64), IngestError> {
+) -> Result<(u64, u64), LakeError> {
     let name = LakeTable::UsageEvents.dir_name();
     let store = table.log_store().object_store(None);
     let schema = usage_events_schema();
     let mut kept_ids: HashSet<String> = HashSet::new();
     for remove in &files.large {
         let path = deltalake::Path::from(remove.path.as_str());
-        crate::writer::read_string_column(store.clone(), &path, "event_id", |id| {
+        crate::data_file::read_string_column(store.clone(), &path, "event_id", |id| {
             kept_ids.insert(id.to_string());
         })
         .await?;
@@ -494,7 +488,7 @@ async fn compact_partition(
     let mut batches = Vec::new();
     for remove in removes {
         let path = deltalake::Path::from(remove.path.as_str());
-        let file_error = |source| IngestError::LakeFile {
+        let file_error = |source| LakeError::File {
             path: remove.path.clone(),
             source,
         };
@@ -522,12 +516,12 @@ async fn compact_partition(
     let (kept, duplicates) = first_ingested_per_event(&all, &kept_ids, rejected)?;
 
     let mut writer = RecordBatchWriter::for_table(table)
-        .map_err(IngestError::lake(name))?
+        .map_err(LakeError::table(name))?
         .with_target_file_size(target_file_bytes);
     if kept.num_rows() > 0 {
-        writer.write(kept).await.map_err(IngestError::lake(name))?;
+        writer.write(kept).await.map_err(LakeError::table(name))?;
     }
-    let adds = writer.flush().await.map_err(IngestError::lake(name))?;
+    let adds = writer.flush().await.map_err(LakeError::table(name))?;
     let added = adds.len() as u64;
     // `dataChange` false even when duplicates were dropped: the rows removed repeat
     // events the table still holds, and collectors appending meanwhile (whose
@@ -571,7 +565,7 @@ fn first_ingested_per_event(
     batch: &RecordBatch,
     kept_ids: &HashSet<String>,
     rejected: &HashSet<RowKey>,
-) -> Result<(RecordBatch, u64), IngestError> {
+) -> Result<(RecordBatch, u64), LakeError> {
     let ids = batch
         .column_by_name("event_id")
         .expect("schema")

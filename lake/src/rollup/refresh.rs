@@ -12,10 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use allot_query::dedup::DedupWindow;
-use allot_query::lake::LakeSnapshot;
-use allot_query::rollup::{catalog_fingerprint, partition_bases, rollup_rows};
-use allot_query::session::{LakeSession, Scope, SessionLimits};
+use crate::dedup::DedupWindow;
+use crate::rollup::{catalog_fingerprint, partition_bases, rollup_rows};
+use crate::session::{LakeSession, Scope, SessionLimits};
+use crate::snapshot::LakeSnapshot;
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{HOURLY_PARTITION_COLUMNS, usage_hourly_schema};
@@ -23,8 +23,8 @@ use deltalake::kernel::{Action, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
-use crate::error::IngestError;
-use crate::lake::{commit_actions, open_or_create_table};
+use crate::error::LakeError;
+use crate::tables::{commit_actions, open_or_create_table};
 
 /// The `txn` app id of every rollup commit.
 pub const ROLLUP_APP_ID: &str = "allot-rollups";
@@ -46,17 +46,17 @@ pub async fn refresh_rollups(
     location: &LakeLocation,
     catalog: &MetricCatalog,
     window: DedupWindow,
-) -> Result<RollupSummary, IngestError> {
+) -> Result<RollupSummary, LakeError> {
     let name = LakeTable::UsageHourly.dir_name();
     let mut table = open_or_create_table(location, LakeTable::UsageHourly).await?;
     let snapshot = match LakeSnapshot::load(location).await {
         Ok(snapshot) => snapshot,
-        Err(allot_query::QueryError::NoLake) => return Ok(RollupSummary::default()),
-        Err(e) => return Err(e.into()),
+        Err(LakeError::NoLake) => return Ok(RollupSummary::default()),
+        Err(e) => return Err(e),
     };
     // The snapshot of the rollups must be the one whose files this commit removes.
     if table.version() != snapshot.hourly.version {
-        return Err(IngestError::RollupRaced);
+        return Err(LakeError::RollupRaced);
     }
     let bases = partition_bases(&snapshot.usage, catalog_fingerprint(catalog), window);
     let limits = SessionLimits {
@@ -87,27 +87,24 @@ pub async fn refresh_rollups(
         .collect();
     let mut batches = vec![fresh];
     if let Some(frame) = all.rollup_rows(&kept)? {
-        let kept_batches = frame
-            .collect()
-            .await
-            .map_err(allot_query::QueryError::engine)?;
+        let kept_batches = frame.collect().await.map_err(LakeError::from)?;
         for batch in kept_batches {
             batches.push(
                 batch
                     .with_schema(usage_hourly_schema())
-                    .map_err(allot_query::QueryError::engine)?,
+                    .map_err(LakeError::from)?,
             );
         }
     }
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
 
-    let mut writer = RecordBatchWriter::for_table(&table).map_err(IngestError::lake(name))?;
+    let mut writer = RecordBatchWriter::for_table(&table).map_err(LakeError::table(name))?;
     for batch in batches {
         if batch.num_rows() > 0 {
-            writer.write(batch).await.map_err(IngestError::lake(name))?;
+            writer.write(batch).await.map_err(LakeError::table(name))?;
         }
     }
-    let adds = writer.flush().await.map_err(IngestError::lake(name))?;
+    let adds = writer.flush().await.map_err(LakeError::table(name))?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut actions: Vec<Action> = snapshot
         .hourly

@@ -12,43 +12,17 @@
 //! revision before it (none for revision 0): of two closes of the same month
 //! racing on several machines, exactly one commits, the other fails fenced.
 
-use allot_query::closing::{ClosePlan, allocations_batch, closing_batch, invoices_batch};
+use allot_lake::append::{LogAppender, append_batch};
 use allot_schemas::lake::{LakeLocation, LakeTable, closing_app_id};
-use arrow::array::RecordBatch;
 use deltalake::kernel::Transaction;
-use deltalake::writer::DeltaWriter;
 
-use crate::append::LogAppender;
-use crate::error::IngestError;
-
-fn batch_error(e: allot_query::QueryError) -> IngestError {
-    IngestError::Worker(format!("building the closing's rows: {e}"))
-}
-
-/// Writes `batch` as files of `table` and commits them, fenced on `txns`.
-pub(crate) async fn append_batch(
-    location: &LakeLocation,
-    table: LakeTable,
-    batch: RecordBatch,
-    txns: Vec<Transaction>,
-    expected: &[(String, Option<i64>)],
-) -> Result<u64, IngestError> {
-    let mut appender = LogAppender::open(location, table).await?;
-    let name = appender.name();
-    let mut writer = appender.file_writer()?;
-    let adds = if batch.num_rows() > 0 {
-        writer.write(batch).await.map_err(IngestError::lake(name))?;
-        writer.flush().await.map_err(IngestError::lake(name))?
-    } else {
-        Vec::new()
-    };
-    appender.append(adds, txns, expected).await
-}
+use crate::closing::{ClosePlan, allocations_batch, closing_batch, invoices_batch};
+use crate::error::QueryError;
 
 /// Commits `plan`: invoices, allocation, then the closings row (see the module
-/// docs). Fails with [`IngestError::Fenced`] when another close of the month
+/// docs). Fails with [`allot_lake::LakeError::Fenced`] when another close of the month
 /// committed this revision first. Returns the `closings` table version.
-pub async fn commit_closing(location: &LakeLocation, plan: &ClosePlan) -> Result<u64, IngestError> {
+pub async fn commit_closing(location: &LakeLocation, plan: &ClosePlan) -> Result<u64, QueryError> {
     let closing = &plan.closing;
     let app_id = closing_app_id(&closing.month.to_string());
     let before = (closing.revision > 0).then(|| i64::from(closing.revision) - 1);
@@ -60,20 +34,20 @@ pub async fn commit_closing(location: &LakeLocation, plan: &ClosePlan) -> Result
     append_batch(
         location,
         LakeTable::Invoices,
-        invoices_batch(plan).map_err(batch_error)?,
+        invoices_batch(plan)?,
         Vec::new(),
         &[],
     )
     .await?;
-    if let Some(batch) = allocations_batch(plan).map_err(batch_error)? {
+    if let Some(batch) = allocations_batch(plan)? {
         append_batch(location, LakeTable::Allocations, batch, Vec::new(), &[]).await?;
     }
-    append_batch(
+    Ok(append_batch(
         location,
         LakeTable::Closings,
-        closing_batch(closing).map_err(batch_error)?,
+        closing_batch(closing)?,
         vec![Transaction::new(&app_id, i64::from(closing.revision))],
         &[(app_id.clone(), before)],
     )
-    .await
+    .await?)
 }

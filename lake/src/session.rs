@@ -32,10 +32,10 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col};
 use url::Url;
 
 use crate::dedup::{DedupWindow, Neighbourhoods, Outcome, checked_rows, usage_table};
-use crate::error::QueryError;
-use crate::lake::{LakeFile, LakeSnapshot, TableFiles, partition_date};
+use crate::error::LakeError;
 use crate::provider::LakeFilesTable;
 use crate::rollup::{PartitionKey, catalog_fingerprint, partition_bases};
+use crate::snapshot::{LakeFile, LakeSnapshot, TableFiles, partition_date};
 
 /// Whose data a session may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl LakeSession {
         snapshot: &LakeSnapshot,
         scope: &Scope,
         limits: &SessionLimits,
-    ) -> Result<LakeSession, QueryError> {
+    ) -> Result<LakeSession, LakeError> {
         let snapshot = match scope {
             Scope::AllTenants => snapshot.clone(),
             Scope::Tenant(tenant) => snapshot.for_tenant(tenant),
@@ -102,7 +102,7 @@ impl LakeSession {
                     DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
                 );
         }
-        let runtime = runtime.build_arc().map_err(QueryError::engine)?;
+        let runtime = runtime.build_arc().map_err(LakeError::from)?;
         let mut config = SessionConfig::new()
             .with_information_schema(false)
             .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -122,7 +122,7 @@ impl LakeSession {
             |_, _| true,
         )?;
         ctx.register_table(USAGE_EVENTS, usage.into_view())
-            .map_err(QueryError::engine)?;
+            .map_err(LakeError::from)?;
         if *scope == Scope::AllTenants {
             let rejected_url = register_store(&ctx, &snapshot.rejected)?;
             let rejected = LakeFilesTable::new(
@@ -132,7 +132,7 @@ impl LakeSession {
                 snapshot.rejected.files.clone(),
             );
             ctx.register_table(REJECTED_EVENTS, Arc::new(rejected))
-                .map_err(QueryError::engine)?;
+                .map_err(LakeError::from)?;
         }
         Ok(LakeSession {
             ctx,
@@ -150,7 +150,7 @@ impl LakeSession {
         &mut self,
         hourly: &TableFiles,
         catalog: &MetricCatalog,
-    ) -> Result<(), QueryError> {
+    ) -> Result<(), LakeError> {
         if hourly.files.is_empty() || self.usage.files.is_empty() {
             return Ok(());
         }
@@ -172,20 +172,20 @@ impl LakeSession {
             .ctx
             .read_table(hourly_table(&url, files.clone()))
             .and_then(|f| f.aggregate(vec![col("tenant_id"), col("day"), col("basis")], Vec::new()))
-            .map_err(QueryError::engine)?
+            .map_err(LakeError::from)?
             .collect()
             .await
-            .map_err(QueryError::engine)?;
+            .map_err(LakeError::from)?;
         let mut current = BTreeMap::new();
         for batch in recorded {
-            let tenants = arrow::compute::cast(batch.column(0), &DataType::Utf8)
-                .map_err(QueryError::engine)?;
+            let tenants =
+                arrow::compute::cast(batch.column(0), &DataType::Utf8).map_err(LakeError::from)?;
             let tenants = tenants.as_string::<i32>();
             let days = arrow::compute::cast(batch.column(1), &DataType::Date32)
-                .map_err(QueryError::engine)?;
+                .map_err(LakeError::from)?;
             let days = days.as_primitive::<Date32Type>();
-            let recorded_bases = arrow::compute::cast(batch.column(2), &DataType::Int64)
-                .map_err(QueryError::engine)?;
+            let recorded_bases =
+                arrow::compute::cast(batch.column(2), &DataType::Int64).map_err(LakeError::from)?;
             let recorded_bases = recorded_bases.as_primitive::<Int64Type>();
             for row in 0..batch.num_rows() {
                 let key = (
@@ -216,7 +216,7 @@ impl LakeSession {
     pub fn usage_events_where(
         &self,
         keep: impl Fn(&str, NaiveDate) -> bool,
-    ) -> Result<DataFrame, QueryError> {
+    ) -> Result<DataFrame, LakeError> {
         usage_events_frame(
             &self.ctx,
             &self.usage.files,
@@ -231,7 +231,7 @@ impl LakeSession {
     pub fn beaten_events_where(
         &self,
         keep: impl Fn(&str, NaiveDate) -> bool,
-    ) -> Result<Option<DataFrame>, QueryError> {
+    ) -> Result<Option<DataFrame>, LakeError> {
         let near = Neighbourhoods::of(&self.usage.files, self.dedup_window, keep);
         if near.checked.is_empty() {
             return Ok(None);
@@ -256,7 +256,7 @@ impl LakeSession {
     pub fn rollup_rows(
         &self,
         partitions: &BTreeMap<PartitionKey, i64>,
-    ) -> Result<Option<DataFrame>, QueryError> {
+    ) -> Result<Option<DataFrame>, LakeError> {
         let Some(rollups) = &self.rollups else {
             return Ok(None);
         };
@@ -289,8 +289,8 @@ impl LakeSession {
                 Arc::new(Int64Array::from_iter_values(partitions.values().copied())),
             ],
         )
-        .map_err(QueryError::engine)?;
-        let wanted = self.ctx.read_batch(wanted).map_err(QueryError::engine)?;
+        .map_err(LakeError::from)?;
+        let wanted = self.ctx.read_batch(wanted).map_err(LakeError::from)?;
         let wanted_key: Vec<&str> = wanted_key.iter().map(String::as_str).collect();
         let schema = usage_hourly_schema();
         self.ctx
@@ -298,7 +298,7 @@ impl LakeSession {
             .and_then(|f| f.join(wanted, JoinType::LeftSemi, &key, &wanted_key, None))
             .and_then(|f| select_schema(f, &schema))
             .map(Some)
-            .map_err(QueryError::engine)
+            .map_err(LakeError::from)
     }
 
     /// The DataFusion context.
@@ -307,19 +307,16 @@ impl LakeSession {
     }
 
     /// The deduplicated `usage_events` table as a DataFrame.
-    pub async fn usage_events(&self) -> Result<DataFrame, QueryError> {
-        self.ctx
-            .table(USAGE_EVENTS)
-            .await
-            .map_err(QueryError::engine)
+    pub async fn usage_events(&self) -> Result<DataFrame, LakeError> {
+        self.ctx.table(USAGE_EVENTS).await.map_err(LakeError::from)
     }
 
     /// The `rejected_events` table (all-tenant sessions only).
-    pub async fn rejected_events(&self) -> Result<DataFrame, QueryError> {
+    pub async fn rejected_events(&self) -> Result<DataFrame, LakeError> {
         self.ctx
             .table(REJECTED_EVENTS)
             .await
-            .map_err(QueryError::engine)
+            .map_err(LakeError::from)
     }
 }
 
@@ -330,11 +327,11 @@ fn select_schema(frame: DataFrame, schema: &Schema) -> datafusion::error::Result
 }
 
 /// Registers the table's object store under its own URL scheme and returns it.
-fn register_store(ctx: &SessionContext, files: &TableFiles) -> Result<ObjectStoreUrl, QueryError> {
+fn register_store(ctx: &SessionContext, files: &TableFiles) -> Result<ObjectStoreUrl, LakeError> {
     let text = format!("allot-{}://lake/", files.table.dir_name().replace('_', "-"));
-    let url = Url::parse(&text).map_err(|e| QueryError::Engine(e.to_string()))?;
+    let url = Url::parse(&text)?;
     ctx.register_object_store(&url, files.store.clone());
-    ObjectStoreUrl::parse(&text).map_err(QueryError::engine)
+    ObjectStoreUrl::parse(&text).map_err(LakeError::from)
 }
 
 fn hourly_table(store: &ObjectStoreUrl, files: Vec<LakeFile>) -> Arc<LakeFilesTable> {
@@ -354,14 +351,14 @@ fn usage_events_frame(
     store: &ObjectStoreUrl,
     window: DedupWindow,
     keep: impl Fn(&str, NaiveDate) -> bool,
-) -> Result<DataFrame, QueryError> {
+) -> Result<DataFrame, LakeError> {
     let near = Neighbourhoods::of(files, window, keep);
     let alone = ctx
         .read_table(usage_table(store, near.alone.clone()))
-        .map_err(QueryError::engine)?;
+        .map_err(LakeError::from)?;
     if near.checked.is_empty() {
         return Ok(alone);
     }
     let counted = checked_rows(ctx, store, &near, window, Outcome::Counted)?;
-    alone.union(counted).map_err(QueryError::engine)
+    alone.union(counted).map_err(LakeError::from)
 }

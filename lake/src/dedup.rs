@@ -40,10 +40,10 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, ExprFunctionExt, JoinType};
 use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 
-use crate::error::QueryError;
-use crate::lake::LakeFile;
+use crate::error::LakeError;
 use crate::provider::LakeFilesTable;
 use crate::rollup::PartitionKey;
+use crate::snapshot::LakeFile;
 
 /// The dedup window: copies whose `ts` are less than this apart are one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,12 +235,12 @@ pub(crate) fn checked_rows(
     near: &Neighbourhoods,
     window: DedupWindow,
     outcome: Outcome,
-) -> Result<DataFrame, QueryError> {
+) -> Result<DataFrame, LakeError> {
     let key = ["tenant_id", "event_id"];
     let other = |c: &str| format!("{OTHER_PREFIX}{c}");
     let lookup = ctx
         .read_table(usage_table(store, near.lookup.clone()))
-        .map_err(QueryError::engine)?;
+        .map_err(LakeError::from)?;
     // Ids present more than once among the neighbours: a hash aggregate.
     let repeated = lookup
         .clone()
@@ -256,12 +256,12 @@ pub(crate) fn checked_rows(
                     .collect::<Vec<_>>(),
             )
         })
-        .map_err(QueryError::engine)?;
+        .map_err(LakeError::from)?;
     let other_key: Vec<String> = key.iter().map(|c| other(c)).collect();
     let other_key: Vec<&str> = other_key.iter().map(String::as_str).collect();
     let targets = ctx
         .read_table(usage_table(store, near.checked.clone()))
-        .map_err(QueryError::engine)?;
+        .map_err(LakeError::from)?;
     let micros = |c: &str| cast(col(c), DataType::Int64);
     // The copies of repeated ids, as the other side of the check.
     let copies = lookup
@@ -275,7 +275,7 @@ pub(crate) fn checked_rows(
                 col("source").alias(other("source")),
             ])
         })
-        .map_err(QueryError::engine)?;
+        .map_err(LakeError::from)?;
     let ingested_before = |c: &str| col(other(c)).lt(micros(c));
     let same = |c: &str| col(other(c)).eq(micros(c));
     let earlier = ingested_before("ingested_at")
@@ -296,14 +296,14 @@ pub(crate) fn checked_rows(
     let candidates = targets
         .clone()
         .join(repeated.clone(), JoinType::LeftSemi, &key, &other_key, None)
-        .map_err(QueryError::engine)?;
+        .map_err(LakeError::from)?;
     let schema = usage_events_schema();
     let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     match outcome {
         Outcome::Counted => {
             let once = targets
                 .join(repeated, JoinType::LeftAnti, &key, &other_key, None)
-                .map_err(QueryError::engine)?;
+                .map_err(LakeError::from)?;
             // Rows equal in every part of the order (the same file's rows listed
             // twice) beat neither: one of them is kept.
             let copy_number = row_number()
@@ -314,7 +314,7 @@ pub(crate) fn checked_rows(
                         .collect(),
                 )
                 .build()
-                .map_err(QueryError::engine)?
+                .map_err(LakeError::from)?
                 .alias(COPIES);
             candidates
                 .join_on(copies, JoinType::LeftAnti, on)
@@ -322,12 +322,12 @@ pub(crate) fn checked_rows(
                 .and_then(|f| f.filter(col(COPIES).eq(lit(1u64))))
                 .and_then(|f| f.select_columns(&columns))
                 .and_then(|f| once.union(f))
-                .map_err(QueryError::engine)
+                .map_err(LakeError::from)
         }
         Outcome::Beaten => candidates
             .join_on(copies, JoinType::LeftSemi, on)
             .and_then(|f| f.select_columns(&columns))
-            .map_err(QueryError::engine),
+            .map_err(LakeError::from),
     }
 }
 

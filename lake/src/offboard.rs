@@ -30,9 +30,9 @@ use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::TryStreamExt;
 
-use crate::error::IngestError;
-use crate::lake::{commit_actions, open_or_create_table, with_partition_values};
-use crate::writer::{open_lake_parquet, read_string_column};
+use crate::data_file::{open_lake_parquet, read_string_column};
+use crate::error::LakeError;
+use crate::tables::{commit_actions, open_or_create_table, with_partition_values};
 
 /// What `delete_tenant` is asked to do.
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ impl DeleteSummary {
 
 /// Erases `options.tenant` from `usage_events`, `rejected_events` and
 /// `usage_hourly`, and records it in `audit`; see the module docs.
-pub async fn delete_tenant(options: &DeleteOptions) -> Result<DeleteSummary, IngestError> {
+pub async fn delete_tenant(options: &DeleteOptions) -> Result<DeleteSummary, LakeError> {
     // Files written from here on may be another writer's commit in flight.
     let started = chrono::Utc::now();
     let mut summary = DeleteSummary {
@@ -124,14 +124,11 @@ pub async fn delete_tenant(options: &DeleteOptions) -> Result<DeleteSummary, Ing
 async fn active_paths(
     table: &mut DeltaTable,
     name: &'static str,
-) -> Result<HashSet<String>, IngestError> {
-    table
-        .update_state()
-        .await
-        .map_err(IngestError::lake(name))?;
+) -> Result<HashSet<String>, LakeError> {
+    table.update_state().await.map_err(LakeError::table(name))?;
     Ok(table
         .snapshot()
-        .map_err(IngestError::lake(name))?
+        .map_err(LakeError::table(name))?
         .log_data()
         .iter()
         .map(|file| file.object_store_path().to_string())
@@ -143,12 +140,12 @@ async fn stored_files(
     store: &dyn ObjectStore,
     prefix: Option<&deltalake::Path>,
     name: &'static str,
-) -> Result<Vec<ObjectMeta>, IngestError> {
+) -> Result<Vec<ObjectMeta>, LakeError> {
     let listed: Vec<ObjectMeta> = store
         .list(prefix)
         .try_collect()
         .await
-        .map_err(|e| IngestError::lake(name)(e.into()))?;
+        .map_err(|e| LakeError::table(name)(e.into()))?;
     Ok(listed
         .into_iter()
         .filter(|meta| meta.location.as_ref().ends_with(".parquet"))
@@ -159,7 +156,7 @@ async fn stored_files(
 async fn erase_partitions(
     options: &DeleteOptions,
     started: chrono::DateTime<chrono::Utc>,
-) -> Result<TableErasure, IngestError> {
+) -> Result<TableErasure, LakeError> {
     let name = LakeTable::UsageEvents.dir_name();
     let mut table = open_or_create_table(&options.lake, LakeTable::UsageEvents).await?;
     let mut erasure = TableErasure::default();
@@ -167,7 +164,7 @@ async fn erase_partitions(
     let mut removed = HashSet::new();
     for file in table
         .snapshot()
-        .map_err(IngestError::lake(name))?
+        .map_err(LakeError::table(name))?
         .log_data()
         .iter()
     {
@@ -210,7 +207,7 @@ async fn erase_rows(
     options: &DeleteOptions,
     which: LakeTable,
     started: chrono::DateTime<chrono::Utc>,
-) -> Result<TableErasure, IngestError> {
+) -> Result<TableErasure, LakeError> {
     let name = which.dir_name();
     let schema = match which {
         LakeTable::UsageHourly => usage_hourly_schema(),
@@ -221,10 +218,10 @@ async fn erase_rows(
     let mut erasure = TableErasure::default();
     let mut actions = Vec::new();
     let mut removed = HashSet::new();
-    let mut writer = RecordBatchWriter::for_table(&table).map_err(IngestError::lake(name))?;
+    let mut writer = RecordBatchWriter::for_table(&table).map_err(LakeError::table(name))?;
     let files: Vec<_> = table
         .snapshot()
-        .map_err(IngestError::lake(name))?
+        .map_err(LakeError::table(name))?
         .log_data()
         .iter()
         .map(|file| {
@@ -240,7 +237,7 @@ async fn erase_rows(
             continue;
         }
         let builder = open_lake_parquet(&store, &path).await?;
-        let reader = builder.build().map_err(|source| IngestError::LakeFile {
+        let reader = builder.build().map_err(|source| LakeError::File {
             path: path.to_string(),
             source,
         })?;
@@ -249,7 +246,7 @@ async fn erase_rows(
             let (kept, dropped) = without_tenant(&batch, &options.tenant)?;
             erasure.rows += dropped;
             if kept.num_rows() > 0 && !options.dry_run {
-                writer.write(kept).await.map_err(IngestError::lake(name))?;
+                writer.write(kept).await.map_err(LakeError::table(name))?;
             }
         }
         erasure.files_removed += 1;
@@ -257,7 +254,7 @@ async fn erase_rows(
         actions.push(Action::Remove(remove));
     }
     if !options.dry_run && !actions.is_empty() {
-        let adds = writer.flush().await.map_err(IngestError::lake(name))?;
+        let adds = writer.flush().await.map_err(LakeError::table(name))?;
         actions.extend(adds.into_iter().map(Action::Add));
         let operation = DeltaOperation::Delete {
             predicate: Some(format!("tenant_id = '{}'", options.tenant)),
@@ -282,14 +279,14 @@ async fn holds_tenant(
     store: &deltalake::logstore::ObjectStoreRef,
     path: &deltalake::Path,
     tenant: &str,
-) -> Result<bool, IngestError> {
+) -> Result<bool, LakeError> {
     let mut found = false;
     read_string_column(store.clone(), path, "tenant_id", |t| found |= t == tenant).await?;
     Ok(found)
 }
 
 /// The rows of `batch` of other tenants, and how many of `tenant`'s were dropped.
-fn without_tenant(batch: &RecordBatch, tenant: &str) -> Result<(RecordBatch, u64), IngestError> {
+fn without_tenant(batch: &RecordBatch, tenant: &str) -> Result<(RecordBatch, u64), LakeError> {
     let tenants = arrow::compute::cast(
         batch.column_by_name("tenant_id").ok_or_else(|| {
             arrow::error::ArrowError::SchemaError("no tenant_id column".to_string())
@@ -314,7 +311,7 @@ async fn delete_erased(
     options: &DeleteOptions,
     erasure: &mut TableErasure,
     name: &'static str,
-) -> Result<(), IngestError> {
+) -> Result<(), LakeError> {
     if meta.last_modified >= started {
         erasure.files_left += 1;
         return Ok(());
@@ -323,7 +320,7 @@ async fn delete_erased(
         store
             .delete(&meta.location)
             .await
-            .map_err(|e| IngestError::lake(name)(e.into()))?;
+            .map_err(|e| LakeError::table(name)(e.into()))?;
     }
     erasure.files_deleted += 1;
     Ok(())
@@ -334,7 +331,7 @@ async fn record_audit(
     options: &DeleteOptions,
     at: chrono::DateTime<chrono::Utc>,
     summary: &DeleteSummary,
-) -> Result<u64, IngestError> {
+) -> Result<u64, LakeError> {
     let column = |value: String| std::sync::Arc::new(StringArray::from(vec![value])) as _;
     let row = RecordBatch::try_new(
         allot_schemas::table_schema::audit_schema(),
@@ -346,5 +343,5 @@ async fn record_audit(
             column(summary.to_json().to_string()),
         ],
     )?;
-    crate::close::append_batch(&options.lake, LakeTable::Audit, row, Vec::new(), &[]).await
+    crate::append::append_batch(&options.lake, LakeTable::Audit, row, Vec::new(), &[]).await
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use allot_query::lake::table_builder;
+use crate::snapshot::table_builder;
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
@@ -25,7 +25,7 @@ use deltalake::logstore::LogStoreRef;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
-use crate::error::IngestError;
+use crate::error::LakeError;
 
 /// The two tables a file backfill writes, loaded with their file lists (its
 /// duplicate check reads the files of the partitions it writes to).
@@ -39,7 +39,7 @@ pub struct LakeTables {
 impl LakeTables {
     /// Opens the lake's tables, creating them (and, for a local lake, its
     /// directories) when they do not exist yet.
-    pub async fn open_or_create(location: &LakeLocation) -> Result<LakeTables, IngestError> {
+    pub async fn open_or_create(location: &LakeLocation) -> Result<LakeTables, LakeError> {
         Ok(LakeTables {
             usage: open_or_create_table(location, LakeTable::UsageEvents).await?,
             rejected: open_or_create_table(location, LakeTable::RejectedEvents).await?,
@@ -51,12 +51,12 @@ impl LakeTables {
 pub(crate) async fn open_or_create_table(
     location: &LakeLocation,
     table: LakeTable,
-) -> Result<DeltaTable, IngestError> {
+) -> Result<DeltaTable, LakeError> {
     let mut delta = DeltaTable::new(ensure_table(location, table).await?);
     delta
         .load()
         .await
-        .map_err(IngestError::lake(table.dir_name()))?;
+        .map_err(LakeError::table(table.dir_name()))?;
     Ok(delta)
 }
 
@@ -66,17 +66,17 @@ pub(crate) async fn open_or_create_table(
 pub(crate) async fn ensure_table(
     location: &LakeLocation,
     table: LakeTable,
-) -> Result<LogStoreRef, IngestError> {
+) -> Result<LogStoreRef, LakeError> {
     let name = table.dir_name();
     location.ensure_local_dirs()?;
     let delta = table_builder(location, table)
         .and_then(DeltaTableBuilder::build)
-        .map_err(IngestError::lake(name))?;
+        .map_err(LakeError::table(name))?;
     let log_store = delta.log_store();
     if log_store
         .is_delta_table_location()
         .await
-        .map_err(IngestError::lake(name))?
+        .map_err(LakeError::table(name))?
     {
         return Ok(log_store);
     }
@@ -92,7 +92,7 @@ pub(crate) async fn ensure_table(
     let columns: StructType = schema
         .as_ref()
         .try_into_kernel()
-        .map_err(|e| IngestError::lake(name)(DeltaTableError::from(e)))?;
+        .map_err(|e| LakeError::table(name)(DeltaTableError::from(e)))?;
     let created = delta
         .create()
         .with_table_name(name)
@@ -104,7 +104,7 @@ pub(crate) async fn ensure_table(
         Ok(_) => Ok(log_store),
         // Another writer may have created it at the same moment.
         Err(_) if log_store.is_delta_table_location().await.unwrap_or(false) => Ok(log_store),
-        Err(err) => Err(IngestError::lake(name)(err)),
+        Err(err) => Err(LakeError::table(name)(err)),
     }
 }
 
@@ -115,13 +115,13 @@ pub(crate) async fn commit_actions(
     name: &'static str,
     actions: Vec<Action>,
     operation: DeltaOperation,
-) -> Result<u64, IngestError> {
-    let snapshot = table.snapshot().map_err(IngestError::lake(name))?;
+) -> Result<u64, LakeError> {
+    let snapshot = table.snapshot().map_err(LakeError::table(name))?;
     let finalized = CommitBuilder::default()
         .with_actions(actions)
         .build(Some(snapshot), table.log_store(), operation)
         .await
-        .map_err(IngestError::lake(name))?;
+        .map_err(LakeError::table(name))?;
     table.state = Some(finalized.snapshot());
     Ok(finalized.version())
 }
@@ -133,7 +133,7 @@ pub(crate) fn with_partition_values(
     batch: &RecordBatch,
     partition: &HashMap<String, Option<String>>,
     schema: &SchemaRef,
-) -> Result<RecordBatch, IngestError> {
+) -> Result<RecordBatch, LakeError> {
     let rows = batch.num_rows();
     let missing = |name: &str| {
         arrow::error::ArrowError::SchemaError(format!("data file lacks column {name}"))

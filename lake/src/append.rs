@@ -25,17 +25,18 @@
 use std::collections::HashMap;
 
 use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable};
+use arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::logstore::CommitOrBytes;
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::RecordBatchWriter;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{BlindDeltaTable, DeltaTableError};
 use serde::Deserialize;
 
-use crate::error::IngestError;
-use crate::lake::ensure_table;
+use crate::error::LakeError;
+use crate::tables::ensure_table;
 
 /// Appends to one Delta table of the lake; see the module docs.
 pub struct LogAppender {
@@ -51,12 +52,12 @@ pub struct LogAppender {
 impl LogAppender {
     /// Opens `table` of the lake, creating it when it does not exist yet. Only the
     /// table's metadata is read, never its file list.
-    pub async fn open(location: &LakeLocation, table: LakeTable) -> Result<Self, IngestError> {
+    pub async fn open(location: &LakeLocation, table: LakeTable) -> Result<Self, LakeError> {
         let name = table.dir_name();
         let log_store = ensure_table(location, table).await?;
         let table = BlindDeltaTable::try_new_with_log_store(log_store)
             .await
-            .map_err(IngestError::lake(name))?;
+            .map_err(LakeError::table(name))?;
         Ok(LogAppender {
             name,
             read_through: table.version(),
@@ -71,31 +72,31 @@ impl LogAppender {
     }
 
     /// A Parquet writer for this table's files (the files are not committed).
-    pub fn file_writer(&self) -> Result<RecordBatchWriter, IngestError> {
-        RecordBatchWriter::for_blind_appends(&self.table).map_err(IngestError::lake(self.name))
+    pub fn file_writer(&self) -> Result<RecordBatchWriter, LakeError> {
+        RecordBatchWriter::for_blind_appends(&self.table).map_err(LakeError::table(self.name))
     }
 
     /// The offsets the table records now for `app_ids` (`None`: none yet).
     pub async fn recorded_offsets(
         &mut self,
         app_ids: &[String],
-    ) -> Result<Vec<Option<i64>>, IngestError> {
+    ) -> Result<Vec<Option<i64>>, LakeError> {
         self.read_offsets(app_ids).await?;
         self.catch_up().await?;
         Ok(app_ids.iter().map(|id| self.offsets[id]).collect())
     }
 
-    /// Fails with [`IngestError::Fenced`] unless the table, as of its newest
+    /// Fails with [`LakeError::Fenced`] unless the table, as of its newest
     /// commit, records exactly the `expected` offset for each app id.
     pub async fn check_offsets(
         &mut self,
         expected: &[(String, Option<i64>)],
-    ) -> Result<(), IngestError> {
+    ) -> Result<(), LakeError> {
         let ids: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
         let recorded = self.recorded_offsets(&ids).await?;
         for ((app_id, offset), recorded) in expected.iter().zip(recorded) {
             if recorded != *offset {
-                return Err(IngestError::Fenced(format!(
+                return Err(LakeError::Fenced(format!(
                     "{app_id}: the lake records offset {recorded:?}, this batch started after {offset:?}"
                 )));
             }
@@ -105,13 +106,13 @@ impl LogAppender {
 
     /// Commits `adds` and `txns` as one append, provided the table still records
     /// the `expected` offset for each app id; otherwise fails with
-    /// [`IngestError::Fenced`] and the files are never referenced.
+    /// [`LakeError::Fenced`] and the files are never referenced.
     pub async fn append(
         &mut self,
         adds: Vec<Add>,
         txns: Vec<Transaction>,
         expected: &[(String, Option<i64>)],
-    ) -> Result<u64, IngestError> {
+    ) -> Result<u64, LakeError> {
         let partition_by = self.table.metadata().partition_columns().to_vec();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -165,7 +166,7 @@ impl LogAppender {
                     let _ = log_store
                         .abort_commit_entry(version, entry, operation_id)
                         .await;
-                    return Err(IngestError::lake(self.name)(err.into()));
+                    return Err(LakeError::table(self.name)(err.into()));
                 }
             }
         }
@@ -173,10 +174,10 @@ impl LogAppender {
 
     /// The log entry of one commit attempt: its bytes, or on stores without
     /// put-if-absent a temporary file that the commit renames.
-    async fn commit_entry(&self, commit: &CommitData) -> Result<CommitOrBytes, IngestError> {
+    async fn commit_entry(&self, commit: &CommitData) -> Result<CommitOrBytes, LakeError> {
         let bytes = commit
             .get_bytes()
-            .map_err(|e| IngestError::lake(self.name)(e.into()))?;
+            .map_err(|e| LakeError::table(self.name)(e.into()))?;
         let log_store = self.table.log_store();
         if ["DefaultLogStore", "LakeFSLogStore"].contains(&log_store.name().as_str()) {
             return Ok(CommitOrBytes::LogBytes(bytes));
@@ -189,13 +190,13 @@ impl LogAppender {
             .object_store(None)
             .put(&path, bytes.into())
             .await
-            .map_err(|e| IngestError::lake(self.name)(e.into()))?;
+            .map_err(|e| LakeError::table(self.name)(e.into()))?;
         Ok(CommitOrBytes::TmpCommit(path))
     }
 
     /// Reads the offsets of app ids not known yet, as of `read_through`, from the
     /// log (checkpoint and commits) without materializing the file list.
-    async fn read_offsets(&mut self, app_ids: &[String]) -> Result<(), IngestError> {
+    async fn read_offsets(&mut self, app_ids: &[String]) -> Result<(), LakeError> {
         let missing: Vec<String> = app_ids
             .iter()
             .filter(|id| !self.offsets.contains_key(*id))
@@ -225,33 +226,33 @@ impl LogAppender {
                 .collect::<Result<Vec<_>, delta_kernel::Error>>()
         })
         .await
-        .map_err(|e| IngestError::Worker(e.to_string()))?
-        .map_err(|e| IngestError::lake(self.name)(DeltaTableError::from(e)))?;
+        .map_err(|e| LakeError::Worker(e.to_string()))?
+        .map_err(|e| LakeError::table(self.name)(DeltaTableError::from(e)))?;
         self.offsets.extend(read);
         Ok(())
     }
 
     /// Reads the commits other writers made since `read_through`.
-    async fn catch_up(&mut self) -> Result<(), IngestError> {
+    async fn catch_up(&mut self) -> Result<(), LakeError> {
         let log_store = self.table.log_store();
         let latest = log_store
             .get_latest_version(self.read_through)
             .await
-            .map_err(IngestError::lake(self.name))?;
+            .map_err(LakeError::table(self.name))?;
         let mut metadata_changed = false;
         for version in self.read_through + 1..=latest {
             let commit = log_store
                 .read_commit_entry(version)
                 .await
-                .map_err(IngestError::lake(self.name))?
+                .map_err(LakeError::table(self.name))?
                 .ok_or_else(|| {
-                    IngestError::lake(self.name)(DeltaTableError::Generic(format!(
+                    LakeError::table(self.name)(DeltaTableError::Generic(format!(
                         "commit {version} is listed but cannot be read"
                     )))
                 })?;
             for line in commit.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let action: LogLine = serde_json::from_slice(line).map_err(|e| {
-                    IngestError::lake(self.name)(DeltaTableError::Generic(format!(
+                    LakeError::table(self.name)(DeltaTableError::Generic(format!(
                         "commit {version}: {e}"
                     )))
                 })?;
@@ -267,7 +268,7 @@ impl LogAppender {
         if metadata_changed {
             self.table = BlindDeltaTable::try_new_with_log_store(log_store)
                 .await
-                .map_err(IngestError::lake(self.name))?;
+                .map_err(LakeError::table(self.name))?;
         }
         Ok(())
     }
@@ -288,4 +289,24 @@ struct LogLine {
 struct TxnLine {
     app_id: String,
     version: i64,
+}
+
+/// Writes `batch` as files of `table` and commits them, fenced on `txns`.
+pub async fn append_batch(
+    location: &LakeLocation,
+    table: LakeTable,
+    batch: RecordBatch,
+    txns: Vec<Transaction>,
+    expected: &[(String, Option<i64>)],
+) -> Result<u64, LakeError> {
+    let mut appender = LogAppender::open(location, table).await?;
+    let name = appender.name();
+    let mut writer = appender.file_writer()?;
+    let adds = if batch.num_rows() > 0 {
+        writer.write(batch).await.map_err(LakeError::table(name))?;
+        writer.flush().await.map_err(LakeError::table(name))?
+    } else {
+        Vec::new()
+    };
+    appender.append(adds, txns, expected).await
 }

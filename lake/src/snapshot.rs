@@ -20,7 +20,7 @@ use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt};
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::error::QueryError;
+use crate::error::LakeError;
 
 /// A builder for one table of the lake, with the lake's object-store settings:
 /// the one way allot opens a Delta table, so that every command reaches an
@@ -66,9 +66,8 @@ impl LakeFile {
 }
 
 /// The date of a stored `day` value (Arrow `Date32`), or an error naming it.
-pub fn partition_date(days: i32) -> Result<NaiveDate, QueryError> {
-    date_of_epoch_days(days)
-        .ok_or_else(|| QueryError::Engine(format!("day {days} (since 1970) is out of range")))
+pub fn partition_date(days: i32) -> Result<NaiveDate, LakeError> {
+    date_of_epoch_days(days).ok_or(LakeError::DayOutOfRange(days))
 }
 
 /// The active files of one table at one version.
@@ -132,7 +131,7 @@ impl LakeSnapshot {
     /// Reads the latest version of both tables. A lake without any table yet is
     /// an error (nothing was ever ingested there); a missing `rejected_events`
     /// alone reads as empty.
-    pub async fn load(location: &LakeLocation) -> Result<LakeSnapshot, QueryError> {
+    pub async fn load(location: &LakeLocation) -> Result<LakeSnapshot, LakeError> {
         LakeSnapshot::load_at(location, None).await
     }
 
@@ -142,10 +141,10 @@ impl LakeSnapshot {
     pub async fn load_at(
         location: &LakeLocation,
         usage_version: Option<u64>,
-    ) -> Result<LakeSnapshot, QueryError> {
+    ) -> Result<LakeSnapshot, LakeError> {
         let usage = load_table_at(location, LakeTable::UsageEvents, usage_version).await?;
         if usage.version.is_none() {
-            return Err(QueryError::NoLake);
+            return Err(LakeError::NoLake);
         }
         let rejected = load_table(location, LakeTable::RejectedEvents).await?;
         let hourly = load_table(location, LakeTable::UsageHourly).await?;
@@ -172,7 +171,7 @@ impl LakeSnapshot {
     }
 }
 
-async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFiles, QueryError> {
+async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFiles, LakeError> {
     load_table_at(location, table, None).await
 }
 
@@ -182,8 +181,8 @@ async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFi
 pub async fn read_small_table(
     location: &LakeLocation,
     table: LakeTable,
-) -> Result<Vec<RecordBatch>, QueryError> {
-    let lake_error = |message: String| QueryError::Lake {
+) -> Result<Vec<RecordBatch>, LakeError> {
+    let lake_error = |message: String| LakeError::Unreadable {
         table: table.dir_name(),
         message,
     };
@@ -235,9 +234,9 @@ pub async fn txn_offsets(
     location: &LakeLocation,
     version: u64,
     app_ids: &[String],
-) -> Result<BTreeMap<String, i64>, QueryError> {
+) -> Result<BTreeMap<String, i64>, LakeError> {
     let table = LakeTable::UsageEvents;
-    let lake_error = |e: deltalake::DeltaTableError| QueryError::Lake {
+    let lake_error = |e: deltalake::DeltaTableError| LakeError::Unreadable {
         table: table.dir_name(),
         message: e.to_string(),
     };
@@ -264,8 +263,8 @@ async fn load_table_at(
     location: &LakeLocation,
     table: LakeTable,
     version: Option<u64>,
-) -> Result<TableFiles, QueryError> {
-    let lake_error = |e: deltalake::DeltaTableError| QueryError::Lake {
+) -> Result<TableFiles, LakeError> {
+    let lake_error = |e: deltalake::DeltaTableError| LakeError::Unreadable {
         table: table.dir_name(),
         message: e.to_string(),
     };
@@ -315,7 +314,7 @@ async fn load_table_at(
             .flatten()
             .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok());
         let Some(day) = day else {
-            return Err(QueryError::Lake {
+            return Err(LakeError::Unreadable {
                 table: table.dir_name(),
                 message: "a data file has no valid `day` partition value".to_string(),
             });
@@ -324,7 +323,7 @@ async fn load_table_at(
             LakeTable::UsageEvents => match values.get("tenant_id").cloned().flatten() {
                 Some(tenant) => Some(tenant),
                 None => {
-                    return Err(QueryError::Lake {
+                    return Err(LakeError::Unreadable {
                         table: table.dir_name(),
                         message: "a data file has no `tenant_id` partition value".to_string(),
                     });

@@ -27,7 +27,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 
-use crate::lake::LakeFile;
+use crate::snapshot::LakeFile;
 
 /// A read-only table over a fixed set of Parquet files of one lake table.
 pub struct LakeFilesTable {

@@ -1,0 +1,37 @@
+//! allot-lake: everything that knows the lake's Delta tables.
+//!
+//! The layout and Arrow schemas are the contract in `allot-schemas`; this crate
+//! is the code over them, and the only crate that opens a Delta table:
+//! - [`snapshot`]: the active files of each table at one version, and the one
+//!   way to open a table ([`snapshot::table_builder`]);
+//! - [`tables`]: creating tables on first use and committing maintenance actions;
+//! - [`append`]: appending to a table without loading its file list, fenced on
+//!   `txn` offsets, and [`data_file`] for reading one Parquet file of the lake;
+//! - [`dedup`]: the dedup window (SPEC §1.4), which copies of an event count;
+//! - [`provider`] and [`session`]: DataFusion tables over explicit file lists
+//!   and sessions with the deduplicated `usage_events`;
+//! - [`rollup`]: the hourly rollups, their basis, computing and refreshing them;
+//! - [`compact`], [`vacuum`] and [`offboard`]: maintenance and erasure.
+//!
+//! `allot-ingest` writes new events through it and `allot-query` reads through
+//! it; neither reaches the tables another way (see the README's architecture
+//! section, which `scripts/check-deps` holds to the manifests).
+
+pub mod append;
+pub mod compact;
+pub mod data_file;
+pub mod dedup;
+pub mod error;
+pub mod offboard;
+pub mod provider;
+pub mod rollup;
+pub mod session;
+pub mod snapshot;
+pub mod tables;
+pub mod telemetry;
+pub mod vacuum;
+
+pub use compact::{CompactOptions, CompactSummary, compact};
+pub use error::LakeError;
+pub use offboard::{DeleteOptions, DeleteSummary, delete_tenant};
+pub use vacuum::{VacuumOptions, VacuumSummary, vacuum};
