@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use allot_schemas::reason::ReasonCode;
 
-use crate::writer::{AppendOutcome, PartitionKey};
+use allot_schemas::lake::TenantDay;
+
+use crate::writer::AppendOutcome;
 
 /// Totals of an ingest run.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,7 +24,7 @@ pub struct IngestSummary {
     /// Blank lines skipped.
     pub blank_lines: u64,
     /// Tenant-day partitions that received events.
-    pub partitions: BTreeSet<PartitionKey>,
+    pub partitions: BTreeSet<TenantDay>,
     /// Wall time of the run.
     pub elapsed: Duration,
 }

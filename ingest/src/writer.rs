@@ -18,10 +18,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable, usage_partition_dir};
+use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable, TenantDay, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
-use allot_schemas::time::{date_of_epoch_days, epoch_day_of_micros};
+use allot_schemas::time::{date_of_epoch_days, days_since_epoch, epoch_day_of_micros};
 use arrow::array::{Array, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::Date32Type;
@@ -42,9 +42,6 @@ use crate::error::IngestError;
 use crate::telemetry::FlushCounts;
 use allot_lake::append::LogAppender;
 use allot_lake::tables::LakeTables;
-
-/// A tenant-day partition of `usage_events`: tenant id and days since the epoch.
-pub type PartitionKey = (String, i32);
 
 /// Most event ids a backfill keeps in its duplicate cache before the least
 /// recently touched tenants are dropped.
@@ -82,7 +79,7 @@ pub struct AppendOutcome {
     /// Blank lines skipped.
     pub blank_lines: u64,
     /// Tenant-day partitions that received events.
-    pub partitions: BTreeSet<PartitionKey>,
+    pub partitions: BTreeSet<TenantDay>,
     /// The `usage_events` version committed, if anything was written.
     pub usage_version: Option<u64>,
     /// Accepted and rejected events per tenant, for the collector's metrics.
@@ -238,7 +235,7 @@ impl LakeWriter {
             tracing::error!("test hook: aborting between writing files and committing them");
             std::process::abort();
         }
-        let paths: Vec<(PartitionKey, String)> = adds
+        let paths: Vec<(TenantDay, String)> = adds
             .iter()
             .filter_map(|add| Some((add_partition(add)?, add.path.clone())))
             .collect();
@@ -309,10 +306,12 @@ impl LakeWriter {
             Dedup::Table { tables, .. } => {
                 // Every day within reach: a day known now may be evicted before
                 // its tenant's turn.
-                let reachable: Vec<PartitionKey> = by_tenant
+                let reachable: Vec<TenantDay> = by_tenant
                     .iter()
                     .flat_map(|(tenant, _, lo, hi)| {
-                        wanted(*lo, *hi).map(move |day| (tenant.clone(), day))
+                        wanted(*lo, *hi)
+                            .filter_map(date_of_epoch_days)
+                            .map(move |day| TenantDay::new(tenant.clone(), day))
                     })
                     .collect();
                 Some(partition_files(tables, &reachable).await?)
@@ -333,7 +332,11 @@ impl LakeWriter {
                 let seen_before =
                     written.has_any(&tenant, rows.iter().map(|&r| event_ids.value(r)));
                 for day in wanted(lo, hi) {
-                    let key = (tenant.clone(), day);
+                    // A day no date can name holds no file.
+                    let Some(date) = date_of_epoch_days(day) else {
+                        continue;
+                    };
+                    let key = TenantDay::new(tenant.clone(), date);
                     let current = lake.files.get(&key).map_or(&[][..], Vec::as_slice);
                     if known.knows_day(&key, current)
                         || (!seen_before && written.wrote_all(current))
@@ -357,7 +360,9 @@ impl LakeWriter {
             ids.keep_days(wanted(lo, hi));
             for row in rows {
                 if ids.insert(event_ids.value(row), times.value(row)) {
-                    stats.touched.insert((tenant.clone(), days.value(row)));
+                    if let Some(date) = date_of_epoch_days(days.value(row)) {
+                        stats.touched.insert(TenantDay::new(tenant.clone(), date));
+                    }
                 } else {
                     keep[row] = false;
                     stats.duplicates += 1;
@@ -426,21 +431,21 @@ impl LakeWriter {
 /// The files of some partitions of `usage_events` at one version.
 struct LakeFiles {
     store: deltalake::logstore::ObjectStoreRef,
-    files: HashMap<PartitionKey, Vec<deltalake::Path>>,
+    files: HashMap<TenantDay, Vec<deltalake::Path>>,
     version: u64,
 }
 
 /// The table's files of `partitions` (brought up to date first), and its store.
 async fn partition_files(
     tables: &mut LakeTables,
-    partitions: &[PartitionKey],
+    partitions: &[TenantDay],
 ) -> Result<LakeFiles, IngestError> {
     let name = LakeTable::UsageEvents.dir_name();
-    let wanted: HashMap<String, &PartitionKey> = partitions
+    let wanted: HashMap<String, &TenantDay> = partitions
         .iter()
-        .map(|key| (partition_dir(&key.0, key.1), key))
+        .map(|key| (partition_dir(key), key))
         .collect();
-    let mut files: HashMap<PartitionKey, Vec<deltalake::Path>> = HashMap::new();
+    let mut files: HashMap<TenantDay, Vec<deltalake::Path>> = HashMap::new();
     tables
         .usage
         .update_state()
@@ -468,7 +473,7 @@ async fn partition_files(
 /// Counts gathered while deduplicating one batch.
 #[derive(Default)]
 struct PartitionStats {
-    touched: BTreeSet<PartitionKey>,
+    touched: BTreeSet<TenantDay>,
     duplicates: u64,
     /// The table version a backfill checked the batch against (its files are
     /// tagged with it); `None` for a collector, which does not read the table.
@@ -476,11 +481,8 @@ struct PartitionStats {
 }
 
 /// The directory of a tenant-day partition, as Delta writes it.
-fn partition_dir(tenant: &str, day: i32) -> String {
-    let date = date_of_epoch_days(day)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_default();
-    usage_partition_dir(tenant, &date).unwrap_or_default()
+fn partition_dir(key: &TenantDay) -> String {
+    usage_partition_dir(&key.tenant_id, &key.day.format("%Y-%m-%d").to_string()).unwrap_or_default()
 }
 
 /// The earliest and latest `ingested_at` of a `usage_events` batch: bounds for
@@ -782,10 +784,10 @@ impl KnownEventIds {
     }
 
     /// Whether every copy of the tenant-day is known, its files being `current`.
-    fn knows_day(&self, (tenant, day): &PartitionKey, current: &[deltalake::Path]) -> bool {
+    fn knows_day(&self, key: &TenantDay, current: &[deltalake::Path]) -> bool {
         self.tenants
-            .get(tenant)
-            .and_then(|t| t.days.get(day))
+            .get(&key.tenant_id)
+            .and_then(|t| t.days.get(&days_since_epoch(key.day)))
             .is_some_and(|known| {
                 known.len() == current.len() && current.iter().all(|p| known.contains(p.as_ref()))
             })
@@ -793,11 +795,11 @@ impl KnownEventIds {
 
     /// Records a file written to a tenant-day whose copies are known (its rows
     /// were added when they were checked).
-    fn add_file(&mut self, (tenant, day): &PartitionKey, path: String) {
+    fn add_file(&mut self, key: &TenantDay, path: String) {
         if let Some(known) = self
             .tenants
-            .get_mut(tenant)
-            .and_then(|t| t.days.get_mut(day))
+            .get_mut(&key.tenant_id)
+            .and_then(|t| t.days.get_mut(&days_since_epoch(key.day)))
         {
             known.insert(path);
         }
@@ -899,11 +901,11 @@ impl WrittenIds {
 }
 
 /// The tenant-day of an added `usage_events` file, from its partition values.
-fn add_partition(add: &Add) -> Option<PartitionKey> {
+fn add_partition(add: &Add) -> Option<TenantDay> {
     let tenant = add.partition_values.get("tenant_id")?.clone()?;
     let day = add.partition_values.get("day")?.as_deref()?;
     let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
-    Some((tenant, allot_schemas::time::days_since_epoch(date)))
+    Some(TenantDay::new(tenant, date))
 }
 
 /// A tenant-day read from the lake: its files and the copies (id, `ts`) in them.
@@ -1019,11 +1021,9 @@ mod tests {
 
     #[test]
     fn partition_dirs_match_delta_layout() {
-        assert_eq!(partition_dir("acme", 0), "tenant_id=acme/day=1970-01-01");
-        assert_eq!(
-            partition_dir("acme", 20513),
-            "tenant_id=acme/day=2026-03-01"
-        );
+        let key = |days| TenantDay::new("acme", date_of_epoch_days(days).unwrap());
+        assert_eq!(partition_dir(&key(0)), "tenant_id=acme/day=1970-01-01");
+        assert_eq!(partition_dir(&key(20513)), "tenant_id=acme/day=2026-03-01");
     }
 
     #[test]
@@ -1040,7 +1040,7 @@ mod tests {
             assert!(a.insert("y", 45 * DAY));
         }
         known.advance();
-        let a10 = ("a".to_string(), 10);
+        let a10 = TenantDay::new("a", date_of_epoch_days(10).unwrap());
         assert!(known.knows_day(&a10, &paths(&["f1"])));
         // Another writer's file on the day: the cached copies are no longer all.
         assert!(!known.knows_day(&a10, &paths(&["f1", "f2"])));

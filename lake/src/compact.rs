@@ -33,7 +33,7 @@ use crate::dedup::DedupWindow;
 use crate::session::{LakeSession, Scope, SessionLimits};
 use crate::snapshot::{LakeSnapshot, partition_date};
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable};
+use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable, TenantDay};
 use allot_schemas::table_schema::usage_events_schema;
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
@@ -267,7 +267,7 @@ struct Judged {
     /// The table version judged (`None`: no table yet).
     version: Option<u64>,
     /// The partitions not judged: their rollups were current.
-    current: BTreeSet<(String, chrono::NaiveDate)>,
+    current: BTreeSet<TenantDay>,
 }
 
 async fn compact_partitions(
@@ -334,7 +334,7 @@ async fn compact_partitions(
         // Every file listed here was in the table this run judged (listed first),
         // so a partition it judged is checked as of that version.
         let judged = partition_date(day_number)
-            .is_ok_and(|date| !current.contains(&(tenant_id.clone(), date)));
+            .is_ok_and(|date| !current.contains(&TenantDay::new(tenant_id.clone(), date)));
         let tags = files.rewritten_tags(judged_version.filter(|_| judged));
         let compacted = compact_partition(
             table,
@@ -412,7 +412,7 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Judged, LakeError> {
         .await?;
     let current = session.current_rollups().clone();
     let frame = session
-        .beaten_events_where(|tenant, day| !current.contains_key(&(tenant.to_string(), day)))?;
+        .beaten_events_where(|tenant, day| !current.contains_key(&TenantDay::new(tenant, day)))?;
     let mut judged = Judged {
         beaten: Beaten::new(),
         version: snapshot.usage.version,

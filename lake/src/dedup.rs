@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allot_schemas::config::DEFAULT_DEDUP_WINDOW;
+use allot_schemas::lake::TenantDay;
 use allot_schemas::table_schema::{USAGE_PARTITION_COLUMNS, usage_events_schema};
 use allot_schemas::time::MICROS_PER_DAY;
 use arrow::datatypes::DataType;
@@ -42,7 +43,6 @@ use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 
 use crate::error::LakeError;
 use crate::provider::LakeFilesTable;
-use crate::rollup::PartitionKey;
 use crate::snapshot::LakeFile;
 
 /// The dedup window: copies whose `ts` are less than this apart are one event.
@@ -96,7 +96,7 @@ pub struct Neighbourhoods {
     pub lookup: Vec<LakeFile>,
     /// Per checked partition, its neighbours' paths (its own files first), for
     /// the rollup basis.
-    pub neighbours: BTreeMap<PartitionKey, Vec<String>>,
+    pub neighbours: BTreeMap<TenantDay, Vec<String>>,
 }
 
 /// A partition of the scope: its files (a range of the sorted file list) and the
@@ -183,7 +183,7 @@ impl Neighbourhoods {
                 .map(|f| files[f].path.clone())
                 .collect();
             out.neighbours
-                .insert((partition.tenant.to_string(), partition.day), paths);
+                .insert(TenantDay::new(partition.tenant, partition.day), paths);
         }
         out.lookup = lookup.into_iter().map(|i| files[i].clone()).collect();
         out
@@ -385,9 +385,9 @@ mod tests {
         assert_eq!(paths(&near.checked), ["a2", "a3x", "a3y"]);
         assert_eq!(paths(&near.lookup), ["a1", "a2", "a3x", "a3y"]);
         let day = |d| NaiveDate::from_ymd_opt(2026, 10, d).unwrap();
-        assert_eq!(near.neighbours[&("a".to_string(), day(2))], ["a2", "a1"]);
+        assert_eq!(near.neighbours[&TenantDay::new("a", day(2))], ["a2", "a1"]);
         assert_eq!(
-            near.neighbours[&("a".to_string(), day(3))],
+            near.neighbours[&TenantDay::new("a", day(3))],
             ["a3x", "a3y", "a1", "a2"]
         );
         let only_a1 = Neighbourhoods::of(&files, DedupWindow::default(), |t, d| {
@@ -420,7 +420,7 @@ mod tests {
         assert_eq!(paths(&near.alone), ["a1"]);
         assert_eq!(paths(&near.checked), ["a2", "a3", "a4"]);
         assert_eq!(
-            near.neighbours[&("a".to_string(), day(2))],
+            near.neighbours[&TenantDay::new("a", day(2))],
             ["a2", "a1", "a4"]
         );
 

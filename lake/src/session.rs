@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use allot_schemas::config::MetricCatalog;
+use allot_schemas::lake::TenantDay;
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, rejected_events_schema,
     usage_hourly_schema,
@@ -34,7 +35,7 @@ use url::Url;
 use crate::dedup::{DedupWindow, Neighbourhoods, Outcome, checked_rows, usage_table};
 use crate::error::LakeError;
 use crate::provider::LakeFilesTable;
-use crate::rollup::{PartitionKey, catalog_fingerprint, partition_bases};
+use crate::rollup::{catalog_fingerprint, partition_bases};
 use crate::snapshot::{LakeFile, LakeSnapshot, TableFiles, partition_date};
 
 /// Whose data a session may read.
@@ -72,7 +73,7 @@ pub struct LakeSession {
 struct Rollups {
     url: ObjectStoreUrl,
     files: Vec<LakeFile>,
-    current: BTreeMap<PartitionKey, i64>,
+    current: BTreeMap<TenantDay, i64>,
 }
 
 /// Names of the key columns of the rollup partitions joined with `usage_hourly`.
@@ -158,7 +159,7 @@ impl LakeSession {
         let bases = partition_bases(&self.usage, catalog_fingerprint(catalog), self.dedup_window);
         let (first, last) = bases
             .keys()
-            .map(|(_, day)| *day)
+            .map(|key| key.day)
             .fold((NaiveDate::MAX, NaiveDate::MIN), |(lo, hi), d| {
                 (lo.min(d), hi.max(d))
             });
@@ -188,10 +189,7 @@ impl LakeSession {
                 arrow::compute::cast(batch.column(2), &DataType::Int64).map_err(LakeError::from)?;
             let recorded_bases = recorded_bases.as_primitive::<Int64Type>();
             for row in 0..batch.num_rows() {
-                let key = (
-                    tenants.value(row).to_string(),
-                    partition_date(days.value(row))?,
-                );
+                let key = TenantDay::new(tenants.value(row), partition_date(days.value(row))?);
                 if bases.get(&key) == Some(&recorded_bases.value(row)) {
                     current.insert(key, recorded_bases.value(row));
                 }
@@ -206,8 +204,8 @@ impl LakeSession {
     }
 
     /// The partitions of the scope whose rollups are up to date, with their basis.
-    pub fn current_rollups(&self) -> &BTreeMap<PartitionKey, i64> {
-        static NONE: BTreeMap<PartitionKey, i64> = BTreeMap::new();
+    pub fn current_rollups(&self) -> &BTreeMap<TenantDay, i64> {
+        static NONE: BTreeMap<TenantDay, i64> = BTreeMap::new();
         self.rollups.as_ref().map_or(&NONE, |r| &r.current)
     }
 
@@ -255,7 +253,7 @@ impl LakeSession {
     /// `None` when there are none to read.
     pub fn rollup_rows(
         &self,
-        partitions: &BTreeMap<PartitionKey, i64>,
+        partitions: &BTreeMap<TenantDay, i64>,
     ) -> Result<Option<DataFrame>, LakeError> {
         let Some(rollups) = &self.rollups else {
             return Ok(None);
@@ -263,7 +261,7 @@ impl LakeSession {
         if partitions.is_empty() {
             return Ok(None);
         }
-        let days: BTreeSet<NaiveDate> = partitions.keys().map(|(_, day)| *day).collect();
+        let days: BTreeSet<NaiveDate> = partitions.keys().map(|key| key.day).collect();
         let files: Vec<LakeFile> = rollups
             .files
             .iter()
@@ -281,10 +279,10 @@ impl LakeSession {
             wanted_schema,
             vec![
                 Arc::new(StringArray::from_iter_values(
-                    partitions.keys().map(|(tenant, _)| tenant.as_str()),
+                    partitions.keys().map(|key| key.tenant_id.as_str()),
                 )),
                 Arc::new(Date32Array::from_iter_values(
-                    partitions.keys().map(|(_, day)| days_since_epoch(*day)),
+                    partitions.keys().map(|key| days_since_epoch(key.day)),
                 )),
                 Arc::new(Int64Array::from_iter_values(partitions.values().copied())),
             ],

@@ -36,10 +36,10 @@ use allot_schemas::time::{
 use crate::error::QueryError;
 use crate::noisy::BucketUsage;
 use crate::pricing::CounterDay;
-use allot_lake::rollup::PartitionKey;
 use allot_lake::session::LakeSession;
 use allot_lake::snapshot::partition_date;
 use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
+use allot_schemas::lake::TenantDay;
 
 /// Which events of the session an aggregation reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,7 +109,7 @@ async fn split_usage(
     to: i64,
     grain: Option<i64>,
 ) -> Result<SplitUsage, QueryError> {
-    let mut served: BTreeMap<PartitionKey, i64> = BTreeMap::new();
+    let mut served: BTreeMap<TenantDay, i64> = BTreeMap::new();
     let (mut inner_from, mut inner_to) = (from, from);
     if let Some(grain) = grain
         && filter.region.is_none()
@@ -121,11 +121,11 @@ async fn split_usage(
             served = session
                 .current_rollups()
                 .iter()
-                .filter(|((tenant, day), _)| {
-                    let start = day_start_micros(*day);
+                .filter(|(key, _)| {
+                    let start = day_start_micros(key.day);
                     start < inner_to
                         && start + MICROS_PER_DAY > inner_from
-                        && filter.tenant.as_ref().is_none_or(|t| t == tenant)
+                        && filter.tenant.as_ref().is_none_or(|t| *t == key.tenant_id)
                 })
                 .map(|(key, basis)| (key.clone(), *basis))
                 .collect();
@@ -144,7 +144,7 @@ async fn split_usage(
     let with_filters = |predicate: Expr| filters.iter().cloned().fold(predicate, Expr::and);
     let served_keys: HashSet<(&str, NaiveDate)> = served
         .keys()
-        .map(|(tenant, day)| (tenant.as_str(), *day))
+        .map(|key| (key.tenant_id.as_str(), key.day))
         .collect();
     let is_served = |tenant: &str, day: NaiveDate| served_keys.contains(&(tenant, day));
     // Partitions outside the range are not read (only looked up as neighbours).
@@ -167,7 +167,7 @@ async fn split_usage(
             .iter()
             .any(|(from, to)| start < *to && start + MICROS_PER_DAY > *from)
     };
-    if !served.is_empty() && served.keys().any(|(_, day)| touches_edge(*day)) {
+    if !served.is_empty() && served.keys().any(|key| touches_edge(key.day)) {
         let in_edges = edges
             .iter()
             .map(|(from, to)| time_range(*from, *to))

@@ -183,6 +183,26 @@ impl LakeLocation {
     }
 }
 
+/// A tenant-day: the partition of `usage_events` (and the unit of rollups,
+/// compaction and duplicate checks). Ordered by tenant, then day.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TenantDay {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The UTC day.
+    pub day: chrono::NaiveDate,
+}
+
+impl TenantDay {
+    /// The tenant-day of `tenant_id` on `day`.
+    pub fn new(tenant_id: impl Into<String>, day: chrono::NaiveDate) -> TenantDay {
+        TenantDay {
+            tenant_id: tenant_id.into(),
+            day,
+        }
+    }
+}
+
 /// The relative directory of one tenant-day of `usage_events`.
 ///
 /// ```

@@ -6,13 +6,10 @@
 use std::collections::BTreeMap;
 
 use allot_schemas::config::{DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
-use chrono::NaiveDate;
+use allot_schemas::lake::TenantDay;
 
 use crate::dedup::{DedupWindow, Neighbourhoods};
 use crate::snapshot::TableFiles;
-
-/// A tenant-day partition of `usage_events`.
-pub type PartitionKey = (String, NaiveDate);
 
 /// FNV-1a, 64 bits: a hash that is the same in every build and on every machine.
 struct Fnv(u64);
@@ -57,9 +54,9 @@ pub fn partition_bases(
     usage: &TableFiles,
     fingerprint: u64,
     window: DedupWindow,
-) -> BTreeMap<PartitionKey, i64> {
+) -> BTreeMap<TenantDay, i64> {
     let near = Neighbourhoods::of(&usage.files, window, |_, _| true);
-    let mut hashes: BTreeMap<PartitionKey, Fnv> = BTreeMap::new();
+    let mut hashes: BTreeMap<TenantDay, Fnv> = BTreeMap::new();
     let start = || {
         let mut hash = Fnv::new();
         hash.write(&fingerprint.to_le_bytes());
@@ -72,7 +69,7 @@ pub fn partition_bases(
         };
         let mut hash = start();
         hash.write(file.path.as_bytes());
-        hashes.insert((tenant.clone(), file.day), hash);
+        hashes.insert(TenantDay::new(tenant, file.day), hash);
     }
     for (key, paths) in &near.neighbours {
         let mut hash = start();

@@ -13,6 +13,6 @@ pub mod basis;
 pub mod refresh;
 pub mod rows;
 
-pub use basis::{PartitionKey, catalog_fingerprint, gauge_hold_micros, partition_bases};
+pub use basis::{catalog_fingerprint, gauge_hold_micros, partition_bases};
 pub use refresh::{ROLLUP_APP_ID, RollupSummary, refresh_rollups};
 pub use rows::rollup_rows;

@@ -74,7 +74,7 @@ pub async fn refresh_rollups(
     if stale.is_empty() {
         return Ok(RollupSummary::default());
     }
-    let days: BTreeSet<_> = stale.keys().map(|(_, day)| *day).collect();
+    let days: BTreeSet<_> = stale.keys().map(|key| key.day).collect();
 
     // New rows: the stale partitions' events, deduplicated as every report reads
     // them (against the copies in the whole lake).
@@ -82,7 +82,7 @@ pub async fn refresh_rollups(
     // Carried over: the current rows of the other partitions of those days.
     let kept: BTreeMap<_, _> = current
         .iter()
-        .filter(|((_, day), _)| days.contains(day))
+        .filter(|(key, _)| days.contains(&key.day))
         .map(|(key, basis)| (key.clone(), *basis))
         .collect();
     let mut batches = vec![fresh];

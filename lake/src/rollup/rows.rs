@@ -7,6 +7,7 @@ use std::sync::Arc;
 use allot_schemas::config::{MetricCatalog, MetricKind};
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::gauge::{GaugeSample, weight_before_last};
+use allot_schemas::lake::TenantDay;
 use allot_schemas::table_schema::{VALUE_PRECISION, usage_hourly_schema};
 use allot_schemas::time::{MICROS_PER_HOUR, day_start_micros, days_since_epoch};
 use arrow::array::{
@@ -24,7 +25,7 @@ use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::prelude::{col, lit};
 
-use super::basis::{PartitionKey, gauge_hold_micros};
+use super::basis::gauge_hold_micros;
 use crate::error::LakeError;
 use crate::session::LakeSession;
 use crate::snapshot::partition_date;
@@ -36,7 +37,7 @@ use crate::snapshot::partition_date;
 pub async fn rollup_rows(
     session: &LakeSession,
     catalog: &MetricCatalog,
-    bases: &BTreeMap<PartitionKey, i64>,
+    bases: &BTreeMap<TenantDay, i64>,
 ) -> Result<RecordBatch, LakeError> {
     let mut rows = RollupRows::default();
     let epoch = lit(ScalarValue::TimestampMicrosecond(
@@ -44,7 +45,7 @@ pub async fn rollup_rows(
         Some("UTC".into()),
     ));
     let hour = lit(ScalarValue::new_interval_mdn(0, 0, MICROS_PER_HOUR * 1_000));
-    let events = || session.usage_events_where(|t, d| bases.contains_key(&(t.to_string(), d)));
+    let events = || session.usage_events_where(|t, d| bases.contains_key(&TenantDay::new(t, d)));
     let hourly = events()?
         .aggregate(
             vec![
@@ -99,7 +100,7 @@ pub async fn rollup_rows(
         .filter(|(_, spec)| spec.kind == MetricKind::Gauge)
         .map(|(name, spec)| (name.to_string(), gauge_hold_micros(spec.hold)))
         .collect();
-    let mut too_large: BTreeSet<PartitionKey> = BTreeSet::new();
+    let mut too_large: BTreeSet<TenantDay> = BTreeSet::new();
     if !gauges.is_empty() {
         let names: Vec<_> = gauges.keys().map(|name| lit(name.as_str())).collect();
         let samples = events()?
@@ -143,7 +144,7 @@ pub async fn rollup_rows(
             let (Some(value_sum), Some(last_value)) =
                 (scaled_decimal(&weighted), scaled_decimal(&last.value))
             else {
-                too_large.insert((tenant, day));
+                too_large.insert(TenantDay::new(tenant, day));
                 continue;
             };
             rows.push(RollupRow {
@@ -162,7 +163,7 @@ pub async fn rollup_rows(
         }
     }
     rows.rows
-        .retain(|row| !too_large.contains(&(row.tenant.clone(), row.day)));
+        .retain(|row| !too_large.contains(&TenantDay::new(row.tenant.clone(), row.day)));
     rows.into_batch(bases)
 }
 
@@ -220,12 +221,14 @@ impl RollupRows {
 
     /// The rows as a `usage_hourly` batch; rows of partitions without a basis are
     /// dropped (there are none when the session read only `bases`' partitions).
-    fn into_batch(self, bases: &BTreeMap<PartitionKey, i64>) -> Result<RecordBatch, LakeError> {
+    fn into_batch(self, bases: &BTreeMap<TenantDay, i64>) -> Result<RecordBatch, LakeError> {
         let rows: Vec<(RollupRow, i64)> = self
             .rows
             .into_iter()
             .filter_map(|row| {
-                let basis = bases.get(&(row.tenant.clone(), row.day)).copied()?;
+                let basis = bases
+                    .get(&TenantDay::new(row.tenant.clone(), row.day))
+                    .copied()?;
                 Some((row, basis))
             })
             .collect();
