@@ -1,39 +1,9 @@
-//! Invoices: rates, rate segments, graduated tiers, discount (SPEC §4).
-//!
-//! This is the exact core of billing over in-memory inputs; the DataFusion layer
-//! only has to aggregate the lake into a [`TenantUsage`]:
-//! - counters as raw sums per (metric, UTC day) — rates change only at 00:00 UTC
-//!   of a date, so daily sums cut rate segments exactly;
-//! - gauges as the samples of each series (metric, resource), including the
-//!   samples of the `hold` before the period, which carry into it.
-//!
-//! Decisions (see also `docs/decisions.md`):
-//! - **Rate resolution.** The rate of a metric for a tenant at `t` is the tenant's
-//!   own entry for that metric with the latest `effective_from ≤ t`; when the tenant
-//!   has none yet at `t` (its override starts later, or it has no override for the
-//!   metric) the global entry with the latest `effective_from ≤ t` applies. So a
-//!   tenant override that starts on the 11th leaves the 1st–10th at the global rate.
-//! - **Segments** are cut only where the resolved rate actually changes: a global
-//!   change hidden by a tenant override does not split a line.
-//! - **Usage without a rate is an error** ([`QueryError::NoRate`]) naming the
-//!   tenant, the metric and the start of the uncovered segment. A finance report
-//!   must not silently bill zero; the fix is a price-book entry (possibly `"0"`).
-//! - **Tiers** count cumulative billing quantity from the period start across all
-//!   segments of the metric (flat-priced segments included); a band is
-//!   `[tier_from, tier_to)`. Flat-rate lines leave `tier_from`/`tier_to` empty.
-//! - **Quantities** of a segment are rounded once to 12 places (half-to-even) and
-//!   tier bands split those rounded quantities, so band quantities add up to the
-//!   segment quantity exactly.
-//! - Counter days outside the billed range are ignored; several sums for the same
-//!   (metric, day) add up. Gauge samples at the same instant of the same series:
-//!   the largest value holds (the others hold for zero time), so the result never
-//!   depends on input order.
+//! Invoice assembly: a tenant's usage, grouped by metric, priced segment by
+//! segment and band by band, then discount and total.
 
 use std::collections::BTreeMap;
 
-use allot_schemas::config::{
-    Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, MetricSpec, RateEntry,
-};
+use allot_schemas::config::{DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, MetricSpec};
 use allot_schemas::time::day_start_micros;
 use bigdecimal::{BigDecimal, Zero};
 use chrono::NaiveDate;
@@ -46,235 +16,7 @@ use crate::rounding::{
     MONEY_SCALE, QUANTITY_SCALE, Rounding, div_quantity, div_round, format_fixed, round_money,
 };
 
-/// Whether a rate came from the global price book or a tenant's overrides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateSource {
-    /// The global `[[rates]]`.
-    Global,
-    /// The tenant's `[[tenants.<id>.rates]]`.
-    Tenant,
-}
-
-/// How a rate prices a billing quantity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Price {
-    /// One price per billing unit.
-    Flat(BigDecimal),
-    /// Graduated bands by cumulative billing quantity in the period.
-    Graduated(Vec<TierBand>),
-}
-
-/// One band `[from, to)` of graduated pricing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TierBand {
-    /// Lower bound (inclusive), in billing units.
-    pub from: BigDecimal,
-    /// Upper bound (exclusive); `None` for the last, unbounded band.
-    pub to: Option<BigDecimal>,
-    /// Price per billing unit inside the band.
-    pub unit_price: BigDecimal,
-}
-
-/// A resolved price-book entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rate {
-    /// The metric priced.
-    pub metric: String,
-    /// The UTC date from whose 00:00 the rate applies.
-    pub effective_from: NaiveDate,
-    /// Global or tenant override.
-    pub source: RateSource,
-    /// Flat or graduated.
-    pub price: Price,
-}
-
-impl Rate {
-    /// The instant the rate starts, UTC microseconds.
-    pub fn starts_micros(&self) -> i64 {
-        day_start_micros(self.effective_from)
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-struct TenantBook {
-    discount_percent: BigDecimal,
-    rates: BTreeMap<String, Vec<Rate>>,
-}
-
-/// The price book of a config: global rates and per-tenant overrides and discounts,
-/// indexed by metric and sorted by `effective_from`.
-#[derive(Debug, Clone)]
-pub struct PriceBook {
-    currency: String,
-    global: BTreeMap<String, Vec<Rate>>,
-    tenants: BTreeMap<String, TenantBook>,
-}
-
-/// A stretch `[start, end)` of a period with one resolved rate (or none).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateSegment<'a> {
-    /// Start instant, UTC microseconds.
-    pub start: i64,
-    /// End instant (exclusive), UTC microseconds.
-    pub end: i64,
-    /// The rate in force, `None` where no entry covers the stretch.
-    pub rate: Option<&'a Rate>,
-}
-
-fn index_rates(
-    entries: &[RateEntry],
-    prefix: &str,
-    source: RateSource,
-) -> Result<BTreeMap<String, Vec<Rate>>, QueryError> {
-    let mut by_metric: BTreeMap<String, Vec<Rate>> = BTreeMap::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let key = |field: &str| format!("{prefix}[{i}].{field}");
-        let effective_from =
-            NaiveDate::parse_from_str(&entry.effective_from, "%Y-%m-%d").map_err(|_| {
-                QueryError::InvalidPriceBook {
-                    key: key("effective_from"),
-                    message: "must be a date YYYY-MM-DD".to_string(),
-                }
-            })?;
-        let price = match (&entry.unit_price, &entry.tiers) {
-            (Some(price), None) => Price::Flat(price.0.clone()),
-            (None, Some(tiers)) if !tiers.is_empty() => {
-                let mut bands = Vec::with_capacity(tiers.len());
-                let mut from = BigDecimal::zero();
-                for tier in tiers {
-                    let to = tier.up_to.as_ref().map(|u| u.0.clone());
-                    bands.push(TierBand {
-                        from: from.clone(),
-                        to: to.clone(),
-                        unit_price: tier.unit_price.0.clone(),
-                    });
-                    if let Some(to) = to {
-                        from = to;
-                    }
-                }
-                Price::Graduated(bands)
-            }
-            _ => {
-                return Err(QueryError::InvalidPriceBook {
-                    key: key("unit_price"),
-                    message: "give exactly one of unit_price or tiers".to_string(),
-                });
-            }
-        };
-        by_metric
-            .entry(entry.metric.clone())
-            .or_default()
-            .push(Rate {
-                metric: entry.metric.clone(),
-                effective_from,
-                source,
-                price,
-            });
-    }
-    for rates in by_metric.values_mut() {
-        rates.sort_by_key(|rate| rate.effective_from);
-    }
-    Ok(by_metric)
-}
-
-/// The entry of `rates` (sorted by `effective_from`) in force at `t`.
-fn latest_at(rates: Option<&Vec<Rate>>, t: i64) -> Option<&Rate> {
-    rates?.iter().rev().find(|rate| rate.starts_micros() <= t)
-}
-
-impl PriceBook {
-    /// Indexes the price book of `config` (which should already be validated).
-    pub fn from_config(config: &Config) -> Result<Self, QueryError> {
-        let global = index_rates(&config.rates, "rates", RateSource::Global)?;
-        let mut tenants = BTreeMap::new();
-        for (tenant, settings) in &config.tenants {
-            let rates = index_rates(
-                &settings.rates,
-                &format!("tenants.{tenant}.rates"),
-                RateSource::Tenant,
-            )?;
-            let discount_percent = settings
-                .discount_percent
-                .as_ref()
-                .map_or_else(BigDecimal::zero, |d| d.0.clone());
-            tenants.insert(
-                tenant.clone(),
-                TenantBook {
-                    discount_percent,
-                    rates,
-                },
-            );
-        }
-        Ok(PriceBook {
-            currency: config.currency.clone(),
-            global,
-            tenants,
-        })
-    }
-
-    /// The currency of every price.
-    pub fn currency(&self) -> &str {
-        &self.currency
-    }
-
-    /// The tenant's discount in percent (0 when it has none).
-    pub fn discount_percent(&self, tenant: &str) -> BigDecimal {
-        self.tenants
-            .get(tenant)
-            .map_or_else(BigDecimal::zero, |t| t.discount_percent.clone())
-    }
-
-    /// The rate of `metric` for `tenant` at instant `t`: the tenant's entry with the
-    /// latest `effective_from ≤ t`, else the global one, else none.
-    pub fn rate_at(&self, tenant: &str, metric: &str, t: i64) -> Option<&Rate> {
-        let own = self
-            .tenants
-            .get(tenant)
-            .and_then(|book| latest_at(book.rates.get(metric), t));
-        own.or_else(|| latest_at(self.global.get(metric), t))
-    }
-
-    /// Splits `[from, to)` into segments at the instants where the rate of `metric`
-    /// for `tenant` changes; adjacent stretches with the same rate are one segment.
-    pub fn segments(&self, tenant: &str, metric: &str, from: i64, to: i64) -> Vec<RateSegment<'_>> {
-        if from >= to {
-            return Vec::new();
-        }
-        let tenant_rates = self.tenants.get(tenant).and_then(|b| b.rates.get(metric));
-        let mut cuts: Vec<i64> = tenant_rates
-            .into_iter()
-            .chain(self.global.get(metric))
-            .flatten()
-            .map(Rate::starts_micros)
-            .filter(|&t| from < t && t < to)
-            .collect();
-        cuts.push(from);
-        cuts.push(to);
-        cuts.sort_unstable();
-        cuts.dedup();
-        let mut segments: Vec<RateSegment<'_>> = Vec::new();
-        for pair in cuts.windows(2) {
-            let rate = self.rate_at(tenant, metric, pair[0]);
-            match segments.last_mut() {
-                Some(last) if same_rate(last.rate, rate) => last.end = pair[1],
-                _ => segments.push(RateSegment {
-                    start: pair[0],
-                    end: pair[1],
-                    rate,
-                }),
-            }
-        }
-        segments
-    }
-}
-
-fn same_rate(a: Option<&Rate>, b: Option<&Rate>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => std::ptr::eq(a, b),
-        _ => false,
-    }
-}
+use super::price_book::{Price, PriceBook};
 
 /// The raw sum of a counter metric on one UTC day, for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -620,11 +362,12 @@ fn bands<'a>(
 
 #[cfg(test)]
 mod tests {
+    use allot_schemas::config::Config;
+    use allot_schemas::gauge::GaugeSample;
     use proptest::prelude::*;
 
-    use allot_schemas::gauge::GaugeSample;
-
     use super::*;
+    use crate::pricing::RateSource;
     use crate::test_support::{d, ts};
 
     fn config(text: &str) -> Config {

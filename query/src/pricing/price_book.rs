@@ -1,0 +1,241 @@
+//! The price book: rates resolved per tenant, metric and instant (tenant
+//! overrides first, then the global entry), and the rate segments of a period.
+
+use std::collections::BTreeMap;
+
+use allot_schemas::config::{Config, RateEntry};
+use allot_schemas::time::day_start_micros;
+use bigdecimal::{BigDecimal, Zero};
+use chrono::NaiveDate;
+
+use crate::error::QueryError;
+
+/// Whether a rate came from the global price book or a tenant's overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSource {
+    /// The global `[[rates]]`.
+    Global,
+    /// The tenant's `[[tenants.<id>.rates]]`.
+    Tenant,
+}
+
+/// How a rate prices a billing quantity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Price {
+    /// One price per billing unit.
+    Flat(BigDecimal),
+    /// Graduated bands by cumulative billing quantity in the period.
+    Graduated(Vec<TierBand>),
+}
+
+/// One band `[from, to)` of graduated pricing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierBand {
+    /// Lower bound (inclusive), in billing units.
+    pub from: BigDecimal,
+    /// Upper bound (exclusive); `None` for the last, unbounded band.
+    pub to: Option<BigDecimal>,
+    /// Price per billing unit inside the band.
+    pub unit_price: BigDecimal,
+}
+
+/// A resolved price-book entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rate {
+    /// The metric priced.
+    pub metric: String,
+    /// The UTC date from whose 00:00 the rate applies.
+    pub effective_from: NaiveDate,
+    /// Global or tenant override.
+    pub source: RateSource,
+    /// Flat or graduated.
+    pub price: Price,
+}
+
+impl Rate {
+    /// The instant the rate starts, UTC microseconds.
+    pub fn starts_micros(&self) -> i64 {
+        day_start_micros(self.effective_from)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct TenantBook {
+    discount_percent: BigDecimal,
+    rates: BTreeMap<String, Vec<Rate>>,
+}
+
+/// The price book of a config: global rates and per-tenant overrides and discounts,
+/// indexed by metric and sorted by `effective_from`.
+#[derive(Debug, Clone)]
+pub struct PriceBook {
+    currency: String,
+    global: BTreeMap<String, Vec<Rate>>,
+    tenants: BTreeMap<String, TenantBook>,
+}
+
+/// A stretch `[start, end)` of a period with one resolved rate (or none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSegment<'a> {
+    /// Start instant, UTC microseconds.
+    pub start: i64,
+    /// End instant (exclusive), UTC microseconds.
+    pub end: i64,
+    /// The rate in force, `None` where no entry covers the stretch.
+    pub rate: Option<&'a Rate>,
+}
+
+fn index_rates(
+    entries: &[RateEntry],
+    prefix: &str,
+    source: RateSource,
+) -> Result<BTreeMap<String, Vec<Rate>>, QueryError> {
+    let mut by_metric: BTreeMap<String, Vec<Rate>> = BTreeMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let key = |field: &str| format!("{prefix}[{i}].{field}");
+        let effective_from =
+            NaiveDate::parse_from_str(&entry.effective_from, "%Y-%m-%d").map_err(|_| {
+                QueryError::InvalidPriceBook {
+                    key: key("effective_from"),
+                    message: "must be a date YYYY-MM-DD".to_string(),
+                }
+            })?;
+        let price = match (&entry.unit_price, &entry.tiers) {
+            (Some(price), None) => Price::Flat(price.0.clone()),
+            (None, Some(tiers)) if !tiers.is_empty() => {
+                let mut bands = Vec::with_capacity(tiers.len());
+                let mut from = BigDecimal::zero();
+                for tier in tiers {
+                    let to = tier.up_to.as_ref().map(|u| u.0.clone());
+                    bands.push(TierBand {
+                        from: from.clone(),
+                        to: to.clone(),
+                        unit_price: tier.unit_price.0.clone(),
+                    });
+                    if let Some(to) = to {
+                        from = to;
+                    }
+                }
+                Price::Graduated(bands)
+            }
+            _ => {
+                return Err(QueryError::InvalidPriceBook {
+                    key: key("unit_price"),
+                    message: "give exactly one of unit_price or tiers".to_string(),
+                });
+            }
+        };
+        by_metric
+            .entry(entry.metric.clone())
+            .or_default()
+            .push(Rate {
+                metric: entry.metric.clone(),
+                effective_from,
+                source,
+                price,
+            });
+    }
+    for rates in by_metric.values_mut() {
+        rates.sort_by_key(|rate| rate.effective_from);
+    }
+    Ok(by_metric)
+}
+
+/// The entry of `rates` (sorted by `effective_from`) in force at `t`.
+fn latest_at(rates: Option<&Vec<Rate>>, t: i64) -> Option<&Rate> {
+    rates?.iter().rev().find(|rate| rate.starts_micros() <= t)
+}
+
+impl PriceBook {
+    /// Indexes the price book of `config` (which should already be validated).
+    pub fn from_config(config: &Config) -> Result<Self, QueryError> {
+        let global = index_rates(&config.rates, "rates", RateSource::Global)?;
+        let mut tenants = BTreeMap::new();
+        for (tenant, settings) in &config.tenants {
+            let rates = index_rates(
+                &settings.rates,
+                &format!("tenants.{tenant}.rates"),
+                RateSource::Tenant,
+            )?;
+            let discount_percent = settings
+                .discount_percent
+                .as_ref()
+                .map_or_else(BigDecimal::zero, |d| d.0.clone());
+            tenants.insert(
+                tenant.clone(),
+                TenantBook {
+                    discount_percent,
+                    rates,
+                },
+            );
+        }
+        Ok(PriceBook {
+            currency: config.currency.clone(),
+            global,
+            tenants,
+        })
+    }
+
+    /// The currency of every price.
+    pub fn currency(&self) -> &str {
+        &self.currency
+    }
+
+    /// The tenant's discount in percent (0 when it has none).
+    pub fn discount_percent(&self, tenant: &str) -> BigDecimal {
+        self.tenants
+            .get(tenant)
+            .map_or_else(BigDecimal::zero, |t| t.discount_percent.clone())
+    }
+
+    /// The rate of `metric` for `tenant` at instant `t`: the tenant's entry with the
+    /// latest `effective_from ≤ t`, else the global one, else none.
+    pub fn rate_at(&self, tenant: &str, metric: &str, t: i64) -> Option<&Rate> {
+        let own = self
+            .tenants
+            .get(tenant)
+            .and_then(|book| latest_at(book.rates.get(metric), t));
+        own.or_else(|| latest_at(self.global.get(metric), t))
+    }
+
+    /// Splits `[from, to)` into segments at the instants where the rate of `metric`
+    /// for `tenant` changes; adjacent stretches with the same rate are one segment.
+    pub fn segments(&self, tenant: &str, metric: &str, from: i64, to: i64) -> Vec<RateSegment<'_>> {
+        if from >= to {
+            return Vec::new();
+        }
+        let tenant_rates = self.tenants.get(tenant).and_then(|b| b.rates.get(metric));
+        let mut cuts: Vec<i64> = tenant_rates
+            .into_iter()
+            .chain(self.global.get(metric))
+            .flatten()
+            .map(Rate::starts_micros)
+            .filter(|&t| from < t && t < to)
+            .collect();
+        cuts.push(from);
+        cuts.push(to);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut segments: Vec<RateSegment<'_>> = Vec::new();
+        for pair in cuts.windows(2) {
+            let rate = self.rate_at(tenant, metric, pair[0]);
+            match segments.last_mut() {
+                Some(last) if same_rate(last.rate, rate) => last.end = pair[1],
+                _ => segments.push(RateSegment {
+                    start: pair[0],
+                    end: pair[1],
+                    rate,
+                }),
+            }
+        }
+        segments
+    }
+}
+
+fn same_rate(a: Option<&Rate>, b: Option<&Rate>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        _ => false,
+    }
+}
