@@ -809,14 +809,31 @@ impl Config {
 
     /// Checks what types alone cannot; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let zero = BigDecimal::from(0);
-        let hundred = BigDecimal::from(100);
+        self.validate_currency()?;
+        self.validate_metrics()?;
+        let catalog = self.catalog();
+        validate_rates(&self.rates, "rates", &catalog)?;
+        self.validate_tenants(&catalog)?;
+        self.ingest.validate()?;
+        self.noisy.validate()?;
+        self.api.validate()?;
+        Ok(())
+    }
+
+    /// `currency`: a three-letter code.
+    fn validate_currency(&self) -> Result<(), ConfigError> {
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(ConfigError::new(
                 "currency",
                 "must be a three-letter ISO 4217 code such as \"USD\"",
             ));
         }
+        Ok(())
+    }
+
+    /// `[metrics.*]`: names, divisors and gauge holds.
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        let zero = BigDecimal::from(0);
         for (name, def) in &self.metrics {
             let key = |field: &str| format!("metrics.{name}.{field}");
             if !is_valid_metric_name(name) {
@@ -838,8 +855,13 @@ impl Config {
                 _ => {}
             }
         }
-        let catalog = self.catalog();
-        validate_rates(&self.rates, "rates", &catalog)?;
+        Ok(())
+    }
+
+    /// `[tenants.*]`: ids, discounts, quotas and rate overrides.
+    fn validate_tenants(&self, catalog: &MetricCatalog) -> Result<(), ConfigError> {
+        let zero = BigDecimal::from(0);
+        let hundred = BigDecimal::from(100);
         for (tenant, settings) in &self.tenants {
             let key = |field: &str| format!("tenants.{tenant}.{field}");
             if !is_valid_tenant_id(tenant) {
@@ -870,90 +892,102 @@ impl Config {
                     ));
                 }
             }
-            validate_rates(&settings.rates, &key("rates"), &catalog)?;
+            validate_rates(&settings.rates, &key("rates"), catalog)?;
         }
-        if self.ingest.flush_rows == 0 {
+        Ok(())
+    }
+}
+
+impl IngestConfig {
+    /// `[ingest]`: flush sizes, buffers, compaction, the dedup window.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.flush_rows == 0 {
             return Err(ConfigError::new("ingest.flush_rows", "must be at least 1"));
         }
-        if self.ingest.backfill_flush_rows == 0 {
+        if self.backfill_flush_rows == 0 {
             return Err(ConfigError::new(
                 "ingest.backfill_flush_rows",
                 "must be at least 1",
             ));
         }
-        if self.ingest.flush_bytes.0 == 0
-            || self.ingest.max_buffer_bytes.0 < self.ingest.flush_bytes.0
-        {
+        if self.flush_bytes.0 == 0 || self.max_buffer_bytes.0 < self.flush_bytes.0 {
             return Err(ConfigError::new(
                 "ingest.max_buffer_bytes",
                 "must be at least ingest.flush_bytes, which must be above 0",
             ));
         }
-        if self.ingest.compaction_min_files < 2 {
+        if self.compaction_min_files < 2 {
             return Err(ConfigError::new(
                 "ingest.compaction_min_files",
                 "must be at least 2",
             ));
         }
-        if self.ingest.dedup_window.0 < Duration::from_secs(86_400)
-            || self.ingest.dedup_window.0 > Duration::from_secs(3650 * 86_400)
+        if self.dedup_window.0 < Duration::from_secs(86_400)
+            || self.dedup_window.0 > Duration::from_secs(3650 * 86_400)
         {
             return Err(ConfigError::new(
                 "ingest.dedup_window",
                 "must be between 1d and 3650d: copies on the same UTC day are always one event",
             ));
         }
-        if self.ingest.max_event_bytes.0 == 0 {
+        if self.max_event_bytes.0 == 0 {
             return Err(ConfigError::new(
                 "ingest.max_event_bytes",
                 "must be greater than 0",
             ));
         }
-        if self.noisy.bucket.0.is_zero() || self.noisy.baseline_buckets == 0 {
+        Ok(())
+    }
+}
+
+impl NoisyConfig {
+    /// `[noisy]`: the bucket and baseline.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.bucket.0.is_zero() || self.baseline_buckets == 0 {
             return Err(ConfigError::new(
                 "noisy.bucket",
                 "bucket and baseline_buckets must be greater than 0",
             ));
         }
-        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+        Ok(())
+    }
+}
+
+impl ApiConfig {
+    /// `[api]`: the listen address, tokens, limits.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::new(
                 "api.listen",
-                format!(
-                    "{:?} is not an address such as 127.0.0.1:8080",
-                    self.api.listen
-                ),
+                format!("{:?} is not an address such as 127.0.0.1:8080", self.listen),
             ));
         }
         if self
-            .api
             .jwt_secret
             .as_ref()
             .is_some_and(|s| s.expose().is_empty())
         {
             return Err(ConfigError::new("api.jwt_secret", "must not be empty"));
         }
-        if self.api.request_timeout.0.is_zero() || self.api.max_body.0 == 0 {
+        if self.request_timeout.0.is_zero() || self.max_body.0 == 0 {
             return Err(ConfigError::new(
                 "api.request_timeout",
                 "request_timeout and max_body must be greater than 0",
             ));
         }
-        if self.api.max_token_ttl.0.is_zero() {
+        if self.max_token_ttl.0.is_zero() {
             return Err(ConfigError::new(
                 "api.max_token_ttl",
                 "must be greater than 0",
             ));
         }
-        if self.api.clock_skew.0 > MAX_CLOCK_SKEW {
+        if self.clock_skew.0 > MAX_CLOCK_SKEW {
             return Err(ConfigError::new(
                 "api.clock_skew",
                 "must be at most 5m: a longer leeway keeps expired tokens valid",
             ));
         }
-        if self.api.sql_max_rows == 0
-            || self.api.sql_concurrency == 0
-            || self.api.rate_limit_per_s == 0
-        {
+        if self.sql_max_rows == 0 || self.sql_concurrency == 0 || self.rate_limit_per_s == 0 {
             return Err(ConfigError::new(
                 "api",
                 "rate_limit_per_s, sql_concurrency and sql_max_rows must be at least 1",
