@@ -9,13 +9,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use allot_lake::dedup::DedupWindow;
+use allot_lake::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::snapshot::LakeSnapshot;
 use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
+use allot_schemas::gauge::gauge_weighted_sum;
 use allot_schemas::time::MICROS_PER_DAY;
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::allocation::{AllocationRow, CostPool, allocate};
-use allot_schemas::gauge::gauge_weighted_sum;
-
 use crate::error::QueryError;
 use crate::health::{
     HEALTH_WINDOW_MICROS, HealthInputs, TenantHealth, gauge_levels, tenant_health,
@@ -24,11 +26,9 @@ use crate::noisy::{NoisyParams, NoisyRow, noisy_neighbours};
 use crate::period::Period;
 use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quantity};
 use crate::usage::{
-    UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days, gauge_series, rejected_counts,
+    GaugeSamples, UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days, gauge_series,
+    rejected_counts,
 };
-use allot_lake::dedup::DedupWindow;
-use allot_lake::session::{LakeSession, Scope, SessionLimits};
-use allot_lake::snapshot::LakeSnapshot;
 
 /// The configuration a report needs, resolved once.
 #[derive(Debug, Clone)]
@@ -138,7 +138,7 @@ async fn period_usage(
         &wanted(MetricKind::Gauge),
         start.saturating_sub(settings.longest_hold()),
         until,
-        true,
+        GaugeSamples::WholeDaysRolledUp,
     )
     .await?;
     let mut usage: BTreeMap<String, TenantUsage> = BTreeMap::new();
@@ -590,7 +590,11 @@ pub async fn usage_series(
                     &[metric.to_string()],
                     request.from.saturating_sub(hold),
                     request.to,
-                    whole_days,
+                    if whole_days {
+                        GaugeSamples::WholeDaysRolledUp
+                    } else {
+                        GaugeSamples::Every
+                    },
                 )
                 .await?
                 .remove(&request.tenant)

@@ -14,6 +14,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use allot_lake::session::LakeSession;
+use allot_lake::snapshot::partition_date;
+use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
+use allot_schemas::lake::TenantDay;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use arrow_schema::{DataType, TimeUnit};
@@ -36,10 +40,6 @@ use allot_schemas::time::{
 use crate::error::QueryError;
 use crate::noisy::BucketUsage;
 use crate::pricing::CounterDay;
-use allot_lake::session::LakeSession;
-use allot_lake::snapshot::partition_date;
-use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
-use allot_schemas::lake::TenantDay;
 
 /// Which events of the session an aggregation reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -335,164 +335,190 @@ pub async fn counter_days(
     Ok(by_tenant)
 }
 
-/// Samples of gauge `metrics` per tenant and series, taken in `[from, to)`.
-///
-/// With `weighed_by_whole_days` (the caller weighs the series only over ranges
-/// of whole UTC days) the whole days of the range with up-to-date rollups come
-/// as [`HeldSum`]s plus each day's first and last sample; otherwise every sample
-/// is listed.
+/// Which samples [`gauge_series`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaugeSamples {
+    /// Every sample: the caller weighs the series over ranges that need not be
+    /// whole UTC days (charts with short buckets).
+    Every,
+    /// The caller weighs the series only over ranges of whole UTC days, so the
+    /// whole days of the range with up-to-date rollups come as [`HeldSum`]s plus
+    /// each day's first and last sample.
+    WholeDaysRolledUp,
+}
+
+/// Samples of gauge `metrics` per tenant and series, taken in `[from, to)`:
+/// every sample, or whole days from their rollups (see [`GaugeSamples`]).
 pub async fn gauge_series(
     session: &LakeSession,
     filter: &UsageFilter,
     metrics: &[String],
     from: i64,
     to: i64,
-    weighed_by_whole_days: bool,
+    samples: GaugeSamples,
 ) -> Result<BTreeMap<String, Vec<GaugeSeries>>, QueryError> {
-    // Series keyed by "tenant\0metric\0resource" in one reused buffer, so a row
-    // allocates nothing unless it starts a new series (`series_of`).
-    struct Series {
-        tenant: String,
-        metric: String,
-        resource: Option<String>,
-        samples: Vec<GaugeSample>,
-        held: Vec<HeldSum>,
-    }
-    let mut series: HashMap<String, Series> = HashMap::new();
+    let mut index = SeriesIndex::default();
     if !metrics.is_empty() {
-        let grain = weighed_by_whole_days.then_some(MICROS_PER_DAY);
+        let grain = (samples == GaugeSamples::WholeDaysRolledUp).then_some(MICROS_PER_DAY);
         let split = split_usage(session, filter, from, to, grain).await?;
-        let frame = split
-            .raw
-            .filter(metric_in(metrics))
-            .and_then(|f| f.select_columns(&["tenant_id", "metric", "resource", "ts", "value"]))
-            .map_err(QueryError::from)?;
-        let mut key = String::new();
-        fn series_of<'a>(
-            series: &'a mut HashMap<String, Series>,
-            key: &mut String,
-            tenant: &str,
-            metric: &str,
-            resource: Option<&str>,
-        ) -> &'a mut Series {
-            key.clear();
-            for part in [tenant, metric, resource.unwrap_or("\u{1}")] {
-                key.push_str(part);
-                key.push('\0');
-            }
-            if !series.contains_key(key.as_str()) {
-                series.insert(
-                    key.clone(),
-                    Series {
-                        tenant: tenant.to_string(),
-                        metric: metric.to_string(),
-                        resource: resource.map(str::to_string),
-                        samples: Vec::new(),
-                        held: Vec::new(),
-                    },
-                );
-            }
-            series.get_mut(key.as_str()).expect("inserted above")
+        add_raw_samples(&mut index, split.raw, metrics).await?;
+        if let Some(rollups) = split.rollups {
+            add_rolled_up_days(&mut index, rollups, metrics).await?;
         }
-        for batch in collect(frame).await? {
-            let [tenants, names, resources] = leading_strings::<3>(&batch)?;
-            let (times, values) = (timestamps(&batch, 3)?, decimals(&batch, 4)?);
-            let times = times.as_primitive::<TimestampMicrosecondType>();
-            for row in 0..batch.num_rows() {
-                if tenants.is_null(row) || names.is_null(row) {
-                    continue;
-                }
-                let resource = resources.is_valid(row).then(|| resources.value(row));
-                series_of(
-                    &mut series,
-                    &mut key,
-                    tenants.value(row),
-                    names.value(row),
-                    resource,
-                )
+    }
+    Ok(index.by_tenant())
+}
+
+/// One gauge series while it is gathered.
+struct Series {
+    tenant: String,
+    metric: String,
+    resource: Option<String>,
+    samples: Vec<GaugeSample>,
+    held: Vec<HeldSum>,
+}
+
+/// Gauge series keyed by "tenant\0metric\0resource", looked up through one
+/// reused key buffer so that a row allocates nothing unless it starts a series.
+#[derive(Default)]
+struct SeriesIndex {
+    series: HashMap<String, Series>,
+    key: String,
+}
+
+impl SeriesIndex {
+    /// The series of `(tenant, metric, resource)`, started if new.
+    fn series_of(&mut self, tenant: &str, metric: &str, resource: Option<&str>) -> &mut Series {
+        self.key.clear();
+        for part in [tenant, metric, resource.unwrap_or("\u{1}")] {
+            self.key.push_str(part);
+            self.key.push('\0');
+        }
+        if !self.series.contains_key(self.key.as_str()) {
+            self.series.insert(
+                self.key.clone(),
+                Series {
+                    tenant: tenant.to_string(),
+                    metric: metric.to_string(),
+                    resource: resource.map(str::to_string),
+                    samples: Vec::new(),
+                    held: Vec::new(),
+                },
+            );
+        }
+        self.series
+            .get_mut(self.key.as_str())
+            .expect("inserted above")
+    }
+
+    /// The series per tenant, sorted by metric then resource.
+    fn by_tenant(self) -> BTreeMap<String, Vec<GaugeSeries>> {
+        let mut by_tenant: BTreeMap<String, Vec<GaugeSeries>> = BTreeMap::new();
+        for found in self.series.into_values() {
+            by_tenant
+                .entry(found.tenant)
+                .or_default()
+                .push(GaugeSeries {
+                    metric: found.metric,
+                    resource: found.resource,
+                    samples: found.samples,
+                    held: found.held,
+                });
+        }
+        for list in by_tenant.values_mut() {
+            list.sort_by(|a, b| (&a.metric, &a.resource).cmp(&(&b.metric, &b.resource)));
+        }
+        by_tenant
+    }
+}
+
+/// Adds every raw sample of gauge `metrics` in `raw` to its series.
+async fn add_raw_samples(
+    index: &mut SeriesIndex,
+    raw: DataFrame,
+    metrics: &[String],
+) -> Result<(), QueryError> {
+    let frame = raw
+        .filter(metric_in(metrics))
+        .and_then(|f| f.select_columns(&["tenant_id", "metric", "resource", "ts", "value"]))?;
+    for batch in collect(frame).await? {
+        let [tenants, names, resources] = leading_strings::<3>(&batch)?;
+        let (times, values) = (timestamps(&batch, 3)?, decimals(&batch, 4)?);
+        let times = times.as_primitive::<TimestampMicrosecondType>();
+        for row in 0..batch.num_rows() {
+            if tenants.is_null(row) || names.is_null(row) {
+                continue;
+            }
+            let resource = resources.is_valid(row).then(|| resources.value(row));
+            index
+                .series_of(tenants.value(row), names.value(row), resource)
                 .samples
                 .push(GaugeSample {
                     ts_micros: times.value(row),
                     value: decimal_at(&values, row),
                 });
-            }
-        }
-        // A day's rollup row: its last sample (how long it holds depends on the
-        // next day), a zero-valued marker at its first sample (where the previous
-        // day's last sample stops) and the weighted sum of the rest.
-        if let Some(rollups) = split.rollups {
-            let frame = rollups
-                .filter(col("gauge").and(metric_in(metrics)))
-                .and_then(|f| {
-                    f.select_columns(&[
-                        "tenant_id",
-                        "metric",
-                        "resource",
-                        "start",
-                        "events",
-                        "value_sum",
-                        "first_ts",
-                        "last_ts",
-                        "last_value",
-                    ])
-                })
-                .map_err(QueryError::from)?;
-            for batch in collect(frame).await? {
-                let [tenants, names, resources] = leading_strings::<3>(&batch)?;
-                let starts = timestamps(&batch, 3)?;
-                let starts = starts.as_primitive::<TimestampMicrosecondType>();
-                let samples = batch.column(4).as_primitive::<Int64Type>();
-                let weighted = decimals(&batch, 5)?;
-                let (firsts, lasts) = (timestamps(&batch, 6)?, timestamps(&batch, 7)?);
-                let (firsts, lasts) = (
-                    firsts.as_primitive::<TimestampMicrosecondType>(),
-                    lasts.as_primitive::<TimestampMicrosecondType>(),
-                );
-                let last_values = decimals(&batch, 8)?;
-                for row in 0..batch.num_rows() {
-                    let resource = resources.is_valid(row).then(|| resources.value(row));
-                    let found = series_of(
-                        &mut series,
-                        &mut key,
-                        tenants.value(row),
-                        names.value(row),
-                        resource,
-                    );
-                    if samples.value(row) > 1 {
-                        found.samples.push(GaugeSample {
-                            ts_micros: firsts.value(row),
-                            value: BigDecimal::zero(),
-                        });
-                    }
-                    found.samples.push(GaugeSample {
-                        ts_micros: lasts.value(row),
-                        value: decimal_at(&last_values, row),
-                    });
-                    found.held.push(HeldSum {
-                        from: starts.value(row),
-                        to: starts.value(row) + MICROS_PER_DAY,
-                        weighted: decimal_at(&weighted, row),
-                    });
-                }
-            }
         }
     }
-    let mut by_tenant: BTreeMap<String, Vec<GaugeSeries>> = BTreeMap::new();
-    for found in series.into_values() {
-        by_tenant
-            .entry(found.tenant)
-            .or_default()
-            .push(GaugeSeries {
-                metric: found.metric,
-                resource: found.resource,
-                samples: found.samples,
-                held: found.held,
+    Ok(())
+}
+
+/// Adds the gauge rollup rows of `metrics` in `rollups`, a day each: its last
+/// sample (how long it holds depends on the next day), a zero-valued marker at
+/// its first sample (where the previous day's last sample stops) and the
+/// weighted sum of the rest.
+async fn add_rolled_up_days(
+    index: &mut SeriesIndex,
+    rollups: DataFrame,
+    metrics: &[String],
+) -> Result<(), QueryError> {
+    let frame = rollups
+        .filter(col("gauge").and(metric_in(metrics)))
+        .and_then(|f| {
+            f.select_columns(&[
+                "tenant_id",
+                "metric",
+                "resource",
+                "start",
+                "events",
+                "value_sum",
+                "first_ts",
+                "last_ts",
+                "last_value",
+            ])
+        })?;
+    for batch in collect(frame).await? {
+        let [tenants, names, resources] = leading_strings::<3>(&batch)?;
+        let starts = timestamps(&batch, 3)?;
+        let starts = starts.as_primitive::<TimestampMicrosecondType>();
+        let samples = batch.column(4).as_primitive::<Int64Type>();
+        let weighted = decimals(&batch, 5)?;
+        let (firsts, lasts) = (timestamps(&batch, 6)?, timestamps(&batch, 7)?);
+        let (firsts, lasts) = (
+            firsts.as_primitive::<TimestampMicrosecondType>(),
+            lasts.as_primitive::<TimestampMicrosecondType>(),
+        );
+        let last_values = decimals(&batch, 8)?;
+        for row in 0..batch.num_rows() {
+            let resource = resources.is_valid(row).then(|| resources.value(row));
+            let found = index.series_of(tenants.value(row), names.value(row), resource);
+            if samples.value(row) > 1 {
+                found.samples.push(GaugeSample {
+                    ts_micros: firsts.value(row),
+                    value: BigDecimal::zero(),
+                });
+            }
+            found.samples.push(GaugeSample {
+                ts_micros: lasts.value(row),
+                value: decimal_at(&last_values, row),
             });
+            found.held.push(HeldSum {
+                from: starts.value(row),
+                to: starts.value(row) + MICROS_PER_DAY,
+                weighted: decimal_at(&weighted, row),
+            });
+        }
     }
-    for list in by_tenant.values_mut() {
-        list.sort_by(|a, b| (&a.metric, &a.resource).cmp(&(&b.metric, &b.resource)));
-    }
-    Ok(by_tenant)
+    Ok(())
 }
 
 /// Usage of counter `metrics` per metric, tenant and bucket of `bucket_micros`, on
