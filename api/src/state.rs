@@ -10,6 +10,7 @@ use allot_query::QueryError;
 use allot_query::allocation::{CostPool, parse_costs_csv};
 use allot_query::reports::ReportSettings;
 use allot_query::sandbox::SqlLimits;
+use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
 use allot_schemas::tenant::is_valid_tenant_id;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -18,7 +19,6 @@ use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Principal};
 use crate::error::ApiError;
 use crate::limits::{RateLimiter, SqlSlots};
-use allot_schemas::clock::{Clock, SystemClock};
 
 /// What the server is built from.
 #[derive(Clone)]

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use allot_lake::compact::{BackgroundCompaction, CompactOptions, run_background_compaction};
 use allot_lake::dedup::DedupWindow;
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
@@ -58,7 +59,6 @@ use crate::error::IngestError;
 use crate::summary::IngestSummary;
 use crate::telemetry::{self, CommitOutcome};
 use crate::writer::{LakeWriter, OffsetCommit, SharedAppender};
-use allot_lake::compact::{BackgroundCompaction, CompactOptions, run_background_compaction};
 
 /// Environment variable of the crash test hook: when set to `N`, the collector
 /// aborts the process after writing the files of its `N`-th flush and before

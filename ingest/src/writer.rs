@@ -18,6 +18,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use allot_lake::append::LogAppender;
+use allot_lake::tables::LakeTables;
 use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable, TenantDay, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
@@ -40,8 +42,6 @@ use arrow::datatypes::TimestampMicrosecondType;
 use crate::assemble::DecodedBatch;
 use crate::error::IngestError;
 use crate::telemetry::FlushCounts;
-use allot_lake::append::LogAppender;
-use allot_lake::tables::LakeTables;
 
 /// Most event ids a backfill keeps in its duplicate cache before the least
 /// recently touched tenants are dropped.

@@ -29,9 +29,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use crate::dedup::DedupWindow;
-use crate::session::{LakeSession, Scope, SessionLimits};
-use crate::snapshot::{LakeSnapshot, partition_date};
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable, TenantDay};
 use allot_schemas::table_schema::usage_events_schema;
@@ -47,8 +44,11 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_util::sync::CancellationToken;
 
+use crate::dedup::DedupWindow;
 use crate::error::LakeError;
 use crate::rollup::{RollupSummary, refresh_rollups};
+use crate::session::{LakeSession, Scope, SessionLimits};
+use crate::snapshot::{LakeSnapshot, partition_date};
 use crate::tables::{commit_actions, open_or_create_table, with_partition_values};
 use crate::telemetry;
 

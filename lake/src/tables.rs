@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::snapshot::table_builder;
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
@@ -26,6 +25,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use crate::error::LakeError;
+use crate::snapshot::table_builder;
 
 /// The two tables a file backfill writes, loaded with their file lists (its
 /// duplicate check reads the files of the partitions it writes to).

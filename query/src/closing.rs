@@ -21,6 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use allot_lake::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::snapshot::{LakeSnapshot, partition_date, read_small_table};
 use allot_schemas::config::Config;
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{
@@ -46,8 +48,6 @@ use crate::error::QueryError;
 use crate::period::Period;
 use crate::reports::{self, ReportSettings};
 use crate::rounding::{MONEY_SCALE, format_fixed};
-use allot_lake::session::{LakeSession, Scope, SessionLimits};
-use allot_lake::snapshot::{LakeSnapshot, partition_date, read_small_table};
 
 /// Kafka coverage of one topic-partition in a tenant-day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

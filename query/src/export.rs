@@ -5,13 +5,13 @@
 
 use std::fmt::Write as _;
 
+use allot_lake::session::{LakeSession, Scope, SessionLimits};
+use allot_lake::snapshot::LakeSnapshot;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Decimal128Type, TimeUnit, TimestampMicrosecondType};
 use datafusion::prelude::{col, lit};
 
 use crate::error::QueryError;
-use allot_lake::session::{LakeSession, Scope, SessionLimits};
-use allot_lake::snapshot::LakeSnapshot;
 
 /// The tenant's counted events, ordered by `ts` then `event_id`, as JSON Lines,
 /// and how many there are.

@@ -19,6 +19,9 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use allot_lake::dedup::DedupWindow;
+use allot_lake::session::{LakeSession, REJECTED_EVENTS, Scope, SessionLimits, USAGE_EVENTS};
+use allot_lake::snapshot::LakeSnapshot;
 use allot_schemas::config::Config;
 use arrow::array::{Array, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -34,9 +37,6 @@ use serde_json::Value;
 
 use crate::error::QueryError;
 use crate::render::csv_field;
-use allot_lake::dedup::DedupWindow;
-use allot_lake::session::{LakeSession, REJECTED_EVENTS, Scope, SessionLimits, USAGE_EVENTS};
-use allot_lake::snapshot::LakeSnapshot;
 
 /// The limits of one SQL query.
 #[derive(Debug, Clone, PartialEq, Eq)]

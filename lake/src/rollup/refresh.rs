@@ -12,10 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::dedup::DedupWindow;
-use crate::rollup::{catalog_fingerprint, partition_bases, rollup_rows};
-use crate::session::{LakeSession, Scope, SessionLimits};
-use crate::snapshot::LakeSnapshot;
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::lake::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{HOURLY_PARTITION_COLUMNS, usage_hourly_schema};
@@ -23,7 +19,11 @@ use deltalake::kernel::{Action, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
+use crate::dedup::DedupWindow;
 use crate::error::LakeError;
+use crate::rollup::{catalog_fingerprint, partition_bases, rollup_rows};
+use crate::session::{LakeSession, Scope, SessionLimits};
+use crate::snapshot::LakeSnapshot;
 use crate::tables::{commit_actions, open_or_create_table};
 
 /// The `txn` app id of every rollup commit.
