@@ -390,3 +390,136 @@ fn append_rows(batch: &RecordBatch, rows: &mut Vec<Vec<Option<String>>>) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The statement check on its own: no lake, no session, no engine run.
+
+    use super::*;
+
+    fn tenant() -> Scope {
+        Scope::Tenant("acme".to_string())
+    }
+
+    /// The message of a refused statement.
+    fn refusal(sql: &str, scope: &Scope) -> String {
+        match check_sql(sql, scope) {
+            Err(QueryError::SqlRejected(message)) => message,
+            Err(other) => panic!("{sql}: not a refusal: {other}"),
+            Ok(_) => panic!("{sql}: accepted"),
+        }
+    }
+
+    #[test]
+    fn queries_over_the_visible_tables_and_their_ctes_pass() {
+        for sql in [
+            "SELECT metric, sum(value) FROM usage_events GROUP BY metric",
+            "select * from USAGE_EVENTS limit 1",
+            "WITH daily AS (SELECT day, count(*) AS n FROM usage_events GROUP BY day) SELECT * FROM daily",
+            "EXPLAIN SELECT count(*) FROM usage_events",
+            "VALUES (1), (2)",
+            "SELECT 1",
+        ] {
+            assert!(check_sql(sql, &tenant()).is_ok(), "{sql}");
+        }
+        assert!(check_sql("SELECT * FROM rejected_events", &Scope::AllTenants).is_ok());
+    }
+
+    #[test]
+    fn a_tenant_cannot_name_rejected_events_and_learns_only_its_tables() {
+        let message = refusal("SELECT * FROM rejected_events", &tenant());
+        assert_eq!(message, "unknown table; queries may read: usage_events");
+        let message = refusal(
+            "SELECT * FROM usage_events u JOIN other o ON true",
+            &tenant(),
+        );
+        assert!(!message.contains("other"), "{message}");
+    }
+
+    #[test]
+    fn only_one_query_statement_runs() {
+        assert_eq!(
+            refusal("SELECT 1; SELECT 2", &tenant()),
+            "exactly one statement is allowed, got 2"
+        );
+        assert!(refusal("", &tenant()).starts_with("exactly one statement"));
+        for (sql, keyword) in [
+            ("DROP TABLE usage_events", "DROP"),
+            ("INSERT INTO usage_events VALUES (1)", "INSERT"),
+            ("DELETE FROM usage_events", "DELETE"),
+            ("SET datafusion.execution.batch_size = 1", "SET"),
+            ("CREATE TABLE t AS SELECT 1", "CREATE"),
+        ] {
+            let message = refusal(sql, &tenant());
+            assert!(
+                message.starts_with(&format!("{keyword} is not allowed")),
+                "{sql}: {message}"
+            );
+        }
+        assert!(
+            refusal("COPY usage_events TO '/tmp/x.csv'", &tenant())
+                .starts_with("COPY is not allowed")
+        );
+        assert!(
+            refusal(
+                "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+                &tenant()
+            )
+            .starts_with("CREATE EXTERNAL TABLE is not allowed")
+        );
+    }
+
+    #[test]
+    fn paths_schemas_and_table_functions_are_refused() {
+        assert_eq!(
+            refusal(
+                "SELECT * FROM information_schema.tables",
+                &Scope::AllTenants
+            ),
+            "information_schema is not available"
+        );
+        for sql in [
+            "SELECT * FROM '/etc/passwd'",
+            "SELECT * FROM public.usage_events",
+            "SELECT * FROM datafusion.public.usage_events",
+        ] {
+            assert!(
+                refusal(sql, &Scope::AllTenants).starts_with("unknown table"),
+                "{sql}"
+            );
+        }
+        assert!(
+            refusal("SELECT * FROM generate_series(1, 10)", &tenant())
+                .starts_with("table functions are not allowed")
+        );
+    }
+
+    #[test]
+    fn a_relation_inside_a_subquery_is_checked_too() {
+        let sql =
+            "SELECT * FROM usage_events WHERE tenant_id IN (SELECT tenant_id FROM rejected_events)";
+        assert!(refusal(sql, &tenant()).starts_with("unknown table"));
+        assert!(check_sql(sql, &Scope::AllTenants).is_ok());
+    }
+
+    #[test]
+    fn syntax_errors_name_the_problem_without_engine_prefixes() {
+        let message = refusal("SELEC 1", &tenant());
+        assert!(message.starts_with("SQL syntax error: "), "{message}");
+        assert!(!message.contains("ParserError"), "{message}");
+    }
+
+    #[test]
+    fn engine_errors_are_the_callers_or_internal_by_kind() {
+        let limits = SqlLimits::default();
+        let plan = classify(DataFusionError::Plan("no field named x".into()), &limits);
+        assert!(matches!(&plan, QueryError::SqlRejected(m) if m == "no field named x"));
+        let memory = classify(DataFusionError::ResourcesExhausted("pool".into()), &limits);
+        assert!(matches!(memory, QueryError::MemoryLimit { .. }));
+        let path = classify(
+            DataFusionError::Execution("file:///lake/usage_events/x.parquet: gone".into()),
+            &limits,
+        );
+        assert!(matches!(path, QueryError::Engine(_)), "{path}");
+    }
+}
