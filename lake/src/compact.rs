@@ -388,8 +388,7 @@ fn is_commit_conflict(err: &LakeError) -> bool {
 /// Days since the epoch of a `YYYY-MM-DD` partition value.
 fn parse_day(day: &str) -> Option<i32> {
     let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
-    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
-    i32::try_from((date - epoch).num_days()).ok()
+    Some(allot_schemas::time::days_since_epoch(date))
 }
 
 /// The rows of the partitions whose rollups are not current (new files in them
@@ -673,5 +672,101 @@ mod tests {
         files.tags.insert("b".into(), DedupTags::default());
         assert_eq!(files.rewritten_tags(None), tags(None, None));
         assert_eq!(files.rewritten_tags(Some(9)), tags(None, Some(9)));
+    }
+
+    /// A batch of the three columns the in-partition rule reads.
+    fn rows(rows: &[(&str, i64, &str)]) -> RecordBatch {
+        use arrow::array::{StringArray, TimestampMicrosecondArray};
+        RecordBatch::try_from_iter([
+            (
+                "event_id",
+                std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0)))
+                    as arrow::array::ArrayRef,
+            ),
+            (
+                "ingested_at",
+                std::sync::Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                        .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "source",
+                std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            ),
+        ])
+        .unwrap()
+    }
+
+    fn columns(batch: &RecordBatch) -> Vec<(String, i64, String)> {
+        let ids = batch.column(0).as_string::<i32>();
+        let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+        let sources = batch.column(2).as_string::<i32>();
+        (0..batch.num_rows())
+            .map(|r| {
+                (
+                    ids.value(r).to_string(),
+                    times.value(r),
+                    sources.value(r).to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn within_a_partition_the_first_ingested_copy_is_kept() {
+        let batch = rows(&[
+            ("x", 20, "b"),
+            ("x", 10, "z"),
+            ("y", 5, "a"),
+            ("x", 10, "a"),
+            ("k", 1, "a"),
+            ("w", 7, "a"),
+        ]);
+        // `k` is already in a large file of the partition; `y`'s copy is one the
+        // dedup window rejects against a neighbour.
+        let kept: HashSet<String> = ["k".to_string()].into();
+        let rejected: HashSet<RowKey> = [("y".to_string(), 5, "a".to_string())].into();
+        let (out, dropped) = first_ingested_per_event(&batch, &kept, &rejected).unwrap();
+        let mut out = columns(&out);
+        out.sort();
+        // Of x's copies, the earliest ingested wins, ties broken by source.
+        assert_eq!(
+            out,
+            [
+                ("w".to_string(), 7, "a".to_string()),
+                ("x".to_string(), 10, "a".to_string())
+            ]
+        );
+        assert_eq!(dropped, 4);
+        // Nothing to drop: the batch comes back as it was.
+        let unique = rows(&[("a", 1, "s"), ("b", 1, "s")]);
+        let (same, none) =
+            first_ingested_per_event(&unique, &HashSet::new(), &HashSet::new()).unwrap();
+        assert_eq!((columns(&same), none), (columns(&unique), 0));
+    }
+
+    #[test]
+    fn partition_days_are_epoch_days_or_nothing() {
+        assert_eq!(parse_day("1970-01-01"), Some(0));
+        assert_eq!(parse_day("2026-03-01"), Some(20513));
+        assert_eq!(parse_day("2026-02-30"), None);
+        assert_eq!(parse_day("../x"), None);
+    }
+
+    #[test]
+    fn only_lost_races_count_as_conflicts() {
+        let table = "usage_events";
+        let lost = LakeError::Table {
+            table,
+            source: deltalake::DeltaTableError::VersionAlreadyExists(7),
+        };
+        assert!(is_commit_conflict(&lost));
+        let other = LakeError::Table {
+            table,
+            source: deltalake::DeltaTableError::generic("disk full"),
+        };
+        assert!(!is_commit_conflict(&other));
+        assert!(!is_commit_conflict(&LakeError::NoLake));
     }
 }
