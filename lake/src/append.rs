@@ -226,7 +226,7 @@ impl LogAppender {
                 .collect::<Result<Vec<_>, delta_kernel::Error>>()
         })
         .await
-        .map_err(|e| LakeError::Worker(e.to_string()))?
+        .map_err(LakeError::from)?
         .map_err(|e| LakeError::table(self.name)(DeltaTableError::from(e)))?;
         self.offsets.extend(read);
         Ok(())

@@ -54,9 +54,12 @@ pub enum LakeError {
     /// Another writer recorded newer offsets (or a newer revision) for this commit.
     #[error("commit fenced: {0}")]
     Fenced(String),
-    /// A background task stopped unexpectedly.
+    /// A background task stopped unexpectedly (it panicked or was cancelled).
     #[error("a worker stopped: {0}")]
-    Worker(String),
+    Worker(#[from] tokio::task::JoinError),
+    /// A vacuum retention longer than time can count.
+    #[error("vacuum retention: {0}")]
+    Retention(#[from] chrono::OutOfRangeError),
     /// `usage_hourly` moved on while a refresh was starting.
     #[error(
         "refreshing usage_hourly: usage_hourly changed while the refresh started; trying again later"

@@ -40,8 +40,7 @@ pub async fn vacuum(options: VacuumOptions) -> Result<VacuumSummary, LakeError> 
     let mut kept_versions = options.keep_usage_versions;
     kept_versions.sort_unstable();
     kept_versions.dedup();
-    let retention = chrono::Duration::from_std(options.retention)
-        .map_err(|e| LakeError::Worker(format!("vacuum retention: {e}")))?;
+    let retention = chrono::Duration::from_std(options.retention)?;
     let mut summary = VacuumSummary {
         kept_versions: kept_versions.clone(),
         ..VacuumSummary::default()
