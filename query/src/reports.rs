@@ -626,3 +626,99 @@ pub async fn usage_series(
     }
     Ok(points)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The parts of report assembly that need no lake: settings and pricing
+    //! health's month-to-date cost.
+
+    use allot_schemas::gauge::{GaugeSample, GaugeSeries};
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::pricing::CounterDay;
+    use crate::test_support::{d, ts};
+
+    fn settings(toml: &str) -> ReportSettings {
+        let config = Config::from_toml_str(toml, "test.toml", std::iter::empty()).unwrap();
+        ReportSettings::new(config).unwrap()
+    }
+
+    /// Compute is priced; egress and storage have no rate.
+    const COMPUTE_ONLY: &str = r#"
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-01"
+unit_price = "0.0400"
+"#;
+
+    fn usage() -> TenantUsage {
+        let day = NaiveDate::from_ymd_opt(2026, 1, 10).unwrap();
+        let counter = |metric: &str, sum: &str| CounterDay {
+            metric: metric.to_string(),
+            day,
+            raw_sum: d(sum),
+        };
+        TenantUsage {
+            tenant_id: "acme".to_string(),
+            counters: vec![
+                counter("compute_seconds", "36000"),
+                counter("egress_bytes", "1073741824"),
+            ],
+            gauges: vec![GaugeSeries {
+                metric: "storage_bytes".to_string(),
+                resource: None,
+                samples: vec![GaugeSample {
+                    ts_micros: ts("2026-01-10T00:00:00Z"),
+                    value: d("1000"),
+                }],
+                held: Vec::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn health_prices_what_has_a_rate_and_names_the_rest() {
+        let settings = settings(COMPUTE_ONLY);
+        let period = Period::parse("2026-01").unwrap();
+        let until = ts("2026-01-20T00:00:00Z");
+        // An invoice refuses the unpriced usage outright...
+        assert!(matches!(
+            invoice_until(&settings.book, &settings.catalog, period, &usage(), until),
+            Err(QueryError::NoRate { .. })
+        ));
+        // ...health prices the rest: 10 vCPU-hours × 0.04.
+        let (cost, mut unpriced) = priced_cost_until(&settings, period, &usage(), until).unwrap();
+        unpriced.sort();
+        assert_eq!(cost, d("0.40"));
+        assert_eq!(unpriced, ["egress_bytes", "storage_bytes"]);
+    }
+
+    #[test]
+    fn settings_split_the_catalog_by_kind_and_know_the_longest_hold() {
+        let settings = settings(
+            r#"
+[metrics.storage_bytes]
+kind = "gauge"
+unit = "GiB-month"
+divisor = "1073741824"
+hold = "3d"
+"#,
+        );
+        assert!(
+            settings
+                .metrics_of(MetricKind::Gauge)
+                .contains(&"storage_bytes".to_string())
+        );
+        assert!(
+            settings
+                .metrics_of(MetricKind::Counter)
+                .contains(&"compute_seconds".to_string())
+        );
+        assert_eq!(settings.longest_hold(), 3 * MICROS_PER_DAY);
+        assert_eq!(
+            settings.dedup_window().micros(),
+            i64::try_from(settings.config.ingest.dedup_window.0.as_micros()).unwrap()
+        );
+    }
+}
