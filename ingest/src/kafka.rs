@@ -790,3 +790,146 @@ enum Landing {
     /// It landed during a rebalance; the new assignment read the lake afresh.
     AfterRebalance,
 }
+
+#[cfg(test)]
+mod tests {
+    //! The collector's loop against librdkafka's mock cluster and a local lake:
+    //! what it commits, from which offsets it resumes, and how it stops.
+
+    use allot_schemas::config::HumanDuration;
+    use rdkafka::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use tokio::runtime::Runtime;
+
+    use super::*;
+
+    const TOPIC: &str = "usage";
+    const GROUP: &str = "collectors";
+
+    /// How long a test waits for the collector to reach an offset.
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    /// Produces `count` valid events numbered from `first` to partition 0.
+    fn produce(brokers: &str, first: usize, count: usize) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .unwrap();
+        let ts = chrono::Utc::now().to_rfc3339();
+        for i in first..first + count {
+            let payload = format!(
+                r#"{{"event_id":"e{i}","tenant_id":"acme","ts":"{ts}","metric":"compute_seconds","value":1}}"#
+            );
+            producer
+                .send(
+                    BaseRecord::<(), _>::to(TOPIC)
+                        .partition(0)
+                        .payload(&payload),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    /// Options for a collector of `brokers` into `lake` that flushes quickly.
+    fn options(brokers: &str, lake: &LakeLocation) -> KafkaIngestOptions {
+        let mut config = Config::default();
+        config.kafka.dlq = false;
+        config.ingest.flush_interval = HumanDuration(Duration::from_millis(100));
+        KafkaIngestOptions {
+            brokers: brokers.to_string(),
+            topic: TOPIC.to_string(),
+            group: GROUP.to_string(),
+            lake: lake.clone(),
+            config,
+            clock: None,
+        }
+    }
+
+    /// The offset the lake records for partition 0, if any.
+    async fn recorded(lake: &LakeLocation) -> Option<i64> {
+        let writer = LakeWriter::for_collector(lake, DedupWindow::default())
+            .await
+            .unwrap();
+        let appender = writer.usage_appender();
+        let mut appender = appender.lock().await;
+        appender
+            .recorded_offsets(&[kafka_app_id(GROUP, TOPIC, 0)])
+            .await
+            .unwrap()[0]
+    }
+
+    /// Runs a collector until the lake records `last` for partition 0, then
+    /// cancels it and returns what it reports (an error if it did not stop
+    /// cleanly).
+    fn collect_until(
+        runtime: &Runtime,
+        brokers: &str,
+        lake: &LakeLocation,
+        last: i64,
+    ) -> Result<IngestSummary, IngestError> {
+        runtime.block_on(async {
+            let cancel = CancellationToken::new();
+            let collector = tokio::spawn(run_collector(options(brokers, lake), cancel.clone()));
+            let deadline = Instant::now() + PATIENCE;
+            while recorded(lake).await != Some(last) {
+                assert!(Instant::now() < deadline, "the lake never reached {last}");
+                assert!(!collector.is_finished(), "the collector stopped early");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            cancel.cancel();
+            collector.await.unwrap()
+        })
+    }
+
+    /// A local lake in a fresh directory.
+    fn local_lake(dir: &tempfile::TempDir) -> LakeLocation {
+        LakeLocation::parse(dir.path().join("lake").to_str().unwrap()).unwrap()
+    }
+
+    /// Events on the topic are committed once with their offsets, and a second
+    /// collector resumes after them: it commits only the event produced since.
+    #[test]
+    fn a_collector_commits_each_event_once_and_the_next_resumes_after_it() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(TOPIC, 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let dir = tempfile::tempdir().unwrap();
+        let lake = local_lake(&dir);
+        let runtime = Runtime::new().unwrap();
+
+        produce(&brokers, 0, 10);
+        let first = collect_until(&runtime, &brokers, &lake, 9).unwrap();
+        assert_eq!(first.accepted, 10);
+
+        produce(&brokers, 10, 1);
+        let second = collect_until(&runtime, &brokers, &lake, 10).unwrap();
+        assert_eq!(
+            second.accepted, 1,
+            "the second run re-read committed events"
+        );
+        assert_eq!(second.duplicates, 0);
+    }
+
+    /// A lake that cannot be written (a file where its directory should be)
+    /// stops the collector with an error rather than consuming anything.
+    #[test]
+    fn an_unwritable_lake_is_an_error() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(TOPIC, 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lake"), b"not a directory").unwrap();
+        let lake = local_lake(&dir);
+        let runtime = Runtime::new().unwrap();
+        produce(&brokers, 0, 3);
+
+        let result = runtime.block_on(async {
+            let cancel = CancellationToken::new();
+            let collector = tokio::spawn(run_collector(options(&brokers, &lake), cancel.clone()));
+            tokio::time::timeout(PATIENCE, collector).await
+        });
+        assert!(result.unwrap().unwrap().is_err());
+    }
+}
