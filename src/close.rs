@@ -15,7 +15,7 @@ use allot_query::closing::{
 };
 use allot_query::period::format_micros;
 use allot_query::render::ReportTable;
-use allot_schemas::lake::kafka_app_id;
+use allot_schemas::layout::kafka_app_id;
 use clap::Args;
 
 use crate::reports::{LakeArgs, failure, load, month_flag, print_table, tenant_flag};

@@ -13,7 +13,7 @@ use allot_api::auth::{Role, TokenRequest, mint_token};
 use allot_api::{ApiOptions, AppState};
 use allot_ingest::KafkaIngestOptions;
 use allot_schemas::config::{Config, HumanDuration, Secret};
-use allot_schemas::lake::LakeLocation;
+use allot_schemas::layout::LakeLocation;
 use chrono::{DateTime, DurationRound, Utc};
 use clap::Args;
 use rdkafka::ClientConfig;

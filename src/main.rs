@@ -27,7 +27,7 @@ use allot_ingest::{FileIngestOptions, FileInput, IngestSummary, KafkaIngestOptio
 use allot_lake::CompactOptions;
 use allot_lake::dedup::DedupWindow;
 use allot_schemas::config::Config;
-use allot_schemas::lake::LakeLocation;
+use allot_schemas::layout::LakeLocation;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 

@@ -19,7 +19,7 @@ use allot_query::render::{
 use allot_query::reports::{self, NoisyRequest, ReportSettings};
 use allot_query::sandbox::{SqlLimits, run_sql};
 use allot_schemas::config::HumanDuration;
-use allot_schemas::lake::LakeLocation;
+use allot_schemas::layout::LakeLocation;
 use allot_schemas::tenant::is_valid_tenant_id;
 use allot_schemas::time::parse_report_instant;
 use clap::{Args, ValueEnum};

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use allot_schemas::lake::kafka_app_id;
+use allot_schemas::layout::kafka_app_id;
 use deltalake::DeltaTable;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -397,7 +397,7 @@ async fn compaction_merges_small_files_and_removes_producer_duplicates() {
     use allot_ingest::writer::LakeWriter;
     use allot_schemas::clock::SystemClock;
     use allot_schemas::config::Config;
-    use allot_schemas::lake::{LakeLocation, Provenance};
+    use allot_schemas::layout::{LakeLocation, Provenance};
 
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = LakeLocation::parse(lake_dir.path().to_str().unwrap()).unwrap();
@@ -590,7 +590,7 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
     use allot_ingest::writer::{LakeWriter, OffsetCommit};
     use allot_schemas::clock::SystemClock;
     use allot_schemas::config::Config;
-    use allot_schemas::lake::{LakeLocation, Provenance};
+    use allot_schemas::layout::{LakeLocation, Provenance};
     use deltalake::kernel::Transaction;
 
     let lake_dir = tempfile::tempdir().unwrap();

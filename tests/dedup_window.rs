@@ -15,7 +15,7 @@ use allot_lake::snapshot::LakeSnapshot;
 use allot_query::usage::{UsageFilter, counter_days};
 use allot_schemas::clock::FixedClock;
 use allot_schemas::config::Config;
-use allot_schemas::lake::{LakeLocation, Provenance};
+use allot_schemas::layout::{LakeLocation, Provenance};
 use proptest::prelude::*;
 
 const DAY: i64 = 86_400_000_000;

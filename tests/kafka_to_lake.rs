@@ -11,7 +11,7 @@ use allot_ingest::assemble::EventAssembler;
 use allot_ingest::writer::LakeWriter;
 use allot_schemas::clock::SystemClock;
 use allot_schemas::config::Config;
-use allot_schemas::lake::{LakeLocation, Provenance};
+use allot_schemas::layout::{LakeLocation, Provenance};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;

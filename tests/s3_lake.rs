@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use allot_lake::append::LogAppender;
 use allot_schemas::config::Config;
-use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::layout::{LakeLocation, LakeTable};
 use common::{CliLake, FLAT_PRICE_BOOK, Lcg};
 use deltalake::kernel::Transaction;
 use deltalake::logstore::object_store::{self, ObjectStore, PutMode, PutOptions, PutPayload};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use allot_schemas::clock::Clock;
 use allot_schemas::config::{Config, MetricCatalog};
 use allot_schemas::event::{DecodeContext, Rejection, decode_event, oversize_rejection};
-use allot_schemas::lake::Provenance;
+use allot_schemas::layout::Provenance;
 use allot_schemas::reason::ReasonCode;
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::event::{Rejection, UsageEvent};
-use allot_schemas::lake::Provenance;
+use allot_schemas::layout::Provenance;
 use allot_schemas::table_schema::{
     REJECTED_RAW_BYTES, VALUE_PRECISION, rejected_events_schema, usage_events_schema,
 };

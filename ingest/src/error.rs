@@ -1,7 +1,7 @@
 //! The ingest crate's error type.
 
 use allot_lake::LakeError;
-use allot_schemas::lake::LakeLocationError;
+use allot_schemas::layout::LakeLocationError;
 
 /// Everything that can stop an ingest run. Bad events never do: they become
 /// rejected rows instead.

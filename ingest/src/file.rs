@@ -14,7 +14,7 @@ use std::time::Instant;
 use allot_lake::dedup::DedupWindow;
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
-use allot_schemas::lake::{LakeLocation, Provenance};
+use allot_schemas::layout::{LakeLocation, Provenance};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

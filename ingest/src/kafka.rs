@@ -39,7 +39,7 @@ use allot_lake::compact::{BackgroundCompaction, CompactOptions, run_background_c
 use allot_lake::dedup::DedupWindow;
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
-use allot_schemas::lake::{LakeLocation, Provenance, kafka_app_id};
+use allot_schemas::layout::{LakeLocation, Provenance, kafka_app_id};
 use deltalake::kernel::Transaction;
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use allot_schemas::reason::ReasonCode;
 
-use allot_schemas::lake::TenantDay;
+use allot_schemas::layout::TenantDay;
 
 use crate::writer::AppendOutcome;
 

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use allot_lake::append::LogAppender;
 use allot_lake::tables::LakeTables;
-use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable, TenantDay, usage_partition_dir};
+use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable, TenantDay, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
 use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
 use allot_schemas::time::{date_of_epoch_days, days_since_epoch, epoch_day_of_micros};

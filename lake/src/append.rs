@@ -19,12 +19,12 @@
 //! nothing, done in one place the collector can reason about.
 //!
 //! Each attempt stamps the version it is written at on every file it adds
-//! ([`allot_schemas::lake::VERSION_TAG`]): the duplicate check of the dedup window uses it to tell
+//! ([`allot_schemas::layout::VERSION_TAG`]): the duplicate check of the dedup window uses it to tell
 //! which files a writer's own check had seen.
 
 use std::collections::HashMap;
 
-use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable};
+use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
 use arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
 use deltalake::kernel::{Action, Add, Transaction};

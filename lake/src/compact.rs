@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable, TenantDay};
+use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable, TenantDay};
 use allot_schemas::table_schema::usage_events_schema;
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};

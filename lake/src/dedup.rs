@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allot_schemas::config::DEFAULT_DEDUP_WINDOW;
-use allot_schemas::lake::TenantDay;
+use allot_schemas::layout::TenantDay;
 use allot_schemas::table_schema::{USAGE_PARTITION_COLUMNS, usage_events_schema};
 use allot_schemas::time::MICROS_PER_DAY;
 use arrow::datatypes::DataType;
@@ -334,7 +334,7 @@ pub(crate) fn checked_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use allot_schemas::lake::DedupTags;
+    use allot_schemas::layout::DedupTags;
 
     fn file(tenant: &str, day: u32, path: &str, ingested: (i64, i64)) -> LakeFile {
         LakeFile {

@@ -1,7 +1,7 @@
 //! The lake crate's error type: what can go wrong reading, writing or
 //! maintaining the Delta tables, with the cause kept as the error's source.
 
-use allot_schemas::lake::LakeLocationError;
+use allot_schemas::layout::LakeLocationError;
 
 /// Everything that can go wrong with the lake's tables.
 #[derive(Debug, thiserror::Error)]

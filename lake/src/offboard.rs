@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::layout::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{rejected_events_schema, usage_hourly_schema};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::filter_record_batch;

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::lake::TenantDay;
+use allot_schemas::layout::TenantDay;
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, rejected_events_schema,
     usage_hourly_schema,

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use allot_schemas::lake::{DedupTags, LakeLocation, LakeTable};
+use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
 use allot_schemas::time::{date_of_epoch_days, days_since_epoch};
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;

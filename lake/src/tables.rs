@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::layout::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
     allocations_schema, audit_schema, closings_schema, invoices_schema, rejected_events_schema,

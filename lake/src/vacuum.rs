@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::layout::{LakeLocation, LakeTable};
 
 use crate::error::LakeError;
 use crate::tables::open_or_create_table;

@@ -13,7 +13,7 @@
 //! racing on several machines, exactly one commits, the other fails fenced.
 
 use allot_lake::append::{LogAppender, append_batch};
-use allot_schemas::lake::{LakeLocation, LakeTable, closing_app_id};
+use allot_schemas::layout::{LakeLocation, LakeTable, closing_app_id};
 use deltalake::kernel::Transaction;
 
 use crate::closing::{ClosePlan, allocations_batch, closing_batch, invoices_batch};

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use allot_lake::session::{LakeSession, Scope, SessionLimits};
 use allot_lake::snapshot::{LakeSnapshot, partition_date, read_small_table};
 use allot_schemas::config::Config;
-use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::layout::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{
     ALLOCATION_CSV_COLUMNS, INVOICE_CSV_COLUMNS, allocations_schema, closings_schema,
     invoices_schema,

@@ -47,5 +47,5 @@ pub mod sandbox;
 mod test_support;
 pub mod usage;
 
-pub use allot_schemas::lake::{LakeLocation, LakeTable};
+pub use allot_schemas::layout::{LakeLocation, LakeTable};
 pub use error::QueryError;

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use allot_lake::session::LakeSession;
 use allot_lake::snapshot::partition_date;
 use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
-use allot_schemas::lake::TenantDay;
+use allot_schemas::layout::TenantDay;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use arrow_schema::{DataType, TimeUnit};

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 use crate::decimal::parse_plain_decimal;
-use crate::lake::StorageOptions;
+use crate::layout::StorageOptions;
 use crate::tenant::is_valid_tenant_id;
 
 /// A configuration error: the key it is about and what is wrong.

@@ -12,7 +12,7 @@ pub mod config;
 pub mod decimal;
 pub mod event;
 pub mod gauge;
-pub mod lake;
+pub mod layout;
 pub mod reason;
 pub mod table_schema;
 pub mod tenant;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use allot_schemas::config::{DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
-use allot_schemas::lake::TenantDay;
+use allot_schemas::layout::TenantDay;
 
 use crate::dedup::{DedupWindow, Neighbourhoods};
 use crate::snapshot::TableFiles;

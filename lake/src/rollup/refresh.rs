@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::lake::{LakeLocation, LakeTable};
+use allot_schemas::layout::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{HOURLY_PARTITION_COLUMNS, usage_hourly_schema};
 use deltalake::kernel::{Action, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use allot_schemas::config::{MetricCatalog, MetricKind};
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::gauge::{GaugeSample, weight_before_last};
-use allot_schemas::lake::TenantDay;
+use allot_schemas::layout::TenantDay;
 use allot_schemas::table_schema::{VALUE_PRECISION, usage_hourly_schema};
 use allot_schemas::time::{MICROS_PER_HOUR, day_start_micros, days_since_epoch};
 use arrow::array::{

@@ -90,7 +90,7 @@ impl fmt::Debug for StorageOptions {
 /// The root of a lake: a local directory or an object-store URL.
 ///
 /// ```
-/// use allot_schemas::lake::{LakeLocation, LakeTable};
+/// use allot_schemas::layout::{LakeLocation, LakeTable};
 /// let lake = LakeLocation::parse("s3://bucket/lake").unwrap();
 /// assert_eq!(lake.table_url(LakeTable::UsageEvents).as_str(), "s3://bucket/lake/usage_events/");
 /// ```
@@ -206,7 +206,7 @@ impl TenantDay {
 /// The relative directory of one tenant-day of `usage_events`.
 ///
 /// ```
-/// use allot_schemas::lake::usage_partition_dir;
+/// use allot_schemas::layout::usage_partition_dir;
 /// assert_eq!(usage_partition_dir("acme", "2026-03-01").as_deref(), Some("tenant_id=acme/day=2026-03-01"));
 /// assert_eq!(usage_partition_dir("../x", "2026-03-01"), None);
 /// ```
@@ -248,7 +248,7 @@ impl DedupTags {
     /// Reads the tags of a Delta `add` action (absent or unreadable ones: `None`).
     ///
     /// ```
-    /// use allot_schemas::lake::DedupTags;
+    /// use allot_schemas::layout::DedupTags;
     /// let tags = [
     ///     ("allot.version".to_string(), Some("7".to_string())),
     ///     ("allot.ingested_at".to_string(), Some("10,20".to_string())),
@@ -291,7 +291,7 @@ impl DedupTags {
 /// for one Kafka partition (`txn` action).
 ///
 /// ```
-/// use allot_schemas::lake::kafka_app_id;
+/// use allot_schemas::layout::kafka_app_id;
 /// assert_eq!(kafka_app_id("allot", "usage", 3), "allot-usage-3");
 /// ```
 pub fn kafka_app_id(group: &str, topic: &str, partition: i32) -> String {
@@ -303,7 +303,7 @@ pub fn kafka_app_id(group: &str, topic: &str, partition: i32) -> String {
 /// the same revision.
 ///
 /// ```
-/// use allot_schemas::lake::closing_app_id;
+/// use allot_schemas::layout::closing_app_id;
 /// assert_eq!(closing_app_id("2026-10"), "allot-close-2026-10");
 /// ```
 pub fn closing_app_id(month: &str) -> String {
