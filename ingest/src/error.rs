@@ -72,14 +72,6 @@ pub enum IngestError {
     Worker(String),
 }
 
-impl IngestError {
-    pub(crate) fn lake(
-        table: &'static str,
-    ) -> impl FnOnce(deltalake::DeltaTableError) -> IngestError {
-        move |source| IngestError::Lake(LakeError::Table { table, source })
-    }
-}
-
 /// A fenced commit stays [`IngestError::Fenced`], the outcome a collector acts
 /// on; every other failure of the lake keeps its cause.
 impl From<LakeError> for IngestError {

@@ -398,7 +398,7 @@ impl LakeWriter {
                 let store = table.log_store().object_store(None);
                 let files: Vec<_> = table
                     .snapshot()
-                    .map_err(IngestError::lake(name))?
+                    .map_err(LakeError::table(name))?
                     .log_data()
                     .iter()
                     .map(|f| f.object_store_path())
@@ -450,9 +450,9 @@ async fn partition_files(
         .usage
         .update_state()
         .await
-        .map_err(IngestError::lake(name))?;
+        .map_err(LakeError::table(name))?;
     if !wanted.is_empty() {
-        let snapshot = tables.usage.snapshot().map_err(IngestError::lake(name))?;
+        let snapshot = tables.usage.snapshot().map_err(LakeError::table(name))?;
         for file in snapshot.log_data().iter() {
             let path = file.object_store_path();
             let Some((dir, _)) = path.as_ref().rsplit_once('/') else {
@@ -519,11 +519,11 @@ async fn write_files(table: &LogAppender, batch: RecordBatch) -> Result<Vec<Add>
     writer
         .write(batch)
         .await
-        .map_err(IngestError::lake(table.name()))?;
-    writer
+        .map_err(LakeError::table(table.name()))?;
+    Ok(writer
         .flush()
         .await
-        .map_err(IngestError::lake(table.name()))
+        .map_err(LakeError::table(table.name()))?)
 }
 
 /// Writes a `usage_events` batch as Parquet files (not yet committed), one file
@@ -592,8 +592,8 @@ async fn write_partitions(
                 writer
                     .write_partition(partition, &values, WriteMode::Default)
                     .await
-                    .map_err(IngestError::lake(name))?;
-                adds.extend(writer.flush().await.map_err(IngestError::lake(name))?);
+                    .map_err(LakeError::table(name))?;
+                adds.extend(writer.flush().await.map_err(LakeError::table(name))?);
             }
             Ok::<_, IngestError>((index, adds))
         });
@@ -616,9 +616,9 @@ fn partition_values(
         .map(|&name| {
             let column = batch.column_by_name(name).expect("schema");
             let value = Scalar::from_array(column.as_ref(), row).ok_or_else(|| {
-                IngestError::lake(LakeTable::UsageEvents.dir_name())(
+                IngestError::from(LakeError::table(LakeTable::UsageEvents.dir_name())(
                     deltalake::DeltaTableError::Generic(format!("no partition value in {name}")),
-                )
+                ))
             })?;
             Ok((name.to_string(), value))
         })
