@@ -256,8 +256,8 @@ impl PartitionFiles {
 /// A row of `usage_events` within its partition: event id, `ingested_at`, source.
 type RowKey = (String, i64, String);
 
-/// The rows the dedup window rejects, per tenant and `YYYY-MM-DD` day.
-type Beaten = BTreeMap<(String, String), HashSet<RowKey>>;
+/// The rows the dedup window rejects, per partition.
+type Beaten = BTreeMap<TenantDay, HashSet<RowKey>>;
 
 /// What a run's judgement of the table found.
 #[derive(Default)]
@@ -284,7 +284,7 @@ async fn compact_partitions(
         current,
     } = beaten_rows(options).await?;
     let small_below = target_file_bytes / 2;
-    let mut by_partition: BTreeMap<(String, String), PartitionFiles> = BTreeMap::new();
+    let mut by_partition: BTreeMap<TenantDay, PartitionFiles> = BTreeMap::new();
     for file in table
         .snapshot()
         .map_err(LakeError::table(name))?
@@ -300,8 +300,11 @@ async fn compact_partitions(
         else {
             continue;
         };
+        let Some(day) = parse_day(day) else {
+            continue;
+        };
         let files = by_partition
-            .entry((tenant.clone(), day.clone()))
+            .entry(TenantDay::new(tenant.clone(), day))
             .or_default();
         files
             .tags
@@ -313,13 +316,11 @@ async fn compact_partitions(
         }
     }
     let mut summary = CompactSummary::default();
-    for ((tenant_id, day), mut files) in by_partition {
+    for (partition, mut files) in by_partition {
         if cancel.is_cancelled() {
             break;
         }
-        let rejected = beaten
-            .remove(&(tenant_id.clone(), day.clone()))
-            .unwrap_or_default();
+        let rejected = beaten.remove(&partition).unwrap_or_default();
         if rejected.is_empty() && files.small.len() < min_files.max(2) {
             continue;
         }
@@ -328,18 +329,15 @@ async fn compact_partitions(
             let large = std::mem::take(&mut files.large);
             files.small.extend(large);
         }
-        let Some(day_number) = parse_day(&day) else {
-            continue;
-        };
         // Every file listed here was in the table this run judged (listed first),
         // so a partition it judged is checked as of that version.
-        let judged = partition_date(day_number)
-            .is_ok_and(|date| !current.contains(&TenantDay::new(tenant_id.clone(), date)));
+        let judged = !current.contains(&partition);
         let tags = files.rewritten_tags(judged_version.filter(|_| judged));
+        let (tenant_id, day) = (&partition.tenant_id, partition.day);
         let compacted = compact_partition(
             table,
-            &tenant_id,
-            day_number,
+            tenant_id,
+            allot_schemas::time::days_since_epoch(day),
             &files,
             &rejected,
             target_file_bytes,
@@ -385,10 +383,9 @@ fn is_commit_conflict(err: &LakeError) -> bool {
     )
 }
 
-/// Days since the epoch of a `YYYY-MM-DD` partition value.
-fn parse_day(day: &str) -> Option<i32> {
-    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
-    Some(allot_schemas::time::days_since_epoch(date))
+/// The date of a `YYYY-MM-DD` partition value (`None`: not a date).
+fn parse_day(day: &str) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
 }
 
 /// The rows of the partitions whose rollups are not current (new files in them
@@ -443,12 +440,10 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Judged, LakeError> {
         let days = days.as_primitive::<arrow::datatypes::Date32Type>();
         let ingested = ingested.as_primitive::<arrow::datatypes::Int64Type>();
         for row in 0..batch.num_rows() {
-            let day = partition_date(days.value(row))?
-                .format("%Y-%m-%d")
-                .to_string();
+            let day = partition_date(days.value(row))?;
             judged
                 .beaten
-                .entry((tenants.value(row).to_string(), day))
+                .entry(TenantDay::new(tenants.value(row), day))
                 .or_default()
                 .insert((
                     ids.value(row).to_string(),
@@ -747,9 +742,10 @@ mod tests {
     }
 
     #[test]
-    fn partition_days_are_epoch_days_or_nothing() {
-        assert_eq!(parse_day("1970-01-01"), Some(0));
-        assert_eq!(parse_day("2026-03-01"), Some(20513));
+    fn partition_days_are_dates_or_nothing() {
+        let date = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d);
+        assert_eq!(parse_day("1970-01-01"), date(1970, 1, 1));
+        assert_eq!(parse_day("2026-03-01"), date(2026, 3, 1));
         assert_eq!(parse_day("2026-02-30"), None);
         assert_eq!(parse_day("../x"), None);
     }
