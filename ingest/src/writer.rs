@@ -206,6 +206,34 @@ impl LakeWriter {
         }
         outcome.counts.accepted = events_by_tenant(&fresh);
         outcome.counts.duplicates = outcome.duplicates;
+        // The check above recorded the batch's ids as known: if it is not
+        // committed, they must not be, or the batch read again would be taken
+        // for duplicates of itself and its offsets recorded without its events.
+        let checked = fresh.clone();
+        let committed = self
+            .write_and_commit(fresh, partitions.checked_at, offsets, &mut outcome)
+            .await;
+        match committed {
+            Ok(version) => {
+                outcome.usage_version = Some(version);
+                Ok(outcome)
+            }
+            Err(err) => {
+                self.dedup.known().forget(&checked);
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes the checked events' files and commits them with `offsets`:
+    /// returns the version committed.
+    async fn write_and_commit(
+        &mut self,
+        fresh: RecordBatch,
+        checked_at: Option<u64>,
+        offsets: &OffsetCommit,
+        outcome: &mut AppendOutcome,
+    ) -> Result<u64, IngestError> {
         let writing = std::time::Instant::now();
         let mut usage = self.usage.lock().await;
         let written_rows = match &self.dedup {
@@ -214,7 +242,7 @@ impl LakeWriter {
         };
         let tags = DedupTags {
             version: None,
-            checked_at: partitions.checked_at,
+            checked_at,
             ingested: ingested_bounds(&fresh),
         };
         let mut adds = write_partitions(&usage, fresh).await?;
@@ -253,8 +281,7 @@ impl LakeWriter {
             secs = committing.elapsed().as_secs_f64(),
             "committed the batch"
         );
-        outcome.usage_version = Some(version);
-        Ok(outcome)
+        Ok(version)
     }
 
     /// Keeps the rows of `usage` whose `(tenant_id, event_id)` has no copy within
@@ -762,6 +789,32 @@ struct TenantIds {
     copies: usize,
 }
 
+impl TenantIds {
+    /// Removes one copy of `event_id` at `ts`; false when there is none.
+    fn forget(&mut self, event_id: &str, ts: i64) -> bool {
+        let Some(copies) = self.ids.get_mut(event_id) else {
+            return false;
+        };
+        match copies {
+            Copies::One(only) if *only == ts => {
+                self.ids.remove(event_id);
+            }
+            Copies::One(_) => return false,
+            Copies::Many(times) => {
+                let Some(at) = times.iter().rposition(|t| *t == ts) else {
+                    return false;
+                };
+                times.remove(at);
+                if let [one] = times.as_slice() {
+                    *copies = Copies::One(*one);
+                }
+            }
+        }
+        self.copies -= 1;
+        true
+    }
+}
+
 /// Event ids known to be in the lake, for recently touched tenants.
 struct KnownEventIds {
     tenants: HashMap<String, TenantIds>,
@@ -814,6 +867,28 @@ impl KnownEventIds {
             ids,
             total: &mut self.total,
             window: self.window,
+        }
+    }
+
+    /// Forgets the copies that checking `rows` recorded, once their batch turned
+    /// out not to be committed.
+    fn forget(&mut self, rows: &RecordBatch) {
+        let (tenants, _) = partition_columns(rows);
+        let ids = rows
+            .column_by_name("event_id")
+            .expect("schema")
+            .as_string::<i32>();
+        let times = rows
+            .column_by_name("ts")
+            .expect("schema")
+            .as_primitive::<TimestampMicrosecondType>();
+        for row in 0..rows.num_rows() {
+            // A tenant dropped over the cap meanwhile has nothing left to forget.
+            if let Some(tenant) = self.tenants.get_mut(tenants.value(row))
+                && tenant.forget(ids.value(row), times.value(row))
+            {
+                self.total -= 1;
+            }
         }
     }
 
@@ -1024,6 +1099,20 @@ mod tests {
         let key = |days| TenantDay::new("acme", date_of_epoch_days(days).unwrap());
         assert_eq!(partition_dir(&key(0)), "tenant_id=acme/day=1970-01-01");
         assert_eq!(partition_dir(&key(20513)), "tenant_id=acme/day=2026-03-01");
+    }
+
+    #[test]
+    fn forgetting_a_copy_removes_that_copy_only() {
+        let mut tenant = TenantIds::default();
+        tenant.ids.insert(Box::from("e1"), Copies::Many(vec![1, 2]));
+        tenant.copies = 2;
+        assert!(!tenant.forget("e1", 5), "no copy at 5");
+        assert!(!tenant.forget("e2", 1), "no such id");
+        assert!(tenant.forget("e1", 2));
+        assert!(matches!(tenant.ids["e1"], Copies::One(1)));
+        assert!(tenant.forget("e1", 1));
+        assert!(tenant.ids.is_empty());
+        assert_eq!(tenant.copies, 0);
     }
 
     #[test]
