@@ -794,37 +794,55 @@ enum Landing {
 #[cfg(test)]
 mod tests {
     //! The collector's loop against librdkafka's mock cluster and a local lake:
-    //! what it commits, from which offsets it resumes, and how it stops.
+    //! what it commits, from which offsets it resumes, how it survives a failed
+    //! flush, a fenced commit and partitions changing hands, and how it stops.
+
+    use std::ops::Range;
 
     use allot_schemas::config::HumanDuration;
     use rdkafka::ClientConfig;
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use tokio::runtime::Runtime;
+    use tokio::task::JoinHandle;
 
     use super::*;
 
     const TOPIC: &str = "usage";
     const GROUP: &str = "collectors";
 
-    /// How long a test waits for the collector to reach an offset.
-    const PATIENCE: Duration = Duration::from_secs(20);
+    /// How long a test waits for the lake to reach an offset.
+    const PATIENCE: Duration = Duration::from_secs(30);
 
-    /// Produces `count` valid events numbered from `first` to partition 0.
-    fn produce(brokers: &str, first: usize, count: usize) {
+    /// A mock cluster with the topic in `partitions` partitions.
+    fn cluster(
+        partitions: i32,
+    ) -> (
+        MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        String,
+    ) {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(TOPIC, partitions, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        (cluster, brokers)
+    }
+
+    /// Produces the valid events numbered `events` of `tenant` to `partition`
+    /// (each partition numbers its own event ids).
+    fn produce(brokers: &str, partition: i32, tenant: &str, events: Range<usize>) {
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .create()
             .unwrap();
         let ts = chrono::Utc::now().to_rfc3339();
-        for i in first..first + count {
+        for i in events {
             let payload = format!(
-                r#"{{"event_id":"e{i}","tenant_id":"acme","ts":"{ts}","metric":"compute_seconds","value":1}}"#
+                r#"{{"event_id":"p{partition}-e{i}","tenant_id":"{tenant}","ts":"{ts}","metric":"compute_seconds","value":1}}"#
             );
             producer
                 .send(
                     BaseRecord::<(), _>::to(TOPIC)
-                        .partition(0)
+                        .partition(partition)
                         .payload(&payload),
                 )
                 .unwrap();
@@ -847,40 +865,81 @@ mod tests {
         }
     }
 
-    /// The offset the lake records for partition 0, if any.
-    async fn recorded(lake: &LakeLocation) -> Option<i64> {
+    /// The offset the lake records for `partition`, if any.
+    async fn recorded(lake: &LakeLocation, partition: i32) -> Option<i64> {
         let writer = LakeWriter::for_collector(lake, DedupWindow::default())
             .await
             .unwrap();
         let appender = writer.usage_appender();
         let mut appender = appender.lock().await;
         appender
-            .recorded_offsets(&[kafka_app_id(GROUP, TOPIC, 0)])
+            .recorded_offsets(&[kafka_app_id(GROUP, TOPIC, partition)])
             .await
             .unwrap()[0]
     }
 
+    /// A collector running on the runtime. Dropped (a test failed), it is
+    /// cancelled, so that the runtime can shut down.
+    struct Running {
+        stop: tokio_util::sync::DropGuard,
+        task: JoinHandle<Result<IngestSummary, IngestError>>,
+    }
+
+    impl Running {
+        fn start(runtime: &Runtime, options: KafkaIngestOptions) -> Running {
+            let cancel = CancellationToken::new();
+            let task = runtime.spawn(run_collector(options, cancel.clone()));
+            Running {
+                stop: cancel.drop_guard(),
+                task,
+            }
+        }
+
+        /// Cancels the collector and returns what it reports (an error if it
+        /// did not stop cleanly).
+        fn stop(self, runtime: &Runtime) -> Result<IngestSummary, IngestError> {
+            drop(self.stop);
+            runtime.block_on(self.task).unwrap()
+        }
+    }
+
+    /// Waits until the lake records `last` for each of `partitions`; the
+    /// collectors must keep running meanwhile.
+    fn wait_for(
+        runtime: &Runtime,
+        lake: &LakeLocation,
+        partitions: &[i32],
+        last: i64,
+        running: &[&Running],
+    ) {
+        runtime.block_on(async {
+            let deadline = Instant::now() + PATIENCE;
+            for &partition in partitions {
+                while recorded(lake, partition).await != Some(last) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the lake never recorded {last} for partition {partition}"
+                    );
+                    for collector in running {
+                        assert!(!collector.task.is_finished(), "a collector stopped early");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+    }
+
     /// Runs a collector until the lake records `last` for partition 0, then
-    /// cancels it and returns what it reports (an error if it did not stop
-    /// cleanly).
+    /// stops it.
     fn collect_until(
         runtime: &Runtime,
         brokers: &str,
         lake: &LakeLocation,
         last: i64,
     ) -> Result<IngestSummary, IngestError> {
-        runtime.block_on(async {
-            let cancel = CancellationToken::new();
-            let collector = tokio::spawn(run_collector(options(brokers, lake), cancel.clone()));
-            let deadline = Instant::now() + PATIENCE;
-            while recorded(lake).await != Some(last) {
-                assert!(Instant::now() < deadline, "the lake never reached {last}");
-                assert!(!collector.is_finished(), "the collector stopped early");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            cancel.cancel();
-            collector.await.unwrap()
-        })
+        let collector = Running::start(runtime, options(brokers, lake));
+        wait_for(runtime, lake, &[0], last, &[&collector]);
+        collector.stop(runtime)
     }
 
     /// A local lake in a fresh directory.
@@ -892,18 +951,16 @@ mod tests {
     /// collector resumes after them: it commits only the event produced since.
     #[test]
     fn a_collector_commits_each_event_once_and_the_next_resumes_after_it() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic(TOPIC, 1, 1).unwrap();
-        let brokers = cluster.bootstrap_servers();
+        let (_cluster, brokers) = cluster(1);
         let dir = tempfile::tempdir().unwrap();
         let lake = local_lake(&dir);
         let runtime = Runtime::new().unwrap();
 
-        produce(&brokers, 0, 10);
+        produce(&brokers, 0, "acme", 0..10);
         let first = collect_until(&runtime, &brokers, &lake, 9).unwrap();
         assert_eq!(first.accepted, 10);
 
-        produce(&brokers, 10, 1);
+        produce(&brokers, 0, "acme", 10..11);
         let second = collect_until(&runtime, &brokers, &lake, 10).unwrap();
         assert_eq!(
             second.accepted, 1,
@@ -912,18 +969,156 @@ mod tests {
         assert_eq!(second.duplicates, 0);
     }
 
+    /// A collector told to stop commits what it buffered before it returns:
+    /// events short of every flush threshold are not left to the next owner.
+    #[test]
+    fn stopping_commits_what_is_buffered() {
+        let (_cluster, brokers) = cluster(1);
+        let dir = tempfile::tempdir().unwrap();
+        let lake = local_lake(&dir);
+        let runtime = Runtime::new().unwrap();
+        let mut options = options(&brokers, &lake);
+        options.config.ingest.flush_rows = 5;
+        options.config.ingest.flush_interval = HumanDuration(Duration::from_secs(3600));
+
+        // Five events fill a flush; the two after them (fetched with them) wait
+        // for a threshold that never comes.
+        produce(&brokers, 0, "acme", 0..7);
+        let collector = Running::start(&runtime, options);
+        wait_for(&runtime, &lake, &[0], 4, &[&collector]);
+        let summary = collector.stop(&runtime).unwrap();
+
+        assert_eq!(summary.accepted, 7);
+        assert_eq!(runtime.block_on(recorded(&lake, 0)), Some(6));
+    }
+
+    /// A flush that cannot be written (its partition's directory is a file)
+    /// commits nothing; the collector re-reads from the lake's offsets and
+    /// retries, and once the lake is writable every event lands exactly once.
+    #[test]
+    fn a_failed_flush_is_retried_from_the_lakes_offsets() {
+        let (_cluster, brokers) = cluster(1);
+        let dir = tempfile::tempdir().unwrap();
+        let lake = local_lake(&dir);
+        let runtime = Runtime::new().unwrap();
+
+        produce(&brokers, 0, "acme", 0..3);
+        let collector = Running::start(&runtime, options(&brokers, &lake));
+        wait_for(&runtime, &lake, &[0], 2, &[&collector]);
+
+        let blocker = dir.path().join("lake/usage_events/tenant_id=blocked");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        produce(&brokers, 0, "blocked", 3..6);
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            runtime.block_on(recorded(&lake, 0)),
+            Some(2),
+            "a flush into an unwritable partition was committed"
+        );
+        assert!(
+            !collector.task.is_finished(),
+            "a failed flush stopped the collector"
+        );
+
+        std::fs::remove_file(&blocker).unwrap();
+        wait_for(&runtime, &lake, &[0], 5, &[&collector]);
+        let summary = collector.stop(&runtime).unwrap();
+        assert_eq!(summary.accepted, 6);
+        assert_eq!(summary.duplicates, 0);
+    }
+
+    /// When the lake records newer offsets than a collector started from (another
+    /// collector took the partition meanwhile), the collector's commit is fenced:
+    /// it commits none of what it buffered and resumes after the lake's offset.
+    #[test]
+    fn a_fenced_commit_drops_its_buffer_and_resumes_after_the_lakes_offset() {
+        let (_cluster, brokers) = cluster(1);
+        let dir = tempfile::tempdir().unwrap();
+        let lake = local_lake(&dir);
+        let runtime = Runtime::new().unwrap();
+
+        produce(&brokers, 0, "acme", 0..10);
+        let collector = Running::start(&runtime, options(&brokers, &lake));
+        wait_for(&runtime, &lake, &[0], 9, &[&collector]);
+
+        // Another owner of partition 0 records offsets 10..=14 as committed.
+        runtime.block_on(async {
+            let mut other = LakeWriter::for_collector(&lake, DedupWindow::default())
+                .await
+                .unwrap();
+            let app_id = kafka_app_id(GROUP, TOPIC, 0);
+            let nothing = EventAssembler::new(&Config::default(), Arc::new(SystemClock))
+                .take()
+                .unwrap();
+            let offsets = OffsetCommit {
+                expected: vec![(app_id.clone(), Some(9))],
+                txns: vec![Transaction::new(app_id, 14)],
+                abort_before_commit: false,
+            };
+            other.append_with_offsets(nothing, &offsets).await.unwrap();
+        });
+        produce(&brokers, 0, "acme", 10..20);
+        wait_for(&runtime, &lake, &[0], 19, &[&collector]);
+        let summary = collector.stop(&runtime).unwrap();
+
+        assert_eq!(
+            summary.accepted,
+            10 + 5,
+            "events 10..=14, which the lake records as another owner's, were committed again"
+        );
+    }
+
+    /// Partitions change hands twice (a second collector joins, then the first
+    /// leaves): between them the two collectors commit every event exactly once.
+    #[test]
+    fn partitions_change_hands_without_loss_or_double_commit() {
+        let (_cluster, brokers) = cluster(2);
+        let dir = tempfile::tempdir().unwrap();
+        let lake = local_lake(&dir);
+        let runtime = Runtime::new().unwrap();
+        let both = [0, 1];
+        let produce_both = |events: Range<usize>| {
+            for partition in both {
+                produce(&brokers, partition, "acme", events.clone());
+            }
+        };
+
+        produce_both(0..20);
+        let first = Running::start(&runtime, options(&brokers, &lake));
+        wait_for(&runtime, &lake, &both, 19, &[&first]);
+
+        // The second collector's join revokes the first one's partitions.
+        let second = Running::start(&runtime, options(&brokers, &lake));
+        for chunk in 0..20 {
+            produce_both(20 + chunk..21 + chunk);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        wait_for(&runtime, &lake, &both, 39, &[&first, &second]);
+
+        // The first leaves: the second is assigned both partitions.
+        let first = first.stop(&runtime).unwrap();
+        produce_both(40..60);
+        wait_for(&runtime, &lake, &both, 59, &[&second]);
+        let second = second.stop(&runtime).unwrap();
+
+        assert!(
+            second.accepted > 0,
+            "the second collector never got a partition"
+        );
+        assert_eq!(first.accepted + second.accepted, 2 * 60);
+        assert_eq!(first.duplicates + second.duplicates, 0);
+    }
+
     /// A lake that cannot be written (a file where its directory should be)
     /// stops the collector with an error rather than consuming anything.
     #[test]
     fn an_unwritable_lake_is_an_error() {
-        let cluster = MockCluster::new(1).unwrap();
-        cluster.create_topic(TOPIC, 1, 1).unwrap();
-        let brokers = cluster.bootstrap_servers();
+        let (_cluster, brokers) = cluster(1);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("lake"), b"not a directory").unwrap();
         let lake = local_lake(&dir);
         let runtime = Runtime::new().unwrap();
-        produce(&brokers, 0, 3);
+        produce(&brokers, 0, "acme", 0..3);
 
         let result = runtime.block_on(async {
             let cancel = CancellationToken::new();
