@@ -66,10 +66,19 @@ pub enum IngestError {
     /// Another collector recorded newer offsets for a partition of this commit.
     #[error("commit fenced: {0}")]
     Fenced(String),
-    /// A worker (the decoding thread, the collector's thread, a delivery) stopped
-    /// unexpectedly.
-    #[error("a worker stopped: {0}")]
-    Worker(String),
+    /// A task of the runtime (the collector's thread, a flush, a partition's
+    /// writer) panicked or was cancelled.
+    #[error("{worker} stopped: {source}")]
+    Worker {
+        /// Which task.
+        worker: &'static str,
+        /// The runtime's account of how it stopped.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The thread decoding a file backfill panicked (its panic was printed).
+    #[error("the thread decoding the input panicked")]
+    DecoderPanicked,
 }
 
 /// A fenced commit stays [`IngestError::Fenced`], the outcome a collector acts

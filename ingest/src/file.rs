@@ -119,7 +119,7 @@ pub async fn ingest_file(
     }
     decoding
         .join()
-        .map_err(|_| IngestError::Worker("it panicked".to_string()))??;
+        .map_err(|_| IngestError::DecoderPanicked)??;
     progress.finish_and_clear();
     summary.elapsed = started.elapsed();
     Ok(summary)

@@ -125,7 +125,10 @@ pub async fn run_collector(
         collector.run(&cancel)
     })
     .await
-    .map_err(|e| IngestError::Worker(e.to_string()));
+    .map_err(|source| IngestError::Worker {
+        worker: "the collector's thread",
+        source,
+    });
     // A compaction cut short only leaves uncommitted files behind, which readers
     // never see; give a running one a moment to commit, then stop it.
     stop_compaction.cancel();
@@ -284,9 +287,10 @@ impl ConsumerContext for CollectorContext {
 
 /// Waits for a flush task.
 fn land(handle: &Handle, task: tokio::task::JoinHandle<Landed>) -> Result<Landed, IngestError> {
-    handle
-        .block_on(task)
-        .map_err(|e| IngestError::Worker(format!("a flush task: {e}")))
+    handle.block_on(task).map_err(|source| IngestError::Worker {
+        worker: "a flush",
+        source,
+    })
 }
 
 impl CollectorContext {

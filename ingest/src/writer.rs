@@ -627,7 +627,10 @@ async fn write_partitions(
     }
     let mut written = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        written.push(joined.map_err(|e| IngestError::Worker(e.to_string()))??);
+        written.push(joined.map_err(|source| IngestError::Worker {
+            worker: "a partition's writer",
+            source,
+        })??);
     }
     written.sort_by_key(|(index, _)| *index);
     Ok(written.into_iter().flat_map(|(_, adds)| adds).collect())
