@@ -854,10 +854,20 @@ mod tests {
         producer.flush(Duration::from_secs(10)).unwrap();
     }
 
-    /// Options for a collector of `brokers` into `lake` that flushes quickly.
+    /// Options for a collector of `brokers` into `lake` that flushes quickly and
+    /// whose group notices a member leaving within seconds.
     fn options(brokers: &str, lake: &LakeLocation) -> KafkaIngestOptions {
         let mut config = Config::default();
         config.kafka.dlq = false;
+        for (key, value) in [
+            ("session.timeout.ms", "3000"),
+            ("heartbeat.interval.ms", "300"),
+        ] {
+            config
+                .kafka
+                .properties
+                .insert(key.to_string(), value.to_string());
+        }
         config.ingest.flush_interval = HumanDuration(Duration::from_millis(100));
         KafkaIngestOptions {
             brokers: brokers.to_string(),
@@ -1093,9 +1103,9 @@ mod tests {
 
         // The second collector's join revokes the first one's partitions.
         let second = Running::start(&runtime, options(&brokers, &lake));
-        for chunk in 0..20 {
-            produce_both(20 + chunk..21 + chunk);
-            std::thread::sleep(Duration::from_millis(100));
+        for chunk in (20..40).step_by(4) {
+            produce_both(chunk..chunk + 4);
+            std::thread::sleep(Duration::from_millis(200));
         }
         wait_for(&runtime, &lake, &both, 39, &[&first, &second]);
 
