@@ -24,7 +24,9 @@ use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable, TenantDay, usage
 use allot_schemas::reason::ReasonCode;
 use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
 use allot_schemas::time::{date_of_epoch_days, days_since_epoch, epoch_day_of_micros};
-use arrow::array::{Array, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::Date32Type;
 use delta_kernel::expressions::Scalar;
@@ -299,16 +301,8 @@ impl LakeWriter {
         &mut self,
         usage: RecordBatch,
     ) -> Result<(RecordBatch, PartitionStats), IngestError> {
-        let event_ids = usage
-            .column_by_name("event_id")
-            .expect("schema")
-            .as_string::<i32>()
-            .clone();
-        let times = usage
-            .column_by_name("ts")
-            .expect("schema")
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone();
+        let (event_ids, times) = event_columns(&usage);
+        let (event_ids, times) = (event_ids.clone(), times.clone());
         let (tenants, days) = partition_columns(&usage);
         let (tenants, days) = (tenants.clone(), days.clone());
 
@@ -535,6 +529,19 @@ fn partition_columns(batch: &RecordBatch) -> (&StringArray, &Date32Array) {
         .expect("schema")
         .as_primitive::<Date32Type>();
     (tenants, days)
+}
+
+/// The `event_id` and `ts` columns of a `usage_events` batch.
+fn event_columns(batch: &RecordBatch) -> (&StringArray, &TimestampMicrosecondArray) {
+    let ids = batch
+        .column_by_name("event_id")
+        .expect("schema")
+        .as_string::<i32>();
+    let times = batch
+        .column_by_name("ts")
+        .expect("schema")
+        .as_primitive::<TimestampMicrosecondType>();
+    (ids, times)
 }
 
 /// Writes one batch as Parquet files of `table` (not yet committed).
@@ -877,14 +884,7 @@ impl KnownEventIds {
     /// out not to be committed.
     fn forget(&mut self, rows: &RecordBatch) {
         let (tenants, _) = partition_columns(rows);
-        let ids = rows
-            .column_by_name("event_id")
-            .expect("schema")
-            .as_string::<i32>();
-        let times = rows
-            .column_by_name("ts")
-            .expect("schema")
-            .as_primitive::<TimestampMicrosecondType>();
+        let (ids, times) = event_columns(rows);
         for row in 0..rows.num_rows() {
             // A tenant dropped over the cap meanwhile has nothing left to forget.
             if let Some(tenant) = self.tenants.get_mut(tenants.value(row))
