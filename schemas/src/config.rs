@@ -336,6 +336,11 @@ pub const DEFAULT_GAUGE_HOLD: Duration = Duration::from_secs(3600);
 /// The largest `api.clock_skew` accepted.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
+/// The bounds of `api.refresh_interval`: more often would spend a core on log
+/// listings; less often would leave views an hour behind the lake.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+
 impl Default for MetricCatalog {
     fn default() -> Self {
         let spec = |kind, unit: &str, divisor: &str, hold| MetricSpec {
@@ -535,6 +540,12 @@ pub struct ApiConfig {
     pub request_timeout: HumanDuration,
     /// Largest accepted request body.
     pub max_body: ByteSize,
+    /// How often the server reads the lake's new commits (SPEC §8): the
+    /// longest a commit takes to show in every view.
+    pub refresh_interval: HumanDuration,
+    /// Memory of the server's report cache (least recently used answers are
+    /// dropped first).
+    pub cache_memory: ByteSize,
 }
 
 impl Default for ApiConfig {
@@ -557,6 +568,8 @@ impl Default for ApiConfig {
             costs_file: None,
             request_timeout: HumanDuration(Duration::from_secs(60)),
             max_body: ByteSize(64 << 10),
+            refresh_interval: HumanDuration(Duration::from_secs(1)),
+            cache_memory: ByteSize(256 << 20),
         }
     }
 }
@@ -975,6 +988,12 @@ impl ApiConfig {
                 "request_timeout and max_body must be greater than 0",
             ));
         }
+        if !(MIN_REFRESH_INTERVAL..=MAX_REFRESH_INTERVAL).contains(&self.refresh_interval.0) {
+            return Err(ConfigError::new(
+                "api.refresh_interval",
+                "must be between 100ms and 1h",
+            ));
+        }
         if self.max_token_ttl.0.is_zero() {
             return Err(ConfigError::new(
                 "api.max_token_ttl",
@@ -1316,6 +1335,15 @@ jwt_secret = "s3cret"
             load("[api]\nrequest_timeout = \"0s\"").unwrap_err().key,
             "api.request_timeout"
         );
+        assert_eq!(config.api.refresh_interval.0, Duration::from_secs(1));
+        assert_eq!(config.api.cache_memory.0, 256 << 20);
+        for interval in ["0s", "50ms", "2h"] {
+            let text = format!("[api]\nrefresh_interval = \"{interval}\"");
+            assert_eq!(load(&text).unwrap_err().key, "api.refresh_interval");
+        }
+        let cacheless = load("[api]\ncache_memory = \"0B\"\nrefresh_interval = \"250ms\"").unwrap();
+        assert_eq!(cacheless.api.cache_memory.0, 0);
+        assert_eq!(cacheless.api.refresh_interval.0, Duration::from_millis(250));
         assert_eq!(config.api.clock_skew.0, Duration::from_secs(30));
         assert_eq!(
             load("[api]\nclock_skew = \"10m\"").unwrap_err().key,
