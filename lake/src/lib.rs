@@ -3,7 +3,8 @@
 //! The layout and Arrow schemas are the contract in `allot-schemas`; this crate
 //! is the code over them, and the only crate that opens a Delta table:
 //! - [`snapshot`]: the active files of each table at one version, and the one
-//!   way to open a table ([`snapshot::table_builder`]);
+//!   way to open a table ([`snapshot::table_builder`]); [`follow`] keeps them in
+//!   memory for the server, reading only new commits;
 //! - [`tables`]: creating tables on first use and committing maintenance actions;
 //! - [`append`]: appending to a table without loading its file list, fenced on
 //!   `txn` offsets, and [`data_file`] for reading one Parquet file of the lake;
@@ -22,6 +23,7 @@ pub mod compact;
 pub mod data_file;
 pub mod dedup;
 pub mod error;
+pub mod follow;
 pub mod offboard;
 pub mod provider;
 pub mod rollup;

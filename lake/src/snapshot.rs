@@ -186,21 +186,10 @@ pub async fn read_small_table(
         table: table.dir_name(),
         message,
     };
-    if let Some(dir) = location
-        .local_path()
-        .map(|root| root.join(table.dir_name()))
-        && !dir.is_dir()
-    {
-        return Ok(Vec::new());
-    }
-    let mut delta: DeltaTable = table_builder(location, table)
-        .and_then(|builder| builder.build())
-        .map_err(|e| lake_error(e.to_string()))?;
-    match delta.load().await {
-        Ok(()) => {}
-        Err(deltalake::DeltaTableError::NotATable(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(lake_error(e.to_string())),
-    }
+    let delta = match open_table(location, table, None).await? {
+        OpenedTable::Found(delta) => delta,
+        OpenedTable::Missing(_) => return Ok(Vec::new()),
+    };
     let store = delta.log_store().object_store(None);
     let snapshot = delta.snapshot().map_err(|e| lake_error(e.to_string()))?;
     let mut paths: Vec<String> = snapshot
@@ -236,10 +225,7 @@ pub async fn txn_offsets(
     app_ids: &[String],
 ) -> Result<BTreeMap<String, i64>, LakeError> {
     let table = LakeTable::UsageEvents;
-    let lake_error = |e: deltalake::DeltaTableError| LakeError::Unreadable {
-        table: table.dir_name(),
-        message: e.to_string(),
-    };
+    let lake_error = |e| unreadable(table, e);
     let mut delta: DeltaTable = table_builder(location, table)
         .and_then(|builder| builder.build())
         .map_err(lake_error)?;
@@ -264,40 +250,74 @@ async fn load_table_at(
     table: LakeTable,
     version: Option<u64>,
 ) -> Result<TableFiles, LakeError> {
-    let lake_error = |e: deltalake::DeltaTableError| LakeError::Unreadable {
-        table: table.dir_name(),
-        message: e.to_string(),
-    };
-    let missing = |store| TableFiles {
-        table,
-        version: None,
-        store,
-        files: Vec::new(),
-    };
+    match open_table(location, table, version).await? {
+        OpenedTable::Found(delta) => table_files(table, &delta),
+        OpenedTable::Missing(store) => Ok(TableFiles::missing(table, store)),
+    }
+}
+
+/// A table opened at a version, or the store where it does not exist yet.
+pub(crate) enum OpenedTable {
+    /// The loaded table.
+    Found(DeltaTable),
+    /// No table yet; the store it would be read through.
+    Missing(Arc<dyn ObjectStore>),
+}
+
+/// Opens `table` at `version` (its latest when `None`), from its last
+/// checkpoint.
+pub(crate) async fn open_table(
+    location: &LakeLocation,
+    table: LakeTable,
+    version: Option<u64>,
+) -> Result<OpenedTable, LakeError> {
     if let Some(dir) = location
         .local_path()
         .map(|root| root.join(table.dir_name()))
         && !dir.is_dir()
     {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        return Ok(missing(store));
+        return Ok(OpenedTable::Missing(Arc::new(InMemory::new())));
     }
     let mut delta: DeltaTable = table_builder(location, table)
         .and_then(|builder| builder.build())
-        .map_err(lake_error)?;
-    let store = delta.log_store().object_store(None);
+        .map_err(|e| unreadable(table, e))?;
     let loaded = match version {
         Some(version) => delta.load_version(version).await,
         None => delta.load().await,
     };
     match loaded {
-        Ok(()) => {}
+        Ok(()) => Ok(OpenedTable::Found(delta)),
         Err(deltalake::DeltaTableError::NotATable(_)) => {
-            return Ok(missing(store));
+            Ok(OpenedTable::Missing(delta.log_store().object_store(None)))
         }
-        Err(e) => return Err(lake_error(e)),
+        Err(e) => Err(unreadable(table, e)),
     }
-    let snapshot = delta.snapshot().map_err(lake_error)?;
+}
+
+/// The error of a table Delta cannot read.
+pub(crate) fn unreadable(table: LakeTable, e: deltalake::DeltaTableError) -> LakeError {
+    LakeError::Unreadable {
+        table: table.dir_name(),
+        message: e.to_string(),
+    }
+}
+
+impl TableFiles {
+    /// A table that does not exist yet: no version, no files.
+    pub(crate) fn missing(table: LakeTable, store: Arc<dyn ObjectStore>) -> TableFiles {
+        TableFiles {
+            table,
+            version: None,
+            store,
+            files: Vec::new(),
+        }
+    }
+}
+
+/// The active files of a loaded table, at the version it was loaded at.
+pub(crate) fn table_files(table: LakeTable, delta: &DeltaTable) -> Result<TableFiles, LakeError> {
+    let store = delta.log_store().object_store(None);
+    let snapshot = delta.snapshot().map_err(|e| unreadable(table, e))?;
     let mut files = Vec::new();
     for file in snapshot.log_data().iter() {
         // Delta-rs offers a file's tags only through its Add action, which also
