@@ -12,10 +12,14 @@
 //! - [`error`] classifies every error into a status and one JSON body.
 //! - [`limits`] holds the per-tenant rate limits and SQL slots, [`audit`] the
 //!   log of denied attempts, [`metrics`] the Prometheus recorder.
+//! - [`lake_view`] keeps the lake in memory and follows its commits;
+//!   [`cache`] keeps computed reports keyed by what they were computed from.
 
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod error;
+pub mod lake_view;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
@@ -68,12 +72,19 @@ pub fn route_table() -> Vec<RouteSpec> {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then stops
-/// accepting connections and finishes the requests in flight.
+/// accepting connections and finishes the requests in flight. The lake is
+/// loaded at once in the background (`/readyz` says when it is done).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let loading = state.clone();
+    tokio::spawn(async move {
+        if let Err(error) = loading.served().await {
+            tracing::warn!(%error, "the lake cannot be read yet; the first request tries again");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -13,11 +13,14 @@ use allot_query::sandbox::SqlLimits;
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
 use allot_schemas::tenant::is_valid_tenant_id;
+use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Principal};
+use crate::cache::ReportCache;
 use crate::error::ApiError;
+use crate::lake_view::{LakeView, ServedLake};
 use crate::limits::{RateLimiter, SqlSlots};
 
 /// What the server is built from.
@@ -56,6 +59,10 @@ pub struct Inner {
     pub settings: ReportSettings,
     /// The lake.
     pub lake: LakeLocation,
+    /// The lake as served: loaded once, following new commits.
+    pub lake_view: Arc<LakeView>,
+    /// Computed reports.
+    pub cache: ReportCache,
     /// Token verification.
     pub auth: Authenticator,
     /// Requests per second per caller.
@@ -106,9 +113,16 @@ impl AppState {
             message: e.to_string(),
         })?;
         let costs_file = api.costs_file.as_ref().map(PathBuf::from);
+        let lake_view = Arc::new(LakeView::new(
+            options.lake.clone(),
+            api.refresh_interval.0,
+            Arc::clone(&options.clock),
+        ));
         let state = AppState(Arc::new(Inner {
             settings,
             lake: options.lake,
+            lake_view,
+            cache: ReportCache::new(api.cache_memory.0),
             auth,
             rate: RateLimiter::new(api.rate_limit_per_s),
             sql_slots: SqlSlots::new(api.sql_concurrency),
@@ -134,11 +148,20 @@ impl AppState {
         self.clock.now_micros()
     }
 
-    /// The lake's latest snapshot.
-    pub async fn snapshot(&self) -> Result<LakeSnapshot, ApiError> {
-        Ok(LakeSnapshot::load(&self.lake)
-            .await
-            .map_err(QueryError::from)?)
+    /// The lake as of the last refresh (loaded by the first call).
+    pub async fn served(&self) -> Result<Arc<ServedLake>, ApiError> {
+        Ok(self.lake_view.current().await.map_err(QueryError::from)?)
+    }
+
+    /// The cached answer of `report` under `key`, or the one `compute` gives
+    /// (see [`crate::cache`]).
+    pub async fn cached(
+        &self,
+        report: &'static str,
+        key: String,
+        compute: impl Future<Output = Result<Response, ApiError>>,
+    ) -> Result<Response, ApiError> {
+        self.cache.answer(report, key, compute).await
     }
 
     /// The configured cost pools, read afresh so edits need no restart. The

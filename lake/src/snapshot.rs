@@ -1,9 +1,9 @@
 //! The lake as the query engine sees it: the active files of each Delta table at
 //! its latest version, with their partition values.
 //!
-//! Every report and every SQL query starts from a fresh [`LakeSnapshot`], so a
-//! commit made by a collector is visible to the next query; nothing is cached
-//! between snapshots. Files are read through the table's own object store (rooted
+//! A CLI command starts from a fresh [`LakeSnapshot`]; the server keeps one in
+//! memory and brings it forward with [`crate::follow`]. Either way a snapshot is
+//! one set of table versions, never mixed. Files are read through the table's own object store (rooted
 //! at the table), so paths stay relative to the table and a local directory and
 //! an `s3://` lake are read alike.
 

@@ -3,6 +3,8 @@
 //! tenant token sees its own certificate only. An open month's certificate is
 //! empty (`"status": "open"`).
 
+use std::sync::Arc;
+
 use allot_query::allocation::AllocationRow;
 use allot_query::closing::{
     self, CERTIFICATE_COLUMNS, InvoiceView, MARGIN_COLUMNS, find_closing, month_invoices,
@@ -79,7 +81,7 @@ async fn certificate(
     Path((id, month)): Path<(String, String)>,
     format: Format,
 ) -> Result<Response, ApiError> {
-    let snapshot = state.snapshot().await?;
+    let snapshot = Arc::clone(&state.served().await?.snapshot);
     state.authorize_tenant(&principal, &id, &snapshot)?;
     let period = params::month(&month)?;
     let found = closing::closings(&state.lake).await?;
@@ -126,7 +128,7 @@ async fn margin(
 ) -> Result<Response, ApiError> {
     all_tenants(&principal)?;
     let period = params::month(&month)?;
-    let snapshot = state.snapshot().await?;
+    let snapshot = Arc::clone(&state.served().await?.snapshot);
     let found = closing::closings(&state.lake).await?;
     let closed = find_closing(&found, period, None);
     let invoices = month_invoices(

@@ -21,6 +21,7 @@ use super::Routes;
 use super::tenant::{AsOfQuery, InvoiceQuery};
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::lake_view::Depends;
 use crate::params;
 use crate::respond::{Format, report};
 use crate::state::AppState;
@@ -53,21 +54,26 @@ async fn tenants(
     query: Result<Query<AsOfQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     all_tenants(&principal)?;
-    let now = query?.instant(&state)?;
-    let snapshot = state.snapshot().await?;
-    let rows = reports::health(&snapshot, &state.settings, now, None).await?;
-    let currency = &state.settings.config.currency;
-    Ok(report(
-        format,
-        || {
-            json!({
-                "as_of": format_micros(now),
-                "currency": currency,
-                "tenants": rows.iter().map(|h| health_json(h, currency)).collect::<Vec<_>>(),
-            })
-        },
-        || health_table(&rows),
-    ))
+    let served = state.served().await?;
+    let now = query?.instant(&served)?;
+    let key = format!("{now} {format:?} {}", served.stamp(Depends::AllTenants));
+    state
+        .cached("tenants", key, async {
+            let rows = reports::health(&served.snapshot, &state.settings, now, None).await?;
+            let currency = &state.settings.config.currency;
+            Ok(report(
+                format,
+                || {
+                    json!({
+                        "as_of": format_micros(now),
+                        "currency": currency,
+                        "tenants": rows.iter().map(|h| health_json(h, currency)).collect::<Vec<_>>(),
+                    })
+                },
+                || health_table(&rows),
+            ))
+        })
+        .await
 }
 
 async fn billing(
@@ -80,27 +86,36 @@ async fn billing(
     all_tenants(&principal)?;
     let Query(query) = query?;
     let period = params::month(&month)?;
-    let snapshot = state.snapshot().await?;
-    let invoices = month_invoices(
-        &state.lake,
-        &snapshot,
-        &state.settings,
-        period,
-        None,
-        query.view(),
-    )
-    .await?;
-    Ok(report(
-        format,
-        || {
-            json!({
-                "period": period.to_string(),
-                "currency": state.settings.config.currency,
-                "invoices": invoices.iter().map(invoice_json).collect::<Vec<Value>>(),
-            })
-        },
-        || invoices_table(&invoices),
-    ))
+    let view = query.view();
+    let served = state.served().await?;
+    let key = format!(
+        "{period} {view:?} {format:?} {}",
+        served.stamp(Depends::AllTenants)
+    );
+    state
+        .cached("billing", key, async {
+            let invoices = month_invoices(
+                &state.lake,
+                &served.snapshot,
+                &state.settings,
+                period,
+                None,
+                view,
+            )
+            .await?;
+            Ok(report(
+                format,
+                || {
+                    json!({
+                        "period": period.to_string(),
+                        "currency": state.settings.config.currency,
+                        "invoices": invoices.iter().map(invoice_json).collect::<Vec<Value>>(),
+                    })
+                },
+                || invoices_table(&invoices),
+            ))
+        })
+        .await
 }
 
 async fn allocation(
@@ -112,14 +127,25 @@ async fn allocation(
     all_tenants(&principal)?;
     let period = params::month(&month)?;
     let pools = state.cost_pools()?;
-    let snapshot = state.snapshot().await?;
-    let rows = reports::allocation(&snapshot, &state.settings, &pools, period).await?;
-    let table = allocation_table(&rows);
-    Ok(report(
-        format,
-        || json!({"period": period.to_string(), "rows": table.to_json()}),
-        || table.clone(),
-    ))
+    let served = state.served().await?;
+    // The costs file is read afresh on every request, so its pools are part
+    // of the key.
+    let key = format!(
+        "{period} {pools:?} {format:?} {}",
+        served.stamp(Depends::AllTenants)
+    );
+    state
+        .cached("allocation", key, async {
+            let rows =
+                reports::allocation(&served.snapshot, &state.settings, &pools, period).await?;
+            let table = allocation_table(&rows);
+            Ok(report(
+                format,
+                || json!({"period": period.to_string(), "rows": table.to_json()}),
+                || table.clone(),
+            ))
+        })
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,31 +167,41 @@ async fn noisy(
 ) -> Result<Response, ApiError> {
     all_tenants(&principal)?;
     let Query(query) = query?;
+    let served = state.served().await?;
     let bucket = match query.bucket.as_deref() {
         Some(text) => params::bucket(text)?,
         None => i64::try_from(state.settings.config.noisy.bucket.0.as_micros()).unwrap_or(i64::MAX),
     };
     let to = match params::optional_instant("to", query.to.as_deref())? {
         Some(to) => to,
-        None => ceil_to_grid(state.now_micros(), bucket),
+        None => ceil_to_grid(served.as_of, bucket),
     };
     let from = match params::optional_instant("from", query.from.as_deref())? {
         Some(from) => from,
         None => to - ceil_to_grid(DEFAULT_WINDOW_MICROS, bucket),
     };
     params::ordered(from, to)?;
+    let key = format!(
+        "{from} {to} {bucket} {:?} {} {format:?} {}",
+        query.metric,
+        query.all,
+        served.stamp(Depends::AllTenants)
+    );
     let request = NoisyRequest {
         from,
         to,
         metric: query.metric,
         bucket_micros: Some(bucket),
     };
-    let snapshot = state.snapshot().await?;
-    let rows = reports::noisy(&snapshot, &state.settings, &request).await?;
-    let table = noisy_table(&rows, query.all);
-    Ok(report(
-        format,
-        || json!({"rows": table.to_json()}),
-        || table.clone(),
-    ))
+    state
+        .cached("noisy", key, async {
+            let rows = reports::noisy(&served.snapshot, &state.settings, &request).await?;
+            let table = noisy_table(&rows, query.all);
+            Ok(report(
+                format,
+                || json!({"rows": table.to_json()}),
+                || table.clone(),
+            ))
+        })
+        .await
 }

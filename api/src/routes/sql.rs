@@ -1,6 +1,8 @@
 //! `POST /v1/sql`: sandboxed SQL. A tenant token queries a table built from its
 //! own files only; admin queries every tenant; finance may not run SQL.
 
+use std::sync::Arc;
+
 use allot_lake::session::Scope;
 use allot_query::sandbox::run_sql;
 use axum::extract::State;
@@ -43,7 +45,7 @@ async fn sql(
         .sql_slots
         .try_acquire(&principal.limit_key())
         .ok_or(ApiError::SqlBusy)?;
-    let snapshot = state.snapshot().await?;
+    let snapshot = Arc::clone(&state.served().await?.snapshot);
     let output = run_sql(&snapshot, &scope, &body.sql, &state.sql_limits).await?;
     Ok(match format {
         Format::Json => Json(output.to_json()).into_response(),

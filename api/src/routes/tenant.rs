@@ -17,6 +17,7 @@ use serde_json::json;
 use super::Routes;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::lake_view::{Depends, ServedLake};
 use crate::params;
 use crate::respond::{Format, report};
 use crate::state::AppState;
@@ -41,10 +42,9 @@ pub struct AsOfQuery {
 }
 
 impl AsOfQuery {
-    /// The instant asked for, or now.
-    pub fn instant(&self, state: &AppState) -> Result<i64, ApiError> {
-        Ok(params::optional_instant("as_of", self.as_of.as_deref())?
-            .unwrap_or_else(|| state.now_micros()))
+    /// The instant asked for, or the instant the served lake was read at.
+    pub fn instant(&self, served: &ServedLake) -> Result<i64, ApiError> {
+        Ok(params::optional_instant("as_of", self.as_of.as_deref())?.unwrap_or(served.as_of))
     }
 }
 
@@ -55,19 +55,28 @@ async fn health(
     format: Format,
     query: Result<Query<AsOfQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let snapshot = state.snapshot().await?;
-    state.authorize_tenant(&principal, &id, &snapshot)?;
-    let now = query?.instant(&state)?;
-    let report_rows = reports::health(&snapshot, &state.settings, now, Some(&id)).await?;
-    let health = report_rows
-        .first()
-        .ok_or_else(|| ApiError::Internal("health report without its tenant".to_string()))?;
-    let currency = &state.settings.config.currency;
-    Ok(report(
-        format,
-        || health_json(health, currency),
-        || health_table(&report_rows),
-    ))
+    let served = state.served().await?;
+    state.authorize_tenant(&principal, &id, &served.snapshot)?;
+    let now = query?.instant(&served)?;
+    let key = format!(
+        "{id} {now} {format:?} {}",
+        served.stamp(Depends::AllTenants)
+    );
+    state
+        .cached("tenant_health", key, async {
+            let report_rows =
+                reports::health(&served.snapshot, &state.settings, now, Some(&id)).await?;
+            let health = report_rows.first().ok_or_else(|| {
+                ApiError::Internal("health report without its tenant".to_string())
+            })?;
+            let currency = &state.settings.config.currency;
+            Ok(report(
+                format,
+                || health_json(health, currency),
+                || health_table(&report_rows),
+            ))
+        })
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,18 +95,23 @@ async fn usage(
     format: Format,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let snapshot = state.snapshot().await?;
-    state.authorize_tenant(&principal, &id, &snapshot)?;
+    let served = state.served().await?;
+    state.authorize_tenant(&principal, &id, &served.snapshot)?;
     let Query(query) = query?;
     let bucket_text = query.bucket.as_deref().unwrap_or(DEFAULT_BUCKET);
     let bucket = params::bucket(bucket_text)?;
     let to = match params::optional_instant("to", query.to.as_deref())? {
         Some(to) => to,
-        None => ceil_to_grid(state.now_micros(), bucket),
+        None => ceil_to_grid(served.as_of, bucket),
     };
     let from = params::optional_instant("from", query.from.as_deref())?
         .unwrap_or(to - DEFAULT_WINDOW_MICROS);
     params::ordered(from, to)?;
+    let key = format!(
+        "{id} {from} {to} {bucket_text} {:?} {format:?} {}",
+        query.metric,
+        served.stamp(Depends::TenantUsage(&id))
+    );
     let request = UsageRequest {
         tenant: id.clone(),
         from,
@@ -105,20 +119,24 @@ async fn usage(
         bucket_micros: bucket,
         metric: query.metric,
     };
-    let points = reports::usage_series(&snapshot, &state.settings, &request).await?;
-    Ok(report(
-        format,
-        || {
-            json!({
-                "tenant_id": id,
-                "from": format_micros(from),
-                "to": format_micros(to),
-                "bucket": bucket_text,
-                "points": usage_table(&points).to_json(),
-            })
-        },
-        || usage_table(&points),
-    ))
+    state
+        .cached("usage", key, async {
+            let points = reports::usage_series(&served.snapshot, &state.settings, &request).await?;
+            Ok(report(
+                format,
+                || {
+                    json!({
+                        "tenant_id": id,
+                        "from": format_micros(from),
+                        "to": format_micros(to),
+                        "bucket": bucket_text,
+                        "points": usage_table(&points).to_json(),
+                    })
+                },
+                || usage_table(&points),
+            ))
+        })
+        .await
 }
 
 /// `?live=true` of the invoice routes: recompute a closed month.
@@ -148,21 +166,30 @@ async fn tenant_invoice(
     query: Result<Query<InvoiceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let snapshot = state.snapshot().await?;
-    state.authorize_tenant(&principal, &id, &snapshot)?;
+    let served = state.served().await?;
+    state.authorize_tenant(&principal, &id, &served.snapshot)?;
     let period = params::month(&month)?;
-    let invoice = closing::tenant_invoice(
-        &state.lake,
-        &snapshot,
-        &state.settings,
-        period,
-        &id,
-        query.view(),
-    )
-    .await?;
-    Ok(report(
-        format,
-        || invoice_json(&invoice),
-        || invoices_table(std::slice::from_ref(&invoice)),
-    ))
+    let view = query.view();
+    let key = format!(
+        "{id} {period} {view:?} {format:?} {}",
+        served.stamp(Depends::TenantInvoices(&id))
+    );
+    state
+        .cached("tenant_invoice", key, async {
+            let invoice = closing::tenant_invoice(
+                &state.lake,
+                &served.snapshot,
+                &state.settings,
+                period,
+                &id,
+                view,
+            )
+            .await?;
+            Ok(report(
+                format,
+                || invoice_json(&invoice),
+                || invoices_table(std::slice::from_ref(&invoice)),
+            ))
+        })
+        .await
 }

@@ -1,0 +1,325 @@
+//! `allot serve` as SPEC §8 has it: the lake held in memory and followed commit
+//! by commit, reports cached by what they read, identical requests computed once.
+//! Each test runs its own server process on its own lake (so that its metrics are
+//! its own) and holds every answer to a fresh `allot` CLI run on the same lake.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{CliLake, Lcg};
+
+const SECRET: &str = "a test secret that is long enough for HS256";
+const MONTH: &str = "2026-05";
+const TENANTS: [&str; 3] = ["t1", "t2", "t3"];
+/// The refresh interval of these tests' servers.
+const REFRESH: Duration = Duration::from_millis(200);
+/// How long after a commit its figures must show: the refresh interval, plus
+/// room for a refresh and a request on a machine busy with other tests.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(5);
+
+fn config(price_book: &str, audit: &Path) -> String {
+    format!(
+        "{price_book}\n[api]\njwt_secret = \"{SECRET}\"\naudit_log = \"{}\"\n\
+         rate_limit_per_s = 100000\nrefresh_interval = \"{}ms\"\n",
+        audit.display(),
+        REFRESH.as_millis()
+    )
+}
+
+/// `allot serve` on `lake`, killed when dropped.
+struct Server {
+    child: Child,
+    address: String,
+    token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts the server and waits until it is ready.
+    fn start(lake: &CliLake) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_allot"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--lake"])
+            .arg(lake.root())
+            .arg("--config")
+            .arg(lake.config())
+            .env("ALLOT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn allot serve");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let address = loop {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "the server stopped"
+            );
+            if let Some(rest) = line.split("http://").nth(1) {
+                break rest.split(['/', ' ']).next().unwrap().to_string();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let token = Command::new(env!("CARGO_BIN_EXE_allot"))
+            .args(["token", "--role", "finance", "--config"])
+            .arg(lake.config())
+            .output()
+            .expect("run allot token");
+        assert!(token.status.success());
+        let server = Server {
+            child,
+            address,
+            token: String::from_utf8(token.stdout).unwrap().trim().to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.get("/readyz").0 != 200 {
+            assert!(Instant::now() < deadline, "the server did not get ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// `GET path` as CSV with the finance token: status and body.
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.address).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/csv\r\n\
+             Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.token
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().expect("a status line");
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// The body of a 200 answer to `GET path`.
+    fn ok(&self, path: &str) -> String {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// The value of the counter `name{report="report"}` (0 when absent).
+    fn counter(&self, name: &str, report: &str) -> u64 {
+        let (_, text) = self.get("/metrics");
+        let series = format!("{name}{{report=\"{report}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map_or(0, |value| value.trim().parse().expect("a counter value"))
+    }
+}
+
+/// `allot ARGS` on `lake`: its standard output, which must be a success.
+fn cli(lake: &CliLake, args: &[&str]) -> String {
+    let output = lake.run(args);
+    assert!(
+        output.status.success(),
+        "allot {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The views this test compares, as (server path, CLI arguments).
+fn views() -> Vec<(String, Vec<String>)> {
+    let mut views = vec![(
+        format!("/v1/billing/{MONTH}"),
+        vec![
+            "invoice".to_string(),
+            "--month".to_string(),
+            MONTH.to_string(),
+        ],
+    )];
+    for tenant in TENANTS {
+        views.push((
+            format!("/v1/tenants/{tenant}/invoices/{MONTH}"),
+            ["invoice", "--month", MONTH, "--tenant", tenant]
+                .map(str::to_string)
+                .to_vec(),
+        ));
+    }
+    views
+}
+
+/// Every view of the server equals the CLI's on the same lake, within
+/// [`VISIBLE_WITHIN`] of the last commit.
+fn assert_server_matches_cli(server: &Server, lake: &CliLake, after: &str) {
+    for (path, args) in views() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let expected = cli(lake, &args);
+        let deadline = Instant::now() + VISIBLE_WITHIN;
+        loop {
+            let answer = server.ok(&path);
+            if answer == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET {path} after {after} still differs from the CLI:\n{answer}\nvs\n{expected}"
+            );
+            std::thread::sleep(REFRESH / 4);
+        }
+    }
+}
+
+/// A batch of events of `tenants` in May, `count` each, some repeating ids of
+/// earlier batches (a producer's retries), written to a file.
+fn batch(dir: &Path, name: &str, rng: &mut Lcg, tenants: &[&str], count: usize) -> String {
+    let mut text = String::new();
+    for tenant in tenants {
+        for _ in 0..count {
+            let day = rng.next() % 20 + 1;
+            // Ids repeat across batches: about one in four is a re-send.
+            let i = rng.next() % (count as u64 * 3);
+            text.push_str(&common::synthetic_event(
+                rng, tenant, 5, day as u32, i as usize,
+            ));
+            text.push('\n');
+        }
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// The cache never serves a stale figure: for random sequences of commits
+/// (backfills touching random tenants, compactions with their rollups), every
+/// answer of a running server equals the CLI's on the same lake; a commit
+/// touching one tenant leaves another tenant's cached invoice in place; a new
+/// price book (a restart) changes the figures.
+#[test]
+fn a_running_server_answers_as_the_cli_after_every_commit() {
+    for seed in [1, 2, 3] {
+        let mut rng = Lcg(seed);
+        let lake = CliLake::new("");
+        let audit = lake.dir.path().join("audit.jsonl");
+        std::fs::write(lake.config(), config(common::FLAT_PRICE_BOOK, &audit)).unwrap();
+        let inputs = tempfile::tempdir().unwrap();
+        let first = batch(inputs.path(), "0.jsonl", &mut rng, &TENANTS, 30);
+        cli(&lake, &["ingest", "--no-progress", "--from-file", &first]);
+        let server = Server::start(&lake);
+        assert_server_matches_cli(&server, &lake, "the first load");
+
+        for step in 1..=4 {
+            let commit = if rng.next().is_multiple_of(3) {
+                cli(&lake, &["compact"]);
+                "a compaction".to_string()
+            } else {
+                let touched: Vec<&str> = TENANTS
+                    .iter()
+                    .copied()
+                    .filter(|_| rng.next().is_multiple_of(2))
+                    .collect();
+                let touched = if touched.is_empty() {
+                    vec!["t1"]
+                } else {
+                    touched
+                };
+                let file = batch(
+                    inputs.path(),
+                    &format!("{step}.jsonl"),
+                    &mut rng,
+                    &touched,
+                    10,
+                );
+                cli(&lake, &["ingest", "--no-progress", "--from-file", &file]);
+                format!("a backfill of {touched:?}")
+            };
+            assert_server_matches_cli(&server, &lake, &format!("seed {seed}, {commit}"));
+        }
+
+        // A commit of t1 alone leaves t2's cached invoice in place.
+        let t2 = format!("/v1/tenants/t2/invoices/{MONTH}");
+        server.ok(&t2);
+        let file = batch(inputs.path(), "t1.jsonl", &mut rng, &["t1"], 5);
+        cli(&lake, &["ingest", "--no-progress", "--from-file", &file]);
+        let t1 = ["invoice", "--month", MONTH, "--tenant", "t1"];
+        let expected = cli(&lake, &t1);
+        let deadline = Instant::now() + VISIBLE_WITHIN;
+        while server.ok(&format!("/v1/tenants/t1/invoices/{MONTH}")) != expected {
+            assert!(Instant::now() < deadline, "t1's new events did not show");
+            std::thread::sleep(REFRESH / 4);
+        }
+        let computed = server.counter("allot_report_computations_total", "tenant_invoice");
+        server.ok(&t2);
+        assert_eq!(
+            server.counter("allot_report_computations_total", "tenant_invoice"),
+            computed,
+            "t2's invoice was computed again after a commit of t1 alone"
+        );
+        drop(server);
+
+        // A new price book takes a restart, and changes the figures.
+        let before = server_figures(&lake);
+        let dearer = common::FLAT_PRICE_BOOK.replace("\"0.0400\"", "\"0.0500\"");
+        assert_ne!(dearer, common::FLAT_PRICE_BOOK);
+        std::fs::write(lake.config(), config(&dearer, &audit)).unwrap();
+        let server = Server::start(&lake);
+        assert_server_matches_cli(&server, &lake, "a new price book");
+        assert_ne!(server_figures(&lake), before);
+    }
+}
+
+/// The all-tenant invoices of the month, from the CLI.
+fn server_figures(lake: &CliLake) -> String {
+    cli(lake, &["invoice", "--month", MONTH])
+}
+
+/// 64 identical requests at once for a report nobody asked for yet run it once.
+#[test]
+fn sixty_four_identical_requests_compute_once() {
+    let mut rng = Lcg(9);
+    let lake = CliLake::new("");
+    let audit = lake.dir.path().join("audit.jsonl");
+    std::fs::write(lake.config(), config(common::FLAT_PRICE_BOOK, &audit)).unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let events = batch(inputs.path(), "events.jsonl", &mut rng, &TENANTS, 200);
+    cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);
+    let server = Arc::new(Server::start(&lake));
+    let path = "/v1/tenants/t2/health?as_of=2026-05-20T06:00:00Z";
+    assert_eq!(
+        server.counter("allot_report_computations_total", "tenant_health"),
+        0
+    );
+    let start = Arc::new(Barrier::new(64));
+    let requests: Vec<_> = (0..64)
+        .map(|_| {
+            let (server, start) = (Arc::clone(&server), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                server.ok(path)
+            })
+        })
+        .collect();
+    let answers: Vec<String> = requests.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(answers.iter().all(|answer| answer == &answers[0]));
+    assert!(answers[0].contains("t2"), "{}", answers[0]);
+    assert_eq!(
+        server.counter("allot_report_computations_total", "tenant_health"),
+        1
+    );
+    assert_eq!(
+        server.counter("allot_report_cache_hits_total", "tenant_health"),
+        63
+    );
+}
