@@ -97,14 +97,22 @@ impl TableFiles {
     /// Only the files of `tenant_id` (for `usage_events`).
     pub fn for_tenant(&self, tenant_id: &str) -> TableFiles {
         TableFiles {
-            files: self
-                .files
-                .iter()
-                .filter(|f| f.tenant_id.as_deref() == Some(tenant_id))
-                .cloned()
-                .collect(),
-            ..self.clone()
+            files: self.files_of(tenant_id).to_vec(),
+            table: self.table,
+            version: self.version,
+            store: Arc::clone(&self.store),
         }
+    }
+
+    /// The files of `tenant_id`, found by bisection (files are ordered by
+    /// tenant first): a request's tenant check must not walk every file.
+    pub fn files_of(&self, tenant_id: &str) -> &[LakeFile] {
+        let tenant = Some(tenant_id);
+        let start = self
+            .files
+            .partition_point(|f| f.tenant_id.as_deref() < tenant);
+        let end = start + self.files[start..].partition_point(|f| f.tenant_id.as_deref() == tenant);
+        &self.files[start..end]
     }
 
     /// The distinct tenants that have files, ascending.
@@ -417,6 +425,40 @@ fn ingested_range(stats: &str) -> (i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenants_files_are_found_by_bisection() {
+        let file = |tenant: &str, path: &str| LakeFile {
+            path: path.to_string(),
+            size: 1,
+            tenant_id: Some(tenant.to_string()),
+            day: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            ingested: (i64::MIN, i64::MAX),
+            dedup: DedupTags::default(),
+        };
+        let files = TableFiles {
+            files: vec![
+                file("a", "1"),
+                file("b", "2"),
+                file("b", "3"),
+                file("c", "4"),
+            ],
+            ..TableFiles::missing(LakeTable::UsageEvents, Arc::new(InMemory::new()))
+        };
+        let paths = |tenant| {
+            let found: Vec<&str> = files
+                .files_of(tenant)
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect();
+            found
+        };
+        assert_eq!(paths("a"), ["1"]);
+        assert_eq!(paths("b"), ["2", "3"]);
+        assert_eq!(paths("c"), ["4"]);
+        assert!(paths("bb").is_empty() && paths("0").is_empty() && paths("d").is_empty());
+        assert_eq!(files.for_tenant("b").files.len(), 2);
+    }
 
     #[test]
     fn ingested_bounds_come_from_the_delta_stats() {

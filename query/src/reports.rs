@@ -60,7 +60,7 @@ impl ReportSettings {
     /// Whether tenant `id` exists: the lake has files of it or the configuration
     /// has a `[tenants.<id>]` entry.
     pub fn tenant_exists(&self, snapshot: &LakeSnapshot, id: &str) -> bool {
-        self.config.tenants.contains_key(id) || snapshot.usage.tenants().contains(id)
+        self.config.tenants.contains_key(id) || !snapshot.usage.files_of(id).is_empty()
     }
 
     /// The dedup window reports apply (`ingest.dedup_window`).
