@@ -11,6 +11,7 @@ use allot_lake::snapshot::LakeSnapshot;
 use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
 use allot_query::closing::{self, InvoiceView};
+use allot_query::noisy::Keep;
 use allot_query::period::Period;
 use allot_query::render::{
     ReportTable, allocation_table, health_json, health_table, invoice_json, invoices_table,
@@ -299,6 +300,7 @@ pub async fn noisy(args: NoisyArgs) -> Result<(), Failure> {
         to,
         metric: args.metric.clone(),
         bucket_micros,
+        keep: if args.all { Keep::All } else { Keep::Flagged },
     };
     let rows = reports::noisy(&loaded.snapshot, &loaded.settings, &request)
         .await

@@ -332,6 +332,7 @@ fn sandbox_refuses_every_escape_with_a_clean_error() {
 /// between whole hours, one tenant's hourly and daily usage, and an allocation by
 /// a gauge.
 async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSettings) -> String {
+    use allot_query::noisy::Keep;
     use allot_query::render::{
         allocation_table, health_table, invoices_table, noisy_table, usage_table,
     };
@@ -365,6 +366,7 @@ async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSett
             to: at(to),
             metric: None,
             bucket_micros: None,
+            keep: Keep::All,
         };
         let rows = reports::noisy(&snapshot, settings, &noisy).await.unwrap();
         out += &noisy_table(&rows, true).to_csv();

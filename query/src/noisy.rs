@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use allot_schemas::config::NoisyConfig;
-use bigdecimal::{BigDecimal, Signed, Zero};
+use bigdecimal::num_bigint::BigInt;
+use bigdecimal::{BigDecimal, Signed, ToPrimitive, Zero};
 
 use crate::error::QueryError;
 use crate::period::format_micros;
@@ -145,18 +146,122 @@ impl NoisyRow {
     }
 }
 
-/// Whether `z ≥ m` where `z = d / √v` (v ≥ 0; v = 0 means σ = 0), decided exactly.
-fn z_at_least(d: &BigDecimal, v: &BigDecimal, m: &BigDecimal) -> bool {
-    if v.is_zero() {
+/// Which rows a report keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Only the flagged rows (the CLI's default, health's flags).
+    Flagged,
+    /// Every tenant with usage in every bucket (`--all`).
+    All,
+}
+
+/// Exact arithmetic the detector runs on: integers scaled by a power of ten
+/// when every sum fits in them (the usual case, and some fifty times faster),
+/// decimals otherwise. `None` is an overflow, which sends the whole metric to
+/// the decimal path; decisions and shown values are the same on both.
+trait Exact: Clone + Ord + Sized {
+    fn zero_value() -> Self;
+    /// `value × 10^scale`, when that is an integer this type holds.
+    fn scaled(value: &BigDecimal, scale: i64) -> Option<Self>;
+    fn add(&self, other: &Self) -> Option<Self>;
+    fn sub(&self, other: &Self) -> Option<Self>;
+    fn mul(&self, other: &Self) -> Option<Self>;
+    /// `self / 10^scale` as a decimal.
+    fn unscaled(&self, scale: i64) -> BigDecimal;
+}
+
+impl Exact for i128 {
+    fn zero_value() -> Self {
+        0
+    }
+    fn scaled(value: &BigDecimal, scale: i64) -> Option<Self> {
+        let (digits, exponent) = value.with_scale(scale).into_bigint_and_exponent();
+        debug_assert_eq!(exponent, scale);
+        // `with_scale` truncates; a value with more places is not representable.
+        let back = BigDecimal::new(digits.clone(), scale);
+        if &back != value {
+            return None;
+        }
+        digits.to_i128()
+    }
+    fn add(&self, other: &Self) -> Option<Self> {
+        self.checked_add(*other)
+    }
+    fn sub(&self, other: &Self) -> Option<Self> {
+        self.checked_sub(*other)
+    }
+    fn mul(&self, other: &Self) -> Option<Self> {
+        self.checked_mul(*other)
+    }
+    fn unscaled(&self, scale: i64) -> BigDecimal {
+        BigDecimal::new(BigInt::from(*self), scale)
+    }
+}
+
+impl Exact for BigDecimal {
+    fn zero_value() -> Self {
+        <BigDecimal as Zero>::zero()
+    }
+    fn scaled(value: &BigDecimal, scale: i64) -> Option<Self> {
+        Some(value * BigDecimal::new(BigInt::from(1), -scale))
+    }
+    fn add(&self, other: &Self) -> Option<Self> {
+        Some(self + other)
+    }
+    fn sub(&self, other: &Self) -> Option<Self> {
+        Some(self - other)
+    }
+    fn mul(&self, other: &Self) -> Option<Self> {
+        Some(self * other)
+    }
+    fn unscaled(&self, scale: i64) -> BigDecimal {
+        self * BigDecimal::new(BigInt::from(1), scale)
+    }
+}
+
+/// A threshold `numerator / denominator` with a positive denominator, so that
+/// `x ≥ t·y` is decided as `x·denominator ≥ numerator·y`.
+struct Fraction<T> {
+    numerator: T,
+    denominator: T,
+}
+
+impl<T: Exact> Fraction<T> {
+    fn of(value: &BigDecimal) -> Option<Fraction<T>> {
+        let (digits, exponent) = value.as_bigint_and_exponent();
+        let (numerator, denominator) = if exponent >= 0 {
+            (
+                BigDecimal::from(digits),
+                BigDecimal::new(BigInt::from(1), -exponent),
+            )
+        } else {
+            (BigDecimal::new(digits, exponent), BigDecimal::from(1))
+        };
+        Some(Fraction {
+            numerator: T::scaled(&numerator, 0)?,
+            denominator: T::scaled(&denominator, 0)?,
+        })
+    }
+}
+
+/// Whether `z ≥ m` where `z = d / √v` (v ≥ 0; v = 0 means σ = 0) and
+/// `m = c / e`, decided exactly on squares: `d²·e² ≥ c²·v`.
+fn z_at_least<T: Exact>(d: &T, v: &T, m: &Fraction<T>) -> Option<bool> {
+    let zero = T::zero_value();
+    let m_positive = m.numerator > zero;
+    let m_negative = m.numerator < zero;
+    if v == &zero {
         // z = +inf when d > 0, else 0.
-        return d.is_positive() || !m.is_positive();
+        return Some(d > &zero || !m_positive);
     }
-    let d_square_vs = (d * d).cmp(&(m * m * v));
-    if m.is_negative() {
-        !d.is_negative() || d_square_vs.is_le()
+    let left = d.mul(d)?.mul(&m.denominator.mul(&m.denominator)?)?;
+    let right = m.numerator.mul(&m.numerator)?.mul(v)?;
+    let d_square_vs = left.cmp(&right);
+    Some(if m_negative {
+        d >= &zero || d_square_vs.is_le()
     } else {
-        !d.is_negative() && d_square_vs.is_ge()
-    }
+        d >= &zero && d_square_vs.is_ge()
+    })
 }
 
 /// Square root of a non-negative decimal to [`SQRT_SCALE`] places (display only).
@@ -167,13 +272,24 @@ fn sqrt(value: &BigDecimal) -> BigDecimal {
         .with_scale_round(SQRT_SCALE, bigdecimal::RoundingMode::HalfEven)
 }
 
-/// Rows for every tenant with usage in every bucket of `[from, to)`.
+/// The bucket grid of one report: slot `i` is bucket `first + i × width`; the
+/// first `baseline` slots are only a baseline.
+struct Grid {
+    first: i64,
+    width: i64,
+    baseline: usize,
+    slots: usize,
+}
+
+/// Rows for the tenants with usage in the buckets of `[from, to)`: all of
+/// them, or only the flagged ones.
 pub fn noisy_neighbours(
     metric: &str,
     from: i64,
     to: i64,
     params: &NoisyParams,
     usage: &[BucketUsage],
+    keep: Keep,
 ) -> Result<Vec<NoisyRow>, QueryError> {
     let width = params.bucket_micros;
     if width <= 0 || params.baseline_buckets == 0 {
@@ -193,13 +309,16 @@ pub fn noisy_neighbours(
     }
     let baseline = i64::from(params.baseline_buckets);
     let buckets = (to - from) / width;
-    let first = from - baseline * width;
-    let slots = usize::try_from(baseline + buckets).expect("bucket count fits");
-
-    // Dense usage per tenant over [first, to), slot i = bucket first + i × width.
-    let mut dense: BTreeMap<&str, Vec<BigDecimal>> = BTreeMap::new();
+    let grid = Grid {
+        first: from - baseline * width,
+        width,
+        baseline: usize::try_from(baseline).expect("baseline fits"),
+        slots: usize::try_from(baseline + buckets).expect("bucket count fits"),
+    };
+    // Each entry's slot, checked against the grid.
+    let mut placed: Vec<(&str, usize, &BigDecimal)> = Vec::with_capacity(usage.len());
     for entry in usage {
-        let offset = entry.bucket_start - first;
+        let offset = entry.bucket_start - grid.first;
         if offset.rem_euclid(width) != 0 {
             return Err(QueryError::InvalidInput(format!(
                 "bucket {} of tenant {} is not on the {} µs grid starting at {}",
@@ -209,77 +328,157 @@ pub fn noisy_neighbours(
                 format_micros(from)
             )));
         }
-        if entry.bucket_start < first || entry.bucket_start >= to {
+        if entry.bucket_start < grid.first || entry.bucket_start >= to {
             continue;
         }
         let slot = usize::try_from(offset / width).expect("inside the window");
-        dense
-            .entry(entry.tenant_id.as_str())
-            .or_insert_with(|| vec![BigDecimal::zero(); slots])[slot] += &entry.usage;
+        placed.push((entry.tenant_id.as_str(), slot, &entry.usage));
     }
+    // The fewest decimal places that hold every value exactly.
+    let scale = placed
+        .iter()
+        .map(|(_, _, value)| fractional_places(value))
+        .max()
+        .unwrap_or(0);
+    let mut rows = match detect::<i128>(metric, &grid, params, &placed, scale, keep) {
+        Some(rows) => rows,
+        None => detect::<BigDecimal>(metric, &grid, params, &placed, 0, keep)
+            .expect("decimal arithmetic does not overflow"),
+    };
+    rows.sort_by(|a, b| (a.bucket_start, &a.tenant_id).cmp(&(b.bucket_start, &b.tenant_id)));
+    Ok(rows)
+}
 
-    let n = BigDecimal::from(baseline);
-    let base = usize::try_from(baseline).expect("baseline fits");
-    let mut totals = vec![BigDecimal::zero(); slots];
-    let mut active = vec![0u32; slots];
+/// The decimal places `value` needs (trailing zeros do not count).
+fn fractional_places(value: &BigDecimal) -> i64 {
+    let (digits, scale) = value.as_bigint_and_exponent();
+    if digits.is_zero() {
+        return 0;
+    }
+    let ten = BigInt::from(10);
+    let mut digits = digits;
+    let mut scale = scale;
+    while scale > 0 && (&digits % &ten).is_zero() {
+        digits /= &ten;
+        scale -= 1;
+    }
+    scale.max(0)
+}
+
+/// The detector on `T`, values scaled by `10^scale`; `None` on an overflow.
+fn detect<T: Exact>(
+    metric: &str,
+    grid: &Grid,
+    params: &NoisyParams,
+    placed: &[(&str, usize, &BigDecimal)],
+    scale: i64,
+    keep: Keep,
+) -> Option<Vec<NoisyRow>> {
+    let zero = T::zero_value();
+    // Dense usage per tenant over the grid.
+    let mut dense: BTreeMap<&str, Vec<T>> = BTreeMap::new();
+    for &(tenant, slot, value) in placed {
+        let values = dense
+            .entry(tenant)
+            .or_insert_with(|| vec![zero.clone(); grid.slots]);
+        values[slot] = values[slot].add(&T::scaled(value, scale)?)?;
+    }
+    let mut totals = vec![zero.clone(); grid.slots];
+    let mut active = vec![0u32; grid.slots];
     for values in dense.values() {
         for (slot, value) in values.iter().enumerate() {
-            if value.is_positive() {
-                totals[slot] += value;
+            if value > &zero {
+                totals[slot] = totals[slot].add(value)?;
                 active[slot] += 1;
             }
         }
     }
+    let n = T::scaled(&BigDecimal::from(grid.baseline as u64), 0)?;
+    let min_share = Fraction::<T>::of(&params.min_share)?;
+    let min_z = Fraction::<T>::of(&params.min_z)?;
 
     let mut rows: Vec<NoisyRow> = Vec::new();
     for (tenant, values) in &dense {
         // Prefix sums of usage and of its square: baseline sums in O(1) per bucket.
-        let mut sums = vec![BigDecimal::zero(); slots + 1];
-        let mut squares = vec![BigDecimal::zero(); slots + 1];
+        let mut sums = vec![zero.clone(); grid.slots + 1];
+        let mut squares = vec![zero.clone(); grid.slots + 1];
         for (i, value) in values.iter().enumerate() {
-            sums[i + 1] = &sums[i] + value;
-            squares[i + 1] = &squares[i] + value * value;
+            sums[i + 1] = sums[i].add(value)?;
+            squares[i + 1] = squares[i].add(&value.mul(value)?)?;
         }
-        for slot in base..slots {
+        for slot in grid.baseline..grid.slots {
             let u = &values[slot];
-            if !u.is_positive() {
+            if u <= &zero {
                 continue;
             }
             let total = &totals[slot];
-            let s = &sums[slot] - &sums[slot - base];
-            let s2 = &squares[slot] - &squares[slot - base];
+            let s = sums[slot].sub(&sums[slot - grid.baseline])?;
+            let s2 = squares[slot].sub(&squares[slot - grid.baseline])?;
             // d = n·u − S = n(u − μ); v = n·S₂ − S² = n²σ².
-            let d = &n * u - &s;
-            let v = &n * &s2 - &s * &s;
-            let root = sqrt(&v);
-            let z = if v.is_zero() {
-                if d.is_positive() {
-                    ZScore::PositiveInfinity
-                } else {
-                    ZScore::Finite(BigDecimal::zero())
-                }
-            } else {
-                ZScore::Finite(div_round(&d, &root, SHARE_SCALE, Rounding::HalfEven))
-            };
-            let flagged = u >= &(&params.min_share * total)
-                && z_at_least(&d, &v, &params.min_z)
+            let d = n.mul(u)?.sub(&s)?;
+            let v = n.mul(&s2)?.sub(&s.mul(&s)?)?;
+            let flagged = u.mul(&min_share.denominator)? >= min_share.numerator.mul(total)?
+                && z_at_least(&d, &v, &min_z)?
                 && active[slot] >= params.min_active_tenants;
-            rows.push(NoisyRow {
-                metric: metric.to_string(),
-                bucket_start: first + i64::try_from(slot).expect("slot fits") * width,
-                tenant_id: tenant.to_string(),
-                usage: u.clone(),
-                share: div_round(u, total, SHARE_SCALE, Rounding::HalfEven),
-                baseline_mean: div_round(&s, &n, QUANTITY_SCALE, Rounding::HalfEven),
-                baseline_stddev: div_round(&root, &n, QUANTITY_SCALE, Rounding::HalfEven),
-                z,
-                active_tenants: active[slot],
+            if keep == Keep::Flagged && !flagged {
+                continue;
+            }
+            let bucket_start = grid.first + i64::try_from(slot).expect("slot fits") * grid.width;
+            rows.push(shown_row(
+                metric,
+                tenant,
+                bucket_start,
+                [
+                    u.unscaled(scale),
+                    total.unscaled(scale),
+                    s.unscaled(scale),
+                    s2.unscaled(2 * scale),
+                ],
+                grid.baseline,
+                active[slot],
                 flagged,
-            });
+            ));
         }
     }
-    rows.sort_by(|a, b| (a.bucket_start, &a.tenant_id).cmp(&(b.bucket_start, &b.tenant_id)));
-    Ok(rows)
+    Some(rows)
+}
+
+/// The shown values of a row, from its exact usage `u`, the bucket's total,
+/// and the baseline's sum `s` and sum of squares `s2` over `baseline` buckets.
+fn shown_row(
+    metric: &str,
+    tenant: &str,
+    bucket_start: i64,
+    [u, total, s, s2]: [BigDecimal; 4],
+    baseline: usize,
+    active_tenants: u32,
+    flagged: bool,
+) -> NoisyRow {
+    let n = BigDecimal::from(baseline as u64);
+    let d = &n * &u - &s;
+    let v = &n * &s2 - &s * &s;
+    let root = sqrt(&v);
+    let z = if v.is_zero() {
+        if d.is_positive() {
+            ZScore::PositiveInfinity
+        } else {
+            ZScore::Finite(BigDecimal::zero())
+        }
+    } else {
+        ZScore::Finite(div_round(&d, &root, SHARE_SCALE, Rounding::HalfEven))
+    };
+    NoisyRow {
+        metric: metric.to_string(),
+        bucket_start,
+        tenant_id: tenant.to_string(),
+        share: div_round(&u, &total, SHARE_SCALE, Rounding::HalfEven),
+        usage: u,
+        baseline_mean: div_round(&s, &n, QUANTITY_SCALE, Rounding::HalfEven),
+        baseline_stddev: div_round(&root, &n, QUANTITY_SCALE, Rounding::HalfEven),
+        z,
+        active_tenants,
+        flagged,
+    }
 }
 
 #[cfg(test)]
@@ -343,6 +542,7 @@ mod tests {
             start + MICROS_PER_HOUR,
             &params(),
             &input,
+            Keep::All,
         )
         .unwrap();
         let at = "api_calls,2026-01-10T04:00:00Z";
@@ -385,6 +585,7 @@ mod tests {
             start + 2 * MICROS_PER_HOUR,
             &params(),
             &input,
+            Keep::All,
         )
         .unwrap();
         assert_eq!(
@@ -411,17 +612,115 @@ mod tests {
         );
         let mut p = params();
         p.min_share = d("0.5");
-        let rows = noisy_neighbours("m", start, start + MICROS_PER_HOUR, &p, &input).unwrap();
+        let rows =
+            noisy_neighbours("m", start, start + MICROS_PER_HOUR, &p, &input, Keep::All).unwrap();
         assert_eq!(rows[1].z, ZScore::Finite(d("3.000000")));
         assert!(rows.iter().all(|r| r.flagged));
         // z just below: u = 15.99 → d = 4·15.99 − 40 = 23.96 < 3 × 8.
-        assert!(!z_at_least(&d("23.96"), &d("64"), &d("3")));
-        assert!(z_at_least(&d("24"), &d("64"), &d("3")));
+        assert!(!z_ok("23.96", "64", "3"));
+        assert!(z_ok("24", "64", "3"));
+        assert!(!z_ok("24", "64", "3.01"));
         // Negative thresholds: z = −1 ≥ −2, z = −3 < −2; σ = 0 with u ≤ μ gives z = 0.
-        assert!(z_at_least(&d("-8"), &d("64"), &d("-2")));
-        assert!(!z_at_least(&d("-24"), &d("64"), &d("-2")));
-        assert!(z_at_least(&d("0"), &d("0"), &d("0")));
-        assert!(!z_at_least(&d("0"), &d("0"), &d("0.1")));
+        assert!(z_ok("-8", "64", "-2"));
+        assert!(!z_ok("-24", "64", "-2"));
+        assert!(z_ok("0", "0", "0"));
+        assert!(!z_ok("0", "0", "0.1"));
+    }
+
+    /// `z ≥ m` for `z = d / √v`, decided on decimals and on integers scaled
+    /// by 10^2 (d) and 10^4 (v), which must agree.
+    fn z_ok(dv: &str, v: &str, m: &str) -> bool {
+        let exact = z_at_least(&d(dv), &d(v), &Fraction::of(&d(m)).unwrap()).unwrap();
+        let scaled = |text: &str, places: i64| i128::scaled(&d(text), places).unwrap();
+        let integers =
+            z_at_least(&scaled(dv, 2), &scaled(v, 4), &Fraction::of(&d(m)).unwrap()).unwrap();
+        assert_eq!(exact, integers, "d {dv}, v {v}, m {m}");
+        exact
+    }
+
+    #[test]
+    fn integers_and_decimals_give_the_same_rows() {
+        // Random usage with up to 9 places over 3 tenants, 4 + 6 hourly buckets:
+        // the scaled-integer path and the decimal path give the same rows, and
+        // only the flagged ones when asked.
+        let start = ts("2026-01-10T04:00:00Z");
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            seed >> 33
+        };
+        let mut p = params();
+        p.min_z = d("1.5");
+        p.min_share = d("0.4");
+        let mut flagged_seen = 0;
+        for _ in 0..50 {
+            let mut input = Vec::new();
+            for tenant in ["a", "b", "c"] {
+                for slot in 0..10 {
+                    if next() % 4 == 0 {
+                        continue;
+                    }
+                    let places = next() % 10;
+                    let digits = next() % 1_000_000;
+                    input.push(BucketUsage {
+                        tenant_id: tenant.to_string(),
+                        bucket_start: start + (slot - 4) * MICROS_PER_HOUR,
+                        usage: BigDecimal::new(BigInt::from(digits), places as i64),
+                    });
+                }
+            }
+            let to = start + 6 * MICROS_PER_HOUR;
+            let all = noisy_neighbours("m", start, to, &p, &input, Keep::All).unwrap();
+            let grid = Grid {
+                first: start - 4 * MICROS_PER_HOUR,
+                width: MICROS_PER_HOUR,
+                baseline: 4,
+                slots: 10,
+            };
+            let placed: Vec<(&str, usize, &BigDecimal)> = input
+                .iter()
+                .map(|u| {
+                    let slot = ((u.bucket_start - grid.first) / MICROS_PER_HOUR) as usize;
+                    (u.tenant_id.as_str(), slot, &u.usage)
+                })
+                .collect();
+            let mut decimals = detect::<BigDecimal>("m", &grid, &p, &placed, 0, Keep::All).unwrap();
+            decimals.sort_by(|a, b| {
+                (a.bucket_start, &a.tenant_id).cmp(&(b.bucket_start, &b.tenant_id))
+            });
+            assert_eq!(all, decimals);
+            let flagged = noisy_neighbours("m", start, to, &p, &input, Keep::Flagged).unwrap();
+            let expected: Vec<NoisyRow> = all.into_iter().filter(|r| r.flagged).collect();
+            assert_eq!(flagged, expected);
+            flagged_seen += flagged.len();
+        }
+        assert!(flagged_seen > 0, "no case flagged anything");
+    }
+
+    #[test]
+    fn sums_too_large_for_integers_are_decided_on_decimals() {
+        // Squares of 10^20 overflow 128 bits: the metric falls back to decimals.
+        let start = ts("2026-01-10T04:00:00Z");
+        let big = "100000000000000000000";
+        let input = usage(
+            start,
+            &[
+                ("a", &["1", "1", "1", "1", big]),
+                ("b", &["1", "1", "1", "1", "1"]),
+            ],
+        );
+        let rows = noisy_neighbours(
+            "m",
+            start,
+            start + MICROS_PER_HOUR,
+            &params(),
+            &input,
+            Keep::Flagged,
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].tenant_id, "a");
+        assert_eq!(rows[0].usage, d(big));
     }
 
     #[test]
@@ -432,10 +731,30 @@ mod tests {
             bucket_start: start + 1,
             usage: d("1"),
         }];
-        assert!(noisy_neighbours("m", start, start + MICROS_PER_HOUR, &params(), &input).is_err());
-        assert!(noisy_neighbours("m", start, start + 90 * 60_000_000, &params(), &[]).is_err());
+        assert!(
+            noisy_neighbours(
+                "m",
+                start,
+                start + MICROS_PER_HOUR,
+                &params(),
+                &input,
+                Keep::All
+            )
+            .is_err()
+        );
+        assert!(
+            noisy_neighbours(
+                "m",
+                start,
+                start + 90 * 60_000_000,
+                &params(),
+                &[],
+                Keep::All
+            )
+            .is_err()
+        );
         assert_eq!(
-            noisy_neighbours("m", start, start, &params(), &input).unwrap(),
+            noisy_neighbours("m", start, start, &params(), &input, Keep::All).unwrap(),
             []
         );
     }

@@ -22,7 +22,7 @@ use crate::error::QueryError;
 use crate::health::{
     HEALTH_WINDOW_MICROS, HealthInputs, TenantHealth, gauge_levels, tenant_health,
 };
-use crate::noisy::{NoisyParams, NoisyRow, noisy_neighbours};
+use crate::noisy::{Keep, NoisyParams, NoisyRow, noisy_neighbours};
 use crate::period::Period;
 use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quantity};
 use crate::usage::{
@@ -273,6 +273,9 @@ pub struct NoisyRequest {
     pub metric: Option<String>,
     /// Bucket width in microseconds (the config's when `None`).
     pub bucket_micros: Option<i64>,
+    /// Which rows to return: only the flagged ones spare computing the shown
+    /// values (σ, z) of every other tenant and bucket.
+    pub keep: Keep,
 }
 
 /// Noisy-neighbour rows of every tenant with usage in each bucket of the
@@ -303,15 +306,22 @@ pub async fn noisy(
         None => settings.metrics_of(MetricKind::Counter),
     };
     let session = session_for(snapshot, settings, None).await?;
-    noisy_rows(&session, &params, &metrics, request.from, request.to).await
+    noisy_rows(
+        &session,
+        &params,
+        &metrics,
+        (request.from, request.to),
+        request.keep,
+    )
+    .await
 }
 
 async fn noisy_rows(
     session: &LakeSession,
     params: &NoisyParams,
     metrics: &[String],
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
+    keep: Keep,
 ) -> Result<Vec<NoisyRow>, QueryError> {
     let width = params.bucket_micros;
     if width <= 0 || (to - from) % width != 0 {
@@ -340,7 +350,14 @@ async fn noisy_rows(
     let mut rows = Vec::new();
     for metric in metrics {
         let metric_usage = usage.get(metric).map(Vec::as_slice).unwrap_or_default();
-        rows.extend(noisy_neighbours(metric, from, to, params, metric_usage)?);
+        rows.extend(noisy_neighbours(
+            metric,
+            from,
+            to,
+            params,
+            metric_usage,
+            keep,
+        )?);
     }
     Ok(rows)
 }
@@ -390,12 +407,12 @@ pub async fn health(
         &all,
         &params,
         &settings.metrics_of(MetricKind::Counter),
-        noisy_from,
-        noisy_to,
+        (noisy_from, noisy_to),
+        Keep::Flagged,
     )
     .await?;
     let mut flags_by_tenant: BTreeMap<&str, u32> = BTreeMap::new();
-    for row in flags.iter().filter(|r| r.flagged) {
+    for row in &flags {
         *flags_by_tenant.entry(row.tenant_id.as_str()).or_default() += 1;
     }
 

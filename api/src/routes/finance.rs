@@ -3,6 +3,7 @@
 //! token gets 403.
 
 use allot_query::closing::month_invoices;
+use allot_query::noisy::Keep;
 use allot_query::period::format_micros;
 use allot_query::render::{
     allocation_table, health_json, health_table, invoice_json, invoices_table, noisy_table,
@@ -192,6 +193,7 @@ async fn noisy(
         to,
         metric: query.metric,
         bucket_micros: Some(bucket),
+        keep: if query.all { Keep::All } else { Keep::Flagged },
     };
     state
         .cached("noisy", key, async {
