@@ -8,14 +8,21 @@
 //! needs no place in the key: a new price book means a restart and an empty
 //! cache.
 //!
-//! The answers' bytes are bounded by `api.cache_memory`; the least recently used
-//! go first. Identical requests arriving while one is computing wait for that
-//! computation instead of starting their own (single flight); each computation
-//! counts once in [`REPORT_COMPUTATIONS`].
+//! Besides rendered answers it keeps the all-tenant health table of an instant,
+//! which every tenant's health answer is cut from: health needs every tenant's
+//! usage anyway (noisy flags compare a tenant with all the others), so a
+//! thousand tenants' dashboards at one refresh cost one computation.
+//!
+//! Entries are bounded by `api.cache_memory`; the least recently used go first.
+//! Identical requests arriving while one is computing wait for that computation
+//! instead of starting their own (single flight); each computation counts once
+//! in [`REPORT_COMPUTATIONS`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use allot_query::health::TenantHealth;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -40,6 +47,36 @@ const ENTRY_OVERHEAD: u64 = 256;
 struct CachedAnswer {
     content_type: Option<HeaderValue>,
     body: Bytes,
+}
+
+/// What an entry holds.
+#[derive(Clone)]
+enum Cached {
+    /// A rendered answer.
+    Answer(CachedAnswer),
+    /// Every tenant's health at one instant.
+    Health(Arc<Vec<TenantHealth>>),
+}
+
+impl Cached {
+    /// Bytes it holds, approximately for health rows (their text and a fixed
+    /// size per row and reason).
+    fn bytes(&self) -> u64 {
+        match self {
+            Cached::Answer(answer) => answer.body.len() as u64,
+            Cached::Health(rows) => rows
+                .iter()
+                .map(|row| {
+                    let reasons: usize = row
+                        .reasons
+                        .iter()
+                        .map(|reason| reason.message.len() + 64)
+                        .sum();
+                    (row.tenant_id.len() + reasons + 256 + 128 * row.quota_use.len()) as u64
+                })
+                .sum(),
+        }
+    }
 }
 
 impl CachedAnswer {
@@ -72,7 +109,7 @@ struct Entries {
 }
 
 struct Slot {
-    answer: Arc<OnceCell<CachedAnswer>>,
+    answer: Arc<OnceCell<Cached>>,
     /// Its last use, once completed (its place in `by_use`).
     used: Option<u64>,
     bytes: u64,
@@ -90,36 +127,78 @@ impl ReportCache {
 
     /// The answer under `key`, computed by `compute` unless it is cached or
     /// being computed. Errors are not cached: the next request computes again.
-    pub async fn answer<F>(
+    pub async fn answer(
         &self,
         report: &'static str,
         key: String,
-        compute: F,
-    ) -> Result<Response, ApiError>
-    where
-        F: Future<Output = Result<Response, ApiError>>,
-    {
+        compute: impl Future<Output = Result<Response, ApiError>>,
+    ) -> Result<Response, ApiError> {
+        let key = format!("{report} {key}");
+        // Reports are deep futures: on the heap, not on a worker's stack.
+        let compute = Box::pin(compute);
+        let cached = self
+            .get_or_compute(report, key, async {
+                Ok(Cached::Answer(CachedAnswer::read(compute.await?).await?))
+            })
+            .await?;
+        match cached {
+            Cached::Answer(answer) => Ok(answer.response()),
+            Cached::Health(_) => Err(ApiError::Internal(format!(
+                "the cache holds health rows under a {report} key"
+            ))),
+        }
+    }
+
+    /// Every tenant's health under `key`, computed by `compute` unless it is
+    /// cached or being computed.
+    pub async fn health_rows(
+        &self,
+        key: String,
+        compute: impl Future<Output = Result<Vec<TenantHealth>, ApiError>>,
+    ) -> Result<Arc<Vec<TenantHealth>>, ApiError> {
+        let report = "health_rows";
+        let key = format!("{report} {key}");
+        let compute = Box::pin(compute);
+        let cached = self
+            .get_or_compute(report, key, async {
+                Ok(Cached::Health(Arc::new(compute.await?)))
+            })
+            .await?;
+        match cached {
+            Cached::Health(rows) => Ok(rows),
+            Cached::Answer(_) => Err(ApiError::Internal(
+                "the cache holds an answer under a health rows key".to_string(),
+            )),
+        }
+    }
+
+    async fn get_or_compute(
+        &self,
+        report: &'static str,
+        key: String,
+        compute: impl Future<Output = Result<Cached, ApiError>>,
+    ) -> Result<Cached, ApiError> {
         let cell = self.lookup(&key);
-        if let Some(answer) = cell.get() {
+        if let Some(cached) = cell.get() {
             metrics::counter!(REPORT_CACHE_HITS, "report" => report).increment(1);
-            return Ok(answer.response());
+            return Ok(cached.clone());
         }
         let mut computed = false;
         let outcome = cell
             .get_or_try_init(|| async {
                 computed = true;
                 metrics::counter!(REPORT_COMPUTATIONS, "report" => report).increment(1);
-                CachedAnswer::read(compute.await?).await
+                compute.await
             })
             .await;
         match outcome {
-            Ok(answer) => {
+            Ok(cached) => {
                 if computed {
-                    self.completed(&key, &cell, answer.body.len());
+                    self.completed(&key, &cell, cached.bytes());
                 } else {
                     metrics::counter!(REPORT_CACHE_HITS, "report" => report).increment(1);
                 }
-                Ok(answer.response())
+                Ok(cached.clone())
             }
             Err(error) => {
                 self.forget_failed(&key, &cell);
@@ -129,7 +208,7 @@ impl ReportCache {
     }
 
     /// The cell of `key`, made when missing; marks a completed entry used.
-    fn lookup(&self, key: &str) -> Arc<OnceCell<CachedAnswer>> {
+    fn lookup(&self, key: &str) -> Arc<OnceCell<Cached>> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entries = &mut *entries;
         entries.clock += 1;
@@ -161,7 +240,7 @@ impl ReportCache {
 
     /// Counts a computed answer in the bound and evicts the least recently used
     /// answers beyond it (this one too, if it alone is larger).
-    fn completed(&self, key: &str, cell: &Arc<OnceCell<CachedAnswer>>, body_bytes: usize) {
+    fn completed(&self, key: &str, cell: &Arc<OnceCell<Cached>>, held_bytes: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entries = &mut *entries;
         entries.clock += 1;
@@ -172,7 +251,7 @@ impl ReportCache {
         if !Arc::ptr_eq(&slot.answer, cell) || slot.used.is_some() {
             return;
         }
-        let bytes = body_bytes as u64 + key.len() as u64 + ENTRY_OVERHEAD;
+        let bytes = held_bytes + key.len() as u64 + ENTRY_OVERHEAD;
         slot.used = Some(now);
         slot.bytes = bytes;
         entries.by_use.insert(now, key.to_string());
@@ -190,7 +269,7 @@ impl ReportCache {
 
     /// Drops the entry of a computation that failed, unless another request
     /// has completed it since.
-    fn forget_failed(&self, key: &str, cell: &Arc<OnceCell<CachedAnswer>>) {
+    fn forget_failed(&self, key: &str, cell: &Arc<OnceCell<Cached>>) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries
             .slots
@@ -272,7 +351,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_least_recently_used_answers_leave_first() {
-        let entry = |key: &str| 100 + key.len() as u64 + ENTRY_OVERHEAD;
+        let entry = |key: &str| 100 + format!("test {key}").len() as u64 + ENTRY_OVERHEAD;
         let cache = ReportCache::new(entry("a") * 2);
         let runs = AtomicUsize::new(0);
         for key in ["a", "b", "a", "c", "a", "b"] {

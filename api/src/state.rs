@@ -8,7 +8,8 @@ use allot_lake::snapshot::LakeSnapshot;
 use allot_query::LakeLocation;
 use allot_query::QueryError;
 use allot_query::allocation::{CostPool, parse_costs_csv};
-use allot_query::reports::ReportSettings;
+use allot_query::health::TenantHealth;
+use allot_query::reports::{self, ReportSettings};
 use allot_query::sandbox::SqlLimits;
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
@@ -20,7 +21,7 @@ use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Principal};
 use crate::cache::ReportCache;
 use crate::error::ApiError;
-use crate::lake_view::{LakeView, ServedLake};
+use crate::lake_view::{Depends, LakeView, ServedLake};
 use crate::limits::{RateLimiter, SqlSlots};
 
 /// What the server is built from.
@@ -162,6 +163,21 @@ impl AppState {
         compute: impl Future<Output = Result<Response, ApiError>>,
     ) -> Result<Response, ApiError> {
         self.cache.answer(report, key, compute).await
+    }
+
+    /// Every tenant's health as of `now` on `served`, computed once per lake
+    /// state and instant.
+    pub async fn health_rows(
+        &self,
+        served: &ServedLake,
+        now: i64,
+    ) -> Result<Arc<Vec<TenantHealth>>, ApiError> {
+        let key = format!("{now} {}", served.stamp(Depends::AllTenants));
+        self.cache
+            .health_rows(key, async {
+                Ok(reports::health(&served.snapshot, &self.settings, now, None).await?)
+            })
+            .await
     }
 
     /// The configured cost pools, read afresh so edits need no restart. The

@@ -60,7 +60,7 @@ async fn tenants(
     let key = format!("{now} {format:?} {}", served.stamp(Depends::AllTenants));
     state
         .cached("tenants", key, async {
-            let rows = reports::health(&served.snapshot, &state.settings, now, None).await?;
+            let rows = state.health_rows(&served, now).await?;
             let currency = &state.settings.config.currency;
             Ok(report(
                 format,

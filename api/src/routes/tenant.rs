@@ -64,16 +64,15 @@ async fn health(
     );
     state
         .cached("tenant_health", key, async {
-            let report_rows =
-                reports::health(&served.snapshot, &state.settings, now, Some(&id)).await?;
-            let health = report_rows.first().ok_or_else(|| {
+            let rows = state.health_rows(&served, now).await?;
+            let health = rows.iter().find(|row| row.tenant_id == id).ok_or_else(|| {
                 ApiError::Internal("health report without its tenant".to_string())
             })?;
             let currency = &state.settings.config.currency;
             Ok(report(
                 format,
                 || health_json(health, currency),
-                || health_table(&report_rows),
+                || health_table(std::slice::from_ref(health)),
             ))
         })
         .await
