@@ -18,10 +18,14 @@
 //! else the oldest source's; the union of their `allot.ingested_at` bounds. A
 //! source without a tag leaves the file without it.
 //!
-//! Each partition is rewritten in one Delta commit that removes the old files and
-//! adds the new ones, so a reader sees either the old files or the new ones, never
-//! both. Collectors appending meanwhile do not conflict: their new files are
-//! untouched. Every compaction commit records the `txn` app id
+//! Rewritten partitions are committed many at a time (up to
+//! [`COMMIT_INPUT_BYTES`] of files read or [`COMMIT_PARTITIONS`] partitions per
+//! commit): one Delta commit removes their old files and adds the new ones, so a
+//! reader sees either the old files or the new ones, never both, and the cost of
+//! a commit (which brings the table's state forward) is paid per batch, not per
+//! tenant-day. A run stopped by a signal commits the partitions already rewritten;
+//! the next run resumes with the rest. Collectors appending meanwhile do not
+//! conflict: their new files are untouched. Every compaction commit records the `txn` app id
 //! [`COMPACTION_APP_ID`], so two compactions committing at once conflict; the
 //! loser stops its run (its list of files may be stale) and the next run lists the
 //! files again.
@@ -316,6 +320,7 @@ async fn compact_partitions(
         }
     }
     let mut summary = CompactSummary::default();
+    let mut batch = CommitBatch::default();
     for (partition, mut files) in by_partition {
         if cancel.is_cancelled() {
             break;
@@ -333,36 +338,115 @@ async fn compact_partitions(
         // so a partition it judged is checked as of that version.
         let judged = !current.contains(&partition);
         let tags = files.rewritten_tags(judged_version.filter(|_| judged));
-        let (tenant_id, day) = (&partition.tenant_id, partition.day);
-        let compacted = compact_partition(
-            table,
-            tenant_id,
-            allot_schemas::time::days_since_epoch(day),
-            &files,
-            &rejected,
-            target_file_bytes,
-            tags,
-        )
-        .await;
-        let (added, duplicates) = match compacted {
-            Ok(done) => done,
-            // Another compaction committed since the files were listed: the list may
-            // name files it removed, so this run stops and the next one lists again.
+        let rewritten =
+            rewrite_partition(table, &files, &rejected, target_file_bytes, tags).await?;
+        tracing::debug!(
+            tenant_id = %partition.tenant_id,
+            day = %partition.day,
+            files = files.small.len(),
+            added = rewritten.added,
+            duplicates = rewritten.duplicates,
+            "rewrote tenant-day"
+        );
+        batch.push(rewritten, files.small.iter().filter_map(|r| r.size).sum());
+        if batch.is_full() && !batch.commit(table, target_file_bytes, &mut summary).await? {
+            return Ok(summary);
+        }
+    }
+    // Also after a stop signal: the partitions rewritten so far are kept.
+    batch.commit(table, target_file_bytes, &mut summary).await?;
+    Ok(summary)
+}
+
+/// The most bytes of small files one commit rewrites: bounds the work a lost
+/// race throws away, and what a stop signal waits for.
+pub const COMMIT_INPUT_BYTES: i64 = 512 << 20;
+/// The most partitions one commit rewrites: bounds the size of its log entry.
+pub const COMMIT_PARTITIONS: u64 = 2_000;
+
+/// Rewritten partitions waiting for their commit.
+#[derive(Default)]
+struct CommitBatch {
+    actions: Vec<Action>,
+    partitions: u64,
+    files_removed: u64,
+    files_added: u64,
+    duplicates: u64,
+    input_bytes: i64,
+}
+
+impl CommitBatch {
+    fn push(&mut self, rewritten: Rewritten, input_bytes: i64) {
+        self.actions.extend(rewritten.actions);
+        self.partitions += 1;
+        self.files_removed += rewritten.removed;
+        self.files_added += rewritten.added;
+        self.duplicates += rewritten.duplicates;
+        self.input_bytes += input_bytes;
+    }
+
+    fn is_full(&self) -> bool {
+        self.input_bytes >= COMMIT_INPUT_BYTES || self.partitions >= COMMIT_PARTITIONS
+    }
+
+    /// Commits the batch and counts it in `summary`; `false` when another
+    /// compaction committed since the files were listed (the list may name
+    /// files it removed, so the run stops and the next one lists again).
+    async fn commit(
+        &mut self,
+        table: &mut DeltaTable,
+        target_file_bytes: u64,
+        summary: &mut CompactSummary,
+    ) -> Result<bool, LakeError> {
+        let batch = std::mem::take(self);
+        if batch.partitions == 0 {
+            return Ok(true);
+        }
+        let mut actions = batch.actions;
+        // Every compaction commit records the same `txn` app id, so two
+        // compactions (two collectors, or `allot compact` beside them) committing
+        // concurrently always conflict, whatever their `dataChange`; otherwise
+        // both could remove the same files and add two rewritten copies of them.
+        actions.push(Action::Txn(Transaction::new(
+            COMPACTION_APP_ID,
+            chrono::Utc::now().timestamp_micros(),
+        )));
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size: i64::try_from(target_file_bytes).unwrap_or(i64::MAX),
+        };
+        let name = LakeTable::UsageEvents.dir_name();
+        match commit_actions(table, name, actions, operation).await {
+            Ok(_) => {}
             Err(err) if is_commit_conflict(&err) => {
-                tracing::info!(%tenant_id, %day, %err, "another compaction committed meanwhile; stopping this run");
+                tracing::info!(partitions = batch.partitions, %err, "another compaction committed meanwhile; stopping this run");
                 summary.conflicts += 1;
-                break;
+                return Ok(false);
             }
             Err(err) => return Err(err),
-        };
-        let removed = files.small.len() as u64;
-        summary.partitions += 1;
-        summary.files_removed += removed;
-        summary.files_added += added;
-        summary.duplicates_removed += duplicates;
-        tracing::info!(%tenant_id, %day, files = removed, added, duplicates, "compacted tenant-day");
+        }
+        summary.partitions += batch.partitions;
+        summary.files_removed += batch.files_removed;
+        summary.files_added += batch.files_added;
+        summary.duplicates_removed += batch.duplicates;
+        tracing::info!(
+            partitions = batch.partitions,
+            files_removed = batch.files_removed,
+            files_added = batch.files_added,
+            duplicates = batch.duplicates,
+            "committed compacted tenant-days"
+        );
+        Ok(true)
     }
-    Ok(summary)
+}
+
+/// One partition rewritten, not committed yet.
+struct Rewritten {
+    /// Its removes and adds.
+    actions: Vec<Action>,
+    removed: u64,
+    added: u64,
+    duplicates: u64,
 }
 
 /// The `txn` app id every compaction commit records (its version: the commit time
@@ -456,17 +540,15 @@ async fn beaten_rows(options: &CompactOptions) -> Result<Judged, LakeError> {
 }
 
 /// Rewrites the small files of one partition (all of them when `rejected` names
-/// rows to remove), without the rows of `rejected`: returns the files added and the
-/// rows dropped.
-async fn compact_partition(
-    table: &mut DeltaTable,
-    tenant_id: &str,
-    day: i32,
+/// rows to remove), without the rows of `rejected`: returns the removes and adds
+/// for the commit, the files added and the rows dropped.
+async fn rewrite_partition(
+    table: &DeltaTable,
     files: &PartitionFiles,
     rejected: &HashSet<RowKey>,
     target_file_bytes: u64,
     tags: DedupTags,
-) -> Result<(u64, u64), LakeError> {
+) -> Result<Rewritten, LakeError> {
     let name = LakeTable::UsageEvents.dir_name();
     let store = table.log_store().object_store(None);
     let schema = usage_events_schema();
@@ -534,20 +616,12 @@ async fn compact_partition(
         tags.write_into(add.tags.get_or_insert_with(HashMap::new));
         Action::Add(add)
     }));
-    // Every compaction commit records the same `txn` app id, so two compactions
-    // (two collectors, or `allot compact` beside them) committing concurrently
-    // always conflict, whatever their `dataChange`; otherwise both could remove the
-    // same files and add two rewritten copies of them.
-    actions.push(Action::Txn(Transaction::new(
-        COMPACTION_APP_ID,
-        chrono::Utc::now().timestamp_micros(),
-    )));
-    let operation = DeltaOperation::Optimize {
-        predicate: Some(format!("tenant_id = '{tenant_id}' AND day = {day}")),
-        target_size: i64::try_from(target_file_bytes).unwrap_or(i64::MAX),
-    };
-    commit_actions(table, name, actions, operation).await?;
-    Ok((added, duplicates))
+    Ok(Rewritten {
+        actions,
+        removed: removes.len() as u64,
+        added,
+        duplicates,
+    })
 }
 
 /// Keeps, for each event id not in `kept_ids`, the row with the earliest
