@@ -666,4 +666,53 @@ mod tests {
         let huge = event(&format!(r#","pad":"{}""#, "x".repeat(2 << 20)));
         assert_eq!(reason(&huge), ReasonCode::EventTooLarge);
     }
+
+    mod fuzz {
+        //! The decoder on malformed input: it must reject, never panic.
+        use proptest::prelude::*;
+
+        use super::decode_bytes;
+
+        /// A valid event with `value` as its value's JSON text.
+        fn event_with_value(value: &str) -> Vec<u8> {
+            format!(
+                r#"{{"event_id":"e1","tenant_id":"acme","ts":"2026-03-01T10:00:00Z","metric":"compute_seconds","value":{value},"labels":{{"k":"v"}}}}"#
+            )
+            .into_bytes()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn arbitrary_bytes_are_rejected_without_a_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            ) {
+                let _ = decode_bytes(&bytes);
+            }
+
+            #[test]
+            fn damaged_events_are_rejected_without_a_panic(
+                value in r"-?[0-9]{0,45}(\.[0-9]{0,45})?([eE][-+]?[0-9]{1,5})?",
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+                keep in any::<prop::sample::Index>(),
+            ) {
+                let mut bytes = event_with_value(&value);
+                // Undamaged, an accepted value is the exact decimal of its text,
+                // rounded half-to-even to 9 places (SPEC §1.1).
+                if let Ok(event) = decode_bytes(&bytes) {
+                    let parsed: bigdecimal::BigDecimal = value.parse().unwrap();
+                    let expected =
+                        parsed.with_scale_round(9, bigdecimal::RoundingMode::HalfEven);
+                    let decoded: bigdecimal::BigDecimal = event.value.to_string().parse().unwrap();
+                    prop_assert_eq!(expected, decoded);
+                }
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+                bytes.truncate(keep.index(bytes.len() + 1));
+                let _ = decode_bytes(&bytes);
+            }
+        }
+    }
 }
