@@ -335,12 +335,13 @@ pub fn noisy_neighbours(
         placed.push((entry.tenant_id.as_str(), slot, &entry.usage));
     }
     // The fewest decimal places that hold every value exactly.
-    let scale = placed
+    let scale: Option<i64> = placed
         .iter()
         .map(|(_, _, value)| fractional_places(value))
-        .max()
-        .unwrap_or(0);
-    let mut rows = match detect::<i128>(metric, &grid, params, &placed, scale, keep) {
+        .try_fold(0, |most, places| Some(most.max(places?)));
+    let integers =
+        scale.and_then(|scale| detect::<i128>(metric, &grid, params, &placed, scale, keep));
+    let mut rows = match integers {
         Some(rows) => rows,
         None => detect::<BigDecimal>(metric, &grid, params, &placed, 0, keep)
             .expect("decimal arithmetic does not overflow"),
@@ -349,20 +350,17 @@ pub fn noisy_neighbours(
     Ok(rows)
 }
 
-/// The decimal places `value` needs (trailing zeros do not count).
-fn fractional_places(value: &BigDecimal) -> i64 {
+/// The decimal places `value` needs (trailing zeros do not count); `None`
+/// when its digits do not fit in 128 bits (the metric then runs on decimals).
+fn fractional_places(value: &BigDecimal) -> Option<i64> {
     let (digits, scale) = value.as_bigint_and_exponent();
-    if digits.is_zero() {
-        return 0;
-    }
-    let ten = BigInt::from(10);
-    let mut digits = digits;
+    let mut digits = digits.to_i128()?;
     let mut scale = scale;
-    while scale > 0 && (&digits % &ten).is_zero() {
-        digits /= &ten;
+    while scale > 0 && digits % 10 == 0 {
+        digits /= 10;
         scale -= 1;
     }
-    scale.max(0)
+    Some(scale.max(0))
 }
 
 /// The detector on `T`, values scaled by `10^scale`; `None` on an overflow.

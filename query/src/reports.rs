@@ -396,21 +396,24 @@ pub async fn health(
     let period = Period::containing(now)?;
     let window_start = now - HEALTH_WINDOW_MICROS;
 
-    let usage = period_usage(session, settings, &filter, None, period, now).await?;
-    let recent = activity(session, &filter, window_start, now).await?;
-    let rejected = rejected_counts(&all, window_start, now).await?;
-
     let params = NoisyParams::from(&settings.config.noisy);
     let noisy_from = ceil_to_grid(window_start, params.bucket_micros);
     let noisy_to = ceil_to_grid(now, params.bucket_micros);
-    let flags = noisy_rows(
-        &all,
-        &params,
-        &settings.metrics_of(MetricKind::Counter),
-        (noisy_from, noisy_to),
-        Keep::Flagged,
-    )
-    .await?;
+    let counters = settings.metrics_of(MetricKind::Counter);
+    // Four independent reads of the lake, overlapped: one's planning and
+    // post-processing runs while another scans.
+    let (usage, recent, rejected, flags) = tokio::try_join!(
+        period_usage(session, settings, &filter, None, period, now),
+        activity(session, &filter, window_start, now),
+        rejected_counts(&all, window_start, now),
+        noisy_rows(
+            &all,
+            &params,
+            &counters,
+            (noisy_from, noisy_to),
+            Keep::Flagged,
+        ),
+    )?;
     let mut flags_by_tenant: BTreeMap<&str, u32> = BTreeMap::new();
     for row in &flags {
         *flags_by_tenant.entry(row.tenant_id.as_str()).or_default() += 1;
