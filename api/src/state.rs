@@ -14,7 +14,6 @@ use allot_query::sandbox::SqlLimits;
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::Config;
 use allot_schemas::tenant::is_valid_tenant_id;
-use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::audit::AuditLog;
@@ -152,17 +151,6 @@ impl AppState {
     /// The lake as of the last refresh (loaded by the first call).
     pub async fn served(&self) -> Result<Arc<ServedLake>, ApiError> {
         Ok(self.lake_view.current().await.map_err(QueryError::from)?)
-    }
-
-    /// The cached answer of `report` under `key`, or the one `compute` gives
-    /// (see [`crate::cache`]).
-    pub async fn cached(
-        &self,
-        report: &'static str,
-        key: String,
-        compute: impl Future<Output = Result<Response, ApiError>>,
-    ) -> Result<Response, ApiError> {
-        self.cache.answer(report, key, compute).await
     }
 
     /// Every tenant's health as of `now` on `served`, computed once per lake

@@ -59,7 +59,7 @@ async fn tenants(
     let now = query?.instant(&served)?;
     let key = format!("{now} {format:?} {}", served.stamp(Depends::AllTenants));
     state
-        .cached("tenants", key, async {
+        .cache.answer("tenants", key, async {
             let rows = state.health_rows(&served, now).await?;
             let currency = &state.settings.config.currency;
             Ok(report(
@@ -94,7 +94,8 @@ async fn billing(
         served.stamp(Depends::AllTenants)
     );
     state
-        .cached("billing", key, async {
+        .cache
+        .answer("billing", key, async {
             let invoices = month_invoices(
                 &state.lake,
                 &served.snapshot,
@@ -136,7 +137,8 @@ async fn allocation(
         served.stamp(Depends::AllTenants)
     );
     state
-        .cached("allocation", key, async {
+        .cache
+        .answer("allocation", key, async {
             let rows =
                 reports::allocation(&served.snapshot, &state.settings, &pools, period).await?;
             let table = allocation_table(&rows);
@@ -196,7 +198,8 @@ async fn noisy(
         keep: if query.all { Keep::All } else { Keep::Flagged },
     };
     state
-        .cached("noisy", key, async {
+        .cache
+        .answer("noisy", key, async {
             let rows = reports::noisy(&served.snapshot, &state.settings, &request).await?;
             let table = noisy_table(&rows, query.all);
             Ok(report(

@@ -63,7 +63,8 @@ async fn health(
         served.stamp(Depends::AllTenants)
     );
     state
-        .cached("tenant_health", key, async {
+        .cache
+        .answer("tenant_health", key, async {
             let rows = state.health_rows(&served, now).await?;
             let health = rows.iter().find(|row| row.tenant_id == id).ok_or_else(|| {
                 ApiError::Internal("health report without its tenant".to_string())
@@ -119,7 +120,8 @@ async fn usage(
         metric: query.metric,
     };
     state
-        .cached("usage", key, async {
+        .cache
+        .answer("usage", key, async {
             let points = reports::usage_series(&served.snapshot, &state.settings, &request).await?;
             Ok(report(
                 format,
@@ -174,7 +176,8 @@ async fn tenant_invoice(
         served.stamp(Depends::TenantInvoices(&id))
     );
     state
-        .cached("tenant_invoice", key, async {
+        .cache
+        .answer("tenant_invoice", key, async {
             let invoice = closing::tenant_invoice(
                 &state.lake,
                 &served.snapshot,
