@@ -1178,7 +1178,7 @@ async fn allot_token_mints_what_the_server_accepts() {
 
 #[test]
 fn allot_serve_answers_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
 
     let server = server();
     let mut child = allot()
@@ -1192,16 +1192,7 @@ fn allot_serve_answers_and_stops_on_sigterm() {
         .spawn()
         .expect("spawn allot serve");
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut address = None;
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        if let Some(rest) = line.split("http://").nth(1) {
-            address = rest.split(['/', ' ']).next().map(str::to_string);
-            break;
-        }
-        line.clear();
-    }
-    let address = address.expect("the server logs its address");
+    let address = common::served_address(&mut stderr);
     let mut stream = std::net::TcpStream::connect(&address).expect("connect");
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

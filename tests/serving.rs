@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -23,13 +23,23 @@ const REFRESH: Duration = Duration::from_millis(200);
 /// room for a refresh and a request on a machine busy with other tests.
 const VISIBLE_WITHIN: Duration = Duration::from_secs(5);
 
-fn config(price_book: &str, audit: &Path) -> String {
-    format!(
+/// A new lake whose configuration is `price_book` and the server's keys.
+fn new_lake(price_book: &str) -> CliLake {
+    let lake = CliLake::new("");
+    set_price_book(&lake, price_book);
+    lake
+}
+
+/// Rewrites `lake`'s configuration with `price_book`.
+fn set_price_book(lake: &CliLake, price_book: &str) {
+    let audit = lake.dir.path().join("audit.jsonl");
+    let config = format!(
         "{price_book}\n[api]\njwt_secret = \"{SECRET}\"\naudit_log = \"{}\"\n\
          rate_limit_per_s = 100000\nrefresh_interval = \"{}ms\"\n",
         audit.display(),
         REFRESH.as_millis()
-    )
+    );
+    std::fs::write(lake.config(), config).unwrap();
 }
 
 /// `allot serve` on `lake`, killed when dropped.
@@ -60,17 +70,7 @@ impl Server {
             .spawn()
             .expect("spawn allot serve");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let address = loop {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "the server stopped"
-            );
-            if let Some(rest) = line.split("http://").nth(1) {
-                break rest.split(['/', ' ']).next().unwrap().to_string();
-            }
-        };
+        let address = common::served_address(&mut stderr);
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         let token = Command::new(env!("CARGO_BIN_EXE_allot"))
@@ -211,9 +211,7 @@ fn batch(dir: &Path, name: &str, rng: &mut Lcg, tenants: &[&str], count: usize) 
 fn a_running_server_answers_as_the_cli_after_every_commit() {
     for seed in [1, 2, 3] {
         let mut rng = Lcg(seed);
-        let lake = CliLake::new("");
-        let audit = lake.dir.path().join("audit.jsonl");
-        std::fs::write(lake.config(), config(common::FLAT_PRICE_BOOK, &audit)).unwrap();
+        let lake = new_lake(common::FLAT_PRICE_BOOK);
         let inputs = tempfile::tempdir().unwrap();
         let first = batch(inputs.path(), "0.jsonl", &mut rng, &TENANTS, 30);
         cli(&lake, &["ingest", "--no-progress", "--from-file", &first]);
@@ -273,7 +271,7 @@ fn a_running_server_answers_as_the_cli_after_every_commit() {
         let before = server_figures(&lake);
         let dearer = common::FLAT_PRICE_BOOK.replace("\"0.0400\"", "\"0.0500\"");
         assert_ne!(dearer, common::FLAT_PRICE_BOOK);
-        std::fs::write(lake.config(), config(&dearer, &audit)).unwrap();
+        set_price_book(&lake, &dearer);
         let server = Server::start(&lake);
         assert_server_matches_cli(&server, &lake, "a new price book");
         assert_ne!(server_figures(&lake), before);
@@ -289,9 +287,7 @@ fn server_figures(lake: &CliLake) -> String {
 #[test]
 fn sixty_four_identical_requests_compute_once() {
     let mut rng = Lcg(9);
-    let lake = CliLake::new("");
-    let audit = lake.dir.path().join("audit.jsonl");
-    std::fs::write(lake.config(), config(common::FLAT_PRICE_BOOK, &audit)).unwrap();
+    let lake = new_lake(common::FLAT_PRICE_BOOK);
     let inputs = tempfile::tempdir().unwrap();
     let events = batch(inputs.path(), "events.jsonl", &mut rng, &TENANTS, 200);
     cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);

@@ -228,6 +228,24 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
+/// The address `allot serve` logs it is serving on, read from its stderr
+/// (the lines up to that one are consumed).
+pub fn served_address(stderr: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = stderr.read_line(&mut line).expect("read the server's log");
+        assert!(read > 0, "the server stopped before serving");
+        if let Some(rest) = line.split("http://").nth(1) {
+            return rest
+                .split(['/', ' '])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    }
+}
+
 /// A fixed pseudo-random sequence (64-bit LCG), so test lakes are the same every run.
 pub struct Lcg(pub u64);
 
