@@ -73,7 +73,9 @@ impl LogAppender {
 
     /// A Parquet writer for this table's files (the files are not committed).
     pub fn file_writer(&self) -> Result<RecordBatchWriter, LakeError> {
-        RecordBatchWriter::for_blind_appends(&self.table).map_err(LakeError::table(self.name))
+        Ok(RecordBatchWriter::for_blind_appends(&self.table)
+            .map_err(LakeError::table(self.name))?
+            .with_writer_properties(crate::data_file::writer_properties()))
     }
 
     /// The offsets the table records now for `app_ids` (`None`: none yet).

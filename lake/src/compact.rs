@@ -593,6 +593,7 @@ async fn rewrite_partition(
 
     let mut writer = RecordBatchWriter::for_table(table)
         .map_err(LakeError::table(name))?
+        .with_writer_properties(crate::data_file::writer_properties())
         .with_target_file_size(target_file_bytes);
     if kept.num_rows() > 0 {
         writer.write(kept).await.map_err(LakeError::table(name))?;

@@ -1,4 +1,5 @@
-//! Reading one Parquet data file of the lake directly, without a query engine:
+//! The lake's Parquet data files: how every writer encodes them
+//! ([`writer_properties`]), and reading one directly, without a query engine,
 //! for the writer's duplicate checks, compaction and erasure, which need a
 //! column or two of a known file.
 
@@ -6,8 +7,35 @@ use arrow::array::AsArray;
 use deltalake::logstore::object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::LakeError;
+
+/// The codec of every Parquet file allot writes; `docs/decisions.md` ("Parquet
+/// codec") has the measurements it was chosen by.
+pub const CODEC: Compression = Compression::LZ4_RAW;
+
+/// Columns whose values are (nearly) all distinct: the event id and the
+/// source (file line or Kafka offset) of every event or rejection. A dictionary
+/// would cost a hash lookup per value and hold every value twice, to save nothing.
+const DISTINCT_COLUMNS: [&str; 2] = ["event_id", "source"];
+
+/// How every Parquet file of the lake is written, by appends, compaction,
+/// rollups and erasure alike: [`CODEC`], and plain encoding for the columns of
+/// distinct values; everything else is the Parquet writer's default.
+pub fn writer_properties() -> WriterProperties {
+    DISTINCT_COLUMNS
+        .iter()
+        .fold(
+            WriterProperties::builder().set_compression(CODEC),
+            |builder, column| {
+                builder.set_column_dictionary_enabled(ColumnPath::from(*column), false)
+            },
+        )
+        .build()
+}
 
 /// Fetches a Parquet file of the lake and opens it for reading.
 pub async fn open_lake_parquet(

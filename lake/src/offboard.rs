@@ -218,7 +218,9 @@ async fn erase_rows(
     let mut erasure = TableErasure::default();
     let mut actions = Vec::new();
     let mut removed = HashSet::new();
-    let mut writer = RecordBatchWriter::for_table(&table).map_err(LakeError::table(name))?;
+    let mut writer = RecordBatchWriter::for_table(&table)
+        .map_err(LakeError::table(name))?
+        .with_writer_properties(crate::data_file::writer_properties());
     let files: Vec<_> = table
         .snapshot()
         .map_err(LakeError::table(name))?

@@ -98,7 +98,9 @@ pub async fn refresh_rollups(
     }
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
 
-    let mut writer = RecordBatchWriter::for_table(&table).map_err(LakeError::table(name))?;
+    let mut writer = RecordBatchWriter::for_table(&table)
+        .map_err(LakeError::table(name))?
+        .with_writer_properties(crate::data_file::writer_properties());
     for batch in batches {
         if batch.num_rows() > 0 {
             writer.write(batch).await.map_err(LakeError::table(name))?;
