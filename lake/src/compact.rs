@@ -319,12 +319,8 @@ async fn compact_partitions(
             files.large.push(file.remove_action(false));
         }
     }
-    let mut summary = CompactSummary::default();
-    let mut batch = CommitBatch::default();
+    let mut jobs = Vec::new();
     for (partition, mut files) in by_partition {
-        if cancel.is_cancelled() {
-            break;
-        }
         let rejected = beaten.remove(&partition).unwrap_or_default();
         if rejected.is_empty() && files.small.len() < min_files.max(2) {
             continue;
@@ -338,18 +334,88 @@ async fn compact_partitions(
         // so a partition it judged is checked as of that version.
         let judged = !current.contains(&partition);
         let tags = files.rewritten_tags(judged_version.filter(|_| judged));
-        let rewritten =
-            rewrite_partition(table, &files, &rejected, target_file_bytes, tags).await?;
+        jobs.push(RewriteJob {
+            partition,
+            files,
+            rejected,
+            tags,
+        });
+    }
+    rewrite_and_commit(table, jobs, target_file_bytes, cancel).await
+}
+
+/// One tenant-day to rewrite, with what its rewrite needs.
+struct RewriteJob {
+    partition: TenantDay,
+    files: PartitionFiles,
+    rejected: HashSet<RowKey>,
+    tags: DedupTags,
+}
+
+/// Rewrites the `jobs` on one worker per core, in order, and commits them many
+/// at a time ([`CommitBatch`]). A stop signal starts no new rewrite; those
+/// running finish and are committed with the rest of the batch.
+async fn rewrite_and_commit(
+    table: &mut DeltaTable,
+    jobs: Vec<RewriteJob>,
+    target_file_bytes: u64,
+    cancel: &CancellationToken,
+) -> Result<CompactSummary, LakeError> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    // The rewrites read the table's schema and store only: one copy serves all.
+    let source = std::sync::Arc::new(table.clone());
+    let mut jobs = jobs.into_iter();
+    let mut running = std::collections::VecDeque::new();
+    let mut summary = CompactSummary::default();
+    let mut batch = CommitBatch::default();
+    loop {
+        while running.len() < workers && !cancel.is_cancelled() {
+            let Some(job) = jobs.next() else { break };
+            let source = std::sync::Arc::clone(&source);
+            running.push_back(tokio::spawn(async move {
+                let rewritten = rewrite_partition(
+                    &source,
+                    &job.files,
+                    &job.rejected,
+                    target_file_bytes,
+                    job.tags,
+                )
+                .await;
+                (job, rewritten)
+            }));
+        }
+        let Some(next) = running.pop_front() else {
+            break;
+        };
+        let joined = next.await.map_err(|e| {
+            LakeError::table(LakeTable::UsageEvents.dir_name())(
+                deltalake::DeltaTableError::Generic(format!("a rewrite stopped: {e}")),
+            )
+        });
+        let (job, rewritten) = match joined {
+            Ok((job, Ok(rewritten))) => (job, rewritten),
+            Ok((_, Err(err))) | Err(err) => {
+                // The run fails: the rewrites still running would only leave
+                // files no commit references.
+                running.iter().for_each(tokio::task::JoinHandle::abort);
+                return Err(err);
+            }
+        };
         tracing::debug!(
-            tenant_id = %partition.tenant_id,
-            day = %partition.day,
-            files = files.small.len(),
+            tenant_id = %job.partition.tenant_id,
+            day = %job.partition.day,
+            files = job.files.small.len(),
             added = rewritten.added,
             duplicates = rewritten.duplicates,
             "rewrote tenant-day"
         );
-        batch.push(rewritten, files.small.iter().filter_map(|r| r.size).sum());
+        batch.push(
+            rewritten,
+            job.files.small.iter().filter_map(|r| r.size).sum(),
+        );
         if batch.is_full() && !batch.commit(table, target_file_bytes, &mut summary).await? {
+            // Lost a race: the rewrites running are for files that may be gone.
+            running.iter().for_each(tokio::task::JoinHandle::abort);
             return Ok(summary);
         }
     }
