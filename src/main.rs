@@ -6,7 +6,10 @@
 /// mimalloc instead of glibc's allocator: the collector allocates and frees
 /// millions of small strings a second across threads, where glibc's per-thread
 /// arenas cost both time (malloc and free were a tenth of the profile) and
-/// resident memory that is never handed back.
+/// resident memory that is never handed back. Built without its transparent
+/// huge pages (`no_thp`): each 2 MiB page it asked for was zeroed whole by the
+/// kernel on first touch, 41 % of a backfill's CPU time, and rounded resident
+/// memory up (943 MiB against 683 MiB for a million events).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
