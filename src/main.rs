@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use allot_ingest::stages::{StageReport, process_cpu_time};
 use allot_ingest::{FileIngestOptions, FileInput, IngestSummary, KafkaIngestOptions};
 use allot_lake::CompactOptions;
 use allot_lake::dedup::DedupWindow;
@@ -123,6 +124,11 @@ struct IngestArgs {
     /// Do not draw a progress bar even when stderr is a terminal.
     #[arg(long)]
     no_progress: bool,
+    /// After the summary, print on stderr where the time went: per stage
+    /// (decode, build, dedup, encode, write, commit) its seconds, µs per event
+    /// and share, and the process's CPU time.
+    #[arg(long)]
+    stats: bool,
     /// Serve the collector's Prometheus metrics at http://ADDR/metrics
     /// (default: `ingest.metrics_listen`).
     #[arg(long, value_name = "ADDR", conflicts_with = "from_file")]
@@ -352,6 +358,14 @@ async fn ingest(args: IngestArgs) -> Result<(), Failure> {
     }
     .map_err(Failure::internal)?;
     print_summary(&summary, args.format);
+    if args.stats {
+        let report = StageReport {
+            times: &summary.stages,
+            events: summary.events_read(),
+            process_cpu: process_cpu_time(),
+        };
+        eprintln!("{report}");
+    }
     Ok(())
 }
 

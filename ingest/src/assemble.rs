@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use allot_schemas::clock::Clock;
 use allot_schemas::config::{Config, MetricCatalog};
@@ -18,6 +19,7 @@ use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
 
 use crate::batch::{RejectedBatchBuilder, UsageBatchBuilder};
+use crate::stages::{SAMPLE_EVERY, Stage, StageClock};
 
 /// Accepted and rejected rows ready to be written, with what was counted.
 pub struct DecodedBatch {
@@ -37,10 +39,42 @@ pub struct EventAssembler {
     max_future_skew_micros: i64,
     max_event_bytes: usize,
     clock: Arc<dyn Clock>,
+    /// The clock's reading the events are checked against, taken at the first
+    /// event after a [`refresh_clock`](Self::refresh_clock) or a
+    /// [`take`](Self::take): one read per batch, not per event.
+    now_micros: Option<i64>,
     usage: UsageBatchBuilder,
     rejected: RejectedBatchBuilder,
     rejected_by_reason: BTreeMap<ReasonCode, u64>,
     blank_lines: u64,
+    stages: Arc<StageClock>,
+    timing: DecodeTiming,
+}
+
+/// The sampled split of an assembler's time between decoding and building,
+/// since the last [`EventAssembler::take`].
+#[derive(Default)]
+struct DecodeTiming {
+    pushed: u64,
+    sampled: u64,
+    decode: Duration,
+    build: Duration,
+}
+
+impl DecodeTiming {
+    /// Adds the sampled times, scaled to every event pushed, to `stages`.
+    fn report(&mut self, stages: &StageClock) {
+        let timing = std::mem::take(self);
+        if timing.sampled == 0 {
+            return;
+        }
+        let scale = |spent: Duration| {
+            let nanos = spent.as_nanos() * u128::from(timing.pushed) / u128::from(timing.sampled);
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        };
+        stages.add(Stage::Decode, scale(timing.decode));
+        stages.add(Stage::Build, scale(timing.build));
+    }
 }
 
 impl EventAssembler {
@@ -52,11 +86,20 @@ impl EventAssembler {
                 .unwrap_or(i64::MAX),
             max_event_bytes: usize::try_from(config.ingest.max_event_bytes.0).unwrap_or(usize::MAX),
             clock,
+            now_micros: None,
             usage: UsageBatchBuilder::default(),
             rejected: RejectedBatchBuilder::default(),
             rejected_by_reason: BTreeMap::new(),
             blank_lines: 0,
+            stages: Arc::default(),
+            timing: DecodeTiming::default(),
         }
+    }
+
+    /// Reports the time spent decoding and building batches to `stages`.
+    pub fn with_stages(mut self, stages: Arc<StageClock>) -> Self {
+        self.stages = stages;
+        self
     }
 
     /// The largest event accepted, in bytes.
@@ -64,16 +107,30 @@ impl EventAssembler {
         self.max_event_bytes
     }
 
+    /// Makes the next event read the clock again; a source calls it as often as
+    /// the `future_timestamp` check must follow the clock (a collector does
+    /// every few hundred messages).
+    pub fn refresh_clock(&mut self) {
+        self.now_micros = None;
+    }
+
     /// Decodes one event and buffers it as accepted or rejected; returns the
     /// rejection, if any, so a source can also dead-letter the event.
     pub fn push(&mut self, raw: &[u8], source: Provenance<'_>) -> Option<Rejection> {
+        let clock = &self.clock;
+        let now_micros = *self.now_micros.get_or_insert_with(|| clock.now_micros());
         let ctx = DecodeContext {
             catalog: &self.catalog,
-            now_micros: self.clock.now_micros(),
+            now_micros,
             max_future_skew_micros: self.max_future_skew_micros,
             max_event_bytes: self.max_event_bytes,
         };
-        match decode_event(raw, &ctx) {
+        // One event in SAMPLE_EVERY (the first included) is timed.
+        self.timing.pushed += 1;
+        let started = (self.timing.pushed % SAMPLE_EVERY == 1).then(Instant::now);
+        let decoded = decode_event(raw, &ctx);
+        let decoded_at = started.map(|started| (started, Instant::now()));
+        let rejection = match decoded {
             Ok(event) => {
                 self.usage.append(&event, source);
                 None
@@ -82,7 +139,13 @@ impl EventAssembler {
                 self.reject(&rejection, raw, raw.len(), source);
                 Some(rejection)
             }
+        };
+        if let Some((started, decoded_at)) = decoded_at {
+            self.timing.sampled += 1;
+            self.timing.decode += decoded_at - started;
+            self.timing.build += decoded_at.elapsed();
         }
+        rejection
     }
 
     /// Buffers a rejection for an event too large to be read whole;
@@ -114,12 +177,17 @@ impl EventAssembler {
 
     /// Takes everything buffered as one batch.
     pub fn take(&mut self) -> Result<DecodedBatch, ArrowError> {
+        self.now_micros = None;
+        self.timing.report(&self.stages);
         let now = self.clock.now_micros();
-        Ok(DecodedBatch {
-            usage: self.usage.finish(now)?,
-            rejected: self.rejected.finish(now)?,
-            rejected_by_reason: std::mem::take(&mut self.rejected_by_reason),
-            blank_lines: std::mem::take(&mut self.blank_lines),
+        let stages = Arc::clone(&self.stages);
+        stages.time(Stage::Build, || -> Result<DecodedBatch, ArrowError> {
+            Ok(DecodedBatch {
+                usage: self.usage.finish(now)?,
+                rejected: self.rejected.finish(now)?,
+                rejected_by_reason: std::mem::take(&mut self.rejected_by_reason),
+                blank_lines: std::mem::take(&mut self.blank_lines),
+            })
         })
     }
 }

@@ -56,6 +56,7 @@ use crate::assemble::EventAssembler;
 use crate::client::{ClientErrors, client_config, fetch_topic_metadata};
 use crate::dead_letters::{self, DeadLetter, DeadLetterQueue};
 use crate::error::IngestError;
+use crate::stages::StageClock;
 use crate::summary::IngestSummary;
 use crate::telemetry::{self, CommitOutcome};
 use crate::writer::{LakeWriter, OffsetCommit, SharedAppender};
@@ -332,7 +333,9 @@ struct PartitionRange {
 }
 
 struct Collector {
-    consumer: BaseConsumer<CollectorContext>,
+    /// Shared with the poll loop, so a polled message borrows it, not the
+    /// collector, and is decoded in place.
+    consumer: Arc<BaseConsumer<CollectorContext>>,
     dead_letter_queue: Arc<dyn DeadLetterQueue>,
     /// The writer, unless a flush in flight has it.
     writer: Option<LakeWriter>,
@@ -356,6 +359,8 @@ struct Collector {
     failures: u32,
     abort_before_commit: Option<u64>,
     summary: IngestSummary,
+    /// The clock the assembler and the writer report their stages to.
+    stages: Arc<StageClock>,
 }
 
 impl Collector {
@@ -420,15 +425,18 @@ impl Collector {
             .subscribe(&[&options.topic])
             .map_err(kafka_error(&format!("subscribing to {}", options.topic)))?;
         let ingest = &options.config.ingest;
+        let stages = writer.stages();
         Ok(Collector {
             assembler: EventAssembler::new(
                 &options.config,
                 options.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-            ),
+            )
+            .with_stages(Arc::clone(&stages)),
+            stages,
             flush_rows: ingest.flush_rows,
             flush_bytes: usize::try_from(ingest.flush_bytes.0).unwrap_or(usize::MAX),
             flush_interval: ingest.flush_interval.0,
-            consumer,
+            consumer: Arc::new(consumer),
             dead_letter_queue,
             writer: Some(writer),
             handle,
@@ -450,15 +458,15 @@ impl Collector {
         let mut outage: Option<Instant> = None;
         let mut reported = Instant::now();
         let mut since_housekeeping = 0u32;
+        let consumer = Arc::clone(&self.consumer);
         loop {
             // The clock, the cancellation token and the flight are looked at every
             // HOUSEKEEPING_EVERY messages and whenever a poll comes back empty: at
             // hundreds of thousands of events a second, reading them per message
             // cost as much as decoding a small event.
             since_housekeeping += 1;
-            let polled = self.consumer.poll(Duration::from_millis(100));
-            // Detached so the message does not borrow the consumer while buffered.
-            let polled = polled.map(|m| m.map(|m| m.detach()));
+            // The payload is decoded where librdkafka holds it, never copied.
+            let polled = consumer.poll(Duration::from_millis(100));
             if self.consumer.context().reset.swap(false, Ordering::SeqCst) {
                 // The flight landed before the rebalance; the new assignment
                 // already starts at what the lake records.
@@ -495,6 +503,7 @@ impl Collector {
             let mut interval_passed = false;
             if since_housekeeping >= HOUSEKEEPING_EVERY {
                 since_housekeeping = 0;
+                self.assembler.refresh_clock();
                 if cancel.is_cancelled() {
                     break;
                 }
@@ -522,6 +531,7 @@ impl Collector {
         let failed = self.collect_flight(Wait::Yes, Landing::InPlace)?;
         self.consumer.unsubscribe();
         self.summary.elapsed = started.elapsed();
+        self.summary.stages = self.stages.times();
         match failed {
             Some(err) => Err(err),
             None => Ok(self.summary.clone()),

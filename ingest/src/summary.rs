@@ -8,6 +8,7 @@ use allot_schemas::reason::ReasonCode;
 
 use allot_schemas::layout::TenantDay;
 
+use crate::stages::StageTimes;
 use crate::writer::AppendOutcome;
 
 /// Totals of an ingest run.
@@ -27,6 +28,8 @@ pub struct IngestSummary {
     pub partitions: BTreeSet<TenantDay>,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Time per stage of the run (`allot ingest --stats`).
+    pub stages: StageTimes,
 }
 
 impl IngestSummary {
