@@ -138,7 +138,9 @@ async fn write_rounds_at(
     for &round in order {
         let Round { events, backfill } = &rounds[round];
         let mut writer = if *backfill {
-            LakeWriter::for_backfill(lake, window).await.unwrap()
+            LakeWriter::for_backfill(lake, window, 64 << 20)
+                .await
+                .unwrap()
         } else {
             LakeWriter::for_collector(lake, window).await.unwrap()
         };
@@ -164,6 +166,7 @@ async fn write_rounds_at(
             );
         }
         writer.append(assembler.take().unwrap()).await.unwrap();
+        writer.finish().await.unwrap();
     }
 }
 

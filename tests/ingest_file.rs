@@ -422,3 +422,96 @@ fn bad_flags_and_config_keys_exit_2_with_one_line() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_backfill_in_time_order_writes_one_file_per_tenant_day() {
+    // 3 tenants × 4 days × 10 events, in time order, read in batches of 7 lines:
+    // every tenant-day straddles batches and stays open across them.
+    let work = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for day in 1..=4 {
+        for n in 0..10 {
+            for tenant in ["t1", "t2", "t3"] {
+                let ts = format!("2026-03-0{day}T{:02}:00:00Z", n * 2);
+                lines.push(event(
+                    &format!("{tenant}-{day}-{n}"),
+                    tenant,
+                    &ts,
+                    "compute_seconds",
+                    "1.5",
+                ));
+            }
+        }
+    }
+    let unique = lines.len();
+    // Sent again while day 4 is open: an event of t1 on a committed day (so the
+    // writer reads t1's days back from the lake), then events of the open day
+    // from earlier batches, whose copies are not committed yet.
+    let resent = [
+        lines[3].clone(),
+        lines[3 * 30].clone(),
+        lines[3 * 30 + 3].clone(),
+        lines[3 * 30 + 4].clone(),
+    ];
+    let at = 3 * 30 + 20;
+    for (i, line) in resent.iter().enumerate() {
+        lines.insert(at + i, line.clone());
+    }
+    let input = work.path().join("events.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let lake = work.path().join("lake");
+    let run = || {
+        let output = allot()
+            .current_dir(work.path())
+            .args(["ingest", "--from-file"])
+            .arg(&input)
+            .arg("--lake")
+            .arg(&lake)
+            .args(["--format", "json", "--stats"])
+            .env("ALLOT__INGEST__BACKFILL_FLUSH_ROWS", "7")
+            .output()
+            .expect("run allot");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "allot ingest failed: {stderr}");
+        let summary: Value = serde_json::from_slice(&output.stdout).expect("JSON summary");
+        (summary, stderr)
+    };
+    let (first, stats) = run();
+    assert_eq!(first["accepted"], unique as u64, "{first}");
+    assert_eq!(first["duplicates_skipped"], resent.len() as u64, "{first}");
+    for stage in [
+        "decode",
+        "build",
+        "dedup",
+        "encode",
+        "write",
+        "commit",
+        "process CPU",
+    ] {
+        assert!(stats.contains(stage), "--stats names {stage}: {stats}");
+    }
+
+    let rows = common::read_lake_table(&lake, "usage_events").await;
+    assert_eq!(rows.len(), unique);
+    let ids: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter_map(|r| r.columns["event_id"].as_deref())
+        .collect();
+    assert_eq!(ids.len(), unique, "each event once");
+    let mut files_per_day: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for row in &rows {
+        let (dir, _) = row.file.rsplit_once('/').unwrap();
+        files_per_day
+            .entry(dir.to_string())
+            .or_default()
+            .insert(row.file.as_str());
+    }
+    assert_eq!(files_per_day.len(), 12);
+    for (dir, files) in &files_per_day {
+        assert_eq!(files.len(), 1, "{dir}: {files:?}");
+    }
+
+    let (again, _) = run();
+    assert_eq!(again["accepted"], 0, "{again}");
+    assert_eq!(again["duplicates_skipped"], lines.len() as u64, "{again}");
+}

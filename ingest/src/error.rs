@@ -76,6 +76,10 @@ pub enum IngestError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A backfill's writer was used again after one of its writes or commits
+    /// failed (that error said why); re-running the backfill adds what is missing.
+    #[error("the backfill's writer stopped after an earlier failure")]
+    WriterFailed,
     /// The thread decoding a file backfill panicked (its panic was printed).
     #[error("the thread decoding the input panicked")]
     DecoderPanicked,

@@ -2,8 +2,8 @@
 //!
 //! A reader thread splits the input into bounded lines and decodes them into
 //! batches while the async side writes the previous batch to the lake, so the two
-//! cores of a small machine both work. At most two batches are in flight, so
-//! memory does not grow with the file.
+//! cores of a small machine both work. Two batches are in memory at most (the one
+//! being written and the one being decoded), so memory does not grow with the file.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal};
@@ -76,19 +76,22 @@ pub async fn ingest_file(
     let name = options.input.name();
     let (reader, len) = open_input(&options.input)?;
     let progress = progress_bar(options.progress, len);
+    let flush_bytes = usize::try_from(options.config.ingest.flush_bytes.0).unwrap_or(usize::MAX);
     let mut writer = LakeWriter::for_backfill(
         &options.lake,
         DedupWindow::new(options.config.ingest.dedup_window.0),
+        flush_bytes.saturating_mul(OPEN_BYTES_PER_FLUSH_BYTES),
     )
     .await?;
 
     let (sender, mut receiver) = mpsc::channel::<DecodedBatch>(1);
+    let stages = writer.stages();
     let assembler = EventAssembler::new(
         &options.config,
         options.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-    );
+    )
+    .with_stages(Arc::clone(&stages));
     let flush_rows = options.config.ingest.backfill_flush_rows;
-    let flush_bytes = usize::try_from(options.config.ingest.flush_bytes.0).unwrap_or(usize::MAX);
     let reader_name = name.clone();
     let reader_progress = progress.clone();
     let reader_cancel = cancel.clone();
@@ -120,10 +123,18 @@ pub async fn ingest_file(
     decoding
         .join()
         .map_err(|_| IngestError::DecoderPanicked)??;
+    // Also after a stop signal: what was read is committed.
+    summary.add(writer.finish().await?);
     progress.finish_and_clear();
     summary.elapsed = started.elapsed();
+    summary.stages = stages.times();
     Ok(summary)
 }
+
+/// The budget of the tenant-days a backfill keeps open (their buffered Parquet
+/// bytes), in units of `ingest.flush_bytes`: with the batch being decoded and
+/// the one being written, a backfill's memory stays within about six batches.
+const OPEN_BYTES_PER_FLUSH_BYTES: usize = 4;
 
 /// When the reader thread hands a batch to the writer.
 struct Limits {
@@ -183,6 +194,12 @@ fn decode_lines(
     };
     let mut lines = BoundedLines::new(reader, assembler.max_event_bytes());
     let mut bytes_since_tick = 0u64;
+    // A batch is decoded only once the writer has taken the previous one (its
+    // slot is reserved first), so two batches are in memory at most: the one
+    // being written and the one being decoded.
+    let Some(mut slot) = reserve(sender) else {
+        return Ok(());
+    };
     while let Some((line_no, line)) = lines.next_line().map_err(input_error)? {
         let source = Provenance::File {
             name,
@@ -206,21 +223,23 @@ fn decode_lines(
             || assembler.buffered_bytes() >= limits.flush_bytes
         {
             progress.inc(std::mem::take(&mut bytes_since_tick));
-            if cancel.is_cancelled() || !send(&mut assembler, sender)? {
+            if cancel.is_cancelled() {
                 return Ok(());
             }
+            slot.send(assembler.take()?);
+            let Some(next) = reserve(sender) else {
+                return Ok(()); // the writer has gone
+            };
+            slot = next;
         }
     }
     progress.inc(bytes_since_tick);
-    send(&mut assembler, sender)?;
+    slot.send(assembler.take()?);
     Ok(())
 }
 
-/// Hands the buffered batch to the writer; false when the writer has gone.
-fn send(
-    assembler: &mut EventAssembler,
-    sender: &mpsc::Sender<DecodedBatch>,
-) -> Result<bool, IngestError> {
-    let batch = assembler.take()?;
-    Ok(sender.blocking_send(batch).is_ok())
+/// Waits until the writer has taken the batch before (the channel holds one),
+/// then reserves the channel for the next; `None` when the writer has gone.
+fn reserve(sender: &mpsc::Sender<DecodedBatch>) -> Option<mpsc::Permit<'_, DecodedBatch>> {
+    futures::executor::block_on(sender.reserve()).ok()
 }

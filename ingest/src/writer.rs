@@ -5,7 +5,11 @@
 //! rest as Parquet files under `tenant_id=<id>/day=<YYYY-MM-DD>/`, and commits
 //! them in one Delta commit. The rejected rows are committed first, so a rejected
 //! event is recorded before any offset that covers it. Commits go through
-//! [`LogAppender`]s, which never load the tables' file lists.
+//! [`LogAppender`]s, which never load the tables' file lists. A collector's
+//! flush writes and commits one file per tenant-day it touches
+//! (`crate::partitions`); a backfill keeps its tenant-days open across batches
+//! and commits each when it closes (`crate::open_days`), so its commits are of
+//! whole tenant-days.
 //!
 //! How far the duplicate check looks depends on the source (see [`Dedup`]): a
 //! file backfill checks each event against the tenant's copies in the lake on
@@ -17,23 +21,20 @@
 //! every event once regardless.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
 
 use allot_lake::append::LogAppender;
 use allot_lake::tables::LakeTables;
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable, TenantDay, usage_partition_dir};
 use allot_schemas::reason::ReasonCode;
-use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
 use allot_schemas::time::{date_of_epoch_days, days_since_epoch, epoch_day_of_micros};
 use arrow::array::{
-    Array, AsArray, BooleanArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::Date32Type;
-use delta_kernel::expressions::Scalar;
-use deltalake::kernel::scalars::ScalarExt;
+use arrow::compute::filter_record_batch;
 use deltalake::kernel::{Add, Transaction};
-use deltalake::writer::{DeltaWriter, WriteMode};
-use indexmap::IndexMap;
+use deltalake::writer::DeltaWriter;
 use parquet::arrow::ProjectionMask;
 
 use allot_lake::LakeError;
@@ -43,6 +44,9 @@ use arrow::datatypes::TimestampMicrosecondType;
 
 use crate::assemble::DecodedBatch;
 use crate::error::IngestError;
+use crate::open_days::{ClosedDay, Closing, OpenDays};
+use crate::partitions::{ingested_bounds, partition_columns, write_partitions};
+use crate::stages::{Stage, StageClock};
 use crate::telemetry::FlushCounts;
 
 /// Most event ids a backfill keeps in its duplicate cache before the least
@@ -93,11 +97,17 @@ pub struct LakeWriter {
     usage: SharedAppender,
     rejected: LogAppender,
     dedup: Dedup,
+    stages: Arc<StageClock>,
+    /// A backfill's tenant-days kept open across batches (`crate::open_days`).
+    open_days: Option<OpenDays>,
+    /// Set when a backfill's write or commit failed: its open rows are lost
+    /// and its duplicate cache names rows not in the lake, so it stops.
+    failed: bool,
 }
 
 /// A `usage_events` appender shared with whoever reads the recorded offsets (the
 /// collector's rebalance handler); a flush holds it for its commit.
-pub type SharedAppender = std::sync::Arc<tokio::sync::Mutex<LogAppender>>;
+pub type SharedAppender = Arc<tokio::sync::Mutex<LogAppender>>;
 
 /// How far a writer's duplicate check looks.
 enum Dedup {
@@ -126,10 +136,14 @@ impl Dedup {
 }
 
 impl LakeWriter {
-    /// A writer for a file backfill; see [`Dedup::Table`].
+    /// A writer for a file backfill; see [`Dedup::Table`]. It keeps the
+    /// tenant-days it writes open across batches (`crate::open_days`) until
+    /// their buffered bytes reach `open_bytes`: an [`append`](Self::append)
+    /// commits the tenant-days it closes, and [`finish`](Self::finish) the rest.
     pub async fn for_backfill(
         location: &LakeLocation,
         window: DedupWindow,
+        open_bytes: usize,
     ) -> Result<Self, IngestError> {
         let dedup = Dedup::Table {
             tables: LakeTables::open_or_create(location).await?,
@@ -137,7 +151,9 @@ impl LakeWriter {
             written: Box::default(),
             rejected_sources: None,
         };
-        Self::open(location, dedup).await
+        let mut writer = Self::open(location, dedup).await?;
+        writer.open_days = Some(OpenDays::new(open_bytes));
+        Ok(writer)
     }
 
     /// A writer for a Kafka collector; see [`Dedup::Recent`].
@@ -153,12 +169,21 @@ impl LakeWriter {
 
     async fn open(location: &LakeLocation, dedup: Dedup) -> Result<Self, IngestError> {
         Ok(LakeWriter {
-            usage: std::sync::Arc::new(tokio::sync::Mutex::new(
+            usage: Arc::new(tokio::sync::Mutex::new(
                 LogAppender::open(location, LakeTable::UsageEvents).await?,
             )),
             rejected: LogAppender::open(location, LakeTable::RejectedEvents).await?,
             dedup,
+            stages: Arc::default(),
+            open_days: None,
+            failed: false,
         })
+    }
+
+    /// Where this writer's time goes, stage by stage; a source reports its own
+    /// stages to the same clock.
+    pub fn stages(&self) -> Arc<StageClock> {
+        Arc::clone(&self.stages)
     }
 
     /// The `usage_events` appender, which also answers what offsets the table records.
@@ -181,13 +206,18 @@ impl LakeWriter {
         batch: DecodedBatch,
         offsets: &OffsetCommit,
     ) -> Result<AppendOutcome, IngestError> {
+        if self.failed {
+            return Err(IngestError::WriterFailed);
+        }
         let mut outcome = AppendOutcome {
             rejected_by_reason: batch.rejected_by_reason,
             blank_lines: batch.blank_lines,
             ..AppendOutcome::default()
         };
         outcome.counts.rejected = rejections_by_tenant(&batch.rejected);
+        let checking = Instant::now();
         let rejected = self.new_rejections(batch.rejected).await?;
+        self.stages.add(Stage::Dedup, checking.elapsed());
         outcome.rejected_written = rejected.num_rows() as u64;
         outcome.rejected_duplicates = outcome
             .rejected_by_reason
@@ -195,14 +225,30 @@ impl LakeWriter {
             .sum::<u64>()
             .saturating_sub(outcome.rejected_written);
         if rejected.num_rows() > 0 {
-            let adds = write_files(&self.rejected, rejected).await?;
+            let adds = write_files(&self.rejected, rejected, &self.stages).await?;
+            let committing = Instant::now();
             self.rejected.append(adds, Vec::new(), &[]).await?;
+            self.stages.add(Stage::Commit, committing.elapsed());
         }
 
+        let checking = Instant::now();
         let (fresh, partitions) = self.new_events(batch.usage).await?;
+        self.stages.add(Stage::Dedup, checking.elapsed());
         outcome.written = fresh.num_rows() as u64;
         outcome.duplicates = partitions.duplicates;
         outcome.partitions = partitions.touched;
+        if self.open_days.is_some() {
+            // Even a batch of duplicates only closes the tenant-days it did not touch.
+            debug_assert!(offsets.txns.is_empty(), "a backfill records no offsets");
+            outcome.counts.accepted = events_by_tenant(&fresh);
+            outcome.counts.duplicates = outcome.duplicates;
+            let held = self
+                .hold_and_commit(fresh, partitions.checked_at, Closing::Idle, &mut outcome)
+                .await;
+            self.failed = held.is_err();
+            held?;
+            return Ok(outcome);
+        }
         if fresh.num_rows() == 0 && offsets.txns.is_empty() {
             return Ok(outcome);
         }
@@ -227,6 +273,86 @@ impl LakeWriter {
         }
     }
 
+    /// Commits a backfill's tenant-days still open; the writer is done after it.
+    pub async fn finish(&mut self) -> Result<AppendOutcome, IngestError> {
+        let mut outcome = AppendOutcome::default();
+        if self.failed {
+            return Err(IngestError::WriterFailed);
+        }
+        if self.open_days.as_ref().is_none_or(OpenDays::is_empty) {
+            return Ok(outcome);
+        }
+        let empty = RecordBatch::new_empty(allot_schemas::table_schema::usage_events_schema());
+        let held = self
+            .hold_and_commit(empty, None, Closing::All, &mut outcome)
+            .await;
+        self.failed = held.is_err();
+        held?;
+        Ok(outcome)
+    }
+
+    /// A backfill's write: appends the checked events to their open
+    /// tenant-days, closes those `closing` names and commits their files in one
+    /// commit, then records them as written.
+    async fn hold_and_commit(
+        &mut self,
+        fresh: RecordBatch,
+        checked_at: Option<u64>,
+        closing: Closing,
+        outcome: &mut AppendOutcome,
+    ) -> Result<(), IngestError> {
+        let usage = self.usage.lock().await;
+        let (Some(open), Dedup::Table { written, .. }) = (&mut self.open_days, &self.dedup) else {
+            unreachable!("only a backfill holds tenant-days open");
+        };
+        open.write(&usage, fresh, checked_at, &written.hasher, &self.stages)
+            .await?;
+        let closed = open.close(closing, &self.stages).await?;
+        drop(usage);
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let committing = Instant::now();
+        let mut adds = Vec::new();
+        for day in &closed {
+            for add in &day.adds {
+                let mut add = add.clone();
+                day.tags
+                    .write_into(add.tags.get_or_insert_with(HashMap::new));
+                adds.push(add);
+            }
+        }
+        outcome.counts.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
+        let version = self
+            .usage
+            .lock()
+            .await
+            .append(adds, Vec::new(), &[])
+            .await?;
+        self.stages.add(Stage::Commit, committing.elapsed());
+        outcome.usage_version = Some(version);
+        if let Dedup::Table { known, written, .. } = &mut self.dedup {
+            for ClosedDay {
+                key,
+                adds,
+                fingerprints,
+                ..
+            } in closed
+            {
+                written.record_fingerprints(fingerprints, adds.iter().map(|add| add.path.as_str()));
+                for add in adds {
+                    known.add_file(&key, add.path);
+                }
+            }
+        }
+        tracing::debug!(
+            version,
+            secs = committing.elapsed().as_secs_f64(),
+            "committed the closed tenant-days"
+        );
+        Ok(())
+    }
+
     /// Writes the checked events' files and commits them with `offsets`:
     /// returns the version committed.
     async fn write_and_commit(
@@ -236,18 +362,14 @@ impl LakeWriter {
         offsets: &OffsetCommit,
         outcome: &mut AppendOutcome,
     ) -> Result<u64, IngestError> {
-        let writing = std::time::Instant::now();
+        let writing = Instant::now();
         let mut usage = self.usage.lock().await;
-        let written_rows = match &self.dedup {
-            Dedup::Table { .. } => Some(fresh.clone()),
-            Dedup::Recent { .. } => None,
-        };
         let tags = DedupTags {
             version: None,
             checked_at,
             ingested: ingested_bounds(&fresh),
         };
-        let mut adds = write_partitions(&usage, fresh).await?;
+        let mut adds = write_partitions(&usage, fresh, &self.stages).await?;
         for add in &mut adds {
             tags.write_into(add.tags.get_or_insert_with(HashMap::new));
         }
@@ -257,7 +379,7 @@ impl LakeWriter {
             secs = writing.elapsed().as_secs_f64(),
             "wrote the batch's files"
         );
-        let committing = std::time::Instant::now();
+        let committing = Instant::now();
         outcome.counts.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
         #[cfg(feature = "test-hooks")]
         if offsets.abort_before_commit {
@@ -265,19 +387,10 @@ impl LakeWriter {
             tracing::error!("test hook: aborting between writing files and committing them");
             std::process::abort();
         }
-        let paths: Vec<(TenantDay, String)> = adds
-            .iter()
-            .filter_map(|add| Some((add_partition(add)?, add.path.clone())))
-            .collect();
         let version = usage
             .append(adds, offsets.txns.clone(), &offsets.expected)
             .await?;
-        if let (Dedup::Table { known, written, .. }, Some(rows)) = (&mut self.dedup, written_rows) {
-            written.record(&rows, paths.iter().map(|(_, path)| path.as_str()));
-            for (key, path) in paths {
-                known.add_file(&key, path);
-            }
-        }
+        self.stages.add(Stage::Commit, committing.elapsed());
         tracing::debug!(
             version,
             secs = committing.elapsed().as_secs_f64(),
@@ -345,6 +458,16 @@ impl LakeWriter {
             ..PartitionStats::default()
         };
         let mut keep = vec![true; usage.num_rows()];
+        // A backfill's open tenant-days (and, once checked, this batch's)
+        // hold rows checked but not committed: their copies stay in the cache,
+        // whatever is read from the lake or dropped over its cap.
+        let holding = self.open_days.is_some();
+        let mut open_days = self
+            .open_days
+            .as_ref()
+            .map(OpenDays::days_by_tenant)
+            .unwrap_or_default();
+        let no_open_days = BTreeSet::new();
         for (tenant, rows, lo, hi) in by_tenant {
             // A backfill reads the tenant's days within reach that it does not
             // know as they are now.
@@ -377,10 +500,12 @@ impl LakeWriter {
             }
             let known = self.dedup.known();
             let mut ids = known.tenant_mut(&tenant);
-            ids.load_days(loaded);
+            ids.load_days(loaded, open_days.get(&tenant).unwrap_or(&no_open_days));
             ids.keep_days(wanted(lo, hi));
+            let mut kept_days = BTreeSet::new();
             for row in rows {
                 if ids.insert(event_ids.value(row), times.value(row)) {
+                    kept_days.insert(days.value(row));
                     if let Some(date) = date_of_epoch_days(days.value(row)) {
                         stats.touched.insert(TenantDay::new(tenant.clone(), date));
                     }
@@ -389,7 +514,10 @@ impl LakeWriter {
                     stats.duplicates += 1;
                 }
             }
-            known.advance();
+            if holding && !kept_days.is_empty() {
+                open_days.entry(tenant).or_default().extend(kept_days);
+            }
+            known.advance(&open_days);
         }
         if stats.duplicates == 0 {
             return Ok((usage, stats));
@@ -506,31 +634,6 @@ fn partition_dir(key: &TenantDay) -> String {
     usage_partition_dir(&key.tenant_id, &key.day.format("%Y-%m-%d").to_string()).unwrap_or_default()
 }
 
-/// The earliest and latest `ingested_at` of a `usage_events` batch: bounds for
-/// each of the files written from it.
-fn ingested_bounds(batch: &RecordBatch) -> Option<(i64, i64)> {
-    let ingested = batch
-        .column_by_name("ingested_at")?
-        .as_primitive_opt::<TimestampMicrosecondType>()?;
-    Some((
-        arrow::compute::min(ingested)?,
-        arrow::compute::max(ingested)?,
-    ))
-}
-
-/// The `tenant_id` and `day` columns of a `usage_events` batch.
-fn partition_columns(batch: &RecordBatch) -> (&StringArray, &Date32Array) {
-    let tenants = batch
-        .column_by_name("tenant_id")
-        .expect("schema")
-        .as_string::<i32>();
-    let days = batch
-        .column_by_name("day")
-        .expect("schema")
-        .as_primitive::<Date32Type>();
-    (tenants, days)
-}
-
 /// The `event_id` and `ts` columns of a `usage_events` batch.
 fn event_columns(batch: &RecordBatch) -> (&StringArray, &TimestampMicrosecondArray) {
     let ids = batch
@@ -545,146 +648,28 @@ fn event_columns(batch: &RecordBatch) -> (&StringArray, &TimestampMicrosecondArr
 }
 
 /// Writes one batch as Parquet files of `table` (not yet committed).
-async fn write_files(table: &LogAppender, batch: RecordBatch) -> Result<Vec<Add>, IngestError> {
-    if batch.num_rows() == 0 {
-        return Ok(Vec::new());
-    }
-    let mut writer = table.file_writer()?;
-    writer
-        .write(batch)
-        .await
-        .map_err(LakeError::table(table.name()))?;
-    Ok(writer
-        .flush()
-        .await
-        .map_err(LakeError::table(table.name()))?)
-}
-
-/// Writes a `usage_events` batch as Parquet files (not yet committed), one file
-/// per tenant-day partition.
-///
-/// Delta's writer keeps an open Parquet writer (encoders and upload buffer) per
-/// partition until it is flushed; given a batch spread over 10,000 tenants at once
-/// it would hold 10,000 of them. Here the rows are ordered by partition and each
-/// worker writes its share of the partitions one after the other, flushing after
-/// each, so at most one writer per worker is open and memory does not grow with
-/// the number of tenants. Partitions are cut from the batch as they are written
-/// (no sorted copy of the whole batch). Creating thousands of small files is
-/// mostly file-system work, so the workers (one per core, at most
-/// [`MAX_WRITE_WORKERS`]) run on the runtime's threads side by side.
-async fn write_partitions(
+async fn write_files(
     table: &LogAppender,
     batch: RecordBatch,
+    stages: &StageClock,
 ) -> Result<Vec<Add>, IngestError> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let order = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: batch.column_by_name("tenant_id").expect("schema").clone(),
-                options: None,
-            },
-            SortColumn {
-                values: batch.column_by_name("day").expect("schema").clone(),
-                options: None,
-            },
-        ],
-        None,
-    )?;
-    let ranges = partition_ranges(&batch, &order);
-    let workers = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, MAX_WRITE_WORKERS)
-        .min(ranges.len());
-    // Contiguous shares of about equal rows, so each worker's files stay in order.
-    let per_worker = batch.num_rows().div_ceil(workers);
-    let mut shares: Vec<Vec<std::ops::Range<usize>>> = vec![Vec::new()];
-    let mut share_rows = 0;
-    for range in ranges {
-        if share_rows >= per_worker {
-            shares.push(Vec::new());
-            share_rows = 0;
-        }
-        share_rows += range.len();
-        shares.last_mut().expect("one share at least").push(range);
-    }
-    let (batch, order) = (std::sync::Arc::new(batch), std::sync::Arc::new(order));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, share) in shares.into_iter().enumerate() {
-        let mut writer = table.file_writer()?;
-        let name = table.name();
-        let (batch, order) = (batch.clone(), order.clone());
-        tasks.spawn(async move {
-            let mut adds = Vec::new();
-            for range in share {
-                let rows = order.slice(range.start, range.len());
-                // One tenant-day: its partition values are given, so the Delta
-                // writer does not group the rows again.
-                let values = partition_values(&batch, rows.value(0) as usize)?;
-                let partition = take_record_batch(&batch, &rows)?;
-                writer
-                    .write_partition(partition, &values, WriteMode::Default)
-                    .await
-                    .map_err(LakeError::table(name))?;
-                adds.extend(writer.flush().await.map_err(LakeError::table(name))?);
-            }
-            Ok::<_, IngestError>((index, adds))
-        });
-    }
-    let mut written = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        written.push(joined.map_err(|source| IngestError::Worker {
-            worker: "a partition's writer",
-            source,
-        })??);
-    }
-    written.sort_by_key(|(index, _)| *index);
-    Ok(written.into_iter().flat_map(|(_, adds)| adds).collect())
-}
-
-/// The partition values (`tenant_id`, `day`) of one row of a `usage_events` batch.
-fn partition_values(
-    batch: &RecordBatch,
-    row: usize,
-) -> Result<IndexMap<String, Scalar>, IngestError> {
-    USAGE_PARTITION_COLUMNS
-        .iter()
-        .map(|&name| {
-            let column = batch.column_by_name(name).expect("schema");
-            let value = Scalar::from_array(column.as_ref(), row).ok_or_else(|| {
-                IngestError::from(LakeError::table(LakeTable::UsageEvents.dir_name())(
-                    deltalake::DeltaTableError::Generic(format!("no partition value in {name}")),
-                ))
-            })?;
-            Ok((name.to_string(), value))
-        })
-        .collect()
-}
-
-/// Most concurrent Parquet writers of one flush.
-const MAX_WRITE_WORKERS: usize = 4;
-
-/// The runs of `order` (row indices sorted by tenant and day) that share a
-/// tenant-day partition.
-fn partition_ranges(
-    batch: &RecordBatch,
-    order: &arrow::array::UInt32Array,
-) -> Vec<std::ops::Range<usize>> {
-    let (tenants, days) = partition_columns(batch);
-    let key = |i: usize| {
-        let row = order.value(i) as usize;
-        (tenants.value(row), days.value(row))
-    };
-    let mut ranges = Vec::new();
-    let mut start = 0;
-    for i in 1..=order.len() {
-        if i == order.len() || key(i) != key(start) {
-            ranges.push(start..i);
-            start = i;
-        }
-    }
-    ranges
+    let mut writer = table.file_writer()?;
+    let encoding = Instant::now();
+    writer
+        .write(batch)
+        .await
+        .map_err(LakeError::table(table.name()))?;
+    stages.add(Stage::Encode, encoding.elapsed());
+    let writing = Instant::now();
+    let adds = writer
+        .flush()
+        .await
+        .map_err(LakeError::table(table.name()))?;
+    stages.add(Stage::Write, writing.elapsed());
+    Ok(adds)
 }
 
 /// Rows of a `usage_events` batch per tenant.
@@ -896,8 +881,11 @@ impl KnownEventIds {
     }
 
     /// Ends the check of one tenant: over the cap, drops the least recently
-    /// touched tenants until half the cap is free (the tenant just checked last).
-    fn advance(&mut self) {
+    /// touched tenants until half the cap is free (the tenant just checked
+    /// last). Of a tenant with `open` days (a backfill's rows not committed
+    /// yet), only the copies on those days are kept, and all its days count as
+    /// unknown, so they are read again when needed.
+    fn advance(&mut self, open: &HashMap<String, BTreeSet<i32>>) {
         self.tick += 1;
         if self.total <= self.max_keys {
             return;
@@ -912,8 +900,22 @@ impl KnownEventIds {
             if self.total <= self.max_keys / 2 {
                 break;
             }
-            self.tenants.remove(&tenant);
-            self.total -= len;
+            match open.get(&tenant) {
+                None => {
+                    self.tenants.remove(&tenant);
+                    self.total -= len;
+                }
+                Some(days) => {
+                    let ids = self.tenants.get_mut(&tenant).expect("listed above");
+                    ids.days.clear();
+                    let mut held = KnownIds {
+                        ids,
+                        total: &mut self.total,
+                        window: self.window,
+                    };
+                    held.retain_copies(|day| days.contains(&day));
+                }
+            }
         }
     }
 }
@@ -953,37 +955,26 @@ impl WrittenIds {
         !self.full && files.iter().all(|p| self.paths.contains(p.as_ref()))
     }
 
-    /// Records the committed `rows` of `usage_events` and the files holding them.
-    fn record<'a>(&mut self, rows: &RecordBatch, files: impl Iterator<Item = &'a str>) {
+    /// Records the committed `files` and the [`fingerprint`](Self::fingerprint)s
+    /// of the rows they hold.
+    fn record_fingerprints<'a>(
+        &mut self,
+        fingerprints: Vec<u64>,
+        files: impl Iterator<Item = &'a str>,
+    ) {
         if self.full {
             return;
         }
-        if self.fingerprints.len() + rows.num_rows() > WRITTEN_FINGERPRINTS {
+        if self.fingerprints.len() + fingerprints.len() > WRITTEN_FINGERPRINTS {
             *self = WrittenIds {
                 full: true,
                 ..WrittenIds::default()
             };
             return;
         }
-        let (tenants, _) = partition_columns(rows);
-        let ids = rows
-            .column_by_name("event_id")
-            .expect("schema")
-            .as_string::<i32>();
-        for row in 0..rows.num_rows() {
-            let fingerprint = self.fingerprint(tenants.value(row), ids.value(row));
-            self.fingerprints.insert(fingerprint);
-        }
+        self.fingerprints.extend(fingerprints);
         self.paths.extend(files.map(str::to_string));
     }
-}
-
-/// The tenant-day of an added `usage_events` file, from its partition values.
-fn add_partition(add: &Add) -> Option<TenantDay> {
-    let tenant = add.partition_values.get("tenant_id")?.clone()?;
-    let day = add.partition_values.get("day")?.as_deref()?;
-    let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?;
-    Some(TenantDay::new(tenant, date))
 }
 
 /// A tenant-day read from the lake: its files and the copies (id, `ts`) in them.
@@ -1001,17 +992,31 @@ struct KnownIds<'a> {
 }
 
 impl KnownIds<'_> {
-    /// Replaces the copies of the days read from the lake with what was read.
-    fn load_days(&mut self, loaded: Vec<LoadedDay>) {
+    /// Replaces the copies of the days read from the lake with what was read,
+    /// except on the `open` days, whose copies not yet committed are kept: what
+    /// was read is added to them, each copy once.
+    fn load_days(&mut self, loaded: Vec<LoadedDay>, open: &BTreeSet<i32>) {
         if loaded.is_empty() {
             return;
         }
-        let days: BTreeSet<i32> = loaded.iter().map(|l| l.day).collect();
-        self.retain_copies(|day| !days.contains(&day));
+        let replaced: BTreeSet<i32> = loaded
+            .iter()
+            .map(|l| l.day)
+            .filter(|day| !open.contains(day))
+            .collect();
+        self.retain_copies(|day| !replaced.contains(&day));
         for LoadedDay { day, files, copies } in loaded {
             self.ids.days.insert(day, files);
             for (id, ts) in copies {
-                self.add(id, ts);
+                let held = open.contains(&day)
+                    && self
+                        .ids
+                        .ids
+                        .get(&id)
+                        .is_some_and(|c| c.times().contains(&ts));
+                if !held {
+                    self.add(id, ts);
+                }
             }
         }
     }
@@ -1124,14 +1129,14 @@ mod tests {
         let mut known = KnownEventIds::new(4, DedupWindow::default());
         {
             let mut a = known.tenant_mut("a");
-            a.load_days(vec![day(10, &["f1"], &[("x", 10 * DAY)])]);
+            a.load_days(vec![day(10, &["f1"], &[("x", 10 * DAY)])], &BTreeSet::new());
             // 34 days later: the same event; 35 days later: another one.
             assert!(!a.insert("x", 44 * DAY));
             assert!(a.insert("x", 45 * DAY));
             assert!(!a.insert("x", 45 * DAY + 5));
             assert!(a.insert("y", 45 * DAY));
         }
-        known.advance();
+        known.advance(&HashMap::new());
         let a10 = TenantDay::new("a", date_of_epoch_days(10).unwrap());
         assert!(known.knows_day(&a10, &paths(&["f1"])));
         // Another writer's file on the day: the cached copies are no longer all.
@@ -1147,19 +1152,50 @@ mod tests {
             }
         }
         // 5 ids over a cap of 4: the older tenant goes, down to half the cap.
-        known.advance();
+        known.advance(&HashMap::new());
         assert!(!known.knows_day(&a10, &paths(&["f1", "f2"])));
         assert!(known.tenants.contains_key("b"));
+    }
+
+    #[test]
+    fn dropping_a_tenant_keeps_the_copies_of_its_open_days() {
+        const DAY: i64 = MICROS_PER_DAY;
+        let mut known = KnownEventIds::new(2, DedupWindow::default());
+        {
+            let mut a = known.tenant_mut("a");
+            a.load_days(vec![day(10, &["f1"], &[("x", 10 * DAY)])], &BTreeSet::new());
+            // Checked into day 11, which is open: not in any file yet.
+            assert!(a.insert("y", 11 * DAY));
+        }
+        known.advance(&HashMap::new());
+        {
+            let mut b = known.tenant_mut("b");
+            assert!(b.insert("1", 0));
+        }
+        // Over the cap: a's committed copies go, its open day's stay, and its
+        // days are unknown (read again when needed); b goes whole.
+        let open = HashMap::from([("a".to_string(), BTreeSet::from([11]))]);
+        known.advance(&open);
+        let a10 = TenantDay::new("a", date_of_epoch_days(10).unwrap());
+        assert!(!known.knows_day(&a10, &paths(&["f1"])));
+        assert_eq!(known.total, 1);
+        assert!(!known.tenants.contains_key("b"));
+        let mut a = known.tenant_mut("a");
+        assert!(!a.insert("y", 11 * DAY + 1), "the open copy still counts");
+        assert!(a.insert("x", 12 * DAY), "the committed copy left the cache");
     }
 
     #[test]
     fn days_outside_the_range_are_forgotten() {
         let mut known = KnownEventIds::new(100, DedupWindow::default());
         let mut a = known.tenant_mut("a");
-        a.load_days(vec![
-            day(1, &["f1"], &[("x", MICROS_PER_DAY)]),
-            day(50, &["f50"], &[("x", 50 * MICROS_PER_DAY)]),
-        ]);
+        a.load_days(
+            vec![
+                day(1, &["f1"], &[("x", MICROS_PER_DAY)]),
+                day(50, &["f50"], &[("x", 50 * MICROS_PER_DAY)]),
+            ],
+            &BTreeSet::new(),
+        );
         a.keep_days(40..=60);
         assert_eq!(a.ids.copies, 1);
         assert!(a.insert("x", 10 * MICROS_PER_DAY));
@@ -1170,32 +1206,34 @@ mod tests {
     fn reloading_a_day_replaces_its_copies() {
         let mut known = KnownEventIds::new(100, DedupWindow::default());
         let mut a = known.tenant_mut("a");
-        a.load_days(vec![day(5, &["f1"], &[("x", 5 * MICROS_PER_DAY)])]);
-        a.load_days(vec![day(5, &["f2"], &[("y", 5 * MICROS_PER_DAY)])]);
+        let none = BTreeSet::new();
+        a.load_days(vec![day(5, &["f1"], &[("x", 5 * MICROS_PER_DAY)])], &none);
+        a.load_days(vec![day(5, &["f2"], &[("y", 5 * MICROS_PER_DAY)])], &none);
         assert_eq!(a.ids.copies, 1);
         assert!(a.insert("x", 5 * MICROS_PER_DAY));
         assert!(!a.insert("y", 5 * MICROS_PER_DAY));
     }
 
     #[test]
+    fn reloading_an_open_day_keeps_its_uncommitted_copies() {
+        let mut known = KnownEventIds::new(100, DedupWindow::default());
+        let mut a = known.tenant_mut("a");
+        let open = BTreeSet::from([5]);
+        a.load_days(vec![day(5, &["f1"], &[("x", 5 * MICROS_PER_DAY)])], &open);
+        // A row checked into the open day, not committed yet.
+        assert!(a.insert("y", 5 * MICROS_PER_DAY + 1));
+        // The day read again (its committed file holds x only): y stays, x once.
+        a.load_days(vec![day(5, &["f1"], &[("x", 5 * MICROS_PER_DAY)])], &open);
+        assert_eq!(a.ids.copies, 2);
+        assert!(!a.insert("y", 5 * MICROS_PER_DAY + 2));
+        assert!(!a.insert("x", 5 * MICROS_PER_DAY + 2));
+    }
+
+    #[test]
     fn written_ids_vouch_only_for_their_own_files() {
-        // The columns `record` reads are enough here.
-        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
-            arrow::datatypes::Field::new("tenant_id", arrow::datatypes::DataType::Utf8, false),
-            arrow::datatypes::Field::new("day", arrow::datatypes::DataType::Date32, false),
-            arrow::datatypes::Field::new("event_id", arrow::datatypes::DataType::Utf8, false),
-        ]));
-        let rows = RecordBatch::try_new(
-            schema,
-            vec![
-                std::sync::Arc::new(StringArray::from(vec!["a", "a"])),
-                std::sync::Arc::new(Date32Array::from(vec![5, 6])),
-                std::sync::Arc::new(StringArray::from(vec!["x", "y"])),
-            ],
-        )
-        .unwrap();
         let mut written = WrittenIds::default();
-        written.record(&rows, ["p1"].into_iter());
+        let fingerprints = vec![written.fingerprint("a", "x"), written.fingerprint("a", "y")];
+        written.record_fingerprints(fingerprints, ["p1"].into_iter());
         assert!(written.wrote_all(&paths(&["p1"])));
         assert!(written.wrote_all(&[]));
         assert!(!written.wrote_all(&paths(&["p1", "other"])));
