@@ -34,6 +34,10 @@ pub const MAX_LABEL_VALUE_BYTES: usize = 256;
 /// The only native schema version this build understands.
 pub const SCHEMA_VERSION: i32 = 1;
 
+/// An event's labels, `(key, value)` sorted by key, borrowed from the input
+/// where they hold no escape.
+pub type Labels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
 /// A validated usage event, borrowing its strings from the input where it can.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageEvent<'a> {
@@ -54,7 +58,7 @@ pub struct UsageEvent<'a> {
     /// The service that reported the usage.
     pub service: Option<Cow<'a, str>>,
     /// Free-form labels, sorted by key.
-    pub labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub labels: Labels<'a>,
     /// The schema version the event declared (always [`SCHEMA_VERSION`] today).
     pub schema_version: i32,
 }
@@ -543,7 +547,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for LabelKey<'a> {
     }
 }
 
-fn read_labels<'a>((name, raw): Field<'a>) -> Result<Vec<(Cow<'a, str>, Cow<'a, str>)>, Rejection> {
+fn read_labels<'a>((name, raw): Field<'a>) -> Result<Labels<'a>, Rejection> {
     let Some(raw) = raw else {
         return Ok(Vec::new());
     };
