@@ -32,6 +32,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use crate::error::IngestError;
 use crate::partitions::{
     MAX_WRITE_WORKERS, ingested_bounds, partition_key, partition_order, partition_values,
+    worker_shares,
 };
 use crate::stages::{Stage, StageClock};
 
@@ -120,34 +121,24 @@ impl OpenDays {
         let ingested = ingested_bounds(&batch);
         let (order, ranges) = partition_order(&batch);
         stages.add(Stage::Build, sorting.elapsed());
-        let workers = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .clamp(1, MAX_WRITE_WORKERS)
-            .min(ranges.len());
-        let per_worker = batch.num_rows().div_ceil(workers);
-        let mut shares: Vec<Share> = vec![Vec::new()];
-        let mut share_rows = 0;
-        for range in ranges {
-            let key = partition_key(&batch, order.value(range.start) as usize)?;
-            let day = match self.open.remove(&key) {
-                Some(day) => day,
-                None => OpenDay {
-                    writer: table.file_writer()?,
-                    last_batch: self.batches,
-                    fingerprints: Vec::new(),
-                    checked_at,
-                    ingested,
-                },
-            };
-            if share_rows >= per_worker {
-                shares.push(Vec::new());
-                share_rows = 0;
+        let mut shares: Vec<Share> = Vec::new();
+        for ranges in worker_shares(batch.num_rows(), ranges) {
+            let mut share = Vec::with_capacity(ranges.len());
+            for range in ranges {
+                let key = partition_key(&batch, order.value(range.start) as usize)?;
+                let day = match self.open.remove(&key) {
+                    Some(day) => day,
+                    None => OpenDay {
+                        writer: table.file_writer()?,
+                        last_batch: self.batches,
+                        fingerprints: Vec::new(),
+                        checked_at,
+                        ingested,
+                    },
+                };
+                share.push((range, key, day));
             }
-            share_rows += range.len();
-            shares
-                .last_mut()
-                .expect("one share at least")
-                .push((range, key, day));
+            shares.push(share);
         }
         let (batch, order) = (Arc::new(batch), Arc::new(order));
         let this_batch = self.batches;

@@ -72,22 +72,7 @@ pub(crate) async fn write_partitions(
     let sorting = Instant::now();
     let (order, ranges) = partition_order(&batch);
     stages.add(Stage::Build, sorting.elapsed());
-    let workers = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, MAX_WRITE_WORKERS)
-        .min(ranges.len());
-    // Contiguous shares of about equal rows, so each worker's files stay in order.
-    let per_worker = batch.num_rows().div_ceil(workers);
-    let mut shares: Vec<Vec<std::ops::Range<usize>>> = vec![Vec::new()];
-    let mut share_rows = 0;
-    for range in ranges {
-        if share_rows >= per_worker {
-            shares.push(Vec::new());
-            share_rows = 0;
-        }
-        share_rows += range.len();
-        shares.last_mut().expect("one share at least").push(range);
-    }
+    let shares = worker_shares(batch.num_rows(), ranges);
     let (batch, order) = (Arc::new(batch), Arc::new(order));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, share) in shares.into_iter().enumerate() {
@@ -137,6 +122,32 @@ pub(crate) fn partition_key(batch: &RecordBatch, row: usize) -> Result<TenantDay
         ))
     })?;
     Ok(TenantDay::new(tenants.value(row), day))
+}
+
+/// The tenant-day `ranges` of a batch of `rows` rows in contiguous shares of
+/// about equal rows, one per worker (one per core, at most
+/// [`MAX_WRITE_WORKERS`]), so each worker's files stay in order.
+pub(crate) fn worker_shares(
+    rows: usize,
+    ranges: Vec<std::ops::Range<usize>>,
+) -> Vec<Vec<std::ops::Range<usize>>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MAX_WRITE_WORKERS)
+        .min(ranges.len())
+        .max(1);
+    let per_worker = rows.div_ceil(workers);
+    let mut shares = vec![Vec::new()];
+    let mut share_rows = 0;
+    for range in ranges {
+        if share_rows >= per_worker {
+            shares.push(Vec::new());
+            share_rows = 0;
+        }
+        share_rows += range.len();
+        shares.last_mut().expect("one share at least").push(range);
+    }
+    shares
 }
 
 /// The partition values (`tenant_id`, `day`) of one row of a `usage_events` batch.
