@@ -184,6 +184,9 @@ impl Failure {
     }
 }
 
+/// How long the runtime waits for detached work once the command is done.
+const RUNTIME_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -217,7 +220,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let outcome = runtime.block_on(run(cli.command));
+    // The command is done; whatever is still running is detached work (a
+    // server's lake load) that must not hold the process after a stop.
+    runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("allot: error: {}", failure.message);

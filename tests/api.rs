@@ -1193,6 +1193,12 @@ fn allot_serve_answers_and_stops_on_sigterm() {
         .expect("spawn allot serve");
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let address = common::served_address(&mut stderr);
+    // Read the rest of the log as it comes, so a full pipe never holds it.
+    let log = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
     let mut stream = std::net::TcpStream::connect(&address).expect("connect");
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -1219,6 +1225,9 @@ fn allot_serve_answers_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Stopping while the lake is still loading is clean too.
+    let log = log.join().unwrap();
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// Query parameters the API reads, and values a client might send: well formed,

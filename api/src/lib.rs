@@ -71,21 +71,32 @@ pub fn route_table() -> Vec<RouteSpec> {
     specs
 }
 
+/// How long a stopping server waits for the first load of the lake to end.
+const LOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves [`router`] on `listener` until `shutdown` resolves, then stops
 /// accepting connections and finishes the requests in flight. The lake is
 /// loaded at once in the background (`/readyz` says when it is done).
+///
+/// A load still running at the stop gets up to `LOAD_GRACE` to end: the
+/// Delta kernel reads the log on blocking threads that wait for tasks of this
+/// runtime, so stopping the runtime under them would break the read midway.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let loading = state.clone();
-    tokio::spawn(async move {
+    let first_load = tokio::spawn(async move {
         if let Err(error) = loading.served().await {
             tracing::warn!(%error, "the lake cannot be read yet; the first request tries again");
         }
     });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await?;
+    if tokio::time::timeout(LOAD_GRACE, first_load).await.is_err() {
+        tracing::warn!("stopping while the lake is still loading");
+    }
+    Ok(())
 }
