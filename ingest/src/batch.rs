@@ -15,8 +15,8 @@ use allot_schemas::table_schema::{
 };
 use allot_schemas::time::epoch_day_of_micros;
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder,
-    MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMicrosecondArray,
+    ArrayBuilder, ArrayRef, BinaryBuilder, Date32Builder, Decimal128Builder, Int32Builder,
+    Int64Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder,
 };
 use arrow::error::ArrowError;
@@ -44,34 +44,77 @@ const FIXED_ROW_BYTES: usize = 8 + 16 + 4 + 8 + 4 + 5 * 4;
 
 impl Default for UsageBatchBuilder {
     fn default() -> Self {
+        UsageBatchBuilder::sized_for(&BatchSize::default())
+    }
+}
+
+/// How many rows, label entries and string bytes a batch held: the next batch's
+/// builders start at that size, so a batch like the last grows no buffer (no
+/// copy on growth, no slack from doubling).
+#[derive(Default)]
+struct BatchSize {
+    rows: usize,
+    label_entries: usize,
+    event_id: usize,
+    metric: usize,
+    resource: usize,
+    region: usize,
+    service: usize,
+    label_keys: usize,
+    label_values: usize,
+    source: usize,
+    tenant_id: usize,
+}
+
+impl UsageBatchBuilder {
+    fn sized_for(size: &BatchSize) -> Self {
+        let rows = size.rows;
+        let strings = |bytes| StringBuilder::with_capacity(rows, bytes);
+        let label_strings = |bytes| StringBuilder::with_capacity(size.label_entries, bytes);
         UsageBatchBuilder {
-            event_id: StringBuilder::new(),
-            ts: TimestampMicrosecondBuilder::new(),
-            metric: StringBuilder::new(),
-            value: Decimal128Builder::new(),
-            resource: StringBuilder::new(),
-            region: StringBuilder::new(),
-            service: StringBuilder::new(),
-            labels: MapBuilder::new(
+            event_id: strings(size.event_id),
+            ts: TimestampMicrosecondBuilder::with_capacity(rows),
+            metric: strings(size.metric),
+            value: Decimal128Builder::with_capacity(rows),
+            resource: strings(size.resource),
+            region: strings(size.region),
+            service: strings(size.service),
+            labels: MapBuilder::with_capacity(
                 Some(MapFieldNames {
                     entry: "key_value".to_string(),
                     key: "key".to_string(),
                     value: "value".to_string(),
                 }),
-                StringBuilder::new(),
-                StringBuilder::new(),
+                label_strings(size.label_keys),
+                label_strings(size.label_values),
+                rows,
             ),
-            schema_version: Int32Builder::new(),
-            source: StringBuilder::new(),
-            tenant_id: StringBuilder::new(),
-            day: Date32Builder::new(),
+            schema_version: Int32Builder::with_capacity(rows),
+            source: strings(size.source),
+            tenant_id: strings(size.tenant_id),
+            day: Date32Builder::with_capacity(rows),
             rows: 0,
             approx_bytes: 0,
         }
     }
-}
 
-impl UsageBatchBuilder {
+    /// The size of the rows buffered now.
+    fn size(&mut self) -> BatchSize {
+        BatchSize {
+            rows: self.rows,
+            label_entries: self.labels.keys().len(),
+            event_id: self.event_id.values_slice().len(),
+            metric: self.metric.values_slice().len(),
+            resource: self.resource.values_slice().len(),
+            region: self.region.values_slice().len(),
+            service: self.service.values_slice().len(),
+            label_keys: self.labels.keys().values_slice().len(),
+            label_values: self.labels.values().values_slice().len(),
+            source: self.source.values_slice().len(),
+            tenant_id: self.tenant_id.values_slice().len(),
+        }
+    }
+
     /// Appends one validated event.
     pub fn append(&mut self, event: &UsageEvent<'_>, source: Provenance<'_>) {
         self.event_id.append_value(&event.event_id);
@@ -130,30 +173,35 @@ impl UsageBatchBuilder {
         self.approx_bytes
     }
 
-    /// Takes the buffered rows as a batch, stamping `ingested_at`, and resets.
+    /// Takes the buffered rows as a batch, stamping `ingested_at`, and resets
+    /// the builders to the size of this batch.
     pub fn finish(&mut self, ingested_at_micros: i64) -> Result<RecordBatch, ArrowError> {
-        let rows = std::mem::take(&mut self.rows);
-        self.approx_bytes = 0;
-        let ingested_at =
-            TimestampMicrosecondArray::from_value(ingested_at_micros, rows).with_timezone("UTC");
+        if self.rows == 0 {
+            // Keeps the builders' size for the next batch.
+            return Ok(RecordBatch::new_empty(usage_events_schema()));
+        }
+        let next = UsageBatchBuilder::sized_for(&self.size());
+        let mut full = std::mem::replace(self, next);
+        let ingested_at = TimestampMicrosecondArray::from_value(ingested_at_micros, full.rows)
+            .with_timezone("UTC");
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.ts.finish().with_timezone("UTC")),
-            Arc::new(self.metric.finish()),
+            Arc::new(full.event_id.finish()),
+            Arc::new(full.ts.finish().with_timezone("UTC")),
+            Arc::new(full.metric.finish()),
             Arc::new(
-                self.value
+                full.value
                     .finish()
                     .with_precision_and_scale(VALUE_PRECISION, VALUE_SCALE as i8)?,
             ),
-            Arc::new(self.resource.finish()),
-            Arc::new(self.region.finish()),
-            Arc::new(self.service.finish()),
-            Arc::new(self.labels.finish()),
-            Arc::new(self.schema_version.finish()),
-            Arc::new(self.source.finish()),
+            Arc::new(full.resource.finish()),
+            Arc::new(full.region.finish()),
+            Arc::new(full.service.finish()),
+            Arc::new(full.labels.finish()),
+            Arc::new(full.schema_version.finish()),
+            Arc::new(full.source.finish()),
             Arc::new(ingested_at),
-            Arc::new(self.tenant_id.finish()),
-            Arc::new(self.day.finish()),
+            Arc::new(full.tenant_id.finish()),
+            Arc::new(full.day.finish()),
         ];
         RecordBatch::try_new(usage_events_schema(), columns)
     }
