@@ -51,7 +51,7 @@ use crate::telemetry::FlushCounts;
 
 /// Most event ids a backfill keeps in its duplicate cache before the least
 /// recently touched tenants are dropped.
-const BACKFILL_CACHED_KEYS: usize = 2_000_000;
+const BACKFILL_CACHED_KEYS: usize = 1_000_000;
 
 /// Most event ids a collector keeps: its duplicate check covers about this many
 /// of the latest events it wrote (tens of MiB).
