@@ -76,7 +76,8 @@ pub async fn ingest_file(
     let name = options.input.name();
     let (reader, len) = open_input(&options.input)?;
     let progress = progress_bar(options.progress, len);
-    let flush_bytes = usize::try_from(options.config.ingest.flush_bytes.0).unwrap_or(usize::MAX);
+    let flush_bytes =
+        usize::try_from(options.config.ingest.backfill_flush_bytes.0).unwrap_or(usize::MAX);
     let mut writer = LakeWriter::for_backfill(
         &options.lake,
         DedupWindow::new(options.config.ingest.dedup_window.0),
@@ -132,7 +133,7 @@ pub async fn ingest_file(
 }
 
 /// The budget of the tenant-days a backfill keeps open (their buffered Parquet
-/// bytes), in units of `ingest.flush_bytes`: with the batch being decoded and
+/// bytes), in units of `ingest.backfill_flush_bytes`: with the batch being decoded and
 /// the one being written, a backfill's memory stays within about six batches.
 const OPEN_BYTES_PER_FLUSH_BYTES: usize = 4;
 

@@ -1,7 +1,7 @@
 //! Tenant-days a file backfill keeps open across its batches.
 //!
 //! A backfill reads its input in batches (`ingest.backfill_flush_rows`,
-//! `ingest.flush_bytes`), and a tenant-day's rows often straddle two of them:
+//! `ingest.backfill_flush_bytes`), and a tenant-day's rows often straddle two of them:
 //! writing each batch's share as a file of its own would leave such a
 //! tenant-day with two files or more, for compaction to merge later. Instead
 //! each tenant-day being written has one open Parquet file, and batches append

@@ -235,6 +235,9 @@ pub struct IngestConfig {
     pub backfill_flush_rows: usize,
     /// Flush a batch when its Arrow buffers reach this size.
     pub flush_bytes: ByteSize,
+    /// Bytes per batch of a file backfill, whose tenant-days stay open across
+    /// batches: smaller batches bound its memory at no cost in files.
+    pub backfill_flush_bytes: ByteSize,
     /// Flush at least this often.
     pub flush_interval: HumanDuration,
     /// Cap on buffered data across all partitions.
@@ -268,6 +271,7 @@ impl Default for IngestConfig {
             flush_rows: 100_000,
             backfill_flush_rows: 1_000_000,
             flush_bytes: ByteSize(64 << 20),
+            backfill_flush_bytes: ByteSize(32 << 20),
             flush_interval: HumanDuration(Duration::from_secs(10)),
             max_buffer_bytes: ByteSize(256 << 20),
             max_future_skew: HumanDuration(Duration::from_secs(86_400)),
@@ -923,6 +927,12 @@ impl IngestConfig {
                 "must be at least 1",
             ));
         }
+        if self.backfill_flush_bytes.0 == 0 {
+            return Err(ConfigError::new(
+                "ingest.backfill_flush_bytes",
+                "must be above 0",
+            ));
+        }
         if self.flush_bytes.0 == 0 || self.max_buffer_bytes.0 < self.flush_bytes.0 {
             return Err(ConfigError::new(
                 "ingest.max_buffer_bytes",
@@ -1392,6 +1402,10 @@ jwt_secret = "s3cret"
             ),
             ("[api]\nlisten = \"nowhere\"", "api.listen"),
             ("[ingest]\ndedup_window = \"12h\"", "ingest.dedup_window"),
+            (
+                "[ingest]\nbackfill_flush_bytes = 0",
+                "ingest.backfill_flush_bytes",
+            ),
         ];
         for (text, key) in cases {
             assert_eq!(load(text).unwrap_err().key, key, "{text}");
