@@ -243,7 +243,7 @@ impl LakeWriter {
             outcome.counts.accepted = events_by_tenant(&fresh);
             outcome.counts.duplicates = outcome.duplicates;
             let held = self
-                .hold_and_commit(fresh, partitions.checked_at, Closing::Idle, &mut outcome)
+                .hold_and_commit(fresh, partitions.checked_at, &mut outcome)
                 .await;
             self.failed = held.is_err();
             held?;
@@ -258,9 +258,7 @@ impl LakeWriter {
         // committed, they must not be, or the batch read again would be taken
         // for duplicates of itself and its offsets recorded without its events.
         let checked = fresh.clone();
-        let committed = self
-            .write_and_commit(fresh, partitions.checked_at, offsets, &mut outcome)
-            .await;
+        let committed = self.write_and_commit(fresh, offsets, &mut outcome).await;
         match committed {
             Ok(version) => {
                 outcome.usage_version = Some(version);
@@ -282,23 +280,18 @@ impl LakeWriter {
         if self.open_days.as_ref().is_none_or(OpenDays::is_empty) {
             return Ok(outcome);
         }
-        let empty = RecordBatch::new_empty(allot_schemas::table_schema::usage_events_schema());
-        let held = self
-            .hold_and_commit(empty, None, Closing::All, &mut outcome)
-            .await;
-        self.failed = held.is_err();
-        held?;
+        let committed = self.commit_closed(Closing::All, &mut outcome).await;
+        self.failed = committed.is_err();
+        committed?;
         Ok(outcome)
     }
 
     /// A backfill's write: appends the checked events to their open
-    /// tenant-days, closes those `closing` names and commits their files in one
-    /// commit, then records them as written.
+    /// tenant-days, then commits those the batch closed.
     async fn hold_and_commit(
         &mut self,
         fresh: RecordBatch,
         checked_at: Option<u64>,
-        closing: Closing,
         outcome: &mut AppendOutcome,
     ) -> Result<(), IngestError> {
         let usage = self.usage.lock().await;
@@ -307,41 +300,52 @@ impl LakeWriter {
         };
         open.write(&usage, fresh, checked_at, &written.hasher, &self.stages)
             .await?;
-        let closed = open.close(closing, &self.stages).await?;
         drop(usage);
+        self.commit_closed(Closing::Idle, outcome).await
+    }
+
+    /// Closes the open tenant-days `closing` names and commits their files in
+    /// one commit, then records them as written.
+    async fn commit_closed(
+        &mut self,
+        closing: Closing,
+        outcome: &mut AppendOutcome,
+    ) -> Result<(), IngestError> {
+        let mut usage = self.usage.lock().await;
+        let Some(open) = &mut self.open_days else {
+            unreachable!("only a backfill holds tenant-days open");
+        };
+        let closed = open.close(closing, &self.stages).await?;
         if closed.is_empty() {
             return Ok(());
         }
         let committing = Instant::now();
         let mut adds = Vec::new();
-        for day in &closed {
-            for add in &day.adds {
-                let mut add = add.clone();
-                day.tags
-                    .write_into(add.tags.get_or_insert_with(HashMap::new));
+        let mut closed_files = Vec::with_capacity(closed.len());
+        for ClosedDay {
+            key,
+            adds: day_adds,
+            fingerprints,
+            tags,
+        } in closed
+        {
+            let paths: Vec<String> = day_adds.iter().map(|add| add.path.clone()).collect();
+            for mut add in day_adds {
+                tags.write_into(add.tags.get_or_insert_with(HashMap::new));
                 adds.push(add);
             }
+            closed_files.push((key, fingerprints, paths));
         }
         outcome.counts.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
-        let version = self
-            .usage
-            .lock()
-            .await
-            .append(adds, Vec::new(), &[])
-            .await?;
+        let version = usage.append(adds, Vec::new(), &[]).await?;
+        drop(usage);
         self.stages.add(Stage::Commit, committing.elapsed());
         outcome.usage_version = Some(version);
         if let Dedup::Table { known, written, .. } = &mut self.dedup {
-            for ClosedDay {
-                key,
-                adds,
-                fingerprints,
-                ..
-            } in closed
-            {
-                written.record_fingerprints(fingerprints, adds.iter().map(|add| add.path.as_str()));
-                for add in adds {
-                    known.add_file(&key, add.path);
+            for (key, fingerprints, paths) in closed_files {
+                written.record_fingerprints(fingerprints, paths.iter().map(String::as_str));
+                for path in paths {
+                    known.add_file(&key, path);
                 }
             }
         }
@@ -353,20 +357,21 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Writes the checked events' files and commits them with `offsets`:
-    /// returns the version committed.
+    /// A collector's write: writes the checked events' files and commits them
+    /// with `offsets`; returns the version committed.
     async fn write_and_commit(
         &mut self,
         fresh: RecordBatch,
-        checked_at: Option<u64>,
         offsets: &OffsetCommit,
         outcome: &mut AppendOutcome,
     ) -> Result<u64, IngestError> {
         let writing = Instant::now();
         let mut usage = self.usage.lock().await;
+        // A collector checks against the ids it keeps, not against a version
+        // of the table, so its files claim no version checked.
         let tags = DedupTags {
             version: None,
-            checked_at,
+            checked_at: None,
             ingested: ingested_bounds(&fresh),
         };
         let mut adds = write_partitions(&usage, fresh, &self.stages).await?;
