@@ -124,7 +124,8 @@ pub async fn ingest_file(
     decoding
         .join()
         .map_err(|_| IngestError::DecoderPanicked)??;
-    // Also after a stop signal: what was read is committed.
+    // After a stop signal too: every batch handed over is committed (the
+    // reader drops the one it was filling; a rerun adds its lines).
     summary.add(writer.finish().await?);
     progress.finish_and_clear();
     summary.elapsed = started.elapsed();
