@@ -31,8 +31,8 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 
 use crate::error::IngestError;
 use crate::partitions::{
-    MAX_WRITE_WORKERS, ingested_bounds, partition_key, partition_order, partition_values,
-    worker_shares,
+    MAX_WRITE_WORKERS, ingested_bounds, join_workers, partition_key, partition_order,
+    partition_values, worker_shares,
 };
 use crate::stages::{Stage, StageClock};
 
@@ -175,11 +175,7 @@ impl OpenDays {
                 Ok::<_, IngestError>(written)
             });
         }
-        while let Some(joined) = tasks.join_next().await {
-            let written = joined.map_err(|source| IngestError::Worker {
-                worker: "a tenant-day's writer",
-                source,
-            })??;
+        for written in join_workers(tasks, "a tenant-day's writer").await? {
             self.open.extend(written);
         }
         Ok(())
@@ -246,13 +242,11 @@ impl OpenDays {
                 Ok::<_, IngestError>(closed)
             });
         }
-        let mut closed = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            closed.extend(joined.map_err(|source| IngestError::Worker {
-                worker: "a tenant-day's writer",
-                source,
-            })??);
-        }
+        let mut closed: Vec<ClosedDay> = join_workers(tasks, "a tenant-day's writer")
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         // In partition order, so the commit lists files as a flush would.
         closed.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(closed)

@@ -102,15 +102,23 @@ pub(crate) async fn write_partitions(
             Ok::<_, IngestError>((index, adds))
         });
     }
-    let mut written = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        written.push(joined.map_err(|source| IngestError::Worker {
-            worker: "a partition's writer",
-            source,
-        })??);
-    }
+    let mut written = join_workers(tasks, "a partition's writer").await?;
     written.sort_by_key(|(index, _)| *index);
     Ok(written.into_iter().flat_map(|(_, adds)| adds).collect())
+}
+
+/// Waits for every task of `tasks` (writers of one batch's tenant-days) and
+/// returns their results as they finish; the first failure, or a task's panic
+/// reported as `worker`'s, ends the wait and aborts the rest.
+pub(crate) async fn join_workers<T: 'static>(
+    mut tasks: tokio::task::JoinSet<Result<T, IngestError>>,
+    worker: &'static str,
+) -> Result<Vec<T>, IngestError> {
+    let mut results = Vec::with_capacity(tasks.len());
+    while let Some(joined) = tasks.join_next().await {
+        results.push(joined.map_err(|source| IngestError::Worker { worker, source })??);
+    }
+    Ok(results)
 }
 
 /// The tenant-day of one row of a `usage_events` batch.
