@@ -58,7 +58,7 @@ pub async fn refresh_rollups(
     if table.version() != snapshot.hourly.version {
         return Err(LakeError::RollupRaced);
     }
-    let bases = partition_bases(&snapshot.usage, catalog_fingerprint(catalog), window);
+    let bases = partition_bases(&snapshot.usage.files, catalog_fingerprint(catalog), window);
     let limits = SessionLimits {
         dedup_window: window,
         ..SessionLimits::default()
