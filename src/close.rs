@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use allot_lake::dedup::DedupWindow;
 use allot_lake::snapshot::{LakeSnapshot, txn_offsets};
 use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
@@ -47,11 +48,19 @@ pub struct CloseArgs {
 #[derive(Args)]
 pub struct VerifyArgs {
     /// The closed month, `YYYY-MM`.
-    #[arg(long, value_name = "YYYY-MM")]
-    month: String,
+    #[arg(long, value_name = "YYYY-MM", required_unless_present = "rollups")]
+    month: Option<String>,
     /// Verify this revision (default: the newest).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "rollups")]
     revision: Option<i32>,
+    /// Instead of a closing, recompute the rollups that reports use from the
+    /// raw events and compare them (exit 1 naming the partitions that differ).
+    #[arg(long, conflicts_with = "month")]
+    rollups: bool,
+    /// With --rollups: how many partitions to recompute, spread over the lake
+    /// (0: every one).
+    #[arg(long, value_name = "N", default_value_t = 200, requires = "rollups")]
+    sample: usize,
     #[command(flatten)]
     lake: LakeArgs,
 }
@@ -201,7 +210,10 @@ pub async fn close(args: CloseArgs) -> Result<(), Failure> {
 
 /// `allot verify --month M [--revision N]`.
 pub async fn verify(args: VerifyArgs) -> Result<(), Failure> {
-    let period = month_flag(&args.month)?;
+    let Some(month) = &args.month else {
+        return verify_rollups(&args).await;
+    };
+    let period = month_flag(month)?;
     let loaded = load(&args.lake).await?;
     let closings = closing::closings(&loaded.location).await.map_err(failure)?;
     let Some(closed) = closing::find_closing(&closings, period, args.revision) else {
@@ -233,6 +245,41 @@ pub async fn verify(args: VerifyArgs) -> Result<(), Failure> {
         }
         Ok(Verdict::Differs(difference)) => Err(Failure::internal(difference)),
         Err(e) => Err(Failure::internal(format!("{label}: cannot recompute: {e}"))),
+    }
+}
+
+/// `allot verify --rollups [--sample N]`.
+async fn verify_rollups(args: &VerifyArgs) -> Result<(), Failure> {
+    let loaded = load(&args.lake).await?;
+    let window = DedupWindow::new(loaded.settings.config.ingest.dedup_window.0);
+    let check = allot_lake::rollup::verify_rollups(
+        &loaded.location,
+        &loaded.settings.catalog,
+        window,
+        args.sample,
+    )
+    .await
+    .map_err(failure)?;
+    match check.differences.first() {
+        None => {
+            println!(
+                "verified: {} of {} partitions with current rollups recomputed from their events",
+                check.checked, check.current
+            );
+            Ok(())
+        }
+        Some((first, row)) => {
+            for (key, row) in &check.differences {
+                println!("rollups of {} {}: {row}", key.tenant_id, key.day);
+            }
+            Err(Failure::internal(format!(
+                "rollups of {} {} differ from its events ({} of {} checked partitions differ at least): {row}",
+                first.tenant_id,
+                first.day,
+                check.differences.len(),
+                check.checked
+            )))
+        }
     }
 }
 
