@@ -17,7 +17,7 @@ use crate::config::MetricCatalog;
 use crate::decimal::{Decimal9, DecimalError};
 use crate::reason::ReasonCode;
 use crate::tenant::is_valid_tenant_id;
-use crate::time::epoch_day_of_micros;
+use crate::time::{epoch_day_of_micros, is_supported_event_ts};
 
 /// Longest `event_id`, in bytes.
 pub const MAX_EVENT_ID_BYTES: usize = 128;
@@ -387,6 +387,18 @@ fn read_timestamp(field: Field<'_>, ctx: &DecodeContext<'_>) -> Result<i64, Reje
             ),
         )
     })?;
+    // Both readers (the fast one and chrono) end here: neither lets an instant
+    // the rest of the pipeline cannot hold through.
+    if !is_supported_event_ts(ts_micros) {
+        return Err(Rejection::new(
+            ReasonCode::InvalidTimestamp,
+            format!(
+                "{} {} is outside the supported range, 1970-01-01T00:00:00Z to 2261-12-31T23:59:59Z",
+                field.0,
+                quote_prefix(&text)
+            ),
+        ));
+    }
     if ts_micros > ctx.now_micros.saturating_add(ctx.max_future_skew_micros) {
         return Err(Rejection::new(
             ReasonCode::FutureTimestamp,
@@ -771,6 +783,52 @@ mod tests {
             ReasonCode::FutureTimestamp
         );
         assert!(decode(&with("ts", "\"2026-05-28T00:00:00Z\"")).is_ok());
+    }
+
+    #[test]
+    fn accepts_only_timestamps_every_stage_can_hold() {
+        // A clock far ahead, so only the range decides.
+        let catalog = MetricCatalog::default();
+        let ctx = DecodeContext {
+            catalog: &catalog,
+            now_micros: i64::MAX / 2,
+            max_future_skew_micros: crate::time::MICROS_PER_DAY,
+            max_event_bytes: 1 << 20,
+        };
+        let outcome = |ts: &str| {
+            let text = event("").replace("2026-03-01T10:00:00Z", ts);
+            decode_event(text.as_bytes(), &ctx).map(|e| e.ts_micros)
+        };
+        for (ts, accepted) in [
+            // Read by the fast reader.
+            ("1600-02-29T12:00:00Z", false),
+            ("0000-01-01T00:00:00Z", false),
+            ("1969-12-31T23:59:59.999999Z", false),
+            ("1970-01-01T00:00:00Z", true),
+            ("1970-01-01T00:30:00+01:00", false),
+            ("1969-12-31T23:30:00-01:00", true),
+            ("2261-12-31T23:59:59Z", true),
+            ("2262-01-01T00:00:00Z", false),
+            ("2262-04-12T00:00:00Z", false),
+            ("9999-12-31T23:59:59Z", false),
+            // Read by chrono: a lowercase `t`, a leap second, ten digits.
+            ("1600-02-29t12:00:00z", false),
+            ("1677-09-21T00:12:43.1234567890Z", false),
+            ("2261-12-31t23:59:59Z", true),
+            ("2261-06-30T23:59:60Z", true),
+            // A leap second at the very end reads as 2262-01-01T00:00:00Z.
+            ("2261-12-31T23:59:60Z", false),
+            ("2262-01-01t00:00:00z", false),
+        ] {
+            match outcome(ts) {
+                Ok(_) => assert!(accepted, "{ts} accepted"),
+                Err(rejection) => {
+                    assert!(!accepted, "{ts} rejected: {}", rejection.message);
+                    assert_eq!(rejection.reason, ReasonCode::InvalidTimestamp, "{ts}");
+                    assert!(rejection.message.contains("2261-12-31"), "{ts}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -59,6 +59,38 @@ pub const EARLIEST_REPORT_MICROS: i64 = 0;
 /// range ends in April 2262, and a report reaches a month past its instant.
 pub const LATEST_REPORT_MICROS: i64 = 9_214_646_400 * MICROS_PER_SECOND;
 
+/// Whether an event's `ts` is one every part of the pipeline can represent
+/// (SPEC §1.1): from 1970-01-01T00:00:00Z up to, not including,
+/// 2262-01-01T00:00:00Z, the instants a report may be asked about. Outside
+/// it the query engine's nanosecond timestamps overflow, and a stored row would
+/// fail every rollup and compaction of its tenant-day.
+///
+/// ```
+/// use allot_schemas::time::is_supported_event_ts;
+/// assert!(is_supported_event_ts(0));
+/// assert!(!is_supported_event_ts(-1));
+/// assert!(is_supported_event_ts(9_214_646_399_999_999));
+/// assert!(!is_supported_event_ts(9_214_646_400_000_000));
+/// ```
+pub fn is_supported_event_ts(ts_micros: i64) -> bool {
+    (EARLIEST_REPORT_MICROS..LATEST_REPORT_MICROS).contains(&ts_micros)
+}
+
+/// Whether a UTC day lies within the instants of [`is_supported_event_ts`]: a
+/// `day` partition outside it holds rows stored before ingest refused them.
+///
+/// ```
+/// use allot_schemas::time::is_supported_event_day;
+/// let day = |d: &str| d.parse().unwrap();
+/// assert!(is_supported_event_day(day("1970-01-01")));
+/// assert!(is_supported_event_day(day("2261-12-31")));
+/// assert!(!is_supported_event_day(day("1600-02-29")));
+/// assert!(!is_supported_event_day(day("2262-01-01")));
+/// ```
+pub fn is_supported_event_day(day: NaiveDate) -> bool {
+    is_supported_event_ts(day_start_micros(day))
+}
+
 /// Parses the instant of a report (`--as-of`, `--from`, `?to=`…): RFC 3339, or
 /// `YYYY-MM-DD` for 00:00 UTC that day, within the supported range; the error
 /// says what is wrong with `text`.
