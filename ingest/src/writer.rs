@@ -822,6 +822,12 @@ struct KnownEventIds {
     total: usize,
     window: DedupWindow,
     max_keys: usize,
+    /// The copies left after the last pass over the cap: those on open days
+    /// (which no pass can drop) and the last tenant's. The next pass waits
+    /// until half the cap has been added on top, so that a backfill whose open
+    /// days hold more than the cap does not rescan every tenant after each
+    /// one it checks.
+    left_after_pass: usize,
     tick: u64,
 }
 
@@ -832,6 +838,7 @@ impl KnownEventIds {
             total: 0,
             window,
             max_keys,
+            left_after_pass: 0,
             tick: 0,
         }
     }
@@ -892,7 +899,7 @@ impl KnownEventIds {
     /// unknown, so they are read again when needed.
     fn advance(&mut self, open: &HashMap<String, BTreeSet<i32>>) {
         self.tick += 1;
-        if self.total <= self.max_keys {
+        if self.total <= self.max_keys.max(self.left_after_pass + self.max_keys / 2) {
             return;
         }
         let mut by_age: Vec<(u64, String, usize)> = self
@@ -922,6 +929,7 @@ impl KnownEventIds {
                 }
             }
         }
+        self.left_after_pass = self.total;
     }
 }
 
@@ -1050,23 +1058,23 @@ impl KnownIds<'_> {
     /// Keeps the copies whose day `keep` accepts.
     fn retain_copies(&mut self, keep: impl Fn(i32) -> bool) {
         let mut left = 0;
-        self.ids.ids.retain(|_, copies| {
-            let kept: Vec<i64> = copies
-                .times()
-                .iter()
-                .copied()
-                .filter(|ts| keep(epoch_day_of_micros(*ts)))
-                .collect();
-            left += kept.len();
-            match kept.as_slice() {
-                [] => false,
-                [one] => {
-                    *copies = Copies::One(*one);
-                    true
-                }
-                _ => {
-                    *copies = Copies::Many(kept);
-                    true
+        // In place: this runs over every id of a tenant, most with one copy.
+        self.ids.ids.retain(|_, copies| match copies {
+            Copies::One(ts) => {
+                let kept = keep(epoch_day_of_micros(*ts));
+                left += usize::from(kept);
+                kept
+            }
+            Copies::Many(times) => {
+                times.retain(|ts| keep(epoch_day_of_micros(*ts)));
+                left += times.len();
+                match times.as_slice() {
+                    [] => false,
+                    [one] => {
+                        *copies = Copies::One(*one);
+                        true
+                    }
+                    _ => true,
                 }
             }
         });
@@ -1188,6 +1196,34 @@ mod tests {
         let mut a = known.tenant_mut("a");
         assert!(!a.insert("y", 11 * DAY + 1), "the open copy still counts");
         assert!(a.insert("x", 12 * DAY), "the committed copy left the cache");
+    }
+
+    #[test]
+    fn copies_no_pass_can_drop_do_not_start_a_pass_per_tenant() {
+        const DAY: i64 = MICROS_PER_DAY;
+        let mut known = KnownEventIds::new(4, DedupWindow::default());
+        let open = HashMap::from([("a".to_string(), BTreeSet::from([11]))]);
+        {
+            let mut a = known.tenant_mut("a");
+            for i in 0..6 {
+                assert!(a.insert(&format!("a{i}"), 11 * DAY + i));
+            }
+        }
+        // Over the cap, but every copy is on an open day: the pass keeps them.
+        known.advance(&open);
+        assert_eq!((known.total, known.left_after_pass), (6, 6));
+        // The next tenants are not dropped until half the cap is added on top.
+        for tenant in ["b", "c"] {
+            assert!(known.tenant_mut(tenant).insert("1", 0));
+            known.advance(&open);
+            assert!(known.tenants.contains_key(tenant));
+        }
+        assert_eq!(known.total, 8);
+        assert!(known.tenant_mut("d").insert("1", 0));
+        known.advance(&open);
+        // Every tenant without open days goes; a's open copies stay.
+        assert_eq!(known.tenants.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!((known.total, known.left_after_pass), (6, 6));
     }
 
     #[test]
