@@ -404,16 +404,25 @@ async fn compact(args: CompactArgs) -> Result<(), Failure> {
         catalog: config.catalog(),
         dedup_window: DedupWindow::new(config.ingest.dedup_window.0),
     };
+    let root = options.lake.root().to_string();
     let summary = allot_lake::compact(options, cancel)
         .await
-        .map_err(Failure::internal)?;
+        .map_err(|e| lake_failure(&root, e))?;
     println!(
-        "{} tenant-days compacted, {} files removed, {} files added, {} duplicates removed; rollups of {} tenant-days refreshed{}",
+        "{} tenant-days compacted, {} files removed, {} files added, {} duplicates removed; rollups of {} tenant-days refreshed{}{}",
         summary.partitions,
         summary.files_removed,
         summary.files_added,
         summary.duplicates_removed,
         summary.rollups.partitions,
+        if summary.skipped > 0 {
+            format!(
+                "; {} tenant-days could not be compacted and were skipped (see the log)",
+                summary.skipped
+            )
+        } else {
+            String::new()
+        },
         if summary.conflicts > 0 {
             "; stopped early because another compaction committed meanwhile, run again"
         } else {
@@ -421,6 +430,15 @@ async fn compact(args: CompactArgs) -> Result<(), Failure> {
         }
     );
     Ok(())
+}
+
+/// The failure of a maintenance command: a lake that does not exist is a usage
+/// error (exit 2) naming it, never created; anything else is internal.
+fn lake_failure(root: &str, error: allot_lake::LakeError) -> Failure {
+    match error {
+        allot_lake::LakeError::NoLake => Failure::usage(format!("--lake {root}: {error}")),
+        other => Failure::internal(other),
+    }
 }
 
 async fn vacuum(args: VacuumArgs) -> Result<(), Failure> {

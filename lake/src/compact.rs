@@ -18,6 +18,13 @@
 //! else the oldest source's; the union of their `allot.ingested_at` bounds. A
 //! source without a tag leaves the file without it.
 //!
+//! A partition that cannot be rewritten never stops the lake's compaction: it
+//! is left as it is, logged with its error and counted
+//! ([`CompactSummary::skipped`], `allot_compaction_skipped_partitions_total`),
+//! and the run goes on with the others. So is a partition whose day lies
+//! outside the instants the pipeline supports (SPEC §1.1), which only a lake
+//! written before ingest enforced the range can hold: no reader sees its rows.
+//!
 //! Rewritten partitions are committed many at a time (up to
 //! [`COMMIT_INPUT_BYTES`] of files read or [`COMMIT_PARTITIONS`] partitions per
 //! commit): one Delta commit removes their old files and adds the new ones, so a
@@ -36,6 +43,7 @@ use std::time::Duration;
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable, TenantDay};
 use allot_schemas::table_schema::usage_events_schema;
+use allot_schemas::time::is_supported_event_day;
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
@@ -53,7 +61,9 @@ use crate::error::LakeError;
 use crate::rollup::{RollupSummary, refresh_rollups};
 use crate::session::{LakeSession, Scope, SessionLimits};
 use crate::snapshot::{LakeSnapshot, partition_date};
-use crate::tables::{commit_actions, open_or_create_table, with_partition_values};
+use crate::tables::{
+    commit_actions, open_existing_lake, open_or_create_table, with_partition_values,
+};
 use crate::telemetry;
 
 /// What a compaction run needs.
@@ -85,28 +95,34 @@ pub struct CompactSummary {
     pub duplicates_removed: u64,
     /// 1 when the run stopped because another compaction committed meanwhile.
     pub conflicts: u64,
+    /// Tenant-day partitions left as they were because they could not be
+    /// rewritten (an unreadable file, a row outside what the engine can hold);
+    /// each is logged with its error, and the run goes on with the others.
+    pub skipped: u64,
     /// What refreshing the rollups afterwards did.
     pub rollups: RollupSummary,
 }
 
 /// Compacts every tenant-day partition that has at least `min_files` small files,
-/// refreshes the rollups and writes a checkpoint of `usage_events`.
+/// refreshes the rollups and writes a checkpoint of `usage_events`. A lake
+/// without `usage_events` is [`LakeError::NoLake`]: nothing is created.
 pub async fn compact(
     options: CompactOptions,
     cancel: CancellationToken,
 ) -> Result<CompactSummary, LakeError> {
-    compaction_pass(&options, &cancel, 0).await
+    let table = open_existing_lake(&options.lake).await?;
+    compaction_pass(table, &options, &cancel, 0).await
 }
 
 /// Compacts, refreshes the rollups, and writes a checkpoint unless the newest is
 /// fewer than `checkpoint_after` commits old. The table (with its file list) is
 /// loaded for the pass only.
 async fn compaction_pass(
+    mut table: DeltaTable,
     options: &CompactOptions,
     cancel: &CancellationToken,
     checkpoint_after: u64,
 ) -> Result<CompactSummary, LakeError> {
-    let mut table = open_or_create_table(&options.lake, LakeTable::UsageEvents).await?;
     let mut summary = compact_table(&mut table, options, cancel).await?;
     summary.rollups =
         refresh_rollups(&options.lake, &options.catalog, options.dedup_window).await?;
@@ -170,15 +186,22 @@ pub async fn run_background_compaction(settings: BackgroundCompaction, cancel: C
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(settings.interval) => {}
         }
-        match compaction_pass(&settings.options, &cancel, CHECKPOINT_EVERY_COMMITS).await {
+        // The collector writes to the lake it compacts: it may create it.
+        let pass = async {
+            let table =
+                open_or_create_table(&settings.options.lake, LakeTable::UsageEvents).await?;
+            compaction_pass(table, &settings.options, &cancel, CHECKPOINT_EVERY_COMMITS).await
+        };
+        match pass.await {
             Ok(summary) => {
-                if summary.partitions > 0 || summary.conflicts > 0 {
+                if summary.partitions > 0 || summary.conflicts > 0 || summary.skipped > 0 {
                     tracing::info!(
                         partitions = summary.partitions,
                         files_removed = summary.files_removed,
                         files_added = summary.files_added,
                         duplicates = summary.duplicates_removed,
                         conflicts = summary.conflicts,
+                        skipped = summary.skipped,
                         "background compaction done"
                     );
                 }
@@ -214,6 +237,7 @@ pub async fn compact_table(
         summary.files_added,
         summary.duplicates_removed,
         summary.conflicts,
+        summary.skipped,
     );
     result
 }
@@ -289,6 +313,7 @@ async fn compact_partitions(
     } = beaten_rows(options).await?;
     let small_below = target_file_bytes / 2;
     let mut by_partition: BTreeMap<TenantDay, PartitionFiles> = BTreeMap::new();
+    let mut unsupported: BTreeSet<TenantDay> = BTreeSet::new();
     for file in table
         .snapshot()
         .map_err(LakeError::table(name))?
@@ -307,6 +332,12 @@ async fn compact_partitions(
         let Some(day) = parse_day(day) else {
             continue;
         };
+        if !is_supported_event_day(day) {
+            // Stored before ingest refused such a `ts`: the query engine cannot
+            // hold its rows, and no reader sees them.
+            unsupported.insert(TenantDay::new(tenant.clone(), day));
+            continue;
+        }
         let files = by_partition
             .entry(TenantDay::new(tenant.clone(), day))
             .or_default();
@@ -341,7 +372,17 @@ async fn compact_partitions(
             tags,
         });
     }
-    rewrite_and_commit(table, jobs, target_file_bytes, cancel).await
+    for partition in &unsupported {
+        tracing::warn!(
+            tenant_id = %partition.tenant_id,
+            day = %partition.day,
+            "cannot compact this tenant-day: its day is outside the supported range \
+             (1970-01-01 to 2261-12-31); skipped"
+        );
+    }
+    let mut summary = rewrite_and_commit(table, jobs, target_file_bytes, cancel).await?;
+    summary.skipped += unsupported.len() as u64;
+    Ok(summary)
 }
 
 /// One tenant-day to rewrite, with what its rewrite needs.
@@ -394,7 +435,19 @@ async fn rewrite_and_commit(
         });
         let (job, rewritten) = match joined {
             Ok((job, Ok(rewritten))) => (job, rewritten),
-            Ok((_, Err(err))) | Err(err) => {
+            Ok((job, Err(err))) => {
+                // One partition must not stop the lake's compaction: it stays
+                // as it is, and the others go on.
+                tracing::warn!(
+                    tenant_id = %job.partition.tenant_id,
+                    day = %job.partition.day,
+                    %err,
+                    "cannot compact this tenant-day; skipped"
+                );
+                summary.skipped += 1;
+                continue;
+            }
+            Err(err) => {
                 // The run fails: the rewrites still running would only leave
                 // files no commit references.
                 running.iter().for_each(tokio::task::JoinHandle::abort);

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
-use allot_schemas::time::{date_of_epoch_days, days_since_epoch};
+use allot_schemas::time::{date_of_epoch_days, days_since_epoch, is_supported_event_day};
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use datafusion::common::ScalarValue;
@@ -347,6 +347,13 @@ pub(crate) fn table_files(table: LakeTable, delta: &DeltaTable) -> Result<TableF
                 message: "a data file has no valid `day` partition value".to_string(),
             });
         };
+        if !is_supported_event_day(day) {
+            // Rows stored before ingest refused their `ts` (SPEC §1.1): no report
+            // can ask about them and the query engine cannot hold them, so no
+            // reader sees them (compaction skips and reports them, an erasure
+            // still removes them).
+            continue;
+        }
         let tenant_id = match table {
             LakeTable::UsageEvents => match values.get("tenant_id").cloned().flatten() {
                 Some(tenant) => Some(tenant),

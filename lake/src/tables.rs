@@ -25,7 +25,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 
 use crate::error::LakeError;
-use crate::snapshot::table_builder;
+use crate::snapshot::{OpenedTable, open_table, table_builder};
 
 /// The two tables a file backfill writes, loaded with their file lists (its
 /// duplicate check reads the files of the partitions it writes to).
@@ -58,6 +58,26 @@ pub(crate) async fn open_or_create_table(
         .await
         .map_err(LakeError::table(table.dir_name()))?;
     Ok(delta)
+}
+
+/// Opens `table` with its file list when it exists; `None` when it does not (a
+/// maintenance command must not create what it only reads or cleans).
+pub(crate) async fn open_existing_table(
+    location: &LakeLocation,
+    table: LakeTable,
+) -> Result<Option<DeltaTable>, LakeError> {
+    Ok(match open_table(location, table, None).await? {
+        OpenedTable::Found(delta) => Some(delta),
+        OpenedTable::Missing(_) => None,
+    })
+}
+
+/// Opens `usage_events`, which every maintenance command needs: a lake without
+/// it is [`LakeError::NoLake`] (a mistyped `--lake`, say), never created.
+pub(crate) async fn open_existing_lake(location: &LakeLocation) -> Result<DeltaTable, LakeError> {
+    open_existing_table(location, LakeTable::UsageEvents)
+        .await?
+        .ok_or(LakeError::NoLake)
 }
 
 /// Creates `table` (and, for a local lake, its directories) when it does not

@@ -19,6 +19,9 @@ pub const COMPACTION_DUPLICATES_REMOVED: &str = "allot_compaction_duplicates_rem
 /// Compaction runs stopped because another compaction committed meanwhile (the
 /// next run starts over).
 pub const COMPACTION_CONFLICTS: &str = "allot_compaction_conflicts_total";
+/// Tenant-days compaction skipped because it could not rewrite them (each is
+/// logged with its error); the run goes on with the others.
+pub const COMPACTION_SKIPPED: &str = "allot_compaction_skipped_partitions_total";
 
 /// Registers the help text of every compaction metric with the installed recorder.
 pub fn describe() {
@@ -40,6 +43,10 @@ pub fn describe() {
         COMPACTION_CONFLICTS,
         "Compaction runs stopped because another compaction committed meanwhile"
     );
+    describe_counter!(
+        COMPACTION_SKIPPED,
+        "Tenant-days compaction could not rewrite and left as they were"
+    );
 }
 
 /// Records a compaction run.
@@ -50,6 +57,7 @@ pub fn record_compaction(
     files_added: u64,
     duplicates: u64,
     conflicts: u64,
+    skipped: u64,
 ) {
     counter!(COMPACTION_RUNS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
     counter!(COMPACTION_PARTITIONS).increment(partitions);
@@ -57,4 +65,5 @@ pub fn record_compaction(
     counter!(COMPACTION_FILES_ADDED).increment(files_added);
     counter!(COMPACTION_DUPLICATES_REMOVED).increment(duplicates);
     counter!(COMPACTION_CONFLICTS).increment(conflicts);
+    counter!(COMPACTION_SKIPPED).increment(skipped);
 }
