@@ -464,9 +464,10 @@ async fn vacuum(args: VacuumArgs) -> Result<(), Failure> {
         retention,
         keep_usage_versions,
     };
+    let root = options.lake.root().to_string();
     let summary = allot_lake::vacuum(options)
         .await
-        .map_err(Failure::internal)?;
+        .map_err(|e| lake_failure(&root, e))?;
     println!(
         "{} files deleted; the files of usage_events versions {:?} kept for closings",
         summary.files_deleted, summary.kept_versions

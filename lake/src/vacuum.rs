@@ -6,13 +6,28 @@
 //! the given `usage_events` versions needs. The caller names those: the versions
 //! read by closings younger than `close_retention` (SPEC §7, see
 //! `allot_query::closing::versions_to_keep`), which `allot verify` time-travels to.
+//!
+//! It also deletes orphans: data files in a table's directory that no commit
+//! ever referenced (the output of a compaction, backfill or erasure killed
+//! before its commit, or of one that lost a commit race). A file goes only when
+//! it lies under the table's directory outside `_delta_log` (and outside any
+//! hidden directory), no version still within the retention references it (not
+//! active, not removed less than `retention` ago, not in a kept version), and it
+//! was written more than `retention` ago: a collector's files wait that long at
+//! most for their commit (Delta's "full" vacuum).
+//!
+//! Vacuum never creates a table: a lake without `usage_events` is
+//! [`LakeError::NoLake`], and a missing `rejected_events` or `usage_hourly` is
+//! skipped.
 
 use std::time::Duration;
 
 use allot_schemas::layout::{LakeLocation, LakeTable};
 
 use crate::error::LakeError;
-use crate::tables::open_or_create_table;
+use deltalake::operations::vacuum::VacuumMode;
+
+use crate::tables::{open_existing_lake, open_existing_table};
 
 /// What `vacuum` is asked to do.
 #[derive(Debug, Clone)]
@@ -45,15 +60,18 @@ pub async fn vacuum(options: VacuumOptions) -> Result<VacuumSummary, LakeError> 
         kept_versions: kept_versions.clone(),
         ..VacuumSummary::default()
     };
-    for table in [
-        LakeTable::UsageEvents,
-        LakeTable::RejectedEvents,
-        LakeTable::UsageHourly,
-    ] {
+    let usage = open_existing_lake(&options.lake).await?;
+    let mut tables = vec![(LakeTable::UsageEvents, usage)];
+    for table in [LakeTable::RejectedEvents, LakeTable::UsageHourly] {
+        if let Some(delta) = open_existing_table(&options.lake, table).await? {
+            tables.push((table, delta));
+        }
+    }
+    for (table, delta) in tables {
         let name = table.dir_name();
-        let delta = open_or_create_table(&options.lake, table).await?;
         let mut builder = delta
             .vacuum()
+            .with_mode(VacuumMode::Full)
             .with_retention_period(retention)
             .with_enforce_retention_duration(false);
         if table == LakeTable::UsageEvents && !kept_versions.is_empty() {
