@@ -20,7 +20,7 @@ use allot_schemas::time::day_start_micros;
 use clap::{Args, Subcommand};
 
 use crate::reports::{LakeArgs, failure, known_tenant, load, tenant_flag};
-use crate::{Failure, who};
+use crate::{Failure, lake_failure, lake_location, load_config, who};
 
 /// `allot tenant`.
 #[derive(Args)]
@@ -143,17 +143,23 @@ async fn delete(args: DeleteArgs) -> Result<(), Failure> {
             "refusing to erase {tenant} without --confirm {tenant} (the erasure cannot be undone; --dry-run shows what would go)"
         )));
     }
-    let loaded = load(&args.lake).await?;
-    known_tenant(&loaded, &tenant, "")?;
+    // Not `load`: a tenant half erased, or known only from rejected events or
+    // left-over files, has no usage files for it to find.
+    let config = load_config(args.lake.config.as_deref())?;
+    let lake = lake_location(args.lake.lake.as_deref(), &config)?;
     let options = DeleteOptions {
-        lake: loaded.location,
+        lake: lake.clone(),
         tenant: tenant.clone(),
         who: who(args.by),
         dry_run: args.dry_run,
+        configured: config.tenants.contains_key(&tenant),
     };
     let summary = allot_lake::delete_tenant(&options)
         .await
-        .map_err(Failure::internal)?;
+        .map_err(|e| match e {
+            allot_lake::LakeError::UnknownTenant(_) => Failure::usage(e),
+            other => lake_failure(lake.root().as_str(), other),
+        })?;
     print!("{}", describe(&tenant, &summary));
     Ok(())
 }
@@ -179,6 +185,14 @@ fn describe(tenant: &str, summary: &DeleteSummary) -> String {
                 "deleted"
             }
         );
+    }
+    if let Some(started) = &summary.resumed {
+        let verb = if summary.dry_run {
+            "would resume"
+        } else {
+            "resumed"
+        };
+        let _ = writeln!(text, "{verb} the erasure of {tenant} started at {started}");
     }
     if summary.dry_run {
         text.push_str("dry run: nothing was changed\n");

@@ -290,21 +290,24 @@ fn delete_erases_every_file_of_the_tenant_and_leaves_an_audit_row() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    assert_eq!(
-        rows,
-        [(
-            Some("offboard-test".to_string()),
-            Some("tenant_delete".to_string()),
-            Some("acme".to_string())
-        )]
+    // Its intent, recorded first, and the finished erasure.
+    let row = (
+        Some("offboard-test".to_string()),
+        Some("tenant_delete".to_string()),
+        Some("acme".to_string()),
     );
-    let details = parquet_files(&audit)
+    assert_eq!(rows, [row.clone(), row]);
+    let details: Vec<serde_json::Value> = parquet_files(&audit)
         .iter()
         .flat_map(|p| string_column(p, "details"))
-        .next()
-        .flatten()
-        .unwrap();
-    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+        .map(|d| serde_json::from_str(&d.unwrap()).unwrap())
+        .collect();
+    let started = details.iter().filter(|d| d["status"] == "started").count();
+    assert_eq!(started, 1, "{details:?}");
+    let details = details
+        .iter()
+        .find(|d| d["status"] == "finished")
+        .expect("a finished erasure");
     assert_eq!(details["usage_events"]["rows"], 4);
     assert_eq!(details["rejected_events"]["rows"], 1);
 }

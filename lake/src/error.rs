@@ -12,6 +12,12 @@ pub enum LakeError {
     /// The lake has no `usage_events` table: nothing was ever ingested there.
     #[error("the lake has no usage_events table yet (run `allot ingest` first)")]
     NoLake,
+    /// Nothing in the lake (nor the configuration) names the tenant, and no
+    /// erasure of it is unfinished.
+    #[error(
+        "{0}: no such tenant (nothing of it in the lake, no unfinished erasure of it, no [tenants.{0}] in the config)"
+    )]
+    UnknownTenant(String),
     /// A Delta table operation failed.
     #[error("lake table {table}: {source}")]
     Table {

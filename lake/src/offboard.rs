@@ -14,8 +14,22 @@
 //! collector's flush whose commit is in flight); the summary counts what was left
 //! so that a second run, once the tenant's traffic has stopped, finishes the job.
 //! Closed months' final invoices, allocations and certificates are financial
-//! records and stay. Last, a row goes to the `audit` table: who, when, what, and
-//! the rows and files removed.
+//! records and stay.
+//!
+//! An erasure is resumable. Its intent is committed first, as an `audit` row
+//! (`tenant_delete`, status `started`); the row of a finished erasure (status
+//! `finished`, with the rows and files removed) comes last, once nothing of the
+//! tenant is left. A run stopped anywhere in between (a kill, a lost race with a
+//! compaction whose files appeared meanwhile) leaves an erasure recorded but not
+//! finished, and the next run finishes it whatever is left, even when no active
+//! file names the tenant any more. A tenant is known to an erasure by an
+//! unfinished erasure, by the configuration, or by anything of it in the lake:
+//! active or left-over files under `tenant_id=<id>/`, rejected events, rollup
+//! rows. On a local lake the emptied `tenant_id=<id>/` directories go too, so no
+//! path names the tenant (an object store has no directories).
+//!
+//! A dry run writes nothing, and nothing is ever created: a lake without
+//! `usage_events` is [`LakeError::NoLake`].
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -32,7 +46,10 @@ use futures::TryStreamExt;
 
 use crate::data_file::{open_lake_parquet, read_string_column};
 use crate::error::LakeError;
-use crate::tables::{commit_actions, open_or_create_table, with_partition_values};
+use crate::snapshot::read_small_table;
+use crate::tables::{
+    commit_actions, open_existing_lake, open_existing_table, with_partition_values,
+};
 
 /// What `delete_tenant` is asked to do.
 #[derive(Debug, Clone)]
@@ -45,6 +62,9 @@ pub struct DeleteOptions {
     pub who: String,
     /// Only count what would go.
     pub dry_run: bool,
+    /// Whether the configuration names the tenant (`[tenants.<id>]`): it may be
+    /// erased with nothing of it in the lake.
+    pub configured: bool,
 }
 
 /// What an erasure did (or, in a dry run, would do) to one table.
@@ -68,6 +88,8 @@ pub struct DeleteSummary {
     pub tables: BTreeMap<&'static str, TableErasure>,
     /// Whether nothing was changed.
     pub dry_run: bool,
+    /// When the unfinished erasure this run resumed was started (RFC 3339).
+    pub resumed: Option<String>,
 }
 
 impl DeleteSummary {
@@ -97,26 +119,228 @@ impl DeleteSummary {
 }
 
 /// Erases `options.tenant` from `usage_events`, `rejected_events` and
-/// `usage_hourly`, and records it in `audit`; see the module docs.
+/// `usage_hourly`, recording it in `audit` first and last; see the module docs.
+/// A tenant the lake knows nothing of (and the configuration does not name) is
+/// [`LakeError::UnknownTenant`].
 pub async fn delete_tenant(options: &DeleteOptions) -> Result<DeleteSummary, LakeError> {
     // Files written from here on may be another writer's commit in flight.
     let started = chrono::Utc::now();
+    let usage = open_existing_lake(&options.lake).await?;
+    let resumed = unfinished_erasure(&options.lake, &options.tenant).await?;
+    if resumed.is_none() && !options.configured && !lake_knows(options, &usage).await? {
+        return Err(LakeError::UnknownTenant(options.tenant.clone()));
+    }
+    if !options.dry_run && resumed.is_none() {
+        record_audit(options, started, ErasureStatus::Started).await?;
+        crash_point(Step::Intent);
+    }
     let mut summary = DeleteSummary {
         dry_run: options.dry_run,
+        resumed,
         ..DeleteSummary::default()
     };
-    let usage = erase_partitions(options, started).await?;
+    let erased = erase_partitions(options, usage, started).await?;
     summary
         .tables
-        .insert(LakeTable::UsageEvents.dir_name(), usage);
+        .insert(LakeTable::UsageEvents.dir_name(), erased);
     for table in [LakeTable::RejectedEvents, LakeTable::UsageHourly] {
-        let erased = erase_rows(options, table, started).await?;
+        let erased = match open_existing_table(&options.lake, table).await? {
+            Some(delta) => erase_rows(options, delta, table, started).await?,
+            None => TableErasure::default(),
+        };
         summary.tables.insert(table.dir_name(), erased);
     }
-    if !options.dry_run {
-        record_audit(options, started, &summary).await?;
+    if !options.dry_run && summary.files_left() == 0 {
+        remove_tenant_dirs(options)?;
+        // Stamped when it ends: after its intent's row, which it supersedes.
+        let finished = chrono::Utc::now();
+        record_audit(options, finished, ErasureStatus::Finished(&summary)).await?;
+        crash_point(Step::Finished);
     }
     Ok(summary)
+}
+
+/// The commits of an erasure, after each of which the crash test stops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The `audit` row of its intent.
+    Intent,
+    /// A table's commit (named by its directory).
+    Table(&'static str),
+    /// The `audit` row of the finished erasure.
+    Finished,
+}
+
+impl Step {
+    #[cfg(feature = "test-hooks")]
+    fn name(self) -> &'static str {
+        match self {
+            Step::Intent => "intent",
+            Step::Table(name) => name,
+            Step::Finished => "finished",
+        }
+    }
+}
+
+/// Environment variable of the erasure's crash test hook: when it names a step
+/// (`intent`, `usage_events`, `rejected_events`, `usage_hourly`, `finished`),
+/// `allot tenant delete` aborts the process right after that step's commit, as
+/// a kill -9 would. Only builds with the `test-hooks` feature (the test
+/// suite's) read it.
+#[cfg(feature = "test-hooks")]
+pub const ABORT_AFTER_ERASURE_STEP_ENV: &str = "ALLOT_TEST_ABORT_AFTER_ERASURE_STEP";
+
+/// Aborts the process after `step` when the crash test asks for it.
+fn crash_point(step: Step) {
+    #[cfg(feature = "test-hooks")]
+    if std::env::var(ABORT_AFTER_ERASURE_STEP_ENV).as_deref() == Ok(step.name()) {
+        tracing::error!(step = step.name(), "test hook: aborting the erasure");
+        std::process::abort();
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = step;
+}
+
+/// Whether anything of the tenant is in the lake: an active partition of
+/// `usage_events`, a file left under `tenant_id=<id>/`, or a row of
+/// `rejected_events` or `usage_hourly` in any stored file.
+async fn lake_knows(options: &DeleteOptions, usage: &DeltaTable) -> Result<bool, LakeError> {
+    let name = LakeTable::UsageEvents.dir_name();
+    let active = usage
+        .snapshot()
+        .map_err(LakeError::table(name))?
+        .log_data()
+        .iter()
+        .any(|file| {
+            file.partition_values_map()
+                .get("tenant_id")
+                .cloned()
+                .flatten()
+                .as_deref()
+                == Some(options.tenant.as_str())
+        });
+    if active {
+        return Ok(true);
+    }
+    let store = usage.log_store().object_store(None);
+    let prefix = tenant_prefix(&options.tenant);
+    if store
+        .list(Some(&prefix))
+        .try_next()
+        .await
+        .map_err(|e| LakeError::table(name)(e.into()))?
+        .is_some()
+    {
+        return Ok(true);
+    }
+    for table in [LakeTable::RejectedEvents, LakeTable::UsageHourly] {
+        let Some(delta) = open_existing_table(&options.lake, table).await? else {
+            continue;
+        };
+        let store = delta.log_store().object_store(None);
+        for meta in stored_files(store.as_ref(), None, table.dir_name()).await? {
+            if holds_tenant(&store, &meta.location, &options.tenant).await? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The directory of the tenant's partitions in `usage_events`.
+fn tenant_prefix(tenant: &str) -> deltalake::Path {
+    deltalake::Path::from(format!("tenant_id={tenant}"))
+}
+
+/// Removes the emptied `tenant_id=<id>/` directory of a local lake, and its
+/// emptied `day=` directories: no path then names the tenant. A directory still
+/// holding a file (one written during the run) stays.
+fn remove_tenant_dirs(options: &DeleteOptions) -> Result<(), LakeError> {
+    let Some(root) = options.lake.local_path() else {
+        return Ok(());
+    };
+    let dir = root
+        .join(LakeTable::UsageEvents.dir_name())
+        .join(tenant_prefix(&options.tenant).as_ref());
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(dir_error(&dir, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| dir_error(&dir, e))?.path();
+        if path.is_dir() {
+            remove_empty_dir(&path)?;
+        }
+    }
+    remove_empty_dir(&dir)
+}
+
+/// Removes `dir` if it is empty.
+fn remove_empty_dir(dir: &std::path::Path) -> Result<(), LakeError> {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        // Not empty: a file written during the run, counted as left.
+        Err(_) if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) => Ok(()),
+        Err(e) => Err(dir_error(dir, e)),
+    }
+}
+
+fn dir_error(dir: &std::path::Path, e: std::io::Error) -> LakeError {
+    LakeError::table(LakeTable::UsageEvents.dir_name())(deltalake::DeltaTableError::generic(
+        format!("removing {}: {e}", dir.display()),
+    ))
+}
+
+/// When the tenant's latest erasure was started, if it never finished: the
+/// newest `audit` row of the tenant is a `tenant_delete` of status `started`.
+async fn unfinished_erasure(
+    location: &LakeLocation,
+    tenant: &str,
+) -> Result<Option<String>, LakeError> {
+    let mut latest: Option<(String, bool)> = None;
+    for batch in read_small_table(location, LakeTable::Audit).await? {
+        let column = |name: &str| -> Result<arrow::array::ArrayRef, LakeError> {
+            let found = batch
+                .column_by_name(name)
+                .ok_or_else(|| LakeError::Unreadable {
+                    table: LakeTable::Audit.dir_name(),
+                    message: format!("no {name} column"),
+                })?;
+            Ok(arrow::compute::cast(
+                found,
+                &arrow::datatypes::DataType::Utf8,
+            )?)
+        };
+        let (at, action, tenants, details) = (
+            column("at")?,
+            column("action")?,
+            column("tenant_id")?,
+            column("details")?,
+        );
+        let (at, action, tenants, details) = (
+            at.as_string::<i32>(),
+            action.as_string::<i32>(),
+            tenants.as_string::<i32>(),
+            details.as_string::<i32>(),
+        );
+        for row in 0..batch.num_rows() {
+            if action.value(row) != AUDIT_ACTION || tenants.value(row) != tenant {
+                continue;
+            }
+            // Rows are stamped in UTC with a fixed number of digits: their text
+            // sorts as their time. A row without a status predates resumable
+            // erasures and was written when its erasure ended.
+            let started = serde_json::from_str::<serde_json::Value>(details.value(row))
+                .is_ok_and(|d| d["status"] == "started");
+            let at = at.value(row).to_string();
+            if latest.as_ref().is_none_or(|(newest, _)| at >= *newest) {
+                latest = Some((at, started));
+            }
+        }
+    }
+    Ok(latest.and_then(|(at, started)| started.then_some(at)))
 }
 
 /// The active files of `table` at its newest version (paths relative to the
@@ -155,10 +379,10 @@ async fn stored_files(
 /// `usage_events`: the tenant's partitions.
 async fn erase_partitions(
     options: &DeleteOptions,
+    mut table: DeltaTable,
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<TableErasure, LakeError> {
     let name = LakeTable::UsageEvents.dir_name();
-    let mut table = open_or_create_table(&options.lake, LakeTable::UsageEvents).await?;
     let mut erasure = TableErasure::default();
     let mut actions = Vec::new();
     let mut removed = HashSet::new();
@@ -185,9 +409,10 @@ async fn erase_partitions(
             predicate: Some(format!("tenant_id = '{}'", options.tenant)),
         };
         commit_actions(&mut table, name, actions, operation).await?;
+        crash_point(Step::Table(name));
     }
     let store = table.log_store().object_store(None);
-    let prefix = deltalake::Path::from(format!("tenant_id={}", options.tenant));
+    let prefix = tenant_prefix(&options.tenant);
     let active = active_paths(&mut table, name).await?;
     for meta in stored_files(store.as_ref(), Some(&prefix), name).await? {
         let path = meta.location.as_ref();
@@ -205,6 +430,7 @@ async fn erase_partitions(
 /// other tenants.
 async fn erase_rows(
     options: &DeleteOptions,
+    mut table: DeltaTable,
     which: LakeTable,
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<TableErasure, LakeError> {
@@ -213,7 +439,6 @@ async fn erase_rows(
         LakeTable::UsageHourly => usage_hourly_schema(),
         _ => rejected_events_schema(),
     };
-    let mut table = open_or_create_table(&options.lake, which).await?;
     let store = table.log_store().object_store(None);
     let mut erasure = TableErasure::default();
     let mut actions = Vec::new();
@@ -262,6 +487,7 @@ async fn erase_rows(
             predicate: Some(format!("tenant_id = '{}'", options.tenant)),
         };
         commit_actions(&mut table, name, actions, operation).await?;
+        crash_point(Step::Table(name));
     }
     let active = active_paths(&mut table, name).await?;
     for meta in stored_files(store.as_ref(), None, name).await? {
@@ -328,21 +554,43 @@ async fn delete_erased(
     Ok(())
 }
 
-/// Appends the erasure's row to the `audit` table.
+/// The `audit` action of an erasure.
+const AUDIT_ACTION: &str = "tenant_delete";
+
+/// Where an erasure stands, as its `audit` row records it.
+enum ErasureStatus<'a> {
+    /// Its intent, committed before anything is removed.
+    Started,
+    /// Done: nothing of the tenant left; what this run removed.
+    Finished(&'a DeleteSummary),
+}
+
+/// Appends an erasure's row to the `audit` table.
 async fn record_audit(
     options: &DeleteOptions,
     at: chrono::DateTime<chrono::Utc>,
-    summary: &DeleteSummary,
+    status: ErasureStatus<'_>,
 ) -> Result<u64, LakeError> {
+    let details = match status {
+        ErasureStatus::Started => serde_json::json!({ "status": "started" }),
+        ErasureStatus::Finished(summary) => {
+            let mut details = summary.to_json();
+            details["status"] = "finished".into();
+            if let Some(resumed) = &summary.resumed {
+                details["resumed"] = resumed.clone().into();
+            }
+            details
+        }
+    };
     let column = |value: String| std::sync::Arc::new(StringArray::from(vec![value])) as _;
     let row = RecordBatch::try_new(
         allot_schemas::table_schema::audit_schema(),
         vec![
             column(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
             column(options.who.clone()),
-            column("tenant_delete".to_string()),
+            column(AUDIT_ACTION.to_string()),
             column(options.tenant.clone()),
-            column(summary.to_json().to_string()),
+            column(details.to_string()),
         ],
     )?;
     crate::append::append_batch(&options.lake, LakeTable::Audit, row, Vec::new(), &[]).await

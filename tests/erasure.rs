@@ -1,0 +1,287 @@
+//! `allot tenant delete` stopped anywhere and run again: killed right after each
+//! of its commits (the `test-hooks` build's abort), the next run finishes the
+//! erasure, and then no file or directory of the lake names the tenant but the
+//! audit rows recording it. A tenant known only from rejected events or left-over
+//! files can be erased too, and a dry run writes nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The erasure's steps, each ending in a commit.
+const STEPS: [&str; 5] = [
+    "intent",
+    "usage_events",
+    "rejected_events",
+    "usage_hourly",
+    "finished",
+];
+
+/// A lake with acme and bravo over two days, a rejected line of each, two
+/// backfills compacted (so rollups exist).
+fn lake() -> common::CliLake {
+    let lake = common::CliLake::new(common::FLAT_PRICE_BOOK);
+    for part in 0..2 {
+        let lines = [
+            format!(
+                r#"{{"event_id":"a{part}","tenant_id":"acme","ts":"2026-09-0{}T03:00:00Z","metric":"compute_seconds","value":3600}}"#,
+                part + 1
+            ),
+            format!(
+                r#"{{"event_id":"b{part}","tenant_id":"bravo","ts":"2026-09-0{}T03:00:00Z","metric":"compute_seconds","value":7200}}"#,
+                part + 1
+            ),
+            format!(
+                r#"{{"event_id":"x{part}","tenant_id":"acme","ts":"2026-09-01T03:00:00Z","metric":"nope","value":1}}"#
+            ),
+            format!(
+                r#"{{"event_id":"y{part}","tenant_id":"bravo","ts":"2026-09-01T03:00:00Z","metric":"nope","value":1}}"#
+            ),
+        ];
+        ingest(&lake, &lines.join("\n"), part);
+    }
+    ok(&lake, &["compact"], &[]);
+    lake
+}
+
+fn ingest(lake: &common::CliLake, lines: &str, part: usize) {
+    let path = lake.dir.path().join(format!("events-{part}.jsonl"));
+    std::fs::write(&path, format!("{lines}\n")).unwrap();
+    ok(
+        lake,
+        &[
+            "ingest",
+            "--no-progress",
+            "--from-file",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    );
+}
+
+/// Runs `allot ARGS` with the environment `env`.
+fn run(lake: &common::CliLake, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(args)
+        .arg("--lake")
+        .arg(lake.root())
+        .arg("--config")
+        .arg(lake.config())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run allot")
+}
+
+fn ok(lake: &common::CliLake, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run(lake, args, env);
+    assert!(
+        out.status.success(),
+        "allot {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every path under `dir` (files and directories), recursively.
+fn paths_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether a Parquet file has `tenant` in its `tenant_id` column.
+fn holds(path: &Path, tenant: &str) -> bool {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    reader.into_iter().any(|batch| {
+        let batch = batch.unwrap();
+        batch.column_by_name("tenant_id").is_some_and(|column| {
+            let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
+            let text = text.as_string::<i32>();
+            (0..text.len()).any(|i| text.is_valid(i) && text.value(i) == tenant)
+        })
+    })
+}
+
+/// The paths of the lake that name `tenant` (a `tenant_id=` segment) or hold
+/// a row of it, but for the audit table, which records the erasure.
+fn naming(lake: &common::CliLake, tenant: &str) -> Vec<PathBuf> {
+    let audit = lake.root().join("audit");
+    paths_under(&lake.root())
+        .into_iter()
+        .filter(|p| !p.starts_with(&audit))
+        .filter(|p| {
+            p.to_string_lossy().contains(&format!("tenant_id={tenant}"))
+                || (p.extension().is_some_and(|e| e == "parquet") && holds(p, tenant))
+        })
+        .collect()
+}
+
+/// The `details` of the audit rows of `tenant`'s erasures.
+fn audit_statuses(lake: &common::CliLake) -> Vec<String> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rows = runtime.block_on(common::read_lake_table(&lake.root(), "audit"));
+    let mut statuses: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let details: serde_json::Value =
+                serde_json::from_str(row.columns["details"].as_deref().unwrap()).unwrap();
+            details["status"].as_str().unwrap().to_string()
+        })
+        .collect();
+    statuses.sort();
+    statuses
+}
+
+#[test]
+fn an_erasure_killed_after_any_commit_is_finished_by_the_next_run() {
+    for step in STEPS {
+        let lake = lake();
+        let bravo = ok(
+            &lake,
+            &["invoice", "--month", "2026-09", "--tenant", "bravo"],
+            &[],
+        );
+        assert!(!naming(&lake, "acme").is_empty());
+        let delete = ["tenant", "delete", "acme", "--confirm", "acme"];
+        let killed = run(
+            &lake,
+            &delete,
+            &[("ALLOT_TEST_ABORT_AFTER_ERASURE_STEP", step)],
+        );
+        assert!(!killed.status.success(), "{step}: not killed: {killed:?}");
+        assert_eq!(killed.status.code(), None, "{step}: {killed:?}");
+
+        if step == "finished" {
+            // Nothing was left to do: the tenant is gone.
+            let again = run(&lake, &delete, &[]);
+            assert_eq!(again.status.code(), Some(2), "{step}: {again:?}");
+        } else {
+            // A dry run says what is left, and writes nothing.
+            let before = paths_under(&lake.root());
+            let said = ok(&lake, &["tenant", "delete", "acme", "--dry-run"], &[]);
+            assert!(
+                said.contains("the erasure of acme started at"),
+                "{step}: {said}"
+            );
+            assert_eq!(paths_under(&lake.root()), before, "{step}");
+            let said = ok(&lake, &delete, &[]);
+            assert!(said.contains("acme erased"), "{step}: {said}");
+        }
+        assert_eq!(naming(&lake, "acme"), Vec::<PathBuf>::new(), "{step}");
+        assert_eq!(audit_statuses(&lake), ["finished", "started"], "{step}");
+        assert_eq!(
+            ok(
+                &lake,
+                &["invoice", "--month", "2026-09", "--tenant", "bravo"],
+                &[]
+            ),
+            bravo,
+            "{step}"
+        );
+        // Once finished, the tenant is unknown.
+        let again = run(&lake, &delete, &[]);
+        assert_eq!(again.status.code(), Some(2), "{step}: {again:?}");
+    }
+}
+
+#[test]
+fn a_tenant_known_only_from_rejected_events_or_left_over_files_is_erased() {
+    let lake = lake();
+    ingest(
+        &lake,
+        r#"{"event_id":"g1","tenant_id":"ghost","ts":"2026-09-01T03:00:00Z","metric":"nope","value":1}"#,
+        2,
+    );
+    let said = ok(&lake, &["tenant", "delete", "ghost", "--dry-run"], &[]);
+    assert!(
+        said.contains("rejected_events: would remove 1 rows of ghost"),
+        "{said}"
+    );
+    ok(
+        &lake,
+        &["tenant", "delete", "ghost", "--confirm", "ghost"],
+        &[],
+    );
+    assert_eq!(naming(&lake, "ghost"), Vec::<PathBuf>::new());
+
+    // An erased tenant's file left behind (a compaction's, killed before its
+    // commit), written before the erasure: the tenant is known by it.
+    ok(
+        &lake,
+        &["tenant", "delete", "acme", "--confirm", "acme"],
+        &[],
+    );
+    let partition = lake
+        .root()
+        .join("usage_events/tenant_id=acme/day=2026-09-01");
+    std::fs::create_dir_all(&partition).unwrap();
+    let bravo_file = paths_under(&lake.root().join("usage_events"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let orphan = partition.join("part-orphan.parquet");
+    std::fs::copy(&bravo_file, &orphan).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&orphan)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
+    let said = ok(
+        &lake,
+        &["tenant", "delete", "acme", "--confirm", "acme"],
+        &[],
+    );
+    assert!(
+        said.contains("usage_events: removed 0 rows of acme in 0 files; 1 files deleted"),
+        "{said}"
+    );
+    assert_eq!(naming(&lake, "acme"), Vec::<PathBuf>::new());
+
+    let unknown = run(&lake, &["tenant", "delete", "nobody", "--dry-run"], &[]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("nobody: no such tenant") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn a_dry_run_writes_nothing() {
+    let lake = common::CliLake::new(common::FLAT_PRICE_BOOK);
+    ingest(
+        &lake,
+        r#"{"event_id":"a1","tenant_id":"acme","ts":"2026-09-01T03:00:00Z","metric":"compute_seconds","value":1}"#,
+        0,
+    );
+    // A lake without a usage_hourly table (as an older version left it).
+    let hourly = lake.root().join("usage_hourly");
+    if hourly.exists() {
+        std::fs::remove_dir_all(&hourly).unwrap();
+    }
+    let before = paths_under(&lake.root());
+    let said = ok(&lake, &["tenant", "delete", "acme", "--dry-run"], &[]);
+    assert!(
+        said.contains("usage_events: would remove 1 rows of acme"),
+        "{said}"
+    );
+    assert_eq!(paths_under(&lake.root()), before);
+}
