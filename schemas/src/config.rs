@@ -337,6 +337,10 @@ pub struct MetricSpec {
 /// How long a gauge sample holds when the catalog does not say.
 pub const DEFAULT_GAUGE_HOLD: Duration = Duration::from_secs(3600);
 
+/// The smallest `api.sql_max_bytes` accepted: room for an error-free answer
+/// of a few rows.
+const MIN_SQL_MAX_BYTES: u64 = 1 << 10;
+
 /// The largest `api.clock_skew` accepted.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
@@ -538,6 +542,8 @@ pub struct ApiConfig {
     pub sql_memory: ByteSize,
     /// Row cap of one SQL result.
     pub sql_max_rows: usize,
+    /// Byte cap of one SQL result, its values counted as text.
+    pub sql_max_bytes: ByteSize,
     /// The shared-costs CSV behind `GET /v1/allocation/{month}`.
     pub costs_file: Option<String>,
     /// Time limit of one HTTP request.
@@ -569,6 +575,7 @@ impl Default for ApiConfig {
             sql_timeout: HumanDuration(Duration::from_secs(30)),
             sql_memory: ByteSize(512 << 20),
             sql_max_rows: 100_000,
+            sql_max_bytes: ByteSize(64 << 20),
             costs_file: None,
             request_timeout: HumanDuration(Duration::from_secs(60)),
             max_body: ByteSize(64 << 10),
@@ -1020,6 +1027,12 @@ impl ApiConfig {
             return Err(ConfigError::new(
                 "api",
                 "rate_limit_per_s, sql_concurrency and sql_max_rows must be at least 1",
+            ));
+        }
+        if self.sql_max_bytes.0 < MIN_SQL_MAX_BYTES {
+            return Err(ConfigError::new(
+                "api.sql_max_bytes",
+                "must be at least 1KiB",
             ));
         }
         Ok(())
