@@ -139,6 +139,8 @@ fn bad_lines() -> Vec<(Vec<u8>, &'static str)> {
         (event("nan2", "acme", ok_ts, "compute_seconds", "NaN").into_bytes(), "invalid_json"),
         (event("big", "acme", ok_ts, "compute_seconds", "1e400").into_bytes(), "invalid_value"),
         (event("nooffset", "acme", "2026-03-01T10:00:00", "compute_seconds", "1").into_bytes(), "invalid_timestamp"),
+        // Before 1970: the query engine's nanosecond timestamps cannot hold it.
+        (event("old", "acme", "1600-02-29T12:00:00Z", "compute_seconds", "1").into_bytes(), "invalid_timestamp"),
         (event("future", "acme", &future, "compute_seconds", "1").into_bytes(), "future_timestamp"),
         (event("gpu", "acme", ok_ts, "gpu_seconds", "1").into_bytes(), "unknown_metric"),
         (
