@@ -25,7 +25,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 const TENANTS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
-const SECRET: &str = "test-secret-for-the-api-tests";
+const SECRET: &str = "test-secret-for-the-api-tests-of-allot";
 /// 2026-03-15T12:00:00Z, the server's "now" in these tests.
 const NOW_MICROS: i64 = 1_773_576_000_000_000;
 

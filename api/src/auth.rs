@@ -366,7 +366,7 @@ mod tests {
 
     fn api() -> ApiConfig {
         Config::from_toml_str(
-            "[api]\njwt_secret = \"test-secret\"\nmax_token_ttl = \"1h\"",
+            "[api]\njwt_secret = \"a-test-secret-of-at-least-32-bytes\"\nmax_token_ttl = \"1h\"",
             "test",
             Vec::new(),
         )

@@ -337,6 +337,11 @@ pub struct MetricSpec {
 /// How long a gauge sample holds when the catalog does not say.
 pub const DEFAULT_GAUGE_HOLD: Duration = Duration::from_secs(3600);
 
+/// The shortest secret accepted (`api.jwt_secret`, `api.metrics_token`): an
+/// HS256 key as long as the hash it keys, so it cannot be guessed offline from
+/// one token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
 /// The smallest `api.sql_max_bytes` accepted: room for an error-free answer
 /// of a few rows.
 const MIN_SQL_MAX_BYTES: u64 = 1 << 10;
@@ -585,10 +590,49 @@ impl Default for ApiConfig {
     }
 }
 
-/// A secret string: deserialized like a string, printed as `***`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+/// A secret string: deserialized like a string, printed as `***`. A value of
+/// another type is refused without being shown.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl Visitor {
+            fn refuse<E: de::Error>(self) -> Result<Secret, E> {
+                Err(E::custom("must be a string (the value is not shown)"))
+            }
+        }
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Secret, E> {
+                Ok(Secret(text.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+                self.refuse()
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+                self.refuse()
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+                self.refuse()
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                self.refuse()
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                self.refuse()
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                self.refuse()
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
 
 impl From<String> for Secret {
     fn from(secret: String) -> Self {
@@ -995,9 +1039,12 @@ impl ApiConfig {
         if self
             .jwt_secret
             .as_ref()
-            .is_some_and(|s| s.expose().is_empty())
+            .is_some_and(|s| s.expose().len() < MIN_SECRET_BYTES)
         {
-            return Err(ConfigError::new("api.jwt_secret", "must not be empty"));
+            return Err(ConfigError::new(
+                "api.jwt_secret",
+                format!("must be at least {MIN_SECRET_BYTES} bytes for HS256"),
+            ));
         }
         if self.request_timeout.0.is_zero() || self.max_body.0 == 0 {
             return Err(ConfigError::new(
@@ -1170,10 +1217,21 @@ fn apply_env_overrides(
                 }
             };
         }
-        node.insert(last.clone(), env_value(&raw));
+        let value = if is_secret_key(last) {
+            toml::Value::String(raw)
+        } else {
+            env_value(&raw)
+        };
+        node.insert(last.clone(), value);
         applied.push((path.join("."), var));
     }
     Ok(applied)
+}
+
+/// Whether an override of key `name` is a secret, taken verbatim as text: a
+/// secret of digits stays the string it was (`007` is not `7`).
+fn is_secret_key(name: &str) -> bool {
+    name.contains("secret") || name.ends_with("_token")
 }
 
 /// Reads an override as a TOML value (`5000`, `true`, `"x"`), else as a plain string.
@@ -1321,7 +1379,7 @@ unit_price = "0.05"
 
 [api]
 listen = "127.0.0.1:8080"
-jwt_secret = "s3cret"
+jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
 "#;
 
     #[test]
@@ -1430,6 +1488,26 @@ jwt_secret = "s3cret"
         let err = load("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = 0.04").unwrap_err();
         assert_eq!(err.key, "rates[0].unit_price");
         assert!(err.message.contains("not exact"), "{}", err.message);
+    }
+
+    #[test]
+    fn secrets_are_long_enough_and_never_shown_in_an_error() {
+        let short = load("[api]\njwt_secret = \"k\"").unwrap_err();
+        assert_eq!(short.key, "api.jwt_secret");
+        assert!(short.message.contains("32 bytes"), "{}", short.message);
+        // A number in the file is refused without its digits.
+        let number = load("[api]\njwt_secret = 1234567890123456789").unwrap_err();
+        assert_eq!(number.key, "api.jwt_secret");
+        assert!(!number.to_string().contains("1234567890"), "{number}");
+        // A secret of digits in the environment is the text it was.
+        let digits = "00123456789012345678901234567890123";
+        let env = [("ALLOT__API__JWT_SECRET".to_string(), digits.to_string())];
+        let config = Config::from_toml_str("", "allot.toml", env).unwrap();
+        assert_eq!(config.api.jwt_secret.unwrap().expose(), digits);
+        let env = [("ALLOT__API__JWT_SECRET".to_string(), "12345".to_string())];
+        let err = Config::from_toml_str("", "allot.toml", env).unwrap_err();
+        assert_eq!(err.key, "api.jwt_secret");
+        assert!(!err.to_string().contains("12345"), "{err}");
     }
 
     #[test]
