@@ -1176,16 +1176,16 @@ async fn allot_token_mints_what_the_server_accepts() {
     }
 }
 
-#[test]
-fn allot_serve_answers_and_stops_on_sigterm() {
-    use std::io::{BufReader, Read, Write};
+/// `allot serve` on the fixture's lake with `config`: the process, its
+/// address and a thread collecting the rest of its log.
+fn spawn_serve(config: &Path) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
+    use std::io::{BufReader, Read};
 
-    let server = server();
     let mut child = allot()
         .args(["serve", "--listen", "127.0.0.1:0", "--lake"])
         .arg(&fixture().lake)
         .arg("--config")
-        .arg(&server.config_path)
+        .arg(config)
         .env("ALLOT_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1199,6 +1199,41 @@ fn allot_serve_answers_and_stops_on_sigterm() {
         let _ = stderr.read_to_string(&mut rest);
         rest
     });
+    (child, address, log)
+}
+
+/// A connection that sent half a request's headers and nothing more.
+fn half_sent_request(address: &str) -> std::net::TcpStream {
+    use std::io::Write;
+
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-a: ")
+        .unwrap();
+    stream
+}
+
+/// Waits up to `within` for `child` to exit; its status.
+fn exits_within(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("allot serve did not stop within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn allot_serve_answers_and_stops_on_sigterm() {
+    use std::io::{Read, Write};
+
+    let server = server();
+    let (mut child, address, log) = spawn_serve(&server.config_path);
     let mut stream = std::net::TcpStream::connect(&address).expect("connect");
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -1208,26 +1243,59 @@ fn allot_serve_answers_and_stops_on_sigterm() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with(r#"{"status":"ok"}"#), "{response}");
 
+    // A half-sent request (the header read timeout is 10 s by default) and an
+    // idle kept-alive connection do not hold the stopping server.
+    let _half = half_sent_request(&address);
+    let mut idle = std::net::TcpStream::connect(&address).expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "allot serve did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = exits_within(&mut child, Duration::from_secs(3));
+    assert!(status.success(), "{status:?}");
     // Stopping while the lake is still loading is clean too.
     let log = log.join().unwrap();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A connection that does not finish its request's headers within
+/// `api.header_read_timeout` is closed; the server answers others meanwhile.
+#[test]
+fn a_half_sent_request_is_closed_after_the_header_read_timeout() {
+    use std::io::{Read, Write};
+
+    let server = server_with("rate_limit_per_s = 100000\nheader_read_timeout = \"1s\"");
+    let (mut child, address, _log) = spawn_serve(&server.config_path);
+    let started = std::time::Instant::now();
+    let mut half = half_sent_request(&address);
+    half.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = half.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        closed.is_ok() || waited < Duration::from_secs(10),
+        "the connection was not closed: {closed:?}"
+    );
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(5)).contains(&waited),
+        "closed after {waited:?}"
+    );
+    // The server still answers.
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Query parameters the API reads, and values a client might send: well formed,

@@ -6,7 +6,8 @@
 //!
 //! - [`router`] builds the whole application from the route groups of
 //!   [`routes`] with its state set once; [`serve`] runs it until a shutdown
-//!   signal, finishing the requests in flight.
+//!   signal, finishing the requests in flight, over the connection loop of
+//!   [`server`] (header-read, idle and shutdown timeouts).
 //! - [`auth`] verifies bearer tokens (and mints them for `allot token`);
 //!   [`state::AppState::authorize_tenant`] is the one tenant check.
 //! - [`error`] classifies every error into a status and one JSON body.
@@ -26,6 +27,7 @@ pub mod middleware;
 pub mod params;
 pub mod respond;
 pub mod routes;
+pub mod server;
 pub mod state;
 
 use std::future::Future;
@@ -75,8 +77,9 @@ pub fn route_table() -> Vec<RouteSpec> {
 const LOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then stops
-/// accepting connections and finishes the requests in flight. The lake is
-/// loaded at once in the background (`/readyz` says when it is done).
+/// accepting connections and finishes the requests in flight within
+/// `api.shutdown_timeout` ([`server`]). The lake is loaded at once in the
+/// background (`/readyz` says when it is done).
 ///
 /// A load still running at the stop gets up to `LOAD_GRACE` to end: the
 /// Delta kernel reads the log on blocking threads that wait for tasks of this
@@ -92,9 +95,8 @@ pub async fn serve(
             tracing::warn!(%error, "the lake cannot be read yet; the first request tries again");
         }
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = state.connection_limits;
+    server::serve_connections(listener, router(state), limits, shutdown).await?;
     if tokio::time::timeout(LOAD_GRACE, first_load).await.is_err() {
         tracing::warn!("stopping while the lake is still loading");
     }

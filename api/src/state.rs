@@ -22,6 +22,7 @@ use crate::cache::ReportCache;
 use crate::error::ApiError;
 use crate::lake_view::{Depends, LakeView, ServedLake};
 use crate::limits::{RateLimiter, SqlSlots};
+use crate::server::ConnectionLimits;
 
 /// What the server is built from.
 #[derive(Clone)]
@@ -83,6 +84,8 @@ pub struct Inner {
     pub request_timeout: Duration,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// The header-read, idle and shutdown timeouts of a connection.
+    pub connection_limits: ConnectionLimits,
 }
 
 impl std::ops::Deref for AppState {
@@ -133,6 +136,11 @@ impl AppState {
             costs_file,
             request_timeout: api.request_timeout.0,
             max_body: usize::try_from(api.max_body.0).unwrap_or(usize::MAX),
+            connection_limits: ConnectionLimits {
+                header_read: api.header_read_timeout.0,
+                idle: api.idle_timeout.0,
+                shutdown: api.shutdown_timeout.0,
+            },
         }));
         if state.costs_file.is_some() {
             state.cost_pools().map_err(|e| ApiError::Setup {

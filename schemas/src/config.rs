@@ -561,6 +561,15 @@ pub struct ApiConfig {
     /// Memory of the server's report cache (least recently used answers are
     /// dropped first).
     pub cache_memory: ByteSize,
+    /// Time a client has to send a request's headers; a connection still
+    /// sending them (or silent after its last answer) is closed after it.
+    pub header_read_timeout: HumanDuration,
+    /// A connection with no request in flight and no byte read or written for
+    /// this long is closed (a stalled body or a client that stopped reading).
+    pub idle_timeout: HumanDuration,
+    /// How long a stopping server lets the requests in flight finish before it
+    /// closes their connections.
+    pub shutdown_timeout: HumanDuration,
 }
 
 impl Default for ApiConfig {
@@ -586,6 +595,9 @@ impl Default for ApiConfig {
             max_body: ByteSize(64 << 10),
             refresh_interval: HumanDuration(Duration::from_secs(1)),
             cache_memory: ByteSize(256 << 20),
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            shutdown_timeout: HumanDuration(Duration::from_secs(10)),
         }
     }
 }
@@ -1069,6 +1081,15 @@ impl ApiConfig {
                 "api.clock_skew",
                 "must be at most 5m: a longer leeway keeps expired tokens valid",
             ));
+        }
+        for (key, timeout) in [
+            ("api.header_read_timeout", self.header_read_timeout),
+            ("api.idle_timeout", self.idle_timeout),
+            ("api.shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if timeout.0.is_zero() {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
         }
         if self.sql_max_rows == 0 || self.sql_concurrency == 0 || self.rate_limit_per_s == 0 {
             return Err(ConfigError::new(
