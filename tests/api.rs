@@ -103,8 +103,15 @@ jwt_public_key = "{public}"
 jwt_private_key = "{private}"
 audit_log = "{audit}"
 costs_file = "{costs}"
+{anonymous}
 {api_extra}
 "#,
+        // Most tests send many requests without a valid token on purpose.
+        anonymous = if api_extra.contains("anonymous_rate_limit_per_s") {
+            ""
+        } else {
+            "anonymous_rate_limit_per_s = 100000"
+        },
         public = root.join("ed.pub.pem").display(),
         private = root.join("ed.pem").display(),
         audit = audit.display(),
@@ -842,6 +849,79 @@ async fn a_hammering_tenant_is_limited_while_another_is_served() {
     }
     // Rate limiting is not a denial: nothing was audited.
     assert!(audit_lines(&server).is_empty());
+}
+
+/// `GET path` without a token, as if from `peer`.
+async fn anonymous_from(app: &Router, path: &str, peer: [u8; 4]) -> Answer {
+    let mut request = request("GET", path, None, None, None);
+    let address = std::net::SocketAddr::from((peer, 40_000));
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(address));
+    send(app, request).await
+}
+
+/// Requests without a valid token are limited per source address before they
+/// are audited, and an audited path is cut: 2,000 requests with 30 KB paths
+/// add a handful of short lines to the audit log, not 60 MB.
+#[tokio::test]
+async fn anonymous_requests_cannot_flood_the_audit_log() {
+    let server = server_with("rate_limit_per_s = 100000\nanonymous_rate_limit_per_s = 5");
+    let long = format!("/v1/tenants/{}/health", "a".repeat(30_000));
+    let mut statuses = Vec::new();
+    let started = std::time::Instant::now();
+    for _ in 0..2_000 {
+        statuses.push(
+            anonymous_from(&server.app, &long, [10, 0, 0, 1])
+                .await
+                .status,
+        );
+    }
+    let denied = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    // The bucket's 5, and 5 more each second the loop took.
+    let refilled = (started.elapsed().as_secs_f64() * 5.0).ceil() as usize;
+    assert!(
+        (5..=6 + refilled).contains(&denied),
+        "{denied} answered 401"
+    );
+    assert_eq!(denied + limited, 2_000);
+    let lines = audit_lines(&server);
+    assert_eq!(lines.len(), denied, "only the 401s are audited");
+    for line in &lines {
+        let path = line["path"].as_str().unwrap();
+        assert!(path.len() <= 512 && long.starts_with(path), "{path}");
+        assert_eq!(line["path_truncated"], true);
+    }
+    let size = std::fs::metadata(&server.audit).unwrap().len();
+    assert!(
+        size <= denied as u64 * 1024,
+        "the audit log grew by {size} bytes"
+    );
+
+    // Another address has its own bucket; a valid token is not limited by it.
+    let other = anonymous_from(&server.app, "/v1/tenants", [10, 0, 0, 2]).await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED);
+    let mut request = request(
+        "GET",
+        "/v1/tenants/alpha/health",
+        token(Caller::Tenant).as_deref(),
+        None,
+        None,
+    );
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [10, 0, 0, 1],
+            40_001,
+        ))));
+    assert_eq!(send(&server.app, request).await.status, StatusCode::OK);
 }
 
 #[tokio::test]

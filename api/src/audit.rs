@@ -3,6 +3,10 @@
 //!
 //! Lines are written by the request observer from the [`Denial`] a response
 //! carries, so every denial is written exactly once, whichever code denied it.
+//! A path is kept to its first [`MAX_AUDITED_PATH`] bytes, so a line stays
+//! small whatever a client sends; requests without a valid token are also
+//! rate-limited per source address before they reach the log
+//! ([`crate::middleware::refuse_anonymous`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -13,6 +17,9 @@ use serde::Serialize;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, Denial};
+
+/// The most bytes of a request's path an audit line keeps.
+pub const MAX_AUDITED_PATH: usize = 512;
 
 /// One line of the audit log.
 #[derive(Debug, Clone, Serialize)]
@@ -27,8 +34,11 @@ pub struct AuditEntry<'a> {
     pub tenant: Option<&'a str>,
     /// The HTTP method.
     pub method: &'a str,
-    /// The request path as sent.
+    /// The request path as sent, cut to [`MAX_AUDITED_PATH`] bytes.
     pub path: &'a str,
+    /// Whether `path` was cut.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub path_truncated: bool,
     /// The status answered.
     pub status: u16,
     /// `unauthenticated`, `forbidden` or `other_tenant`.
@@ -47,18 +57,32 @@ impl<'a> AuditEntry<'a> {
         status: u16,
         denial: &'a Denial,
     ) -> AuditEntry<'a> {
+        let kept = truncated(path, MAX_AUDITED_PATH);
         AuditEntry {
             time,
             sub: principal.map(|p| p.sub.as_str()),
             role: principal.map(|p| p.role.as_str()),
             tenant: principal.and_then(|p| p.tenant.as_deref()),
             method,
-            path,
+            path: kept,
+            path_truncated: kept.len() < path.len(),
             status,
             outcome: denial.outcome,
             reason: denial.reason,
         }
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character.
+fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// An append-only JSON Lines file.
@@ -102,5 +126,28 @@ impl AuditLog {
         if let Err(e) = file.write_all(&line).and_then(|()| file.flush()) {
             tracing::error!(error = %e, path = %self.path.display(), "cannot write the audit log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_are_cut_on_a_character_and_marked() {
+        let denial = Denial {
+            outcome: "unauthenticated",
+            reason: "missing_token",
+        };
+        let long = format!("/v1/{}", "é".repeat(20_000));
+        let entry = AuditEntry::new("t".to_string(), None, "GET", &long, 401, &denial);
+        assert!(entry.path.len() <= MAX_AUDITED_PATH && entry.path.len() >= MAX_AUDITED_PATH - 1);
+        assert!(long.starts_with(entry.path));
+        let line = serde_json::to_value(&entry).unwrap();
+        assert_eq!(line["path_truncated"], true);
+        let short = AuditEntry::new("t".to_string(), None, "GET", "/v1/tenants", 401, &denial);
+        let line = serde_json::to_value(&short).unwrap();
+        assert_eq!(line["path"], "/v1/tenants");
+        assert!(line.get("path_truncated").is_none());
     }
 }

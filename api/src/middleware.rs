@@ -3,12 +3,15 @@
 //! Outermost first: [`observe`] (metrics, the access log, the audit log),
 //! [`json_errors`] (every error in one JSON shape), the request timeout and the
 //! body limit (tower-http), and on `/v1` routes [`authenticate`] (the bearer
-//! token, then the caller's rate limit).
+//! token, then the caller's rate limit). A request without a valid token is
+//! limited by its source address instead ([`refuse_anonymous`]), before its
+//! denial reaches the audit log.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use allot_query::period::format_micros;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +23,7 @@ use crate::metrics::record_request;
 use crate::state::AppState;
 
 /// The token of an `Authorization: Bearer <token>` header.
-fn bearer(request: &Request) -> Result<&str, AuthFailure> {
+pub(crate) fn bearer(request: &Request) -> Result<&str, AuthFailure> {
     let value = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -44,7 +47,9 @@ pub async fn authenticate(
         bearer(&request).and_then(|token| state.auth.verify(token, state.clock.now_secs()));
     let principal = match verified {
         Ok(principal) => principal,
-        Err(failure) => return ApiError::Unauthenticated(failure).into_response(),
+        Err(failure) => {
+            return refuse_anonymous(&state, &request, ApiError::Unauthenticated(failure));
+        }
     };
     let mut response = match state.rate.check(&principal.limit_key()) {
         Ok(()) => {
@@ -55,6 +60,37 @@ pub async fn authenticate(
     };
     response.extensions_mut().insert(principal);
     response
+}
+
+/// The answer to a request without a valid token: `denial` (audited), or a
+/// 429 that is not audited once its source address has sent more than
+/// `api.anonymous_rate_limit_per_s` such requests, so no one without a token
+/// can fill the audit log.
+pub fn refuse_anonymous(state: &AppState, request: &Request, denial: ApiError) -> Response {
+    match state.anonymous_rate.check(&source_key(request)) {
+        Ok(()) => denial.into_response(),
+        Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs }.into_response(),
+    }
+}
+
+/// The anonymous rate limit's key of a request: its peer's IPv4 address, or
+/// the /64 network of an IPv6 one (one host holds a whole /64).
+fn source_key(request: &Request) -> String {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip());
+    match peer {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        None => "unknown".to_string(),
+    }
 }
 
 /// Rewrites error responses that axum or tower-http built (an unknown route or

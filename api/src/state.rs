@@ -68,6 +68,8 @@ pub struct Inner {
     pub auth: Authenticator,
     /// Requests per second per caller.
     pub rate: RateLimiter,
+    /// Requests per second without a valid token, per source address.
+    pub anonymous_rate: RateLimiter,
     /// Concurrent SQL queries per caller.
     pub sql_slots: SqlSlots,
     /// Limits of one SQL query.
@@ -128,6 +130,7 @@ impl AppState {
             cache: ReportCache::new(api.cache_memory.0),
             auth,
             rate: RateLimiter::new(api.rate_limit_per_s),
+            anonymous_rate: RateLimiter::new(api.anonymous_rate_limit_per_s),
             sql_slots: SqlSlots::new(api.sql_concurrency),
             sql_limits,
             audit,

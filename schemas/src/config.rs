@@ -570,6 +570,9 @@ pub struct ApiConfig {
     /// How long a stopping server lets the requests in flight finish before it
     /// closes their connections.
     pub shutdown_timeout: HumanDuration,
+    /// Requests per second per source address that carry no valid token,
+    /// counted before they are audited.
+    pub anonymous_rate_limit_per_s: u32,
 }
 
 impl Default for ApiConfig {
@@ -598,6 +601,7 @@ impl Default for ApiConfig {
             header_read_timeout: HumanDuration(Duration::from_secs(10)),
             idle_timeout: HumanDuration(Duration::from_secs(60)),
             shutdown_timeout: HumanDuration(Duration::from_secs(10)),
+            anonymous_rate_limit_per_s: 5,
         }
     }
 }
@@ -1090,6 +1094,12 @@ impl ApiConfig {
             if timeout.0.is_zero() {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
+        }
+        if self.anonymous_rate_limit_per_s == 0 {
+            return Err(ConfigError::new(
+                "api.anonymous_rate_limit_per_s",
+                "must be at least 1",
+            ));
         }
         if self.sql_max_rows == 0 || self.sql_concurrency == 0 || self.rate_limit_per_s == 0 {
             return Err(ConfigError::new(
