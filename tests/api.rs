@@ -924,6 +924,42 @@ async fn anonymous_requests_cannot_flood_the_audit_log() {
     assert_eq!(send(&server.app, request).await.status, StatusCode::OK);
 }
 
+/// `/metrics` names every tenant, so `api.metrics_token` closes it to anyone
+/// without that token.
+#[tokio::test]
+async fn metrics_take_the_metrics_token_when_one_is_set() {
+    let metrics_token = "a-metrics-token-of-at-least-32-bytes";
+    let server = server_with(&format!(
+        "rate_limit_per_s = 100000\nmetrics_token = \"{metrics_token}\""
+    ));
+    let scrape =
+        |token: Option<&str>| send(&server.app, request("GET", "/metrics", token, None, None));
+    assert_eq!(scrape(None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        scrape(Some("a-metrics-token-of-at-least-32-byteS"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let finance = token(Caller::Finance).unwrap();
+    assert_eq!(
+        scrape(Some(&finance)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let answer = scrape(Some(metrics_token)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let audited: Vec<String> = audit_lines(&server)
+        .iter()
+        .map(|line| line["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(audited, ["/metrics"; 3]);
+    // Without a token configured, /metrics stays open (for a private network).
+    assert_eq!(
+        get(&server().app, "/metrics", Caller::NoToken).await.status,
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn sql_slots_are_per_tenant() {
     let server = server_with("rate_limit_per_s = 1000\nsql_concurrency = 1\nsql_timeout = \"3s\"");

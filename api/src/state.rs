@@ -12,7 +12,7 @@ use allot_query::health::TenantHealth;
 use allot_query::reports::{self, ReportSettings};
 use allot_query::sandbox::SqlLimits;
 use allot_schemas::clock::{Clock, SystemClock};
-use allot_schemas::config::Config;
+use allot_schemas::config::{Config, Secret};
 use allot_schemas::tenant::is_valid_tenant_id;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -80,6 +80,8 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The bearer token `/metrics` requires, when one is configured.
+    pub metrics_token: Option<Secret>,
     /// The shared-costs CSV of `/v1/allocation/{month}`.
     pub costs_file: Option<PathBuf>,
     /// Time limit of one request.
@@ -136,6 +138,7 @@ impl AppState {
             audit,
             clock: options.clock,
             metrics,
+            metrics_token: api.metrics_token.clone(),
             costs_file,
             request_timeout: api.request_timeout.0,
             max_body: usize::try_from(api.max_body.0).unwrap_or(usize::MAX),

@@ -573,6 +573,8 @@ pub struct ApiConfig {
     /// Requests per second per source address that carry no valid token,
     /// counted before they are audited.
     pub anonymous_rate_limit_per_s: u32,
+    /// A bearer token `GET /metrics` requires when set.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ApiConfig {
@@ -602,6 +604,7 @@ impl Default for ApiConfig {
             idle_timeout: HumanDuration(Duration::from_secs(60)),
             shutdown_timeout: HumanDuration(Duration::from_secs(10)),
             anonymous_rate_limit_per_s: 5,
+            metrics_token: None,
         }
     }
 }
@@ -1101,6 +1104,16 @@ impl ApiConfig {
                 "must be at least 1",
             ));
         }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|token| token.expose().len() < MIN_SECRET_BYTES)
+        {
+            return Err(ConfigError::new(
+                "api.metrics_token",
+                format!("must be at least {MIN_SECRET_BYTES} bytes"),
+            ));
+        }
         if self.sql_max_rows == 0 || self.sql_concurrency == 0 || self.rate_limit_per_s == 0 {
             return Err(ConfigError::new(
                 "api",
@@ -1526,6 +1539,8 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
         let short = load("[api]\njwt_secret = \"k\"").unwrap_err();
         assert_eq!(short.key, "api.jwt_secret");
         assert!(short.message.contains("32 bytes"), "{}", short.message);
+        let token = load("[api]\nmetrics_token = \"short\"").unwrap_err();
+        assert_eq!(token.key, "api.metrics_token");
         // A number in the file is refused without its digits.
         let number = load("[api]\njwt_secret = 1234567890123456789").unwrap_err();
         assert_eq!(number.key, "api.jwt_secret");

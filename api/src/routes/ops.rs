@@ -1,14 +1,18 @@
 //! Operations: liveness, readiness (the lake is readable), Prometheus metrics and
-//! the OpenAPI document. None of them needs a token or shows tenant data.
+//! the OpenAPI document. None of them needs an allot token or shows tenant
+//! data, except `/metrics`: its series are labelled with tenant ids, so it takes
+//! the bearer token `api.metrics_token` when one is set (and must not be public
+//! without one).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::Routes;
-use crate::error::ApiError;
+use crate::error::{ApiError, AuthFailure};
+use crate::middleware::{bearer, refuse_anonymous};
 use crate::state::AppState;
 
 /// The OpenAPI 3.1 document of the API, kept by hand beside the routes (a test
@@ -40,7 +44,19 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let presented = bearer(&request).and_then(|token| {
+            if same_bytes(token.as_bytes(), expected.expose().as_bytes()) {
+                Ok(())
+            } else {
+                Err(AuthFailure::Signature)
+            }
+        });
+        if let Err(failure) = presented {
+            return refuse_anonymous(&state, &request, ApiError::Unauthenticated(failure));
+        }
+    }
     state.metrics.run_upkeep();
     (
         [(
@@ -50,6 +66,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// Whether `a` and `b` are equal, in a time that depends on their lengths only.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 async fn openapi() -> Response {
