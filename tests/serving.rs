@@ -319,3 +319,52 @@ fn sixty_four_identical_requests_compute_once() {
         63
     );
 }
+
+/// A tenant token choosing its own `as_of` gets its own tenant's health
+/// computed, never every tenant's: 40 distinct instants are no all-tenant
+/// computation, and each answer is that tenant's row of the finance view.
+#[test]
+fn a_tenant_choosing_as_of_computes_only_its_own_health() {
+    let mut rng = Lcg(11);
+    let lake = new_lake(common::FLAT_PRICE_BOOK);
+    let inputs = tempfile::tempdir().unwrap();
+    let events = batch(inputs.path(), "events.jsonl", &mut rng, &TENANTS, 50);
+    cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);
+    let mut server = Server::start(&lake);
+    let finance = server.token.clone();
+    let minted = Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["token", "--role", "tenant", "--tenant", "t2", "--config"])
+        .arg(lake.config())
+        .output()
+        .expect("run allot token");
+    assert!(minted.status.success(), "{minted:?}");
+    let tenant = String::from_utf8(minted.stdout).unwrap().trim().to_string();
+    let before = server.counter("allot_report_computations_total", "health_rows");
+    let instants: Vec<String> = (0..40)
+        .map(|i| format!("2026-05-{:02}T{:02}:17:00Z", 1 + i % 20, i % 24))
+        .collect();
+    server.token = tenant;
+    let answers: Vec<String> = instants
+        .iter()
+        .map(|at| server.ok(&format!("/v1/tenants/t2/health?as_of={at}")))
+        .collect();
+    server.token = finance;
+    assert_eq!(
+        server.counter("allot_report_computations_total", "health_rows"),
+        before,
+        "a tenant's as_of computed every tenant's health"
+    );
+    assert_eq!(
+        server.counter("allot_report_computations_total", "tenant_health"),
+        40
+    );
+    // The same figures as the all-tenant view at those instants.
+    for (at, answer) in instants.iter().zip(&answers).take(3) {
+        let all = server.ok(&format!("/v1/tenants?as_of={at}"));
+        let row = answer.lines().nth(1).expect("a row");
+        assert!(
+            row.starts_with("t2,") && all.lines().any(|line| line == row),
+            "{at}: {row}\nvs\n{all}"
+        );
+    }
+}

@@ -182,6 +182,30 @@ impl AppState {
             .await
     }
 
+    /// Tenant `id`'s health as of `now` on `served`: cut from every tenant's
+    /// rows ([`Self::health_rows`], shared by every dashboard at one instant),
+    /// or, when `alone`, computed for this tenant only. A tenant token asking
+    /// for an instant of its choosing gets the latter, so a tenant cannot make
+    /// the server compute every tenant's health once per request.
+    pub async fn tenant_health(
+        &self,
+        served: &ServedLake,
+        id: &str,
+        now: i64,
+        alone: bool,
+    ) -> Result<TenantHealth, ApiError> {
+        let row = if alone {
+            reports::health(&served.snapshot, &self.settings, now, Some(id))
+                .await?
+                .into_iter()
+                .find(|row| row.tenant_id == id)
+        } else {
+            let rows = self.health_rows(served, now).await?;
+            rows.iter().find(|row| row.tenant_id == id).cloned()
+        };
+        row.ok_or_else(|| ApiError::Internal("health report without its tenant".to_string()))
+    }
+
     /// The configured cost pools, read afresh so edits need no restart. The
     /// file is the server's, so a problem with it is internal (500, logged).
     pub fn cost_pools(&self) -> Result<Vec<CostPool>, ApiError> {

@@ -62,18 +62,16 @@ async fn health(
         "{id} {now} {format:?} {}",
         served.stamp(Depends::AllTenants)
     );
+    let alone = principal.confined_to().is_some() && now != served.as_of;
     state
         .cache
         .answer("tenant_health", key, async {
-            let rows = state.health_rows(&served, now).await?;
-            let health = rows.iter().find(|row| row.tenant_id == id).ok_or_else(|| {
-                ApiError::Internal("health report without its tenant".to_string())
-            })?;
+            let health = state.tenant_health(&served, &id, now, alone).await?;
             let currency = &state.settings.config.currency;
             Ok(report(
                 format,
-                || health_json(health, currency),
-                || health_table(std::slice::from_ref(health)),
+                || health_json(&health, currency),
+                || health_table(std::slice::from_ref(&health)),
             ))
         })
         .await
