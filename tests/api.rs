@@ -960,6 +960,39 @@ async fn metrics_take_the_metrics_token_when_one_is_set() {
     );
 }
 
+/// Every instant a report derives from a bucket is checked: a bucket too wide
+/// for the supported range is a 400 naming the problem, never a 500.
+#[tokio::test]
+async fn buckets_too_wide_for_the_supported_range_are_a_400() {
+    let server = server();
+    for path in [
+        "/v1/tenants/alpha/usage?bucket=100000000d",
+        "/v1/tenants/alpha/usage?bucket=367d",
+        "/v1/noisy-neighbors?bucket=100000000d",
+        "/v1/noisy-neighbors?bucket=99999999999d",
+    ] {
+        let answer = get(&server.app, path, Caller::Finance).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            answer.body
+        );
+        let message = answer.json()["error"]["message"].to_string();
+        assert!(
+            message.contains("366d") || message.contains("supported range"),
+            "{path}: {message}"
+        );
+    }
+    let answer = get(
+        &server.app,
+        "/v1/noisy-neighbors?bucket=1d&from=1970-01-01&to=1970-01-03",
+        Caller::Finance,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+}
+
 #[tokio::test]
 async fn sql_slots_are_per_tenant() {
     let server = server_with("rate_limit_per_s = 1000\nsql_concurrency = 1\nsql_timeout = \"3s\"");
@@ -1435,6 +1468,8 @@ const FUZZ_VALUES: &[&str] = &[
     "0s",
     "-1h",
     "99999999999d",
+    "100000000d",
+    "366d",
     "compute_seconds",
     "storage_bytes",
     "nope",

@@ -2,6 +2,7 @@
 //! 400 that names the parameter.
 
 use allot_query::period::Period;
+use allot_query::reports::MAX_BUCKET_MICROS;
 use allot_schemas::config::HumanDuration;
 use allot_schemas::time::parse_report_instant;
 
@@ -18,15 +19,16 @@ pub fn optional_instant(name: &str, text: Option<&str>) -> Result<Option<i64>, A
     text.map(|t| instant(name, t)).transpose()
 }
 
-/// A bucket width such as `1h` or `15m`, in microseconds.
+/// A bucket width such as `1h` or `15m`, in microseconds, at most
+/// [`MAX_BUCKET_MICROS`].
 pub fn bucket(text: &str) -> Result<i64, ApiError> {
     let duration: HumanDuration = text
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("bucket: {text:?}: {e}")))?;
     match i64::try_from(duration.0.as_micros()) {
-        Ok(micros) if micros > 0 => Ok(micros),
+        Ok(micros) if (1..=MAX_BUCKET_MICROS).contains(&micros) => Ok(micros),
         _ => Err(ApiError::BadRequest(
-            "bucket must be longer than 0".to_string(),
+            "bucket must be longer than 0 and at most 366d".to_string(),
         )),
     }
 }
@@ -62,5 +64,9 @@ mod tests {
         assert!(instant("from", "yesterday").is_err());
         assert_eq!(bucket("1h").unwrap(), 3_600_000_000);
         assert!(bucket("0s").is_err());
+        assert!(bucket("366d").is_ok());
+        for wide in ["367d", "100000000d", "99999999999d"] {
+            assert!(bucket(wide).is_err(), "{wide}");
+        }
     }
 }

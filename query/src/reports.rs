@@ -14,7 +14,7 @@ use allot_lake::session::{LakeSession, Scope, SessionLimits};
 use allot_lake::snapshot::LakeSnapshot;
 use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
 use allot_schemas::gauge::gauge_weighted_sum;
-use allot_schemas::time::MICROS_PER_DAY;
+use allot_schemas::time::{EARLIEST_REPORT_MICROS, LATEST_REPORT_MICROS, MICROS_PER_DAY};
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::allocation::{AllocationRow, CostPool, allocate};
@@ -289,6 +289,7 @@ pub async fn noisy(
     if let Some(bucket) = request.bucket_micros {
         params.bucket_micros = bucket;
     }
+    check_window(request.from, request.to, params.bucket_micros)?;
     let metrics = match &request.metric {
         Some(metric) => match settings.catalog.get(metric).map(|s| s.kind) {
             Some(MetricKind::Counter) => vec![metric.clone()],
@@ -336,8 +337,12 @@ async fn noisy_rows(
              one report may use: widen the bucket or shorten the range"
         )));
     }
-    let baseline_start =
-        from.saturating_sub(width.saturating_mul(i64::from(params.baseline_buckets)));
+    // Nothing precedes the earliest instant reports support, and the engine's
+    // nanosecond timestamps end in 1677: the baseline is read from the first
+    // bucket of the grid at or after it, which leaves every figure the same.
+    let reach = width.saturating_mul(i64::from(params.baseline_buckets));
+    let first_supported = from + ceil_to_grid(EARLIEST_REPORT_MICROS - from, width);
+    let baseline_start = from.saturating_sub(reach).max(first_supported);
     let usage = bucket_usage(
         session,
         &UsageFilter::default(),
@@ -531,14 +536,36 @@ pub struct UsageRequest {
     pub metric: Option<String>,
 }
 
-/// The most buckets (the range's plus the baseline's) one noisy-neighbour report
-/// may use: the detector holds every tenant's usage in every one of them, so this
-/// bounds its memory (SPEC §8). A month in 10-minute buckets, or half a year in
-/// hours, stays under it with the default baseline of 168.
-pub const MAX_NOISY_BUCKETS: i64 = 5_000;
+/// The most buckets one noisy-neighbour report may use (defined beside the
+/// `[noisy]` settings it bounds).
+pub use allot_schemas::config::MAX_NOISY_BUCKETS;
 
 /// Most buckets one series may have, so a request cannot ask for millions.
 pub const MAX_USAGE_BUCKETS: i64 = 10_000;
+
+/// The widest bucket of a usage series or a noisy-neighbour report: a leap year.
+pub const MAX_BUCKET_MICROS: i64 = 366 * MICROS_PER_DAY;
+
+/// Checks the bucket and the range `[from, to)` of a report: the bucket longer
+/// than 0 and at most [`MAX_BUCKET_MICROS`], both ends within the instants
+/// reports support. An end a caller derived from the bucket (the grid point
+/// after now, a default window) is checked here too, so no bucket, however
+/// wide, reaches past what the engine can represent.
+fn check_window(from: i64, to: i64, width: i64) -> Result<(), QueryError> {
+    if !(1..=MAX_BUCKET_MICROS).contains(&width) {
+        return Err(QueryError::InvalidInput(
+            "the bucket must be longer than 0 and at most 366d".to_string(),
+        ));
+    }
+    for (name, instant) in [("from", from), ("to", to)] {
+        if !(EARLIEST_REPORT_MICROS..=LATEST_REPORT_MICROS).contains(&instant) {
+            return Err(QueryError::InvalidInput(format!(
+                "{name} falls outside the supported range, 1970-01-01 to 2261-12-31"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// A tenant's usage per metric and bucket of `[from, to)` (buckets on the grid
 /// starting at `from`), for charts. Only buckets with usage are returned.
@@ -548,9 +575,10 @@ pub async fn usage_series(
     request: &UsageRequest,
 ) -> Result<Vec<UsagePoint>, QueryError> {
     let width = request.bucket_micros;
-    if width <= 0 || request.to <= request.from {
+    check_window(request.from, request.to, width)?;
+    if request.to <= request.from {
         return Err(QueryError::InvalidInput(
-            "the range must be non-empty and the bucket longer than 0".to_string(),
+            "the range must be non-empty".to_string(),
         ));
     }
     if (request.to - request.from) / width >= MAX_USAGE_BUCKETS {

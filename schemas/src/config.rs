@@ -1033,13 +1033,33 @@ impl IngestConfig {
     }
 }
 
+/// The most buckets (the range's plus the baseline's) one noisy-neighbour
+/// report may use: the detector holds every tenant's usage in every one of
+/// them, so this bounds its memory (SPEC §8). A month in 10-minute buckets, or
+/// half a year in hours, stays under it with the default baseline of 168.
+pub const MAX_NOISY_BUCKETS: i64 = 5_000;
+
 impl NoisyConfig {
-    /// `[noisy]`: the bucket and baseline.
+    /// `[noisy]`: the bucket and baseline. Every health report flags the last
+    /// day in these buckets, so that day's buckets and the baseline must fit
+    /// in [`MAX_NOISY_BUCKETS`], and the bucket be at most a day.
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.bucket.0.is_zero() || self.baseline_buckets == 0 {
+        const DAY: Duration = Duration::from_secs(86_400);
+        if self.bucket.0.is_zero() || self.bucket.0 > DAY {
             return Err(ConfigError::new(
                 "noisy.bucket",
-                "bucket and baseline_buckets must be greater than 0",
+                "must be longer than 0 and at most 1d",
+            ));
+        }
+        let day_buckets = DAY.as_micros().div_ceil(self.bucket.0.as_micros());
+        let spanned = day_buckets.saturating_add(u128::from(self.baseline_buckets));
+        if self.baseline_buckets == 0 || spanned > MAX_NOISY_BUCKETS as u128 {
+            return Err(ConfigError::new(
+                "noisy.baseline_buckets",
+                format!(
+                    "must be at least 1, and with the {day_buckets} buckets of a health report's \
+                     last day at most {MAX_NOISY_BUCKETS} buckets in all"
+                ),
             ));
         }
         Ok(())
@@ -1532,6 +1552,30 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
         let err = load("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = 0.04").unwrap_err();
         assert_eq!(err.key, "rates[0].unit_price");
         assert!(err.message.contains("not exact"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_noisy_bucket_and_baseline_fit_a_health_report() {
+        assert_eq!(
+            load("[noisy]\nbaseline_buckets = 100000").unwrap_err().key,
+            "noisy.baseline_buckets"
+        );
+        assert_eq!(
+            load("[noisy]\nbaseline_buckets = 0").unwrap_err().key,
+            "noisy.baseline_buckets"
+        );
+        assert_eq!(
+            load("[noisy]\nbucket = \"2d\"").unwrap_err().key,
+            "noisy.bucket"
+        );
+        assert_eq!(
+            load("[noisy]\nbucket = \"1m\"\nbaseline_buckets = 4000")
+                .unwrap_err()
+                .key,
+            "noisy.baseline_buckets"
+        );
+        assert!(load("[noisy]\nbucket = \"1m\"\nbaseline_buckets = 3560").is_ok());
+        assert!(load("[noisy]\nbucket = \"1d\"\nbaseline_buckets = 4999").is_ok());
     }
 
     #[test]
