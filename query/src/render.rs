@@ -71,12 +71,36 @@ impl ReportTable {
 }
 
 /// One CSV field, quoted when it has to be.
+///
+/// Text a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return: a tenant's resource or label value can be
+/// anything) is prefixed with a single quote, OWASP's advice against CSV
+/// injection. A plain number such as `-12.50` is left as it is, so amounts
+/// stay numbers.
 pub fn csv_field(field: &str) -> String {
+    let neutral;
+    let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_plain_number(field) {
+        neutral = format!("'{field}");
+        neutral.as_str()
+    } else {
+        field
+    };
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
         field.to_string()
     }
+}
+
+/// Whether `text` is a decimal number as reports print one: an optional sign,
+/// digits, and an optional fraction (`-12.50`, `+3`, `0.000001`).
+fn is_plain_number(text: &str) -> bool {
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
+    !whole.is_empty()
+        && !fraction.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Invoices as CSV rows: each invoice's rows (lines, then its summary rows).
@@ -243,5 +267,35 @@ mod tests {
             table.to_json(),
             json!([{"a": "x,y", "b": "say \"hi\""}, {"a": "plain", "b": ""}])
         );
+    }
+
+    #[test]
+    fn csv_neutralises_formulas_but_not_numbers() {
+        for (field, written) in [
+            (
+                "=HYPERLINK(\"http://x\")",
+                "\"'=HYPERLINK(\"\"http://x\"\")\"",
+            ),
+            ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "\"'\r=1\""),
+            ("-", "'-"),
+            ("-.5", "'-.5"),
+            ("-12.50", "-12.50"),
+            ("+3", "+3"),
+            ("-0.000001", "-0.000001"),
+            ("12.50", "12.50"),
+            ("web-1", "web-1"),
+            ("", ""),
+        ] {
+            assert_eq!(csv_field(field), written, "{field:?}");
+        }
+        // The JSON of the same table is the data as it is.
+        let mut table = ReportTable::new(&["resource"]);
+        table.rows.push(vec!["=1+1".into()]);
+        assert_eq!(table.to_csv(), "resource\n'=1+1\n");
+        assert_eq!(table.to_json(), json!([{"resource": "=1+1"}]));
     }
 }
