@@ -2,13 +2,16 @@
 //!
 //! Export writes what the lake holds of one tenant into a directory: its events
 //! and rejected events as JSON Lines (`allot_query::export`) and its invoices of
-//! every month it has usage or a closing in. Delete erases it from the lake
-//! (`allot_lake::offboard`).
+//! every month it has usage or a closing in. Each file is streamed into a new
+//! temporary file beside it and renamed into place once complete
+//! ([`ExportFile`]); a symbolic link where a file goes is refused, never
+//! followed. Delete erases it from the lake (`allot_lake::offboard`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
 
 use allot_lake::session::SessionLimits;
 use allot_lake::{DeleteOptions, DeleteSummary};
@@ -42,7 +45,8 @@ struct ExportArgs {
     /// The tenant.
     tenant: String,
     /// The directory to write `events.jsonl`, `rejected.jsonl` and `invoices.csv` to
-    /// (created if missing; existing files of those names are replaced).
+    /// (created if missing; existing files of those names are replaced, a
+    /// symbolic link of those names is refused).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     #[command(flatten)]
@@ -82,25 +86,22 @@ async fn export(args: ExportArgs) -> Result<(), Failure> {
     known_tenant(&loaded, &tenant, "")?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Failure::usage(format!("--out {}: {e}", args.out.display())))?;
-    let write = |name: &str, text: &str| {
-        let path = args.out.join(name);
-        std::fs::File::create(&path)
-            .and_then(|mut file| file.write_all(text.as_bytes()))
-            .map_err(|e| Failure::internal(format!("writing {}: {e}", path.display())))
-    };
+    let mut events = ExportFile::create(&args.out, "events.jsonl")?;
+    let mut rejected = ExportFile::create(&args.out, "rejected.jsonl")?;
+    let mut invoices_file = ExportFile::create(&args.out, "invoices.csv")?;
 
     let limits = SessionLimits {
         dedup_window: loaded.settings.dedup_window(),
         ..SessionLimits::default()
     };
-    let (lines, event_count) = export::events_jsonl(&loaded.snapshot, &limits, &tenant)
+    let chunks = export::events_jsonl(&loaded.snapshot, &limits, &tenant)
         .await
         .map_err(failure)?;
-    write("events.jsonl", &lines)?;
-    let (lines, rejected_count) = export::rejections_jsonl(&loaded.snapshot, &limits, &tenant)
+    let event_count = events.write_chunks(chunks).await?;
+    let chunks = export::rejections_jsonl(&loaded.snapshot, &limits, &tenant)
         .await
         .map_err(failure)?;
-    write("rejected.jsonl", &lines)?;
+    let rejected_count = rejected.write_chunks(chunks).await?;
 
     // Every month with usage of the tenant, or closed.
     let mut months: BTreeSet<Period> = loaded
@@ -125,13 +126,89 @@ async fn export(args: ExportArgs) -> Result<(), Failure> {
         );
         invoices.push(invoice.await.map_err(failure)?);
     }
-    write("invoices.csv", &invoices_table(&invoices).to_csv())?;
+    invoices_file.write(invoices_table(&invoices).to_csv().as_bytes())?;
+    events.finish()?;
+    rejected.finish()?;
+    invoices_file.finish()?;
     println!(
         "{event_count} events, {rejected_count} rejected events and {} monthly invoices of {tenant} written to {}",
         invoices.len(),
         args.out.display()
     );
     Ok(())
+}
+
+/// One file of an export: written to a new temporary file in the same
+/// directory, renamed to its name once complete (so no one reads half an
+/// export, and a rename replaces whatever is at the name instead of writing
+/// through it), and removed if the export stops before.
+struct ExportFile {
+    target: PathBuf,
+    temp: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+impl ExportFile {
+    /// Refuses a symbolic link at `dir/name`, then creates the temporary file
+    /// (`create_new`: never an existing file, never through a link).
+    fn create(dir: &Path, name: &str) -> Result<ExportFile, Failure> {
+        let target = dir.join(name);
+        if std::fs::symlink_metadata(&target).is_ok_and(|meta| meta.file_type().is_symlink()) {
+            return Err(Failure::usage(format!(
+                "--out: {} is a symbolic link; refusing to write through it",
+                target.display()
+            )));
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let temp = dir.join(format!(".{name}.{}-{stamp}.partial", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Failure::usage(format!("--out: creating {}: {e}", temp.display())))?;
+        Ok(ExportFile {
+            target,
+            temp,
+            file: Some(BufWriter::new(file)),
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        let file = self.file.as_mut().expect("written before it is finished");
+        file.write_all(bytes)
+            .map_err(|e| Failure::internal(format!("writing {}: {e}", self.temp.display())))
+    }
+
+    /// Writes every chunk as it comes; the number of rows written.
+    async fn write_chunks(&mut self, mut chunks: export::JsonlChunks) -> Result<usize, Failure> {
+        let mut rows = 0;
+        while let Some(chunk) = chunks.next().await {
+            let (lines, count) = chunk.map_err(failure)?;
+            self.write(lines.as_bytes())?;
+            rows += count;
+        }
+        Ok(rows)
+    }
+
+    /// Flushes the file to disk and renames it to its name.
+    fn finish(mut self) -> Result<(), Failure> {
+        let file = self.file.take().expect("finished once");
+        let written = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|file| file.sync_all())
+            .and_then(|()| std::fs::rename(&self.temp, &self.target));
+        written.map_err(|e| Failure::internal(format!("writing {}: {e}", self.target.display())))
+    }
+}
+
+impl Drop for ExportFile {
+    fn drop(&mut self) {
+        // Gone already once renamed; a leftover of a stopped export otherwise.
+        let _ = std::fs::remove_file(&self.temp);
+    }
 }
 
 async fn delete(args: DeleteArgs) -> Result<(), Failure> {

@@ -196,6 +196,43 @@ fn export_gives_back_the_tenants_events_exactly() {
 
     let unknown = lake.run(&["tenant", "export", "nobody", "--out", out.to_str().unwrap()]);
     assert_eq!(unknown.status.code(), Some(2));
+
+    // A rerun replaces the files whole, leaving no temporary file behind.
+    lake.ok(&["tenant", "export", "acme", "--out", out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("events.jsonl")).unwrap(),
+        events
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["events.jsonl", "invoices.csv", "rejected.jsonl"]);
+}
+
+/// A symbolic link planted where an export file goes is refused, never
+/// followed: the file it points to keeps its contents.
+#[cfg(unix)]
+#[test]
+fn export_refuses_a_symlink_in_its_directory() {
+    let lake = Lake::new();
+    let out = lake.dir.path().join("export");
+    std::fs::create_dir_all(&out).unwrap();
+    let victim = lake.dir.path().join("precious.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    for name in ["events.jsonl", "rejected.jsonl", "invoices.csv"] {
+        let link = out.join(name);
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let refused = lake.run(&["tenant", "export", "acme", "--out", out.to_str().unwrap()]);
+        assert_eq!(refused.status.code(), Some(2), "{name}: {refused:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("symbolic link"), "{name}: {stderr}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        std::fs::remove_file(&link).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+        assert!(left.is_empty(), "{name}: {left:?}");
+    }
 }
 
 #[test]

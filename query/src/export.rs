@@ -2,6 +2,10 @@
 //! events as JSON Lines in the v1 format, with exact values (the copies the dedup
 //! window counts, so the tenant can recompute a closed month's digests from
 //! them), and its rejected events.
+//!
+//! Both come as [`JsonlChunks`]: the JSON Lines of one batch at a time, as the
+//! engine produces them, so an export holds one batch's text in memory however
+//! many events the tenant has; the caller writes each chunk where it goes.
 
 use std::fmt::Write as _;
 
@@ -9,64 +13,78 @@ use allot_lake::session::{LakeSession, Scope, SessionLimits};
 use allot_lake::snapshot::LakeSnapshot;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Decimal128Type, TimeUnit, TimestampMicrosecondType};
-use datafusion::prelude::{col, lit};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::{DataFrame, col, lit};
+use futures::StreamExt;
 
 use crate::error::QueryError;
 
-/// The tenant's counted events, ordered by `ts` then `event_id`, as JSON Lines,
-/// and how many there are.
+/// The JSON Lines of an export, one batch of rows at a time.
+pub struct JsonlChunks {
+    /// The session the stream reads through, kept for as long as it runs.
+    _session: LakeSession,
+    stream: SendableRecordBatchStream,
+    write: fn(&RecordBatch, &mut String) -> Result<usize, QueryError>,
+}
+
+impl JsonlChunks {
+    async fn new(
+        session: LakeSession,
+        frame: DataFrame,
+        write: fn(&RecordBatch, &mut String) -> Result<usize, QueryError>,
+    ) -> Result<JsonlChunks, QueryError> {
+        let stream = frame.execute_stream().await.map_err(QueryError::from)?;
+        Ok(JsonlChunks {
+            _session: session,
+            stream,
+            write,
+        })
+    }
+
+    /// The lines of the next batch and how many rows they are, or `None` once
+    /// every row was given.
+    pub async fn next(&mut self) -> Option<Result<(String, usize), QueryError>> {
+        let batch = self.stream.next().await?;
+        Some(batch.map_err(QueryError::from).and_then(|batch| {
+            let mut lines = String::new();
+            let rows = (self.write)(&batch, &mut lines)?;
+            Ok((lines, rows))
+        }))
+    }
+}
+
+/// The tenant's counted events, ordered by `ts` then `event_id`, as JSON Lines.
 pub async fn events_jsonl(
     snapshot: &LakeSnapshot,
     limits: &SessionLimits,
     tenant: &str,
-) -> Result<(String, usize), QueryError> {
+) -> Result<JsonlChunks, QueryError> {
     let own = LakeSession::new(snapshot, &Scope::Tenant(tenant.to_string()), limits)?;
-    let batches = own
+    let frame = own
         .usage_events()
         .await?
         .sort(vec![
             col("ts").sort(true, false),
             col("event_id").sort(true, false),
         ])
-        .map_err(QueryError::from)?
-        .collect()
-        .await
         .map_err(QueryError::from)?;
-    to_jsonl(&batches, write_events)
+    JsonlChunks::new(own, frame, write_events).await
 }
 
-/// The tenant's rejected events, ordered by `source`, as JSON Lines, and how
-/// many there are.
+/// The tenant's rejected events, ordered by `source`, as JSON Lines.
 pub async fn rejections_jsonl(
     snapshot: &LakeSnapshot,
     limits: &SessionLimits,
     tenant: &str,
-) -> Result<(String, usize), QueryError> {
+) -> Result<JsonlChunks, QueryError> {
     let all = LakeSession::new(snapshot, &Scope::AllTenants, limits)?;
-    let batches = all
+    let frame = all
         .rejected_events()
         .await?
         .filter(col("tenant_id").eq(lit(tenant)))
         .and_then(|f| f.sort(vec![col("source").sort(true, false)]))
-        .map_err(QueryError::from)?
-        .collect()
-        .await
         .map_err(QueryError::from)?;
-    to_jsonl(&batches, write_rejections)
-}
-
-/// `batches` as JSON Lines, each batch's rows written by `write`, and how many
-/// rows there are.
-fn to_jsonl(
-    batches: &[RecordBatch],
-    write: fn(&RecordBatch, &mut String) -> Result<usize, QueryError>,
-) -> Result<(String, usize), QueryError> {
-    let mut lines = String::new();
-    let mut count = 0;
-    for batch in batches {
-        count += write(batch, &mut lines)?;
-    }
-    Ok((lines, count))
+    JsonlChunks::new(all, frame, write_rejections).await
 }
 
 /// A JSON string literal.
