@@ -517,3 +517,98 @@ async fn a_backfill_in_time_order_writes_one_file_per_tenant_day() {
     assert_eq!(again["accepted"], 0, "{again}");
     assert_eq!(again["duplicates_skipped"], lines.len() as u64, "{again}");
 }
+
+/// Backfills `input` from standard input (`--from-file -`); the JSON summary.
+fn ingest_stdin(lake: &Path, input: &str) -> Value {
+    let mut child = allot()
+        .args([
+            "ingest",
+            "--no-progress",
+            "--from-file",
+            "-",
+            "--format",
+            "json",
+        ])
+        .arg("--lake")
+        .arg(lake)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run allot");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON summary")
+}
+
+#[tokio::test]
+async fn two_different_inputs_on_stdin_keep_all_their_rejections() {
+    let work = tempfile::tempdir().unwrap();
+    let lake = work.path().join("lake");
+    let ok = event("e1", "acme", "2026-03-01T10:00:00Z", "compute_seconds", "1");
+    // Both inputs are named `-` and rejected at lines 1 and 3, for different bytes.
+    let first = format!(
+        "not json\n{ok}\n{}\n",
+        event(
+            "n1",
+            "acme",
+            "2026-03-01T10:00:00Z",
+            "compute_seconds",
+            "-1"
+        )
+    );
+    let second = format!(
+        "also not json\n{ok}\n{}\n",
+        event(
+            "n2",
+            "acme",
+            "2026-03-01T10:00:00Z",
+            "compute_seconds",
+            "-2"
+        )
+    );
+
+    let summary = ingest_stdin(&lake, &first);
+    assert_eq!(
+        (
+            summary["rejected"].as_u64(),
+            summary["rejected_already_recorded"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{summary}"
+    );
+    let summary = ingest_stdin(&lake, &second);
+    assert_eq!(
+        (
+            summary["rejected"].as_u64(),
+            summary["rejected_already_recorded"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{summary}"
+    );
+    // The same input again adds nothing.
+    let summary = ingest_stdin(&lake, &first);
+    assert_eq!(
+        summary["rejected_already_recorded"].as_u64(),
+        Some(2),
+        "{summary}"
+    );
+
+    let rejected = common::read_lake_table(&lake, "rejected_events").await;
+    let mut sources: Vec<String> = rejected
+        .iter()
+        .map(|row| row.columns["source"].clone().unwrap())
+        .collect();
+    sources.sort();
+    assert_eq!(sources, ["file:-:1", "file:-:1", "file:-:3", "file:-:3"]);
+}

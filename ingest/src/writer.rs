@@ -38,7 +38,7 @@ use deltalake::writer::DeltaWriter;
 use parquet::arrow::ProjectionMask;
 
 use allot_lake::LakeError;
-use allot_lake::data_file::{open_lake_parquet, read_string_column};
+use allot_lake::data_file::open_lake_parquet;
 use allot_lake::dedup::DedupWindow;
 use arrow::datatypes::TimestampMicrosecondType;
 
@@ -114,12 +114,12 @@ enum Dedup {
     /// The batch and each written partition's files in the table (file
     /// backfills): re-running a file adds nothing. The tables are loaded with
     /// their file lists, and rejected rows are checked against every recorded
-    /// source.
+    /// rejection ([`RejectionKey`]).
     Table {
         tables: LakeTables,
         known: KnownEventIds,
         written: Box<WrittenIds>,
-        rejected_sources: Option<HashSet<String>>,
+        rejected_keys: Option<HashSet<RejectionKey>>,
     },
     /// The batch and the ids this writer wrote lately (collectors): no table
     /// reads, so memory does not grow with the table. Rejected rows are recorded
@@ -149,7 +149,7 @@ impl LakeWriter {
             tables: LakeTables::open_or_create(location).await?,
             known: KnownEventIds::new(BACKFILL_CACHED_KEYS, window),
             written: Box::default(),
-            rejected_sources: None,
+            rejected_keys: None,
         };
         let mut writer = Self::open(location, dedup).await?;
         writer.open_days = Some(OpenDays::new(open_bytes));
@@ -531,11 +531,11 @@ impl LakeWriter {
         Ok((fresh, stats))
     }
 
-    /// Keeps the rejected rows whose source is not recorded yet.
+    /// Keeps the rejected rows not recorded yet ([`RejectionKey`]).
     async fn new_rejections(&mut self, rejected: RecordBatch) -> Result<RecordBatch, IngestError> {
         let Dedup::Table {
             tables,
-            rejected_sources,
+            rejected_keys,
             ..
         } = &mut self.dedup
         else {
@@ -544,8 +544,8 @@ impl LakeWriter {
         if rejected.num_rows() == 0 {
             return Ok(rejected);
         }
-        if rejected_sources.is_none() {
-            let mut sources = HashSet::new();
+        if rejected_keys.is_none() {
+            let mut keys = HashSet::new();
             let table = &tables.rejected;
             if table.version().unwrap_or(0) > 0 {
                 let name = LakeTable::RejectedEvents.dir_name();
@@ -558,27 +558,95 @@ impl LakeWriter {
                     .map(|f| f.object_store_path())
                     .collect();
                 for path in files {
-                    read_string_column(store.clone(), &path, "source", |s| {
-                        sources.insert(s.to_string());
-                    })
-                    .await?;
+                    let builder = open_lake_parquet(&store, &path).await?;
+                    let mask = ProjectionMask::columns(
+                        builder.parquet_schema(),
+                        RejectionKey::COLUMNS.iter().copied(),
+                    );
+                    let reader = builder.with_projection(mask).build().map_err(|source| {
+                        LakeError::File {
+                            path: path.to_string(),
+                            source,
+                        }
+                    })?;
+                    for batch in reader {
+                        keys.extend(RejectionKey::of_rows(&batch.map_err(LakeError::from)?)?);
+                    }
                 }
             }
-            *rejected_sources = Some(sources);
+            *rejected_keys = Some(keys);
         }
-        let known = rejected_sources.as_mut().expect("loaded above");
-        let sources = rejected
-            .column_by_name("source")
-            .expect("schema")
-            .as_string::<i32>();
-        let keep: Vec<bool> = sources
-            .iter()
-            .map(|s| known.insert(s.unwrap_or_default().to_string()))
+        let known = rejected_keys.as_mut().expect("loaded above");
+        let keep: Vec<bool> = RejectionKey::of_rows(&rejected)?
+            .into_iter()
+            .map(|key| known.insert(key))
             .collect();
         if keep.iter().all(|k| *k) {
             return Ok(rejected);
         }
         Ok(filter_record_batch(&rejected, &keep.into())?)
+    }
+}
+
+/// What identifies a rejection in a backfill's input: its place (the line of a
+/// file, whatever name the file was given; a Kafka source as a whole) and a
+/// digest of its bytes (the first 4 KiB `rejected_events` keeps, and the full
+/// length). The same input read again gives the same keys, so a rerun records
+/// nothing twice; a different input under the same name (every `--from-file -`)
+/// differs in its bytes, so its rejections are recorded even at line numbers
+/// rejected before. It is computed from the stored columns, so rows recorded
+/// before it existed count too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RejectionKey([u8; 16]);
+
+impl RejectionKey {
+    /// The columns of `rejected_events` a key is computed from.
+    const COLUMNS: [&'static str; 3] = ["source", "raw", "raw_len"];
+
+    fn new(source: &str, raw: &[u8], raw_len: i64) -> RejectionKey {
+        use sha2::Digest as _;
+        // `file:<name>:<line>` (the name may hold `:`) keys on its line only.
+        let place = match source
+            .strip_prefix("file:")
+            .and_then(|s| s.rsplit_once(':'))
+        {
+            Some((_, line)) => format!("line:{line}"),
+            None => source.to_string(),
+        };
+        let mut digest = sha2::Sha256::new();
+        for part in [place.as_bytes(), &raw_len.to_le_bytes(), raw] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+        let mut key = [0; 16];
+        key.copy_from_slice(&digest.finalize()[..16]);
+        RejectionKey(key)
+    }
+
+    /// The key of every row of a `rejected_events` batch (or of a projection
+    /// of it onto [`RejectionKey::COLUMNS`]).
+    fn of_rows(batch: &RecordBatch) -> Result<Vec<RejectionKey>, IngestError> {
+        use arrow::datatypes::DataType;
+        let column = |name: &str, to: &DataType| -> Result<arrow::array::ArrayRef, IngestError> {
+            let found = batch
+                .column_by_name(name)
+                .ok_or_else(|| LakeError::Unreadable {
+                    table: LakeTable::RejectedEvents.dir_name(),
+                    message: format!("no {name} column"),
+                })?;
+            Ok(arrow::compute::cast(found, to).map_err(LakeError::from)?)
+        };
+        let sources = column("source", &DataType::Utf8)?;
+        let raws = column("raw", &DataType::Binary)?;
+        let lens = column("raw_len", &DataType::Int64)?;
+        let (sources, raws, lens) = (
+            sources.as_string::<i32>(),
+            raws.as_binary::<i32>(),
+            lens.as_primitive::<arrow::datatypes::Int64Type>(),
+        );
+        Ok((0..batch.num_rows())
+            .map(|row| RejectionKey::new(sources.value(row), raws.value(row), lens.value(row)))
+            .collect())
     }
 }
 
@@ -1099,6 +1167,19 @@ impl KnownIds<'_> {
 mod tests {
     use super::*;
     use allot_schemas::time::MICROS_PER_DAY;
+
+    #[test]
+    fn rejections_are_known_by_their_line_and_bytes_not_their_file_name() {
+        let key = RejectionKey::new;
+        // The same line of the same bytes, whatever the input was called.
+        assert_eq!(key("file:-:3", b"{x", 2), key("file:a:b.jsonl:3", b"{x", 2));
+        // Another input with the same name: other bytes, another rejection.
+        assert_ne!(key("file:-:3", b"{x", 2), key("file:-:3", b"{y", 2));
+        assert_ne!(key("file:-:3", b"{x", 2), key("file:-:4", b"{x", 2));
+        // A longer line kept as the same 4 KiB prefix.
+        assert_ne!(key("file:-:3", b"{x", 2), key("file:-:3", b"{x", 9_000));
+        assert_ne!(key("kafka:t/0@3", b"{x", 2), key("file:-:3", b"{x", 2));
+    }
 
     fn day(day: i32, files: &[&str], copies: &[(&str, i64)]) -> LoadedDay {
         LoadedDay {
