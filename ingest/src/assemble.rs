@@ -170,9 +170,10 @@ impl EventAssembler {
         self.usage.len() + self.rejected.len()
     }
 
-    /// Approximate memory of the buffered accepted rows.
+    /// Approximate memory of the buffered rows, accepted and rejected: a batch
+    /// flushes on it, so a run of rejected lines is bounded like good ones.
     pub fn buffered_bytes(&self) -> usize {
-        self.usage.approx_bytes()
+        self.usage.approx_bytes() + self.rejected.approx_bytes()
     }
 
     /// Takes everything buffered as one batch.

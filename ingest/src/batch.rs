@@ -217,7 +217,11 @@ pub struct RejectedBatchBuilder {
     raw_len: Int64Builder,
     source: StringBuilder,
     rows: usize,
+    approx_bytes: usize,
 }
+
+/// Fixed per-row cost of a rejected row's non-string columns and offsets.
+const FIXED_REJECTED_ROW_BYTES: usize = 8 + 5 * 4;
 
 impl RejectedBatchBuilder {
     /// Appends one rejection with (the first 4 KiB of) the raw bytes.
@@ -229,15 +233,29 @@ impl RejectedBatchBuilder {
         raw_len: usize,
         source: Provenance<'_>,
     ) {
+        let kept = &raw[..raw.len().min(REJECTED_RAW_BYTES)];
         self.tenant_id.append_option(rejection.tenant_id.as_deref());
         self.reason.append_value(rejection.reason.as_str());
         self.message.append_value(&rejection.message);
-        self.raw
-            .append_value(&raw[..raw.len().min(REJECTED_RAW_BYTES)]);
+        self.raw.append_value(kept);
         self.raw_len.append_value(raw_len as i64);
+        let source_start = self.source.values_slice().len();
         write!(self.source, "{source}").expect("writing to a builder cannot fail");
         self.source.append_value("");
         self.rows += 1;
+        self.approx_bytes += FIXED_REJECTED_ROW_BYTES
+            + kept.len()
+            + rejection.message.len()
+            + rejection.reason.as_str().len()
+            + rejection.tenant_id.as_ref().map_or(0, String::len)
+            + (self.source.values_slice().len() - source_start);
+    }
+
+    /// An estimate of the Arrow memory the buffered rows take: up to
+    /// `REJECTED_RAW_BYTES` of raw bytes each, so a run of bad lines weighs on
+    /// a batch's size as much as good ones.
+    pub fn approx_bytes(&self) -> usize {
+        self.approx_bytes
     }
 
     /// Rows appended since the last [`finish`](Self::finish).
@@ -253,6 +271,7 @@ impl RejectedBatchBuilder {
     /// Takes the buffered rows as a batch, stamping `rejected_at` and its day.
     pub fn finish(&mut self, rejected_at_micros: i64) -> Result<RecordBatch, ArrowError> {
         let rows = std::mem::take(&mut self.rows);
+        self.approx_bytes = 0;
         let rejected_at =
             TimestampMicrosecondArray::from_value(rejected_at_micros, rows).with_timezone("UTC");
         let day =

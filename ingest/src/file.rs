@@ -245,3 +245,48 @@ fn decode_lines(
 fn reserve(sender: &mpsc::Sender<DecodedBatch>) -> Option<mpsc::Permit<'_, DecodedBatch>> {
     futures::executor::block_on(sender.reserve()).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `input` with `flush_bytes` and a row limit that never flushes;
+    /// the number of rejected rows of each batch handed over.
+    fn rejected_per_batch(input: String, flush_bytes: usize) -> Vec<usize> {
+        let config = Config::default();
+        let assembler = EventAssembler::new(&config, Arc::new(SystemClock));
+        let (sender, mut receiver) = mpsc::channel::<DecodedBatch>(1);
+        let reader: Box<dyn BufRead + Send> = Box::new(std::io::Cursor::new(input.into_bytes()));
+        let decoding = std::thread::spawn(move || {
+            decode_lines(
+                reader,
+                "-",
+                assembler,
+                Limits {
+                    flush_rows: usize::MAX,
+                    flush_bytes,
+                },
+                &sender,
+                &ProgressBar::hidden(),
+                &CancellationToken::new(),
+            )
+        });
+        let mut sizes = Vec::new();
+        while let Some(batch) = receiver.blocking_recv() {
+            sizes.push(batch.rejected.num_rows());
+        }
+        decoding.join().unwrap().unwrap();
+        sizes
+    }
+
+    #[test]
+    fn rejected_lines_flush_a_batch_like_accepted_ones() {
+        // 100 lines of 4 KiB that are not JSON: 400 KiB of rejected rows.
+        let bad = format!("{}\n", "x".repeat(4095));
+        let sizes = rejected_per_batch(bad.repeat(100), 64 << 10);
+        assert_eq!(sizes.iter().sum::<usize>(), 100);
+        // Each batch holds about 64 KiB of them, not all 400 KiB.
+        assert!(sizes.len() >= 6, "{sizes:?}");
+        assert!(sizes.iter().all(|rows| *rows <= 16), "{sizes:?}");
+    }
+}
