@@ -955,7 +955,9 @@ async fn metrics_take_the_metrics_token_when_one_is_set() {
     assert_eq!(audited, ["/metrics"; 3]);
     // Without a token configured, /metrics stays open (for a private network).
     assert_eq!(
-        get(&server().app, "/metrics", Caller::NoToken).await.status,
+        get(&self::server().app, "/metrics", Caller::NoToken)
+            .await
+            .status,
         StatusCode::OK
     );
 }
