@@ -205,30 +205,41 @@ async fn duckdb_agrees_and_a_duplicated_file_changes_no_figure() {
     assert_eq!(files, 2);
 }
 
-/// Events ingested after `allot compact` built the rollups are billed: each late
-/// file sits in a compacted partition beside the compacted file, both read as
-/// they are, and the partition's rollups must stop counting as current whichever
-/// of the two paths sorts first. Late events land in every tenant's partitions of
-/// eight days, so a basis that misses either file fails here on every run.
+/// Events ingested after `allot compact` built the rollups are billed. A late
+/// backfill that brings a tenant one partition leaves that partition with two
+/// files read as they are, the compacted one and its own, and the partition's
+/// rollups must stop counting as current whichever of the two paths sorts
+/// first. Eight such backfills bring each of the four tenants one late file each,
+/// so a basis that misses either file fails here on every run.
 #[test]
 fn events_ingested_after_compaction_are_billed() {
     let lake = build_lake();
+    let days: Vec<u32> = (3..=24).step_by(3).collect();
+    // One event of each tenant on each of `days`, in one file.
+    let ingest_days = |name: &str, days: &[u32]| {
+        let mut lines = String::new();
+        for tenant in TENANTS {
+            for day in days {
+                lines.push_str(&format!(
+                    "{{\"event_id\":\"{name}-{tenant}-{day}\",\"tenant_id\":\"{tenant}\",\"ts\":\"2026-03-{day:02}T10:30:00Z\",\"metric\":\"compute_seconds\",\"value\":36000000,\"resource\":\"r1\"}}\n"
+                ));
+            }
+        }
+        let path = lake._dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&path, lines).expect("write events");
+        common::ingest_into(&lake.lake, &path);
+    };
+    // A second file in those 32 partitions, so that compaction rewrites them into
+    // one file each, checked against the whole table.
+    ingest_days("early", &days);
     let compact = lake.run(&["compact"], &[]);
     assert!(compact.status.success(), "{compact:?}");
     let invoice_before = lake.stdout(&["invoice", "--month", "2026-03"]);
     assert_eq!(lake.invoice_counter_quantities(), lake.duckdb_counter_quantities());
 
-    let mut late = String::new();
-    for tenant in TENANTS {
-        for day in (3..=24).step_by(3) {
-            late.push_str(&format!(
-                "{{\"event_id\":\"late-{tenant}-{day}\",\"tenant_id\":\"{tenant}\",\"ts\":\"2026-03-{day:02}T10:30:00Z\",\"metric\":\"compute_seconds\",\"value\":36000000,\"resource\":\"r1\"}}\n"
-            ));
-        }
+    for day in &days {
+        ingest_days(&format!("late-{day}"), &[*day]);
     }
-    let path = lake._dir.path().join("late.jsonl");
-    std::fs::write(&path, late).expect("write late events");
-    common::ingest_into(&lake.lake, &path);
 
     // The rollups still current are those of the partitions without late files,
     // and every one of them gives what its raw events give.
