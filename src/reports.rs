@@ -5,6 +5,7 @@
 //! lake's latest snapshot and prints CSV (default) or JSON on stdout.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use allot_lake::session::Scope;
 use allot_lake::snapshot::LakeSnapshot;
@@ -18,7 +19,7 @@ use allot_query::render::{
     noisy_table,
 };
 use allot_query::reports::{self, NoisyRequest, ReportSettings};
-use allot_query::sandbox::{SqlLimits, run_sql};
+use allot_query::sandbox::{SqlLimits, SqlPool};
 use allot_schemas::config::HumanDuration;
 use allot_schemas::layout::LakeLocation;
 use allot_schemas::tenant::is_valid_tenant_id;
@@ -341,7 +342,11 @@ pub async fn sql(args: SqlArgs) -> Result<(), Failure> {
         None => Scope::AllTenants,
     };
     let limits = SqlLimits::from(&loaded.settings.config);
-    let output = run_sql(&loaded.snapshot, &scope, &args.query, &limits)
+    // The query's own threads: their stacks, not main's, take the engine's
+    // recursion, and the time limit stops it.
+    let pool = SqlPool::new(SqlPool::default_threads()).map_err(failure)?;
+    let output = pool
+        .run(Arc::new(loaded.snapshot), scope, args.query, limits)
         .await
         .map_err(failure)?;
     match loaded.format {

@@ -10,7 +10,7 @@ use allot_query::QueryError;
 use allot_query::allocation::{CostPool, parse_costs_csv};
 use allot_query::health::TenantHealth;
 use allot_query::reports::{self, ReportSettings};
-use allot_query::sandbox::SqlLimits;
+use allot_query::sandbox::{SqlLimits, SqlPool};
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::{Config, Secret};
 use allot_schemas::tenant::is_valid_tenant_id;
@@ -74,6 +74,8 @@ pub struct Inner {
     pub sql_slots: SqlSlots,
     /// Limits of one SQL query.
     pub sql_limits: SqlLimits,
+    /// The threads SQL queries run on, apart from the request workers.
+    pub sql_pool: SqlPool,
     /// Denied attempts.
     pub audit: AuditLog,
     /// Now.
@@ -135,6 +137,10 @@ impl AppState {
             anonymous_rate: RateLimiter::new(api.anonymous_rate_limit_per_s),
             sql_slots: SqlSlots::new(api.sql_concurrency),
             sql_limits,
+            sql_pool: SqlPool::new(SqlPool::default_threads()).map_err(|e| ApiError::Setup {
+                key: "api.sql_concurrency",
+                message: e.to_string(),
+            })?,
             audit,
             clock: options.clock,
             metrics,

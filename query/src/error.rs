@@ -93,6 +93,14 @@ pub enum QueryError {
         /// The limit, human readable (`30s`).
         limit: String,
     },
+    /// A SQL result whose values, as text, are larger than the cap.
+    #[error(
+        "the result is larger than {limit}; select fewer or shorter columns, add a LIMIT or aggregate"
+    )]
+    ResultTooLarge {
+        /// The cap, human readable (`64 MiB`).
+        limit: String,
+    },
     /// A SQL result with more rows than the cap.
     #[error("the result has more than {max_rows} rows; add a LIMIT or aggregate")]
     RowLimit {
@@ -114,6 +122,7 @@ impl QueryError {
                 | QueryError::MemoryLimit { .. }
                 | QueryError::TimeLimit { .. }
                 | QueryError::RowLimit { .. }
+                | QueryError::ResultTooLarge { .. }
         )
     }
 }

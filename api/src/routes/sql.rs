@@ -1,10 +1,10 @@
 //! `POST /v1/sql`: sandboxed SQL. A tenant token queries a table built from its
-//! own files only; admin queries every tenant; finance may not run SQL.
+//! own files only; admin queries every tenant; finance may not run SQL. The
+//! query runs on the server's SQL pool, never on the workers serving requests.
 
 use std::sync::Arc;
 
 use allot_lake::session::Scope;
-use allot_query::sandbox::run_sql;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::response::{IntoResponse, Response};
@@ -46,9 +46,12 @@ async fn sql(
         .try_acquire(&principal.limit_key())
         .ok_or(ApiError::SqlBusy)?;
     let snapshot = Arc::clone(&state.served().await?.snapshot);
-    let output = run_sql(&snapshot, &scope, &body.sql, &state.sql_limits).await?;
+    let output = state
+        .sql_pool
+        .run(snapshot, scope, body.sql, state.sql_limits.clone())
+        .await?;
     Ok(match format {
-        Format::Json => Json(output.to_json()).into_response(),
+        Format::Json => Json(output).into_response(),
         Format::Csv => csv(output.to_csv()),
     })
 }

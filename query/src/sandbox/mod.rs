@@ -1,22 +1,40 @@
 //! Sandboxed SQL (`allot sql`, `POST /v1/sql`), the rules of SPEC §5.3.
 //!
-//! Three layers, each enough on its own for what it guards:
+//! ```text
+//! text ─▶ check::check_sql ─▶ plan ─▶ check_plan_size ─▶ optimise ─▶ execute ─▶ collect
+//!         (length, nesting,            (operators,        (bounded       (rows and
+//!          one query, tables)           expressions)       functions)     bytes capped)
+//! └──────────────── all on a SqlPool thread, within the time limit ────────────────┘
+//! ```
+//!
+//! Four layers, each enough on its own for what it guards:
 //! 1. **Isolation by construction.** A tenant's query runs in a
 //!    [`LakeSession`] whose tables were built from that tenant's files only, so
 //!    no predicate, join or error path can reach another tenant's rows.
-//! 2. **The statement check.** Exactly one statement, and it must be a query
-//!    (`SELECT`, `WITH … SELECT`, `VALUES`) or an `EXPLAIN` of one; every relation
-//!    it reads is one of the session's tables or a CTE it defines; no table
-//!    functions, no `information_schema`, no file paths as tables. DataFusion's
-//!    own `SQLOptions` then refuses DDL, DML and `SET` again on the plan.
-//! 3. **Limits.** A memory pool with spilling disabled, a time limit and a row
-//!    cap per query, each answered with its own error.
+//! 2. **The statement check** ([`check`]). Exactly one statement, and it must be
+//!    a query (`SELECT`, `WITH … SELECT`, `VALUES`) or an `EXPLAIN` of one; every
+//!    relation it reads is one of the session's tables or a CTE it defines; no
+//!    table functions, no `information_schema`, no file paths as tables; a
+//!    bounded length, nesting and plan size, so planning cannot recurse or work
+//!    without bound. DataFusion's own `SQLOptions` then refuses DDL, DML and
+//!    `SET` again on the plan.
+//! 3. **Its own threads** ([`pool`]). Everything from parsing on runs on a
+//!    [`SqlPool`], never on the caller's runtime, within one time limit that
+//!    aborts the query's task and that every operator checks on every batch
+//!    ([`deadline`]).
+//! 4. **Limits.** A memory pool with spilling disabled that also bounds what
+//!    functions build ([`functions`]), and a row and a byte cap on the result,
+//!    each answered with its own error.
 //!
 //! Error messages name the rule that was broken, never a file path or the name
 //! of a table the caller may not see.
 
-use std::collections::BTreeSet;
-use std::ops::ControlFlow;
+pub mod check;
+mod deadline;
+mod functions;
+pub mod pool;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use allot_lake::dedup::DedupWindow;
@@ -27,13 +45,13 @@ use arrow::array::{Array, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{
-    ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
-};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
+use serde::Serialize;
 use serde_json::Value;
+
+pub use check::check_sql;
+use check::{check_plan_size, only_queries, rejected};
+pub use pool::SqlPool;
 
 use crate::error::QueryError;
 use crate::render::csv_field;
@@ -41,12 +59,14 @@ use crate::render::csv_field;
 /// The limits of one SQL query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlLimits {
-    /// Wall-clock time limit.
+    /// Wall-clock time limit, from the query's arrival to its last row.
     pub timeout: Duration,
-    /// Memory its operators may use, in bytes.
+    /// Memory its operators and function results may use, in bytes.
     pub memory_bytes: usize,
     /// Most rows a result may have.
     pub max_rows: usize,
+    /// Most bytes a result's values may have, as text.
+    pub max_bytes: usize,
     /// The dedup window `usage_events` applies (`ingest.dedup_window`).
     pub dedup_window: DedupWindow,
 }
@@ -57,6 +77,7 @@ impl Default for SqlLimits {
             timeout: Duration::from_secs(30),
             memory_bytes: 512 << 20,
             max_rows: 100_000,
+            max_bytes: 64 << 20,
             dedup_window: DedupWindow::default(),
         }
     }
@@ -69,13 +90,15 @@ impl From<&Config> for SqlLimits {
             timeout: api.sql_timeout.0,
             memory_bytes: usize::try_from(api.sql_memory.0).unwrap_or(usize::MAX),
             max_rows: api.sql_max_rows,
+            max_bytes: usize::try_from(api.sql_max_bytes.0).unwrap_or(usize::MAX),
             dedup_window: DedupWindow::new(config.ingest.dedup_window.0),
         }
     }
 }
 
 /// The result of a query: column names and rows of text (`None` for SQL NULL).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializes as `{"columns": [...], "rows": [[...], ...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SqlOutput {
     /// Column names.
     pub columns: Vec<String>,
@@ -103,13 +126,7 @@ impl SqlOutput {
 
     /// `{"columns": [...], "rows": [[...], ...]}` with values as strings or null.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "columns": self.columns,
-            "rows": self.rows.iter().map(|row| row.iter().map(|v| match v {
-                Some(text) => Value::String(text.clone()),
-                None => Value::Null,
-            }).collect::<Vec<_>>()).collect::<Vec<_>>(),
-        })
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
 
@@ -118,141 +135,6 @@ fn visible_tables(scope: &Scope) -> Vec<&'static str> {
     match scope {
         Scope::AllTenants => vec![USAGE_EVENTS, REJECTED_EVENTS],
         Scope::Tenant(_) => vec![USAGE_EVENTS],
-    }
-}
-
-fn rejected(message: impl Into<String>) -> QueryError {
-    QueryError::SqlRejected(message.into())
-}
-
-/// Checks `sql` against the statement rules and returns the parsed statement.
-pub fn check_sql(sql: &str, scope: &Scope) -> Result<DfStatement, QueryError> {
-    let mut statements =
-        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
-            rejected(format!(
-                "SQL syntax error: {}",
-                strip_prefixes(&e.to_string())
-            ))
-        })?;
-    if statements.len() != 1 {
-        return Err(rejected(format!(
-            "exactly one statement is allowed, got {}",
-            statements.len()
-        )));
-    }
-    let statement = statements.pop_front().expect("one statement");
-    let query = match &statement {
-        DfStatement::Statement(inner) => query_of(inner)?,
-        DfStatement::Explain(explain) => match explain.statement.as_ref() {
-            DfStatement::Statement(inner) => query_of(inner)?,
-            _ => return Err(only_queries()),
-        },
-        DfStatement::CreateExternalTable(_) => {
-            return Err(rejected(
-                "CREATE EXTERNAL TABLE is not allowed: only a single SELECT (or WITH … SELECT, EXPLAIN) may run",
-            ));
-        }
-        DfStatement::CopyTo(_) => {
-            return Err(rejected(
-                "COPY is not allowed: only a single SELECT (or WITH … SELECT, EXPLAIN) may run",
-            ));
-        }
-        DfStatement::Reset(_) => return Err(only_queries()),
-    };
-    let mut checker = RelationCheck {
-        visible: visible_tables(scope),
-        ctes: BTreeSet::new(),
-    };
-    if let ControlFlow::Break(error) = query.visit(&mut checker) {
-        return Err(error);
-    }
-    Ok(statement)
-}
-
-fn only_queries() -> QueryError {
-    rejected("only a single SELECT (or WITH … SELECT, EXPLAIN) may run")
-}
-
-fn query_of(statement: &Statement) -> Result<&Query, QueryError> {
-    match statement {
-        Statement::Query(query) => Ok(query),
-        Statement::Explain { statement, .. } => query_of(statement),
-        other => {
-            let keyword = other
-                .to_string()
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_uppercase();
-            Err(rejected(format!(
-                "{keyword} is not allowed: only a single SELECT (or WITH … SELECT, EXPLAIN) may run"
-            )))
-        }
-    }
-}
-
-/// Walks a query and breaks on the first relation it may not read.
-struct RelationCheck {
-    visible: Vec<&'static str>,
-    ctes: BTreeSet<String>,
-}
-
-impl Visitor for RelationCheck {
-    type Break = QueryError;
-
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<QueryError> {
-        if let Some(with) = &query.with {
-            for cte in &with.cte_tables {
-                self.ctes.insert(cte.alias.name.value.to_lowercase());
-            }
-        }
-        if let SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) =
-            query.body.as_ref()
-        {
-            return ControlFlow::Break(only_queries());
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<QueryError> {
-        match factor {
-            TableFactor::Table { args: Some(_), .. }
-            | TableFactor::TableFunction { .. }
-            | TableFactor::Function { .. }
-            | TableFactor::JsonTable { .. }
-            | TableFactor::OpenJsonTable { .. }
-            | TableFactor::XmlTable { .. } => ControlFlow::Break(rejected(
-                "table functions are not allowed; read the tables usage_events and rejected_events",
-            )),
-            _ => ControlFlow::Continue(()),
-        }
-    }
-
-    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<QueryError> {
-        let parts: Vec<String> = relation
-            .0
-            .iter()
-            .map(|part| {
-                part.as_ident()
-                    .map(|ident| ident.value.to_lowercase())
-                    .unwrap_or_default()
-            })
-            .collect();
-        if parts.iter().any(|p| p == "information_schema") {
-            return ControlFlow::Break(rejected("information_schema is not available"));
-        }
-        let allowed = match parts.as_slice() {
-            [name] => self.visible.contains(&name.as_str()) || self.ctes.contains(name),
-            _ => false,
-        };
-        if allowed {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(rejected(format!(
-                "unknown table; queries may read: {}",
-                self.visible.join(", ")
-            )))
-        }
     }
 }
 
@@ -281,8 +163,13 @@ fn strip_prefixes(message: &str) -> String {
 /// internal one, without leaking paths.
 fn classify(error: DataFusionError, limits: &SqlLimits) -> QueryError {
     match error.find_root() {
+        DataFusionError::Execution(message) if message == deadline::PAST_DEADLINE => {
+            QueryError::TimeLimit {
+                limit: format!("{} s", limits.timeout.as_secs_f64()),
+            }
+        }
         DataFusionError::ResourcesExhausted(_) => QueryError::MemoryLimit {
-            limit: format!("{} MiB", limits.memory_bytes >> 20),
+            limit: human_bytes(limits.memory_bytes),
         },
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
@@ -298,12 +185,14 @@ fn classify(error: DataFusionError, limits: &SqlLimits) -> QueryError {
     }
 }
 
-/// Runs `sql` over `snapshot` within `scope` and `limits`.
-pub async fn run_sql(
+/// Runs `sql` over `snapshot` within `scope` and `limits` on the calling
+/// thread; [`SqlPool::run`] is the way in, with the time limit.
+async fn execute(
     snapshot: &LakeSnapshot,
     scope: &Scope,
     sql: &str,
     limits: &SqlLimits,
+    deadline: std::time::Instant,
 ) -> Result<SqlOutput, QueryError> {
     let statement = check_sql(sql, scope)?;
     let session = LakeSession::new(
@@ -314,6 +203,7 @@ pub async fn run_sql(
             dedup_window: limits.dedup_window,
         },
     )?;
+    functions::install(session.context());
     let state = session.context().state();
     let plan = state
         .statement_to_plan(statement)
@@ -325,24 +215,21 @@ pub async fn run_sql(
         .with_allow_statements(false)
         .verify_plan(&plan)
         .map_err(|_| only_queries())?;
-    let run = async {
-        let frame = session
-            .context()
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| classify(e, limits))?;
-        let stream = frame
-            .execute_stream()
-            .await
-            .map_err(|e| classify(e, limits))?;
-        collect_capped(stream, limits).await
-    };
-    match tokio::time::timeout(limits.timeout, run).await {
-        Ok(result) => result,
-        Err(_) => Err(QueryError::TimeLimit {
-            limit: format!("{} s", limits.timeout.as_secs_f64()),
-        }),
-    }
+    check_plan_size(&plan)?;
+    let frame = session
+        .context()
+        .execute_logical_plan(plan)
+        .await
+        .map_err(|e| classify(e, limits))?;
+    let task = frame.task_ctx();
+    let physical = frame
+        .create_physical_plan()
+        .await
+        .and_then(|plan| deadline::with_deadline(plan, deadline))
+        .map_err(|e| classify(e, limits))?;
+    let stream = datafusion::physical_plan::execute_stream(physical, Arc::new(task))
+        .map_err(|e| classify(e, limits))?;
+    collect_capped(stream, limits).await
 }
 
 async fn collect_capped(
@@ -354,6 +241,7 @@ async fn collect_capped(
         columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
         rows: Vec::new(),
     };
+    let mut bytes = output.columns.iter().map(String::len).sum::<usize>();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| classify(e, limits))?;
         if output.rows.len() + batch.num_rows() > limits.max_rows {
@@ -361,12 +249,28 @@ async fn collect_capped(
                 max_rows: limits.max_rows,
             });
         }
-        append_rows(&batch, &mut output.rows)?;
+        append_rows(&batch, &mut output.rows, &mut bytes, limits)?;
     }
     Ok(output)
 }
 
-fn append_rows(batch: &RecordBatch, rows: &mut Vec<Vec<Option<String>>>) -> Result<(), QueryError> {
+/// `n` bytes as `64 MiB`, `1 KiB` or `1000 bytes`.
+fn human_bytes(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// Formats `batch` into `rows`, counting the text in `bytes` and stopping at
+/// the first value past the byte cap.
+fn append_rows(
+    batch: &RecordBatch,
+    rows: &mut Vec<Vec<Option<String>>>,
+    bytes: &mut usize,
+    limits: &SqlLimits,
+) -> Result<(), QueryError> {
     let options = FormatOptions::default();
     let formatters: Vec<ArrayFormatter> = batch
         .columns()
@@ -375,18 +279,21 @@ fn append_rows(batch: &RecordBatch, rows: &mut Vec<Vec<Option<String>>>) -> Resu
         .collect::<Result<_, _>>()
         .map_err(QueryError::from)?;
     for row in 0..batch.num_rows() {
-        rows.push(
-            batch
-                .columns()
-                .iter()
-                .zip(&formatters)
-                .map(|(array, formatter)| {
-                    array
-                        .is_valid(row)
-                        .then(|| formatter.value(row).to_string())
-                })
-                .collect(),
-        );
+        let mut values = Vec::with_capacity(formatters.len());
+        for (array, formatter) in batch.columns().iter().zip(&formatters) {
+            let value = array
+                .is_valid(row)
+                .then(|| formatter.value(row).to_string());
+            // A value costs its text and a separator, NULL four bytes.
+            *bytes += value.as_ref().map_or(4, |text| text.len() + 1);
+            if *bytes > limits.max_bytes {
+                return Err(QueryError::ResultTooLarge {
+                    limit: human_bytes(limits.max_bytes),
+                });
+            }
+            values.push(value);
+        }
+        rows.push(values);
     }
     Ok(())
 }
@@ -521,5 +428,285 @@ mod tests {
             &limits,
         );
         assert!(matches!(path, QueryError::Engine(_)), "{path}");
+    }
+}
+
+#[cfg(test)]
+mod bombs {
+    //! Whole queries on a pool over an empty lake: statements built to crash,
+    //! stall or exhaust the process get a clean error, quickly.
+
+    use std::time::Instant;
+
+    use allot_lake::snapshot::TableFiles;
+    use allot_schemas::layout::LakeTable;
+    use deltalake::logstore::object_store::ObjectStore;
+    use deltalake::logstore::object_store::memory::InMemory;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn empty_lake() -> Arc<LakeSnapshot> {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let table = |table| TableFiles {
+            table,
+            version: Some(0),
+            store: Arc::clone(&store),
+            files: Vec::new(),
+        };
+        Arc::new(LakeSnapshot {
+            usage: table(LakeTable::UsageEvents),
+            rejected: table(LakeTable::RejectedEvents),
+            hourly: table(LakeTable::UsageHourly),
+        })
+    }
+
+    fn limits() -> SqlLimits {
+        SqlLimits {
+            timeout: Duration::from_secs(10),
+            ..SqlLimits::default()
+        }
+    }
+
+    async fn run(pool: &SqlPool, sql: &str, limits: &SqlLimits) -> Result<SqlOutput, QueryError> {
+        pool.run(
+            empty_lake(),
+            Scope::Tenant("acme".into()),
+            sql.to_string(),
+            limits.clone(),
+        )
+        .await
+    }
+
+    /// `open` `n` times, `middle`, then `close` `n` times.
+    fn nest(open: &str, middle: &str, close: &str, n: usize) -> String {
+        format!("SELECT {}{middle}{}", open.repeat(n), close.repeat(n))
+    }
+
+    #[tokio::test]
+    async fn deep_expressions_are_refused_at_any_depth() {
+        let pool = SqlPool::new(2).unwrap();
+        for n in [1_800, 20_000, 200_000] {
+            for sql in [
+                format!("SELECT {}1", "1+".repeat(n)),
+                format!("SELECT {}value FROM usage_events", "value+".repeat(n)),
+                format!("SELECT {}'x'", "'x'||".repeat(n)),
+                format!("SELECT {}true", "true AND ".repeat(n)),
+                format!("SELECT 1{}", "::bigint".repeat(n)),
+                nest("(", "1", ")", n),
+                nest("abs(", "1", ")", n),
+                nest("-", "1", "", n),
+                nest("NOT ", "true", "", n),
+                nest("CASE WHEN true THEN ", "1", " END", n),
+                nest("CASE WHEN false THEN 0 ELSE ", "1", " END", n),
+                nest("(SELECT ", "1", ")", n),
+                format!("SELECT 1{}", " UNION ALL SELECT 1".repeat(n)),
+            ] {
+                let started = Instant::now();
+                let answer = run(&pool, &sql, &limits()).await;
+                assert!(
+                    matches!(answer, Err(QueryError::SqlRejected(_))),
+                    "{}…: {answer:?}",
+                    &sql[..40]
+                );
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "{}…",
+                    &sql[..40]
+                );
+            }
+        }
+        // Under the limits, the same shapes run.
+        let sum = run(&pool, &format!("SELECT {}1", "1+".repeat(199)), &limits())
+            .await
+            .unwrap();
+        assert_eq!(sum.rows, vec![vec![Some("200".to_string())]]);
+        let nested = run(&pool, &nest("abs(", "-1", ")", 20), &limits())
+            .await
+            .unwrap();
+        assert_eq!(nested.rows, vec![vec![Some("1".to_string())]]);
+    }
+
+    #[tokio::test]
+    async fn growing_functions_are_refused_before_they_allocate() {
+        let pool = SqlPool::new(2).unwrap();
+        let doubling = |step: &str, levels: usize| {
+            let mut sql = "WITH t0 AS (SELECT repeat('x', 1000000) AS s)".to_string();
+            for level in 1..=levels {
+                sql.push_str(&format!(
+                    ", t{level} AS (SELECT {} AS s FROM t{})",
+                    step,
+                    level - 1
+                ));
+            }
+            sql + &format!(" SELECT length(s) FROM t{levels}")
+        };
+        for sql in [
+            "SELECT length(repeat('x', 1500000000))".to_string(),
+            "SELECT cardinality(range(0, 300000000))".to_string(),
+            "SELECT cardinality(generate_series(1, 300000000))".to_string(),
+            "SELECT cardinality(range(TIMESTAMP '1970-01-01T00:00:00', TIMESTAMP '2200-01-01T00:00:00', INTERVAL '1 second'))".to_string(),
+            "SELECT cardinality(array_repeat(1, 300000000))".to_string(),
+            "SELECT cardinality(array_resize([1], 300000000, 7))".to_string(),
+            "SELECT length(lpad('x', 1500000000, 'y'))".to_string(),
+            "SELECT length(rpad('x', 1500000000))".to_string(),
+            "SELECT length(replace(repeat('x', 10000000), 'x', repeat('y', 100)))".to_string(),
+            "SELECT length(regexp_replace(repeat('x', 10000000), 'x', repeat('y', 100), 'g'))".to_string(),
+            doubling("s || s", 12),
+            doubling("concat(s, s)", 12),
+            doubling("concat_ws(s, s, s)", 12),
+            doubling("encode(s, 'hex')", 12),
+            doubling("overlay(s placing s from 1 for 0)", 12),
+            doubling("array_to_string([s, s], s)", 12),
+        ] {
+            let started = Instant::now();
+            let answer = run(&pool, &sql, &limits()).await;
+            assert!(
+                matches!(answer, Err(QueryError::MemoryLimit { .. })),
+                "{sql}: {answer:?}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(5), "{sql}");
+        }
+        // A memory limit is a limit on everything the query builds.
+        let small = SqlLimits {
+            memory_bytes: 1 << 20,
+            ..limits()
+        };
+        let answer = run(&pool, "SELECT length(repeat('ab', 1000000))", &small).await;
+        assert!(
+            matches!(answer, Err(QueryError::MemoryLimit { .. })),
+            "{answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn growing_functions_still_answer_within_the_limits() {
+        let pool = SqlPool::new(2).unwrap();
+        let output = run(
+            &pool,
+            "SELECT repeat('ab', 3), lpad('x', 3, '-'), rpad('x', 2), cardinality(range(0, 10)), \
+             'a' || 'b', 'a' || NULL, concat('a', NULL, 'b'), concat_ws('-', 'a', 'b'), \
+             replace('aXa', 'X', 'yy'), regexp_replace('abc', 'b', 'B'), \
+             array_to_string(array_repeat('q', 2), ','), cardinality(generate_series(1, 3)), \
+             cardinality(generate_series(DATE '2026-01-01', DATE '2026-01-31', INTERVAL '1 day')), \
+             encode('ab', 'hex'), length(repeat('x', 1000000))",
+            &limits(),
+        )
+        .await
+        .unwrap();
+        let row: Vec<Option<&str>> = output.rows[0].iter().map(Option::as_deref).collect();
+        assert_eq!(
+            row,
+            [
+                Some("ababab"),
+                Some("--x"),
+                Some("x "),
+                Some("10"),
+                Some("ab"),
+                None,
+                Some("ab"),
+                Some("a-b"),
+                Some("ayya"),
+                Some("aBc"),
+                Some("q,q"),
+                Some("3"),
+                Some("31"),
+                Some("6162"),
+                Some("1000000"),
+            ]
+        );
+        // `||` keeps its column name.
+        let named = run(&pool, "SELECT 'a' || 'b'", &limits()).await.unwrap();
+        assert_eq!(named.columns, ["Utf8(\"a\") || Utf8(\"b\")"]);
+    }
+
+    #[tokio::test]
+    async fn a_result_is_capped_in_bytes_as_well_as_rows() {
+        let pool = SqlPool::new(1).unwrap();
+        let capped = SqlLimits {
+            max_bytes: 10 << 10,
+            ..limits()
+        };
+        let answer = run(&pool, "SELECT repeat('x', 20000)", &capped).await;
+        assert!(
+            matches!(&answer, Err(QueryError::ResultTooLarge { limit }) if limit == "10 KiB"),
+            "{answer:?}"
+        );
+        let answer = run(&pool, "SELECT unnest(range(0, 5000)) AS n", &capped).await;
+        assert!(
+            matches!(answer, Err(QueryError::ResultTooLarge { .. })),
+            "{answer:?}"
+        );
+        let fits = run(&pool, "SELECT unnest(range(0, 500)) AS n", &capped)
+            .await
+            .unwrap();
+        assert_eq!(fits.rows.len(), 500);
+    }
+
+    #[tokio::test]
+    async fn the_time_limit_stops_the_work_and_frees_the_pool() {
+        let pool = SqlPool::new(1).unwrap();
+        let endless = "SELECT count(*) FROM (SELECT unnest(range(0, 1000000)) AS a) x \
+                       CROSS JOIN (SELECT unnest(range(0, 1000000)) AS b) y";
+        let short = SqlLimits {
+            timeout: Duration::from_secs(1),
+            ..limits()
+        };
+        let started = Instant::now();
+        let answer = run(&pool, endless, &short).await;
+        assert!(
+            matches!(answer, Err(QueryError::TimeLimit { .. })),
+            "{answer:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // The one thread is free again: the aborted query no longer runs.
+        let started = Instant::now();
+        let next = run(&pool, "SELECT 1", &short).await;
+        assert!(next.is_ok(), "{next:?}");
+        assert!(started.elapsed() < Duration::from_millis(900));
+    }
+
+    /// One way to wrap an expression: recursive in the parser (parentheses,
+    /// calls, prefixes) or iterative (operator chains, casts).
+    fn wrap(expr: String, how: u8) -> String {
+        match how % 10 {
+            0 => format!("({expr})"),
+            1 => format!("abs({expr})"),
+            2 => format!("-{expr}"),
+            3 => format!("{expr} + 1"),
+            4 => format!("{expr} * value"),
+            5 => format!("CASE WHEN value > 0 THEN {expr} ELSE 0 END"),
+            6 => format!("{expr}::bigint"),
+            7 => format!("coalesce({expr}, 1, 2)"),
+            8 => format!("length(repeat('x', {expr}))"),
+            _ => format!("(SELECT {expr})"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Deep and wide expressions of every shape: an answer or a clean
+        /// error, never a crash (which would abort this test binary).
+        #[test]
+        fn any_expression_gets_an_answer_or_a_clean_error(
+            shape in proptest::collection::vec(any::<u8>(), 0..3_000),
+            width in 1usize..400,
+        ) {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let pool = SqlPool::new(2).unwrap();
+            let expr = shape.iter().fold("1".to_string(), |expr, how| wrap(expr, *how));
+            let columns = vec![expr; width].join(", ");
+            let sql = format!("SELECT {columns} FROM usage_events");
+            let answer = runtime.block_on(run(&pool, &sql, &limits()));
+            prop_assert!(
+                matches!(
+                    answer,
+                    Ok(_) | Err(QueryError::SqlRejected(_)) | Err(QueryError::MemoryLimit { .. })
+                ),
+                "{answer:?}"
+            );
+            drop(pool);
+        }
     }
 }
