@@ -235,7 +235,10 @@ fn events_ingested_after_compaction_are_billed() {
     let compact = lake.run(&["compact"], &[]);
     assert!(compact.status.success(), "{compact:?}");
     let invoice_before = lake.stdout(&["invoice", "--month", "2026-03"]);
-    assert_eq!(lake.invoice_counter_quantities(), lake.duckdb_counter_quantities());
+    assert_eq!(
+        lake.invoice_counter_quantities(),
+        lake.duckdb_counter_quantities()
+    );
 
     for day in &days {
         ingest_days(&format!("late-{day}"), &[*day]);
@@ -254,7 +257,10 @@ fn events_ingested_after_compaction_are_billed() {
     // DuckDB sums the active files, the late ones included.
     let from_allot = lake.invoice_counter_quantities();
     assert_eq!(from_allot, lake.duckdb_counter_quantities());
-    assert_ne!(lake.stdout(&["invoice", "--month", "2026-03"]), invoice_before);
+    assert_ne!(
+        lake.stdout(&["invoice", "--month", "2026-03"]),
+        invoice_before
+    );
     // Compacting again folds the late files in and refreshes the rollups.
     let compact = lake.run(&["compact"], &[]);
     assert!(compact.status.success(), "{compact:?}");

@@ -156,7 +156,11 @@ impl LakeSession {
             return Ok(());
         }
         let url = register_store(&self.ctx, hourly)?;
-        let bases = partition_bases(&self.usage.files, catalog_fingerprint(catalog), self.dedup_window);
+        let bases = partition_bases(
+            &self.usage.files,
+            catalog_fingerprint(catalog),
+            self.dedup_window,
+        );
         let (first, last) = bases
             .keys()
             .map(|key| key.day)

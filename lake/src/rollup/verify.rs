@@ -85,7 +85,11 @@ pub async fn verify_rollups(
                 .symmetric_difference(b)
                 .next()
                 .map(|row| {
-                    let side = if a.contains(row) { "stored only" } else { "raw only" };
+                    let side = if a.contains(row) {
+                        "stored only"
+                    } else {
+                        "raw only"
+                    };
                     format!("{side}: {row}")
                 })
                 .unwrap_or_default();
@@ -116,7 +120,10 @@ fn rows_by_partition(
             .collect::<Result<Vec<_>, _>>()
             .map_err(LakeError::from)?;
         for row in 0..batch.num_rows() {
-            let text: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            let text: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
             let date = text[day].parse().map_err(|_| LakeError::Unreadable {
                 table: "usage_hourly",
                 message: format!("a rollup row's day {:?}", text[day]),
