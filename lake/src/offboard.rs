@@ -162,6 +162,7 @@ pub async fn delete_tenant(options: &DeleteOptions) -> Result<DeleteSummary, Lak
 
 /// The commits of an erasure, after each of which the crash test stops it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 enum Step {
     /// The `audit` row of its intent.
     Intent,
