@@ -215,12 +215,26 @@ impl ApiError {
                 "not_ready",
                 "the lake has no data yet".into(),
             ),
+            // A query past its time limit is 408 like any slow request; a result
+            // past the row or byte cap is 413, too large to answer; a refused
+            // statement or one that needs more memory than a query may use is
+            // the caller's to change, 400.
+            ApiError::Query(error @ QueryError::TimeLimit { .. }) => parts(
+                StatusCode::REQUEST_TIMEOUT,
+                "sql_timeout",
+                error.to_string().into(),
+            ),
+            ApiError::Query(
+                error @ (QueryError::RowLimit { .. } | QueryError::ResultTooLarge { .. }),
+            ) => parts(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "sql_result_too_large",
+                error.to_string().into(),
+            ),
             ApiError::Query(error) if error.is_bad_input() => {
                 let code = match error {
                     QueryError::SqlRejected(_) => "sql_rejected",
-                    QueryError::MemoryLimit { .. }
-                    | QueryError::TimeLimit { .. }
-                    | QueryError::RowLimit { .. } => "sql_limit",
+                    QueryError::MemoryLimit { .. } => "sql_limit",
                     _ => "bad_request",
                 };
                 parts(StatusCode::BAD_REQUEST, code, error.to_string().into())
@@ -348,6 +362,33 @@ mod tests {
         let sql = ApiError::Query(QueryError::SqlRejected("COPY is not allowed".into())).parts();
         assert_eq!(sql.status, StatusCode::BAD_REQUEST);
         assert_eq!(sql.message, "COPY is not allowed");
+    }
+
+    #[test]
+    fn sql_limits_answer_by_kind() {
+        let status = |error: QueryError| ApiError::Query(error).parts().status;
+        assert_eq!(
+            status(QueryError::TimeLimit {
+                limit: "2 s".into()
+            }),
+            StatusCode::REQUEST_TIMEOUT
+        );
+        assert_eq!(
+            status(QueryError::RowLimit { max_rows: 5 }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(QueryError::ResultTooLarge {
+                limit: "64 MiB".into()
+            }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status(QueryError::MemoryLimit {
+                limit: "512 MiB".into()
+            }),
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]
