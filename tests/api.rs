@@ -1533,3 +1533,137 @@ proptest::proptest! {
         );
     }
 }
+
+/// The error code and message of an answer.
+fn error_of(answer: &Answer) -> (String, String) {
+    let body = answer.json();
+    (
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn sql_bombs_get_a_clean_answer_and_the_server_stays_up() {
+    // A body large enough for the longest statements, so the SQL check answers.
+    let server = server_with("max_body = \"1MiB\"\nrate_limit_per_s = 1000");
+    let deep = |n: usize| format!("SELECT {}1", "1+".repeat(n));
+    let wide = |n: usize| format!("SELECT {}value FROM usage_events", "value+".repeat(n));
+    let nested = |n: usize| format!("SELECT {}1{}", "abs(".repeat(n), ")".repeat(n));
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        (deep(1_800), StatusCode::BAD_REQUEST, "sql_rejected"),
+        (deep(20_000), StatusCode::BAD_REQUEST, "sql_rejected"),
+        (deep(200_000), StatusCode::BAD_REQUEST, "sql_rejected"),
+        (wide(2_000), StatusCode::BAD_REQUEST, "sql_rejected"),
+        (nested(20_000), StatusCode::BAD_REQUEST, "sql_rejected"),
+        (
+            "SELECT length(repeat('x',1500000000))".into(),
+            StatusCode::BAD_REQUEST,
+            "sql_limit",
+        ),
+        (
+            "SELECT cardinality(range(0,300000000))".into(),
+            StatusCode::BAD_REQUEST,
+            "sql_limit",
+        ),
+        (
+            "SELECT repeat('x',50000) r FROM usage_events a, usage_events b LIMIT 20000".into(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "sql_result_too_large",
+        ),
+    ];
+    for (sql, status, code) in cases {
+        let started = std::time::Instant::now();
+        let answer = post_sql(&server.app, &sql, Caller::Tenant).await;
+        let head = &sql[..sql.len().min(60)];
+        assert_eq!(
+            answer.status,
+            status,
+            "{head}: {}",
+            &answer.body[..answer.body.len().min(300)]
+        );
+        let (answer_code, message) = error_of(&answer);
+        assert_eq!(answer_code, code, "{head}: {message}");
+        assert!(
+            !message.contains('\n') && message.len() < 300,
+            "{head}: {message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{head}");
+    }
+    // Still serving, SQL included.
+    assert_eq!(
+        get(&server.app, "/healthz", Caller::NoToken).await.status,
+        StatusCode::OK
+    );
+    let one = post_sql(&server.app, "SELECT 1 + 1 AS two", Caller::Tenant).await;
+    assert_eq!(one.json()["rows"], serde_json::json!([["2"]]));
+}
+
+#[tokio::test]
+async fn heavy_sql_runs_apart_from_the_routes_and_stops_at_its_time_limit() {
+    // This test's runtime has one thread: had SQL run on it, /healthz would
+    // wait for the queries.
+    let server = server_with("rate_limit_per_s = 1000\nsql_timeout = \"3s\"");
+    let endless = "SELECT count(*) FROM (SELECT unnest(range(0, 1000000)) AS a) x \
+                   CROSS JOIN (SELECT unnest(range(0, 1000000)) AS b) y";
+    let started = std::time::Instant::now();
+    let queries: Vec<_> = [Caller::Tenant, Caller::Admin]
+        .into_iter()
+        .map(|caller| {
+            let app = server.app.clone();
+            tokio::spawn(async move { post_sql(&app, endless, caller).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(2_500) {
+        let asked = std::time::Instant::now();
+        let health = get(&server.app, "/healthz", Caller::NoToken).await;
+        assert_eq!(health.status, StatusCode::OK);
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "/healthz took {slowest:?}"
+    );
+    for query in queries {
+        let answer = query.await.unwrap();
+        assert_eq!(
+            answer.status,
+            StatusCode::REQUEST_TIMEOUT,
+            "{}",
+            answer.body
+        );
+        assert_eq!(error_of(&answer).0, "sql_timeout");
+    }
+    // The time limit ended both queries' work: the next one answers at once.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let asked = std::time::Instant::now();
+    let one = post_sql(&server.app, "SELECT 1", Caller::Tenant).await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.body);
+    assert!(asked.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn allot_sql_refuses_a_deep_expression_instead_of_crashing() {
+    let lake = &fixture().lake;
+    // 60,000 terms: about the longest argument a command line takes.
+    for terms in [20_000, 60_000] {
+        let sql = format!("SELECT {}1", "1+".repeat(terms));
+        let output = allot()
+            .args(["sql", &sql, "--lake"])
+            .arg(lake)
+            .output()
+            .expect("run allot sql");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{terms}: {stderr}");
+        assert!(stderr.contains("nests more than"), "{terms}: {stderr}");
+    }
+}
