@@ -83,7 +83,10 @@ async fn export(args: ExportArgs) -> Result<(), Failure> {
         .unwrap_or_default()
         .to_string();
     let loaded = load(&args.lake).await?;
-    known_tenant(&loaded, &tenant, "")?;
+    // A tenant whose events were all rejected is known by its rejected rows
+    // alone, which only the export's own read finds.
+    let known = loaded.settings.tenant_exists(&loaded.snapshot, &tenant);
+    let new_dir = !args.out.exists();
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Failure::usage(format!("--out {}: {e}", args.out.display())))?;
     let mut events = ExportFile::create(&args.out, "events.jsonl")?;
@@ -102,6 +105,15 @@ async fn export(args: ExportArgs) -> Result<(), Failure> {
         .await
         .map_err(failure)?;
     let rejected_count = rejected.write_chunks(chunks).await?;
+    if !known && rejected_count == 0 {
+        // Nothing of it anywhere: no file is left (the temporaries go when
+        // dropped), nor the directory this run made.
+        drop((events, rejected, invoices_file));
+        if new_dir {
+            let _ = std::fs::remove_dir(&args.out);
+        }
+        return known_tenant(&loaded, &tenant, "");
+    }
 
     // Every month with usage of the tenant, or closed.
     let mut months: BTreeSet<Period> = loaded

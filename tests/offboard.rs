@@ -194,8 +194,19 @@ fn export_gives_back_the_tenants_events_exactly() {
     };
     assert_eq!(figures(copy.invoice("acme")), figures(lake.invoice("acme")));
 
-    let unknown = lake.run(&["tenant", "export", "nobody", "--out", out.to_str().unwrap()]);
+    let nowhere = lake.dir.path().join("nobody-export");
+    let unknown = lake.run(&[
+        "tenant",
+        "export",
+        "nobody",
+        "--out",
+        nowhere.to_str().unwrap(),
+    ]);
     assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        !nowhere.exists(),
+        "an unknown tenant's export made its --out"
+    );
 
     // A rerun replaces the files whole, leaving no temporary file behind.
     lake.ok(&["tenant", "export", "acme", "--out", out.to_str().unwrap()]);
@@ -209,6 +220,42 @@ fn export_gives_back_the_tenants_events_exactly() {
         .collect();
     names.sort();
     assert_eq!(names, ["events.jsonl", "invoices.csv", "rejected.jsonl"]);
+}
+
+/// A tenant whose every event was rejected is known by its rejected rows, and
+/// its export holds them.
+#[test]
+fn export_knows_a_tenant_by_its_rejected_events_alone() {
+    let lake = common::CliLake::new(common::FLAT_PRICE_BOOK);
+    let path = lake.dir.path().join("events.jsonl");
+    std::fs::write(
+        &path,
+        [
+            r#"{"event_id":"a1","tenant_id":"acme","ts":"2026-09-01T03:00:00Z","metric":"compute_seconds","value":1}"#,
+            r#"{"event_id":"g1","tenant_id":"ghost","ts":"2026-09-01T03:00:00Z","metric":"no_such_metric","value":1}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let ingested = lake.run(&[
+        "ingest",
+        "--no-progress",
+        "--from-file",
+        path.to_str().unwrap(),
+    ]);
+    assert!(ingested.status.success(), "{ingested:?}");
+    let out = lake.dir.path().join("ghost-export");
+    let said = lake.run(&["tenant", "export", "ghost", "--out", out.to_str().unwrap()]);
+    assert!(said.status.success(), "{said:?}");
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert!(said.starts_with("0 events, 1 rejected events"), "{said}");
+    let rejected = std::fs::read_to_string(out.join("rejected.jsonl")).unwrap();
+    assert_eq!(rejected.lines().count(), 1, "{rejected}");
+    assert!(rejected.contains("g1"), "{rejected}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("events.jsonl")).unwrap(),
+        ""
+    );
 }
 
 /// A symbolic link planted where an export file goes is refused, never
