@@ -62,21 +62,8 @@ fn ingest(lake: &common::CliLake, lines: &str, part: usize) {
     );
 }
 
-/// Runs `allot ARGS` with the environment `env`.
-fn run(lake: &common::CliLake, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(args)
-        .arg("--lake")
-        .arg(lake.root())
-        .arg("--config")
-        .arg(lake.config())
-        .envs(env.iter().copied())
-        .output()
-        .expect("run allot")
-}
-
 fn ok(lake: &common::CliLake, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = run(lake, args, env);
+    let out = lake.run_with_env(args, env);
     assert!(
         out.status.success(),
         "allot {args:?}: {}",
@@ -160,17 +147,13 @@ fn an_erasure_killed_after_any_commit_is_finished_by_the_next_run() {
         );
         assert!(!naming(&lake, "acme").is_empty());
         let delete = ["tenant", "delete", "acme", "--confirm", "acme"];
-        let killed = run(
-            &lake,
-            &delete,
-            &[("ALLOT_TEST_ABORT_AFTER_ERASURE_STEP", step)],
-        );
+        let killed = lake.run_with_env(&delete, &[("ALLOT_TEST_ABORT_AFTER_ERASURE_STEP", step)]);
         assert!(!killed.status.success(), "{step}: not killed: {killed:?}");
         assert_eq!(killed.status.code(), None, "{step}: {killed:?}");
 
         if step == "finished" {
             // Nothing was left to do: the tenant is gone.
-            let again = run(&lake, &delete, &[]);
+            let again = lake.run(&delete);
             assert_eq!(again.status.code(), Some(2), "{step}: {again:?}");
         } else {
             // A dry run says what is left, and writes nothing.
@@ -196,7 +179,7 @@ fn an_erasure_killed_after_any_commit_is_finished_by_the_next_run() {
             "{step}"
         );
         // Once finished, the tenant is unknown.
-        let again = run(&lake, &delete, &[]);
+        let again = lake.run(&delete);
         assert_eq!(again.status.code(), Some(2), "{step}: {again:?}");
     }
 }
@@ -255,7 +238,7 @@ fn a_tenant_known_only_from_rejected_events_or_left_over_files_is_erased() {
     );
     assert_eq!(naming(&lake, "acme"), Vec::<PathBuf>::new());
 
-    let unknown = run(&lake, &["tenant", "delete", "nobody", "--dry-run"], &[]);
+    let unknown = lake.run(&["tenant", "delete", "nobody", "--dry-run"]);
     assert_eq!(unknown.status.code(), Some(2));
     let err = String::from_utf8_lossy(&unknown.stderr);
     assert!(

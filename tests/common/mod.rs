@@ -308,12 +308,18 @@ impl CliLake {
 
     /// Runs `allot ARGS --lake … --config …`.
     pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.run_with_env(args, &[])
+    }
+
+    /// Runs `allot ARGS --lake … --config …` with the variables `env` set.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
             .args(args)
             .arg("--lake")
             .arg(self.root())
             .arg("--config")
             .arg(self.config())
+            .envs(env.iter().copied())
             .output()
             .expect("run allot")
     }
