@@ -1,4 +1,4 @@
-//! The period-close subcommands (SPEC §7): `close`, `verify` and `margin`.
+//! The period-close subcommands (docs/reference.md#period-close): `close`, `verify` and `margin`.
 //!
 //! `close` computes the closing in the query crate and commits it through the
 //! ingest crate's appender; `verify` time-travels `usage_events` to the version

@@ -1,4 +1,4 @@
-//! `allot demo`: the whole pipeline on one machine with no setup (SPEC §6).
+//! `allot demo`: the whole pipeline on one machine with no setup (docs/reference.md#the-demo).
 //!
 //! In one process: librdkafka's mock cluster as the broker, a synthetic producer
 //! ([`crate::demo_events`]: a week of history, then live traffic), the collector

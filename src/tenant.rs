@@ -1,4 +1,5 @@
-//! `allot tenant export|delete T`: offboarding a tenant (SPEC §2, §5.1).
+//! `allot tenant export|delete T`: offboarding a tenant
+//! (docs/reference.md#compaction-and-offboarding, docs/reference.md#command-line).
 //!
 //! Export writes what the lake holds of one tenant into a directory: its events
 //! and rejected events as JSON Lines (`allot_query::export`) and its invoices of

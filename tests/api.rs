@@ -1,6 +1,6 @@
 //! The HTTP API over a real lake written by `allot ingest`, driven with
 //! `tower::ServiceExt::oneshot` (no socket): every route for every role, the
-//! BOLA matrix of SPEC §5.3 with its audit lines, SQL through the API (the
+//! BOLA matrix of docs/reference.md#security-model with its audit lines, SQL through the API (the
 //! sandbox escape corpus, tenant scope), rate limits and SQL slots per tenant,
 //! the OpenAPI document against the router, metrics, and `allot serve` /
 //! `allot token` as processes.

@@ -1,4 +1,4 @@
-//! The dedup window (SPEC §1.4) end to end: random events with copies on other
+//! The dedup window (docs/reference.md#duplicates) end to end: random events with copies on other
 //! days, inside and outside the window, written by writers that do not see each
 //! other (as two collectors) and by file backfills that check the lake, each
 //! committing in an order of its own (a writer that stamped its rows earlier may

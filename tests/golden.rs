@@ -1,5 +1,5 @@
 //! Golden tests of the reports: hand-made lakes under `tests/golden/<case>/` whose
-//! expected output was worked out by hand from the SPEC (see each case's
+//! expected output was worked out by hand from docs/reference.md (see each case's
 //! `NOTES.md`), never produced by allot. Each case's event files are ingested
 //! with `allot ingest --from-file` into a fresh lake, then every `<name>.args`
 //! command runs against it and must print `<name>.expected.csv` byte for byte, or

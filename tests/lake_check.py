@@ -40,7 +40,7 @@ VALUE_LIMIT = decimal.Decimal("1e20")
 MAX_FUTURE_SKEW = dt.timedelta(days=1)  # default max_future_skew
 MAX_EVENT_BYTES = 1 << 20  # default ingest.max_event_bytes
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-# SPEC 1.1: ts from 1970-01-01T00:00:00Z to 2261-12-31T23:59:59Z.
+# docs/reference.md#event-format: ts from 1970-01-01T00:00:00Z to 2261-12-31T23:59:59Z.
 END_OF_TS_RANGE = dt.datetime(2262, 1, 1, tzinfo=dt.timezone.utc)
 BATCH = 200_000  # expected events handed to DuckDB at a time
 SHOW = 10  # problems printed before giving up

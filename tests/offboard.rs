@@ -1,10 +1,9 @@
-//! Offboarding through the `allot` binary (SPEC §2, §5.1): `allot tenant export`
-//! writes the tenant's distinct events with exact values (ingested into a new
-//! lake they give the same invoice), its rejected events and its invoices; `allot
-//! tenant delete` refuses without `--confirm`, changes nothing in a dry run, and
-//! then leaves no Parquet file anywhere under the lake, active or not, holding a
-//! row of the tenant (but the audit row naming it), other tenants' figures
-//! unchanged.
+//! Offboarding through the `allot` binary (docs/reference.md#compaction-and-offboarding):
+//! `allot tenant export` writes the tenant's distinct events with exact values (ingested
+//! into a new lake they give the same invoice), its rejected events and its invoices;
+//! `allot tenant delete` refuses without `--confirm`, changes nothing in a dry run, and
+//! then leaves no Parquet file anywhere under the lake, active or not, holding a row of the
+//! tenant (but the audit row naming it), other tenants' figures unchanged.
 
 mod common;
 

@@ -1,7 +1,7 @@
-//! End-to-end tests of period close (SPEC §7) through the `allot` binary: the
-//! certificate digest recomputed independently in Python from the input file,
-//! and `allot verify` failing on a removed data file, a tampered closing and a
-//! data file that lost a row, and passing after compaction.
+//! End-to-end tests of period close (docs/reference.md#period-close) through the `allot`
+//! binary: the certificate digest recomputed independently in Python from the input file,
+//! and `allot verify` failing on a removed data file, a tampered closing and a data file
+//! that lost a row, and passing after compaction.
 
 mod common;
 

@@ -1,5 +1,6 @@
-//! `allot serve` as SPEC §8 has it: the lake held in memory and followed commit
-//! by commit, reports cached by what they read, identical requests computed once.
+//! `allot serve` as docs/reference.md#serving has it: the lake held in memory and
+//! followed commit by commit, reports cached by what they read, identical requests
+//! computed once.
 //! Each test runs its own server process on its own lake (so that its metrics are
 //! its own) and holds every answer to a fresh `allot` CLI run on the same lake.
 

@@ -1,5 +1,5 @@
-//! The audit log of denied attempts (SPEC §5.3): one JSON line per 401, 403, or
-//! 404 that hid another tenant, appended to `api.audit_log`.
+//! The audit log of denied attempts (docs/reference.md#security-model): one JSON line per
+//! 401, 403, or 404 that hid another tenant, appended to `api.audit_log`.
 //!
 //! Lines are written by the request observer from the [`Denial`] a response
 //! carries, so every denial is written exactly once, whichever code denied it.

@@ -1,5 +1,5 @@
-//! Bearer tokens (SPEC §5.3): verifying them on every `/v1` request and minting
-//! them for `allot token`.
+//! Bearer tokens (docs/reference.md#security-model): verifying them on every `/v1` request
+//! and minting them for `allot token`.
 //!
 //! Two algorithms are accepted, each pinned to its own key: HS256 with
 //! `api.jwt_secret` and EdDSA with the Ed25519 public key at `api.jwt_public_key`.

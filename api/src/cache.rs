@@ -1,4 +1,4 @@
-//! The server's report cache (SPEC §8).
+//! The server's report cache (docs/reference.md#serving).
 //!
 //! An answer is kept under a key naming the report, its parameters, the format
 //! and the stamp of what it was computed from ([`crate::lake_view::ServedLake::stamp`]):

@@ -1,4 +1,4 @@
-//! The lake as the server holds it (SPEC §8): loaded once, then brought forward
+//! The lake as the server holds it (docs/reference.md#serving): loaded once, then brought forward
 //! every `api.refresh_interval` by a background task that reads only the new
 //! commits ([`allot_lake::follow`]). Requests never read the Delta log; each one
 //! takes the [`ServedLake`] current when it starts, one consistent set of table

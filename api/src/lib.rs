@@ -1,4 +1,5 @@
-//! allot-api: the HTTP server over the query engine (SPEC §5.2, §5.3).
+//! allot-api: the HTTP server over the query engine (docs/reference.md#http-api,
+//! docs/reference.md#security-model).
 //!
 //! Tenant-scoped JSON and CSV views, sandboxed SQL, Prometheus metrics, the
 //! OpenAPI document and the web dashboards, served with axum. It depends on
@@ -43,7 +44,7 @@ pub use error::ApiError;
 pub use routes::RouteSpec;
 pub use state::{ApiOptions, AppState};
 
-/// The application: every route of SPEC §5.2 behind the request timeout, the
+/// The application: every route of docs/reference.md#http-api behind the request timeout, the
 /// body limit, the JSON error shape and the request observer; `/v1` routes
 /// behind token authentication.
 pub fn router(state: AppState) -> Router {

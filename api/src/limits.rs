@@ -1,4 +1,4 @@
-//! Per-caller limits (SPEC §5.3): a token bucket of requests and a number of
+//! Per-caller limits (docs/reference.md#security-model): a token bucket of requests and a number of
 //! concurrent SQL queries, both keyed by the verified tenant claim (or the
 //! subject of a finance or admin token), never by address, so one tenant cannot
 //! starve the others.

@@ -1,4 +1,4 @@
-//! Dead letters (SPEC §1.3): the original bytes of every event a collector
+//! Dead letters (docs/reference.md#rejected-events): the original bytes of every event a collector
 //! rejects, set aside with headers naming the rule it broke.
 //!
 //! One trait, [`DeadLetterQueue`], and two kinds: the `<topic>.dlq` Kafka topic

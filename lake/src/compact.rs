@@ -22,7 +22,7 @@
 //! is left as it is, logged with its error and counted
 //! ([`CompactSummary::skipped`], `allot_compaction_skipped_partitions_total`),
 //! and the run goes on with the others. So is a partition whose day lies
-//! outside the instants the pipeline supports (SPEC §1.1), which only a lake
+//! outside the instants the pipeline supports (docs/reference.md#event-format), which only a lake
 //! written before ingest enforced the range can hold: no reader sees its rows.
 //!
 //! Rewritten partitions are committed many at a time (up to

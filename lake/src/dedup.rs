@@ -1,4 +1,5 @@
-//! The dedup window (SPEC §1.4): which copies of a `(tenant_id, event_id)` count.
+//! The dedup window (docs/reference.md#duplicates): which copies of a `(tenant_id,
+//! event_id)` count.
 //!
 //! **The rule.** Copies are ordered by ingestion: earlier `ingested_at` first,
 //! then the smaller `source`, then the earlier `ts`. A row counts unless a copy

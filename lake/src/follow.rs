@@ -1,4 +1,5 @@
-//! The lake kept in memory by a long-lived reader (`allot serve`, SPEC §8).
+//! The lake kept in memory by a long-lived reader (`allot serve`,
+//! docs/reference.md#serving).
 //!
 //! [`LakeFollower::open`] loads each table once, from its last checkpoint;
 //! [`LakeFollower::refresh`] then reads only the commits written since (Delta's
@@ -24,7 +25,7 @@ pub struct LakeVersions {
     pub rejected: Option<u64>,
     /// `usage_hourly`.
     pub hourly: Option<u64>,
-    /// `closings`, the commit point of a period close (SPEC §7): a close
+    /// `closings`, the commit point of a period close (docs/reference.md#closing-a-month): a close
     /// writes its `invoices` and `allocations` rows first, so this version
     /// moves whenever a closed month's figures can.
     pub closings: Option<u64>,

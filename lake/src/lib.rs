@@ -8,7 +8,7 @@
 //! - [`tables`]: creating tables on first use and committing maintenance actions;
 //! - [`append`]: appending to a table without loading its file list, fenced on
 //!   `txn` offsets, and [`data_file`] for reading one Parquet file of the lake;
-//! - [`dedup`]: the dedup window (SPEC §1.4), which copies of an event count;
+//! - [`dedup`]: the dedup window (docs/reference.md#duplicates), which copies of an event count;
 //! - [`provider`] and [`session`]: DataFusion tables over explicit file lists
 //!   and sessions with the deduplicated `usage_events`;
 //! - [`rollup`]: the hourly rollups, their basis, computing and refreshing them;

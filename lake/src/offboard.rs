@@ -1,4 +1,5 @@
-//! Erasing a tenant from the lake (`allot tenant delete`, SPEC §2 and §5.1).
+//! Erasing a tenant from the lake (`allot tenant delete`,
+//! docs/reference.md#compaction-and-offboarding).
 //!
 //! An erasure is not a vacuum: every Parquet file that holds a row of the tenant
 //! goes at once, whatever the retention, active or left behind by an earlier

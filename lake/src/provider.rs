@@ -2,7 +2,7 @@
 //!
 //! [`LakeFilesTable`] holds the files it may read and nothing else: it never lists
 //! a directory, so a table built from one tenant's files cannot reach another
-//! tenant's data whatever the query says (SPEC §5.3), and files removed by
+//! tenant's data whatever the query says (docs/reference.md#security-model), and files removed by
 //! compaction are never read. Filters on the partition columns (`tenant_id`,
 //! `day`) prune files before the scan and are answered exactly; other filters are
 //! passed on to the Parquet reader.

@@ -348,10 +348,10 @@ pub(crate) fn table_files(table: LakeTable, delta: &DeltaTable) -> Result<TableF
             });
         };
         if !is_supported_event_day(day) {
-            // Rows stored before ingest refused their `ts` (SPEC §1.1): no report
-            // can ask about them and the query engine cannot hold them, so no
-            // reader sees them (compaction skips and reports them, an erasure
-            // still removes them).
+            // Rows stored before ingest refused their `ts`
+            // (docs/reference.md#event-format): no report can ask about them and the query
+            // engine cannot hold them, so no reader sees them (compaction skips and reports
+            // them, an erasure still removes them).
             continue;
         }
         let tenant_id = match table {

@@ -4,7 +4,7 @@
 //! stay on disk so that readers of older versions keep working. Vacuum deletes
 //! the files removed longer than `retention` ago, except every file that one of
 //! the given `usage_events` versions needs. The caller names those: the versions
-//! read by closings younger than `close_retention` (SPEC §7, see
+//! read by closings younger than `close_retention` (docs/reference.md#verify, see
 //! `allot_query::closing::versions_to_keep`), which `allot verify` time-travels to.
 //!
 //! It also deletes orphans: data files in a table's directory that no commit

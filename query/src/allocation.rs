@@ -1,4 +1,5 @@
-//! Shared-cost allocation (chargeback of real spend, SPEC §4).
+//! Shared-cost allocation (chargeback of real spend,
+//! docs/reference.md#shared-cost-allocation).
 //!
 //! A costs CSV names pools of real spend and the metric that drives each; every
 //! pool is split between tenants in proportion to their billing quantity of the
@@ -10,10 +11,11 @@
 //!   floored to the cent; the cents left over go one each to the largest
 //!   remainders, ties by tenant id ascending. All of it is integer arithmetic on
 //!   cents and 12-place quantities, so there is no rounding to disagree about.
-//! - **Drivers** are billing quantities rounded to 12 places (SPEC §4 precision);
-//!   region/service filters are applied by whoever computes them. Tenants whose
-//!   driver quantity is 0 get no row. A pool whose driver has no usage at all goes
-//!   whole to [`UNALLOCATED_TENANT`] with driver quantity 0 and share 1.
+//! - **Drivers** are billing quantities rounded to 12 places
+//!   (docs/reference.md#periods-and-precision); region/service filters are applied by
+//!   whoever computes them. Tenants whose driver quantity is 0 get no row. A pool whose
+//!   driver has no usage at all goes whole to [`UNALLOCATED_TENANT`] with driver quantity 0
+//!   and share 1.
 //! - **`share`** is quantity / Σ quantities shown with 6 places, half-to-even; it is
 //!   for reading only, amounts never go through it.
 //! - **The CSV** may start with a header row (its first field is `period`): it then

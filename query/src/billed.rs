@@ -1,4 +1,5 @@
-//! Invoices as billed: the text rows finance sends, draft or final (SPEC §7).
+//! Invoices as billed: the text rows finance sends, draft or final
+//! (docs/reference.md#final-invoices).
 //!
 //! A [`BilledInvoice`] is one tenant's invoice of one month as the rows of its
 //! CSV ([`INVOICE_CSV_COLUMNS`]): its own usage lines (`kind = usage`), the

@@ -1,4 +1,4 @@
-//! Writing a closing of a month to the lake (SPEC §7).
+//! Writing a closing of a month to the lake (docs/reference.md#closing-a-month).
 //!
 //! Delta commits are per table, so a close is three appends in a fixed order:
 //! the final invoices to `invoices`, the frozen allocation to `allocations`,

@@ -1,5 +1,5 @@
-//! Period close (SPEC §7): what a closing freezes, how it is read back, and how
-//! `allot verify` recomputes it.
+//! Period close (docs/reference.md#period-close): what a closing freezes, how it is read
+//! back, and how `allot verify` recomputes it.
 //!
 //! A closing of month M is one row of the `closings` table (the commit point)
 //! plus the rows of `invoices` and `allocations` carrying its `close_id`. Rows
@@ -384,7 +384,7 @@ fn json_error(what: &str) -> impl Fn(serde_json::Error) -> QueryError + '_ {
 }
 
 /// The `usage_events` versions that `allot vacuum` must keep whole: those read
-/// by closings younger than `close_retention` at `now_micros` (SPEC §7). A
+/// by closings younger than `close_retention` at `now_micros` (docs/reference.md#verify). A
 /// closing whose time cannot be read is kept, never lost.
 pub async fn versions_to_keep(
     location: &LakeLocation,

@@ -78,7 +78,8 @@ pub enum QueryError {
     /// that does not have the shape allot wrote.
     #[error("the lake holds a row allot cannot read: {0}")]
     Stored(String),
-    /// A SQL text that the sandbox refuses (SPEC §5.3); the message says why.
+    /// A SQL text that the sandbox refuses (docs/reference.md#security-model); the message
+    /// says why.
     #[error("{0}")]
     SqlRejected(String),
     /// A SQL query that needed more memory than its cap.

@@ -1,4 +1,5 @@
-//! A tenant's own data as files (`allot tenant export`, SPEC §5.1): its distinct
+//! A tenant's own data as files (`allot tenant export`,
+//! docs/reference.md#compaction-and-offboarding): its distinct
 //! events as JSON Lines in the v1 format, with exact values (the copies the dedup
 //! window counts, so the tenant can recompute a closed month's digests from
 //! them), and its rejected events.

@@ -1,4 +1,5 @@
-//! Tenant health: status, reasons, month-to-date cost and forecast (SPEC §4).
+//! Tenant health: status, reasons, month-to-date cost and forecast
+//! (docs/reference.md#tenant-health).
 //!
 //! The lake layer computes a [`HealthInputs`] per tenant as of an instant `now`;
 //! [`tenant_health`] turns it into a [`TenantHealth`]: `ok`, `warning` or
@@ -153,7 +154,7 @@ fn human_duration(micros: i64) -> String {
 
 /// The current level of every gauge metric of `catalog` for one tenant: per
 /// series, the latest sample before `now` while its hold still covers `now`,
-/// summed over the series (SPEC §4). `usage` must list each series' latest
+/// summed over the series (docs/reference.md#tenant-health). `usage` must list each series' latest
 /// sample before `now`, as the month-to-date usage does.
 pub fn gauge_levels(
     usage: &TenantUsage,

@@ -5,7 +5,7 @@
 //! sandboxed SQL). It reads the lake through `allot-lake` and depends on the
 //! contract in `allot-schemas`, never on Kafka, the collectors or the server.
 //!
-//! The semantics of SPEC §4 live in plain, exact Rust over in-memory inputs, so
+//! The semantics of docs/reference.md#figures live in plain, exact Rust over in-memory inputs, so
 //! the DataFusion layer only has to aggregate the lake into them:
 //! - [`period`]: calendar months in UTC, instants in microseconds;
 //! - [`rounding`]: quantities half-to-even to 12 places, money half away from zero
@@ -22,10 +22,11 @@
 //! - [`usage`]: aggregations of the lake into the inputs of the semantics;
 //! - [`reports`]: invoices, allocation, noisy neighbours and health, for the CLI
 //!   and the API alike, and [`render`] for their CSV and JSON shapes;
-//! - [`sandbox`]: the SQL rules and limits of SPEC §5.3;
-//! - [`billed`] and [`closing`]: period close (SPEC §7) — invoices as billed
-//!   (draft or final, with adjustment lines), certificates, verify, margin, and
-//!   [`close`], which commits a closing to the lake.
+//! - [`sandbox`]: the SQL rules and limits of
+//!   docs/reference.md#security-model;
+//! - [`billed`] and [`closing`]: period close (docs/reference.md#period-close) —
+//!   invoices as billed (draft or final, with adjustment lines), certificates,
+//!   verify, margin, and [`close`], which commits a closing to the lake.
 //!
 //! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 

@@ -1,5 +1,5 @@
 //! Noisy neighbours: tenants whose usage of a metric jumps far above their own
-//! baseline while taking a large share of a bucket (SPEC §4).
+//! baseline while taking a large share of a bucket (docs/reference.md#noisy-neighbours).
 //!
 //! The input is usage per (tenant, bucket) for one metric over
 //! `[from − baseline × bucket, to)`, as the lake aggregates it; the output is one

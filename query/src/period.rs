@@ -1,4 +1,5 @@
-//! Billing periods: calendar months in UTC, `[start, end)` (SPEC §4).
+//! Billing periods: calendar months in UTC, `[start, end)`
+//! (docs/reference.md#periods-and-precision).
 //!
 //! Instants are UTC microseconds since the Unix epoch, the lake's `ts` unit. A
 //! [`Period`] parses and prints as `YYYY-MM` and knows its start, end and length,

@@ -5,7 +5,7 @@
 //! strings holding exactly the CSV text, so no figure passes through a binary
 //! float on its way to a client.
 //!
-//! Invoice CSV (SPEC §4 invoice-line columns, then `kind` and `adjusts`): each
+//! Invoice CSV (docs/reference.md#invoice-lines columns, then `kind` and `adjusts`): each
 //! tenant's lines, then the rows whose `metric` is `subtotal`, `discount`,
 //! `adjustments` (only with adjustment lines) and `total`, with the amount in
 //! `amount` and every other column but `tenant_id` and `period` empty (see
@@ -167,7 +167,8 @@ pub fn allocation_table(rows: &[AllocationRow]) -> ReportTable {
     }
 }
 
-/// Noisy-neighbour rows: only the flagged ones in the SPEC's columns, or (with
+/// Noisy-neighbour rows: only the flagged ones in the columns of
+/// docs/reference.md#noisy-neighbours, or (with
 /// `all`) every row plus a `flagged` column.
 pub fn noisy_table(rows: &[NoisyRow], all: bool) -> ReportTable {
     let mut columns: Vec<String> = NOISY_COLUMNS.iter().map(|c| c.to_string()).collect();

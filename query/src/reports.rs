@@ -1,4 +1,4 @@
-//! The reports of SPEC §4 over a lake snapshot: invoices, shared-cost
+//! The reports of docs/reference.md#figures over a lake snapshot: invoices, shared-cost
 //! allocation, noisy neighbours, tenant health, and usage series for charts.
 //!
 //! Each report opens a [`LakeSession`] (tenant-scoped when it is about one
@@ -216,9 +216,9 @@ pub async fn invoices(
         .collect()
 }
 
-/// Splits every pool of `pools` that belongs to `period` between the tenants by
-/// their quantity of the pool's driver metric (SPEC §4). Rows come pool by pool
-/// in file order, tenants ascending within a pool.
+/// Splits every pool of `pools` that belongs to `period` between the tenants by their
+/// quantity of the pool's driver metric (docs/reference.md#shared-cost-allocation). Rows
+/// come pool by pool in file order, tenants ascending within a pool.
 pub async fn allocation(
     snapshot: &LakeSnapshot,
     settings: &ReportSettings,

@@ -1,8 +1,8 @@
-//! The rounding rules of SPEC §4, in one place.
+//! The rounding rules of docs/reference.md#periods-and-precision, in one place.
 //!
 //! Billing quantities are rounded half-to-even to [`QUANTITY_SCALE`] (12) decimal
 //! places, exactly once; money is rounded half away from zero to [`MONEY_SCALE`]
-//! (2) places, only where the SPEC says; shares are shown with [`SHARE_SCALE`] (6)
+//! (2) places, only where the reference says; shares are shown with [`SHARE_SCALE`] (6)
 //! places. Every division here is exact: numerator and denominator become
 //! integers and the quotient is rounded from the true remainder, so no
 //! intermediate precision limit (such as `BigDecimal`'s default 100 digits) can

@@ -1,11 +1,11 @@
 //! `allot.toml`: configuration types, loading with environment overrides, validation.
 //!
-//! Loading is layered: built-in defaults, then the TOML file, then
-//! `ALLOT__SECTION__KEY` environment variables (SPEC §3). Every struct denies
+//! Loading is layered: built-in defaults, then the TOML file, then `ALLOT__SECTION__KEY`
+//! environment variables (docs/reference.md#configuration-file). Every struct denies
 //! unknown keys, and every error names the offending key (`api.listen`,
-//! `rates[2].unit_price`) and, for an override, the variable it came from.
-//! Money and quantities are exact decimals ([`ConfigDecimal`]): a TOML float is
-//! refused because it has already been through a binary float.
+//! `rates[2].unit_price`) and, for an override, the variable it came from. Money and
+//! quantities are exact decimals ([`ConfigDecimal`]): a TOML float is refused because it
+//! has already been through a binary float.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -119,10 +119,11 @@ pub struct LakeConfig {
     pub storage: StorageConfig,
 }
 
-/// `[lake.storage]`: the object store's endpoint, region and credentials (SPEC
-/// §2). A key left out falls back to its `AWS_*` environment variable
-/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). `Debug` hides the secrets.
+/// `[lake.storage]`: the object store's endpoint, region and credentials
+/// (docs/reference.md#object-storage). A key left out falls back to its
+/// `AWS_*` environment variable (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+/// `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`). `Debug` hides the secrets.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
@@ -255,13 +256,13 @@ pub struct IngestConfig {
     /// Address a collector serves Prometheus metrics on (`--metrics-listen`).
     pub metrics_listen: Option<String>,
     /// Copies of a `(tenant_id, event_id)` whose `ts` lie closer than this are
-    /// one event (SPEC §1.4); at least one day.
+    /// one event (docs/reference.md#duplicates); at least one day.
     pub dedup_window: HumanDuration,
     /// `allot vacuum` deletes files removed from `usage_events` longer ago than
     /// this.
     pub vacuum_retention: HumanDuration,
     /// `allot vacuum` keeps every file a closing's version needs while the
-    /// closing is younger than this (SPEC §7).
+    /// closing is younger than this (docs/reference.md#verify).
     pub close_retention: HumanDuration,
 }
 
@@ -300,7 +301,7 @@ pub enum MetricKind {
     Gauge,
 }
 
-/// One metric of the catalog (SPEC §3.1).
+/// One metric of the catalog (docs/reference.md#metric-catalog).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDefinition {
@@ -404,7 +405,8 @@ impl MetricCatalog {
     }
 }
 
-/// One entry of a price book (SPEC §3.2): a flat price or graduated tiers.
+/// One entry of a price book (docs/reference.md#price-book-and-tenants): a flat price or
+/// graduated tiers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateEntry {
@@ -446,7 +448,7 @@ pub struct TenantConfig {
     pub rates: Vec<RateEntry>,
 }
 
-/// Tenant-health thresholds (SPEC §4).
+/// Tenant-health thresholds (docs/reference.md#tenant-health).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
@@ -486,7 +488,7 @@ impl Default for ReportsConfig {
     }
 }
 
-/// Noisy-neighbour thresholds (SPEC §4).
+/// Noisy-neighbour thresholds (docs/reference.md#noisy-neighbours).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NoisyConfig {
@@ -514,7 +516,7 @@ impl Default for NoisyConfig {
     }
 }
 
-/// The HTTP server (SPEC §3.3).
+/// The HTTP server (docs/reference.md#server-settings).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
@@ -555,7 +557,7 @@ pub struct ApiConfig {
     pub request_timeout: HumanDuration,
     /// Largest accepted request body.
     pub max_body: ByteSize,
-    /// How often the server reads the lake's new commits (SPEC §8): the
+    /// How often the server reads the lake's new commits (docs/reference.md#serving): the
     /// longest a commit takes to show in every view.
     pub refresh_interval: HumanDuration,
     /// Memory of the server's report cache (least recently used answers are
@@ -1035,7 +1037,7 @@ impl IngestConfig {
 
 /// The most buckets (the range's plus the baseline's) one noisy-neighbour
 /// report may use: the detector holds every tenant's usage in every one of
-/// them, so this bounds its memory (SPEC §8). A month in 10-minute buckets, or
+/// them, so this bounds its memory (docs/reference.md#serving). A month in 10-minute buckets, or
 /// half a year in hours, stays under it with the default baseline of 168.
 pub const MAX_NOISY_BUCKETS: i64 = 5_000;
 

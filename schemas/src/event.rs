@@ -199,7 +199,8 @@ pub fn oversize_rejection(len: usize, max: usize) -> Rejection {
     )
 }
 
-/// Applies the CloudEvents mapping (SPEC §1.2) when `specversion` is present.
+/// Applies the CloudEvents mapping (docs/reference.md#cloudevents-input) when `specversion`
+/// is present.
 fn map_fields(wire: WireObject<'_>) -> Result<EventFields<'_>, Rejection> {
     let Some(specversion) = wire.specversion else {
         return Ok(EventFields {
@@ -963,7 +964,7 @@ mod tests {
             ) {
                 let mut bytes = event_with_value(&value);
                 // Undamaged, an accepted value is the exact decimal of its text,
-                // rounded half-to-even to 9 places (SPEC §1.1).
+                // rounded half-to-even to 9 places (docs/reference.md#event-format).
                 if let Ok(event) = decode_bytes(&bytes) {
                     let parsed: bigdecimal::BigDecimal = value.parse().unwrap();
                     let expected =

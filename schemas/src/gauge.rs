@@ -1,5 +1,5 @@
-//! Gauge weighting (SPEC §4): a gauge sample holds its value until the next
-//! sample of its series or for the metric's `hold`, whichever ends first, and a
+//! Gauge weighting (docs/reference.md#gauge-quantity): a gauge sample holds its value until
+//! the next sample of its series or for the metric's `hold`, whichever ends first, and a
 //! gauge's quantity over a range is the time-weighted sum of its samples there.
 //!
 //! Invoices, health and the hourly rollups all weigh gauges here, so a rollup's

@@ -21,7 +21,7 @@ pub enum LakeTable {
     /// Hourly rollups of `usage_events`, partitioned by `day`, maintained by
     /// compaction (see `usage_hourly_schema`).
     UsageHourly,
-    /// Final invoices of closed months, one row per CSV row (SPEC §7).
+    /// Final invoices of closed months, one row per CSV row (docs/reference.md#closing-a-month).
     Invoices,
     /// Frozen shared-cost allocations of closed months.
     Allocations,

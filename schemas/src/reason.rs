@@ -1,4 +1,4 @@
-//! Stable reason codes for rejected events (SPEC §1.3).
+//! Stable reason codes for rejected events (docs/reference.md#rejected-events).
 //!
 //! A reason code is part of the public contract: it is written to the
 //! `rejected_events` table, to the `allot-error-code` header of dead letters and to

@@ -1,4 +1,4 @@
-//! Arrow schemas of the lake's tables (SPEC §2).
+//! Arrow schemas of the lake's tables (docs/reference.md#lake-tables).
 //!
 //! The single definition of the columns of `usage_events` and `rejected_events`;
 //! the writers build their batches against these schemas and the query engine
@@ -119,8 +119,9 @@ pub fn rejected_events_schema() -> SchemaRef {
     REJECTED_EVENTS.clone()
 }
 
-/// The columns of an invoice row as rendered in CSV (SPEC §4 line columns, then
-/// `kind` and `adjusts`, SPEC §7). The `invoices` table stores these as text, so
+/// The columns of an invoice row as rendered in CSV (the line columns of
+/// docs/reference.md#invoice-lines, then `kind` and `adjusts`,
+/// docs/reference.md#late-events). The `invoices` table stores these as text, so
 /// a final invoice renders byte for byte as it was closed.
 pub const INVOICE_CSV_COLUMNS: [&str; 13] = [
     "tenant_id",
@@ -138,7 +139,7 @@ pub const INVOICE_CSV_COLUMNS: [&str; 13] = [
     "adjusts",
 ];
 
-/// The columns of an allocation row (SPEC §4).
+/// The columns of an allocation row (docs/reference.md#shared-cost-allocation).
 pub const ALLOCATION_CSV_COLUMNS: [&str; 6] = [
     "period",
     "pool",

@@ -60,7 +60,7 @@ pub const EARLIEST_REPORT_MICROS: i64 = 0;
 pub const LATEST_REPORT_MICROS: i64 = 9_214_646_400 * MICROS_PER_SECOND;
 
 /// Whether an event's `ts` is one every part of the pipeline can represent
-/// (SPEC §1.1): from 1970-01-01T00:00:00Z up to, not including,
+/// (docs/reference.md#event-format): from 1970-01-01T00:00:00Z up to, not including,
 /// 2262-01-01T00:00:00Z, the instants a report may be asked about. Outside
 /// it the query engine's nanosecond timestamps overflow, and a stored row would
 /// fail every rollup and compaction of its tenant-day.

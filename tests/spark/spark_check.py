@@ -9,17 +9,17 @@ Run it with the python of `scripts/py-env spark`; scripts/spark-test prepares ev
 argument. Spark loads `DIR/usage_events` with `spark.read.format("delta")`, as any
 outside engine would, and checks:
 
-  1. the table is partitioned by tenant_id and day, has the README's columns with
-     `value` as decimal(38,9), and every row lies in the partition of its tenant and
+  1. the table is partitioned by tenant_id and day, has the columns of
+     docs/reference.md#lake-tables with `value` as decimal(38,9), and every row lies in the partition of its tenant and
      of the UTC date of its ts;
   2. it holds as many rows as allot's (deduplicated) usage_events;
-  3. no two rows are copies of one event (SPEC §1.4: the same tenant_id and event_id,
-     ts less than ingest.dedup_window apart): after `allot compact` a reader that
+  3. no two rows are copies of one event (docs/reference.md#duplicates: the same
+     tenant_id and event_id, ts less than ingest.dedup_window apart): after `allot compact` a reader that
      sums raw rows counts every event once;
   4. per tenant and counter metric, the month's sum of value, in exact decimals,
      equals allot's raw sum (`allot sql`);
-  5. that sum over the metric's divisor, rounded half-to-even to 12 places (SPEC §4),
-     equals the quantity of the tenant's invoice lines of the metric.
+  5. that sum over the metric's divisor, rounded half-to-even to 12 places
+     (docs/reference.md#periods-and-precision), equals the quantity of the tenant's invoice lines of the metric.
 
 Sums are Spark decimals collected as Python Decimals, never floats. It prints one line
 per check and "spark-check: N passed, M failed"; it exits 1 when any check fails.
@@ -39,7 +39,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import DecimalType
 
 EXACT = decimal.Context(prec=80)  # room for a 38-digit sum over any divisor, to 12 places
-QUANTITY_PLACES = decimal.Decimal("1e-12")  # SPEC §4: quantities are rounded to 12 places
+# Quantities are rounded to 12 places: docs/reference.md#periods-and-precision.
+QUANTITY_PLACES = decimal.Decimal("1e-12")
 COLUMNS = ["event_id", "ts", "metric", "value", "resource", "region", "service", "labels",
            "schema_version", "source", "ingested_at", "tenant_id", "day"]
 
@@ -242,7 +243,8 @@ def main(argv):
     for key, total in spark_sums.items():
         quantity = EXACT.divide(total, counters[key[1]]).quantize(
             QUANTITY_PLACES, rounding=decimal.ROUND_HALF_EVEN, context=EXACT)
-        if quantity > 0:  # SPEC §4: an invoice has lines with quantity > 0 only
+        # An invoice has lines with quantity > 0 only: docs/reference.md#invoice-lines.
+        if quantity > 0:
             expected[key] = quantity
     for key in sorted(set(expected) | set(invoiced)):
         e, i = expected.get(key), invoiced.get(key)

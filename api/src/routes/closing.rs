@@ -1,4 +1,4 @@
-//! Period close (SPEC §7): the closings, a tenant's completeness certificate
+//! Period close (docs/reference.md#period-close): the closings, a tenant's completeness certificate
 //! and the margin report. Closings and margin are for finance and admin; a
 //! tenant token sees its own certificate only. An open month's certificate is
 //! empty (`"status": "open"`).

@@ -1,4 +1,4 @@
-//! The routes of SPEC §5.2 in groups, each a function returning [`Routes`]:
+//! The routes of docs/reference.md#http-api in groups, each a function returning [`Routes`]:
 //! [`tenant`] (one tenant's views), [`finance`] (all-tenant views), [`sql`],
 //! [`ops`] (health, readiness, metrics, OpenAPI) and [`web`] (dashboards).
 //!

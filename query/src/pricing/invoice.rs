@@ -235,7 +235,7 @@ pub fn invoice_until(
 
 /// The billing quantity of `metric` for a tenant over the whole `period`, rounded
 /// to 12 places once: a counter's raw sum / divisor, or a gauge's time-weighted
-/// quotient (SPEC §4). Allocation drivers use it.
+/// quotient (docs/reference.md#gauge-quantity). Allocation drivers use it.
 pub fn period_quantity(
     spec: &MetricSpec,
     metric: &str,

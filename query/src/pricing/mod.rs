@@ -1,4 +1,5 @@
-//! Invoices: rates, rate segments, graduated tiers, discount (SPEC §4).
+//! Invoices: rates, rate segments, graduated tiers, discount (docs/reference.md#rates-and-segments,
+//! docs/reference.md#invoice-lines).
 //!
 //! This is the exact core of billing over in-memory inputs; the DataFusion layer
 //! only has to aggregate the lake into a [`TenantUsage`]:

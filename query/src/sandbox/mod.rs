@@ -1,4 +1,5 @@
-//! Sandboxed SQL (`allot sql`, `POST /v1/sql`), the rules of SPEC §5.3.
+//! Sandboxed SQL (`allot sql`, `POST /v1/sql`), the rules of
+//! docs/reference.md#security-model.
 //!
 //! ```text
 //! text ─▶ check::check_sql ─▶ plan ─▶ check_plan_size ─▶ optimise ─▶ execute ─▶ collect
