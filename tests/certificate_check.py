@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Recomputes the completeness-certificate digests of a month from a JSON Lines file
-of native events, independently of allot (the recipe of the README, "Closing a month").
+of native events, independently of allot (the recipe of docs/reports-and-close.md,
+"Completeness certificate").
 
     certificate_check.py EVENTS.jsonl YYYY-MM
 

@@ -171,7 +171,8 @@ fn export_gives_back_the_tenants_events_exactly() {
     );
 
     // The tenant recomputes the closed month's certificate digests from the
-    // export alone, with the README's recipe.
+    // export alone, with the recipe of docs/reports-and-close.md ("Completeness
+    // certificate").
     let certificate = lake.ok(&["certificate", "--month", "2026-09", "--tenant", "acme"]);
     let ours = common::certificate_digests(&certificate);
     let theirs = common::python_certificate_digests(&out.join("events.jsonl"), "2026-09");

@@ -4,7 +4,7 @@
 //! where the figures go; the binary installs a Prometheus recorder
 //! (`allot ingest --metrics-listen`) and without one every call is a no-op. The
 //! names below are the contract with dashboards and alerts: they are documented in
-//! the README and must not change lightly.
+//! docs/operating.md ("Collector metrics") and must not change lightly.
 //!
 //! Per-tenant series are updated once per flush (one increment per tenant of the
 //! batch), never per event, so the cost does not grow with the event rate.

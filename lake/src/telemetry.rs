@@ -2,7 +2,8 @@
 //!
 //! Like the collector's own (`allot_ingest::telemetry`), they go through the
 //! `metrics` facade and are a no-op until a recorder is installed; the names are
-//! the contract with dashboards and alerts and are documented in the README.
+//! the contract with dashboards and alerts and are documented in
+//! docs/operating.md ("Collector metrics").
 
 use metrics::{counter, describe_counter};
 
