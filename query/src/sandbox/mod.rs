@@ -99,25 +99,62 @@ impl From<&Config> for SqlLimits {
 
 /// The result of a query: column names and rows of text (`None` for SQL NULL).
 /// Serializes as `{"columns": [...], "rows": [[...], ...]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// The values are held as one text with an end offset per value, so an
+/// answer's memory is its text plus four bytes a value: what the byte cap
+/// ([`SqlLimits::max_bytes`]) counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlOutput {
     /// Column names.
     pub columns: Vec<String>,
-    /// Rows, values formatted as text (decimals exactly, instants RFC 3339).
-    pub rows: Vec<Vec<Option<String>>>,
+    /// Every value's text, row by row (decimals exactly, instants RFC 3339).
+    text: String,
+    /// Where each value ends in `text`; `None` for NULL.
+    ends: Vec<Option<u32>>,
 }
 
 impl SqlOutput {
+    fn new(columns: Vec<String>) -> Self {
+        SqlOutput {
+            columns,
+            text: String::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// How many rows the answer has.
+    pub fn row_count(&self) -> usize {
+        self.ends.len().checked_div(self.columns.len()).unwrap_or(0)
+    }
+
+    /// The rows, each value `None` for NULL.
+    pub fn rows(&self) -> impl Iterator<Item = Vec<Option<&str>>> + '_ {
+        let width = self.columns.len().max(1);
+        let mut start = 0;
+        self.ends.chunks(width).map(move |row| {
+            row.iter()
+                .map(|end| {
+                    end.map(|end| {
+                        let end = end as usize;
+                        let value = &self.text[start..end];
+                        start = end;
+                        value
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// CSV with a header row; NULL is an empty field.
     pub fn to_csv(&self) -> String {
         let mut out = String::new();
         let header: Vec<String> = self.columns.iter().map(|c| csv_field(c)).collect();
         out.push_str(&header.join(","));
         out.push('\n');
-        for row in &self.rows {
+        for row in self.rows() {
             let fields: Vec<String> = row
                 .iter()
-                .map(|v| v.as_deref().map(csv_field).unwrap_or_default())
+                .map(|v| v.map(csv_field).unwrap_or_default())
                 .collect();
             out.push_str(&fields.join(","));
             out.push('\n');
@@ -128,6 +165,29 @@ impl SqlOutput {
     /// `{"columns": [...], "rows": [[...], ...]}` with values as strings or null.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+impl Serialize for SqlOutput {
+    /// Written row by row from the held text, never copied into a tree first.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+
+        struct Rows<'a>(&'a SqlOutput);
+        impl Serialize for Rows<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut rows = serializer.serialize_seq(Some(self.0.row_count()))?;
+                for row in self.0.rows() {
+                    rows.serialize_element(&row)?;
+                }
+                rows.end()
+            }
+        }
+
+        let mut output = serializer.serialize_struct("SqlOutput", 2)?;
+        output.serialize_field("columns", &self.columns)?;
+        output.serialize_field("rows", &Rows(self))?;
+        output.end()
     }
 }
 
@@ -238,19 +298,15 @@ async fn collect_capped(
     limits: &SqlLimits,
 ) -> Result<SqlOutput, QueryError> {
     let schema = stream.schema();
-    let mut output = SqlOutput {
-        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
-        rows: Vec::new(),
-    };
-    let mut bytes = output.columns.iter().map(String::len).sum::<usize>();
+    let mut output = SqlOutput::new(schema.fields().iter().map(|f| f.name().clone()).collect());
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| classify(e, limits))?;
-        if output.rows.len() + batch.num_rows() > limits.max_rows {
+        if output.row_count() + batch.num_rows() > limits.max_rows {
             return Err(QueryError::RowLimit {
                 max_rows: limits.max_rows,
             });
         }
-        append_rows(&batch, &mut output.rows, &mut bytes, limits)?;
+        append_rows(&batch, &mut output, limits)?;
     }
     Ok(output)
 }
@@ -264,14 +320,18 @@ fn human_bytes(n: usize) -> String {
     }
 }
 
-/// Formats `batch` into `rows`, counting the text in `bytes` and stopping at
-/// the first value past the byte cap.
+/// Formats `batch` into `output`, stopping at the first value that takes the
+/// answer past the byte cap.
 fn append_rows(
     batch: &RecordBatch,
-    rows: &mut Vec<Vec<Option<String>>>,
-    bytes: &mut usize,
+    output: &mut SqlOutput,
     limits: &SqlLimits,
 ) -> Result<(), QueryError> {
+    use std::fmt::Write;
+
+    let too_large = || QueryError::ResultTooLarge {
+        limit: human_bytes(limits.max_bytes),
+    };
     let options = FormatOptions::default();
     let formatters: Vec<ArrayFormatter> = batch
         .columns()
@@ -279,24 +339,48 @@ fn append_rows(
         .map(|array| ArrayFormatter::try_new(array.as_ref(), &options))
         .collect::<Result<_, _>>()
         .map_err(QueryError::from)?;
+    // What the answer holds: the column names, each value's text and its end.
+    let held = |output: &SqlOutput| {
+        output.columns.iter().map(String::len).sum::<usize>()
+            + output.text.len()
+            + output.ends.len() * std::mem::size_of::<Option<u32>>()
+    };
     for row in 0..batch.num_rows() {
-        let mut values = Vec::with_capacity(formatters.len());
         for (array, formatter) in batch.columns().iter().zip(&formatters) {
-            let value = array
-                .is_valid(row)
-                .then(|| formatter.value(row).to_string());
-            // A value costs its text and a separator, NULL four bytes.
-            *bytes += value.as_ref().map_or(4, |text| text.len() + 1);
-            if *bytes > limits.max_bytes {
-                return Err(QueryError::ResultTooLarge {
-                    limit: human_bytes(limits.max_bytes),
-                });
+            let end = if array.is_valid(row) {
+                // Written through a cap, so that one huge value stops at the
+                // cap instead of being copied whole first.
+                let room = limits.max_bytes.saturating_sub(held(output));
+                let mut capped = CappedText {
+                    text: &mut output.text,
+                    room,
+                };
+                write!(capped, "{}", formatter.value(row)).map_err(|_| too_large())?;
+                Some(u32::try_from(output.text.len()).map_err(|_| too_large())?)
+            } else {
+                None
+            };
+            output.ends.push(end);
+            if held(output) > limits.max_bytes {
+                return Err(too_large());
             }
-            values.push(value);
         }
-        rows.push(values);
     }
     Ok(())
+}
+
+/// Text that refuses to grow by more than `room` bytes.
+struct CappedText<'a> {
+    text: &'a mut String,
+    room: usize,
+}
+
+impl std::fmt::Write for CappedText<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.room = self.room.checked_sub(s.len()).ok_or(std::fmt::Error)?;
+        self.text.push_str(s);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -521,11 +605,11 @@ mod bombs {
         let sum = run(&pool, &format!("SELECT {}1", "1+".repeat(199)), &limits())
             .await
             .unwrap();
-        assert_eq!(sum.rows, vec![vec![Some("200".to_string())]]);
+        assert_eq!(sum.rows().collect::<Vec<_>>(), vec![vec![Some("200")]]);
         let nested = run(&pool, &nest("abs(", "-1", ")", 20), &limits())
             .await
             .unwrap();
-        assert_eq!(nested.rows, vec![vec![Some("1".to_string())]]);
+        assert_eq!(nested.rows().collect::<Vec<_>>(), vec![vec![Some("1")]]);
     }
 
     #[tokio::test]
@@ -595,7 +679,7 @@ mod bombs {
         )
         .await
         .unwrap();
-        let row: Vec<Option<&str>> = output.rows[0].iter().map(Option::as_deref).collect();
+        let row: Vec<Option<&str>> = output.rows().next().unwrap();
         assert_eq!(
             row,
             [
@@ -641,7 +725,7 @@ mod bombs {
         let fits = run(&pool, "SELECT unnest(range(0, 500)) AS n", &capped)
             .await
             .unwrap();
-        assert_eq!(fits.rows.len(), 500);
+        assert_eq!(fits.row_count(), 500);
     }
 
     #[tokio::test]
