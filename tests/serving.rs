@@ -26,17 +26,28 @@ const VISIBLE_WITHIN: Duration = Duration::from_secs(5);
 
 /// A new lake whose configuration is `price_book` and the server's keys.
 fn new_lake(price_book: &str) -> CliLake {
+    new_lake_with(price_book, "")
+}
+
+/// A new lake whose configuration is `price_book`, the server's keys and the
+/// further `[api]` lines `api`.
+fn new_lake_with(price_book: &str, api: &str) -> CliLake {
     let lake = CliLake::new("");
-    set_price_book(&lake, price_book);
+    write_config(&lake, price_book, api);
     lake
 }
 
 /// Rewrites `lake`'s configuration with `price_book`.
 fn set_price_book(lake: &CliLake, price_book: &str) {
+    write_config(lake, price_book, "");
+}
+
+/// Writes `lake`'s configuration: `price_book`, the server's keys and `api`.
+fn write_config(lake: &CliLake, price_book: &str, api: &str) {
     let audit = lake.dir.path().join("audit.jsonl");
     let config = format!(
         "{price_book}\n[api]\njwt_secret = \"{SECRET}\"\naudit_log = \"{}\"\n\
-         rate_limit_per_s = 100000\nrefresh_interval = \"{}ms\"\n",
+         rate_limit_per_s = 100000\nrefresh_interval = \"{}ms\"\n{api}",
         audit.display(),
         REFRESH.as_millis()
     );
@@ -74,16 +85,10 @@ impl Server {
         let address = common::served_address(&mut stderr);
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let token = Command::new(env!("CARGO_BIN_EXE_allot"))
-            .args(["token", "--role", "finance", "--config"])
-            .arg(lake.config())
-            .output()
-            .expect("run allot token");
-        assert!(token.status.success());
         let server = Server {
             child,
             address,
-            token: String::from_utf8(token.stdout).unwrap().trim().to_string(),
+            token: Server::mint(lake, "finance", None),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while server.get("/readyz").0 != 200 {
@@ -95,12 +100,29 @@ impl Server {
 
     /// `GET path` as CSV with the finance token: status and body.
     fn get(&self, path: &str) -> (u16, String) {
+        self.request(&format!("GET {path}"), &self.token, "")
+    }
+
+    /// `POST /v1/sql` of `sql` with `token`, answered as JSON: status and body.
+    fn sql(&self, token: &str, sql: &str) -> (u16, String) {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        self.request("POST /v1/sql", token, &body)
+    }
+
+    /// `method_and_path` with `token` and `body`: status and body.
+    fn request(&self, method_and_path: &str, token: &str, body: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.address).expect("connect");
+        let accept = if body.is_empty() {
+            "text/csv"
+        } else {
+            "application/json"
+        };
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/csv\r\n\
-             Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            self.token
+            "{method_and_path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         )
         .unwrap();
         let mut response = String::new();
@@ -111,6 +133,35 @@ impl Server {
             .map(|(_, body)| body.to_string())
             .unwrap_or_default();
         (status, body)
+    }
+
+    /// A token of `role` (and `tenant`) for this server.
+    fn mint(lake: &CliLake, role: &str, tenant: Option<&str>) -> String {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_allot"));
+        command.args(["token", "--role", role]);
+        if let Some(tenant) = tenant {
+            command.args(["--tenant", tenant]);
+        }
+        let minted = command
+            .arg("--config")
+            .arg(lake.config())
+            .output()
+            .expect("run allot token");
+        assert!(minted.status.success(), "{minted:?}");
+        String::from_utf8(minted.stdout).unwrap().trim().to_string()
+    }
+
+    /// The process's peak resident memory so far, in bytes (Linux's `VmHWM`).
+    fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().strip_suffix("kB"))
+            .and_then(|value| value.trim().parse().ok())
+            .expect("VmHWM in /proc status");
+        kib << 10
     }
 
     /// The body of a 200 answer to `GET path`.
@@ -333,13 +384,7 @@ fn a_tenant_choosing_as_of_computes_only_its_own_health() {
     cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);
     let mut server = Server::start(&lake);
     let finance = server.token.clone();
-    let minted = Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(["token", "--role", "tenant", "--tenant", "t2", "--config"])
-        .arg(lake.config())
-        .output()
-        .expect("run allot token");
-    assert!(minted.status.success(), "{minted:?}");
-    let tenant = String::from_utf8(minted.stdout).unwrap().trim().to_string();
+    let tenant = Server::mint(&lake, "tenant", Some("t2"));
     let before = server.counter("allot_report_computations_total", "health_rows");
     let instants: Vec<String> = (0..40)
         .map(|i| format!("2026-05-{:02}T{:02}:17:00Z", 1 + i % 20, i % 24))
@@ -368,4 +413,106 @@ fn a_tenant_choosing_as_of_computes_only_its_own_health() {
             "{at}: {row}\nvs\n{all}"
         );
     }
+}
+
+/// SQL bombs from several tenants at once leave the server up, within its
+/// memory bound, and answering `/healthz` quickly meanwhile. The bound: what
+/// the server held before, plus for each query the SQL pool runs at once four
+/// times its `api.sql_memory` (an aggregate's final value, such as
+/// `string_agg`'s, is copied up to three times outside the engine's memory
+/// pool as it is emitted) and twice its `api.sql_max_bytes` (the answer and
+/// its encoding), plus 64 MiB for the engine's own state.
+#[test]
+fn sql_bombs_leave_the_server_within_its_memory_bound() {
+    const SQL_MEMORY: u64 = 64 << 20;
+    const SQL_MAX_BYTES: u64 = 8 << 20;
+    let mut rng = Lcg(13);
+    let lake = new_lake_with(
+        common::FLAT_PRICE_BOOK,
+        "sql_memory = \"64MiB\"\nsql_max_bytes = \"8MiB\"\nsql_timeout = \"4s\"\n\
+         sql_concurrency = 2\n",
+    );
+    let inputs = tempfile::tempdir().unwrap();
+    let events = batch(inputs.path(), "events.jsonl", &mut rng, &TENANTS, 200);
+    cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);
+    let server = Arc::new(Server::start(&lake));
+    let tokens: Vec<String> = TENANTS
+        .iter()
+        .map(|tenant| Server::mint(&lake, "tenant", Some(tenant)))
+        .collect();
+    // Warm the engine up with a query of each shape, then take the baseline.
+    for token in &tokens {
+        let (status, body) = server.sql(
+            token,
+            "SELECT metric, sum(value) FROM usage_events GROUP BY metric",
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let before = server.peak_rss();
+
+    let bombs = [
+        "SELECT length(repeat('x', 1500000000))",
+        "SELECT cardinality(range(0, 300000000))",
+        "SELECT repeat('x', 50000) r FROM usage_events a, usage_events b LIMIT 20000",
+        "SELECT count(DISTINCT n) FROM (SELECT unnest(range(0, 100000000)) AS n) t",
+        "SELECT string_agg(repeat('y', 1000), ',') FROM usage_events a, usage_events b",
+        "SELECT n, repeat('z', 200) FROM (SELECT unnest(range(0, 90000)) AS n) t",
+        "SELECT * FROM usage_events a, usage_events b, usage_events c ORDER BY a.value",
+        "SELECT array_agg(n) FROM (SELECT unnest(range(0, 50000000)) AS n) t",
+    ];
+    let start = Arc::new(Barrier::new(tokens.len() + 1));
+    let attackers: Vec<_> = tokens
+        .iter()
+        .cloned()
+        .map(|token| {
+            let (server, start) = (Arc::clone(&server), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                for _round in 0..2 {
+                    for bomb in bombs {
+                        let (status, body) = server.sql(&token, bomb);
+                        assert!(
+                            [400, 408, 413, 429].contains(&status),
+                            "{bomb}: {status} {}",
+                            &body[..body.len().min(300)]
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    start.wait();
+    let mut health = Vec::new();
+    while attackers.iter().any(|attacker| !attacker.is_finished()) {
+        let asked = Instant::now();
+        assert_eq!(server.request("GET /healthz", "", "").0, 200);
+        health.push(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for attacker in attackers {
+        attacker.join().unwrap();
+    }
+
+    let pool_threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8) as u64;
+    let bound = before + pool_threads * (4 * SQL_MEMORY + 2 * SQL_MAX_BYTES) + (64 << 20);
+    let peak = server.peak_rss();
+    assert!(
+        peak <= bound,
+        "peak RSS {} MiB past the bound {} MiB (before the bombs: {} MiB)",
+        peak >> 20,
+        bound >> 20,
+        before >> 20
+    );
+    health.sort();
+    let p99 = health[(health.len() * 99 / 100).min(health.len() - 1)];
+    assert!(
+        health.len() >= 20 && p99 < Duration::from_millis(50),
+        "/healthz p99 {p99:?} over {} requests",
+        health.len()
+    );
+    // Still serving SQL.
+    let (status, body) = server.sql(&tokens[0], "SELECT 1 + 1 AS two");
+    assert_eq!((status, body.contains("\"2\"")), (200, true), "{body}");
 }
