@@ -13,8 +13,9 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::LakeError;
 
-/// The codec of every Parquet file allot writes; `docs/decisions.md` ("Parquet
-/// codec") has the measurements it was chosen by.
+/// The codec of every Parquet file allot writes;
+/// `docs/decisions/0016-parquet-codec-lz4.md` has the measurements it was
+/// chosen by.
 pub const CODEC: Compression = Compression::LZ4_RAW;
 
 /// Columns whose values are (nearly) all distinct: the event id and the

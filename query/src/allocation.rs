@@ -6,7 +6,7 @@
 //! driver metric in the period, to the cent, so the parts add up to the pool
 //! exactly.
 //!
-//! Decisions (see also `docs/decisions.md`):
+//! Decisions (see also `docs/decisions/0019-billing-semantics.md`):
 //! - **Largest remainder, exactly.** Each tenant's exact share of the pool is
 //!   floored to the cent; the cents left over go one each to the largest
 //!   remainders, ties by tenant id ascending. All of it is integer arithmetic on

@@ -5,7 +5,7 @@
 //! [`tenant_health`] turns it into a [`TenantHealth`]: `ok`, `warning` or
 //! `critical`, the reasons, quota use and the month-end forecast.
 //!
-//! Decisions (see also `docs/decisions.md`):
+//! Decisions (see also `docs/decisions/0019-billing-semantics.md`):
 //! - **Windows** are half-open and end at `now`: "the last 24 h" is
 //!   `[now − 24 h, now)`, month to date is `[period start, now)`.
 //! - **Quota use** compares, in raw units and exactly (`used × 100 ≥ threshold ×

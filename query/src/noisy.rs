@@ -5,7 +5,7 @@
 //! `[from − baseline × bucket, to)`, as the lake aggregates it; the output is one
 //! [`NoisyRow`] per tenant with usage in each bucket of `[from, to)`, flagged or not.
 //!
-//! Decisions (see also `docs/decisions.md`):
+//! Decisions (see also `docs/decisions/0019-billing-semantics.md`):
 //! - Buckets are `[from + k × bucket, from + (k + 1) × bucket)`; `to − from` must be a
 //!   whole number of buckets and input buckets must sit on that grid (an error
 //!   otherwise); input outside the window is ignored.

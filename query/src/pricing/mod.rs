@@ -8,7 +8,7 @@
 //! - gauges as the samples of each series (metric, resource), including the
 //!   samples of the `hold` before the period, which carry into it.
 //!
-//! Decisions (see also `docs/decisions.md`):
+//! Decisions (see also `docs/decisions/0019-billing-semantics.md`):
 //! - **Rate resolution.** The rate of a metric for a tenant at `t` is the tenant's
 //!   own entry for that metric with the latest `effective_from ≤ t`; when the tenant
 //!   has none yet at `t` (its override starts later, or it has no override for the

@@ -10,7 +10,8 @@
 //! Only the split differs between the two libraries: every field is then read
 //! from its raw text by allot's own code (decimals never through a float). So
 //! the split's share of the whole and the two split times say what a SIMD
-//! decoder could save; `docs/decisions.md` records the figures.
+//! decoder could save; `docs/decisions/0015-json-decoder-serde-json.md`
+//! records the figures.
 //!
 //! ```text
 //! json_decoders events.jsonl [LINES]

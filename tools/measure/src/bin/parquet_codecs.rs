@@ -6,8 +6,8 @@
 //! the file was written with (dictionary or plain, column by column, as its
 //! metadata says), and decodes the result. It prints, per codec, the total
 //! encoded size and the median over three rounds of the time to encode and
-//! decode every file on one thread, so the codec choice in `docs/decisions.md`
-//! rests on figures from the files users get. `scripts/bench-codecs` runs it.
+//! decode every file on one thread, so the codec choice in
+//! `docs/decisions/0016-parquet-codec-lz4.md` rests on figures from the files users get. `scripts/bench-codecs` runs it.
 //!
 //! ```text
 //! parquet_codecs LAKE/usage_events
