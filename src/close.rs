@@ -1,8 +1,11 @@
-//! The period-close subcommands (docs/reference.md#period-close): `close`, `verify` and `margin`.
+//! The period-close subcommands (docs/reference.md#period-close): `close`,
+//! `verify`, `margin` and `certificate`.
 //!
-//! `close` computes the closing in the query crate and commits it through the
-//! ingest crate's appender; `verify` time-travels `usage_events` to the version
-//! a closing read and recomputes it with the recorded configuration.
+//! `close` computes the closing in the query crate and commits it with
+//! `allot_query::close::commit_closing`, which appends to the lake through
+//! `allot-lake`'s log appender (`allot_lake::append`); `verify` time-travels
+//! `usage_events` to the version a closing read and recomputes it with the
+//! recorded configuration.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -15,8 +15,14 @@
 //! - [`compact`], [`vacuum`] and [`offboard`]: maintenance and erasure.
 //!
 //! `allot-ingest` writes new events through it and `allot-query` reads through
-//! it; neither reaches the tables another way (see the README's architecture
-//! section, which `scripts/check-deps` holds to the manifests).
+//! it. Every table is opened here, but `allot-ingest` still uses delta-rs
+//! directly on the tables this crate hands it: its writer reads the active
+//! files of `usage_events` from the table's snapshot (and their `event_id` and
+//! `ts` columns) for the duplicate check, and encodes new files with delta-rs's
+//! Parquet writer before committing them through [`append`]. `allot-query`
+//! reaches the tables only through this crate. (The crates' edges are in the
+//! README's architecture section, which `scripts/check-deps` holds to the
+//! manifests.)
 
 pub mod append;
 pub mod compact;

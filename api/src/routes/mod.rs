@@ -1,6 +1,8 @@
-//! The routes of docs/reference.md#http-api in groups, each a function returning [`Routes`]:
-//! [`tenant`] (one tenant's views), [`finance`] (all-tenant views), [`sql`],
-//! [`ops`] (health, readiness, metrics, OpenAPI) and [`web`] (dashboards).
+//! The routes of docs/reference.md#http-api in groups, each a function
+//! returning [`Routes`]: [`tenant`] (one tenant's views), [`finance`]
+//! (all-tenant views), [`closing`] (period close: closings, certificates,
+//! margin), [`sql`], [`ops`] (health, readiness, metrics, OpenAPI) and [`web`]
+//! (dashboards).
 //!
 //! [`Routes`] records every method and path it registers, so the route table
 //! that the OpenAPI test compares is the router's own, not a copy.
