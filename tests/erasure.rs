@@ -72,23 +72,6 @@ fn ok(lake: &common::CliLake, args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Every path under `dir` (files and directories), recursively.
-fn paths_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(next) = stack.pop() {
-        for entry in std::fs::read_dir(&next).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path.clone());
-            }
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Whether a Parquet file has `tenant` in its `tenant_id` column.
 fn holds(path: &Path, tenant: &str) -> bool {
     let file = std::fs::File::open(path).unwrap();
@@ -110,7 +93,7 @@ fn holds(path: &Path, tenant: &str) -> bool {
 /// a row of it, but for the audit table, which records the erasure.
 fn naming(lake: &common::CliLake, tenant: &str) -> Vec<PathBuf> {
     let audit = lake.root().join("audit");
-    paths_under(&lake.root())
+    common::paths_under(&lake.root())
         .into_iter()
         .filter(|p| !p.starts_with(&audit))
         .filter(|p| {
@@ -157,13 +140,13 @@ fn an_erasure_killed_after_any_commit_is_finished_by_the_next_run() {
             assert_eq!(again.status.code(), Some(2), "{step}: {again:?}");
         } else {
             // A dry run says what is left, and writes nothing.
-            let before = paths_under(&lake.root());
+            let before = common::paths_under(&lake.root());
             let said = ok(&lake, &["tenant", "delete", "acme", "--dry-run"], &[]);
             assert!(
                 said.contains("the erasure of acme started at"),
                 "{step}: {said}"
             );
-            assert_eq!(paths_under(&lake.root()), before, "{step}");
+            assert_eq!(common::paths_under(&lake.root()), before, "{step}");
             let said = ok(&lake, &delete, &[]);
             assert!(said.contains("acme erased"), "{step}: {said}");
         }
@@ -215,7 +198,7 @@ fn a_tenant_known_only_from_rejected_events_or_left_over_files_is_erased() {
         .root()
         .join("usage_events/tenant_id=acme/day=2026-09-01");
     std::fs::create_dir_all(&partition).unwrap();
-    let bravo_file = paths_under(&lake.root().join("usage_events"))
+    let bravo_file = common::paths_under(&lake.root().join("usage_events"))
         .into_iter()
         .find(|p| p.extension().is_some_and(|e| e == "parquet"))
         .unwrap();
@@ -260,11 +243,11 @@ fn a_dry_run_writes_nothing() {
     if hourly.exists() {
         std::fs::remove_dir_all(&hourly).unwrap();
     }
-    let before = paths_under(&lake.root());
+    let before = common::paths_under(&lake.root());
     let said = ok(&lake, &["tenant", "delete", "acme", "--dry-run"], &[]);
     assert!(
         said.contains("usage_events: would remove 1 rows of acme"),
         "{said}"
     );
-    assert_eq!(paths_under(&lake.root()), before);
+    assert_eq!(common::paths_under(&lake.root()), before);
 }

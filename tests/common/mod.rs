@@ -206,18 +206,26 @@ pub async fn read_lake_table(lake: &Path, table: &str) -> Vec<LakeRow> {
 
 /// Every file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    paths_under(dir)
+        .into_iter()
+        .filter(|path| !path.is_dir())
+        .collect()
+}
+
+/// Every path under `dir` (files and directories), recursively, sorted.
+pub fn paths_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(next) = stack.pop() {
         for entry in std::fs::read_dir(&next).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
+                stack.push(path.clone());
             }
+            out.push(path);
         }
     }
+    out.sort();
     out
 }
 
