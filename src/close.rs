@@ -7,11 +7,12 @@
 //! `usage_events` to the version a closing read and recomputes it with the
 //! recorded configuration.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use allot_lake::compact::COMPACTION_APP_ID;
 use allot_lake::dedup::DedupWindow;
-use allot_lake::snapshot::{LakeSnapshot, txn_offsets};
+use allot_lake::snapshot::LakeSnapshot;
+use allot_lake::txns::recorded_txns;
 use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
 use allot_query::closing::{
@@ -19,7 +20,7 @@ use allot_query::closing::{
 };
 use allot_query::period::format_micros;
 use allot_query::render::ReportTable;
-use allot_schemas::layout::kafka_app_id;
+use allot_schemas::layout::LakeTable;
 use clap::Args;
 
 use crate::reports::{LakeArgs, failure, load, month_flag, print_table, tenant_flag};
@@ -166,29 +167,15 @@ pub async fn close(args: CloseArgs) -> Result<(), Failure> {
     let mut plan = closing::plan_close(&loaded.snapshot, request)
         .await
         .map_err(failure)?;
-    // The offsets of the Kafka partitions the month's events came from, under
-    // the configured consumer group, as the table records them at that version.
-    let group = loaded
-        .settings
-        .config
-        .kafka
-        .group
-        .as_deref()
-        .unwrap_or("allot");
-    let partitions: BTreeSet<(String, i32)> = plan
-        .closing
-        .certificate
-        .iter()
-        .flat_map(|day| day.kafka.iter().map(|k| (k.topic.clone(), k.partition)))
-        .collect();
-    let app_ids: Vec<String> = partitions
-        .iter()
-        .map(|(topic, partition)| kafka_app_id(group, topic, *partition))
-        .collect();
+    // The offsets of every writer that committed to the table, as it records
+    // them at that version: each collector's app id names its own consumer
+    // group, wherever that group was set. Compaction's fence is no offset.
     if let Some(version) = loaded.snapshot.usage.version {
-        plan.closing.txn_offsets = txn_offsets(&loaded.location, version, &app_ids)
+        let mut recorded = recorded_txns(&loaded.location, LakeTable::UsageEvents, version)
             .await
             .map_err(failure)?;
+        recorded.remove(COMPACTION_APP_ID);
+        plan.closing.txn_offsets = recorded;
     }
     allot_query::close::commit_closing(&loaded.location, &plan)
         .await

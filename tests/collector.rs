@@ -1600,3 +1600,48 @@ async fn copies_on_two_days_written_by_two_collectors_count_once() {
     let rows = common::read_lake_table(&lake, "usage_events").await;
     assert_eq!(rows.len(), 1, "compaction removed the second copy");
 }
+
+/// A collector given its group on the command line (none in the file): the
+/// month's certificate records the offsets under that group, as the table
+/// does, for every partition, and no compaction fence among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_records_the_offsets_of_a_command_line_group() {
+    let _serial = common::serial().await;
+    let topic = common::fresh_topic("closegroup", 2).await;
+    let group = format!("{topic}-from-the-command-line");
+    let lake_dir = tempfile::tempdir().unwrap();
+    let lake = lake_dir.path().join("lake");
+    let config = lake_dir.path().join("allot.toml");
+    std::fs::write(
+        &config,
+        "currency = \"USD\"\n\n[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.0400\"\n",
+    )
+    .unwrap();
+    let broker = common::Broker::plain();
+    let collector = start_collector(&broker, &topic, &group, &lake, &[]);
+    let events: Vec<(i32, String)> = (0..10)
+        .map(|i| {
+            (
+                i % 2,
+                format!(
+                    r#"{{"event_id":"e{i}","tenant_id":"acme","ts":"2026-10-{:02}T10:00:00Z","metric":"compute_seconds","value":3600}}"#,
+                    i + 1
+                ),
+            )
+        })
+        .collect();
+    produce_to_partitions(&topic, &events).await;
+    wait_for_zero_lag(&topic, &group, 2, &lake, Duration::from_secs(120)).await;
+    stop_gracefully(collector);
+    report(&lake, &config, &["compact"]);
+    report(&lake, &config, &["close", "--month", "2026-10"]);
+
+    let location = allot_schemas::layout::LakeLocation::parse(lake.to_str().unwrap()).unwrap();
+    let closings = allot_query::closing::closings(&location).await.unwrap();
+    let closed = allot_query::closing::find_closing(&closings, "2026-10".parse().unwrap(), None)
+        .expect("the month is closed");
+    let expected: BTreeMap<String, i64> = (0..2)
+        .map(|p| (kafka_app_id(&group, &topic, p), 4))
+        .collect();
+    assert_eq!(closed.txn_offsets, expected);
+}

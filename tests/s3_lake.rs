@@ -307,8 +307,7 @@ async fn a_taken_version_cannot_be_written_again_on_s3() {
         matches!(overwrite, Err(object_store::Error::AlreadyExists { .. })),
         "{overwrite:?}"
     );
-    let apps = ["winner".to_string()];
-    let recorded = allot_lake::snapshot::txn_offsets(&location, taken, &apps)
+    let recorded = allot_lake::txns::recorded_txns(&location, LakeTable::UsageEvents, taken)
         .await
         .unwrap();
     assert_eq!(recorded.get("winner"), Some(&7));

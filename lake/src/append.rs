@@ -24,6 +24,9 @@
 
 use std::collections::HashMap;
 
+use crate::error::LakeError;
+use crate::tables::ensure_table;
+use crate::txns::LogLine;
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
 use arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
@@ -33,10 +36,6 @@ use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{BlindDeltaTable, DeltaTableError};
-use serde::Deserialize;
-
-use crate::error::LakeError;
-use crate::tables::ensure_table;
 
 /// Appends to one Delta table of the lake; see the module docs.
 pub struct LogAppender {
@@ -274,23 +273,6 @@ impl LogAppender {
         }
         Ok(())
     }
-}
-
-/// What a commit line tells an appender; other actions are skipped.
-#[derive(Deserialize)]
-struct LogLine {
-    txn: Option<TxnLine>,
-    #[serde(rename = "metaData")]
-    meta_data: Option<serde::de::IgnoredAny>,
-    protocol: Option<serde::de::IgnoredAny>,
-}
-
-/// A `txn` action.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TxnLine {
-    app_id: String,
-    version: i64,
 }
 
 /// Writes `batch` as files of `table` and commits them, fenced on `txns`.

@@ -37,6 +37,7 @@ pub mod session;
 pub mod snapshot;
 pub mod tables;
 pub mod telemetry;
+pub mod txns;
 pub mod vacuum;
 
 pub use compact::{CompactOptions, CompactSummary, compact};

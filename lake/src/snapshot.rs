@@ -7,7 +7,7 @@
 //! at the table), so paths stay relative to the table and a local directory and
 //! an `s3://` lake are read alike.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
@@ -223,34 +223,6 @@ pub async fn read_small_table(
         }
     }
     Ok(batches)
-}
-
-/// The `txn` offsets `usage_events` records at `version` for `app_ids`; app
-/// ids without one are left out.
-pub async fn txn_offsets(
-    location: &LakeLocation,
-    version: u64,
-    app_ids: &[String],
-) -> Result<BTreeMap<String, i64>, LakeError> {
-    let table = LakeTable::UsageEvents;
-    let lake_error = |e| unreadable(table, e);
-    let mut delta: DeltaTable = table_builder(location, table)
-        .and_then(|builder| builder.build())
-        .map_err(lake_error)?;
-    delta.load_version(version).await.map_err(lake_error)?;
-    let log_store = delta.log_store();
-    let snapshot = delta.snapshot().map_err(lake_error)?;
-    let mut offsets = BTreeMap::new();
-    for app_id in app_ids {
-        if let Some(offset) = snapshot
-            .transaction_version(log_store.as_ref(), app_id)
-            .await
-            .map_err(lake_error)?
-        {
-            offsets.insert(app_id.clone(), offset);
-        }
-    }
-    Ok(offsets)
 }
 
 async fn load_table_at(
