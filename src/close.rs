@@ -1,26 +1,17 @@
 //! The period-close subcommands (docs/reference.md#period-close): `close`,
 //! `verify`, `margin` and `certificate`.
 //!
-//! `close` computes the closing in the query crate and commits it with
-//! `allot_query::close::commit_closing`, which appends to the lake through
-//! `allot-lake`'s log appender (`allot_lake::append`); `verify` time-travels
-//! `usage_events` to the version a closing read and recomputes it with the
-//! recorded configuration.
+//! Each parses its flags and prints; the rules live in `allot_query::closing`
+//! (`close_month`, `month_margin`, `verify`), which the API calls too.
 
 use std::path::PathBuf;
 
-use allot_lake::compact::COMPACTION_APP_ID;
 use allot_lake::dedup::DedupWindow;
 use allot_lake::snapshot::LakeSnapshot;
-use allot_lake::txns::recorded_txns;
 use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
-use allot_query::closing::{
-    self, CERTIFICATE_COLUMNS, CloseRequest, MARGIN_COLUMNS, PreviousClose, Verdict,
-};
-use allot_query::period::format_micros;
+use allot_query::closing::{self, CERTIFICATE_COLUMNS, CloseMonth, MARGIN_COLUMNS, Verdict};
 use allot_query::render::ReportTable;
-use allot_schemas::layout::LakeTable;
 use clap::Args;
 
 use crate::reports::{LakeArgs, failure, load, month_flag, print_table, tenant_flag};
@@ -106,32 +97,8 @@ fn read_costs(path: &std::path::Path) -> Result<String, Failure> {
 /// `allot close --month M [--costs F] [--restate --reason TEXT]`.
 pub async fn close(args: CloseArgs) -> Result<(), Failure> {
     let period = month_flag(&args.month)?;
-    let now = chrono::Utc::now().timestamp_micros();
-    if now < period.end_micros() {
-        return Err(Failure::usage(format!(
-            "--month {period} has not ended yet (it ends at {})",
-            format_micros(period.end_micros())
-        )));
-    }
     let costs_text = args.costs.as_deref().map(read_costs).transpose()?;
     let loaded = load(&args.lake).await?;
-    let closings = closing::closings(&loaded.location).await.map_err(failure)?;
-    let newest = closing::find_closing(&closings, period, None);
-    let revision = match (newest, args.restate) {
-        (Some(closed), false) => {
-            return Err(Failure::usage(format!(
-                "{period} is already closed (revision {}, {}); use --restate --reason TEXT",
-                closed.revision, closed.closed_at
-            )));
-        }
-        (None, true) => {
-            return Err(Failure::usage(format!(
-                "--restate: {period} is not closed yet; close it first"
-            )));
-        }
-        (Some(closed), true) => closed.revision + 1,
-        (None, false) => 0,
-    };
     let costs = match (costs_text, &args.costs) {
         (Some(text), Some(path)) => {
             let pools = parse_costs_csv(
@@ -144,50 +111,21 @@ pub async fn close(args: CloseArgs) -> Result<(), Failure> {
         }
         _ => None,
     };
-    let previous = match closing::find_closing(&closings, period.prev(), None) {
-        Some(closed) => Some(
-            PreviousClose::load(&loaded.location, closed)
-                .await
-                .map_err(failure)?,
-        ),
-        None => None,
-    };
-    let request = CloseRequest {
+    let request = CloseMonth {
         month: period,
-        revision,
-        close_id: format!("{period}-r{revision}-{now}"),
-        closed_at: format_micros(now),
+        restate: args.restate.then_some(args.reason).flatten(),
         who: who(args.by),
-        reason: args.reason,
-        config: &loaded.settings.config,
         costs,
-        previous: previous.as_ref(),
-        txn_offsets: Default::default(),
+        config: &loaded.settings.config,
+        now_micros: chrono::Utc::now().timestamp_micros(),
     };
-    let mut plan = closing::plan_close(&loaded.snapshot, request)
+    let plan = closing::close_month(&loaded.location, &loaded.snapshot, request)
         .await
         .map_err(failure)?;
-    // The offsets of every writer that committed to the table, as it records
-    // them at that version: each collector's app id names its own consumer
-    // group, wherever that group was set. Compaction's fence is no offset.
-    if let Some(version) = loaded.snapshot.usage.version {
-        let mut recorded = recorded_txns(&loaded.location, LakeTable::UsageEvents, version)
-            .await
-            .map_err(failure)?;
-        recorded.remove(COMPACTION_APP_ID);
-        plan.closing.txn_offsets = recorded;
-    }
-    allot_query::close::commit_closing(&loaded.location, &plan)
-        .await
-        .map_err(|e| match e {
-            QueryError::Lake(allot_lake::LakeError::Fenced(_)) => Failure::usage(format!(
-                "{period} revision {revision} was closed by another close meanwhile"
-            )),
-            other => Failure::internal(other),
-        })?;
     let total = closing::sum_of_totals(&plan.invoices).map_err(failure)?;
     println!(
-        "closed {period} revision {revision}: {} invoices totalling {} {}, {} tenant-days certified, usage_events version {}, configuration sha256 {}",
+        "closed {period} revision {}: {} invoices totalling {} {}, {} tenant-days certified, usage_events version {}, configuration sha256 {}",
+        plan.closing.revision,
         plan.invoices.len(),
         total,
         loaded.settings.config.currency,
@@ -278,42 +216,24 @@ pub async fn margin(args: MarginArgs) -> Result<(), Failure> {
     let period = month_flag(&args.month)?;
     let text = read_costs(&args.costs)?;
     let loaded = load(&args.lake).await?;
-    let closings = closing::closings(&loaded.location).await.map_err(failure)?;
-    let closed = closing::find_closing(&closings, period, None);
-    let invoices = closing::month_invoices(
+    let margin = closing::month_margin(
         &loaded.location,
         &loaded.snapshot,
         &loaded.settings,
         period,
-        None,
-        closing::InvoiceView::Current,
-    )
-    .await
-    .map_err(failure)?;
-    let allocation = match closed {
-        Some(closed) if closed.costs_text.is_some() => {
-            closing::stored_allocation(&loaded.location, closed)
-                .await
-                .map_err(failure)?
-        }
-        _ => {
-            let pools = parse_costs_csv(
+        || {
+            parse_costs_csv(
                 &text,
                 &loaded.settings.catalog,
                 &loaded.settings.config.currency,
             )
-            .map_err(|e| Failure::usage(format!("--costs {}: {e}", args.costs.display())))?;
-            allot_query::reports::allocation(&loaded.snapshot, &loaded.settings, &pools, period)
-                .await
-                .map_err(failure)?
-                .iter()
-                .map(allot_query::allocation::AllocationRow::csv_record)
-                .collect()
-        }
-    };
-    let rows = closing::margin_rows(&invoices, &allocation).map_err(failure)?;
+            .map_err(|e| QueryError::InvalidInput(format!("--costs {}: {e}", args.costs.display())))
+        },
+    )
+    .await
+    .map_err(failure)?;
     let mut table = ReportTable::new(&MARGIN_COLUMNS);
-    table.rows = rows;
+    table.rows = margin.rows;
     print_table(&table, loaded.format);
     Ok(())
 }

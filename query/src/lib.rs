@@ -26,13 +26,12 @@
 //!   docs/reference.md#security-model;
 //! - [`billed`] and [`closing`]: period close (docs/reference.md#period-close) —
 //!   invoices as billed (draft or final, with adjustment lines), certificates,
-//!   verify, margin, and [`close`], which commits a closing to the lake.
+//!   verify, margin and the commit of a closing to the lake.
 //!
 //! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 
 pub mod allocation;
 pub mod billed;
-pub mod close;
 pub mod closing;
 pub mod error;
 pub mod export;

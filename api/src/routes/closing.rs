@@ -5,12 +5,8 @@
 
 use std::sync::Arc;
 
-use allot_query::allocation::AllocationRow;
-use allot_query::closing::{
-    self, CERTIFICATE_COLUMNS, InvoiceView, MARGIN_COLUMNS, find_closing, month_invoices,
-};
+use allot_query::closing::{self, CERTIFICATE_COLUMNS, MARGIN_COLUMNS, find_closing};
 use allot_query::render::ReportTable;
-use allot_query::reports;
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -129,33 +125,13 @@ async fn margin(
     all_tenants(&principal)?;
     let period = params::month(&month)?;
     let snapshot = Arc::clone(&state.served().await?.snapshot);
-    let found = closing::closings(&state.lake).await?;
-    let closed = find_closing(&found, period, None);
-    let invoices = month_invoices(
-        &state.lake,
-        &snapshot,
-        &state.settings,
-        period,
-        None,
-        InvoiceView::Current,
-    )
+    let margin = closing::month_margin(&state.lake, &snapshot, &state.settings, period, || {
+        state.cost_pools()
+    })
     .await?;
-    let allocation = match closed {
-        Some(closed) if closed.costs_text.is_some() => {
-            closing::stored_allocation(&state.lake, closed).await?
-        }
-        _ => {
-            let pools = state.cost_pools()?;
-            reports::allocation(&snapshot, &state.settings, &pools, period)
-                .await?
-                .iter()
-                .map(AllocationRow::csv_record)
-                .collect()
-        }
-    };
     let mut table = ReportTable::new(&MARGIN_COLUMNS);
-    table.rows = closing::margin_rows(&invoices, &allocation)?;
-    let status = if closed.is_some() { "final" } else { "draft" };
+    table.rows = margin.rows;
+    let status = if margin.closed { "final" } else { "draft" };
     Ok(report(
         format,
         || {

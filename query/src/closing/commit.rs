@@ -16,7 +16,7 @@ use allot_lake::append::{LogAppender, append_batch};
 use allot_schemas::layout::{LakeLocation, LakeTable, closing_app_id};
 use deltalake::kernel::Transaction;
 
-use crate::closing::{ClosePlan, allocations_batch, closing_batch, invoices_batch};
+use super::{ClosePlan, allocations_batch, closing_batch, invoices_batch};
 use crate::error::QueryError;
 
 /// Commits `plan`: invoices, allocation, then the closings row (see the module
