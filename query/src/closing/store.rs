@@ -1,23 +1,17 @@
 //! Closings as stored: the `closings`, `invoices` and `allocations` rows of a
-//! close, turned into Arrow batches for the writer and read back.
+//! close read back (the commit writes them).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use allot_lake::snapshot::read_small_table;
 use allot_schemas::config::Config;
 use allot_schemas::layout::{LakeLocation, LakeTable};
-use allot_schemas::table_schema::{
-    ALLOCATION_CSV_COLUMNS, INVOICE_CSV_COLUMNS, allocations_schema, closings_schema,
-    invoices_schema,
-};
-use arrow::array::{Array, ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringArray};
+use allot_schemas::table_schema::{ALLOCATION_CSV_COLUMNS, INVOICE_CSV_COLUMNS};
+use arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type};
 use arrow_schema::DataType;
 
 use super::certificate::CertificateDay;
-use super::plan::ClosePlan;
-use crate::allocation::AllocationRow;
 use crate::billed::{BilledInvoice, InvoiceStatus};
 use crate::error::QueryError;
 use crate::period::Period;
@@ -322,83 +316,4 @@ impl PreviousClose {
             closing: closing.clone(),
         })
     }
-}
-
-fn string_column(values: impl IntoIterator<Item = String>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(values))
-}
-
-/// The `invoices` rows of a plan.
-pub fn invoices_batch(plan: &ClosePlan) -> Result<RecordBatch, QueryError> {
-    let c = &plan.closing;
-    let rows: Vec<(&BilledInvoice, &Vec<String>)> = plan
-        .invoices
-        .iter()
-        .flat_map(|i| i.rows.iter().map(move |r| (i, r)))
-        .collect();
-    let n = rows.len();
-    let mut columns: Vec<ArrayRef> = vec![
-        string_column(std::iter::repeat_n(c.close_id.clone(), n)),
-        string_column(std::iter::repeat_n(c.month.to_string(), n)),
-        Arc::new(Int32Array::from(vec![c.revision; n])),
-        Arc::new(Int32Array::from_iter_values(
-            0..i32::try_from(n).unwrap_or(i32::MAX),
-        )),
-        string_column(rows.iter().map(|(i, _)| i.currency.clone())),
-        string_column(rows.iter().map(|(i, _)| i.discount_percent.clone())),
-    ];
-    for k in 0..INVOICE_CSV_COLUMNS.len() {
-        columns.push(string_column(rows.iter().map(|(_, r)| r[k].clone())));
-    }
-    RecordBatch::try_new(invoices_schema(), columns).map_err(QueryError::from)
-}
-
-/// The `allocations` rows of a plan (`None` without costs).
-pub fn allocations_batch(plan: &ClosePlan) -> Result<Option<RecordBatch>, QueryError> {
-    let Some(rows) = &plan.allocation else {
-        return Ok(None);
-    };
-    let c = &plan.closing;
-    let records: Vec<Vec<String>> = rows.iter().map(AllocationRow::csv_record).collect();
-    let n = records.len();
-    let mut columns: Vec<ArrayRef> = vec![
-        string_column(std::iter::repeat_n(c.close_id.clone(), n)),
-        string_column(std::iter::repeat_n(c.month.to_string(), n)),
-        Arc::new(Int32Array::from(vec![c.revision; n])),
-        Arc::new(Int32Array::from_iter_values(
-            0..i32::try_from(n).unwrap_or(i32::MAX),
-        )),
-    ];
-    for k in 0..ALLOCATION_CSV_COLUMNS.len() {
-        columns.push(string_column(records.iter().map(|r| r[k].clone())));
-    }
-    RecordBatch::try_new(allocations_schema(), columns)
-        .map(Some)
-        .map_err(QueryError::from)
-}
-
-/// The `closings` row of a plan.
-pub fn closing_batch(closing: &Closing) -> Result<RecordBatch, QueryError> {
-    let c = closing;
-    let one = |s: &str| string_column([s.to_string()]);
-    let nullable =
-        |s: &Option<String>| -> ArrayRef { Arc::new(StringArray::from(vec![s.clone()])) };
-    let columns: Vec<ArrayRef> = vec![
-        one(&c.close_id),
-        one(&c.month.to_string()),
-        Arc::new(Int32Array::from(vec![c.revision])),
-        one(&c.closed_at),
-        one(&c.who),
-        nullable(&c.reason),
-        Arc::new(Int64Array::from(vec![
-            i64::try_from(c.usage_version).unwrap_or(i64::MAX),
-        ])),
-        one(&c.config_sha256),
-        one(&c.config_text),
-        nullable(&c.costs_text),
-        Arc::new(Int32Array::from(vec![c.adjusts_revision])),
-        one(&serde_json::to_string(&c.txn_offsets).map_err(QueryError::from)?),
-        one(&serde_json::to_string(&c.certificate).map_err(QueryError::from)?),
-    ];
-    RecordBatch::try_new(closings_schema(), columns).map_err(QueryError::from)
 }
