@@ -1,0 +1,613 @@
+//! `allot.toml`: configuration types, loading with environment overrides, validation.
+//!
+//! Loading is layered: built-in defaults, then the TOML file, then `ALLOT__SECTION__KEY`
+//! environment variables (docs/reference.md#configuration-file). Every struct denies
+//! unknown keys, and every error names the offending key (`api.listen`,
+//! `rates[2].unit_price`) and, for an override, the variable it came from. Money and
+//! quantities are exact decimals ([`ConfigDecimal`]): a TOML float is refused because it
+//! has already been through a binary float.
+//!
+//! One file per section ([`storage`], [`kafka`], [`ingest`], [`metrics`],
+//! [`pricing`], [`reports`], [`api`]), the value types keys are written in
+//! ([`values`]), the environment overrides ([`env`]) and the TOML writer
+//! ([`write`]); this file loads and checks the whole.
+
+use std::collections::BTreeMap;
+
+use bigdecimal::BigDecimal;
+use serde::Deserialize;
+
+use crate::tenant::is_valid_tenant_id;
+
+mod api;
+mod env;
+mod ingest;
+mod kafka;
+mod metrics;
+mod pricing;
+mod reports;
+mod storage;
+mod values;
+mod write;
+
+pub use api::*;
+pub use ingest::*;
+pub use kafka::*;
+pub use metrics::*;
+pub use pricing::*;
+pub use reports::*;
+pub use storage::*;
+pub use values::*;
+
+use env::apply_env_overrides;
+
+/// A configuration error: the key it is about and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`{}: {message}", origin.as_ref().map(|o| format!(" (from {o})")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The dotted path of the key, e.g. `rates[1].unit_price`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+    /// The file or environment variable that set it, when known.
+    pub origin: Option<String>,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+            origin: None,
+        }
+    }
+}
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "ALLOT__";
+
+/// The whole of `allot.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Currency of every price and invoice.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// Where the lake is (`lake = "…"`, or `[lake] url`; `--lake` overrides
+    /// it) and how to reach its object store (`[lake.storage]`).
+    #[serde(default)]
+    pub lake: LakeConfig,
+    /// Kafka connection for collectors.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Collector batching and validation limits.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// Metrics added to (or replacing by name) the built-in catalog.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricDefinition>,
+    /// The global price book.
+    #[serde(default)]
+    pub rates: Vec<RateEntry>,
+    /// Per-tenant overrides, discounts and quotas.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// Tenant-health thresholds.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Noisy-neighbour detection thresholds.
+    #[serde(default)]
+    pub noisy: NoisyConfig,
+    /// The HTTP server.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// How reports read the lake.
+    #[serde(default)]
+    pub reports: ReportsConfig,
+}
+
+fn default_currency() -> String {
+    "USD".to_string()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            currency: default_currency(),
+            lake: LakeConfig::default(),
+            kafka: KafkaConfig::default(),
+            ingest: IngestConfig::default(),
+            metrics: BTreeMap::new(),
+            rates: Vec::new(),
+            tenants: BTreeMap::new(),
+            health: HealthConfig::default(),
+            noisy: NoisyConfig::default(),
+            api: ApiConfig::default(),
+            reports: ReportsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or only the defaults when `None`), applies `ALLOT__…`
+    /// overrides from `env`, and validates the result.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    key: "(file)".to_string(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                    origin: None,
+                })?;
+                (text, path.display().to_string())
+            }
+            None => (String::new(), "defaults".to_string()),
+        };
+        Config::from_toml_str(&text, &origin, env)
+    }
+
+    /// Parses TOML text, applies overrides from `env` and validates.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            key: "(syntax)".to_string(),
+            message: e.message().to_string(),
+            origin: Some(origin.to_string()),
+        })?;
+        // `lake = "…"` is short for `[lake] url = "…"`; spelled out here so that
+        // `ALLOT__LAKE__STORAGE__…` overrides apply to either form.
+        if let Some(toml::Value::String(url)) = table.get("lake") {
+            let url = toml::Value::String(url.clone());
+            table.insert(
+                "lake".to_string(),
+                toml::Value::Table([("url".to_string(), url)].into_iter().collect()),
+            );
+        }
+        let overrides = apply_env_overrides(&mut table, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let origin = overrides
+                    .iter()
+                    .find(|(path, _)| key.starts_with(path.as_str()))
+                    .map(|(_, var)| var.clone())
+                    .unwrap_or_else(|| origin.to_string());
+                ConfigError {
+                    key,
+                    message: e.into_inner().message().to_string(),
+                    origin: Some(origin),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The metric catalog: the built-in metrics plus (or replaced by) the configured ones.
+    pub fn catalog(&self) -> MetricCatalog {
+        let mut catalog = MetricCatalog::default();
+        for (name, def) in &self.metrics {
+            let hold = match def.kind {
+                MetricKind::Counter => None,
+                MetricKind::Gauge => Some(def.hold.map_or(DEFAULT_GAUGE_HOLD, |h| h.0)),
+            };
+            catalog.metrics.insert(
+                name.clone(),
+                MetricSpec {
+                    kind: def.kind,
+                    unit: def.unit.clone(),
+                    divisor: def.divisor.0.clone(),
+                    hold,
+                },
+            );
+        }
+        catalog
+    }
+
+    /// Checks what types alone cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_currency()?;
+        self.validate_metrics()?;
+        let catalog = self.catalog();
+        validate_rates(&self.rates, "rates", &catalog)?;
+        self.validate_tenants(&catalog)?;
+        self.ingest.validate()?;
+        self.noisy.validate()?;
+        self.api.validate()?;
+        Ok(())
+    }
+
+    /// `currency`: a three-letter code.
+    fn validate_currency(&self) -> Result<(), ConfigError> {
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ConfigError::new(
+                "currency",
+                "must be a three-letter ISO 4217 code such as \"USD\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[metrics.*]`: names, divisors and gauge holds.
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        let zero = BigDecimal::from(0);
+        for (name, def) in &self.metrics {
+            let key = |field: &str| format!("metrics.{name}.{field}");
+            if !is_valid_metric_name(name) {
+                return Err(ConfigError::new(
+                    format!("metrics.{name}"),
+                    "metric names match ^[a-z][a-z0-9_]{0,63}$",
+                ));
+            }
+            if def.divisor.0 <= zero {
+                return Err(ConfigError::new(key("divisor"), "must be greater than 0"));
+            }
+            match (def.kind, def.hold) {
+                (MetricKind::Counter, Some(_)) => {
+                    return Err(ConfigError::new(key("hold"), "only gauges have a hold"));
+                }
+                (MetricKind::Gauge, Some(hold)) if hold.0.is_zero() => {
+                    return Err(ConfigError::new(key("hold"), "must be greater than 0"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `[tenants.*]`: ids, discounts, quotas and rate overrides.
+    fn validate_tenants(&self, catalog: &MetricCatalog) -> Result<(), ConfigError> {
+        let zero = BigDecimal::from(0);
+        let hundred = BigDecimal::from(100);
+        for (tenant, settings) in &self.tenants {
+            let key = |field: &str| format!("tenants.{tenant}.{field}");
+            if !is_valid_tenant_id(tenant) {
+                return Err(ConfigError::new(
+                    format!("tenants.{tenant}"),
+                    "tenant ids match ^[a-z0-9][a-z0-9_-]{0,62}$",
+                ));
+            }
+            if let Some(discount) = &settings.discount_percent
+                && (discount.0 < zero || discount.0 > hundred)
+            {
+                return Err(ConfigError::new(
+                    key("discount_percent"),
+                    "must be between 0 and 100",
+                ));
+            }
+            for (metric, quota) in &settings.quotas {
+                if !catalog.contains(metric) {
+                    return Err(ConfigError::new(
+                        key(&format!("quotas.{metric}")),
+                        "is not a metric of the catalog",
+                    ));
+                }
+                if quota.0 <= zero {
+                    return Err(ConfigError::new(
+                        key(&format!("quotas.{metric}")),
+                        "must be greater than 0",
+                    ));
+                }
+            }
+            validate_rates(&settings.rates, &key("rates"), catalog)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const NO_ENV: [(String, String); 0] = [];
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, "allot.toml", NO_ENV)
+    }
+
+    const SPEC_EXAMPLE: &str = r#"
+currency = "USD"
+
+[metrics.compute_seconds]
+kind = "counter"
+unit = "vCPU-hour"
+divisor = "3600"
+
+[metrics.storage_bytes]
+kind = "gauge"
+unit = "GiB-month"
+divisor = "1073741824"
+hold = "1h"
+
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-01"
+unit_price = "0.0400"
+
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+tiers = [
+  { up_to = "10240", unit_price = "0.09" },
+  { up_to = "51200", unit_price = "0.085" },
+  { unit_price = "0.07" },
+]
+
+[tenants.acme]
+discount_percent = "10"
+quotas = { compute_seconds = "2000000" }
+
+[[tenants.acme.rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.05"
+
+[api]
+listen = "127.0.0.1:8080"
+jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
+"#;
+
+    #[test]
+    fn loads_the_spec_example() {
+        let config = load(SPEC_EXAMPLE).unwrap();
+        assert_eq!(config.rates.len(), 2);
+        assert_eq!(
+            config.rates[0].unit_price.as_ref().unwrap().0.to_string(),
+            "0.0400"
+        );
+        assert_eq!(config.tenants["acme"].rates[0].metric, "egress_bytes");
+        assert!(config.catalog().contains("egress_bytes"));
+        assert_eq!(
+            config.catalog().get("storage_bytes").unwrap().hold,
+            Some(Duration::from_secs(3600))
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn server_keys_parse_and_are_checked() {
+        let config = load(
+            "[api]\ncosts_file = \"costs.csv\"\njwt_private_key = \"ed.pem\"\nrequest_timeout = \"5s\"\nmax_body = \"1MiB\"",
+        )
+        .unwrap();
+        assert_eq!(config.api.costs_file.as_deref(), Some("costs.csv"));
+        assert_eq!(config.api.request_timeout.0, Duration::from_secs(5));
+        assert_eq!(config.api.max_body.0, 1 << 20);
+        assert_eq!(
+            load("[api]\njwt_secret = \"\"").unwrap_err().key,
+            "api.jwt_secret"
+        );
+        assert_eq!(
+            load("[api]\nrequest_timeout = \"0s\"").unwrap_err().key,
+            "api.request_timeout"
+        );
+        assert_eq!(config.api.refresh_interval.0, Duration::from_secs(1));
+        assert_eq!(config.api.cache_memory.0, 256 << 20);
+        for interval in ["0s", "50ms", "2h"] {
+            let text = format!("[api]\nrefresh_interval = \"{interval}\"");
+            assert_eq!(load(&text).unwrap_err().key, "api.refresh_interval");
+        }
+        let cacheless = load("[api]\ncache_memory = \"0B\"\nrefresh_interval = \"250ms\"").unwrap();
+        assert_eq!(cacheless.api.cache_memory.0, 0);
+        assert_eq!(cacheless.api.refresh_interval.0, Duration::from_millis(250));
+        assert_eq!(config.api.clock_skew.0, Duration::from_secs(30));
+        assert_eq!(
+            load("[api]\nclock_skew = \"10m\"").unwrap_err().key,
+            "api.clock_skew"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key() {
+        let err = load("[api]\nlistn = \"x\"").unwrap_err();
+        assert_eq!(err.key, "api.listn");
+        assert!(err.to_string().contains("api.listn"), "{err}");
+        let err = load("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"1\"\nprice = 2").unwrap_err();
+        assert_eq!(err.key, "rates[0].price");
+        let err = load("[ingest]\nflush_interval = \"10 parsecs\"").unwrap_err();
+        assert_eq!(err.key, "ingest.flush_interval");
+    }
+
+    #[test]
+    fn validate_names_the_offending_key() {
+        let cases = [
+            (
+                "[[rates]]\nmetric = \"gpu\"\neffective_from = \"2026-01-01\"\nunit_price = \"1\"",
+                "rates[0].metric",
+            ),
+            (
+                "[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-1-1x\"\nunit_price = \"1\"",
+                "rates[0].effective_from",
+            ),
+            (
+                "[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"-1\"",
+                "rates[0].unit_price",
+            ),
+            (
+                "[tenants.acme]\ndiscount_percent = \"101\"",
+                "tenants.acme.discount_percent",
+            ),
+            ("[tenants.Acme]", "tenants.Acme"),
+            (
+                "[tenants.acme]\nquotas = { gpu = \"1\" }",
+                "tenants.acme.quotas.gpu",
+            ),
+            (
+                "[metrics.gpu]\nkind = \"counter\"\nunit = \"h\"\ndivisor = \"0\"",
+                "metrics.gpu.divisor",
+            ),
+            ("[api]\nlisten = \"nowhere\"", "api.listen"),
+            ("[ingest]\ndedup_window = \"12h\"", "ingest.dedup_window"),
+            (
+                "[ingest]\nbackfill_flush_bytes = 0",
+                "ingest.backfill_flush_bytes",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(load(text).unwrap_err().key, key, "{text}");
+        }
+    }
+
+    #[test]
+    fn floats_are_refused_for_money() {
+        let err = load("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = 0.04").unwrap_err();
+        assert_eq!(err.key, "rates[0].unit_price");
+        assert!(err.message.contains("not exact"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_noisy_bucket_and_baseline_fit_a_health_report() {
+        assert_eq!(
+            load("[noisy]\nbaseline_buckets = 100000").unwrap_err().key,
+            "noisy.baseline_buckets"
+        );
+        assert_eq!(
+            load("[noisy]\nbaseline_buckets = 0").unwrap_err().key,
+            "noisy.baseline_buckets"
+        );
+        assert_eq!(
+            load("[noisy]\nbucket = \"2d\"").unwrap_err().key,
+            "noisy.bucket"
+        );
+        assert_eq!(
+            load("[noisy]\nbucket = \"1m\"\nbaseline_buckets = 4000")
+                .unwrap_err()
+                .key,
+            "noisy.baseline_buckets"
+        );
+        assert!(load("[noisy]\nbucket = \"1m\"\nbaseline_buckets = 3560").is_ok());
+        assert!(load("[noisy]\nbucket = \"1d\"\nbaseline_buckets = 4999").is_ok());
+    }
+
+    #[test]
+    fn secrets_are_long_enough_and_never_shown_in_an_error() {
+        let short = load("[api]\njwt_secret = \"k\"").unwrap_err();
+        assert_eq!(short.key, "api.jwt_secret");
+        assert!(short.message.contains("32 bytes"), "{}", short.message);
+        let token = load("[api]\nmetrics_token = \"short\"").unwrap_err();
+        assert_eq!(token.key, "api.metrics_token");
+        // A number in the file is refused without its digits.
+        let number = load("[api]\njwt_secret = 1234567890123456789").unwrap_err();
+        assert_eq!(number.key, "api.jwt_secret");
+        assert!(!number.to_string().contains("1234567890"), "{number}");
+        // A secret of digits in the environment is the text it was.
+        let digits = "00123456789012345678901234567890123";
+        let env = [("ALLOT__API__JWT_SECRET".to_string(), digits.to_string())];
+        let config = Config::from_toml_str("", "allot.toml", env).unwrap();
+        assert_eq!(config.api.jwt_secret.unwrap().expose(), digits);
+        let env = [("ALLOT__API__JWT_SECRET".to_string(), "12345".to_string())];
+        let err = Config::from_toml_str("", "allot.toml", env).unwrap_err();
+        assert_eq!(err.key, "api.jwt_secret");
+        assert!(!err.to_string().contains("12345"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_win_and_are_named() {
+        let env = [
+            ("ALLOT__API__LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+            ("ALLOT__INGEST__FLUSH_ROWS".to_string(), "5000".to_string()),
+            ("OTHER".to_string(), "ignored".to_string()),
+        ];
+        let config = Config::from_toml_str(SPEC_EXAMPLE, "allot.toml", env).unwrap();
+        assert_eq!(config.api.listen, "0.0.0.0:9000");
+        assert_eq!(config.ingest.flush_rows, 5000);
+        let err = Config::from_toml_str(
+            "",
+            "allot.toml",
+            [("ALLOT__API__LISTN".to_string(), "x".to_string())],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "api.listn");
+        assert_eq!(err.origin.as_deref(), Some("ALLOT__API__LISTN"));
+    }
+
+    #[test]
+    fn the_lake_is_a_url_or_a_section_with_storage_settings() {
+        let short = load("lake = \"s3://b/l\"").unwrap();
+        assert_eq!(short.lake.url.as_deref(), Some("s3://b/l"));
+        let section = "[lake]\nurl = \"s3://b/l\"\n[lake.storage]\nendpoint = \"http://s3:9000\"\n\
+                       allow_http = true\nsecret_access_key = \"hunter2\"\nretry_timeout = \"5s\"";
+        let config = load(section).unwrap();
+        let options = config.lake.storage.options().to_map();
+        assert_eq!(options["aws_endpoint"], "http://s3:9000");
+        assert_eq!(options["aws_allow_http"], "true");
+        assert_eq!(options["aws_secret_access_key"], "hunter2");
+        assert_eq!(options["retry_timeout"], "5000ms");
+        assert!(
+            !options.contains_key("aws_region"),
+            "unset keys come from AWS_*"
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(
+            load("[lake.storage]\nendpont = \"x\"").unwrap_err().key,
+            "lake.storage.endpont"
+        );
+        // An override reaches the storage settings of either form.
+        let env = [(
+            "ALLOT__LAKE__STORAGE__REGION".to_string(),
+            "eu-west-1".to_string(),
+        )];
+        let config = Config::from_toml_str("lake = \"s3://b/l\"", "allot.toml", env).unwrap();
+        assert_eq!(config.lake.url.as_deref(), Some("s3://b/l"));
+        assert_eq!(
+            config.lake.storage.options().to_map()["aws_region"],
+            "eu-west-1"
+        );
+        assert_eq!(
+            Config::default().lake.storage.options().to_map()["retry_timeout"],
+            "30000ms"
+        );
+    }
+
+    #[test]
+    fn parses_durations_and_sizes() {
+        assert_eq!(
+            "10s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            "1d".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(86_400)
+        );
+        assert!("10".parse::<HumanDuration>().is_err());
+        assert_eq!("64MiB".parse::<ByteSize>().unwrap().0, 64 << 20);
+        assert!("64MB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn billing_text_round_trips() {
+        let config = load(
+            r#"
+currency = "EUR"
+[metrics.requests]
+kind = "counter"
+unit = "1k requests"
+divisor = "1000"
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+tiers = [{ up_to = "10", unit_price = "0.090" }, { unit_price = "0.07" }]
+[tenants.acme]
+discount_percent = "12.5"
+quotas = { compute_seconds = "2000000" }
+[[tenants.acme.rates]]
+metric = "compute_seconds"
+effective_from = "2026-02-11"
+unit_price = "0.0400"
+"#,
+        )
+        .unwrap();
+        let text = config.billing_toml();
+        let again = Config::from_toml_str(&text, "closing", NO_ENV).unwrap();
+        assert_eq!(again.billing_toml(), text);
+        assert_eq!(again.catalog(), config.catalog());
+        assert!(text.contains("unit_price = \"0.0400\""), "{text}");
+    }
+}
