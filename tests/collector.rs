@@ -1538,19 +1538,27 @@ fn report(lake: &Path, config: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copies_on_two_days_written_by_two_collectors_count_once() {
-    let _serial = common::serial().await;
-    let topic = common::fresh_topic("dedupwindow", 2).await;
-    let group = format!("{topic}-collectors");
-    let lake_dir = tempfile::tempdir().unwrap();
-    let lake = lake_dir.path().join("lake");
-    let config = lake_dir.path().join("allot.toml");
+/// A directory with a lake path (not created yet) and a configuration of one
+/// rate, compute at 0.0400 USD a vCPU-hour; the directory lives as long as
+/// the returned guard.
+fn lake_with_one_rate() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let config = dir.path().join("allot.toml");
     std::fs::write(
         &config,
         "currency = \"USD\"\n\n[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.0400\"\n",
     )
     .unwrap();
+    (dir, lake, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_on_two_days_written_by_two_collectors_count_once() {
+    let _serial = common::serial().await;
+    let topic = common::fresh_topic("dedupwindow", 2).await;
+    let group = format!("{topic}-collectors");
+    let (_lake_dir, lake, config) = lake_with_one_rate();
     let broker = common::Broker::plain();
     // No background compaction: the copies must reach the lake side by side.
     let env = [("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\"")];
@@ -1609,14 +1617,7 @@ async fn a_close_records_the_offsets_of_a_command_line_group() {
     let _serial = common::serial().await;
     let topic = common::fresh_topic("closegroup", 2).await;
     let group = format!("{topic}-from-the-command-line");
-    let lake_dir = tempfile::tempdir().unwrap();
-    let lake = lake_dir.path().join("lake");
-    let config = lake_dir.path().join("allot.toml");
-    std::fs::write(
-        &config,
-        "currency = \"USD\"\n\n[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.0400\"\n",
-    )
-    .unwrap();
+    let (_lake_dir, lake, config) = lake_with_one_rate();
     let broker = common::Broker::plain();
     let collector = start_collector(&broker, &topic, &group, &lake, &[]);
     let events: Vec<(i32, String)> = (0..10)
