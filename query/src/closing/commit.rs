@@ -66,6 +66,19 @@ fn string_column(values: impl IntoIterator<Item = String>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
+/// The columns every stored row of a closing starts with, for `n` rows:
+/// `close_id`, `month`, `revision` and the row number.
+fn closing_row_columns(c: &Closing, n: usize) -> Vec<ArrayRef> {
+    vec![
+        string_column(std::iter::repeat_n(c.close_id.clone(), n)),
+        string_column(std::iter::repeat_n(c.month.to_string(), n)),
+        Arc::new(Int32Array::from(vec![c.revision; n])),
+        Arc::new(Int32Array::from_iter_values(
+            0..i32::try_from(n).unwrap_or(i32::MAX),
+        )),
+    ]
+}
+
 /// The `invoices` rows of a plan.
 pub fn invoices_batch(plan: &ClosePlan) -> Result<RecordBatch, QueryError> {
     let c = &plan.closing;
@@ -74,17 +87,11 @@ pub fn invoices_batch(plan: &ClosePlan) -> Result<RecordBatch, QueryError> {
         .iter()
         .flat_map(|i| i.rows.iter().map(move |r| (i, r)))
         .collect();
-    let n = rows.len();
-    let mut columns: Vec<ArrayRef> = vec![
-        string_column(std::iter::repeat_n(c.close_id.clone(), n)),
-        string_column(std::iter::repeat_n(c.month.to_string(), n)),
-        Arc::new(Int32Array::from(vec![c.revision; n])),
-        Arc::new(Int32Array::from_iter_values(
-            0..i32::try_from(n).unwrap_or(i32::MAX),
-        )),
-        string_column(rows.iter().map(|(i, _)| i.currency.clone())),
-        string_column(rows.iter().map(|(i, _)| i.discount_percent.clone())),
-    ];
+    let mut columns = closing_row_columns(c, rows.len());
+    columns.push(string_column(rows.iter().map(|(i, _)| i.currency.clone())));
+    columns.push(string_column(
+        rows.iter().map(|(i, _)| i.discount_percent.clone()),
+    ));
     for k in 0..INVOICE_CSV_COLUMNS.len() {
         columns.push(string_column(rows.iter().map(|(_, r)| r[k].clone())));
     }
@@ -98,15 +105,7 @@ pub fn allocations_batch(plan: &ClosePlan) -> Result<Option<RecordBatch>, QueryE
     };
     let c = &plan.closing;
     let records: Vec<Vec<String>> = rows.iter().map(AllocationRow::csv_record).collect();
-    let n = records.len();
-    let mut columns: Vec<ArrayRef> = vec![
-        string_column(std::iter::repeat_n(c.close_id.clone(), n)),
-        string_column(std::iter::repeat_n(c.month.to_string(), n)),
-        Arc::new(Int32Array::from(vec![c.revision; n])),
-        Arc::new(Int32Array::from_iter_values(
-            0..i32::try_from(n).unwrap_or(i32::MAX),
-        )),
-    ];
+    let mut columns = closing_row_columns(c, records.len());
     for k in 0..ALLOCATION_CSV_COLUMNS.len() {
         columns.push(string_column(records.iter().map(|r| r[k].clone())));
     }
