@@ -4,7 +4,7 @@
 //! audit rows recording it. A tenant known only from rejected events or left-over
 //! files can be erased too, and a dry run writes nothing.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 //! Each test runs its own server process on its own lake (so that its metrics are
 //! its own) and holds every answer to a fresh `allot` CLI run on the same lake.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;

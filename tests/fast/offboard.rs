@@ -5,7 +5,7 @@
 //! then leaves no Parquet file anywhere under the lake, active or not, holding a row of the
 //! tenant (but the audit row naming it), other tenants' figures unchanged.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 //! tenant-scoped SQL sees only its tenant; every sandbox escape is refused with
 //! a clean one-line error.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

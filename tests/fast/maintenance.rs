@@ -2,7 +2,7 @@
 //! cannot rewrite, vacuum of orphan files, and maintenance commands on a lake
 //! that does not exist.
 
-mod common;
+use crate::common;
 
 use std::borrow::Cow;
 

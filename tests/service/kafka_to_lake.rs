@@ -2,7 +2,7 @@
 //! producer are read back with an rdkafka consumer and written to the lake by the
 //! same assembler and writer that `allot ingest --from-file` uses.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

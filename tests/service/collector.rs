@@ -4,7 +4,7 @@
 //! keeps moving. The same over SASL_SSL on a zstd topic, clear errors for wrong
 //! credentials and an untrusted CA, and a dead-letter topic that refuses writes.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! server replicas answer alike and follow a commit; an unreachable store is one
 //! clear error line, with nothing lost.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -5,7 +5,7 @@
 //! the OpenAPI document against the router, metrics, and `allot serve` /
 //! `allot token` as processes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! nothing, nothing written outside the lake, and DuckDB reading back the exact
 //! decimal values.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Write;

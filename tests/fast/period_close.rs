@@ -3,7 +3,7 @@
 //! and `allot verify` failing on a removed data file, a tampered closing and a data file
 //! that lost a row, and passing after compaction.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
