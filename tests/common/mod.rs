@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests: the real Kafka broker started by
-//! `scripts/test`, fresh topics, and reading the lake's tables back.
+//! `scripts/test`, fresh topics, reading the lake's tables back, and the test
+//! lakes' price book.
 
 #![allow(dead_code)]
 
@@ -333,25 +334,15 @@ impl CliLake {
     }
 }
 
-/// Flat rates for the three built-in metrics, in USD: the price book of the test lakes.
-pub const FLAT_PRICE_BOOK: &str = r#"
-currency = "USD"
+/// The price book of the test lakes, `fixtures/price_book.toml`: flat rates for
+/// the three built-in metrics, in USD.
+pub const FLAT_PRICE_BOOK: &str = include_str!("fixtures/price_book.toml");
 
-[[rates]]
-metric = "compute_seconds"
-effective_from = "2026-01-01"
-unit_price = "0.0400"
-
-[[rates]]
-metric = "egress_bytes"
-effective_from = "2026-01-01"
-unit_price = "0.09"
-
-[[rates]]
-metric = "storage_bytes"
-effective_from = "2026-01-01"
-unit_price = "0.023"
-"#;
+/// The test lakes' price book followed by the further configuration `extra`
+/// (a tenant's discount or rates, an `[api]` section, ...).
+pub fn price_book_with(extra: &str) -> String {
+    format!("{FLAT_PRICE_BOOK}\n{extra}")
+}
 
 /// One SQL escape the sandbox must refuse: the query, the `[api]` limit it needs
 /// (key and TOML value), and part of the expected error.

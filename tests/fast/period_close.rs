@@ -14,27 +14,21 @@ use arrow::array::{AsArray, RecordBatch, StringArray};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-const CONFIG: &str = r#"
-currency = "USD"
+/// The test price book, with acme's egress in tiers and a discount, so that a
+/// closing holds tier lines and a discount besides flat usage lines.
+fn config() -> String {
+    common::price_book_with(
+        r#"
+[tenants.acme]
+discount_percent = "12.5"
 
-[[rates]]
-metric = "compute_seconds"
-effective_from = "2026-01-01"
-unit_price = "0.0400"
-
-[[rates]]
+[[tenants.acme.rates]]
 metric = "egress_bytes"
 effective_from = "2026-01-01"
 tiers = [{ up_to = "1", unit_price = "0.09" }, { unit_price = "0.05" }]
-
-[[rates]]
-metric = "storage_bytes"
-effective_from = "2026-01-01"
-unit_price = "0.02"
-
-[tenants.acme]
-discount_percent = "12.5"
-"#;
+"#,
+    )
+}
 
 /// Events of September 2026 with awkward values (exponents, a tie past nine
 /// decimals), an in-file duplicate, and a few events outside the month.
@@ -82,7 +76,7 @@ impl std::ops::Deref for Lake {
 impl Lake {
     /// A fresh lake with the events ingested (as `files` separate backfills).
     fn new(files: usize) -> Lake {
-        let lake = Lake(common::CliLake::new(CONFIG));
+        let lake = Lake(common::CliLake::new(&config()));
         let all = events();
         let lines: Vec<&str> = all.lines().collect();
         let per_file = lines.len().div_ceil(files);
@@ -298,7 +292,7 @@ fn verify_passes_after_compaction_and_vacuum_within_close_retention() {
     // Vacuum everything removed, at once, except what the closing needs.
     std::fs::write(
         lake.config(),
-        format!("{CONFIG}\n[ingest]\nvacuum_retention = \"0s\"\n"),
+        format!("{}\n[ingest]\nvacuum_retention = \"0s\"\n", config()),
     )
     .expect("config");
     let vacuum = lake.run(&["vacuum"]);
@@ -318,7 +312,10 @@ fn verify_passes_after_compaction_and_vacuum_within_close_retention() {
     // Without the closing's protection the same vacuum deletes the old files.
     std::fs::write(
         lake.config(),
-        format!("{CONFIG}\n[ingest]\nvacuum_retention = \"0s\"\nclose_retention = \"0s\"\n"),
+        format!(
+            "{}\n[ingest]\nvacuum_retention = \"0s\"\nclose_retention = \"0s\"\n",
+            config()
+        ),
     )
     .expect("config");
     let vacuum = lake.run(&["vacuum"]);

@@ -1538,18 +1538,14 @@ fn report(lake: &Path, config: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// A directory with a lake path (not created yet) and a configuration of one
-/// rate, compute at 0.0400 USD a vCPU-hour; the directory lives as long as
-/// the returned guard.
+/// A directory with a lake path (not created yet) and the test price book
+/// (compute at 0.0400 USD a vCPU-hour); the directory lives as long as the
+/// returned guard.
 fn lake_with_one_rate() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let config = dir.path().join("allot.toml");
-    std::fs::write(
-        &config,
-        "currency = \"USD\"\n\n[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.0400\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, common::FLAT_PRICE_BOOK).unwrap();
     (dir, lake, config)
 }
 
