@@ -1,8 +1,12 @@
 //! Helpers shared by the end-to-end tests: the real Kafka broker started by
-//! `scripts/test`, fresh topics, reading the lake's tables back, and the test
-//! lakes' price book.
+//! `scripts/test`, fresh topics, reading the lake's tables back, a running
+//! `allot serve` ([`ServeProcess`]), and the test lakes' price book.
 
 #![allow(dead_code)]
+
+mod serve;
+
+pub use serve::ServeProcess;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@ use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
 use tower::ServiceExt;
+
+use common::ServeProcess;
 
 const TENANTS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
 const SECRET: &str = "test-secret-for-the-api-tests-of-allot";
@@ -1329,32 +1331,6 @@ async fn allot_token_mints_what_the_server_accepts() {
     }
 }
 
-/// `allot serve` on the fixture's lake with `config`: the process, its
-/// address and a thread collecting the rest of its log.
-fn spawn_serve(config: &Path) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
-    use std::io::{BufReader, Read};
-
-    let mut child = allot()
-        .args(["serve", "--listen", "127.0.0.1:0", "--lake"])
-        .arg(&fixture().lake)
-        .arg("--config")
-        .arg(config)
-        .env("ALLOT_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn allot serve");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let address = common::served_address(&mut stderr);
-    // Read the rest of the log as it comes, so a full pipe never holds it.
-    let log = std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
-    (child, address, log)
-}
-
 /// A connection that sent half a request's headers and nothing more.
 fn half_sent_request(address: &str) -> std::net::TcpStream {
     use std::io::Write;
@@ -1366,53 +1342,27 @@ fn half_sent_request(address: &str) -> std::net::TcpStream {
     stream
 }
 
-/// Waits up to `within` for `child` to exit; its status.
-fn exits_within(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("allot serve did not stop within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn allot_serve_answers_and_stops_on_sigterm() {
-    use std::io::{Read, Write};
+    use std::io::Write;
 
     let server = server();
-    let (mut child, address, log) = spawn_serve(&server.config_path);
-    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.ends_with(r#"{"status":"ok"}"#), "{response}");
+    let mut serve = ServeProcess::start(&server.config_path, Some(&fixture().lake));
+    let (status, body) = serve.request("GET /healthz", "", "");
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
 
     // A half-sent request (the header read timeout is 10 s by default) and an
     // idle kept-alive connection do not hold the stopping server.
-    let _half = half_sent_request(&address);
-    let mut idle = std::net::TcpStream::connect(&address).expect("connect");
+    let _half = half_sent_request(serve.address());
+    let mut idle = std::net::TcpStream::connect(serve.address()).expect("connect");
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = exits_within(&mut child, Duration::from_secs(3));
+    let status = serve.terminate(Duration::from_secs(3));
     assert!(status.success(), "{status:?}");
     // Stopping while the lake is still loading is clean too.
-    let log = log.join().unwrap();
+    let log = serve.log();
     assert!(!log.contains("panicked"), "{log}");
 }
 
@@ -1420,12 +1370,12 @@ fn allot_serve_answers_and_stops_on_sigterm() {
 /// `api.header_read_timeout` is closed; the server answers others meanwhile.
 #[test]
 fn a_half_sent_request_is_closed_after_the_header_read_timeout() {
-    use std::io::{Read, Write};
+    use std::io::Read;
 
     let server = server_with("rate_limit_per_s = 100000\nheader_read_timeout = \"1s\"");
-    let (mut child, address, _log) = spawn_serve(&server.config_path);
+    let serve = ServeProcess::start(&server.config_path, Some(&fixture().lake));
     let started = std::time::Instant::now();
-    let mut half = half_sent_request(&address);
+    let mut half = half_sent_request(serve.address());
     half.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut rest = Vec::new();
@@ -1440,15 +1390,7 @@ fn a_half_sent_request_is_closed_after_the_header_read_timeout() {
         "closed after {waited:?}"
     );
     // The server still answers.
-    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_eq!(serve.request("GET /healthz", "", "").0, 200);
 }
 
 /// Query parameters the API reads, and values a client might send: well formed,

@@ -6,14 +6,11 @@
 
 use crate::common;
 
-use std::io::{BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{CliLake, Lcg};
+use common::{CliLake, Lcg, ServeProcess};
 
 const SECRET: &str = "a test secret that is long enough for HS256";
 const MONTH: &str = "2026-05";
@@ -54,48 +51,19 @@ fn write_config(lake: &CliLake, price_book: &str, api: &str) {
     std::fs::write(lake.config(), config).unwrap();
 }
 
-/// `allot serve` on `lake`, killed when dropped.
+/// `allot serve` on `lake` with a finance token, killed when dropped.
 struct Server {
-    child: Child,
-    address: String,
+    process: ServeProcess,
     token: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     /// Starts the server and waits until it is ready.
     fn start(lake: &CliLake) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_allot"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--lake"])
-            .arg(lake.root())
-            .arg("--config")
-            .arg(lake.config())
-            .env("ALLOT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn allot serve");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let address = common::served_address(&mut stderr);
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let server = Server {
-            child,
-            address,
-            token: Server::mint(lake, "finance", None),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.get("/readyz").0 != 200 {
-            assert!(Instant::now() < deadline, "the server did not get ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        let process = ServeProcess::start(&lake.config(), Some(&lake.root()));
+        process.wait_ready(Duration::from_secs(30));
+        let token = process.token("finance", None);
+        Server { process, token }
     }
 
     /// `GET path` as CSV with the finance token: status and body.
@@ -111,57 +79,7 @@ impl Server {
 
     /// `method_and_path` with `token` and `body`: status and body.
     fn request(&self, method_and_path: &str, token: &str, body: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.address).expect("connect");
-        let accept = if body.is_empty() {
-            "text/csv"
-        } else {
-            "application/json"
-        };
-        write!(
-            stream,
-            "{method_and_path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\
-             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().expect("a status line");
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    /// A token of `role` (and `tenant`) for this server.
-    fn mint(lake: &CliLake, role: &str, tenant: Option<&str>) -> String {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_allot"));
-        command.args(["token", "--role", role]);
-        if let Some(tenant) = tenant {
-            command.args(["--tenant", tenant]);
-        }
-        let minted = command
-            .arg("--config")
-            .arg(lake.config())
-            .output()
-            .expect("run allot token");
-        assert!(minted.status.success(), "{minted:?}");
-        String::from_utf8(minted.stdout).unwrap().trim().to_string()
-    }
-
-    /// The process's peak resident memory so far, in bytes (Linux's `VmHWM`).
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the server's /proc status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().strip_suffix("kB"))
-            .and_then(|value| value.trim().parse().ok())
-            .expect("VmHWM in /proc status");
-        kib << 10
+        self.process.request(method_and_path, token, body)
     }
 
     /// The body of a 200 answer to `GET path`.
@@ -384,7 +302,7 @@ fn a_tenant_choosing_as_of_computes_only_its_own_health() {
     cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);
     let mut server = Server::start(&lake);
     let finance = server.token.clone();
-    let tenant = Server::mint(&lake, "tenant", Some("t2"));
+    let tenant = server.process.token("tenant", Some("t2"));
     let before = server.counter("allot_report_computations_total", "health_rows");
     let instants: Vec<String> = (0..40)
         .map(|i| format!("2026-05-{:02}T{:02}:17:00Z", 1 + i % 20, i % 24))
@@ -438,7 +356,7 @@ fn sql_bombs_leave_the_server_within_its_memory_bound() {
     let server = Arc::new(Server::start(&lake));
     let tokens: Vec<String> = TENANTS
         .iter()
-        .map(|tenant| Server::mint(&lake, "tenant", Some(tenant)))
+        .map(|tenant| server.process.token("tenant", Some(tenant)))
         .collect();
     // Warm the engine up with a query of each shape, then take the baseline.
     for token in &tokens {
@@ -448,7 +366,7 @@ fn sql_bombs_leave_the_server_within_its_memory_bound() {
         );
         assert_eq!(status, 200, "{body}");
     }
-    let before = server.peak_rss();
+    let before = server.process.peak_rss();
 
     let bombs = [
         "SELECT length(repeat('x', 1500000000))",
@@ -497,7 +415,7 @@ fn sql_bombs_leave_the_server_within_its_memory_bound() {
         .map_or(2, |n| n.get())
         .clamp(2, 8) as u64;
     let bound = before + pool_threads * (4 * SQL_MEMORY + 2 * SQL_MAX_BYTES) + (64 << 20);
-    let peak = server.peak_rss();
+    let peak = server.process.peak_rss();
     assert!(
         peak <= bound,
         "peak RSS {} MiB past the bound {} MiB (before the bombs: {} MiB)",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use allot_lake::append::LogAppender;
 use allot_schemas::config::Config;
 use allot_schemas::layout::{LakeLocation, LakeTable};
-use common::{CliLake, FLAT_PRICE_BOOK, Lcg};
+use common::{CliLake, FLAT_PRICE_BOOK, Lcg, ServeProcess};
 use deltalake::kernel::Transaction;
 use deltalake::logstore::object_store::{self, ObjectStore, PutMode, PutOptions, PutPayload};
 
@@ -313,8 +313,8 @@ async fn a_taken_version_cannot_be_written_again_on_s3() {
     assert_eq!(recorded.get("winner"), Some(&7));
 }
 
-/// A collector or server process, killed when dropped so that a failing test
-/// leaves none behind.
+/// A collector process, killed when dropped so that a failing test leaves none
+/// behind.
 struct Spawned(std::process::Child);
 
 impl Drop for Spawned {
@@ -471,10 +471,6 @@ fn an_unreachable_store_is_one_clear_line_and_loses_nothing() {
 
 #[test]
 fn two_servers_on_one_s3_lake_answer_alike() {
-    let free_port = || {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
     let audit = tempfile::tempdir().unwrap();
     let api = format!(
         "[api]\njwt_secret = \"a test secret that is long enough for HS256\"\n\
@@ -486,39 +482,22 @@ fn two_servers_on_one_s3_lake_answer_alike() {
     let file = events_file(inputs.path(), "events.jsonl", 0, 40, 1_000_000);
     let file = file.to_str().unwrap();
     s3.stdout(&["ingest", "--no-progress", "--from-file", file]);
-    let token = s3.stdout(&["token", "--role", "tenant", "--tenant", "t2"]);
     // Two replicas, as behind a load balancer.
-    let ports = [free_port(), free_port()];
-    let _servers = ports.map(|port| {
-        Spawned(
-            s3.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start a server"),
-        )
-    });
-    let get = |port: u16, path: &str| {
-        let output = Command::new("curl")
-            .args(["-s", "--max-time", "30", "-H", "Accept: text/csv", "-H"])
-            .arg(format!("Authorization: Bearer {}", token.trim()))
-            .arg(format!("http://127.0.0.1:{port}{path}"))
-            .output()
-            .expect("run curl");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    for port in ports {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !get(port, "/readyz").contains("ready") {
-            assert!(Instant::now() < deadline, "the server did not get ready");
-            std::thread::sleep(Duration::from_millis(250));
-        }
+    let servers = [(); 2].map(|()| ServeProcess::start(&s3.config(), None));
+    for server in &servers {
+        server.wait_ready(Duration::from_secs(60));
     }
+    let token = servers[0].token("tenant", Some("t2"));
+    let get = |server: &ServeProcess, path: &str| {
+        let (status, body) = server.request(&format!("GET {path}"), &token, "");
+        assert_eq!(status, 200, "GET {path} on {}: {body}", server.base_url());
+        body
+    };
     let invoice = "/v1/tenants/t2/invoices/2026-09";
     let cli = || s3.stdout(&["invoice", "--month", "2026-09", "--tenant", "t2"]);
     let before = cli();
-    for port in ports {
-        assert_eq!(get(port, invoice), before, "replica on port {port}");
+    for server in &servers {
+        assert_eq!(get(server, invoice), before, "{}", server.base_url());
     }
     // A commit made meanwhile (a late event of t2) shows on both replicas.
     let late = inputs.path().join("late.jsonl");
@@ -536,12 +515,13 @@ fn two_servers_on_one_s3_lake_answer_alike() {
     let after = cli();
     assert_ne!(after, before);
     // Each replica reads new commits every `api.refresh_interval` (1 s).
-    for port in ports {
+    for server in &servers {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while get(port, invoice) != after {
+        while get(server, invoice) != after {
             assert!(
                 Instant::now() < deadline,
-                "replica on port {port} did not show a commit"
+                "the replica at {} did not show a commit",
+                server.base_url()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
