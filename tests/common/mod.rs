@@ -1,9 +1,11 @@
 //! Helpers shared by the end-to-end tests: the real Kafka broker started by
-//! `scripts/test`, fresh topics, reading the lake's tables back, a running
-//! `allot serve` ([`ServeProcess`]), and the test lakes' price book.
+//! `scripts/test`, fresh topics, collectors on them ([`scenario::Scenario`]),
+//! reading the lake's tables back, a running `allot serve` ([`ServeProcess`]),
+//! and the test lakes' price book.
 
 #![allow(dead_code)]
 
+pub mod scenario;
 mod serve;
 
 pub use serve::ServeProcess;

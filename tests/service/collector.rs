@@ -6,9 +6,9 @@
 
 use crate::common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use allot_schemas::layout::kafka_app_id;
@@ -18,170 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-/// A collector process, killed when dropped so a failing test leaves none behind.
-struct CollectorProcess(Child);
-
-impl std::ops::Deref for CollectorProcess {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for CollectorProcess {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for CollectorProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// The `allot` binary under test: `ALLOT_TEST_BIN` when set (a worktree sharing its
-/// target directory with another one, whose builds replace `target/debug/allot`),
-/// else the one Cargo built for this test.
-fn allot_bin() -> String {
-    std::env::var("ALLOT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_allot").to_string())
-}
-
-/// Starts `allot ingest` as a collector process.
-fn start_collector(
-    broker: &common::Broker,
-    topic: &str,
-    group: &str,
-    lake: &Path,
-    extra_env: &[(&str, &str)],
-) -> CollectorProcess {
-    let mut command = collector_command(broker, topic, group, lake, extra_env);
-    CollectorProcess(command.spawn().expect("start collector"))
-}
-
-/// The command line of a collector of `broker` (its client settings given as
-/// `--config`), logging to this process's stderr.
-fn collector_command(
-    broker: &common::Broker,
-    topic: &str,
-    group: &str,
-    lake: &Path,
-    extra_env: &[(&str, &str)],
-) -> Command {
-    let mut command = Command::new(allot_bin());
-    command
-        .args([
-            "ingest",
-            "--brokers",
-            &broker.bootstrap,
-            "--topic",
-            topic,
-            "--group",
-            group,
-            "--format",
-            "json",
-            "--lake",
-        ])
-        .arg(lake)
-        .env("ALLOT__INGEST__FLUSH_ROWS", "20000")
-        .env("ALLOT__INGEST__FLUSH_INTERVAL", "\"1s\"")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(config) = &broker.config_file {
-        command.arg("--config").arg(config);
-    }
-    for (key, value) in extra_env {
-        command.env(key, value);
-    }
-    command
-}
-
-/// Waits until the lake records, for every partition, the last offset of the
-/// topic on the plain broker.
-async fn wait_for_zero_lag(
-    topic: &str,
-    group: &str,
-    partitions: i32,
-    lake: &Path,
-    timeout: Duration,
-) {
-    wait_for_zero_lag_on(
-        &common::Broker::plain(),
-        topic,
-        group,
-        partitions,
-        lake,
-        timeout,
-    )
-    .await;
-}
-
-/// Waits until the lake records, for every partition, the last offset of the topic.
-async fn wait_for_zero_lag_on(
-    broker: &common::Broker,
-    topic: &str,
-    group: &str,
-    partitions: i32,
-    lake: &Path,
-    timeout: Duration,
-) {
-    let consumer: BaseConsumer = broker.client().create().expect("consumer");
-    let mut high = HashMap::new();
-    for p in 0..partitions {
-        let (_, hw) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        high.insert(p, hw);
-    }
-    let url = url::Url::from_directory_path(lake.join("usage_events")).unwrap();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut lagging = Vec::new();
-        if let Ok(mut table) = DeltaTable::try_from_url(url.clone()).await
-            && table.load().await.is_ok()
-        {
-            let snapshot = table.snapshot().unwrap();
-            for p in 0..partitions {
-                let recorded = snapshot
-                    .transaction_version(table.log_store().as_ref(), kafka_app_id(group, topic, p))
-                    .await
-                    .unwrap();
-                if recorded.map_or(0, |o| o + 1) < high[&p] {
-                    lagging.push((p, recorded, high[&p]));
-                }
-            }
-            if lagging.is_empty() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "lag not 0 in time: {lagging:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Stops a collector with SIGTERM and checks it exits 0 within 30 s.
-fn stop_gracefully(mut child: CollectorProcess) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "collector exited with {status}");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "collector did not stop within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::scenario::{CollectorProcess, Scenario, allot_bin};
 
 /// A small deterministic generator (xorshift) for the crash moments.
 struct Seeded(u64);
@@ -212,24 +49,15 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
     let _serial = common::serial().await;
     const EVENTS: usize = 200_000;
     const PARTITIONS: i32 = 12;
-    let topic = common::fresh_topic("crash", PARTITIONS).await;
-    let group = format!("{topic}-collectors");
-    let lake_dir = tempfile::tempdir().unwrap();
-    let lake = lake_dir.path();
-    common::produce(&topic, (0..EVENTS).map(crash_event)).await;
-    let broker = common::Broker::plain();
+    let scenario = Scenario::new("crash", PARTITIONS).await;
+    let lake = &scenario.lake;
+    scenario.produce((0..EVENTS).map(crash_event)).await;
     // Small flushes, so that every run commits many times whatever the speed of
     // the consumer (a fast one reads the whole topic before its first flush).
     let small_flushes = ("ALLOT__INGEST__FLUSH_ROWS", "5000");
 
     // 1: a crash between writing the files of the second flush and committing them.
-    let mut first = start_collector(
-        &broker,
-        &topic,
-        &group,
-        lake,
-        &[small_flushes, ("ALLOT_TEST_ABORT_BEFORE_COMMIT", "2")],
-    );
+    let mut first = scenario.collector(&[small_flushes, ("ALLOT_TEST_ABORT_BEFORE_COMMIT", "2")]);
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
         if let Some(status) = first.try_wait().unwrap() {
@@ -243,16 +71,16 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
     // 2 and 3: kill -9 at seeded random moments.
     let mut moments = Seeded(0x5eed_2026);
     for _ in 0..2 {
-        let mut child = start_collector(&broker, &topic, &group, lake, &[small_flushes]);
+        let mut child = scenario.collector(&[small_flushes]);
         std::thread::sleep(Duration::from_millis(moments.next_ms(1500, 6000)));
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
     // 4: a collector runs until the lake has everything, then stops gracefully.
-    let last = start_collector(&broker, &topic, &group, lake, &[]);
-    wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(300)).await;
-    stop_gracefully(last);
+    let last = scenario.collector(&[]);
+    scenario.wait_for_zero_lag(Duration::from_secs(300)).await;
+    last.stop();
 
     assert_exactly_once(lake, EVENTS).await;
 }
@@ -261,9 +89,7 @@ async fn exactly_once_through_kill_9_and_a_crash_before_commit() {
 async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() {
     let _serial = common::serial().await;
     const PARTITIONS: i32 = 2;
-    let topic = common::fresh_topic("poison", PARTITIONS).await;
-    let group = format!("{topic}-collectors");
-    let lake_dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new("poison", PARTITIONS).await;
     let ok_ts = "2026-03-01T10:00:00Z";
     let good = |i: usize| {
         format!(
@@ -288,32 +114,19 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() 
         payloads.push((format!("k{i}"), bad.clone()));
     }
     payloads.push(("k0".to_string(), good(100)));
-    common::produce(&topic, payloads).await;
+    scenario.produce(payloads).await;
 
-    let collector = start_collector(
-        &common::Broker::plain(),
-        &topic,
-        &group,
-        lake_dir.path(),
-        &[],
-    );
-    wait_for_zero_lag(
-        &topic,
-        &group,
-        PARTITIONS,
-        lake_dir.path(),
-        Duration::from_secs(120),
-    )
-    .await;
-    stop_gracefully(collector);
+    let collector = scenario.collector(&[]);
+    scenario.wait_for_zero_lag(Duration::from_secs(120)).await;
+    collector.stop();
 
-    let rows = common::read_lake_table(lake_dir.path(), "usage_events").await;
+    let rows = scenario.rows("usage_events").await;
     assert_eq!(rows.len(), poison.len() + 1);
     let mut expected: BTreeMap<String, usize> = BTreeMap::new();
     for (reason, _) in &poison {
         *expected.entry(reason.to_string()).or_default() += 1;
     }
-    let rejected = common::read_lake_table(lake_dir.path(), "rejected_events").await;
+    let rejected = scenario.rows("rejected_events").await;
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for row in &rejected {
         *reasons
@@ -325,7 +138,7 @@ async fn poison_events_go_to_the_dead_letter_topic_and_the_partition_moves_on() 
     // The dead-letter topic holds every poison event with its error headers.
     let letters = read_dead_letters(
         &common::Broker::plain(),
-        &format!("{topic}.dlq"),
+        &format!("{}.dlq", scenario.topic),
         poison.len(),
     );
     let mut dead: BTreeMap<String, usize> = BTreeMap::new();
@@ -511,34 +324,25 @@ async fn a_paused_collector_is_fenced_after_others_took_its_partitions() {
     let _serial = common::serial().await;
     const EVENTS: usize = 40_000;
     const PARTITIONS: i32 = 4;
-    let topic = common::fresh_topic("zombie", PARTITIONS).await;
-    let group = format!("{topic}-collectors");
-    let lake_dir = tempfile::tempdir().unwrap();
-    let lake = lake_dir.path();
-    let broker = common::Broker::plain();
-    common::produce(&topic, (0..EVENTS).map(crash_event)).await;
+    let scenario = Scenario::new("zombie", PARTITIONS).await;
+    let lake = &scenario.lake;
+    scenario.produce((0..EVENTS).map(crash_event)).await;
 
     // The zombie buffers everything and would commit only after a long interval.
-    let zombie = start_collector(
-        &broker,
-        &topic,
-        &group,
-        lake,
-        &[
-            ("ALLOT__INGEST__FLUSH_ROWS", "1000000"),
-            ("ALLOT__INGEST__FLUSH_INTERVAL", "15s"),
-        ],
-    );
+    let zombie = scenario.collector(&[
+        ("ALLOT__INGEST__FLUSH_ROWS", "1000000"),
+        ("ALLOT__INGEST__FLUSH_INTERVAL", "15s"),
+    ]);
     std::thread::sleep(Duration::from_secs(8));
     signal(&zombie, "STOP");
     // Past the 10 s session timeout the group gives its partitions to a new collector.
-    let healthy = start_collector(&broker, &topic, &group, lake, &[]);
-    wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(120)).await;
+    let healthy = scenario.collector(&[]);
+    scenario.wait_for_zero_lag(Duration::from_secs(120)).await;
     signal(&zombie, "CONT");
     // Give the zombie time to reach its flush and be fenced (or see the revocation).
     std::thread::sleep(Duration::from_secs(12));
-    stop_gracefully(zombie);
-    stop_gracefully(healthy);
+    zombie.stop();
+    healthy.stop();
     assert_exactly_once(lake, EVENTS).await;
 }
 
@@ -547,14 +351,11 @@ async fn exactly_once_while_collectors_join_and_die_during_production() {
     let _serial = common::serial().await;
     const EVENTS: usize = 60_000;
     const PARTITIONS: i32 = 6;
-    let topic = common::fresh_topic("rebalance", PARTITIONS).await;
-    let group = format!("{topic}-collectors");
-    let lake_dir = tempfile::tempdir().unwrap();
-    let lake = lake_dir.path().to_path_buf();
-    let broker = common::Broker::plain();
+    let scenario = Scenario::new("rebalance", PARTITIONS).await;
+    let lake = &scenario.lake;
 
     let producing = {
-        let topic = topic.clone();
+        let topic = scenario.topic.clone();
         tokio::spawn(async move {
             for chunk in 0..6 {
                 common::produce(
@@ -566,21 +367,19 @@ async fn exactly_once_while_collectors_join_and_die_during_production() {
             }
         })
     };
-    let mut collectors: Vec<CollectorProcess> = (0..3)
-        .map(|_| start_collector(&broker, &topic, &group, &lake, &[]))
-        .collect();
+    let mut collectors: Vec<CollectorProcess> = (0..3).map(|_| scenario.collector(&[])).collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    collectors.push(start_collector(&broker, &topic, &group, &lake, &[]));
+    collectors.push(scenario.collector(&[]));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut victim = collectors.remove(0);
     victim.kill().unwrap();
     victim.wait().unwrap();
     producing.await.unwrap();
-    wait_for_zero_lag(&topic, &group, PARTITIONS, &lake, Duration::from_secs(180)).await;
+    scenario.wait_for_zero_lag(Duration::from_secs(180)).await;
     for collector in collectors {
-        stop_gracefully(collector);
+        collector.stop();
     }
-    assert_exactly_once(&lake, EVENTS).await;
+    assert_exactly_once(lake, EVENTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -678,12 +477,10 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
 async fn exactly_once_across_a_broker_restart() {
     let _serial = common::serial().await;
     const PARTITIONS: i32 = 4;
-    let topic = common::fresh_topic("restart", PARTITIONS).await;
-    let group = format!("{topic}-collectors");
-    let lake_dir = tempfile::tempdir().unwrap();
-    let lake = lake_dir.path();
-    common::produce(&topic, (0..30_000).map(crash_event)).await;
-    let collector = start_collector(&common::Broker::plain(), &topic, &group, lake, &[]);
+    let scenario = Scenario::new("restart", PARTITIONS).await;
+    let lake = &scenario.lake;
+    scenario.produce((0..30_000).map(crash_event)).await;
+    let collector = scenario.collector(&[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let restarted = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -693,9 +490,9 @@ async fn exactly_once_across_a_broker_restart() {
     .status()
     .expect("run kafka-restart");
     assert!(restarted.success(), "the broker did not restart");
-    common::produce(&topic, (30_000..60_000).map(crash_event)).await;
-    wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(180)).await;
-    stop_gracefully(collector);
+    scenario.produce((30_000..60_000).map(crash_event)).await;
+    scenario.wait_for_zero_lag(Duration::from_secs(180)).await;
+    collector.stop();
     assert_exactly_once(lake, 60_000).await;
 }
 
@@ -780,9 +577,7 @@ fn counter_by(samples: &[Sample], name: &str, labels: &[&str]) -> BTreeMap<Vec<S
 async fn metrics_count_accepted_and_rejected_events_per_tenant_and_lag_reaches_zero() {
     let _serial = common::serial().await;
     const PARTITIONS: i32 = 3;
-    let topic = common::fresh_topic("metrics", PARTITIONS).await;
-    let group = format!("{topic}-collectors");
-    let lake_dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new("metrics", PARTITIONS).await;
     let ok_ts = "2026-03-01T10:00:00Z";
     let tenants = ["acme", "globex", "initech"];
     let mut payloads = Vec::new();
@@ -822,25 +617,12 @@ async fn metrics_count_accepted_and_rejected_events_per_tenant_and_lag_reaches_z
             .entry(vec![tenant.to_string(), reason.to_string()])
             .or_default() += 1;
     }
-    common::produce(&topic, payloads).await;
+    scenario.produce(payloads).await;
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let collector = start_collector(
-        &common::Broker::plain(),
-        &topic,
-        &group,
-        lake_dir.path(),
-        &[("ALLOT__INGEST__METRICS_LISTEN", listen.as_str())],
-    );
-    wait_for_zero_lag(
-        &topic,
-        &group,
-        PARTITIONS,
-        lake_dir.path(),
-        Duration::from_secs(120),
-    )
-    .await;
+    let collector = scenario.collector(&[("ALLOT__INGEST__METRICS_LISTEN", listen.as_str())]);
+    scenario.wait_for_zero_lag(Duration::from_secs(120)).await;
     // The lake has everything; the metrics catch up within a report interval.
     let deadline = Instant::now() + Duration::from_secs(60);
     let samples = loop {
@@ -852,7 +634,7 @@ async fn metrics_count_accepted_and_rejected_events_per_tenant_and_lag_reaches_z
             let caught_up = lags.len() == PARTITIONS as usize
                 && lags
                     .iter()
-                    .all(|s| s.value == "0" && s.labels["topic"] == topic);
+                    .all(|s| s.value == "0" && s.labels["topic"] == scenario.topic);
             if caught_up
                 && counter_by(&samples, "allot_events_accepted_total", &["tenant"]) == accepted
             {
@@ -891,7 +673,7 @@ async fn metrics_count_accepted_and_rejected_events_per_tenant_and_lag_reaches_z
             "{name} missing from /metrics"
         );
     }
-    stop_gracefully(collector);
+    collector.stop();
 }
 
 #[test]
@@ -946,17 +728,14 @@ async fn produce_to_partitions(topic: &str, payloads: &[(i32, String)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_compaction_leaves_one_row_per_event_across_two_collectors() {
     let _serial = common::serial().await;
-    let topic = common::fresh_topic("bgcompact", 2).await;
-    let group = format!("{topic}-collectors");
-    let lake_dir = tempfile::tempdir().unwrap();
-    let lake = lake_dir.path();
-    let broker = common::Broker::plain();
+    let scenario = Scenario::new("bgcompact", 2).await;
+    let lake = &scenario.lake;
     let env = [
         ("ALLOT__INGEST__COMPACTION_INTERVAL", "\"2s\""),
         ("ALLOT__INGEST__COMPACTION_MIN_FILES", "2"),
     ];
-    let first = start_collector(&broker, &topic, &group, lake, &env);
-    let second = start_collector(&broker, &topic, &group, lake, &env);
+    let first = scenario.collector(&env);
+    let second = scenario.collector(&env);
     // Let the group give one partition to each.
     tokio::time::sleep(Duration::from_secs(6)).await;
     const EVENTS: usize = 300;
@@ -969,13 +748,13 @@ async fn background_compaction_leaves_one_row_per_event_across_two_collectors() 
             payloads.push((0, payload.clone()));
             payloads.push((1, payload));
         }
-        produce_to_partitions(&topic, &payloads).await;
+        produce_to_partitions(&scenario.topic, &payloads).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    wait_for_zero_lag(&topic, &group, 2, lake, Duration::from_secs(120)).await;
+    scenario.wait_for_zero_lag(Duration::from_secs(120)).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let rows = common::read_lake_table(lake, "usage_events").await;
+        let rows = scenario.rows("usage_events").await;
         let mut ids: Vec<String> = rows
             .iter()
             .map(|r| r.columns["event_id"].clone().unwrap())
@@ -993,8 +772,8 @@ async fn background_compaction_leaves_one_row_per_event_across_two_collectors() 
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    stop_gracefully(first);
-    stop_gracefully(second);
+    first.stop();
+    second.stop();
     assert_exactly_once(lake, EVENTS).await;
     let log = common::files_under(&lake.join("usage_events/_delta_log"));
     assert!(
@@ -1044,7 +823,7 @@ async fn memory_does_not_grow_with_the_files_in_the_table() {
         30_000
     );
 
-    let topic = common::fresh_topic("history", PARTITIONS).await;
+    let mut scenario = Scenario::new("history", PARTITIONS).await;
     let event = |i: usize| {
         let payload = format!(
             r#"{{"event_id":"n{i}","tenant_id":"new-{:03}","ts":"2026-06-01T{:02}:00:00Z","metric":"compute_seconds","value":{i}}}"#,
@@ -1053,20 +832,20 @@ async fn memory_does_not_grow_with_the_files_in_the_table() {
         );
         (format!("k{i}"), payload)
     };
-    common::produce(&topic, (0..EVENTS).map(event)).await;
+    scenario.produce((0..EVENTS).map(event)).await;
     let mut peaks = Vec::new();
     for lake in [&empty, &full] {
-        let group = format!("{topic}-{}", lake.file_name().unwrap().to_string_lossy());
-        let collector = start_collector(
-            &common::Broker::plain(),
-            &topic,
-            &group,
-            lake,
-            &[("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\"")],
+        // A group and a lake each: both collectors read the whole topic.
+        scenario.group = format!(
+            "{}-{}",
+            scenario.topic,
+            lake.file_name().unwrap().to_string_lossy()
         );
-        wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(150)).await;
+        scenario.lake = lake.clone();
+        let collector = scenario.collector(&[("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\"")]);
+        scenario.wait_for_zero_lag(Duration::from_secs(150)).await;
         peaks.push(peak_rss_kib(collector.id()));
-        stop_gracefully(collector);
+        collector.stop();
     }
     eprintln!(
         "peak RSS: {} MiB on an empty lake, {} MiB on one of 30,000 files",
@@ -1095,10 +874,8 @@ async fn memory_stays_bounded_with_ten_thousand_tenants() {
     const TENANTS: usize = 10_000;
     const EVENTS: usize = 20_000;
     const PARTITIONS: i32 = 4;
-    let topic = common::fresh_topic("tenants10k", PARTITIONS).await;
-    let group = format!("{topic}-collectors");
-    let lake_dir = tempfile::tempdir().unwrap();
-    let lake = lake_dir.path();
+    let scenario = Scenario::new("tenants10k", PARTITIONS).await;
+    let lake = &scenario.lake;
     let event = |i: usize| {
         let tenant = format!("tenant-{:05}", i % TENANTS);
         let payload = format!(
@@ -1108,30 +885,25 @@ async fn memory_stays_bounded_with_ten_thousand_tenants() {
         );
         (format!("k{i}"), payload)
     };
-    common::produce(&topic, (0..EVENTS).map(event)).await;
-    let collector = start_collector(
-        &common::Broker::plain(),
-        &topic,
-        &group,
-        lake,
-        &[
-            ("ALLOT__INGEST__FLUSH_ROWS", "1000000"),
-            ("ALLOT__INGEST__FLUSH_INTERVAL", "\"60s\""),
-            ("ALLOT__INGEST__FLUSH_BYTES", "\"2MiB\""),
-            ("ALLOT__INGEST__MAX_BUFFER_BYTES", "\"4MiB\""),
-            ("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\""),
-        ],
-    );
-    wait_for_zero_lag(&topic, &group, PARTITIONS, lake, Duration::from_secs(150)).await;
+    scenario.produce((0..EVENTS).map(event)).await;
+    let collector = scenario.collector(&[
+        ("ALLOT__INGEST__FLUSH_ROWS", "1000000"),
+        ("ALLOT__INGEST__FLUSH_INTERVAL", "\"60s\""),
+        ("ALLOT__INGEST__FLUSH_BYTES", "\"2MiB\""),
+        ("ALLOT__INGEST__MAX_BUFFER_BYTES", "\"4MiB\""),
+        ("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\""),
+    ]);
+    scenario.wait_for_zero_lag(Duration::from_secs(150)).await;
     let peak_kib = peak_rss_kib(collector.id());
-    stop_gracefully(collector);
+    collector.stop();
     assert!(
         peak_kib < 512 * 1024,
         "peak RSS {} MiB with {TENANTS} tenants",
         peak_kib / 1024
     );
     assert_exactly_once(lake, EVENTS).await;
-    let tenants: std::collections::BTreeSet<String> = common::read_lake_table(lake, "usage_events")
+    let tenants: std::collections::BTreeSet<String> = scenario
+        .rows("usage_events")
         .await
         .into_iter()
         .map(|r| r.partition["tenant_id"].clone())
@@ -1141,16 +913,13 @@ async fn memory_stays_bounded_with_ten_thousand_tenants() {
 
 // --- Secured Kafka: the SASL_SSL broker of `scripts/kafka-up --sasl-ssl`. ---
 
-/// A collector of `broker` whose stderr goes to `log`.
+/// A collector of `scenario` whose stderr goes to `log`.
 fn start_logging_collector(
-    broker: &common::Broker,
-    topic: &str,
-    group: &str,
-    lake: &Path,
+    scenario: &Scenario,
     extra_env: &[(&str, &str)],
     log: &Path,
 ) -> CollectorProcess {
-    let mut command = collector_command(broker, topic, group, lake, extra_env);
+    let mut command = scenario.collector_command(extra_env);
     command.stderr(std::fs::File::create(log).unwrap());
     CollectorProcess(command.spawn().expect("start collector"))
 }
@@ -1193,15 +962,17 @@ async fn over_sasl_ssl_a_zstd_topic_is_ingested_exactly_once_through_kill_9() {
     let _serial = common::serial().await;
     const EVENTS: usize = 60_000;
     const PARTITIONS: i32 = 4;
-    let broker = common::Broker::sasl_ssl();
-    let topic = broker
-        .fresh_topic_with("secure", PARTITIONS, &[("compression.type", "zstd")])
-        .await;
+    let scenario = Scenario::on(
+        common::Broker::sasl_ssl(),
+        "secure",
+        PARTITIONS,
+        &[("compression.type", "zstd")],
+    )
+    .await;
+    let (broker, topic, lake) = (&scenario.broker, &scenario.topic, &scenario.lake);
     let dlq_topic = format!("{topic}.dlq");
     broker.create_topic(&dlq_topic, 1).await;
-    let group = format!("{topic}-collectors");
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
+    let dir = &scenario.dir;
     // Every 500th message is poison; the rest are the crash test's events.
     let poison: Vec<(String, String)> = (0..EVENTS / 500).map(poison_event).collect();
     let mut payloads: Vec<(String, String)> = (0..EVENTS).map(crash_event).collect();
@@ -1210,16 +981,15 @@ async fn over_sasl_ssl_a_zstd_topic_is_ingested_exactly_once_through_kill_9() {
     }
     let mut zstd = broker.client();
     zstd.set("compression.type", "zstd");
-    common::produce_with(zstd, &topic, payloads).await;
+    common::produce_with(zstd, topic, payloads).await;
 
     // Small flushes, and a kill -9 right after the first commit: the topic is
     // far from read then.
     let small_flushes = ("ALLOT__INGEST__FLUSH_ROWS", "3000");
     let first_log = dir.path().join("first.log");
-    let mut first =
-        start_logging_collector(&broker, &topic, &group, &lake, &[small_flushes], &first_log);
+    let mut first = start_logging_collector(&scenario, &[small_flushes], &first_log);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while commits(&lake) < 2 {
+    while commits(lake) < 2 {
         assert!(
             first.try_wait().unwrap().is_none(),
             "the collector stopped: {}",
@@ -1232,23 +1002,15 @@ async fn over_sasl_ssl_a_zstd_topic_is_ingested_exactly_once_through_kill_9() {
     first.wait().unwrap();
 
     let last_log = dir.path().join("last.log");
-    let last = start_logging_collector(&broker, &topic, &group, &lake, &[], &last_log);
-    wait_for_zero_lag_on(
-        &broker,
-        &topic,
-        &group,
-        PARTITIONS,
-        &lake,
-        Duration::from_secs(300),
-    )
-    .await;
-    stop_gracefully(last);
+    let last = start_logging_collector(&scenario, &[], &last_log);
+    scenario.wait_for_zero_lag(Duration::from_secs(300)).await;
+    last.stop();
 
-    assert_exactly_once(&lake, EVENTS).await;
+    assert_exactly_once(lake, EVENTS).await;
     // Every poison event reached the dead-letter topic through the same secured
     // connection (at least once: a letter of the killed collector's last flush
     // may be there twice), and rejected_events.
-    let letters = read_dead_letters(&broker, &dlq_topic, poison.len());
+    let letters = read_dead_letters(broker, &dlq_topic, poison.len());
     let payloads: BTreeSet<&str> = letters.iter().map(|l| l.payload.as_str()).collect();
     let expected: BTreeSet<&str> = poison.iter().map(|(_, p)| p.as_str()).collect();
     assert_eq!(payloads, expected);
@@ -1258,7 +1020,7 @@ async fn over_sasl_ssl_a_zstd_topic_is_ingested_exactly_once_through_kill_9() {
             .iter()
             .all(|l| l.source.starts_with(&format!("kafka:{topic}/")))
     );
-    let rejected = common::read_lake_table(&lake, "rejected_events").await;
+    let rejected = scenario.rows("rejected_events").await;
     let sources: BTreeSet<&str> = rejected
         .iter()
         .map(|row| row.columns["source"].as_deref().unwrap())
@@ -1281,13 +1043,23 @@ fn run_collector_with(
     }
     let config_file = dir.join("allot.toml");
     std::fs::write(&config_file, config).unwrap();
-    let broker = common::Broker {
-        config_file: Some(config_file),
-        ..broker.clone()
-    };
     let log = dir.join("collector.log");
-    let mut child =
-        start_logging_collector(&broker, "any-topic", "g", &dir.join("lake"), &[], &log);
+    let mut command = Command::new(allot_bin());
+    command
+        .args([
+            "ingest",
+            "--brokers",
+            &broker.bootstrap,
+            "--topic",
+            "any-topic",
+        ])
+        .args(["--group", "g", "--format", "json", "--lake"])
+        .arg(dir.join("lake"))
+        .arg("--config")
+        .arg(config_file)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = CollectorProcess(command.spawn().expect("start collector"));
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -1396,16 +1168,13 @@ fn outcome_count(port: u16, name: &str, outcome: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothing() {
     let _serial = common::serial().await;
-    let broker = common::Broker::sasl_ssl();
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-
     // A missing dead-letter topic stops the collector at start, naming it.
-    let topic = broker.fresh_topic("refuse", 1).await;
+    let scenario = Scenario::on(common::Broker::sasl_ssl(), "refuse", 1, &[]).await;
+    let (broker, topic, lake) = (&scenario.broker, &scenario.topic, &scenario.lake);
     let dlq_topic = format!("{topic}.dlq");
-    let group = format!("{topic}-collectors");
+    let dir = &scenario.dir;
     let log = dir.path().join("missing.log");
-    let mut missing = start_logging_collector(&broker, &topic, &group, &lake, &[], &log);
+    let mut missing = start_logging_collector(&scenario, &[], &log);
     let status = missing.wait().unwrap();
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
@@ -1428,7 +1197,7 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothi
         dlq_topic.as_str(),
     ];
     kafka_tool(
-        &broker,
+        broker,
         "AclCommand",
         &[&["--add", "--force"][..], &allow].concat(),
     );
@@ -1441,7 +1210,7 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothi
         dlq_topic.as_str(),
     ];
     kafka_tool(
-        &broker,
+        broker,
         "AclCommand",
         &[&["--add", "--force"][..], &deny].concat(),
     );
@@ -1456,12 +1225,12 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothi
     let poison: Vec<(String, String)> = (0..5).map(poison_event).collect();
     let mut payloads: Vec<(String, String)> = (0..100).map(good).collect();
     payloads.extend(poison.iter().cloned());
-    common::produce_with(broker.client(), &topic, payloads).await;
+    scenario.produce(payloads).await;
 
     let port = free_port();
     let metrics_listen = format!("127.0.0.1:{port}");
     let log = dir.path().join("collector.log");
-    let mut command = collector_command(&broker, &topic, &group, &lake, &[]);
+    let mut command = scenario.collector_command(&[]);
     command
         .args(["--metrics-listen", &metrics_listen])
         .stderr(std::fs::File::create(&log).unwrap());
@@ -1487,7 +1256,10 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothi
     {
         let snapshot = table.snapshot().unwrap();
         let recorded = snapshot
-            .transaction_version(table.log_store().as_ref(), kafka_app_id(&group, &topic, 0))
+            .transaction_version(
+                table.log_store().as_ref(),
+                kafka_app_id(&scenario.group, topic, 0),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -1496,7 +1268,7 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothi
         );
     }
     assert!(
-        common::read_lake_table(&lake, "usage_events")
+        common::read_lake_table(lake, "usage_events")
             .await
             .is_empty()
     );
@@ -1505,61 +1277,29 @@ async fn a_dead_letter_topic_that_refuses_writes_fails_the_flush_and_loses_nothi
 
     // Once the topic accepts writes, everything arrives.
     kafka_tool(
-        &broker,
+        broker,
         "AclCommand",
         &[&["--remove", "--force"][..], &deny].concat(),
     );
-    wait_for_zero_lag_on(&broker, &topic, &group, 1, &lake, Duration::from_secs(120)).await;
-    stop_gracefully(collector);
-    let rows = common::read_lake_table(&lake, "usage_events").await;
+    scenario.wait_for_zero_lag(Duration::from_secs(120)).await;
+    collector.stop();
+    let rows = scenario.rows("usage_events").await;
     assert_eq!(rows.len(), 100);
-    let letters = read_dead_letters(&broker, &dlq_topic, poison.len());
+    let letters = read_dead_letters(broker, &dlq_topic, poison.len());
     let payloads: BTreeSet<&str> = letters.iter().map(|l| l.payload.as_str()).collect();
     let expected: BTreeSet<&str> = poison.iter().map(|(_, p)| p.as_str()).collect();
     assert_eq!(payloads, expected);
     assert_plain_log(&log);
 }
 
-/// Runs an `allot` report against `lake` with `config` and returns its stdout.
-fn report(lake: &Path, config: &Path, args: &[&str]) -> String {
-    let output = Command::new(allot_bin())
-        .args(args)
-        .arg("--lake")
-        .arg(lake)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run allot");
-    assert!(
-        output.status.success(),
-        "allot {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// A directory with a lake path (not created yet) and the test price book
-/// (compute at 0.0400 USD a vCPU-hour); the directory lives as long as the
-/// returned guard.
-fn lake_with_one_rate() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    let config = dir.path().join("allot.toml");
-    std::fs::write(&config, common::FLAT_PRICE_BOOK).unwrap();
-    (dir, lake, config)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_on_two_days_written_by_two_collectors_count_once() {
     let _serial = common::serial().await;
-    let topic = common::fresh_topic("dedupwindow", 2).await;
-    let group = format!("{topic}-collectors");
-    let (_lake_dir, lake, config) = lake_with_one_rate();
-    let broker = common::Broker::plain();
+    let scenario = Scenario::new("dedupwindow", 2).await;
     // No background compaction: the copies must reach the lake side by side.
     let env = [("ALLOT__INGEST__COMPACTION_INTERVAL", "\"0s\"")];
-    let first = start_collector(&broker, &topic, &group, &lake, &env);
-    let second = start_collector(&broker, &topic, &group, &lake, &env);
+    let first = scenario.collector(&env);
+    let second = scenario.collector(&env);
     // Let the group give one partition to each.
     tokio::time::sleep(Duration::from_secs(6)).await;
     // A producer that stamps `ts` when it sends retried across midnight, and the
@@ -1569,11 +1309,11 @@ async fn copies_on_two_days_written_by_two_collectors_count_once() {
             r#"{{"event_id":"dup-1","tenant_id":"acme","ts":"2026-10-{day:02}T10:00:00Z","metric":"compute_seconds","value":3600}}"#
         )
     };
-    produce_to_partitions(&topic, &[(0, copy(5)), (1, copy(6))]).await;
-    wait_for_zero_lag(&topic, &group, 2, &lake, Duration::from_secs(120)).await;
-    stop_gracefully(first);
-    stop_gracefully(second);
-    let rows = common::read_lake_table(&lake, "usage_events").await;
+    produce_to_partitions(&scenario.topic, &[(0, copy(5)), (1, copy(6))]).await;
+    scenario.wait_for_zero_lag(Duration::from_secs(120)).await;
+    first.stop();
+    second.stop();
+    let rows = scenario.rows("usage_events").await;
     assert_eq!(rows.len(), 2, "each collector wrote its copy");
 
     let invoice = [
@@ -1589,19 +1329,19 @@ async fn copies_on_two_days_written_by_two_collectors_count_once() {
     let counted = "n,s\n1,3600.000000000\n";
     for stage in ["before compaction", "after compaction"] {
         assert_eq!(
-            report(&lake, &config, &["invoice", "--month", "2026-10"]),
+            scenario.allot(&["invoice", "--month", "2026-10"]),
             invoice,
             "{stage}"
         );
-        assert_eq!(report(&lake, &config, &["sql", count]), counted, "{stage}");
+        assert_eq!(scenario.allot(&["sql", count]), counted, "{stage}");
         assert_eq!(
-            report(&lake, &config, &["sql", "--tenant", "acme", count]),
+            scenario.allot(&["sql", "--tenant", "acme", count]),
             counted,
             "{stage}"
         );
-        report(&lake, &config, &["compact"]);
+        scenario.allot(&["compact"]);
     }
-    let rows = common::read_lake_table(&lake, "usage_events").await;
+    let rows = scenario.rows("usage_events").await;
     assert_eq!(rows.len(), 1, "compaction removed the second copy");
 }
 
@@ -1611,11 +1351,9 @@ async fn copies_on_two_days_written_by_two_collectors_count_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_records_the_offsets_of_a_command_line_group() {
     let _serial = common::serial().await;
-    let topic = common::fresh_topic("closegroup", 2).await;
-    let group = format!("{topic}-from-the-command-line");
-    let (_lake_dir, lake, config) = lake_with_one_rate();
-    let broker = common::Broker::plain();
-    let collector = start_collector(&broker, &topic, &group, &lake, &[]);
+    let mut scenario = Scenario::new("closegroup", 2).await;
+    scenario.group = format!("{}-from-the-command-line", scenario.topic);
+    let collector = scenario.collector(&[]);
     let events: Vec<(i32, String)> = (0..10)
         .map(|i| {
             (
@@ -1627,18 +1365,19 @@ async fn a_close_records_the_offsets_of_a_command_line_group() {
             )
         })
         .collect();
-    produce_to_partitions(&topic, &events).await;
-    wait_for_zero_lag(&topic, &group, 2, &lake, Duration::from_secs(120)).await;
-    stop_gracefully(collector);
-    report(&lake, &config, &["compact"]);
-    report(&lake, &config, &["close", "--month", "2026-10"]);
+    produce_to_partitions(&scenario.topic, &events).await;
+    scenario.wait_for_zero_lag(Duration::from_secs(120)).await;
+    collector.stop();
+    scenario.allot(&["compact"]);
+    scenario.allot(&["close", "--month", "2026-10"]);
 
-    let location = allot_schemas::layout::LakeLocation::parse(lake.to_str().unwrap()).unwrap();
+    let location =
+        allot_schemas::layout::LakeLocation::parse(scenario.lake.to_str().unwrap()).unwrap();
     let closings = allot_query::closing::closings(&location).await.unwrap();
     let closed = allot_query::closing::find_closing(&closings, "2026-10".parse().unwrap(), None)
         .expect("the month is closed");
     let expected: BTreeMap<String, i64> = (0..2)
-        .map(|p| (kafka_app_id(&group, &topic, p), 4))
+        .map(|p| (kafka_app_id(&scenario.group, &scenario.topic, p), 4))
         .collect();
     assert_eq!(closed.txn_offsets, expected);
 }

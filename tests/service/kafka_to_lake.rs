@@ -12,10 +12,11 @@ use allot_ingest::writer::LakeWriter;
 use allot_schemas::clock::SystemClock;
 use allot_schemas::config::Config;
 use allot_schemas::layout::{LakeLocation, Provenance};
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use common::scenario::Scenario;
 
 const PARTITIONS: i32 = 3;
 const GOOD_EVENTS: usize = 300;
@@ -31,9 +32,11 @@ fn good_event(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_from_a_real_broker_land_in_the_lake_once() {
-    let topic = common::fresh_topic("e2e-lake", PARTITIONS).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", common::kafka_bootstrap())
+    let scenario = Scenario::new("e2e-lake", PARTITIONS).await;
+    let topic = &scenario.topic;
+    let producer: FutureProducer = scenario
+        .broker
+        .client()
         .set("enable.idempotence", "true")
         .create()
         .expect("producer");
@@ -46,24 +49,24 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
         let key = format!("{}", i % 4);
         producer
             .send(
-                FutureRecord::to(&topic).payload(payload).key(&key),
+                FutureRecord::to(topic).payload(payload).key(&key),
                 Duration::from_secs(10),
             )
             .await
             .expect("delivered");
     }
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::kafka_bootstrap())
+    let consumer: BaseConsumer = scenario
+        .broker
+        .client()
         .set("group.id", format!("{topic}-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    consumer.subscribe(&[&topic]).expect("subscribe");
+    consumer.subscribe(&[topic.as_str()]).expect("subscribe");
 
-    let lake_dir = tempfile::tempdir().unwrap();
-    let lake = LakeLocation::parse(lake_dir.path().to_str().unwrap()).unwrap();
+    let lake = LakeLocation::parse(scenario.lake.to_str().unwrap()).unwrap();
     let config = Config::default();
     let mut assembler = EventAssembler::new(&config, std::sync::Arc::new(SystemClock));
     let mut received = 0;
@@ -95,7 +98,7 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
     assert_eq!(outcome.duplicates, 1);
     assert_eq!(outcome.rejected_written, 2);
 
-    let rows = common::read_lake_table(lake_dir.path(), "usage_events").await;
+    let rows = scenario.rows("usage_events").await;
     assert_eq!(rows.len(), GOOD_EVENTS);
     let ids: BTreeSet<(String, String)> = rows
         .iter()
@@ -120,7 +123,7 @@ async fn events_from_a_real_broker_land_in_the_lake_once() {
         let source = row.columns["source"].as_deref().unwrap();
         assert!(source.starts_with(&format!("kafka:{topic}/")), "{source}");
     }
-    let rejected = common::read_lake_table(lake_dir.path(), "rejected_events").await;
+    let rejected = scenario.rows("rejected_events").await;
     let reasons: BTreeMap<String, usize> = rejected.iter().fold(BTreeMap::new(), |mut acc, r| {
         *acc.entry(r.columns["reason"].clone().unwrap()).or_default() += 1;
         acc
