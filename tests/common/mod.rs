@@ -236,8 +236,10 @@ pub fn paths_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Serializes the tests that run collectors: they share the one broker, depend on
-/// session timeouts, and would starve each other on a two-core machine.
+/// Serializes the tests that use the plaintext broker: they share it, one of them
+/// restarts it, the collectors depend on session timeouts, and they would
+/// starve each other on a two-core machine. Since the service tier is one test
+/// binary, a test there that uses the broker takes this first.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await

@@ -32,6 +32,7 @@ fn good_event(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_from_a_real_broker_land_in_the_lake_once() {
+    let _serial = common::serial().await;
     let scenario = Scenario::new("e2e-lake", PARTITIONS).await;
     let topic = &scenario.topic;
     let producer: FutureProducer = scenario
