@@ -20,19 +20,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use allot_lake::LakeError;
 use allot_lake::append::LogAppender;
-use allot_schemas::layout::{DedupTags, LakeTable, TenantDay};
+use allot_lake::file_writer::{FileWriter, NewFile};
+use allot_schemas::layout::{DedupTags, TenantDay};
 use allot_schemas::time::days_since_epoch;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::take_record_batch;
-use deltalake::kernel::Add;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 
 use crate::error::IngestError;
 use crate::partitions::{
-    MAX_WRITE_WORKERS, ingested_bounds, join_workers, partition_key, partition_order,
-    partition_values, worker_shares,
+    MAX_WRITE_WORKERS, ingested_bounds, join_workers, partition_key, partition_order, worker_shares,
 };
 use crate::stages::{Stage, StageClock};
 
@@ -47,7 +44,7 @@ pub(crate) struct OpenDays {
 
 /// One open tenant-day.
 struct OpenDay {
-    writer: RecordBatchWriter,
+    writer: FileWriter,
     /// The last batch that brought rows.
     last_batch: u64,
     /// Fingerprints of the `(tenant_id, event_id)` of its rows.
@@ -65,7 +62,7 @@ type Share = Vec<(std::ops::Range<usize>, TenantDay, OpenDay)>;
 /// A closed tenant-day: its file and what the writer records once committed.
 pub(crate) struct ClosedDay {
     pub(crate) key: TenantDay,
-    pub(crate) adds: Vec<Add>,
+    pub(crate) files: Vec<NewFile>,
     pub(crate) fingerprints: Vec<u64>,
     pub(crate) tags: DedupTags,
 }
@@ -145,13 +142,12 @@ impl OpenDays {
         let mut tasks = tokio::task::JoinSet::new();
         for share in shares {
             let (batch, order, stages) = (batch.clone(), order.clone(), Arc::clone(stages));
-            let (fingerprint, name) = (fingerprint.clone(), table.name());
+            let fingerprint = fingerprint.clone();
             tasks.spawn(async move {
                 let mut written = Vec::with_capacity(share.len());
                 for (range, key, mut day) in share {
                     let started = Instant::now();
                     let rows = order.slice(range.start, range.len());
-                    let values = partition_values(&batch, rows.value(0) as usize)?;
                     let part = take_record_batch(&batch, &rows)?;
                     let ids = part
                         .column_by_name("event_id")
@@ -162,10 +158,7 @@ impl OpenDays {
                     }));
                     let built = Instant::now();
                     stages.add(Stage::Build, built - started);
-                    day.writer
-                        .write_partition(part, &values, WriteMode::Default)
-                        .await
-                        .map_err(LakeError::table(name))?;
+                    day.writer.write_tenant_day(part, &key).await?;
                     stages.add(Stage::Encode, built.elapsed());
                     day.last_batch = this_batch;
                     day.checked_at = min_version(day.checked_at, checked_at);
@@ -188,7 +181,7 @@ impl OpenDays {
         closing: Closing,
         stages: &Arc<StageClock>,
     ) -> Result<Vec<ClosedDay>, IngestError> {
-        let buffered: usize = self.open.values().map(|d| d.writer.buffer_len()).sum();
+        let buffered: usize = self.open.values().map(|d| d.writer.buffered_bytes()).sum();
         let all = closing == Closing::All || buffered >= self.budget_bytes;
         let latest = self.batches;
         let keys: Vec<TenantDay> = self
@@ -222,15 +215,11 @@ impl OpenDays {
                 let mut closed = Vec::with_capacity(share.len());
                 for (key, mut day) in share {
                     let started = Instant::now();
-                    let adds = day
-                        .writer
-                        .flush()
-                        .await
-                        .map_err(LakeError::table(LakeTable::UsageEvents.dir_name()))?;
+                    let files = day.writer.flush().await?;
                     stages.add(Stage::Write, started.elapsed());
                     closed.push(ClosedDay {
                         key,
-                        adds,
+                        files,
                         fingerprints: day.fingerprints,
                         tags: DedupTags {
                             version: None,

@@ -7,19 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use allot_lake::LakeError;
 use allot_lake::append::LogAppender;
-use allot_schemas::layout::{LakeTable, TenantDay};
-use allot_schemas::table_schema::USAGE_PARTITION_COLUMNS;
+use allot_lake::file_writer::NewFile;
+use allot_schemas::layout::TenantDay;
 use allot_schemas::time::date_of_epoch_days;
 use arrow::array::{AsArray, Date32Array, RecordBatch, StringArray};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{Date32Type, TimestampMicrosecondType};
-use delta_kernel::expressions::Scalar;
-use deltalake::kernel::Add;
-use deltalake::kernel::scalars::ScalarExt;
-use deltalake::writer::{DeltaWriter, WriteMode};
-use indexmap::IndexMap;
 
 use crate::error::IngestError;
 use crate::stages::{Stage, StageClock};
@@ -65,7 +59,7 @@ pub(crate) async fn write_partitions(
     table: &LogAppender,
     batch: RecordBatch,
     stages: &Arc<StageClock>,
-) -> Result<Vec<Add>, IngestError> {
+) -> Result<Vec<NewFile>, IngestError> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
@@ -77,34 +71,30 @@ pub(crate) async fn write_partitions(
     let mut tasks = tokio::task::JoinSet::new();
     for (index, share) in shares.into_iter().enumerate() {
         let mut writer = table.file_writer()?;
-        let name = table.name();
         let (batch, order, stages) = (batch.clone(), order.clone(), Arc::clone(stages));
         tasks.spawn(async move {
-            let mut adds = Vec::new();
+            let mut files = Vec::new();
             for range in share {
                 let started = Instant::now();
                 let rows = order.slice(range.start, range.len());
                 // One tenant-day: its partition values are given, so the Delta
                 // writer does not group the rows again.
-                let values = partition_values(&batch, rows.value(0) as usize)?;
+                let key = partition_key(&batch, rows.value(0) as usize)?;
                 let partition = take_record_batch(&batch, &rows)?;
                 let built = Instant::now();
                 stages.add(Stage::Build, built - started);
-                writer
-                    .write_partition(partition, &values, WriteMode::Default)
-                    .await
-                    .map_err(LakeError::table(name))?;
+                writer.write_tenant_day(partition, &key).await?;
                 let encoded = Instant::now();
                 stages.add(Stage::Encode, encoded - built);
-                adds.extend(writer.flush().await.map_err(LakeError::table(name))?);
+                files.extend(writer.flush().await?);
                 stages.add(Stage::Write, encoded.elapsed());
             }
-            Ok::<_, IngestError>((index, adds))
+            Ok::<_, IngestError>((index, files))
         });
     }
     let mut written = join_workers(tasks, "a partition's writer").await?;
     written.sort_by_key(|(index, _)| *index);
-    Ok(written.into_iter().flat_map(|(_, adds)| adds).collect())
+    Ok(written.into_iter().flat_map(|(_, files)| files).collect())
 }
 
 /// Waits for every task of `tasks` (writers of one batch's tenant-days) and
@@ -125,9 +115,7 @@ pub(crate) async fn join_workers<T: 'static>(
 pub(crate) fn partition_key(batch: &RecordBatch, row: usize) -> Result<TenantDay, IngestError> {
     let (tenants, days) = partition_columns(batch);
     let day = date_of_epoch_days(days.value(row)).ok_or_else(|| {
-        IngestError::from(LakeError::table(LakeTable::UsageEvents.dir_name())(
-            deltalake::DeltaTableError::Generic(format!("day {} has no date", days.value(row))),
-        ))
+        arrow::error::ArrowError::ComputeError(format!("day {} has no date", days.value(row)))
     })?;
     Ok(TenantDay::new(tenants.value(row), day))
 }
@@ -156,25 +144,6 @@ pub(crate) fn worker_shares(
         shares.last_mut().expect("one share at least").push(range);
     }
     shares
-}
-
-/// The partition values (`tenant_id`, `day`) of one row of a `usage_events` batch.
-pub(crate) fn partition_values(
-    batch: &RecordBatch,
-    row: usize,
-) -> Result<IndexMap<String, Scalar>, IngestError> {
-    USAGE_PARTITION_COLUMNS
-        .iter()
-        .map(|&name| {
-            let column = batch.column_by_name(name).expect("schema");
-            let value = Scalar::from_array(column.as_ref(), row).ok_or_else(|| {
-                IngestError::from(LakeError::table(LakeTable::UsageEvents.dir_name())(
-                    deltalake::DeltaTableError::Generic(format!("no partition value in {name}")),
-                ))
-            })?;
-            Ok((name.to_string(), value))
-        })
-        .collect()
 }
 
 /// Most concurrent Parquet writers of one flush.

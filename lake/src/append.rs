@@ -25,16 +25,17 @@
 use std::collections::HashMap;
 
 use crate::error::LakeError;
+use crate::file_writer::{FileWriter, NewFile};
 use crate::tables::ensure_table;
-use crate::txns::LogLine;
+use crate::txns::{AppOffset, LogLine};
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
 use arrow::array::RecordBatch;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
-use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::kernel::{Action, Transaction};
 use deltalake::logstore::CommitOrBytes;
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::RecordBatchWriter;
 use deltalake::{BlindDeltaTable, DeltaTableError};
 
 /// Appends to one Delta table of the lake; see the module docs.
@@ -71,10 +72,11 @@ impl LogAppender {
     }
 
     /// A Parquet writer for this table's files (the files are not committed).
-    pub fn file_writer(&self) -> Result<RecordBatchWriter, LakeError> {
-        Ok(RecordBatchWriter::for_blind_appends(&self.table)
+    pub fn file_writer(&self) -> Result<FileWriter, LakeError> {
+        let writer = RecordBatchWriter::for_blind_appends(&self.table)
             .map_err(LakeError::table(self.name))?
-            .with_writer_properties(crate::data_file::writer_properties()))
+            .with_writer_properties(crate::data_file::writer_properties());
+        Ok(FileWriter::new(self.name, writer))
     }
 
     /// The offsets the table records now for `app_ids` (`None`: none yet).
@@ -105,15 +107,19 @@ impl LogAppender {
         Ok(())
     }
 
-    /// Commits `adds` and `txns` as one append, provided the table still records
-    /// the `expected` offset for each app id; otherwise fails with
+    /// Commits `files` and `offsets` as one append, provided the table still
+    /// records the `expected` offset for each app id; otherwise fails with
     /// [`LakeError::Fenced`] and the files are never referenced.
     pub async fn append(
         &mut self,
-        adds: Vec<Add>,
-        txns: Vec<Transaction>,
+        files: Vec<NewFile>,
+        offsets: Vec<AppOffset>,
         expected: &[(String, Option<i64>)],
     ) -> Result<u64, LakeError> {
+        let txns: Vec<Transaction> = offsets
+            .into_iter()
+            .map(|o| Transaction::new(o.app_id, o.offset))
+            .collect();
         let partition_by = self.table.metadata().partition_columns().to_vec();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -126,10 +132,10 @@ impl LogAppender {
             let version = self.read_through + 1;
             // Every file carries the version that adds it, so a reader can tell
             // which files a writer's duplicate check saw.
-            let actions = adds
+            let actions = files
                 .iter()
-                .cloned()
-                .map(|mut add| {
+                .map(|file| {
+                    let mut add = file.0.clone();
                     let stamp = DedupTags {
                         version: Some(version),
                         ..DedupTags::default()
@@ -275,22 +281,22 @@ impl LogAppender {
     }
 }
 
-/// Writes `batch` as files of `table` and commits them, fenced on `txns`.
+/// Writes `batch` as files of `table` and commits them with `offsets`,
+/// fenced on `expected`.
 pub async fn append_batch(
     location: &LakeLocation,
     table: LakeTable,
     batch: RecordBatch,
-    txns: Vec<Transaction>,
+    offsets: Vec<AppOffset>,
     expected: &[(String, Option<i64>)],
 ) -> Result<u64, LakeError> {
     let mut appender = LogAppender::open(location, table).await?;
-    let name = appender.name();
     let mut writer = appender.file_writer()?;
-    let adds = if batch.num_rows() > 0 {
-        writer.write(batch).await.map_err(LakeError::table(name))?;
-        writer.flush().await.map_err(LakeError::table(name))?
+    let files = if batch.num_rows() > 0 {
+        writer.write(batch).await?;
+        writer.flush().await?
     } else {
         Vec::new()
     };
-    appender.append(adds, txns, expected).await
+    appender.append(files, offsets, expected).await
 }

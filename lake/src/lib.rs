@@ -7,7 +7,8 @@
 //!   memory for the server, reading only new commits;
 //! - [`tables`]: creating tables on first use and committing maintenance actions;
 //! - [`append`]: appending to a table without loading its file list, fenced on
-//!   `txn` offsets, and [`data_file`] for reading one Parquet file of the lake;
+//!   `txn` offsets ([`txns::AppOffset`]); [`file_writer`] writes the files an
+//!   append commits, and [`data_file`] reads one Parquet file of the lake;
 //! - [`dedup`]: the dedup window (docs/reference.md#duplicates), which copies of an event count;
 //! - [`provider`] and [`session`]: DataFusion tables over explicit file lists
 //!   and sessions with the deduplicated `usage_events`;
@@ -15,12 +16,11 @@
 //! - [`compact`], [`vacuum`] and [`offboard`]: maintenance and erasure.
 //!
 //! `allot-ingest` writes new events through it and `allot-query` reads through
-//! it. Every table is opened here, but `allot-ingest` still uses delta-rs
-//! directly on the tables this crate hands it: its writer reads the active
-//! files of `usage_events` from the table's snapshot (and their `event_id` and
-//! `ts` columns) for the duplicate check, and encodes new files with delta-rs's
-//! Parquet writer before committing them through [`append`]. `allot-query`
-//! reaches the tables only through this crate. (The crates' edges are in the
+//! it, both in this crate's types: a backfill's duplicate check lists a
+//! tenant-day's files and reads their ids through [`tables::LakeTables`], and
+//! new files are [`file_writer::NewFile`]s until an append commits them. No
+//! other crate depends on the Delta libraries (`scripts/check-deps` fails if
+//! one does; tests may, to build lakes by hand). (The crates' edges are in the
 //! README's architecture section, which `scripts/check-deps` holds to the
 //! manifests.)
 
@@ -29,6 +29,7 @@ pub mod compact;
 pub mod data_file;
 pub mod dedup;
 pub mod error;
+pub mod file_writer;
 pub mod follow;
 pub mod offboard;
 pub mod provider;

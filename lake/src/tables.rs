@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use allot_schemas::layout::{LakeLocation, LakeTable};
+use allot_schemas::layout::{LakeLocation, LakeTable, TenantDay, usage_partition_dir};
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
     allocations_schema, audit_schema, closings_schema, invoices_schema, rejected_events_schema,
@@ -23,17 +23,27 @@ use deltalake::kernel::{Action, StructType};
 use deltalake::logstore::LogStoreRef;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use parquet::arrow::ProjectionMask;
 
+use crate::data_file::open_lake_parquet;
 use crate::error::LakeError;
 use crate::snapshot::{OpenedTable, open_table, table_builder};
 
 /// The two tables a file backfill writes, loaded with their file lists (its
 /// duplicate check reads the files of the partitions it writes to).
 pub struct LakeTables {
-    /// `usage_events`.
-    pub usage: DeltaTable,
-    /// `rejected_events`.
-    pub rejected: DeltaTable,
+    usage: DeltaTable,
+    rejected: DeltaTable,
+}
+
+/// The files of some tenant-days of `usage_events` at one version.
+#[derive(Debug, Default)]
+pub struct PartitionFiles {
+    /// Each tenant-day's files (paths relative to the table's root); a
+    /// tenant-day without files is absent.
+    pub files: HashMap<TenantDay, Vec<String>>,
+    /// The version they were listed at.
+    pub version: u64,
 }
 
 impl LakeTables {
@@ -45,6 +55,104 @@ impl LakeTables {
             rejected: open_or_create_table(location, LakeTable::RejectedEvents).await?,
         })
     }
+
+    /// The files of `partitions` in `usage_events` as of its newest version
+    /// (read first).
+    pub async fn usage_partition_files(
+        &mut self,
+        partitions: &[TenantDay],
+    ) -> Result<PartitionFiles, LakeError> {
+        let name = LakeTable::UsageEvents.dir_name();
+        self.usage
+            .update_state()
+            .await
+            .map_err(LakeError::table(name))?;
+        let mut found = PartitionFiles {
+            files: HashMap::new(),
+            version: self.usage.version().unwrap_or_default(),
+        };
+        if partitions.is_empty() {
+            return Ok(found);
+        }
+        let wanted: HashMap<String, &TenantDay> = partitions
+            .iter()
+            .map(|key| (tenant_day_dir(key), key))
+            .collect();
+        let snapshot = self.usage.snapshot().map_err(LakeError::table(name))?;
+        for file in snapshot.log_data().iter() {
+            let path = file.object_store_path();
+            let Some((dir, _)) = path.as_ref().rsplit_once('/') else {
+                continue;
+            };
+            if let Some(key) = wanted.get(dir) {
+                found
+                    .files
+                    .entry((*key).clone())
+                    .or_default()
+                    .push(path.to_string());
+            }
+        }
+        Ok(found)
+    }
+
+    /// The files of `rejected_events` as loaded (none before its first commit).
+    pub fn rejected_files(&self) -> Result<Vec<String>, LakeError> {
+        if self.rejected.version().unwrap_or(0) == 0 {
+            return Ok(Vec::new());
+        }
+        let name = LakeTable::RejectedEvents.dir_name();
+        Ok(self
+            .rejected
+            .snapshot()
+            .map_err(LakeError::table(name))?
+            .log_data()
+            .iter()
+            .map(|f| f.object_store_path().to_string())
+            .collect())
+    }
+
+    /// The `columns` of one file of `usage_events` (a path it listed).
+    pub async fn read_usage_file(
+        &self,
+        path: &str,
+        columns: &[&str],
+    ) -> Result<Vec<RecordBatch>, LakeError> {
+        read_file_columns(&self.usage, path, columns).await
+    }
+
+    /// The `columns` of one file of `rejected_events` (a path it listed).
+    pub async fn read_rejected_file(
+        &self,
+        path: &str,
+        columns: &[&str],
+    ) -> Result<Vec<RecordBatch>, LakeError> {
+        read_file_columns(&self.rejected, path, columns).await
+    }
+}
+
+/// The directory of a tenant-day partition, as Delta writes it.
+fn tenant_day_dir(key: &TenantDay) -> String {
+    usage_partition_dir(&key.tenant_id, &key.day.format("%Y-%m-%d").to_string()).unwrap_or_default()
+}
+
+/// The `columns` of the file at `path` of `table`.
+async fn read_file_columns(
+    table: &DeltaTable,
+    path: &str,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>, LakeError> {
+    let path = deltalake::Path::from(path);
+    let store = table.log_store().object_store(None);
+    let builder = open_lake_parquet(&store, &path).await?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|source| LakeError::File {
+            path: path.to_string(),
+            source,
+        })?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Opens `table` with its file list, creating it when it does not exist yet.
@@ -181,4 +289,17 @@ pub(crate) fn with_partition_values(
         })
         .collect::<Result<_, arrow::error::ArrowError>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allot_schemas::time::date_of_epoch_days;
+
+    #[test]
+    fn tenant_day_dirs_match_delta_layout() {
+        let key = |days| TenantDay::new("acme", date_of_epoch_days(days).unwrap());
+        assert_eq!(tenant_day_dir(&key(0)), "tenant_id=acme/day=1970-01-01");
+        assert_eq!(tenant_day_dir(&key(20513)), "tenant_id=acme/day=2026-03-01");
+    }
 }

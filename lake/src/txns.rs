@@ -23,6 +23,26 @@ use serde::Deserialize;
 use crate::error::LakeError;
 use crate::snapshot::table_builder;
 
+/// An offset a commit records for its writer's app id (a Delta `txn`): the
+/// collector's Kafka offset of a partition, or a close's revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppOffset {
+    /// Who wrote: a collector's group, topic and partition, or a month's close.
+    pub app_id: String,
+    /// How far it got.
+    pub offset: i64,
+}
+
+impl AppOffset {
+    /// The offset `offset` of `app_id`.
+    pub fn new(app_id: impl Into<String>, offset: i64) -> Self {
+        AppOffset {
+            app_id: app_id.into(),
+            offset,
+        }
+    }
+}
+
 /// What a commit line tells a reader of `txn`s; other actions are skipped.
 #[derive(Deserialize)]
 pub(crate) struct LogLine {

@@ -387,10 +387,10 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
     use allot_ingest::IngestError;
     use allot_ingest::assemble::EventAssembler;
     use allot_ingest::writer::{LakeWriter, OffsetCommit};
+    use allot_lake::txns::AppOffset;
     use allot_schemas::clock::SystemClock;
     use allot_schemas::config::Config;
     use allot_schemas::layout::{LakeLocation, Provenance};
-    use deltalake::kernel::Transaction;
 
     let lake_dir = tempfile::tempdir().unwrap();
     let lake = LakeLocation::parse(lake_dir.path().to_str().unwrap()).unwrap();
@@ -419,7 +419,7 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
         .unwrap();
     let commit = |expected: Option<i64>, last: i64| OffsetCommit {
         expected: vec![(app_id.clone(), expected)],
-        txns: vec![Transaction::new(app_id.clone(), last)],
+        records: vec![AppOffset::new(app_id.clone(), last)],
         abort_before_commit: false,
     };
     owner
@@ -448,7 +448,7 @@ async fn a_commit_whose_offsets_moved_on_is_abandoned() {
             batch(1000..1010),
             &OffsetCommit {
                 expected: vec![(other_id.clone(), None)],
-                txns: vec![Transaction::new(other_id, 9)],
+                records: vec![AppOffset::new(other_id, 9)],
                 abort_before_commit: false,
             },
         )

@@ -13,10 +13,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use allot_lake::append::LogAppender;
+use allot_lake::txns::AppOffset;
 use allot_schemas::config::Config;
 use allot_schemas::layout::{LakeLocation, LakeTable};
 use common::{CliLake, FLAT_PRICE_BOOK, Lcg, ServeProcess};
-use deltalake::kernel::Transaction;
 use deltalake::logstore::object_store::{self, ObjectStore, PutMode, PutOptions, PutPayload};
 
 /// The S3 server `scripts/test` started.
@@ -287,7 +287,7 @@ async fn a_taken_version_cannot_be_written_again_on_s3() {
         .await
         .unwrap();
     let taken = appender
-        .append(Vec::new(), vec![Transaction::new("winner", 7)], &[])
+        .append(Vec::new(), vec![AppOffset::new("winner", 7)], &[])
         .await
         .unwrap();
     let table = allot_lake::snapshot::table_builder(&location, LakeTable::UsageEvents)

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use allot_lake::txns::AppOffset;
 use allot_schemas::layout::kafka_app_id;
-use deltalake::kernel::Transaction;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -30,16 +30,16 @@ impl Collector {
             .iter()
             .map(|(&p, range)| (kafka_app_id(&self.group, &self.topic, p), range.recorded))
             .collect();
-        let txns: Vec<Transaction> = ranges
+        let records: Vec<AppOffset> = ranges
             .iter()
             .map(|(&p, range)| {
-                Transaction::new(kafka_app_id(&self.group, &self.topic, p), range.last)
+                AppOffset::new(kafka_app_id(&self.group, &self.topic, p), range.last)
             })
             .collect();
         self.flushes += 1;
         let offsets = OffsetCommit {
             expected,
-            txns,
+            records,
             abort_before_commit: self.abort_before_commit == Some(self.flushes),
         };
         self.in_flight = ranges.iter().map(|(&p, range)| (p, range.last)).collect();

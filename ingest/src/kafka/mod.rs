@@ -153,10 +153,10 @@ mod tests {
     use std::ops::Range;
     use std::time::Instant;
 
+    use allot_lake::txns::AppOffset;
     use allot_schemas::clock::SystemClock;
     use allot_schemas::config::HumanDuration;
     use allot_schemas::layout::kafka_app_id;
-    use deltalake::kernel::Transaction;
     use rdkafka::ClientConfig;
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -422,7 +422,7 @@ mod tests {
                 .unwrap();
             let offsets = OffsetCommit {
                 expected: vec![(app_id.clone(), Some(9))],
-                txns: vec![Transaction::new(app_id, 14)],
+                records: vec![AppOffset::new(app_id, 14)],
                 abort_before_commit: false,
             };
             other.append_with_offsets(nothing, &offsets).await.unwrap();

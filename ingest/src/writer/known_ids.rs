@@ -100,12 +100,12 @@ impl KnownEventIds {
     }
 
     /// Whether every copy of the tenant-day is known, its files being `current`.
-    pub(super) fn knows_day(&self, key: &TenantDay, current: &[deltalake::Path]) -> bool {
+    pub(super) fn knows_day(&self, key: &TenantDay, current: &[String]) -> bool {
         self.tenants
             .get(&key.tenant_id)
             .and_then(|t| t.days.get(&days_since_epoch(key.day)))
             .is_some_and(|known| {
-                known.len() == current.len() && current.iter().all(|p| known.contains(p.as_ref()))
+                known.len() == current.len() && current.iter().all(|p| known.contains(p))
             })
     }
 
@@ -224,8 +224,8 @@ impl WrittenIds {
     }
 
     /// Whether every one of `files` was written (and fingerprinted) here.
-    pub(super) fn wrote_all(&self, files: &[deltalake::Path]) -> bool {
-        !self.full && files.iter().all(|p| self.paths.contains(p.as_ref()))
+    pub(super) fn wrote_all(&self, files: &[String]) -> bool {
+        !self.full && files.iter().all(|p| self.paths.contains(p))
     }
 
     /// Records the committed `files` and the [`fingerprint`](Self::fingerprint)s
@@ -385,8 +385,8 @@ mod tests {
         }
     }
 
-    pub(super) fn paths(names: &[&str]) -> Vec<deltalake::Path> {
-        names.iter().map(|n| deltalake::Path::from(*n)).collect()
+    pub(super) fn paths(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! and commits each when it closes (`crate::open_days`), so its commits are of
 //! whole tenant-days.
 //!
-//! How far the duplicate check looks depends on the source (see [`Dedup`]): a
+//! How far the duplicate check looks depends on the source (see [`Mode`]): a
 //! file backfill checks each event against the tenant's copies in the lake on
 //! the days within the window (their `event_id` and `ts` columns, read from the
 //! partitions' files one tenant at a time), so a rerun adds nothing; a collector
@@ -25,19 +25,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use allot_lake::LakeError;
 use allot_lake::append::LogAppender;
-use allot_lake::data_file::open_lake_parquet;
 use allot_lake::dedup::DedupWindow;
+use allot_lake::file_writer::NewFile;
 use allot_lake::tables::LakeTables;
-use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable, TenantDay, usage_partition_dir};
+use allot_lake::txns::AppOffset;
+use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable, TenantDay};
 use allot_schemas::reason::ReasonCode;
 use allot_schemas::time::date_of_epoch_days;
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use deltalake::kernel::{Add, Transaction};
-use deltalake::writer::DeltaWriter;
-use parquet::arrow::ProjectionMask;
 
 mod known_ids;
 mod rejections;
@@ -65,8 +62,8 @@ const COLLECTOR_CACHED_KEYS: usize = 500_000;
 pub struct OffsetCommit {
     /// Per app id, the offset the lake must still record (`None`: none yet).
     pub expected: Vec<(String, Option<i64>)>,
-    /// The `txn` actions to commit with the files.
-    pub txns: Vec<Transaction>,
+    /// The offsets to record with the files.
+    pub records: Vec<AppOffset>,
     /// Test hook: abort the process after writing the files, before the commit.
     /// Only builds with the `test-hooks` feature (the test suite's) act on it.
     pub abort_before_commit: bool,
@@ -99,47 +96,55 @@ pub struct AppendOutcome {
 pub struct LakeWriter {
     usage: SharedAppender,
     rejected: LogAppender,
-    dedup: Dedup,
+    mode: Mode,
     stages: Arc<StageClock>,
-    /// A backfill's tenant-days kept open across batches (`crate::open_days`).
-    open_days: Option<OpenDays>,
-    /// Set when a backfill's write or commit failed: its open rows are lost
-    /// and its duplicate cache names rows not in the lake, so it stops.
-    failed: bool,
 }
 
 /// A `usage_events` appender shared with whoever reads the recorded offsets (the
 /// collector's rebalance handler); a flush holds it for its commit.
 pub type SharedAppender = Arc<tokio::sync::Mutex<LogAppender>>;
 
-/// How far a writer's duplicate check looks.
-enum Dedup {
-    /// The batch and each written partition's files in the table (file
-    /// backfills): re-running a file adds nothing. The tables are loaded with
-    /// their file lists, and rejected rows are checked against every recorded
-    /// rejection ([`RejectionKey`]).
-    Table {
-        tables: LakeTables,
-        known: KnownEventIds,
-        written: Box<WrittenIds>,
-        rejected_keys: Option<HashSet<RejectionKey>>,
-    },
-    /// The batch and the ids this writer wrote lately (collectors): no table
-    /// reads, so memory does not grow with the table. Rejected rows are recorded
-    /// at least once (a batch re-read after a failed commit records them again).
-    Recent { known: KnownEventIds },
+/// Which source a writer serves, with the state only that source keeps; it
+/// decides how far the duplicate check looks and when files are committed.
+enum Mode {
+    /// A file backfill: see [`Backfill`].
+    Backfill(Box<Backfill>),
+    /// A Kafka collector: the batch and the ids this writer wrote lately are
+    /// checked, with no table reads, so memory does not grow with the table.
+    /// Each flush commits its files with its offsets. Rejected rows are
+    /// recorded at least once (a batch re-read after a failed commit records
+    /// them again).
+    Collector { known: KnownEventIds },
 }
 
-impl Dedup {
+/// A file backfill's writer state. The batch and each written partition's
+/// files in the table are checked, so re-running a file adds nothing: the
+/// tables are loaded with their file lists, and rejected rows are checked
+/// against every recorded rejection ([`RejectionKey`]). Tenant-days are kept
+/// open across batches (`crate::open_days`) and committed as they close.
+struct Backfill {
+    tables: LakeTables,
+    known: KnownEventIds,
+    written: WrittenIds,
+    /// Every rejection recorded, loaded on the first batch with rejections.
+    rejected_keys: Option<HashSet<RejectionKey>>,
+    open_days: OpenDays,
+    /// Set when a write or commit failed: the open rows are lost and the
+    /// duplicate cache names rows not in the lake, so the backfill stops.
+    failed: bool,
+}
+
+impl Mode {
     fn known(&mut self) -> &mut KnownEventIds {
         match self {
-            Dedup::Table { known, .. } | Dedup::Recent { known } => known,
+            Mode::Backfill(backfill) => &mut backfill.known,
+            Mode::Collector { known } => known,
         }
     }
 }
 
 impl LakeWriter {
-    /// A writer for a file backfill; see [`Dedup::Table`]. It keeps the
+    /// A writer for a file backfill; see [`Backfill`]. It keeps the
     /// tenant-days it writes open across batches (`crate::open_days`) until
     /// their buffered bytes reach `open_bytes`: an [`append`](Self::append)
     /// commits the tenant-days it closes, and [`finish`](Self::finish) the rest.
@@ -148,38 +153,34 @@ impl LakeWriter {
         window: DedupWindow,
         open_bytes: usize,
     ) -> Result<Self, IngestError> {
-        let dedup = Dedup::Table {
+        let backfill = Backfill {
             tables: LakeTables::open_or_create(location).await?,
             known: KnownEventIds::new(BACKFILL_CACHED_KEYS, window),
-            written: Box::default(),
+            written: WrittenIds::default(),
             rejected_keys: None,
+            open_days: OpenDays::new(open_bytes),
+            failed: false,
         };
-        let mut writer = Self::open(location, dedup).await?;
-        writer.open_days = Some(OpenDays::new(open_bytes));
-        Ok(writer)
+        Self::open(location, Mode::Backfill(Box::new(backfill))).await
     }
 
-    /// A writer for a Kafka collector; see [`Dedup::Recent`].
+    /// A writer for a Kafka collector; see [`Mode::Collector`].
     pub async fn for_collector(
         location: &LakeLocation,
         window: DedupWindow,
     ) -> Result<Self, IngestError> {
-        let dedup = Dedup::Recent {
-            known: KnownEventIds::new(COLLECTOR_CACHED_KEYS, window),
-        };
-        Self::open(location, dedup).await
+        let known = KnownEventIds::new(COLLECTOR_CACHED_KEYS, window);
+        Self::open(location, Mode::Collector { known }).await
     }
 
-    async fn open(location: &LakeLocation, dedup: Dedup) -> Result<Self, IngestError> {
+    async fn open(location: &LakeLocation, mode: Mode) -> Result<Self, IngestError> {
         Ok(LakeWriter {
             usage: Arc::new(tokio::sync::Mutex::new(
                 LogAppender::open(location, LakeTable::UsageEvents).await?,
             )),
             rejected: LogAppender::open(location, LakeTable::RejectedEvents).await?,
-            dedup,
+            mode,
             stages: Arc::default(),
-            open_days: None,
-            failed: false,
         })
     }
 
@@ -209,7 +210,7 @@ impl LakeWriter {
         batch: DecodedBatch,
         offsets: &OffsetCommit,
     ) -> Result<AppendOutcome, IngestError> {
-        if self.failed {
+        if matches!(&self.mode, Mode::Backfill(backfill) if backfill.failed) {
             return Err(IngestError::WriterFailed);
         }
         let mut outcome = AppendOutcome {
@@ -219,7 +220,10 @@ impl LakeWriter {
         };
         outcome.counts.rejected = rejections_by_tenant(&batch.rejected);
         let checking = Instant::now();
-        let rejected = self.new_rejections(batch.rejected).await?;
+        let rejected = match &mut self.mode {
+            Mode::Backfill(backfill) => backfill.new_rejections(batch.rejected).await?,
+            Mode::Collector { .. } => batch.rejected,
+        };
         self.stages.add(Stage::Dedup, checking.elapsed());
         outcome.rejected_written = rejected.num_rows() as u64;
         outcome.rejected_duplicates = outcome
@@ -228,9 +232,9 @@ impl LakeWriter {
             .sum::<u64>()
             .saturating_sub(outcome.rejected_written);
         if rejected.num_rows() > 0 {
-            let adds = write_files(&self.rejected, rejected, &self.stages).await?;
+            let files = write_files(&self.rejected, rejected, &self.stages).await?;
             let committing = Instant::now();
-            self.rejected.append(adds, Vec::new(), &[]).await?;
+            self.rejected.append(files, Vec::new(), &[]).await?;
             self.stages.add(Stage::Commit, committing.elapsed());
         }
 
@@ -240,19 +244,19 @@ impl LakeWriter {
         outcome.written = fresh.num_rows() as u64;
         outcome.duplicates = partitions.duplicates;
         outcome.partitions = partitions.touched;
-        if self.open_days.is_some() {
+        if let Mode::Backfill(backfill) = &mut self.mode {
             // Even a batch of duplicates only closes the tenant-days it did not touch.
-            debug_assert!(offsets.txns.is_empty(), "a backfill records no offsets");
+            debug_assert!(offsets.records.is_empty(), "a backfill records no offsets");
             outcome.counts.accepted = events_by_tenant(&fresh);
             outcome.counts.duplicates = outcome.duplicates;
-            let held = self
-                .hold_and_commit(fresh, partitions.checked_at, &mut outcome)
+            let held = backfill
+                .hold_and_commit(&self.usage, &self.stages, fresh, partitions.checked_at)
                 .await;
-            self.failed = held.is_err();
-            held?;
+            backfill.failed = held.is_err();
+            held?.add_to(&mut outcome);
             return Ok(outcome);
         }
-        if fresh.num_rows() == 0 && offsets.txns.is_empty() {
+        if fresh.num_rows() == 0 && offsets.records.is_empty() {
             return Ok(outcome);
         }
         outcome.counts.accepted = events_by_tenant(&fresh);
@@ -268,96 +272,31 @@ impl LakeWriter {
                 Ok(outcome)
             }
             Err(err) => {
-                self.dedup.known().forget(&checked);
+                self.mode.known().forget(&checked);
                 Err(err)
             }
         }
     }
 
-    /// Commits a backfill's tenant-days still open; the writer is done after it.
+    /// Commits a backfill's tenant-days still open; the writer is done after
+    /// it. A collector's writer has nothing to finish.
     pub async fn finish(&mut self) -> Result<AppendOutcome, IngestError> {
         let mut outcome = AppendOutcome::default();
-        if self.failed {
+        let Mode::Backfill(backfill) = &mut self.mode else {
+            return Ok(outcome);
+        };
+        if backfill.failed {
             return Err(IngestError::WriterFailed);
         }
-        if self.open_days.as_ref().is_none_or(OpenDays::is_empty) {
+        if backfill.open_days.is_empty() {
             return Ok(outcome);
         }
-        let committed = self.commit_closed(Closing::All, &mut outcome).await;
-        self.failed = committed.is_err();
-        committed?;
+        let committed = backfill
+            .commit_closed(&self.usage, &self.stages, Closing::All)
+            .await;
+        backfill.failed = committed.is_err();
+        committed?.add_to(&mut outcome);
         Ok(outcome)
-    }
-
-    /// A backfill's write: appends the checked events to their open
-    /// tenant-days, then commits those the batch closed.
-    async fn hold_and_commit(
-        &mut self,
-        fresh: RecordBatch,
-        checked_at: Option<u64>,
-        outcome: &mut AppendOutcome,
-    ) -> Result<(), IngestError> {
-        let usage = self.usage.lock().await;
-        let (Some(open), Dedup::Table { written, .. }) = (&mut self.open_days, &self.dedup) else {
-            unreachable!("only a backfill holds tenant-days open");
-        };
-        open.write(&usage, fresh, checked_at, &written.hasher, &self.stages)
-            .await?;
-        drop(usage);
-        self.commit_closed(Closing::Idle, outcome).await
-    }
-
-    /// Closes the open tenant-days `closing` names and commits their files in
-    /// one commit, then records them as written.
-    async fn commit_closed(
-        &mut self,
-        closing: Closing,
-        outcome: &mut AppendOutcome,
-    ) -> Result<(), IngestError> {
-        let mut usage = self.usage.lock().await;
-        let Some(open) = &mut self.open_days else {
-            unreachable!("only a backfill holds tenant-days open");
-        };
-        let closed = open.close(closing, &self.stages).await?;
-        if closed.is_empty() {
-            return Ok(());
-        }
-        let committing = Instant::now();
-        let mut adds = Vec::new();
-        let mut closed_files = Vec::with_capacity(closed.len());
-        for ClosedDay {
-            key,
-            adds: day_adds,
-            fingerprints,
-            tags,
-        } in closed
-        {
-            let paths: Vec<String> = day_adds.iter().map(|add| add.path.clone()).collect();
-            for mut add in day_adds {
-                tags.write_into(add.tags.get_or_insert_with(HashMap::new));
-                adds.push(add);
-            }
-            closed_files.push((key, fingerprints, paths));
-        }
-        outcome.counts.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
-        let version = usage.append(adds, Vec::new(), &[]).await?;
-        drop(usage);
-        self.stages.add(Stage::Commit, committing.elapsed());
-        outcome.usage_version = Some(version);
-        if let Dedup::Table { known, written, .. } = &mut self.dedup {
-            for (key, fingerprints, paths) in closed_files {
-                written.record_fingerprints(fingerprints, paths.iter().map(String::as_str));
-                for path in paths {
-                    known.add_file(&key, path);
-                }
-            }
-        }
-        tracing::debug!(
-            version,
-            secs = committing.elapsed().as_secs_f64(),
-            "committed the closed tenant-days"
-        );
-        Ok(())
     }
 
     /// A collector's write: writes the checked events' files and commits them
@@ -377,18 +316,18 @@ impl LakeWriter {
             checked_at: None,
             ingested: ingested_bounds(&fresh),
         };
-        let mut adds = write_partitions(&usage, fresh, &self.stages).await?;
-        for add in &mut adds {
-            tags.write_into(add.tags.get_or_insert_with(HashMap::new));
+        let mut files = write_partitions(&usage, fresh, &self.stages).await?;
+        for file in &mut files {
+            file.tag(&tags);
         }
         tracing::debug!(
             rows = outcome.written,
-            files = adds.len(),
+            files = files.len(),
             secs = writing.elapsed().as_secs_f64(),
             "wrote the batch's files"
         );
         let committing = Instant::now();
-        outcome.counts.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
+        outcome.counts.bytes = files.iter().map(NewFile::size).sum();
         #[cfg(feature = "test-hooks")]
         if offsets.abort_before_commit {
             usage.check_offsets(&offsets.expected).await?;
@@ -396,7 +335,7 @@ impl LakeWriter {
             std::process::abort();
         }
         let version = usage
-            .append(adds, offsets.txns.clone(), &offsets.expected)
+            .append(files, offsets.records.clone(), &offsets.expected)
             .await?;
         self.stages.add(Stage::Commit, committing.elapsed());
         tracing::debug!(
@@ -442,10 +381,10 @@ impl LakeWriter {
             entry.3 = entry.3.max(day);
         }
         by_tenant.sort_by(|a, b| a.0.cmp(&b.0));
-        let reach = i32::try_from(self.dedup.known().window.reach_days()).unwrap_or(i32::MAX);
+        let reach = i32::try_from(self.mode.known().window.reach_days()).unwrap_or(i32::MAX);
         let wanted = |lo: i32, hi: i32| lo.saturating_sub(reach)..=hi.saturating_add(reach);
-        let files = match &mut self.dedup {
-            Dedup::Table { tables, .. } => {
+        let files = match &mut self.mode {
+            Mode::Backfill(backfill) => {
                 // Every day within reach: a day known now may be evicted before
                 // its tenant's turn.
                 let reachable: Vec<TenantDay> = by_tenant
@@ -456,9 +395,9 @@ impl LakeWriter {
                             .map(move |day| TenantDay::new(tenant.clone(), day))
                     })
                     .collect();
-                Some(partition_files(tables, &reachable).await?)
+                Some(backfill.tables.usage_partition_files(&reachable).await?)
             }
-            Dedup::Recent { .. } => None,
+            Mode::Collector { .. } => None,
         };
 
         let mut stats = PartitionStats {
@@ -469,18 +408,22 @@ impl LakeWriter {
         // A backfill's open tenant-days (and, once checked, this batch's)
         // hold rows checked but not committed: their copies stay in the cache,
         // whatever is read from the lake or dropped over its cap.
-        let holding = self.open_days.is_some();
-        let mut open_days = self
-            .open_days
-            .as_ref()
-            .map(OpenDays::days_by_tenant)
-            .unwrap_or_default();
+        let (holding, mut open_days) = match &self.mode {
+            Mode::Backfill(backfill) => (true, backfill.open_days.days_by_tenant()),
+            Mode::Collector { .. } => (false, HashMap::new()),
+        };
         let no_open_days = BTreeSet::new();
         for (tenant, rows, lo, hi) in by_tenant {
             // A backfill reads the tenant's days within reach that it does not
             // know as they are now.
             let mut loaded = Vec::new();
-            if let (Some(lake), Dedup::Table { known, written, .. }) = (&files, &self.dedup) {
+            if let (Some(lake), Mode::Backfill(backfill)) = (&files, &self.mode) {
+                let Backfill {
+                    known,
+                    written,
+                    tables,
+                    ..
+                } = backfill.as_ref();
                 let seen_before =
                     written.has_any(&tenant, rows.iter().map(|&r| event_ids.value(r)));
                 for day in wanted(lo, hi) {
@@ -497,16 +440,16 @@ impl LakeWriter {
                     }
                     let mut copies = Vec::new();
                     for path in current {
-                        read_ids_and_times(lake.store.clone(), path, |id, ts| {
+                        read_ids_and_times(tables, path, |id, ts| {
                             copies.push((Box::from(id), ts));
                         })
                         .await?;
                     }
-                    let files = current.iter().map(|p| p.to_string()).collect();
+                    let files = current.iter().cloned().collect();
                     loaded.push(LoadedDay { day, files, copies });
                 }
             }
-            let known = self.dedup.known();
+            let known = self.mode.known();
             let mut ids = known.tenant_mut(&tenant);
             ids.load_days(loaded, open_days.get(&tenant).unwrap_or(&no_open_days));
             ids.keep_days(wanted(lo, hi));
@@ -533,53 +476,113 @@ impl LakeWriter {
         let fresh = filter_record_batch(&usage, &BooleanArray::from(keep))?;
         Ok((fresh, stats))
     }
+}
+
+/// What a backfill's commit of closed tenant-days adds to an append's outcome.
+#[derive(Default)]
+struct ClosedCommit {
+    version: Option<u64>,
+    bytes: u64,
+}
+
+impl ClosedCommit {
+    fn add_to(self, outcome: &mut AppendOutcome) {
+        if self.version.is_some() {
+            outcome.usage_version = self.version;
+            outcome.counts.bytes = self.bytes;
+        }
+    }
+}
+
+impl Backfill {
+    /// Appends the checked events to their open tenant-days, then commits
+    /// those the batch closed.
+    async fn hold_and_commit(
+        &mut self,
+        usage: &SharedAppender,
+        stages: &Arc<StageClock>,
+        fresh: RecordBatch,
+        checked_at: Option<u64>,
+    ) -> Result<ClosedCommit, IngestError> {
+        let appender = usage.lock().await;
+        self.open_days
+            .write(&appender, fresh, checked_at, &self.written.hasher, stages)
+            .await?;
+        drop(appender);
+        self.commit_closed(usage, stages, Closing::Idle).await
+    }
+
+    /// Closes the open tenant-days `closing` names and commits their files in
+    /// one commit, then records them as written.
+    async fn commit_closed(
+        &mut self,
+        usage: &SharedAppender,
+        stages: &Arc<StageClock>,
+        closing: Closing,
+    ) -> Result<ClosedCommit, IngestError> {
+        let mut appender = usage.lock().await;
+        let closed = self.open_days.close(closing, stages).await?;
+        if closed.is_empty() {
+            return Ok(ClosedCommit::default());
+        }
+        let committing = Instant::now();
+        let mut files = Vec::new();
+        let mut closed_files = Vec::with_capacity(closed.len());
+        for ClosedDay {
+            key,
+            files: day_files,
+            fingerprints,
+            tags,
+        } in closed
+        {
+            let paths: Vec<String> = day_files.iter().map(|f| f.path().to_string()).collect();
+            for mut file in day_files {
+                file.tag(&tags);
+                files.push(file);
+            }
+            closed_files.push((key, fingerprints, paths));
+        }
+        let bytes = files.iter().map(NewFile::size).sum();
+        let version = appender.append(files, Vec::new(), &[]).await?;
+        drop(appender);
+        stages.add(Stage::Commit, committing.elapsed());
+        for (key, fingerprints, paths) in closed_files {
+            self.written
+                .record_fingerprints(fingerprints, paths.iter().map(String::as_str));
+            for path in paths {
+                self.known.add_file(&key, path);
+            }
+        }
+        tracing::debug!(
+            version,
+            secs = committing.elapsed().as_secs_f64(),
+            "committed the closed tenant-days"
+        );
+        Ok(ClosedCommit {
+            version: Some(version),
+            bytes,
+        })
+    }
 
     /// Keeps the rejected rows not recorded yet ([`RejectionKey`]).
     async fn new_rejections(&mut self, rejected: RecordBatch) -> Result<RecordBatch, IngestError> {
-        let Dedup::Table {
-            tables,
-            rejected_keys,
-            ..
-        } = &mut self.dedup
-        else {
-            return Ok(rejected);
-        };
         if rejected.num_rows() == 0 {
             return Ok(rejected);
         }
-        if rejected_keys.is_none() {
+        if self.rejected_keys.is_none() {
             let mut keys = HashSet::new();
-            let table = &tables.rejected;
-            if table.version().unwrap_or(0) > 0 {
-                let name = LakeTable::RejectedEvents.dir_name();
-                let store = table.log_store().object_store(None);
-                let files: Vec<_> = table
-                    .snapshot()
-                    .map_err(LakeError::table(name))?
-                    .log_data()
-                    .iter()
-                    .map(|f| f.object_store_path())
-                    .collect();
-                for path in files {
-                    let builder = open_lake_parquet(&store, &path).await?;
-                    let mask = ProjectionMask::columns(
-                        builder.parquet_schema(),
-                        RejectionKey::COLUMNS.iter().copied(),
-                    );
-                    let reader = builder.with_projection(mask).build().map_err(|source| {
-                        LakeError::File {
-                            path: path.to_string(),
-                            source,
-                        }
-                    })?;
-                    for batch in reader {
-                        keys.extend(RejectionKey::of_rows(&batch.map_err(LakeError::from)?)?);
-                    }
+            for path in self.tables.rejected_files()? {
+                for batch in self
+                    .tables
+                    .read_rejected_file(&path, &RejectionKey::COLUMNS)
+                    .await?
+                {
+                    keys.extend(RejectionKey::of_rows(&batch)?);
                 }
             }
-            *rejected_keys = Some(keys);
+            self.rejected_keys = Some(keys);
         }
-        let known = rejected_keys.as_mut().expect("loaded above");
+        let known = self.rejected_keys.as_mut().expect("loaded above");
         let keep: Vec<bool> = RejectionKey::of_rows(&rejected)?
             .into_iter()
             .map(|key| known.insert(key))
@@ -589,48 +592,6 @@ impl LakeWriter {
         }
         Ok(filter_record_batch(&rejected, &keep.into())?)
     }
-}
-
-/// The files of some partitions of `usage_events` at one version.
-struct LakeFiles {
-    store: deltalake::logstore::ObjectStoreRef,
-    files: HashMap<TenantDay, Vec<deltalake::Path>>,
-    version: u64,
-}
-
-/// The table's files of `partitions` (brought up to date first), and its store.
-async fn partition_files(
-    tables: &mut LakeTables,
-    partitions: &[TenantDay],
-) -> Result<LakeFiles, IngestError> {
-    let name = LakeTable::UsageEvents.dir_name();
-    let wanted: HashMap<String, &TenantDay> = partitions
-        .iter()
-        .map(|key| (partition_dir(key), key))
-        .collect();
-    let mut files: HashMap<TenantDay, Vec<deltalake::Path>> = HashMap::new();
-    tables
-        .usage
-        .update_state()
-        .await
-        .map_err(LakeError::table(name))?;
-    if !wanted.is_empty() {
-        let snapshot = tables.usage.snapshot().map_err(LakeError::table(name))?;
-        for file in snapshot.log_data().iter() {
-            let path = file.object_store_path();
-            let Some((dir, _)) = path.as_ref().rsplit_once('/') else {
-                continue;
-            };
-            if let Some(key) = wanted.get(dir) {
-                files.entry((*key).clone()).or_default().push(path.clone());
-            }
-        }
-    }
-    Ok(LakeFiles {
-        store: tables.usage.log_store().object_store(None),
-        files,
-        version: tables.usage.version().unwrap_or_default(),
-    })
 }
 
 /// Counts gathered while deduplicating one batch.
@@ -643,34 +604,23 @@ struct PartitionStats {
     checked_at: Option<u64>,
 }
 
-/// The directory of a tenant-day partition, as Delta writes it.
-fn partition_dir(key: &TenantDay) -> String {
-    usage_partition_dir(&key.tenant_id, &key.day.format("%Y-%m-%d").to_string()).unwrap_or_default()
-}
-
 /// Writes one batch as Parquet files of `table` (not yet committed).
 async fn write_files(
     table: &LogAppender,
     batch: RecordBatch,
     stages: &StageClock,
-) -> Result<Vec<Add>, IngestError> {
+) -> Result<Vec<NewFile>, IngestError> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
     let mut writer = table.file_writer()?;
     let encoding = Instant::now();
-    writer
-        .write(batch)
-        .await
-        .map_err(LakeError::table(table.name()))?;
+    writer.write(batch).await?;
     stages.add(Stage::Encode, encoding.elapsed());
     let writing = Instant::now();
-    let adds = writer
-        .flush()
-        .await
-        .map_err(LakeError::table(table.name()))?;
+    let files = writer.flush().await?;
     stages.add(Stage::Write, writing.elapsed());
-    Ok(adds)
+    Ok(files)
 }
 
 /// Rows of a `usage_events` batch per tenant.
@@ -716,30 +666,19 @@ fn rejections_by_tenant(batch: &RecordBatch) -> BTreeMap<(String, ReasonCode), u
 
 /// Reads the `event_id` and `ts` columns of a `usage_events` file into `sink`.
 async fn read_ids_and_times(
-    store: deltalake::logstore::ObjectStoreRef,
-    path: &deltalake::Path,
+    tables: &LakeTables,
+    path: &str,
     mut sink: impl FnMut(&str, i64),
 ) -> Result<(), IngestError> {
-    let file_error = |source| LakeError::File {
-        path: path.to_string(),
-        source,
-    };
-    let builder = open_lake_parquet(&store, path).await?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["event_id", "ts"]);
-    for batch in builder.with_projection(mask).build().map_err(file_error)? {
-        let batch = batch?;
-        let ids = arrow::compute::cast(
-            batch.column_by_name("event_id").ok_or_else(|| {
-                arrow::error::ArrowError::SchemaError(format!("{path} has no event_id"))
-            })?,
-            &arrow::datatypes::DataType::Utf8,
-        )?;
-        let times = arrow::compute::cast(
-            batch.column_by_name("ts").ok_or_else(|| {
-                arrow::error::ArrowError::SchemaError(format!("{path} has no ts"))
-            })?,
-            &arrow::datatypes::DataType::Int64,
-        )?;
+    for batch in tables.read_usage_file(path, &["event_id", "ts"]).await? {
+        let column = |name: &str, to: &arrow::datatypes::DataType| {
+            let found = batch.column_by_name(name).ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!("{path} has no {name}"))
+            })?;
+            arrow::compute::cast(found, to)
+        };
+        let ids = column("event_id", &arrow::datatypes::DataType::Utf8)?;
+        let times = column("ts", &arrow::datatypes::DataType::Int64)?;
         let times = times.as_primitive::<arrow::datatypes::Int64Type>();
         for (row, id) in ids.as_string::<i32>().iter().enumerate() {
             if let Some(id) = id
@@ -750,16 +689,4 @@ async fn read_ids_and_times(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_dirs_match_delta_layout() {
-        let key = |days| TenantDay::new("acme", date_of_epoch_days(days).unwrap());
-        assert_eq!(partition_dir(&key(0)), "tenant_id=acme/day=1970-01-01");
-        assert_eq!(partition_dir(&key(20513)), "tenant_id=acme/day=2026-03-01");
-    }
 }

@@ -15,13 +15,13 @@
 use std::sync::Arc;
 
 use allot_lake::append::{LogAppender, append_batch};
+use allot_lake::txns::AppOffset;
 use allot_schemas::layout::{LakeLocation, LakeTable, closing_app_id};
 use allot_schemas::table_schema::{
     ALLOCATION_CSV_COLUMNS, INVOICE_CSV_COLUMNS, allocations_schema, closings_schema,
     invoices_schema,
 };
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
-use deltalake::kernel::Transaction;
 
 use super::plan::ClosePlan;
 use super::store::Closing;
@@ -56,7 +56,7 @@ pub async fn commit_closing(location: &LakeLocation, plan: &ClosePlan) -> Result
         location,
         LakeTable::Closings,
         closing_batch(closing)?,
-        vec![Transaction::new(&app_id, i64::from(closing.revision))],
+        vec![AppOffset::new(&app_id, i64::from(closing.revision))],
         &[(app_id.clone(), before)],
     )
     .await?)
