@@ -84,6 +84,13 @@ pub const USAGE_EVENTS: &str = "usage_events";
 /// Name of the rejected events table.
 pub const REJECTED_EVENTS: &str = "rejected_events";
 
+/// The catalog a session's tables are in, as SQL may name it
+/// (`allot.public.usage_events`) and the wire protocols list it.
+pub const SQL_CATALOG: &str = "allot";
+
+/// The schema a session's tables are in (`public.usage_events`).
+pub const SQL_SCHEMA: &str = "public";
+
 impl LakeSession {
     /// A session over `snapshot` restricted to `scope`.
     pub fn new(
@@ -105,6 +112,7 @@ impl LakeSession {
         }
         let runtime = runtime.build_arc().map_err(LakeError::from)?;
         let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(SQL_CATALOG, SQL_SCHEMA)
             .with_information_schema(false)
             .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()));
         // Lake files are one tenant-day each: small enough that page indexes and

@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use allot_lake::session::Scope;
+use allot_lake::session::{SQL_CATALOG, SQL_SCHEMA, Scope};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
@@ -254,8 +254,14 @@ impl Visitor for StatementCheck {
         if parts.iter().any(|p| p == "information_schema") {
             return ControlFlow::Break(rejected("information_schema is not available"));
         }
+        // A table may be qualified by its schema, or catalog and schema, as
+        // tools that list them (Flight SQL's GetTables) name it.
         let allowed = match parts.as_slice() {
             [name] => self.visible.contains(&name.as_str()) || self.ctes.contains(name),
+            [schema, name] if schema == SQL_SCHEMA => self.visible.contains(&name.as_str()),
+            [catalog, schema, name] if catalog == SQL_CATALOG && schema == SQL_SCHEMA => {
+                self.visible.contains(&name.as_str())
+            }
             _ => false,
         };
         if allowed {

@@ -43,6 +43,7 @@ use allot_lake::session::{LakeSession, REJECTED_EVENTS, Scope, SessionLimits, US
 use allot_lake::snapshot::LakeSnapshot;
 use allot_schemas::config::Config;
 use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -52,7 +53,7 @@ use serde_json::Value;
 
 pub use check::check_sql;
 use check::{check_plan_size, only_queries, rejected};
-pub use pool::SqlPool;
+pub use pool::{SqlPool, SqlStream};
 
 use crate::error::QueryError;
 use crate::render::csv_field;
@@ -255,6 +256,24 @@ async fn execute(
     limits: &SqlLimits,
     deadline: std::time::Instant,
 ) -> Result<SqlOutput, QueryError> {
+    let stream = start(snapshot, scope, sql, limits, deadline).await?;
+    collect_capped(stream, limits).await
+}
+
+/// A checked statement's plan, in the session it reads.
+struct Planned {
+    session: LakeSession,
+    plan: datafusion::logical_expr::LogicalPlan,
+}
+
+/// Checks `sql` and plans it in a session of `scope`, refusing what is not a
+/// bounded query.
+async fn plan(
+    snapshot: &LakeSnapshot,
+    scope: &Scope,
+    sql: &str,
+    limits: &SqlLimits,
+) -> Result<Planned, QueryError> {
     let statement = check_sql(sql, scope)?;
     let session = LakeSession::new(
         snapshot,
@@ -277,6 +296,30 @@ async fn execute(
         .verify_plan(&plan)
         .map_err(|_| only_queries())?;
     check_plan_size(&plan)?;
+    Ok(Planned { session, plan })
+}
+
+/// The columns `sql` answers with, without running it.
+async fn answer_schema(
+    snapshot: &LakeSnapshot,
+    scope: &Scope,
+    sql: &str,
+    limits: &SqlLimits,
+) -> Result<SchemaRef, QueryError> {
+    let planned = plan(snapshot, scope, sql, limits).await?;
+    Ok(Arc::clone(planned.plan.schema().inner()))
+}
+
+/// Checks, plans and starts `sql`: its batches, each operator stopping at
+/// `deadline`.
+async fn start(
+    snapshot: &LakeSnapshot,
+    scope: &Scope,
+    sql: &str,
+    limits: &SqlLimits,
+    deadline: std::time::Instant,
+) -> Result<SendableRecordBatchStream, QueryError> {
+    let Planned { session, plan } = plan(snapshot, scope, sql, limits).await?;
     let frame = session
         .context()
         .execute_logical_plan(plan)
@@ -288,9 +331,40 @@ async fn execute(
         .await
         .and_then(|plan| deadline::with_deadline(plan, deadline))
         .map_err(|e| classify(e, limits))?;
-    let stream = datafusion::physical_plan::execute_stream(physical, Arc::new(task))
-        .map_err(|e| classify(e, limits))?;
-    collect_capped(stream, limits).await
+    datafusion::physical_plan::execute_stream(physical, Arc::new(task))
+        .map_err(|e| classify(e, limits))
+}
+
+/// Sends the batches of `stream` into `sink` as the engine makes them, within
+/// the row cap and the byte cap (counted as the batches' Arrow memory); stops
+/// at the first error, which it sends, or when nobody receives any more.
+async fn forward_capped(
+    mut stream: SendableRecordBatchStream,
+    limits: &SqlLimits,
+    sink: tokio::sync::mpsc::Sender<Result<RecordBatch, QueryError>>,
+) {
+    let (mut rows, mut bytes) = (0usize, 0usize);
+    while let Some(batch) = stream.next().await {
+        let checked = batch.map_err(|e| classify(e, limits)).and_then(|batch| {
+            rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
+            if rows > limits.max_rows {
+                Err(QueryError::RowLimit {
+                    max_rows: limits.max_rows,
+                })
+            } else if bytes > limits.max_bytes {
+                Err(QueryError::ResultTooLarge {
+                    limit: human_bytes(limits.max_bytes),
+                })
+            } else {
+                Ok(batch)
+            }
+        });
+        let failed = checked.is_err();
+        if sink.send(checked).await.is_err() || failed {
+            return;
+        }
+    }
 }
 
 async fn collect_capped(
@@ -472,14 +546,26 @@ mod tests {
         );
         for sql in [
             "SELECT * FROM '/etc/passwd'",
-            "SELECT * FROM public.usage_events",
             "SELECT * FROM datafusion.public.usage_events",
+            "SELECT * FROM other.usage_events",
+            "SELECT * FROM allot.other.usage_events",
         ] {
             assert!(
                 refusal(sql, &Scope::AllTenants).starts_with("unknown table"),
                 "{sql}"
             );
         }
+        // Qualified as the wire protocols list them, the visible tables only.
+        for sql in [
+            "SELECT * FROM public.usage_events",
+            "SELECT * FROM allot.public.usage_events",
+        ] {
+            assert!(check_sql(sql, &tenant()).is_ok(), "{sql}");
+        }
+        assert!(
+            refusal("SELECT * FROM allot.public.rejected_events", &tenant())
+                .starts_with("unknown table")
+        );
         assert!(
             refusal("SELECT * FROM generate_series(1, 10)", &tenant())
                 .starts_with("table functions are not allowed")
@@ -561,6 +647,78 @@ mod bombs {
             limits.clone(),
         )
         .await
+    }
+
+    /// A streamed answer its reader stops taking: at the time limit the query
+    /// gives its pool slot back at once, and the reader, when it comes back,
+    /// finds the answer ended by the time-limit error, never cut short as if
+    /// it were complete.
+    #[tokio::test]
+    async fn a_stalled_stream_ends_with_its_time_limit_and_frees_the_pool() {
+        use futures::StreamExt;
+
+        let pool = SqlPool::new(1).unwrap();
+        let limits = SqlLimits {
+            timeout: Duration::from_secs(3),
+            max_rows: usize::MAX,
+            max_bytes: usize::MAX,
+            ..SqlLimits::default()
+        };
+        let mut answer = pool
+            .stream(
+                empty_lake(),
+                Scope::Tenant("acme".into()),
+                "SELECT n FROM (SELECT unnest(range(0, 10000000)) AS n) t".into(),
+                limits.clone(),
+            )
+            .await
+            .expect("the query starts");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        // The only slot is free again while the stalled answer is unread.
+        let next = run(&pool, "SELECT 1", &limits).await;
+        assert!(next.is_ok(), "{next:?}");
+        let mut last = None;
+        while let Some(item) = answer.next().await {
+            last = Some(item);
+        }
+        assert!(
+            matches!(last, Some(Err(QueryError::TimeLimit { .. }))),
+            "the answer must end with the time limit, not stop: {last:?}"
+        );
+    }
+
+    /// The row cap over a streamed answer: the batches up to it, then the
+    /// row-limit error.
+    #[tokio::test]
+    async fn a_streamed_answer_past_the_row_cap_ends_with_its_error() {
+        use futures::StreamExt;
+
+        let pool = SqlPool::new(1).unwrap();
+        let limits = SqlLimits {
+            max_rows: 10_000,
+            ..limits()
+        };
+        let mut answer = pool
+            .stream(
+                empty_lake(),
+                Scope::Tenant("acme".into()),
+                "SELECT n FROM (SELECT unnest(range(0, 1000000)) AS n) t".into(),
+                limits,
+            )
+            .await
+            .expect("the query starts");
+        let (mut rows, mut last) = (0, None);
+        while let Some(item) = answer.next().await {
+            if let Ok(batch) = &item {
+                rows += batch.num_rows();
+            }
+            last = Some(item);
+        }
+        assert!(rows <= 10_000, "{rows} rows sent past the cap");
+        assert!(
+            matches!(last, Some(Err(QueryError::RowLimit { max_rows: 10_000 }))),
+            "{last:?}"
+        );
     }
 
     /// `open` `n` times, `middle`, then `close` `n` times.

@@ -23,7 +23,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{SqlLimits, SqlOutput, execute};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use super::{SqlLimits, SqlOutput, answer_schema, execute, forward_capped, start};
 use crate::error::QueryError;
 
 /// The stack of each of the pool's threads. The statement check bounds how
@@ -87,36 +90,157 @@ impl SqlPool {
         limits: SqlLimits,
     ) -> Result<SqlOutput, QueryError> {
         let deadline = Instant::now() + limits.timeout;
-        let limit = format!("{} s", limits.timeout.as_secs_f64());
-        let time_limit = || QueryError::TimeLimit {
-            limit: limit.clone(),
-        };
-        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.admission).acquire_owned())
-            .await
-            .map_err(|_| time_limit())?
-            .map_err(|_| {
-                QueryError::Engine(DataFusionError::Internal("the SQL pool has stopped".into()))
-            })?;
+        let permit = self.admit(deadline, &limits).await?;
+        let late = time_limit(&limits);
         let work = async move {
             let _permit = permit;
             execute(&snapshot, &scope, &sql, &limits, deadline.into_std()).await
         };
         let task = AbortOnDrop(self.spawn(work));
-        match tokio::time::timeout_at(deadline, task).await {
-            Ok(result) => result,
-            Err(_) => Err(time_limit()),
-        }
+        tokio::time::timeout_at(deadline, task)
+            .await
+            .unwrap_or_else(|_| Err(late))
     }
 
-    fn spawn<F>(&self, work: F) -> JoinHandle<Result<SqlOutput, QueryError>>
+    /// The columns `sql` answers with over `snapshot` within `scope`, planned
+    /// on the pool (planning is work a statement can make heavy) and not run.
+    pub async fn schema(
+        &self,
+        snapshot: Arc<LakeSnapshot>,
+        scope: Scope,
+        sql: String,
+        limits: SqlLimits,
+    ) -> Result<SchemaRef, QueryError> {
+        let deadline = Instant::now() + limits.timeout;
+        let permit = self.admit(deadline, &limits).await?;
+        let late = time_limit(&limits);
+        let work = async move {
+            let _permit = permit;
+            answer_schema(&snapshot, &scope, &sql, &limits).await
+        };
+        let task = AbortOnDrop(self.spawn(work));
+        tokio::time::timeout_at(deadline, task)
+            .await
+            .unwrap_or_else(|_| Err(late))
+    }
+
+    /// Runs `sql` like [`run`](Self::run), but hands its answer over as Arrow
+    /// batches as the engine makes them, for the wire protocols: the pool's
+    /// slot is held until the last batch is taken or the stream is dropped
+    /// (which stops the query). The row and byte caps count what was sent.
+    pub async fn stream(
+        &self,
+        snapshot: Arc<LakeSnapshot>,
+        scope: Scope,
+        sql: String,
+        limits: SqlLimits,
+    ) -> Result<SqlStream, QueryError> {
+        let deadline = Instant::now() + limits.timeout;
+        let permit = self.admit(deadline, &limits).await?;
+        // Two batches in flight: the engine works ahead of a slow reader by
+        // that much and no more.
+        let (sink, batches) = tokio::sync::mpsc::channel(2);
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let late = time_limit(&limits);
+        let work = async move {
+            let stream = match start(&snapshot, &scope, &sql, &limits, deadline.into_std()).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let _ = started_tx.send(Err(error));
+                    return Ok(());
+                }
+            };
+            if started_tx.send(Ok(stream.schema())).is_err() {
+                return Ok(());
+            }
+            let forwarded =
+                tokio::time::timeout_at(deadline, forward_capped(stream, &limits, sink.clone()))
+                    .await;
+            // The query is over: its slot is free for the next, even while
+            // a slow reader has yet to take the error below.
+            drop(permit);
+            if forwarded.is_err() {
+                // Sent, not tried: an answer that just stopped would read as
+                // complete.
+                let _ = sink.send(Err(time_limit(&limits))).await;
+            }
+            Ok(())
+        };
+        let task = AbortOnDrop(self.spawn(work));
+        let schema = match tokio::time::timeout_at(deadline, started).await {
+            Ok(Ok(started)) => started?,
+            Ok(Err(_)) => return Err(stopped()),
+            Err(_) => return Err(late),
+        };
+        Ok(SqlStream {
+            schema,
+            batches,
+            _task: task,
+        })
+    }
+
+    /// Waits for a slot of the pool until `deadline`.
+    async fn admit(
+        &self,
+        deadline: Instant,
+        limits: &SqlLimits,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, QueryError> {
+        tokio::time::timeout_at(deadline, Arc::clone(&self.admission).acquire_owned())
+            .await
+            .map_err(|_| time_limit(limits))?
+            .map_err(|_| stopped())
+    }
+
+    fn spawn<F, T>(&self, work: F) -> JoinHandle<Result<T, QueryError>>
     where
-        F: Future<Output = Result<SqlOutput, QueryError>> + Send + 'static,
+        F: Future<Output = Result<T, QueryError>> + Send + 'static,
+        T: Send + 'static,
     {
         self.runtime
             .as_ref()
             .expect("the runtime lives as long as the pool")
             .spawn(work)
     }
+}
+
+/// A query's answer as the engine makes it ([`SqlPool::stream`]): its columns,
+/// then its batches; an error ends it. Dropping it stops the query.
+pub struct SqlStream {
+    /// The answer's columns.
+    pub schema: SchemaRef,
+    batches: tokio::sync::mpsc::Receiver<Result<RecordBatch, QueryError>>,
+    _task: AbortOnDrop<()>,
+}
+
+impl std::fmt::Debug for SqlStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStream")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl futures::Stream for SqlStream {
+    type Item = Result<RecordBatch, QueryError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.batches.poll_recv(cx)
+    }
+}
+
+/// The error of a query past its time limit.
+fn time_limit(limits: &SqlLimits) -> QueryError {
+    QueryError::TimeLimit {
+        limit: format!("{} s", limits.timeout.as_secs_f64()),
+    }
+}
+
+/// The error of a query the pool can no longer run.
+fn stopped() -> QueryError {
+    QueryError::Engine(DataFusionError::Internal("the SQL pool has stopped".into()))
 }
 
 impl Drop for SqlPool {
@@ -129,10 +253,10 @@ impl Drop for SqlPool {
 }
 
 /// A task aborted when nobody waits for it any more.
-struct AbortOnDrop(JoinHandle<Result<SqlOutput, QueryError>>);
+struct AbortOnDrop<T>(JoinHandle<Result<T, QueryError>>);
 
-impl Future for AbortOnDrop {
-    type Output = Result<SqlOutput, QueryError>;
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, QueryError>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
@@ -148,7 +272,7 @@ impl Future for AbortOnDrop {
     }
 }
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
