@@ -58,6 +58,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let config = load_config(args.config.as_deref())?;
     let lake = lake_location(args.lake.as_deref(), &config)?;
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
+    let flight_sql_listen = config.api.flight_sql_listen.clone();
     let options = ApiOptions {
         metrics: Some(crate::prometheus::install_recorder().map_err(Failure::internal)?),
         ..ApiOptions::new(config, lake)
@@ -72,9 +73,34 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(%address, "serving on http://{address}/");
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    allot_api::serve(listener, state, cancel.cancelled_owned())
+    let flight_sql = match &flight_sql_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| Failure::usage(format!("api.flight_sql_listen {address}: {e}")))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| Failure::internal(format!("api.flight_sql_listen {address}: {e}")))?;
+            tracing::info!(address = %bound, "serving Arrow Flight SQL on grpc://{bound}");
+            let stop = cancel.clone().cancelled_owned();
+            Some(tokio::spawn(allot_api::flight_sql::serve_flight_sql(
+                listener,
+                state.clone(),
+                stop,
+            )))
+        }
+        None => None,
+    };
+    allot_api::serve(listener, state, cancel.clone().cancelled_owned())
         .await
         .map_err(Failure::internal)?;
+    if let Some(flight_sql) = flight_sql {
+        cancel.cancel();
+        flight_sql
+            .await
+            .map_err(Failure::internal)?
+            .map_err(Failure::internal)?;
+    }
     tracing::info!("stopped");
     Ok(())
 }

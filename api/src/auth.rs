@@ -110,6 +110,19 @@ impl Principal {
         }
     }
 
+    /// The scope of the caller's SQL (`POST /v1/sql`, the wire protocols): a
+    /// tenant token its own tenant, admin every tenant; `None` for finance,
+    /// which may not run SQL.
+    pub fn sql_scope(&self) -> Option<allot_lake::session::Scope> {
+        match (self.role, &self.tenant) {
+            (Role::Tenant, Some(tenant)) => {
+                Some(allot_lake::session::Scope::Tenant(tenant.clone()))
+            }
+            (Role::Admin, _) => Some(allot_lake::session::Scope::AllTenants),
+            (Role::Finance, _) | (Role::Tenant, None) => None,
+        }
+    }
+
     /// The tenant a tenant token is confined to; `None` for finance and admin.
     pub fn confined_to(&self) -> Option<&str> {
         match self.role {

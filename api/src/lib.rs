@@ -21,6 +21,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod error;
+pub mod flight_sql;
 pub mod lake_view;
 pub mod limits;
 pub mod metrics;

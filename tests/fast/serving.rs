@@ -434,3 +434,107 @@ fn sql_bombs_leave_the_server_within_its_memory_bound() {
     let (status, body) = server.sql(&tokens[0], "SELECT 1 + 1 AS two");
     assert_eq!((status, body.contains("\"2\"")), (200, true), "{body}");
 }
+
+/// Arrow Flight SQL (docs/reference.md#sql-over-the-wire), spoken to by the
+/// ADBC Flight SQL driver, a client written apart from allot: a tenant token
+/// sees its own rows only (bearer header or handshake), decimals arrive as
+/// exact `Decimal128(38, 9)` equal to `POST /v1/sql`'s, the catalog lists what
+/// the caller may read, and finance, forged and missing tokens are refused,
+/// the refusals audited.
+#[test]
+fn flight_sql_serves_each_caller_its_sandbox() {
+    let mut rng = Lcg(29);
+    let flight = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let lake = new_lake_with(
+        common::FLAT_PRICE_BOOK,
+        &format!("flight_sql_listen = \"{flight}\"\n"),
+    );
+    let inputs = tempfile::tempdir().unwrap();
+    let events = batch(inputs.path(), "events.jsonl", &mut rng, &TENANTS, 300);
+    cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);
+    let server = Server::start(&lake);
+    let tenant = server.process.token("tenant", Some("t2"));
+    let admin = server.process.token("admin", None);
+    let finance = server.process.token("finance", None);
+    let sql = "SELECT tenant_id, sum(value) AS total FROM usage_events GROUP BY tenant_id \
+               ORDER BY tenant_id";
+    let over_http = |token: &str| -> Vec<Vec<String>> {
+        let (status, body) = server.sql(token, sql);
+        assert_eq!(status, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        serde_json::from_value(answer["rows"].clone()).unwrap()
+    };
+
+    let output = std::process::Command::new(common::test_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flight_sql_check.py"))
+        .arg(format!("grpc://{flight}"))
+        .env("ALLOT_TENANT_TOKEN", &tenant)
+        .env("ALLOT_ADMIN_TOKEN", &admin)
+        .env("ALLOT_FINANCE_TOKEN", &finance)
+        .output()
+        .expect("run the Flight SQL client");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let rows = |key: &str| -> Vec<Vec<String>> {
+        serde_json::from_value(seen[key]["rows"].clone()).unwrap()
+    };
+
+    // The tenant's own rows only, exactly as the HTTP API answers them.
+    let tenant_rows = rows("tenant_totals");
+    assert_eq!(tenant_rows.len(), 1, "{seen}");
+    assert_eq!(tenant_rows[0][0], "t2");
+    assert_eq!(tenant_rows, over_http(&tenant));
+    assert_eq!(seen["tenant_totals"]["types"][1], "decimal128(38, 9)");
+    assert_eq!(rows("handshake_totals"), tenant_rows);
+    let (status, body) = server.sql(&tenant, "SELECT count(*) FROM usage_events");
+    assert_eq!(status, 200, "{body}");
+    let count: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let count = count["rows"][0][0].as_str().unwrap().to_string();
+    assert_eq!(seen["tenant_qualified"]["rows"][0][0], count.as_str());
+    assert_eq!(seen["tenant_prepared"][0][0], count.as_str());
+    assert_eq!(seen["tenant_tables"], serde_json::json!(["usage_events"]));
+    let refused = |key: &str, needle: &str| {
+        let message = seen[key].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{key}: {message:?}");
+    };
+    refused("tenant_rejected", "unknown table");
+    refused("tenant_ddl", "only");
+
+    // Admin sees every tenant, and both tables.
+    let admin_rows = rows("admin_totals");
+    assert_eq!(admin_rows.len(), TENANTS.len());
+    assert_eq!(admin_rows, over_http(&admin));
+    assert_eq!(
+        seen["admin_tables"],
+        serde_json::json!(["rejected_events", "usage_events"])
+    );
+
+    refused("finance", "PermissionDenied");
+    refused("forged", "Unauthenticated");
+    refused("no_token", "Unauthenticated");
+    let audit = std::fs::read_to_string(lake.dir.path().join("audit.jsonl")).unwrap();
+    let flight_denials: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|entry: &serde_json::Value| entry["method"] == "FLIGHT")
+        .collect();
+    assert!(
+        flight_denials
+            .iter()
+            .any(|e| e["outcome"] == "unauthenticated" && e["reason"] == "bad_signature"),
+        "{audit}"
+    );
+    assert!(
+        flight_denials
+            .iter()
+            .any(|e| e["outcome"] == "forbidden" && e["role"] == "finance"),
+        "{audit}"
+    );
+}

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use allot_lake::session::Scope;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 
 use super::Routes;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::respond::{Format, csv};
 use crate::state::AppState;
@@ -35,11 +34,7 @@ async fn sql(
     format: Format,
     body: Result<Json<SqlBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let scope = match (principal.role, &principal.tenant) {
-        (Role::Tenant, Some(tenant)) => Scope::Tenant(tenant.clone()),
-        (Role::Admin, _) => Scope::AllTenants,
-        (Role::Finance, _) | (Role::Tenant, None) => return Err(ApiError::Forbidden),
-    };
+    let scope = principal.sql_scope().ok_or(ApiError::Forbidden)?;
     let Json(body) = body?;
     let _slot = state
         .sql_slots

@@ -85,6 +85,9 @@ pub struct ApiConfig {
     pub anonymous_rate_limit_per_s: u32,
     /// A bearer token `GET /metrics` requires when set.
     pub metrics_token: Option<Secret>,
+    /// Address of the Arrow Flight SQL endpoint (docs/reference.md#sql-over-the-wire);
+    /// off when unset.
+    pub flight_sql_listen: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -115,6 +118,7 @@ impl Default for ApiConfig {
             shutdown_timeout: HumanDuration(Duration::from_secs(10)),
             anonymous_rate_limit_per_s: 5,
             metrics_token: None,
+            flight_sql_listen: None,
         }
     }
 }
@@ -126,6 +130,14 @@ impl ApiConfig {
             return Err(ConfigError::new(
                 "api.listen",
                 format!("{:?} is not an address such as 127.0.0.1:8080", self.listen),
+            ));
+        }
+        if let Some(flight) = &self.flight_sql_listen
+            && flight.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::new(
+                "api.flight_sql_listen",
+                format!("{flight:?} is not an address such as 127.0.0.1:50051"),
             ));
         }
         if self

@@ -1,0 +1,554 @@
+//! Arrow Flight SQL on `api.flight_sql_listen` (docs/reference.md#sql-over-the-wire):
+//! the sandboxed SQL of `POST /v1/sql`, for the tools analysts already use
+//! (ADBC in Python or R, JDBC and ODBC drivers, the Flight SQL CLI).
+//!
+//! Every call carries the caller's allot token, as `authorization: Bearer
+//! <token>`; drivers that only do the Flight handshake send it as the
+//! password of basic auth (any user name) and get it back as their bearer
+//! token. A statement is planned and run on the server's [`SqlPool`] in the
+//! caller's scope with the same statement check, limits, per-caller SQL slots
+//! and rate limit as `POST /v1/sql`; refused tokens are audited like the HTTP
+//! API's. Answers stream to the client as the engine makes them (the pool's
+//! slot is held until the last batch is sent or the client goes away).
+//!
+//! A statement's handle (in a ticket, or a prepared statement's) is its SQL
+//! text: it is planned again under the token of whoever redeems it, so a
+//! handle carries no authority of its own. Catalog calls list the tables the
+//! caller may query, in the catalog `allot` and schema `public`, under which
+//! queries may also name them.
+//!
+//! [`SqlPool`]: allot_query::sandbox::SqlPool
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use allot_lake::session::{REJECTED_EVENTS, SQL_CATALOG, SQL_SCHEMA, Scope, USAGE_EVENTS};
+use allot_query::QueryError;
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
+};
+use base64::Engine;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::audit::AuditEntry;
+use crate::auth::Principal;
+use crate::error::{ApiError, AuthFailure};
+use crate::state::AppState;
+
+/// What a Flight call answers with: a stream of Arrow data.
+type DataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+/// The table type every table of the sandbox has.
+const TABLE_TYPE: &str = "TABLE";
+
+/// Serves Flight SQL on `listener` until `shutdown` resolves.
+pub async fn serve_flight_sql(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(FlightServiceServer::new(FlightSql { state }))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// The Flight SQL service over the server's state.
+#[derive(Clone)]
+pub struct FlightSql {
+    state: AppState,
+}
+
+impl FlightSql {
+    /// The caller of a call, from its bearer token (or basic auth with the
+    /// token as password), within its rate limit. A refusal is audited.
+    fn caller(&self, metadata: &MetadataMap, call: &str) -> Result<Principal, Status> {
+        let verified = token_of(metadata)
+            .and_then(|token| self.state.auth.verify(&token, self.state.clock.now_secs()));
+        let principal = match verified {
+            Ok(principal) => principal,
+            Err(failure) => {
+                return Err(self.refuse(None, call, ApiError::Unauthenticated(failure)));
+            }
+        };
+        if let Err(retry_after_secs) = self.state.rate.check(&principal.limit_key()) {
+            return Err(self.refuse(
+                Some(&principal),
+                call,
+                ApiError::RateLimited { retry_after_secs },
+            ));
+        }
+        Ok(principal)
+    }
+
+    /// The sandbox scope of the caller's SQL, as for `POST /v1/sql`.
+    fn scope(&self, metadata: &MetadataMap, call: &str) -> Result<(Principal, Scope), Status> {
+        let principal = self.caller(metadata, call)?;
+        match principal.sql_scope() {
+            Some(scope) => Ok((principal, scope)),
+            None => Err(self.refuse(Some(&principal), call, ApiError::Forbidden)),
+        }
+    }
+
+    /// The status of a refused call, audited when the refusal is a denial.
+    fn refuse(&self, principal: Option<&Principal>, call: &str, error: ApiError) -> Status {
+        let parts = error.parts();
+        if let Some(denial) = &parts.denial {
+            let time = allot_query::period::format_micros(self.state.now_micros());
+            self.state.audit.record(&AuditEntry::new(
+                time,
+                principal,
+                "FLIGHT",
+                call,
+                parts.status.as_u16(),
+                denial,
+            ));
+        }
+        status_of(error)
+    }
+
+    /// The columns `sql` answers with for the caller.
+    async fn schema_of(
+        &self,
+        metadata: &MetadataMap,
+        call: &str,
+        sql: String,
+    ) -> Result<Schema, Status> {
+        let (_, scope) = self.scope(metadata, call)?;
+        let served = self.state.served().await.map_err(status_of)?;
+        let schema = self
+            .state
+            .sql_pool
+            .schema(
+                Arc::clone(&served.snapshot),
+                scope,
+                sql,
+                self.state.sql_limits.clone(),
+            )
+            .await
+            .map_err(|e| status_of(ApiError::Query(e)))?;
+        Ok(schema.as_ref().clone())
+    }
+
+    /// Runs `sql` for the caller and streams its answer.
+    async fn run(
+        &self,
+        metadata: &MetadataMap,
+        call: &str,
+        sql: String,
+    ) -> Result<Response<DataStream>, Status> {
+        let (principal, scope) = self.scope(metadata, call)?;
+        let slot = self
+            .state
+            .sql_slots
+            .try_acquire(&principal.limit_key())
+            .ok_or_else(|| status_of(ApiError::SqlBusy))?;
+        let served = self.state.served().await.map_err(status_of)?;
+        let answer = self
+            .state
+            .sql_pool
+            .stream(
+                Arc::clone(&served.snapshot),
+                scope,
+                sql,
+                self.state.sql_limits.clone(),
+            )
+            .await
+            .map_err(|e| status_of(ApiError::Query(e)))?;
+        let schema = Arc::clone(&answer.schema);
+        let batches = answer
+            .map_err(|e: QueryError| FlightError::Tonic(Box::new(status_of(ApiError::Query(e)))));
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(flight_status)
+            // The caller's SQL slot is held until the answer is sent.
+            .map(move |data| {
+                let _slot = &slot;
+                data
+            });
+        Ok(Response::new(Box::pin(data)))
+    }
+
+    /// The tables the caller may query.
+    fn tables_for(&self, metadata: &MetadataMap, call: &str) -> Result<Vec<&'static str>, Status> {
+        let (_, scope) = self.scope(metadata, call)?;
+        Ok(match scope {
+            Scope::AllTenants => vec![REJECTED_EVENTS, USAGE_EVENTS],
+            Scope::Tenant(_) => vec![USAGE_EVENTS],
+        })
+    }
+}
+
+/// The token of a call: `authorization: Bearer <token>`, or basic auth with
+/// the token as password.
+fn token_of(metadata: &MetadataMap) -> Result<String, AuthFailure> {
+    let value = metadata
+        .get("authorization")
+        .ok_or(AuthFailure::MissingToken)?
+        .to_str()
+        .map_err(|_| AuthFailure::Malformed)?;
+    let (scheme, credentials) = value.split_once(' ').ok_or(AuthFailure::Malformed)?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty() {
+        return Ok(credentials.to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .map_err(|_| AuthFailure::Malformed)?;
+        let text = String::from_utf8(decoded).map_err(|_| AuthFailure::Malformed)?;
+        let (_, password) = text.split_once(':').ok_or(AuthFailure::Malformed)?;
+        if !password.is_empty() {
+            return Ok(password.to_string());
+        }
+    }
+    Err(AuthFailure::Malformed)
+}
+
+/// The gRPC status of an API error, with the message the HTTP API gives.
+fn status_of(error: ApiError) -> Status {
+    let parts = error.parts();
+    let message = parts.message.into_owned();
+    match parts.status.as_u16() {
+        400 | 413 => Status::invalid_argument(message),
+        401 => Status::unauthenticated(message),
+        403 => Status::permission_denied(message),
+        404 => Status::not_found(message),
+        408 => Status::deadline_exceeded(message),
+        429 => Status::resource_exhausted(message),
+        503 => Status::unavailable(message),
+        _ => Status::internal(message),
+    }
+}
+
+/// The status of an error while encoding an answer.
+fn flight_status(error: FlightError) -> Status {
+    match error {
+        FlightError::Tonic(status) => *status,
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// A statement's SQL from its handle.
+fn sql_of(handle: &[u8]) -> Result<String, Status> {
+    String::from_utf8(handle.to_vec())
+        .map_err(|_| Status::invalid_argument("the statement handle is not one this server gave"))
+}
+
+/// A `FlightInfo` whose one endpoint's ticket is `command`, answering with
+/// `schema`.
+fn info_for(
+    command: impl ProstMessageExt,
+    schema: &Schema,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let ticket = Ticket::new(command.as_any().encode_to_vec());
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+/// The server's `GetSqlInfo` answers.
+fn sql_info() -> Result<SqlInfoData, Status> {
+    let mut builder = SqlInfoDataBuilder::new();
+    builder.append(SqlInfo::FlightSqlServerName, "allot");
+    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    builder.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
+    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
+    builder.append(SqlInfo::FlightSqlServerSql, true);
+    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
+    builder.append(SqlInfo::FlightSqlServerTransaction, 0_i32);
+    builder.append(SqlInfo::FlightSqlServerCancel, false);
+    builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    builder.build().map_err(|e| Status::internal(e.to_string()))
+}
+
+/// A record batch stream of `batch` under `schema`, encoded for Flight.
+fn one_batch(batch: arrow::array::RecordBatch) -> Response<DataStream> {
+    let schema = batch.schema();
+    let data = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async move { Ok(batch) }))
+        .map_err(flight_status);
+    Response::new(Box::pin(data))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSql {
+    type FlightService = FlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        self.caller(request.metadata(), "Handshake")?;
+        let token = token_of(request.metadata()).map_err(|_| Status::unauthenticated(""))?;
+        let answer = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> =
+            Response::new(Box::pin(futures::stream::iter([Ok(answer)])));
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::unauthenticated("the token is not valid header text"))?;
+        response.metadata_mut().insert("authorization", bearer);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = self
+            .schema_of(request.metadata(), "GetFlightInfo", query.query.clone())
+            .await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.into_bytes().into(),
+        };
+        info_for(ticket, &schema, request.into_inner())
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        let sql = sql_of(&ticket.statement_handle)?;
+        self.run(request.metadata(), "DoGet", sql).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let schema = self
+            .schema_of(
+                request.metadata(),
+                "CreatePreparedStatement",
+                query.query.clone(),
+            )
+            .await?;
+        let options = IpcWriteOptions::default();
+        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &options)
+            .try_into()
+            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: query.query.into_bytes().into(),
+            dataset_schema,
+            parameter_schema: Default::default(),
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        // A handle holds nothing on the server: closing it frees nothing.
+        self.caller(request.metadata(), "ClosePreparedStatement")?;
+        Ok(())
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        command: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let sql = sql_of(&command.prepared_statement_handle)?;
+        let schema = self
+            .schema_of(request.metadata(), "GetFlightInfo", sql)
+            .await?;
+        info_for(command, &schema, request.into_inner())
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        command: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        let sql = sql_of(&command.prepared_statement_handle)?;
+        self.run(request.metadata(), "DoGet", sql).await
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata(), "GetCatalogs")?;
+        let schema = query.into_builder().schema();
+        info_for(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.caller(request.metadata(), "GetCatalogs")?;
+        let mut builder = query.into_builder();
+        builder.append(SQL_CATALOG);
+        let batch = builder
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(one_batch(batch))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata(), "GetDbSchemas")?;
+        let schema = query.clone().into_builder().schema();
+        info_for(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.caller(request.metadata(), "GetDbSchemas")?;
+        let mut builder = query.into_builder();
+        builder.append(SQL_CATALOG, SQL_SCHEMA);
+        let batch = builder
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(one_batch(batch))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata(), "GetTables")?;
+        let schema = query.clone().into_builder().schema();
+        info_for(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        let visible = self.tables_for(request.metadata(), "GetTables")?;
+        let mut schemas = Vec::with_capacity(visible.len());
+        for table in &visible {
+            let sql = format!("SELECT * FROM {table} LIMIT 0");
+            schemas.push(self.schema_of(request.metadata(), "GetTables", sql).await?);
+        }
+        let mut builder = query.into_builder();
+        for (table, schema) in visible.iter().zip(&schemas) {
+            builder
+                .append(SQL_CATALOG, SQL_SCHEMA, *table, TABLE_TYPE, schema)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        let batch = builder
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(one_batch(batch))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata(), "GetTableTypes")?;
+        let schema = table_types()?.schema();
+        info_for(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        _query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.caller(request.metadata(), "GetTableTypes")?;
+        Ok(one_batch(table_types()?))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata(), "GetSqlInfo")?;
+        let info = sql_info()?;
+        let schema = query.clone().into_builder(&info).schema();
+        info_for(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.caller(request.metadata(), "GetSqlInfo")?;
+        let info = sql_info()?;
+        let batch = query
+            .into_builder(&info)
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(one_batch(batch))
+    }
+
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.caller(request.metadata(), "DoGet")?;
+        Err(Status::unimplemented(format!(
+            "{} is not supported",
+            message.type_url
+        )))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The one table type the sandbox has.
+fn table_types() -> Result<arrow::array::RecordBatch, Status> {
+    let schema = Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+        "table_type",
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )]));
+    arrow::array::RecordBatch::try_new(
+        schema,
+        vec![Arc::new(arrow::array::StringArray::from(vec![TABLE_TYPE]))],
+    )
+    .map_err(|e| Status::internal(e.to_string()))
+}
