@@ -8,7 +8,7 @@ use super::ConfigError;
 use super::values::{ByteSize, HumanDuration};
 
 /// How collectors batch and validate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Flush a batch when it holds this many rows (Kafka collectors).

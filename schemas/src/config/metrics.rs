@@ -20,7 +20,7 @@ pub enum MetricKind {
 }
 
 /// One metric of the catalog (docs/reference.md#metric-catalog).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDefinition {
     /// Counter or gauge.

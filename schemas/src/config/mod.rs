@@ -1,23 +1,28 @@
-//! `allot.toml`: configuration types, loading with environment overrides, validation.
+//! `allot.toml`: configuration types, loading with environment overrides, and the
+//! one validation pass that turns what was read into ready settings.
+//!
+//! ```text
+//! TOML text ─parse─▶ table ─ALLOT__… overrides─▶ RawConfig ─validate─▶ Config
+//! ```
 //!
 //! Loading is layered: built-in defaults, then the TOML file, then `ALLOT__SECTION__KEY`
-//! environment variables (docs/reference.md#configuration-file). Every struct denies
-//! unknown keys, and every error names the offending key (`api.listen`,
+//! environment variables (docs/reference.md#configuration-file). [`RawConfig`] is what
+//! serde reads from them: every struct denies unknown keys, and serde fills the
+//! defaults. [`RawConfig::validate`] is the only check of what types alone cannot say;
+//! it gives a [`Config`], the settings every command, the server, the collectors and
+//! the reports take as they are: they never check or default a key again. Every
+//! error is a [`ConfigError`] naming the offending key (`api.listen`,
 //! `rates[2].unit_price`) and, for an override, the variable it came from. Money and
-//! quantities are exact decimals ([`ConfigDecimal`]): a TOML float is refused because it
-//! has already been through a binary float.
+//! quantities are exact decimals ([`ConfigDecimal`]): a TOML float is refused because
+//! it has already been through a binary float.
 //!
 //! One file per section ([`storage`], [`kafka`], [`ingest`], [`metrics`],
 //! [`pricing`], [`reports`], [`api`]), the value types keys are written in
-//! ([`values`]), the environment overrides ([`env`]) and the TOML writer
-//! ([`write`]); this file loads and checks the whole.
+//! ([`values`]), the environment overrides ([`env`]), the raw file ([`raw`]), its
+//! validation ([`validate`]) and the TOML writer ([`write`]); this file loads the
+//! whole.
 
 use std::collections::BTreeMap;
-
-use bigdecimal::BigDecimal;
-use serde::Deserialize;
-
-use crate::tenant::is_valid_tenant_id;
 
 mod api;
 mod env;
@@ -25,8 +30,10 @@ mod ingest;
 mod kafka;
 mod metrics;
 mod pricing;
+mod raw;
 mod reports;
 mod storage;
+mod validate;
 mod values;
 mod write;
 
@@ -35,6 +42,7 @@ pub use ingest::*;
 pub use kafka::*;
 pub use metrics::*;
 pub use pricing::*;
+pub use raw::RawConfig;
 pub use reports::*;
 pub use storage::*;
 pub use values::*;
@@ -66,65 +74,44 @@ impl ConfigError {
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "ALLOT__";
 
-/// The whole of `allot.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The validated settings of `allot.toml`, ready to use: built only by
+/// [`RawConfig::validate`] (through [`Config::load`] or [`Config::from_toml_str`]),
+/// with the metric catalog resolved once. The sections are those of
+/// [`RawConfig`], where each key is documented.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Currency of every price and invoice.
-    #[serde(default = "default_currency")]
     pub currency: String,
-    /// Where the lake is (`lake = "…"`, or `[lake] url`; `--lake` overrides
-    /// it) and how to reach its object store (`[lake.storage]`).
-    #[serde(default)]
+    /// Where the lake is and how its object store is reached.
     pub lake: LakeConfig,
     /// Kafka connection for collectors.
-    #[serde(default)]
     pub kafka: KafkaConfig,
     /// Collector batching and validation limits.
-    #[serde(default)]
     pub ingest: IngestConfig,
-    /// Metrics added to (or replacing by name) the built-in catalog.
-    #[serde(default)]
+    /// The metrics the file defines (the catalog is [`Config::catalog`]).
     pub metrics: BTreeMap<String, MetricDefinition>,
     /// The global price book.
-    #[serde(default)]
     pub rates: Vec<RateEntry>,
     /// Per-tenant overrides, discounts and quotas.
-    #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Tenant-health thresholds.
-    #[serde(default)]
     pub health: HealthConfig,
     /// Noisy-neighbour detection thresholds.
-    #[serde(default)]
     pub noisy: NoisyConfig,
     /// The HTTP server.
-    #[serde(default)]
     pub api: ApiConfig,
     /// How reports read the lake.
-    #[serde(default)]
     pub reports: ReportsConfig,
-}
-
-fn default_currency() -> String {
-    "USD".to_string()
+    /// The built-in metrics plus (or replaced by) `metrics`, gauge holds defaulted.
+    catalog: MetricCatalog,
 }
 
 impl Default for Config {
+    /// The settings of an empty file.
     fn default() -> Self {
-        Config {
-            currency: default_currency(),
-            lake: LakeConfig::default(),
-            kafka: KafkaConfig::default(),
-            ingest: IngestConfig::default(),
-            metrics: BTreeMap::new(),
-            rates: Vec::new(),
-            tenants: BTreeMap::new(),
-            health: HealthConfig::default(),
-            noisy: NoisyConfig::default(),
-            api: ApiConfig::default(),
-            reports: ReportsConfig::default(),
-        }
+        RawConfig::default()
+            .validate()
+            .expect("the built-in defaults are valid")
     }
 }
 
@@ -155,6 +142,23 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        RawConfig::from_toml_str(text, origin, env)?.validate()
+    }
+
+    /// The metric catalog: the built-in metrics plus (or replaced by) the configured ones.
+    pub fn catalog(&self) -> MetricCatalog {
+        self.catalog.clone()
+    }
+}
+
+impl RawConfig {
+    /// Parses TOML text and applies overrides from `env`, without validating:
+    /// an error names the key serde could not read and where it was set.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
             key: "(syntax)".to_string(),
             message: e.message().to_string(),
@@ -170,133 +174,19 @@ impl Config {
             );
         }
         let overrides = apply_env_overrides(&mut table, env)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                let origin = overrides
-                    .iter()
-                    .find(|(path, _)| key.starts_with(path.as_str()))
-                    .map(|(_, var)| var.clone())
-                    .unwrap_or_else(|| origin.to_string());
-                ConfigError {
-                    key,
-                    message: e.into_inner().message().to_string(),
-                    origin: Some(origin),
-                }
-            })?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// The metric catalog: the built-in metrics plus (or replaced by) the configured ones.
-    pub fn catalog(&self) -> MetricCatalog {
-        let mut catalog = MetricCatalog::default();
-        for (name, def) in &self.metrics {
-            let hold = match def.kind {
-                MetricKind::Counter => None,
-                MetricKind::Gauge => Some(def.hold.map_or(DEFAULT_GAUGE_HOLD, |h| h.0)),
-            };
-            catalog.metrics.insert(
-                name.clone(),
-                MetricSpec {
-                    kind: def.kind,
-                    unit: def.unit.clone(),
-                    divisor: def.divisor.0.clone(),
-                    hold,
-                },
-            );
-        }
-        catalog
-    }
-
-    /// Checks what types alone cannot; the error names the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_currency()?;
-        self.validate_metrics()?;
-        let catalog = self.catalog();
-        validate_rates(&self.rates, "rates", &catalog)?;
-        self.validate_tenants(&catalog)?;
-        self.ingest.validate()?;
-        self.noisy.validate()?;
-        self.api.validate()?;
-        Ok(())
-    }
-
-    /// `currency`: a three-letter code.
-    fn validate_currency(&self) -> Result<(), ConfigError> {
-        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(ConfigError::new(
-                "currency",
-                "must be a three-letter ISO 4217 code such as \"USD\"",
-            ));
-        }
-        Ok(())
-    }
-
-    /// `[metrics.*]`: names, divisors and gauge holds.
-    fn validate_metrics(&self) -> Result<(), ConfigError> {
-        let zero = BigDecimal::from(0);
-        for (name, def) in &self.metrics {
-            let key = |field: &str| format!("metrics.{name}.{field}");
-            if !is_valid_metric_name(name) {
-                return Err(ConfigError::new(
-                    format!("metrics.{name}"),
-                    "metric names match ^[a-z][a-z0-9_]{0,63}$",
-                ));
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = overrides
+                .iter()
+                .find(|(path, _)| key.starts_with(path.as_str()))
+                .map(|(_, var)| var.clone())
+                .unwrap_or_else(|| origin.to_string());
+            ConfigError {
+                key,
+                message: e.into_inner().message().to_string(),
+                origin: Some(origin),
             }
-            if def.divisor.0 <= zero {
-                return Err(ConfigError::new(key("divisor"), "must be greater than 0"));
-            }
-            match (def.kind, def.hold) {
-                (MetricKind::Counter, Some(_)) => {
-                    return Err(ConfigError::new(key("hold"), "only gauges have a hold"));
-                }
-                (MetricKind::Gauge, Some(hold)) if hold.0.is_zero() => {
-                    return Err(ConfigError::new(key("hold"), "must be greater than 0"));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// `[tenants.*]`: ids, discounts, quotas and rate overrides.
-    fn validate_tenants(&self, catalog: &MetricCatalog) -> Result<(), ConfigError> {
-        let zero = BigDecimal::from(0);
-        let hundred = BigDecimal::from(100);
-        for (tenant, settings) in &self.tenants {
-            let key = |field: &str| format!("tenants.{tenant}.{field}");
-            if !is_valid_tenant_id(tenant) {
-                return Err(ConfigError::new(
-                    format!("tenants.{tenant}"),
-                    "tenant ids match ^[a-z0-9][a-z0-9_-]{0,62}$",
-                ));
-            }
-            if let Some(discount) = &settings.discount_percent
-                && (discount.0 < zero || discount.0 > hundred)
-            {
-                return Err(ConfigError::new(
-                    key("discount_percent"),
-                    "must be between 0 and 100",
-                ));
-            }
-            for (metric, quota) in &settings.quotas {
-                if !catalog.contains(metric) {
-                    return Err(ConfigError::new(
-                        key(&format!("quotas.{metric}")),
-                        "is not a metric of the catalog",
-                    ));
-                }
-                if quota.0 <= zero {
-                    return Err(ConfigError::new(
-                        key(&format!("quotas.{metric}")),
-                        "must be greater than 0",
-                    ));
-                }
-            }
-            validate_rates(&settings.rates, &key("rates"), catalog)?;
-        }
-        Ok(())
+        })
     }
 }
 

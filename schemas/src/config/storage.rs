@@ -11,7 +11,7 @@ use super::values::HumanDuration;
 use crate::layout::StorageOptions;
 
 /// The `[lake]` section; `lake = "s3://bucket/lake"` is short for `[lake] url`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
     /// The lake URL or path; `--lake` overrides it.
@@ -26,7 +26,7 @@ pub struct LakeConfig {
 /// `AWS_*` environment variable (`AWS_ENDPOINT_URL`, `AWS_REGION`,
 /// `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`). `Debug` hides the secrets.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// The S3 endpoint of an S3-compatible store, e.g. `http://minio:9000`.
@@ -41,8 +41,27 @@ pub struct StorageConfig {
     pub secret_access_key: Option<String>,
     /// A session token, for temporary credentials.
     pub session_token: Option<String>,
-    /// How long one request to the store is retried before it fails (default 30s).
-    pub retry_timeout: Option<HumanDuration>,
+    /// How long one request to the store is retried before it fails.
+    #[serde(default = "default_retry_timeout")]
+    pub retry_timeout: HumanDuration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            endpoint: None,
+            region: None,
+            allow_http: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            retry_timeout: default_retry_timeout(),
+        }
+    }
+}
+
+fn default_retry_timeout() -> HumanDuration {
+    HumanDuration(DEFAULT_STORAGE_RETRY_TIMEOUT)
 }
 
 /// How long a request to the object store is retried unless
@@ -67,10 +86,8 @@ impl StorageConfig {
         set("aws_access_key_id", self.access_key_id.clone());
         set("aws_secret_access_key", self.secret_access_key.clone());
         set("aws_session_token", self.session_token.clone());
-        let retry = self
-            .retry_timeout
-            .map_or(DEFAULT_STORAGE_RETRY_TIMEOUT, |t| t.0);
-        set("retry_timeout", Some(format!("{}ms", retry.as_millis())));
+        let retry = self.retry_timeout.0.as_millis();
+        set("retry_timeout", Some(format!("{retry}ms")));
         StorageOptions::new(options)
     }
 }

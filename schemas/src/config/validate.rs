@@ -1,0 +1,153 @@
+//! The one validation pass: [`RawConfig::validate`] checks what types alone
+//! cannot, section by section, and resolves the metric catalog.
+
+use bigdecimal::BigDecimal;
+
+use super::metrics::{
+    DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, MetricSpec, is_valid_metric_name,
+};
+use super::pricing::validate_rates;
+use super::raw::RawConfig;
+use super::{Config, ConfigError};
+use crate::tenant::is_valid_tenant_id;
+
+impl RawConfig {
+    /// Checks every key and gives the ready settings; the error names the
+    /// first offending key.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        self.validate_currency()?;
+        self.validate_metrics()?;
+        let catalog = self.resolve_catalog();
+        validate_rates(&self.rates, "rates", &catalog)?;
+        self.validate_tenants(&catalog)?;
+        self.ingest.validate()?;
+        self.noisy.validate()?;
+        self.api.validate()?;
+        let RawConfig {
+            currency,
+            lake,
+            kafka,
+            ingest,
+            metrics,
+            rates,
+            tenants,
+            health,
+            noisy,
+            api,
+            reports,
+        } = self;
+        Ok(Config {
+            currency,
+            lake,
+            kafka,
+            ingest,
+            metrics,
+            rates,
+            tenants,
+            health,
+            noisy,
+            api,
+            reports,
+            catalog,
+        })
+    }
+
+    /// The built-in metrics plus (or replaced by) the configured ones, a
+    /// gauge's hold defaulting to [`DEFAULT_GAUGE_HOLD`].
+    fn resolve_catalog(&self) -> MetricCatalog {
+        let mut catalog = MetricCatalog::default();
+        for (name, def) in &self.metrics {
+            let hold = match def.kind {
+                MetricKind::Counter => None,
+                MetricKind::Gauge => Some(def.hold.map_or(DEFAULT_GAUGE_HOLD, |h| h.0)),
+            };
+            catalog.metrics.insert(
+                name.clone(),
+                MetricSpec {
+                    kind: def.kind,
+                    unit: def.unit.clone(),
+                    divisor: def.divisor.0.clone(),
+                    hold,
+                },
+            );
+        }
+        catalog
+    }
+
+    /// `currency`: a three-letter code.
+    fn validate_currency(&self) -> Result<(), ConfigError> {
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ConfigError::new(
+                "currency",
+                "must be a three-letter ISO 4217 code such as \"USD\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[metrics.*]`: names, divisors and gauge holds.
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        let zero = BigDecimal::from(0);
+        for (name, def) in &self.metrics {
+            let key = |field: &str| format!("metrics.{name}.{field}");
+            if !is_valid_metric_name(name) {
+                return Err(ConfigError::new(
+                    format!("metrics.{name}"),
+                    "metric names match ^[a-z][a-z0-9_]{0,63}$",
+                ));
+            }
+            if def.divisor.0 <= zero {
+                return Err(ConfigError::new(key("divisor"), "must be greater than 0"));
+            }
+            match (def.kind, def.hold) {
+                (MetricKind::Counter, Some(_)) => {
+                    return Err(ConfigError::new(key("hold"), "only gauges have a hold"));
+                }
+                (MetricKind::Gauge, Some(hold)) if hold.0.is_zero() => {
+                    return Err(ConfigError::new(key("hold"), "must be greater than 0"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `[tenants.*]`: ids, discounts, quotas and rate overrides.
+    fn validate_tenants(&self, catalog: &MetricCatalog) -> Result<(), ConfigError> {
+        let zero = BigDecimal::from(0);
+        let hundred = BigDecimal::from(100);
+        for (tenant, settings) in &self.tenants {
+            let key = |field: &str| format!("tenants.{tenant}.{field}");
+            if !is_valid_tenant_id(tenant) {
+                return Err(ConfigError::new(
+                    format!("tenants.{tenant}"),
+                    "tenant ids match ^[a-z0-9][a-z0-9_-]{0,62}$",
+                ));
+            }
+            if let Some(discount) = &settings.discount_percent
+                && (discount.0 < zero || discount.0 > hundred)
+            {
+                return Err(ConfigError::new(
+                    key("discount_percent"),
+                    "must be between 0 and 100",
+                ));
+            }
+            for (metric, quota) in &settings.quotas {
+                if !catalog.contains(metric) {
+                    return Err(ConfigError::new(
+                        key(&format!("quotas.{metric}")),
+                        "is not a metric of the catalog",
+                    ));
+                }
+                if quota.0 <= zero {
+                    return Err(ConfigError::new(
+                        key(&format!("quotas.{metric}")),
+                        "must be greater than 0",
+                    ));
+                }
+            }
+            validate_rates(&settings.rates, &key("rates"), catalog)?;
+        }
+        Ok(())
+    }
+}
