@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::values::{ByteSize, HumanDuration, Secret};
@@ -25,7 +25,7 @@ pub(super) const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 pub(super) const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The HTTP server (docs/reference.md#server-settings).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Address to listen on.

@@ -5,12 +5,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bigdecimal::BigDecimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::values::{ConfigDecimal, HumanDuration};
 
 /// Whether a metric is summed or time-weighted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricKind {
     /// Summed over the period.
@@ -20,7 +20,7 @@ pub enum MetricKind {
 }
 
 /// One metric of the catalog (docs/reference.md#metric-catalog).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDefinition {
     /// Counter or gauge.

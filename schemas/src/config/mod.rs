@@ -472,6 +472,43 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
     }
 
     #[test]
+    fn the_whole_file_round_trips() {
+        let env = [
+            ("ALLOT__API__METRICS_TOKEN".to_string(), "t".repeat(40)),
+            (
+                "ALLOT__INGEST__FLUSH_INTERVAL".to_string(),
+                "1500ms".to_string(),
+            ),
+        ];
+        let text = format!(
+            "{SPEC_EXAMPLE}\n[lake]\nurl = \"s3://b/l\"\n[lake.storage]\nregion = \"eu-west-1\"\n\
+             [kafka]\nbrokers = \"k:9092\"\ndlq = false\n[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\
+             [noisy]\nmin_z = \"2.50\"\n[reports]\nrollups = false\n"
+        );
+        for config in [
+            Config::default(),
+            Config::from_toml_str(&text, "allot.toml", env).unwrap(),
+        ] {
+            let written = config.to_toml();
+            let again = Config::from_toml_str(&written, "written", NO_ENV).unwrap();
+            assert_eq!(again, config, "{written}");
+            assert_eq!(again.to_toml(), written);
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes_are_written_in_their_largest_exact_unit() {
+        let written: Vec<String> = [0, 1_500, 90_000, 3_600_000, 35 * 86_400_000]
+            .map(|ms| HumanDuration(Duration::from_millis(ms)).to_string())
+            .into();
+        assert_eq!(written, ["0s", "1500ms", "90s", "1h", "35d"]);
+        let written: Vec<String> = [0, 1_500, 64 << 10, 3 << 20, 1 << 30]
+            .map(|bytes| ByteSize(bytes).to_string())
+            .into();
+        assert_eq!(written, ["0B", "1500B", "64KiB", "3MiB", "1GiB"]);
+    }
+
+    #[test]
     fn billing_text_round_trips() {
         let config = load(
             r#"

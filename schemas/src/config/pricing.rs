@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bigdecimal::BigDecimal;
 use chrono::NaiveDate;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::metrics::MetricCatalog;
@@ -13,7 +13,7 @@ use super::values::ConfigDecimal;
 
 /// One entry of a price book (docs/reference.md#price-book-and-tenants): a flat price or
 /// graduated tiers.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateEntry {
     /// The metric priced.
@@ -29,7 +29,7 @@ pub struct RateEntry {
 }
 
 /// One band of graduated pricing.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
     /// Upper bound of the band in billing units; absent for the last band.
@@ -40,7 +40,7 @@ pub struct Tier {
 }
 
 /// Per-tenant settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Discount on the subtotal, in percent.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::api::ApiConfig;
 use super::ingest::IngestConfig;
@@ -14,7 +14,7 @@ use super::reports::{HealthConfig, NoisyConfig, ReportsConfig};
 use super::storage::LakeConfig;
 
 /// What the TOML file and the `ALLOT__…` overrides give, not yet validated.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// The ISO 4217 code of every price and invoice, three capital letters.

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::values::{ConfigDecimal, HumanDuration};
 
 /// Tenant-health thresholds (docs/reference.md#tenant-health).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// A tenant silent this long, after events in the previous 24 h, is stale.
@@ -33,7 +33,7 @@ impl Default for HealthConfig {
 }
 
 /// How reports read the lake.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportsConfig {
     /// Read whole days from their up-to-date rollups (`usage_hourly`); `false`
@@ -48,7 +48,7 @@ impl Default for ReportsConfig {
 }
 
 /// Noisy-neighbour thresholds (docs/reference.md#noisy-neighbours).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NoisyConfig {
     /// Bucket width.

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::values::HumanDuration;
 use crate::layout::StorageOptions;
 
 /// The `[lake]` section; `lake = "s3://bucket/lake"` is short for `[lake] url`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
     /// The lake URL or path; `--lake` overrides it.
@@ -26,7 +26,7 @@ pub struct LakeConfig {
 /// `AWS_*` environment variable (`AWS_ENDPOINT_URL`, `AWS_REGION`,
 /// `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`). `Debug` hides the secrets.
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// The S3 endpoint of an S3-compatible store, e.g. `http://minio:9000`.

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bigdecimal::BigDecimal;
-use serde::Deserialize;
 use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::decimal::parse_plain_decimal;
 
@@ -52,6 +52,15 @@ impl<'de> Deserialize<'de> for Secret {
             }
         }
         deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Written as the secret itself, so that a configuration written back reads
+/// the same; only [`super::Config`]'s whole file carries secrets, never the
+/// billing text of a closing.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
@@ -119,6 +128,13 @@ impl<'de> Deserialize<'de> for ConfigDecimal {
     }
 }
 
+/// Written as a string with every digit it has (`"0.0400"`, not `"0.04"`).
+impl Serialize for ConfigDecimal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.to_plain_string())
+    }
+}
+
 /// A duration written like `30s`, `15m`, `1h`, `1d` or `500ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -149,6 +165,35 @@ impl FromStr for HumanDuration {
             .checked_mul(millis_per_unit)
             .map(|ms| HumanDuration(Duration::from_millis(ms)))
             .ok_or_else(|| format!("{text:?} is too long"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    /// The largest unit that writes the duration exactly: `1h`, `90s`, `0s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis == 0 {
+            return f.write_str("0s");
+        }
+        let units = [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ];
+        match units
+            .iter()
+            .find(|(_, per_unit)| millis.is_multiple_of(*per_unit))
+        {
+            Some((unit, per_unit)) => write!(f, "{}{unit}", millis / per_unit),
+            None => write!(f, "{millis}ms"),
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -188,6 +233,26 @@ impl FromStr for ByteSize {
             .checked_mul(multiplier)
             .map(ByteSize)
             .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    /// The largest unit that writes the size exactly: `64MiB`, `1500B`, `0B`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        match units
+            .iter()
+            .find(|(_, per_unit)| self.0 != 0 && self.0.is_multiple_of(*per_unit))
+        {
+            Some((unit, per_unit)) => write!(f, "{}{unit}", self.0 / per_unit),
+            None => write!(f, "{}B", self.0),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
