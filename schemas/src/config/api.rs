@@ -24,66 +24,78 @@ pub(super) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 pub(super) const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 pub(super) const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// The HTTP server (docs/reference.md#server-settings).
+/// The HTTP server of `allot serve` (docs/reference.md#server-settings): its
+/// address, the tokens it accepts and the limits that protect it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Address to listen on.
+    /// The address the server listens on, `host:port` (`--listen` wins).
     pub listen: String,
-    /// HS256 signing key.
+    /// The HS256 key tokens are signed with, at least 32 bytes. Serving
+    /// needs this or `jwt_public_key`.
     pub jwt_secret: Option<Secret>,
-    /// Path of an Ed25519 public key (PEM) for EdDSA tokens.
+    /// The path of an Ed25519 public key (PEM) that EdDSA tokens are checked
+    /// with. Serving needs this or `jwt_secret`.
     pub jwt_public_key: Option<String>,
-    /// Path of the matching Ed25519 private key (PKCS#8 PEM), only for `allot token`.
+    /// The path of the matching Ed25519 private key (PKCS#8 PEM): `allot
+    /// token` signs EdDSA tokens with it instead of HS256 ones.
     pub jwt_private_key: Option<String>,
-    /// Expected `iss`.
+    /// The `iss` every token must carry.
     pub issuer: String,
-    /// Expected `aud`.
+    /// The `aud` every token must carry.
     pub audience: String,
-    /// Longest accepted token lifetime.
+    /// The longest lifetime a token may have (above 0).
     pub max_token_ttl: HumanDuration,
-    /// Clock skew tolerated between token issuers and the server, on `exp`,
-    /// `nbf` and the lifetime cap.
+    /// How far the clocks of token issuers and the server may disagree, on
+    /// a token's `exp`, `nbf` and lifetime cap (at most `5m`).
     pub clock_skew: HumanDuration,
-    /// Where denied attempts are written (JSON Lines).
+    /// The file denied attempts are appended to, as JSON Lines.
     pub audit_log: String,
-    /// Requests per second per tenant.
+    /// Requests per second one tenant may make (at least 1).
     pub rate_limit_per_s: u32,
-    /// Concurrent SQL queries per tenant.
+    /// SQL queries one tenant may run at once (at least 1).
     pub sql_concurrency: u32,
-    /// Time limit of one SQL query.
+    /// The time one SQL query may take, from parsing to its last row;
+    /// beyond it, 408.
     pub sql_timeout: HumanDuration,
-    /// Memory cap of one SQL query.
+    /// The memory one SQL query's operators and function results may use;
+    /// beyond it, 400.
     pub sql_memory: ByteSize,
-    /// Row cap of one SQL result.
+    /// The most rows one SQL answer may hold (at least 1); beyond it, 413.
     pub sql_max_rows: usize,
-    /// Byte cap of one SQL result, its values counted as text.
+    /// The most bytes one SQL answer may hold, counting its values as text
+    /// plus 4 bytes per value (at least `1KiB`); beyond it, 413.
     pub sql_max_bytes: ByteSize,
-    /// The shared-costs CSV behind `GET /v1/allocation/{month}`.
+    /// The shared-costs CSV behind `GET /v1/allocation/{month}`, checked at
+    /// start and read on every request; unset, no allocation.
     pub costs_file: Option<String>,
-    /// Time limit of one HTTP request.
+    /// The time one HTTP request may take (above 0); beyond it, 408.
     pub request_timeout: HumanDuration,
-    /// Largest accepted request body.
+    /// The largest request body accepted (above 0); a larger one is 413.
     pub max_body: ByteSize,
-    /// How often the server reads the lake's new commits (docs/reference.md#serving): the
-    /// longest a commit takes to show in every view.
+    /// How often the server reads the lake's new commits, from `100ms` to
+    /// `1h`: the longest a commit takes to show in every view
+    /// (docs/reference.md#serving).
     pub refresh_interval: HumanDuration,
-    /// Memory of the server's report cache (least recently used answers are
-    /// dropped first).
+    /// The memory of the server's report cache, least recently used answers
+    /// dropped first; `"0B"` turns the cache off.
     pub cache_memory: ByteSize,
-    /// Time a client has to send a request's headers; a connection still
-    /// sending them (or silent after its last answer) is closed after it.
+    /// The time a client has to send a request's headers (above 0); a
+    /// connection still sending them, or kept alive and silent this long, is
+    /// closed.
     pub header_read_timeout: HumanDuration,
-    /// A connection with no request in flight and no byte read or written for
-    /// this long is closed (a stalled body or a client that stopped reading).
+    /// A connection with no request in flight and no byte read or written
+    /// this long is closed (above 0): a stalled body, or a client that stopped
+    /// reading.
     pub idle_timeout: HumanDuration,
-    /// How long a stopping server lets the requests in flight finish before it
-    /// closes their connections.
+    /// How long a stopping server lets the requests in flight finish before
+    /// it closes their connections (above 0).
     pub shutdown_timeout: HumanDuration,
-    /// Requests per second per source address that carry no valid token,
-    /// counted before they are audited.
+    /// Requests per second without a valid token one source address (for
+    /// IPv6, one /64) may make (at least 1); beyond it, 429, not audited.
     pub anonymous_rate_limit_per_s: u32,
-    /// A bearer token `GET /metrics` requires when set.
+    /// The bearer token `GET /metrics` requires, at least 32 bytes; unset,
+    /// `/metrics` is open and must be kept private.
     pub metrics_token: Option<Secret>,
     /// Address of the Arrow Flight SQL endpoint (docs/reference.md#sql-over-the-wire);
     /// off when unset.

@@ -7,44 +7,58 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use super::values::{ByteSize, HumanDuration};
 
-/// How collectors batch and validate.
+/// How collectors and file backfills batch and check events, how the lake
+/// is compacted, and how long `allot vacuum` keeps files.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// Flush a batch when it holds this many rows (Kafka collectors).
+    /// A collector flushes once one Kafka partition has buffered this many
+    /// events (at least 1).
     pub flush_rows: usize,
-    /// Rows per commit of a file backfill, which favours fewer, larger files
-    /// over latency; `flush_bytes` still bounds its memory.
+    /// Rows per batch of `allot ingest --from-file` (at least 1). A
+    /// backfill's tenant-days stay open across batches, so a file in time
+    /// order still gets one Parquet file per tenant-day.
     pub backfill_flush_rows: usize,
-    /// Flush a batch when its Arrow buffers reach this size.
+    /// A collector also flushes once this much Arrow data is buffered
+    /// (above 0).
     pub flush_bytes: ByteSize,
-    /// Bytes per batch of a file backfill, whose tenant-days stay open across
-    /// batches: smaller batches bound its memory at no cost in files.
+    /// A batch of `--from-file` ends at this much buffered data (above 0);
+    /// it bounds a backfill's memory to about six batches.
     pub backfill_flush_bytes: ByteSize,
-    /// Flush at least this often.
+    /// A collector flushes at least this often.
     pub flush_interval: HumanDuration,
-    /// Cap on buffered data across all partitions.
+    /// The most data a collector buffers across all its partitions (at
+    /// least `ingest.flush_bytes`).
     pub max_buffer_bytes: ByteSize,
-    /// How far ahead of the collector's clock an event's `ts` may be.
+    /// How far ahead of the collector's clock an event's `ts` may be; an
+    /// event further ahead is rejected.
     pub max_future_skew: HumanDuration,
-    /// Largest accepted event.
+    /// The largest event accepted (above 0); a larger one is rejected as
+    /// `event_too_large`.
     pub max_event_bytes: ByteSize,
-    /// Target size of compacted files.
+    /// The size compaction aims its files at; a file under half of it is
+    /// small.
     pub compaction_target_bytes: ByteSize,
-    /// How often a collector compacts the lake in the background; `0s` disables.
+    /// How often each collector compacts the lake in the background; `"0s"`
+    /// turns background compaction off.
     pub compaction_interval: HumanDuration,
-    /// Background compaction rewrites a tenant-day once it has this many small files.
+    /// Background compaction rewrites a tenant-day once it has this many
+    /// small files (at least 2).
     pub compaction_min_files: usize,
-    /// Address a collector serves Prometheus metrics on (`--metrics-listen`).
+    /// The address a collector serves Prometheus `/metrics` on; unset, none
+    /// (`--metrics-listen` wins).
     pub metrics_listen: Option<String>,
-    /// Copies of a `(tenant_id, event_id)` whose `ts` lie closer than this are
-    /// one event (docs/reference.md#duplicates); at least one day.
+    /// Copies of a `(tenant_id, event_id)` whose `ts` are less than this
+    /// apart are one event, the first ingested counting
+    /// (docs/reference.md#duplicates). Between `1d` and `3650d`; ingest,
+    /// compaction and every report apply it.
     pub dedup_window: HumanDuration,
-    /// `allot vacuum` deletes files removed from `usage_events` longer ago than
-    /// this.
+    /// `allot vacuum` deletes the files removed from a table longer ago than
+    /// this (`--retention` wins).
     pub vacuum_retention: HumanDuration,
-    /// `allot vacuum` keeps every file a closing's version needs while the
-    /// closing is younger than this (docs/reference.md#verify).
+    /// `allot vacuum` keeps every file the `usage_events` version of a
+    /// closing needs while the closing is younger than this, so that it can
+    /// still be verified (docs/reference.md#verify).
     pub close_retention: HumanDuration,
 }
 

@@ -4,22 +4,28 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Kafka settings of a collector; the CLI flags override them.
+/// The Kafka cluster a collector (`allot ingest` without `--from-file`)
+/// reads; its `--brokers`, `--topic` and `--group` flags win over these.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
-    /// Bootstrap servers, comma separated.
+    /// The bootstrap servers, comma separated (`--brokers`).
     pub brokers: Option<String>,
-    /// The topic of usage events.
+    /// The topic usage events are read from (`--topic`).
     pub topic: Option<String>,
-    /// The consumer group of the collector fleet.
+    /// The consumer group the collectors share the topic's partitions in
+    /// (`--group`).
     pub group: Option<String>,
-    /// Extra librdkafka properties passed through unchanged to every client
-    /// (the consumer and the dead-letter producer).
+    /// librdkafka properties handed unchanged to every Kafka client, the
+    /// consumer and the dead-letter producer alike: TLS, SASL and the like
+    /// (docs/reference.md#configuration-file). They win over the collector's
+    /// own `fetch.queue.backoff.ms = 10` and
+    /// `queued.max.messages.kbytes = 8192`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
-    /// Whether rejected events also go to the dead-letter topic `<topic>.dlq`
-    /// (which must then exist); `rejected_events` records them either way.
+    /// Whether a rejected event is also sent to the dead-letter topic
+    /// `<topic>.dlq`, which must then exist; the `rejected_events` table
+    /// records it either way.
     #[serde(default = "enabled")]
     pub dlq: bool,
 }

@@ -19,17 +19,22 @@ pub enum MetricKind {
     Gauge,
 }
 
-/// One metric of the catalog (docs/reference.md#metric-catalog).
+/// One metric of the catalog (docs/reference.md#metric-catalog), added to
+/// the built-in `compute_seconds` (counter, vCPU-hour), `egress_bytes`
+/// (counter, GiB) and `storage_bytes` (gauge, GiB-month, 1 h hold), or
+/// replacing the built-in of the same name. Names match
+/// `^[a-z][a-z0-9_]{0,63}$`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDefinition {
-    /// Counter or gauge.
+    /// A counter is summed over the period; a gauge is time-weighted.
     pub kind: MetricKind,
-    /// The billing unit, e.g. `GiB-month`.
+    /// The unit invoices bill the metric in, e.g. `GiB-month`.
     pub unit: String,
-    /// Billing quantity = raw quantity / divisor.
+    /// The billing quantity is the raw quantity divided by this (above 0).
     pub divisor: ConfigDecimal,
-    /// For gauges: how long one sample holds at most.
+    /// Gauges only: the longest one sample holds its value (above 0); unset,
+    /// `1h`.
     #[serde(default)]
     pub hold: Option<HumanDuration>,
 }

@@ -11,19 +11,22 @@ use super::ConfigError;
 use super::metrics::MetricCatalog;
 use super::values::ConfigDecimal;
 
-/// One entry of a price book (docs/reference.md#price-book-and-tenants): a flat price or
-/// graduated tiers.
+/// One entry of a price book (docs/reference.md#price-book-and-tenants): the
+/// price of a metric from a date on, flat or in graduated tiers. A metric has
+/// at most one entry per date.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateEntry {
-    /// The metric priced.
+    /// The metric priced, one of the catalog's.
     pub metric: String,
-    /// UTC date from whose 00:00 the rate applies.
+    /// The UTC date (`YYYY-MM-DD`) from whose 00:00 the rate applies, until
+    /// the metric's next entry.
     pub effective_from: String,
-    /// Flat price per billing unit.
+    /// A flat price per billing unit (not negative); give this or `tiers`.
     #[serde(default)]
     pub unit_price: Option<ConfigDecimal>,
-    /// Graduated tiers by billing quantity in the month.
+    /// Graduated tiers by the month's billing quantity, in increasing
+    /// `up_to` order, the last without `up_to`; give this or `unit_price`.
     #[serde(default)]
     pub tiers: Option<Vec<Tier>>,
 }
@@ -32,24 +35,29 @@ pub struct RateEntry {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
-    /// Upper bound of the band in billing units; absent for the last band.
+    /// Where the band ends, in billing units in the month; only the last
+    /// band has none.
     #[serde(default)]
     pub up_to: Option<ConfigDecimal>,
-    /// Price per billing unit inside the band.
+    /// The price per billing unit inside the band (not negative).
     pub unit_price: ConfigDecimal,
 }
 
-/// Per-tenant settings.
+/// One tenant's discount, quotas and own rates. Tenant ids match
+/// `^[a-z0-9][a-z0-9_-]{0,62}$`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
-    /// Discount on the subtotal, in percent.
+    /// The discount on the invoice's subtotal, in percent (0 to 100); unset,
+    /// none.
     #[serde(default)]
     pub discount_percent: Option<ConfigDecimal>,
-    /// Monthly quotas in raw units, by metric.
+    /// A quota per metric of the catalog, above 0: for a counter, raw units
+    /// a month; for a gauge, a level. Tenant health warns as usage nears it.
     #[serde(default)]
     pub quotas: BTreeMap<String, ConfigDecimal>,
-    /// Rates that override the global price book for this tenant.
+    /// The tenant's own price-book entries, used in place of the global
+    /// ones for the same metric.
     #[serde(default)]
     pub rates: Vec<RateEntry>,
 }

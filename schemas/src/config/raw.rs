@@ -17,7 +17,8 @@ use super::storage::LakeConfig;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// The ISO 4217 code of every price and invoice, three capital letters.
+    /// The currency of every price and invoice: an ISO 4217 code, three
+    /// capital letters.
     #[serde(default = "default_currency")]
     pub currency: String,
     /// Where the lake is and how its object store is reached. `lake = "…"` is

@@ -7,17 +7,20 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use super::values::{ConfigDecimal, HumanDuration};
 
-/// Tenant-health thresholds (docs/reference.md#tenant-health).
+/// When a tenant's health is a warning or critical
+/// (docs/reference.md#tenant-health).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// A tenant silent this long, after events in the previous 24 h, is stale.
+    /// A tenant that sent events in the previous 24 h and has been silent
+    /// this long is stale.
     pub stale_after: HumanDuration,
     /// Quota use at or above this percentage is a warning.
     pub quota_warning_percent: ConfigDecimal,
     /// Quota use at or above this percentage is critical.
     pub quota_critical_percent: ConfigDecimal,
-    /// Rejected events at or above this percentage of a tenant's events in 24 h is a warning.
+    /// Rejected events at or above this percentage of a tenant's events in
+    /// 24 h are a warning.
     pub rejected_warning_percent: ConfigDecimal,
 }
 
@@ -36,8 +39,9 @@ impl Default for HealthConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReportsConfig {
-    /// Read whole days from their up-to-date rollups (`usage_hourly`); `false`
-    /// reads every event raw, with the same figures, more slowly.
+    /// Reports read whole days from their up-to-date rollups
+    /// (`usage_hourly`); `false` reads every event raw: the same figures,
+    /// more slowly.
     pub rollups: bool,
 }
 
@@ -47,19 +51,23 @@ impl Default for ReportsConfig {
     }
 }
 
-/// Noisy-neighbour thresholds (docs/reference.md#noisy-neighbours).
+/// When a tenant is flagged as a noisy neighbour
+/// (docs/reference.md#noisy-neighbours).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NoisyConfig {
-    /// Bucket width.
+    /// The width of a bucket usage is compared in (above 0, at most `1d`).
     pub bucket: HumanDuration,
-    /// Number of buckets in the baseline before each bucket.
+    /// How many buckets before each bucket make its baseline (at least 1;
+    /// with a day of buckets, at most 5,000 buckets in all).
     pub baseline_buckets: u32,
-    /// Minimum share of the bucket's total.
+    /// A flagged tenant has at least this share of the bucket's total.
     pub min_share: ConfigDecimal,
-    /// Minimum z-score against the baseline.
+    /// A flagged tenant's usage has at least this z-score against its
+    /// baseline.
     pub min_z: ConfigDecimal,
-    /// Minimum number of tenants that used the metric in the bucket.
+    /// No tenant is flagged in a bucket with fewer tenants using the
+    /// metric than this.
     pub min_active_tenants: u32,
 }
 

@@ -10,38 +10,46 @@ use serde::{Deserialize, Serialize};
 use super::values::HumanDuration;
 use crate::layout::StorageOptions;
 
-/// The `[lake]` section; `lake = "s3://bucket/lake"` is short for `[lake] url`.
+/// Where the lake is. `lake = "s3://bucket/lake"` at the top of the file is
+/// short for this section with only `url` set.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LakeConfig {
-    /// The lake URL or path; `--lake` overrides it.
+    /// The lake: a local directory or an object-store URL such as
+    /// `s3://bucket/lake`. Commands that take `--lake` use it when the flag is
+    /// not given.
     pub url: Option<String>,
-    /// How to reach the lake's object store.
+    /// How the lake's object store is reached.
     #[serde(default)]
     pub storage: StorageConfig,
 }
 
-/// `[lake.storage]`: the object store's endpoint, region and credentials
-/// (docs/reference.md#object-storage). A key left out falls back to its
-/// `AWS_*` environment variable (`AWS_ENDPOINT_URL`, `AWS_REGION`,
-/// `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// `AWS_SESSION_TOKEN`). `Debug` hides the secrets.
+/// The object store's endpoint, region and credentials
+/// (docs/reference.md#object-storage). A key left unset is taken from its
+/// `AWS_*` environment variable, and credentials from the AWS credential
+/// chain after that. Credentials are never printed and never taken from the
+/// command line.
 #[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The S3 endpoint of an S3-compatible store, e.g. `http://minio:9000`.
+    /// The endpoint of any S3-compatible store, e.g. `http://minio:9000`;
+    /// unset, `AWS_ENDPOINT_URL` or AWS itself.
     pub endpoint: Option<String>,
-    /// The region (`us-east-1` when neither this nor `AWS_REGION` is set).
+    /// The store's region; unset, `AWS_REGION`, else `us-east-1`.
     pub region: Option<String>,
-    /// Whether a plain `http://` endpoint is allowed.
+    /// Whether an `http://` endpoint (no TLS) is accepted; unset,
+    /// `AWS_ALLOW_HTTP`.
     pub allow_http: Option<bool>,
-    /// The access key id.
+    /// The access key id; unset, `AWS_ACCESS_KEY_ID`.
     pub access_key_id: Option<String>,
-    /// The secret access key.
+    /// The secret access key; unset, `AWS_SECRET_ACCESS_KEY`. Printed as
+    /// `<hidden>`.
     pub secret_access_key: Option<String>,
-    /// A session token, for temporary credentials.
+    /// The session token of temporary credentials; unset,
+    /// `AWS_SESSION_TOKEN`. Printed as `<hidden>`.
     pub session_token: Option<String>,
-    /// How long one request to the store is retried before it fails.
+    /// How long one request to the store is retried before the command
+    /// fails with one error line.
     #[serde(default = "default_retry_timeout")]
     pub retry_timeout: HumanDuration,
 }
