@@ -19,8 +19,8 @@
 //! One file per section ([`storage`], [`kafka`], [`ingest`], [`metrics`],
 //! [`pricing`], [`reports`], [`api`]), the value types keys are written in
 //! ([`values`]), the environment overrides ([`env`]), the raw file ([`raw`]), its
-//! validation ([`validate`]) and the TOML writer ([`write`]); this file loads the
-//! whole.
+//! validation ([`validate`]), the TOML writer ([`write`]) and the generator of
+//! `docs/configuration.md` (`reference`, a test); this file loads the whole.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +31,8 @@ mod kafka;
 mod metrics;
 mod pricing;
 mod raw;
+#[cfg(test)]
+mod reference;
 mod reports;
 mod storage;
 mod validate;
