@@ -153,7 +153,7 @@ pub(crate) struct Loaded {
 pub(crate) async fn load(args: &LakeArgs) -> Result<Loaded, Failure> {
     let config = load_config(args.config.as_deref())?;
     let location = lake_location(args.lake.as_deref(), &config)?;
-    let settings = ReportSettings::new(config).map_err(Failure::usage)?;
+    let settings = ReportSettings::new(config);
     let snapshot = LakeSnapshot::load(&location).await.map_err(|e| match e {
         allot_lake::LakeError::NoLake => Failure::usage(format!("--lake {}: {e}", location.root())),
         other => failure(other),

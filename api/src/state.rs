@@ -117,10 +117,7 @@ impl AppState {
         };
         let auth = Authenticator::new(&api)?;
         let audit = AuditLog::open(std::path::Path::new(&api.audit_log))?;
-        let settings = ReportSettings::new(options.config).map_err(|e| ApiError::Setup {
-            key: "rates",
-            message: e.to_string(),
-        })?;
+        let settings = ReportSettings::new(options.config);
         let costs_file = api.costs_file.as_ref().map(PathBuf::from);
         let lake_view = Arc::new(LakeView::new(
             options.lake.clone(),

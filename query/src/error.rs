@@ -42,14 +42,6 @@ pub enum QueryError {
         /// What was given instead.
         problem: &'static str,
     },
-    /// A price-book entry that cannot be used (the config was not validated).
-    #[error("price book key `{key}`: {message}")]
-    InvalidPriceBook {
-        /// The dotted config key, e.g. `tenants.acme.rates[0].effective_from`.
-        key: String,
-        /// What is wrong with it.
-        message: String,
-    },
     /// A row of a shared-costs CSV that cannot be used.
     #[error("costs file row {row}: {problem}")]
     Costs {

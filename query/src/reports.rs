@@ -45,16 +45,16 @@ pub struct ReportSettings {
 }
 
 impl ReportSettings {
-    /// Resolves the catalog and price book of `config`.
-    pub fn new(config: Config) -> Result<ReportSettings, QueryError> {
+    /// The catalog and price book of `config`.
+    pub fn new(config: Config) -> ReportSettings {
         let catalog = config.catalog();
-        let book = PriceBook::from_config(&config)?;
-        Ok(ReportSettings {
+        let book = PriceBook::from_config(&config);
+        ReportSettings {
             use_rollups: config.reports.rollups,
             config,
             catalog,
             book,
-        })
+        }
     }
 
     /// Whether tenant `id` exists: the lake has files of it or the configuration
@@ -689,7 +689,7 @@ mod tests {
 
     fn settings(toml: &str) -> ReportSettings {
         let config = Config::from_toml_str(toml, "test.toml", std::iter::empty()).unwrap();
-        ReportSettings::new(config).unwrap()
+        ReportSettings::new(config)
     }
 
     /// Compute is priced; egress and storage have no rate.

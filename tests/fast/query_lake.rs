@@ -486,7 +486,7 @@ async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSett
 async fn rollups_give_the_figures_of_the_raw_events() {
     let lake = build_lake();
     let config = allot_schemas::config::Config::from_toml_str(CONFIG, "test", []).unwrap();
-    let rolled = allot_query::reports::ReportSettings::new(config).unwrap();
+    let rolled = allot_query::reports::ReportSettings::new(config);
     let raw = allot_query::reports::ReportSettings {
         use_rollups: false,
         ..rolled.clone()
@@ -544,7 +544,7 @@ async fn rollups_give_the_figures_of_the_raw_events() {
         [],
     )
     .unwrap();
-    let rolled_3h = allot_query::reports::ReportSettings::new(config).unwrap();
+    let rolled_3h = allot_query::reports::ReportSettings::new(config);
     let raw_3h = allot_query::reports::ReportSettings {
         use_rollups: false,
         ..rolled_3h.clone()

@@ -61,7 +61,7 @@ impl Closing {
         .map_err(|e| {
             QueryError::Stored(format!("closing {} {}: {e}", self.month, self.revision))
         })?;
-        let mut settings = ReportSettings::new(config)?;
+        let mut settings = ReportSettings::new(config);
         settings.use_rollups = false;
         Ok(settings)
     }

@@ -394,7 +394,7 @@ mod tests {
     }
 
     fn run(cfg: &Config, month: &str, usage: &TenantUsage) -> Result<Invoice, QueryError> {
-        let book = PriceBook::from_config(cfg).unwrap();
+        let book = PriceBook::from_config(cfg);
         invoice(&book, &cfg.catalog(), Period::parse(month).unwrap(), usage)
     }
 
@@ -588,7 +588,7 @@ discount_percent = "50"
                 "1.03,0.00,1.03",
             ]
         );
-        let book = PriceBook::from_config(&config(OVERRIDES)).unwrap();
+        let book = PriceBook::from_config(&config(OVERRIDES));
         let rate = |t| {
             book.rate_at("gamma", "compute_seconds", ts(t))
                 .map(|r| r.source)
@@ -673,7 +673,7 @@ unit_price = "126"
 
         // Month to date as of 02-01 01:10: 3600 GiB·s (carry-in) + 600 GiB·s (01:00–01:10)
         // = 4200 / 2419200 = 0.001736111111111… → 0.001736111111; × 126 = 0.218750000… → 0.22.
-        let book = PriceBook::from_config(&config(STORAGE)).unwrap();
+        let book = PriceBook::from_config(&config(STORAGE));
         let period = Period::parse("2026-02").unwrap();
         let mtd = invoice_until(
             &book,
@@ -733,7 +733,7 @@ unit_price = "126"
         let cfg = config(&format!(
             "{MID_MONTH_CHANGE}\n[[tenants.eta.rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2025-06-01\"\nunit_price = \"0.01\"\n"
         ));
-        let book = PriceBook::from_config(&cfg).unwrap();
+        let book = PriceBook::from_config(&cfg);
         let p = Period::parse("2026-01").unwrap();
         let segs = book.segments("eta", "compute_seconds", p.start_micros(), p.end_micros());
         assert_eq!(segs.len(), 1);

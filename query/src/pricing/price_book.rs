@@ -3,12 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use allot_schemas::config::{Config, RateEntry};
+use allot_schemas::config::{Config, RateEntry, RatePrice};
 use allot_schemas::time::day_start_micros;
 use bigdecimal::{BigDecimal, Zero};
 use chrono::NaiveDate;
-
-use crate::error::QueryError;
 
 /// Whether a rate came from the global price book or a tenant's overrides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,24 +83,12 @@ pub struct RateSegment<'a> {
     pub rate: Option<&'a Rate>,
 }
 
-fn index_rates(
-    entries: &[RateEntry],
-    prefix: &str,
-    source: RateSource,
-) -> Result<BTreeMap<String, Vec<Rate>>, QueryError> {
+fn index_rates(entries: &[RateEntry], source: RateSource) -> BTreeMap<String, Vec<Rate>> {
     let mut by_metric: BTreeMap<String, Vec<Rate>> = BTreeMap::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let key = |field: &str| format!("{prefix}[{i}].{field}");
-        let effective_from =
-            NaiveDate::parse_from_str(&entry.effective_from, "%Y-%m-%d").map_err(|_| {
-                QueryError::InvalidPriceBook {
-                    key: key("effective_from"),
-                    message: "must be a date YYYY-MM-DD".to_string(),
-                }
-            })?;
-        let price = match (&entry.unit_price, &entry.tiers) {
-            (Some(price), None) => Price::Flat(price.0.clone()),
-            (None, Some(tiers)) if !tiers.is_empty() => {
+    for entry in entries {
+        let price = match entry.price() {
+            RatePrice::Flat(price) => Price::Flat(price.0.clone()),
+            RatePrice::Tiers(tiers) => {
                 let mut bands = Vec::with_capacity(tiers.len());
                 let mut from = BigDecimal::zero();
                 for tier in tiers {
@@ -118,19 +104,13 @@ fn index_rates(
                 }
                 Price::Graduated(bands)
             }
-            _ => {
-                return Err(QueryError::InvalidPriceBook {
-                    key: key("unit_price"),
-                    message: "give exactly one of unit_price or tiers".to_string(),
-                });
-            }
         };
         by_metric
             .entry(entry.metric.clone())
             .or_default()
             .push(Rate {
                 metric: entry.metric.clone(),
-                effective_from,
+                effective_from: entry.effective_from.0,
                 source,
                 price,
             });
@@ -138,7 +118,7 @@ fn index_rates(
     for rates in by_metric.values_mut() {
         rates.sort_by_key(|rate| rate.effective_from);
     }
-    Ok(by_metric)
+    by_metric
 }
 
 /// The entry of `rates` (sorted by `effective_from`) in force at `t`.
@@ -147,16 +127,12 @@ fn latest_at(rates: Option<&Vec<Rate>>, t: i64) -> Option<&Rate> {
 }
 
 impl PriceBook {
-    /// Indexes the price book of `config` (which should already be validated).
-    pub fn from_config(config: &Config) -> Result<Self, QueryError> {
-        let global = index_rates(&config.rates, "rates", RateSource::Global)?;
+    /// Indexes the price book of `config`, which its validation made whole.
+    pub fn from_config(config: &Config) -> Self {
+        let global = index_rates(&config.rates, RateSource::Global);
         let mut tenants = BTreeMap::new();
         for (tenant, settings) in &config.tenants {
-            let rates = index_rates(
-                &settings.rates,
-                &format!("tenants.{tenant}.rates"),
-                RateSource::Tenant,
-            )?;
+            let rates = index_rates(&settings.rates, RateSource::Tenant);
             let discount_percent = settings
                 .discount_percent
                 .as_ref()
@@ -169,11 +145,11 @@ impl PriceBook {
                 },
             );
         }
-        Ok(PriceBook {
+        PriceBook {
             currency: config.currency.clone(),
             global,
             tenants,
-        })
+        }
     }
 
     /// The currency of every price.

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 
 use bigdecimal::BigDecimal;
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::metrics::MetricCatalog;
-use super::values::ConfigDecimal;
+use super::values::{ConfigDate, ConfigDecimal};
 
 /// One entry of a price book (docs/reference.md#price-book-and-tenants): the
 /// price of a metric from a date on, flat or in graduated tiers. A metric has
@@ -21,7 +20,7 @@ pub struct RateEntry {
     pub metric: String,
     /// The UTC date (`YYYY-MM-DD`) from whose 00:00 the rate applies, until
     /// the metric's next entry.
-    pub effective_from: String,
+    pub effective_from: ConfigDate,
     /// A flat price per billing unit (not negative); give this or `tiers`.
     #[serde(default)]
     pub unit_price: Option<ConfigDecimal>,
@@ -29,6 +28,27 @@ pub struct RateEntry {
     /// `up_to` order, the last without `up_to`; give this or `unit_price`.
     #[serde(default)]
     pub tiers: Option<Vec<Tier>>,
+}
+
+/// How an entry prices: the one of `unit_price` and `tiers` it has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RatePrice<'a> {
+    /// One price per billing unit.
+    Flat(&'a ConfigDecimal),
+    /// Graduated bands, in increasing `up_to` order, the last unbounded.
+    Tiers(&'a [Tier]),
+}
+
+impl RateEntry {
+    /// The entry's price. Validation lets through exactly one of `unit_price`
+    /// and a non-empty `tiers`, so an entry of a [`super::Config`] is one or
+    /// the other.
+    pub fn price(&self) -> RatePrice<'_> {
+        match (&self.unit_price, &self.tiers) {
+            (Some(price), _) => RatePrice::Flat(price),
+            (None, tiers) => RatePrice::Tiers(tiers.as_deref().unwrap_or_default()),
+        }
+    }
 }
 
 /// One band of graduated pricing.
@@ -77,18 +97,12 @@ pub(super) fn validate_rates(
                 format!("{:?} is not a metric of the catalog", rate.metric),
             ));
         }
-        if NaiveDate::parse_from_str(&rate.effective_from, "%Y-%m-%d").is_err() {
-            return Err(ConfigError::new(
-                key("effective_from"),
-                "must be a date YYYY-MM-DD",
-            ));
-        }
-        if !seen.insert((rate.metric.as_str(), rate.effective_from.as_str())) {
+        if !seen.insert((rate.metric.as_str(), rate.effective_from)) {
             return Err(ConfigError::new(
                 key("effective_from"),
                 format!(
                     "a rate for {} from {} is already defined",
-                    rate.metric, rate.effective_from
+                    rate.metric, rate.effective_from.0
                 ),
             ));
         }

@@ -41,9 +41,10 @@ book and the tenants are shown with examples in
 
 - A key left out takes its default; a *required* key has none. A key not
   listed here is an error that names it.
-- A *decimal* is a string such as `\"0.0400\"` or an integer; a *duration* is
-  `500ms`, `30s`, `15m`, `1h` or `1d`; a *size* is `64MiB`, `512KiB`, `1GiB` or
-  an integer number of bytes; a *secret* is a string that is never printed.
+- A *decimal* is a string such as `\"0.0400\"` or an integer; a *date* is a
+  UTC date `\"YYYY-MM-DD\"`; a *duration* is `500ms`, `30s`, `15m`, `1h` or
+  `1d`; a *size* is `64MiB`, `512KiB`, `1GiB` or an integer number of bytes; a
+  *secret* is a string that is never printed.
 - `<name>`, `<id>`, `<metric>` and `<property>` stand for a key you choose;
   `rates[]` is any entry of the array of tables `[[rates]]`.
 ";
@@ -123,6 +124,7 @@ fn type_name(ty: &str) -> String {
         "HumanDuration" => "duration".to_string(),
         "ByteSize" => "size".to_string(),
         "ConfigDecimal" => "decimal".to_string(),
+        "ConfigDate" => "date".to_string(),
         "Secret" => "secret".to_string(),
         "MetricKind" => "`\"counter\"` or `\"gauge\"`".to_string(),
         other => panic!("the configuration reference has no name for type {other}"),

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bigdecimal::BigDecimal;
+use chrono::NaiveDate;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -132,6 +133,25 @@ impl<'de> Deserialize<'de> for ConfigDecimal {
 impl Serialize for ConfigDecimal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0.to_plain_string())
+    }
+}
+
+/// A UTC date written `YYYY-MM-DD`, such as a rate's `effective_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigDate(pub NaiveDate);
+
+impl<'de> Deserialize<'de> for ConfigDate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .map(ConfigDate)
+            .map_err(|_| de::Error::custom("must be a date YYYY-MM-DD"))
+    }
+}
+
+impl Serialize for ConfigDate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0.format("%Y-%m-%d"))
     }
 }
 
