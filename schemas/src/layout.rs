@@ -344,6 +344,52 @@ impl fmt::Display for Provenance<'_> {
     }
 }
 
+/// A `source` value that is not what [`Provenance`]'s `Display` writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a provenance (kafka:<topic>/<partition>@<offset> or file:<name>:<line>): {0:?}")]
+pub struct ProvenanceParseError(pub String);
+
+impl<'a> Provenance<'a> {
+    /// Parses what `Display` writes, borrowing the topic or file name from
+    /// `text`. Kafka topics hold neither `/` nor `@`, and the line number is
+    /// the last `:`-field, so a file name may itself contain `:`.
+    ///
+    /// ```
+    /// use allot_schemas::layout::Provenance;
+    /// let kafka = Provenance::parse("kafka:usage/2@41").unwrap();
+    /// assert_eq!(kafka, Provenance::Kafka { topic: "usage", partition: 2, offset: 41 });
+    /// assert!(Provenance::parse("file:a.jsonl").is_err());
+    /// ```
+    pub fn parse(text: &'a str) -> Result<Self, ProvenanceParseError> {
+        let invalid = || ProvenanceParseError(text.to_string());
+        if let Some(rest) = text.strip_prefix("kafka:") {
+            let (topic_partition, offset) = rest.rsplit_once('@').ok_or_else(invalid)?;
+            let (topic, partition) = topic_partition.rsplit_once('/').ok_or_else(invalid)?;
+            Ok(Provenance::Kafka {
+                topic,
+                partition: partition.parse().map_err(|_| invalid())?,
+                offset: offset.parse().map_err(|_| invalid())?,
+            })
+        } else if let Some(rest) = text.strip_prefix("file:") {
+            let (name, line) = rest.rsplit_once(':').ok_or_else(invalid)?;
+            Ok(Provenance::File {
+                name,
+                line: line.parse().map_err(|_| invalid())?,
+            })
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+impl<'a> TryFrom<&'a str> for Provenance<'a> {
+    type Error = ProvenanceParseError;
+
+    fn try_from(text: &'a str) -> Result<Self, Self::Error> {
+        Provenance::parse(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +434,47 @@ mod tests {
             .to_string(),
             "file:a.jsonl:7"
         );
+    }
+
+    #[test]
+    fn provenance_round_trips() {
+        let cases = [
+            Provenance::Kafka {
+                topic: "usage.v1",
+                partition: 0,
+                offset: 0,
+            },
+            Provenance::Kafka {
+                topic: "usage",
+                partition: i32::MAX,
+                offset: i64::MAX,
+            },
+            Provenance::File { name: "-", line: 1 },
+            Provenance::File {
+                name: "C:/backfill/a:b.jsonl",
+                line: u64::MAX,
+            },
+        ];
+        for case in cases {
+            let text = case.to_string();
+            assert_eq!(Provenance::parse(&text), Ok(case), "{text}");
+        }
+    }
+
+    #[test]
+    fn provenance_rejects_what_display_never_writes() {
+        for text in [
+            "",
+            "usage/2@41",
+            "kafka:usage@41",
+            "kafka:usage/2",
+            "kafka:usage/x@41",
+            "kafka:usage/2@",
+            "file:a.jsonl",
+            "file:a.jsonl:seven",
+            "file:a.jsonl:-1",
+        ] {
+            assert!(Provenance::parse(text).is_err(), "{text}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use allot_lake::session::{LakeSession, Scope, SessionLimits};
 use allot_lake::snapshot::{LakeSnapshot, partition_date};
+use allot_schemas::layout::Provenance;
 use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type, TimestampMicrosecondType};
 use arrow_schema::{DataType, TimeUnit};
@@ -136,24 +137,26 @@ fn cast(batch: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef, QueryE
     arrow::compute::cast(batch.column(i), to).map_err(QueryError::from)
 }
 
-/// Parses a `source` value: `kafka:<topic>/<partition>@<offset>` or
-/// `file:<name>:<line>`.
+/// Counts a `source` value ([`Provenance`]) towards the day's coverage.
 fn add_source(day: &mut DayAccumulator, source: &str) {
-    if let Some(rest) = source.strip_prefix("kafka:")
-        && let Some((topic_partition, offset)) = rest.rsplit_once('@')
-        && let Some((topic, partition)) = topic_partition.rsplit_once('/')
-        && let (Ok(partition), Ok(offset)) = (partition.parse::<i32>(), offset.parse::<i64>())
-    {
-        let entry = day
-            .kafka
-            .entry((topic.to_string(), partition))
-            .or_insert((offset, offset, 0));
-        entry.0 = entry.0.min(offset);
-        entry.1 = entry.1.max(offset);
-        entry.2 += 1;
-    } else if let Some(rest) = source.strip_prefix("file:") {
-        let name = rest.rsplit_once(':').map_or(rest, |(name, _)| name);
-        *day.files.entry(name.to_string()).or_default() += 1;
+    match Provenance::parse(source) {
+        Ok(Provenance::Kafka {
+            topic,
+            partition,
+            offset,
+        }) => {
+            let entry = day
+                .kafka
+                .entry((topic.to_string(), partition))
+                .or_insert((offset, offset, 0));
+            entry.0 = entry.0.min(offset);
+            entry.1 = entry.1.max(offset);
+            entry.2 += 1;
+        }
+        Ok(Provenance::File { name, .. }) => {
+            *day.files.entry(name.to_string()).or_default() += 1;
+        }
+        Err(_) => {}
     }
 }
 
