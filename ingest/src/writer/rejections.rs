@@ -1,7 +1,7 @@
 //! How a rejected line is known again: by its content, never its input's name.
 
 use allot_lake::LakeError;
-use allot_schemas::layout::LakeTable;
+use allot_schemas::layout::{LakeTable, Provenance};
 use arrow::array::{AsArray, RecordBatch};
 
 use crate::error::IngestError;
@@ -23,13 +23,10 @@ impl RejectionKey {
 
     pub(super) fn new(source: &str, raw: &[u8], raw_len: i64) -> RejectionKey {
         use sha2::Digest as _;
-        // `file:<name>:<line>` (the name may hold `:`) keys on its line only.
-        let place = match source
-            .strip_prefix("file:")
-            .and_then(|s| s.rsplit_once(':'))
-        {
-            Some((_, line)) => format!("line:{line}"),
-            None => source.to_string(),
+        // A file's line keys on its line only, never the file's name.
+        let place = match Provenance::parse(source) {
+            Ok(Provenance::File { line, .. }) => format!("line:{line}"),
+            _ => source.to_string(),
         };
         let mut digest = sha2::Sha256::new();
         for part in [place.as_bytes(), &raw_len.to_le_bytes(), raw] {
