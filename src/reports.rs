@@ -12,15 +12,14 @@ use allot_lake::snapshot::LakeSnapshot;
 use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
 use allot_query::closing::{self, InvoiceView};
-use allot_query::noisy::Keep;
 use allot_query::period::Period;
 use allot_query::render::{
     ReportTable, allocation_table, health_json, health_table, invoice_json, invoices_table,
     noisy_table,
 };
-use allot_query::reports::{self, NoisyRequest, ReportSettings};
+use allot_query::reports::{self, ReportSettings};
+use allot_query::request::{NoisyRequest, RawNoisyRequest};
 use allot_query::sandbox::{SqlLimits, SqlPool};
-use allot_schemas::config::HumanDuration;
 use allot_schemas::layout::LakeLocation;
 use allot_schemas::tenant::is_valid_tenant_id;
 use allot_schemas::time::parse_report_instant;
@@ -98,7 +97,8 @@ pub struct NoisyArgs {
     /// One counter metric (default: every counter metric of the catalog).
     #[arg(long)]
     metric: Option<String>,
-    /// Bucket width, e.g. `1h` (default: `noisy.bucket` from the config).
+    /// Bucket width, e.g. `1h`, at most `366d` (default: `noisy.bucket` from
+    /// the config, as for `GET /v1/noisy-neighbors`).
     #[arg(long, value_name = "DURATION")]
     bucket: Option<String>,
     /// Print every tenant-bucket row with a `flagged` column, not just the flagged rows.
@@ -277,32 +277,17 @@ pub async fn allocate(args: AllocateArgs) -> Result<(), Failure> {
 
 /// `allot noisy --from TS --to TS [--metric M] [--bucket D] [--all]`.
 pub async fn noisy(args: NoisyArgs) -> Result<(), Failure> {
-    let from = instant_flag("from", &args.from)?;
-    let to = instant_flag("to", &args.to)?;
-    if to <= from {
-        return Err(Failure::usage("--to must be after --from"));
-    }
-    let bucket_micros = match &args.bucket {
-        Some(text) => {
-            let duration: HumanDuration = text
-                .parse()
-                .map_err(|e| Failure::usage(format!("--bucket {text:?}: {e}")))?;
-            let micros = i64::try_from(duration.0.as_micros()).unwrap_or(i64::MAX);
-            if micros <= 0 {
-                return Err(Failure::usage("--bucket must be longer than 0"));
-            }
-            Some(micros)
-        }
-        None => None,
-    };
     let loaded = load(&args.lake).await?;
-    let request = NoisyRequest {
-        from,
-        to,
-        metric: args.metric.clone(),
-        bucket_micros,
-        keep: if args.all { Keep::All } else { Keep::Flagged },
-    };
+    let request = NoisyRequest::try_from(RawNoisyRequest {
+        from: Some(args.from),
+        to: Some(args.to),
+        metric: args.metric,
+        bucket: args.bucket,
+        all: args.all,
+        now: chrono::Utc::now().timestamp_micros(),
+        config: &loaded.settings.config,
+    })
+    .map_err(Failure::usage)?;
     let rows = reports::noisy(&loaded.snapshot, &loaded.settings, &request)
         .await
         .map_err(failure)?;

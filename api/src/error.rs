@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 
 use allot_query::QueryError;
+use allot_query::request::RequestError;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -98,6 +99,10 @@ pub enum ApiError {
     /// The request is malformed (400); the message is the caller's to read.
     #[error("{0}")]
     BadRequest(String),
+    /// A report request whose range, bucket or instant cannot be used (400,
+    /// with the message the CLI prints).
+    #[error(transparent)]
+    Request(#[from] RequestError),
     /// A report or query failed; bad input is 400, anything else 500.
     #[error(transparent)]
     Query(#[from] QueryError),
@@ -209,6 +214,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 message.clone().into(),
+            ),
+            ApiError::Request(error) => parts(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                error.to_string().into(),
             ),
             ApiError::Query(QueryError::Lake(allot_lake::LakeError::NoLake)) => parts(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -1,9 +1,8 @@
-//! Query-string values: instants, bucket widths and months, each refused with a
-//! 400 that names the parameter.
+//! Query-string values: instants and months, each refused with a 400 that
+//! names the parameter. A report's range and bucket are checked by
+//! `allot_query::request`, for the CLI alike.
 
 use allot_query::period::Period;
-use allot_query::reports::MAX_BUCKET_MICROS;
-use allot_schemas::config::HumanDuration;
 use allot_schemas::time::parse_report_instant;
 
 use crate::error::ApiError;
@@ -19,32 +18,9 @@ pub fn optional_instant(name: &str, text: Option<&str>) -> Result<Option<i64>, A
     text.map(|t| instant(name, t)).transpose()
 }
 
-/// A bucket width such as `1h` or `15m`, in microseconds, at most
-/// [`MAX_BUCKET_MICROS`].
-pub fn bucket(text: &str) -> Result<i64, ApiError> {
-    let duration: HumanDuration = text
-        .parse()
-        .map_err(|e| ApiError::BadRequest(format!("bucket: {text:?}: {e}")))?;
-    match i64::try_from(duration.0.as_micros()) {
-        Ok(micros) if (1..=MAX_BUCKET_MICROS).contains(&micros) => Ok(micros),
-        _ => Err(ApiError::BadRequest(
-            "bucket must be longer than 0 and at most 366d".to_string(),
-        )),
-    }
-}
-
 /// A billing month `YYYY-MM`.
 pub fn month(text: &str) -> Result<Period, ApiError> {
     Ok(Period::parse(text)?)
-}
-
-/// `from < to`, or a 400.
-pub fn ordered(from: i64, to: i64) -> Result<(), ApiError> {
-    if from < to {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest("to must be after from".to_string()))
-    }
 }
 
 #[cfg(test)]
@@ -62,11 +38,5 @@ mod tests {
             1_772_323_200_000_000
         );
         assert!(instant("from", "yesterday").is_err());
-        assert_eq!(bucket("1h").unwrap(), 3_600_000_000);
-        assert!(bucket("0s").is_err());
-        assert!(bucket("366d").is_ok());
-        for wide in ["367d", "100000000d", "99999999999d"] {
-            assert!(bucket(wide).is_err(), "{wide}");
-        }
     }
 }

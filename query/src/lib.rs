@@ -21,7 +21,8 @@
 //! `usage_events`):
 //! - [`usage`]: aggregations of the lake into the inputs of the semantics;
 //! - [`reports`]: invoices, allocation, noisy neighbours and health, for the CLI
-//!   and the API alike, and [`render`] for their CSV and JSON shapes;
+//!   and the API alike, [`request`] for the requests both front ends build
+//!   from their text, and [`render`] for their CSV and JSON shapes;
 //! - [`sandbox`]: the SQL rules and limits of
 //!   docs/reference.md#security-model;
 //! - [`billed`] and [`closing`]: period close (docs/reference.md#period-close) —
@@ -41,6 +42,7 @@ pub mod period;
 pub mod pricing;
 pub mod render;
 pub mod reports;
+pub mod request;
 pub mod rounding;
 pub mod sandbox;
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! tenant), aggregates the lake with [`crate::usage`] and hands the exact inputs to
 //! the pure semantics of [`crate::pricing`], [`crate::allocation`],
 //! [`crate::noisy`] and [`crate::health`]. The CLI and the HTTP API both call these
-//! functions, so a figure is computed in one place only.
+//! functions, so a figure is computed in one place only; the requests they take
+//! come checked from [`crate::request`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +15,7 @@ use allot_lake::session::{LakeSession, Scope, SessionLimits};
 use allot_lake::snapshot::LakeSnapshot;
 use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
 use allot_schemas::gauge::gauge_weighted_sum;
-use allot_schemas::time::{EARLIEST_REPORT_MICROS, LATEST_REPORT_MICROS, MICROS_PER_DAY};
+use allot_schemas::time::{EARLIEST_REPORT_MICROS, MICROS_PER_DAY};
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::allocation::{AllocationRow, CostPool, allocate};
@@ -25,6 +26,7 @@ use crate::health::{
 use crate::noisy::{Keep, NoisyParams, NoisyRow, noisy_neighbours};
 use crate::period::Period;
 use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quantity};
+use crate::request::{NoisyRequest, UsageRequest};
 use crate::usage::{
     GaugeSamples, UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days, gauge_series,
     rejected_counts,
@@ -262,22 +264,6 @@ pub async fn allocation(
     Ok(rows)
 }
 
-/// What `noisy` examines.
-#[derive(Debug, Clone)]
-pub struct NoisyRequest {
-    /// Start of the first bucket.
-    pub from: i64,
-    /// End of the last bucket (exclusive).
-    pub to: i64,
-    /// One counter metric, or every counter metric of the catalog.
-    pub metric: Option<String>,
-    /// Bucket width in microseconds (the config's when `None`).
-    pub bucket_micros: Option<i64>,
-    /// Which rows to return: only the flagged ones spare computing the shown
-    /// values (σ, z) of every other tenant and bucket.
-    pub keep: Keep,
-}
-
 /// Noisy-neighbour rows of every tenant with usage in each bucket of the
 /// request, ordered by metric, bucket, tenant.
 pub async fn noisy(
@@ -285,14 +271,13 @@ pub async fn noisy(
     settings: &ReportSettings,
     request: &NoisyRequest,
 ) -> Result<Vec<NoisyRow>, QueryError> {
-    let mut params = NoisyParams::from(&settings.config.noisy);
-    if let Some(bucket) = request.bucket_micros {
-        params.bucket_micros = bucket;
-    }
-    check_window(request.from, request.to, params.bucket_micros)?;
-    let metrics = match &request.metric {
+    let params = NoisyParams {
+        bucket_micros: request.bucket_micros(),
+        ..NoisyParams::from(&settings.config.noisy)
+    };
+    let metrics = match request.metric() {
         Some(metric) => match settings.catalog.get(metric).map(|s| s.kind) {
-            Some(MetricKind::Counter) => vec![metric.clone()],
+            Some(MetricKind::Counter) => vec![metric.to_string()],
             Some(MetricKind::Gauge) => {
                 return Err(QueryError::InvalidInput(format!(
                     "{metric} is a gauge; noisy neighbours are found on counter metrics"
@@ -311,8 +296,8 @@ pub async fn noisy(
         &session,
         &params,
         &metrics,
-        (request.from, request.to),
-        request.keep,
+        (request.from(), request.to()),
+        request.keep(),
     )
     .await
 }
@@ -521,51 +506,9 @@ impl UsagePoint {
     }
 }
 
-/// What a usage series covers.
-#[derive(Debug, Clone)]
-pub struct UsageRequest {
-    /// The tenant.
-    pub tenant: String,
-    /// Start of the first bucket.
-    pub from: i64,
-    /// End of the last bucket (exclusive).
-    pub to: i64,
-    /// Bucket width in microseconds.
-    pub bucket_micros: i64,
-    /// One metric, or every metric of the catalog.
-    pub metric: Option<String>,
-}
-
 /// The most buckets one noisy-neighbour report may use (defined beside the
 /// `[noisy]` settings it bounds).
 pub use allot_schemas::config::MAX_NOISY_BUCKETS;
-
-/// Most buckets one series may have, so a request cannot ask for millions.
-pub const MAX_USAGE_BUCKETS: i64 = 10_000;
-
-/// The widest bucket of a usage series or a noisy-neighbour report: a leap year.
-pub const MAX_BUCKET_MICROS: i64 = 366 * MICROS_PER_DAY;
-
-/// Checks the bucket and the range `[from, to)` of a report: the bucket longer
-/// than 0 and at most [`MAX_BUCKET_MICROS`], both ends within the instants
-/// reports support. An end a caller derived from the bucket (the grid point
-/// after now, a default window) is checked here too, so no bucket, however
-/// wide, reaches past what the engine can represent.
-fn check_window(from: i64, to: i64, width: i64) -> Result<(), QueryError> {
-    if !(1..=MAX_BUCKET_MICROS).contains(&width) {
-        return Err(QueryError::InvalidInput(
-            "the bucket must be longer than 0 and at most 366d".to_string(),
-        ));
-    }
-    for (name, instant) in [("from", from), ("to", to)] {
-        if !(EARLIEST_REPORT_MICROS..=LATEST_REPORT_MICROS).contains(&instant) {
-            return Err(QueryError::InvalidInput(format!(
-                "{name} falls outside the supported range, 1970-01-01 to 2261-12-31"
-            )));
-        }
-    }
-    Ok(())
-}
 
 /// A tenant's usage per metric and bucket of `[from, to)` (buckets on the grid
 /// starting at `from`), for charts. Only buckets with usage are returned.
@@ -574,48 +517,31 @@ pub async fn usage_series(
     settings: &ReportSettings,
     request: &UsageRequest,
 ) -> Result<Vec<UsagePoint>, QueryError> {
-    let width = request.bucket_micros;
-    check_window(request.from, request.to, width)?;
-    if request.to <= request.from {
-        return Err(QueryError::InvalidInput(
-            "the range must be non-empty".to_string(),
-        ));
-    }
-    if (request.to - request.from) / width >= MAX_USAGE_BUCKETS {
-        return Err(QueryError::InvalidInput(format!(
-            "at most {MAX_USAGE_BUCKETS} buckets per series; use a wider bucket"
-        )));
-    }
-    if let Some(metric) = &request.metric
+    let width = request.bucket_micros();
+    let (from, to, tenant) = (request.from(), request.to(), request.tenant());
+    if let Some(metric) = request.metric()
         && !settings.catalog.contains(metric)
     {
         return Err(QueryError::InvalidInput(format!(
             "{metric} is not a metric of the catalog"
         )));
     }
-    let session = session_for(snapshot, settings, Some(&request.tenant)).await?;
+    let session = session_for(snapshot, settings, Some(tenant)).await?;
     let filter = UsageFilter {
-        tenant: Some(request.tenant.clone()),
+        tenant: Some(tenant.to_string()),
         ..UsageFilter::default()
     };
     let mut points = Vec::new();
     for (metric, spec) in settings.catalog.iter() {
-        if request.metric.as_deref().is_some_and(|m| m != metric) {
+        if request.metric().is_some_and(|m| m != metric) {
             continue;
         }
         match spec.kind {
             MetricKind::Counter => {
-                let usage = bucket_usage(
-                    &session,
-                    &filter,
-                    &[metric.to_string()],
-                    request.from,
-                    request.to,
-                    width,
-                )
-                .await?
-                .remove(metric)
-                .unwrap_or_default();
+                let usage = bucket_usage(&session, &filter, &[metric.to_string()], from, to, width)
+                    .await?
+                    .remove(metric)
+                    .unwrap_or_default();
                 points.extend(usage.into_iter().map(|b| UsagePoint {
                     metric: metric.to_string(),
                     unit: spec.unit.clone(),
@@ -629,15 +555,15 @@ pub async fn usage_series(
                     .hold
                     .and_then(|h| i64::try_from(h.as_micros()).ok())
                     .unwrap_or(i64::MAX);
-                let whole_days = [width, request.from, request.to]
+                let whole_days = [width, from, to]
                     .iter()
                     .all(|t| t.rem_euclid(MICROS_PER_DAY) == 0);
                 let series = gauge_series(
                     &session,
                     &filter,
                     &[metric.to_string()],
-                    request.from.saturating_sub(hold),
-                    request.to,
+                    from.saturating_sub(hold),
+                    to,
                     if whole_days {
                         GaugeSamples::WholeDaysRolledUp
                     } else {
@@ -645,14 +571,14 @@ pub async fn usage_series(
                     },
                 )
                 .await?
-                .remove(&request.tenant)
+                .remove(tenant)
                 .unwrap_or_default();
                 if series.is_empty() {
                     continue;
                 }
-                let mut start = request.from;
-                while start < request.to {
-                    let end = (start + width).min(request.to);
+                let mut start = from;
+                while start < to {
+                    let end = (start + width).min(to);
                     let weighted = gauge_weighted_sum(spec, metric, &series, start, end);
                     if !weighted.is_zero() {
                         let raw = crate::rounding::div_quantity(

@@ -998,6 +998,63 @@ async fn buckets_too_wide_for_the_supported_range_are_a_400() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }
 
+/// `allot noisy` and `GET /v1/noisy-neighbors` build their request the same
+/// way: without a bucket both use `noisy.bucket` (an hour here), and a bad
+/// value is refused with the same message, a usage error and a 400.
+#[tokio::test]
+async fn the_cli_and_the_api_share_noisy_defaults_and_refusals() {
+    let server = server();
+    let noisy_cli = |extra: &[&str]| {
+        allot()
+            .args(["noisy", "--from", "2026-03-10", "--to", "2026-03-11"])
+            .args(extra)
+            .args(["--all", "--format", "json", "--lake"])
+            .arg(&fixture().lake)
+            .arg("--config")
+            .arg(&server.config_path)
+            .output()
+            .expect("run allot noisy")
+    };
+    let output = noisy_cli(&[]);
+    assert!(output.status.success(), "{output:?}");
+    let cli: Value = serde_json::from_slice(&output.stdout).expect("JSON rows");
+    let api = get(
+        &server.app,
+        "/v1/noisy-neighbors?from=2026-03-10&to=2026-03-11&all=true",
+        Caller::Finance,
+    )
+    .await
+    .json();
+    assert_eq!(cli, api["rows"]);
+    let buckets: BTreeSet<&str> = api["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["bucket_start"].as_str().unwrap())
+        .collect();
+    // Only buckets with usage have rows: several of the day, on whole hours.
+    assert!(
+        buckets.len() > 1 && buckets.iter().all(|b| b.ends_with(":00:00Z")),
+        "hourly buckets: {buckets:?}"
+    );
+
+    let output = noisy_cli(&["--bucket", "367d"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let api = get(
+        &server.app,
+        "/v1/noisy-neighbors?from=2026-03-10&to=2026-03-11&all=true&bucket=367d",
+        Caller::Finance,
+    )
+    .await;
+    assert_eq!(api.status, StatusCode::BAD_REQUEST, "{}", api.body);
+    let message = api.json()["error"]["message"].as_str().unwrap().to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.trim_end().ends_with(&message),
+        "{stderr} vs {message}"
+    );
+}
+
 #[tokio::test]
 async fn sql_slots_are_per_tenant() {
     let server = server_with("rate_limit_per_s = 1000\nsql_concurrency = 1\nsql_timeout = \"3s\"");

@@ -405,11 +405,11 @@ fn sandbox_refuses_every_escape_with_a_clean_error() {
 /// between whole hours, one tenant's hourly and daily usage, and an allocation by
 /// a gauge.
 async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSettings) -> String {
-    use allot_query::noisy::Keep;
     use allot_query::render::{
         allocation_table, health_table, invoices_table, noisy_table, usage_table,
     };
-    use allot_query::reports::{self, NoisyRequest, UsageRequest};
+    use allot_query::reports;
+    use allot_query::request::{NoisyRequest, RawNoisyRequest, RawUsageRequest, UsageRequest};
     let location = allot_query::LakeLocation::parse(lake.to_str().unwrap()).unwrap();
     let snapshot = allot_lake::snapshot::LakeSnapshot::load(&location)
         .await
@@ -434,13 +434,16 @@ async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSett
         ("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z"),
         ("2026-03-03T05:00:00Z", "2026-03-09T17:00:00Z"),
     ] {
-        let noisy = NoisyRequest {
-            from: at(from),
-            to: at(to),
+        let noisy = NoisyRequest::try_from(RawNoisyRequest {
+            from: Some(from.to_string()),
+            to: Some(to.to_string()),
             metric: None,
-            bucket_micros: None,
-            keep: Keep::All,
-        };
+            bucket: None,
+            all: true,
+            now: at(to),
+            config: &settings.config,
+        })
+        .unwrap();
         let rows = reports::noisy(&snapshot, settings, &noisy).await.unwrap();
         out += &noisy_table(&rows, true).to_csv();
     }
@@ -452,14 +455,16 @@ async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSett
             .unwrap();
         out += &health_table(&health).to_csv();
     }
-    for bucket in [3_600_000_000, 86_400_000_000] {
-        let usage = UsageRequest {
+    for bucket in ["1h", "1d"] {
+        let usage = UsageRequest::try_from(RawUsageRequest {
             tenant: "bravo".to_string(),
-            from: at("2026-02-27T00:00:00Z"),
-            to: at("2026-03-05T00:00:00Z"),
-            bucket_micros: bucket,
+            from: Some("2026-02-27T00:00:00Z".to_string()),
+            to: Some("2026-03-05T00:00:00Z".to_string()),
+            bucket: Some(bucket.to_string()),
             metric: None,
-        };
+            now: at("2026-03-05T00:00:00Z"),
+        })
+        .unwrap();
         out += &usage_table(
             &reports::usage_series(&snapshot, settings, &usage)
                 .await

@@ -3,14 +3,12 @@
 //! token gets 403.
 
 use allot_query::closing::month_invoices;
-use allot_query::noisy::Keep;
 use allot_query::period::format_micros;
 use allot_query::render::{
     allocation_table, health_json, health_table, invoice_json, invoices_table, noisy_table,
 };
-use allot_query::reports::{self, NoisyRequest};
-use allot_query::usage::ceil_to_grid;
-use allot_schemas::time::MICROS_PER_DAY;
+use allot_query::reports;
+use allot_query::request::{NoisyRequest, RawNoisyRequest};
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -26,9 +24,6 @@ use crate::lake_view::Depends;
 use crate::params;
 use crate::respond::{Format, report};
 use crate::state::AppState;
-
-/// The noisy-neighbour window when `from` is not given: at least a day.
-const DEFAULT_WINDOW_MICROS: i64 = MICROS_PER_DAY;
 
 /// `GET /v1/tenants`, `/v1/billing/{month}`, `/v1/allocation/{month}`,
 /// `/v1/noisy-neighbors`.
@@ -171,37 +166,29 @@ async fn noisy(
     all_tenants(&principal)?;
     let Query(query) = query?;
     let served = state.served().await?;
-    let bucket = match query.bucket.as_deref() {
-        Some(text) => params::bucket(text)?,
-        None => i64::try_from(state.settings.config.noisy.bucket.0.as_micros()).unwrap_or(i64::MAX),
-    };
-    let to = match params::optional_instant("to", query.to.as_deref())? {
-        Some(to) => to,
-        None => ceil_to_grid(served.as_of, bucket),
-    };
-    let from = match params::optional_instant("from", query.from.as_deref())? {
-        Some(from) => from,
-        None => to - ceil_to_grid(DEFAULT_WINDOW_MICROS, bucket),
-    };
-    params::ordered(from, to)?;
+    let all = query.all;
+    let request = NoisyRequest::try_from(RawNoisyRequest {
+        from: query.from,
+        to: query.to,
+        metric: query.metric,
+        bucket: query.bucket,
+        all,
+        now: served.as_of,
+        config: &state.settings.config,
+    })?;
     let key = format!(
-        "{from} {to} {bucket} {:?} {} {format:?} {}",
-        query.metric,
-        query.all,
+        "{} {} {} {:?} {all} {format:?} {}",
+        request.from(),
+        request.to(),
+        request.bucket_micros(),
+        request.metric(),
         served.stamp(Depends::AllTenants)
     );
-    let request = NoisyRequest {
-        from,
-        to,
-        metric: query.metric,
-        bucket_micros: Some(bucket),
-        keep: if query.all { Keep::All } else { Keep::Flagged },
-    };
     state
         .cache
         .answer("noisy", key, async {
             let rows = reports::noisy(&served.snapshot, &state.settings, &request).await?;
-            let table = noisy_table(&rows, query.all);
+            let table = noisy_table(&rows, all);
             Ok(report(
                 format,
                 || json!({"rows": table.to_json()}),

@@ -4,9 +4,8 @@
 use allot_query::closing::{self, InvoiceView};
 use allot_query::period::format_micros;
 use allot_query::render::{health_json, health_table, invoice_json, invoices_table, usage_table};
-use allot_query::reports::{self, UsageRequest};
-use allot_query::usage::ceil_to_grid;
-use allot_schemas::time::MICROS_PER_DAY;
+use allot_query::reports;
+use allot_query::request::{RawUsageRequest, UsageRequest};
 use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -21,10 +20,6 @@ use crate::lake_view::{Depends, ServedLake};
 use crate::params;
 use crate::respond::{Format, report};
 use crate::state::AppState;
-
-/// The usage window when `from` is not given.
-const DEFAULT_WINDOW_MICROS: i64 = MICROS_PER_DAY;
-const DEFAULT_BUCKET: &str = "1h";
 
 /// `GET /v1/tenants/{id}/…`.
 pub fn routes() -> Routes {
@@ -96,27 +91,22 @@ async fn usage(
     let served = state.served().await?;
     state.authorize_tenant(&principal, &id, &served.snapshot)?;
     let Query(query) = query?;
-    let bucket_text = query.bucket.as_deref().unwrap_or(DEFAULT_BUCKET);
-    let bucket = params::bucket(bucket_text)?;
-    let to = match params::optional_instant("to", query.to.as_deref())? {
-        Some(to) => to,
-        None => ceil_to_grid(served.as_of, bucket),
-    };
-    let from = params::optional_instant("from", query.from.as_deref())?
-        .unwrap_or(to - DEFAULT_WINDOW_MICROS);
-    params::ordered(from, to)?;
+    let request = UsageRequest::try_from(RawUsageRequest {
+        tenant: id.clone(),
+        from: query.from,
+        to: query.to,
+        bucket: query.bucket,
+        metric: query.metric,
+        now: served.as_of,
+    })?;
     let key = format!(
-        "{id} {from} {to} {bucket_text} {:?} {format:?} {}",
-        query.metric,
+        "{id} {} {} {} {:?} {format:?} {}",
+        request.from(),
+        request.to(),
+        request.bucket(),
+        request.metric(),
         served.stamp(Depends::TenantUsage(&id))
     );
-    let request = UsageRequest {
-        tenant: id.clone(),
-        from,
-        to,
-        bucket_micros: bucket,
-        metric: query.metric,
-    };
     state
         .cache
         .answer("usage", key, async {
@@ -126,9 +116,9 @@ async fn usage(
                 || {
                     json!({
                         "tenant_id": id,
-                        "from": format_micros(from),
-                        "to": format_micros(to),
-                        "bucket": bucket_text,
+                        "from": format_micros(request.from()),
+                        "to": format_micros(request.to()),
+                        "bucket": request.bucket(),
                         "points": usage_table(&points).to_json(),
                     })
                 },
