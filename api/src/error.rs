@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use allot_query::QueryError;
 use allot_query::request::RequestError;
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -346,12 +346,6 @@ impl From<JsonRejection> for ApiError {
         } else {
             ApiError::BadRequest(format!("invalid JSON body: {}", rejection.body_text()))
         }
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        ApiError::BadRequest(rejection.body_text())
     }
 }
 

@@ -11,7 +11,9 @@
 //!   [`server`] (header-read, idle and shutdown timeouts).
 //! - [`auth`] verifies bearer tokens (and mints them for `allot token`);
 //!   [`state::AppState::authorize_tenant`] is the one tenant check.
-//! - [`error`] classifies every error into a status and one JSON body.
+//! - [`error`] classifies every error into a status and one JSON body;
+//!   [`extract`] holds the handlers' extractors (caller, month, query
+//!   string), which refuse with it.
 //! - [`limits`] holds the per-tenant rate limits and SQL slots, [`audit`] the
 //!   log of denied attempts, [`metrics`] the Prometheus recorder.
 //! - [`lake_view`] keeps the lake in memory and follows its commits;
@@ -21,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod error;
+pub mod extract;
 pub mod flight_sql;
 pub mod lake_view;
 pub mod limits;

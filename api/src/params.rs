@@ -1,8 +1,6 @@
-//! Query-string values: instants and months, each refused with a 400 that
-//! names the parameter. A report's range and bucket are checked by
+//! Query-string instants, refused with a 400 that names the parameter. A report's range and bucket are checked by
 //! `allot_query::request`, for the CLI alike.
 
-use allot_query::period::Period;
 use allot_schemas::time::parse_report_instant;
 
 use crate::error::ApiError;
@@ -16,11 +14,6 @@ pub fn instant(name: &str, text: &str) -> Result<i64, ApiError> {
 /// An optional instant.
 pub fn optional_instant(name: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
     text.map(|t| instant(name, t)).transpose()
-}
-
-/// A billing month `YYYY-MM`.
-pub fn month(text: &str) -> Result<Period, ApiError> {
-    Ok(Period::parse(text)?)
 }
 
 #[cfg(test)]

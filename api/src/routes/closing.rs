@@ -13,10 +13,9 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::Routes;
-use super::finance::all_tenants;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::params;
+use crate::extract::{FinanceCaller, Month};
 use crate::respond::{Format, report};
 use crate::state::AppState;
 
@@ -43,10 +42,9 @@ const CLOSINGS_COLUMNS: [&str; 8] = [
 
 async fn closings(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    _: FinanceCaller,
     format: Format,
 ) -> Result<Response, ApiError> {
-    all_tenants(&principal)?;
     let found = closing::closings(&state.lake).await?;
     let mut table = ReportTable::new(&CLOSINGS_COLUMNS);
     table.rows = found
@@ -74,12 +72,13 @@ async fn closings(
 async fn certificate(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path((id, month)): Path<(String, String)>,
+    Path((id, _)): Path<(String, String)>,
+    month: Result<Month, ApiError>,
     format: Format,
 ) -> Result<Response, ApiError> {
     let snapshot = Arc::clone(&state.served().await?.snapshot);
     state.authorize_tenant(&principal, &id, &snapshot)?;
-    let period = params::month(&month)?;
+    let Month(period) = month?;
     let found = closing::closings(&state.lake).await?;
     let closed = find_closing(&found, period, None);
     let days: Vec<_> = closed
@@ -118,12 +117,10 @@ async fn certificate(
 
 async fn margin(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(month): Path<String>,
+    _: FinanceCaller,
+    Month(period): Month,
     format: Format,
 ) -> Result<Response, ApiError> {
-    all_tenants(&principal)?;
-    let period = params::month(&month)?;
     let snapshot = Arc::clone(&state.served().await?.snapshot);
     let margin = closing::month_margin(&state.lake, &snapshot, &state.settings, period, || {
         state.cost_pools()

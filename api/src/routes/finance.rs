@@ -9,19 +9,16 @@ use allot_query::render::{
 };
 use allot_query::reports;
 use allot_query::request::{NoisyRequest, RawNoisyRequest};
-use axum::Extension;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Routes;
 use super::tenant::{AsOfQuery, InvoiceQuery};
-use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{ApiQuery, FinanceCaller, Month};
 use crate::lake_view::Depends;
-use crate::params;
 use crate::respond::{Format, report};
 use crate::state::AppState;
 
@@ -35,23 +32,14 @@ pub fn routes() -> Routes {
         .get("/v1/noisy-neighbors", noisy)
 }
 
-/// Refuses tenant tokens.
-pub(super) fn all_tenants(principal: &Principal) -> Result<(), ApiError> {
-    match principal.confined_to() {
-        Some(_) => Err(ApiError::Forbidden),
-        None => Ok(()),
-    }
-}
-
 async fn tenants(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    _: FinanceCaller,
     format: Format,
-    query: Result<Query<AsOfQuery>, QueryRejection>,
+    query: Result<ApiQuery<AsOfQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
-    all_tenants(&principal)?;
     let served = state.served().await?;
-    let now = query?.instant(&served)?;
+    let now = query?.0.instant(&served)?;
     let key = format!("{now} {format:?} {}", served.stamp(Depends::AllTenants));
     state
         .cache.answer("tenants", key, async {
@@ -74,14 +62,11 @@ async fn tenants(
 
 async fn billing(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(month): Path<String>,
+    _: FinanceCaller,
     format: Format,
-    query: Result<Query<InvoiceQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<InvoiceQuery>,
+    Month(period): Month,
 ) -> Result<Response, ApiError> {
-    all_tenants(&principal)?;
-    let Query(query) = query?;
-    let period = params::month(&month)?;
     let view = query.view();
     let served = state.served().await?;
     let key = format!(
@@ -117,12 +102,10 @@ async fn billing(
 
 async fn allocation(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(month): Path<String>,
+    _: FinanceCaller,
+    Month(period): Month,
     format: Format,
 ) -> Result<Response, ApiError> {
-    all_tenants(&principal)?;
-    let period = params::month(&month)?;
     let pools = state.cost_pools()?;
     let served = state.served().await?;
     // The costs file is read afresh on every request, so its pools are part
@@ -159,12 +142,10 @@ struct NoisyQuery {
 
 async fn noisy(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
+    _: FinanceCaller,
     format: Format,
-    query: Result<Query<NoisyQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<NoisyQuery>,
 ) -> Result<Response, ApiError> {
-    all_tenants(&principal)?;
-    let Query(query) = query?;
     let served = state.served().await?;
     let all = query.all;
     let request = NoisyRequest::try_from(RawNoisyRequest {

@@ -7,8 +7,7 @@ use allot_query::render::{health_json, health_table, invoice_json, invoices_tabl
 use allot_query::reports;
 use allot_query::request::{RawUsageRequest, UsageRequest};
 use axum::Extension;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,6 +15,7 @@ use serde_json::json;
 use super::Routes;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{ApiQuery, Month};
 use crate::lake_view::{Depends, ServedLake};
 use crate::params;
 use crate::respond::{Format, report};
@@ -48,11 +48,11 @@ async fn health(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     format: Format,
-    query: Result<Query<AsOfQuery>, QueryRejection>,
+    query: Result<ApiQuery<AsOfQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     let served = state.served().await?;
     state.authorize_tenant(&principal, &id, &served.snapshot)?;
-    let now = query?.instant(&served)?;
+    let now = query?.0.instant(&served)?;
     let key = format!(
         "{id} {now} {format:?} {}",
         served.stamp(Depends::AllTenants)
@@ -86,11 +86,11 @@ async fn usage(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     format: Format,
-    query: Result<Query<UsageQuery>, QueryRejection>,
+    query: Result<ApiQuery<UsageQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     let served = state.served().await?;
     state.authorize_tenant(&principal, &id, &served.snapshot)?;
-    let Query(query) = query?;
+    let ApiQuery(query) = query?;
     let request = UsageRequest::try_from(RawUsageRequest {
         tenant: id.clone(),
         from: query.from,
@@ -150,14 +150,14 @@ impl InvoiceQuery {
 async fn tenant_invoice(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Path((id, month)): Path<(String, String)>,
+    Path((id, _)): Path<(String, String)>,
+    month: Result<Month, ApiError>,
     format: Format,
-    query: Result<Query<InvoiceQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<InvoiceQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
     let served = state.served().await?;
     state.authorize_tenant(&principal, &id, &served.snapshot)?;
-    let period = params::month(&month)?;
+    let Month(period) = month?;
     let view = query.view();
     let key = format!(
         "{id} {period} {view:?} {format:?} {}",
