@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use crate::config::MetricCatalog;
 use crate::decimal::{Decimal9, DecimalError};
 use crate::reason::ReasonCode;
-use crate::tenant::is_valid_tenant_id;
+use crate::tenant::{TENANT_ID_PATTERN, is_valid_tenant_id};
 use crate::time::{epoch_day_of_micros, is_supported_event_ts};
 
 /// Longest `event_id`, in bytes.
@@ -260,7 +260,7 @@ fn read_tenant_id<'a>(field: Field<'a>) -> Result<Cow<'a, str>, Rejection> {
         return Err(Rejection::new(
             ReasonCode::InvalidTenantId,
             format!(
-                "{} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$, got {}",
+                "{} must match {TENANT_ID_PATTERN}, got {}",
                 field.0,
                 quote_prefix(&tenant_id)
             ),
