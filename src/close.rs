@@ -12,9 +12,10 @@ use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
 use allot_query::closing::{self, CERTIFICATE_COLUMNS, CloseMonth, MARGIN_COLUMNS, Verdict};
 use allot_query::render::ReportTable;
+use allot_schemas::tenant::TenantId;
 use clap::Args;
 
-use crate::reports::{LakeArgs, failure, load, month_flag, print_table, tenant_flag};
+use crate::reports::{LakeArgs, failure, load, month_flag, print_table};
 use crate::{Failure, who};
 
 /// `allot close`.
@@ -81,7 +82,7 @@ pub struct CertificateArgs {
     month: String,
     /// Only this tenant's days.
     #[arg(long)]
-    tenant: Option<String>,
+    tenant: Option<TenantId>,
     /// This revision (default: the newest).
     #[arg(long, value_name = "N")]
     revision: Option<i32>,
@@ -242,7 +243,7 @@ pub async fn margin(args: MarginArgs) -> Result<(), Failure> {
 /// a closing.
 pub async fn certificate(args: CertificateArgs) -> Result<(), Failure> {
     let period = month_flag(&args.month)?;
-    let tenant = tenant_flag(args.tenant.as_deref())?;
+    let tenant = args.tenant.as_ref().map(TenantId::as_str);
     let loaded = load(&args.lake).await?;
     let closings = closing::closings(&loaded.location).await.map_err(failure)?;
     let Some(closed) = closing::find_closing(&closings, period, args.revision) else {

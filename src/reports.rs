@@ -21,7 +21,7 @@ use allot_query::reports::{self, ReportSettings};
 use allot_query::request::{NoisyRequest, RawNoisyRequest};
 use allot_query::sandbox::{SqlLimits, SqlPool};
 use allot_schemas::layout::LakeLocation;
-use allot_schemas::tenant::is_valid_tenant_id;
+use allot_schemas::tenant::TenantId;
 use allot_schemas::time::parse_report_instant;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
@@ -60,7 +60,7 @@ pub struct InvoiceArgs {
     month: String,
     /// Only this tenant's invoice.
     #[arg(long)]
-    tenant: Option<String>,
+    tenant: Option<TenantId>,
     /// Recompute a closed month from the lake and the current configuration
     /// instead of returning its final invoice.
     #[arg(long, conflicts_with = "revision")]
@@ -116,7 +116,7 @@ pub struct HealthArgs {
     as_of: Option<String>,
     /// Only this tenant.
     #[arg(long)]
-    tenant: Option<String>,
+    tenant: Option<TenantId>,
     #[command(flatten)]
     lake: LakeArgs,
 }
@@ -128,7 +128,7 @@ pub struct SqlArgs {
     query: String,
     /// Run it as this tenant: only its events are visible.
     #[arg(long)]
-    tenant: Option<String>,
+    tenant: Option<TenantId>,
     #[command(flatten)]
     lake: LakeArgs,
 }
@@ -166,19 +166,10 @@ pub(crate) async fn load(args: &LakeArgs) -> Result<Loaded, Failure> {
     })
 }
 
-pub(crate) fn tenant_flag(tenant: Option<&str>) -> Result<Option<&str>, Failure> {
-    match tenant {
-        Some(t) if !is_valid_tenant_id(t) => Err(Failure::usage(format!(
-            "--tenant {t:?} is not a tenant id (^[a-z0-9][a-z0-9_-]{{0,62}}$)"
-        ))),
-        other => Ok(other),
-    }
-}
-
 /// Refuses (exit 2) a tenant the lake has no events of and the configuration does
 /// not name; `flag` prefixes the message (`"--tenant "`, or empty for an
 /// argument).
-pub(crate) fn known_tenant(loaded: &Loaded, tenant: &str, flag: &str) -> Result<(), Failure> {
+pub(crate) fn known_tenant(loaded: &Loaded, tenant: &TenantId, flag: &str) -> Result<(), Failure> {
     if loaded.settings.tenant_exists(&loaded.snapshot, tenant) {
         return Ok(());
     }
@@ -215,14 +206,13 @@ pub(crate) fn print_json(value: &Value) {
 /// invoices of a closed month as stored, else drafts computed now.
 pub async fn invoice(args: InvoiceArgs) -> Result<(), Failure> {
     let period = month_flag(&args.month)?;
-    let tenant = tenant_flag(args.tenant.as_deref())?;
     let loaded = load(&args.lake).await?;
     let view = match (args.live, args.revision) {
         (true, _) => InvoiceView::Live,
         (false, Some(revision)) => InvoiceView::Revision(revision),
         (false, None) => InvoiceView::Current,
     };
-    let invoices = match tenant {
+    let invoices = match &args.tenant {
         // One tenant: its invoice, an empty one when it owes nothing this month.
         Some(t) => {
             known_tenant(&loaded, t, "--tenant ")?;
@@ -231,7 +221,7 @@ pub async fn invoice(args: InvoiceArgs) -> Result<(), Failure> {
                 &loaded.snapshot,
                 &loaded.settings,
                 period,
-                t,
+                t.as_str(),
                 view,
             );
             vec![invoice.await.map_err(failure)?]
@@ -301,7 +291,7 @@ pub async fn health(args: HealthArgs) -> Result<(), Failure> {
         Some(text) => instant_flag("as-of", text)?,
         None => chrono::Utc::now().timestamp_micros(),
     };
-    let tenant = tenant_flag(args.tenant.as_deref())?;
+    let tenant = args.tenant.as_ref().map(TenantId::as_str);
     let loaded = load(&args.lake).await?;
     let report = reports::health(&loaded.snapshot, &loaded.settings, now, tenant)
         .await
@@ -320,10 +310,9 @@ pub async fn health(args: HealthArgs) -> Result<(), Failure> {
 
 /// `allot sql [--tenant T] "SELECT …"`.
 pub async fn sql(args: SqlArgs) -> Result<(), Failure> {
-    let tenant = tenant_flag(args.tenant.as_deref())?;
     let loaded = load(&args.lake).await?;
-    let scope = match tenant {
-        Some(t) => Scope::Tenant(t.to_string()),
+    let scope = match args.tenant {
+        Some(t) => Scope::Tenant(t.into_string()),
         None => Scope::AllTenants,
     };
     let limits = SqlLimits::from(&loaded.settings.config);

@@ -20,10 +20,11 @@ use allot_query::closing::{self, InvoiceView};
 use allot_query::export;
 use allot_query::period::Period;
 use allot_query::render::invoices_table;
+use allot_schemas::tenant::TenantId;
 use allot_schemas::time::day_start_micros;
 use clap::{Args, Subcommand};
 
-use crate::reports::{LakeArgs, failure, known_tenant, load, tenant_flag};
+use crate::reports::{LakeArgs, failure, known_tenant, load};
 use crate::{Failure, lake_failure, lake_location, load_config, who};
 
 /// `allot tenant`.
@@ -44,7 +45,7 @@ enum TenantCommand {
 #[derive(Args)]
 struct ExportArgs {
     /// The tenant.
-    tenant: String,
+    tenant: TenantId,
     /// The directory to write `events.jsonl`, `rejected.jsonl` and `invoices.csv` to
     /// (created if missing; existing files of those names are replaced, a
     /// symbolic link of those names is refused).
@@ -57,7 +58,7 @@ struct ExportArgs {
 #[derive(Args)]
 struct DeleteArgs {
     /// The tenant.
-    tenant: String,
+    tenant: TenantId,
     /// The tenant again: the erasure cannot be undone.
     #[arg(long, value_name = "TENANT")]
     confirm: Option<String>,
@@ -80,13 +81,12 @@ pub async fn tenant(args: TenantArgs) -> Result<(), Failure> {
 }
 
 async fn export(args: ExportArgs) -> Result<(), Failure> {
-    let tenant = tenant_flag(Some(&args.tenant))?
-        .unwrap_or_default()
-        .to_string();
+    let id = args.tenant;
+    let tenant = id.to_string();
     let loaded = load(&args.lake).await?;
     // A tenant whose events were all rejected is known by its rejected rows
     // alone, which only the export's own read finds.
-    let known = loaded.settings.tenant_exists(&loaded.snapshot, &tenant);
+    let known = loaded.settings.tenant_exists(&loaded.snapshot, &id);
     let new_dir = !args.out.exists();
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Failure::usage(format!("--out {}: {e}", args.out.display())))?;
@@ -113,7 +113,7 @@ async fn export(args: ExportArgs) -> Result<(), Failure> {
         if new_dir {
             let _ = std::fs::remove_dir(&args.out);
         }
-        return known_tenant(&loaded, &tenant, "");
+        return known_tenant(&loaded, &id, "");
     }
 
     // Every month with usage of the tenant, or closed.
@@ -225,9 +225,7 @@ impl Drop for ExportFile {
 }
 
 async fn delete(args: DeleteArgs) -> Result<(), Failure> {
-    let tenant = tenant_flag(Some(&args.tenant))?
-        .unwrap_or_default()
-        .to_string();
+    let tenant = args.tenant.into_string();
     if !args.dry_run && args.confirm.as_deref() != Some(tenant.as_str()) {
         return Err(Failure::usage(format!(
             "refusing to erase {tenant} without --confirm {tenant} (the erasure cannot be undone; --dry-run shows what would go)"

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use allot_schemas::tenant::TenantId;
 use serde::Serialize;
 
 use crate::auth::Principal;
@@ -62,7 +63,7 @@ impl<'a> AuditEntry<'a> {
             time,
             sub: principal.map(|p| p.sub.as_str()),
             role: principal.map(|p| p.role.as_str()),
-            tenant: principal.and_then(|p| p.tenant.as_deref()),
+            tenant: principal.and_then(|p| p.tenant.as_ref().map(TenantId::as_str)),
             method,
             path: kept,
             path_truncated: kept.len() < path.len(),

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use allot_schemas::config::ApiConfig;
-use allot_schemas::tenant::is_valid_tenant_id;
+use allot_schemas::tenant::TenantId;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -96,8 +96,8 @@ pub struct Principal {
     pub sub: String,
     /// The role.
     pub role: Role,
-    /// The tenant, for role `tenant` (always a valid tenant id).
-    pub tenant: Option<String>,
+    /// The tenant, for role `tenant`.
+    pub tenant: Option<TenantId>,
 }
 
 impl Principal {
@@ -116,7 +116,7 @@ impl Principal {
     pub fn sql_scope(&self) -> Option<allot_lake::session::Scope> {
         match (self.role, &self.tenant) {
             (Role::Tenant, Some(tenant)) => {
-                Some(allot_lake::session::Scope::Tenant(tenant.clone()))
+                Some(allot_lake::session::Scope::Tenant(tenant.to_string()))
             }
             (Role::Admin, _) => Some(allot_lake::session::Scope::AllTenants),
             (Role::Finance, _) | (Role::Tenant, None) => None,
@@ -126,7 +126,7 @@ impl Principal {
     /// The tenant a tenant token is confined to; `None` for finance and admin.
     pub fn confined_to(&self) -> Option<&str> {
         match self.role {
-            Role::Tenant => self.tenant.as_deref(),
+            Role::Tenant => self.tenant.as_ref().map(TenantId::as_str),
             Role::Finance | Role::Admin => None,
         }
     }
@@ -253,8 +253,8 @@ impl Authenticator {
             return Err(AuthFailure::Claims);
         }
         let tenant = match claims.role {
-            Role::Tenant => match claims.tenant {
-                Some(tenant) if is_valid_tenant_id(&tenant) => Some(tenant),
+            Role::Tenant => match claims.tenant.map(TenantId::try_from) {
+                Some(Ok(tenant)) => Some(tenant),
                 _ => return Err(AuthFailure::Claims),
             },
             Role::Finance | Role::Admin => None,
@@ -307,10 +307,8 @@ pub fn mint_token(
     let bad = |message: String| ApiError::BadRequest(message);
     match (request.role, &request.tenant) {
         (Role::Tenant, None) => return Err(bad("--role tenant needs --tenant".to_string())),
-        (Role::Tenant, Some(t)) if !is_valid_tenant_id(t) => {
-            return Err(bad(format!(
-                "--tenant {t:?} is not a tenant id (^[a-z0-9][a-z0-9_-]{{0,62}}$)"
-            )));
+        (Role::Tenant, Some(t)) => {
+            TenantId::parse(t).map_err(|e| bad(format!("--tenant {e}")))?;
         }
         (Role::Finance | Role::Admin, Some(_)) => {
             return Err(bad(format!(
@@ -403,7 +401,7 @@ mod tests {
         let token = mint_token(&api, &request(Role::Tenant, Some("acme"), 900), NOW).unwrap();
         let principal = auth.verify(&token, NOW).unwrap();
         assert_eq!(principal.role, Role::Tenant);
-        assert_eq!(principal.tenant.as_deref(), Some("acme"));
+        assert_eq!(principal.confined_to(), Some("acme"));
         assert_eq!(principal.limit_key(), "tenant:acme");
         assert_eq!(
             auth.verify(&token, NOW + 900 + 30),

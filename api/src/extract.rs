@@ -113,7 +113,7 @@ mod tests {
             .layer(axum::Extension(Principal {
                 sub: "test".to_string(),
                 role,
-                tenant: (role == Role::Tenant).then(|| "acme".to_string()),
+                tenant: (role == Role::Tenant).then(|| "acme".parse().unwrap()),
             }));
         let request = Request::get(uri).body(Body::empty()).unwrap();
         let response = app.oneshot(request).await.unwrap();

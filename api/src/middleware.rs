@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use allot_query::period::format_micros;
+use allot_schemas::tenant::TenantId;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -142,7 +143,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         millis = elapsed.as_secs_f64() * 1000.0,
         sub = principal.map(|p| p.sub.as_str()),
         role = principal.map(|p| p.role.as_str()),
-        tenant = principal.and_then(|p| p.tenant.as_deref()),
+        tenant = principal.and_then(|p| p.tenant.as_ref().map(TenantId::as_str)),
         "request"
     );
     response

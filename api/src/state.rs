@@ -13,7 +13,7 @@ use allot_query::reports::{self, ReportSettings};
 use allot_query::sandbox::{SqlLimits, SqlPool};
 use allot_schemas::clock::{Clock, SystemClock};
 use allot_schemas::config::{Config, Secret};
-use allot_schemas::tenant::is_valid_tenant_id;
+use allot_schemas::tenant::TenantId;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::audit::AuditLog;
@@ -232,23 +232,21 @@ impl AppState {
     /// Whether `principal` may see tenant `id` and the tenant exists (files in
     /// `snapshot` or a `[tenants.<id>]` entry). A tenant token asking for
     /// another tenant gets the very answer of a missing tenant, plus an audit
-    /// line.
+    /// line. The path segment becomes a [`TenantId`] here, once.
     pub fn authorize_tenant(
         &self,
         principal: &Principal,
         id: &str,
         snapshot: &LakeSnapshot,
-    ) -> Result<(), ApiError> {
+    ) -> Result<TenantId, ApiError> {
         if principal.confined_to().is_some_and(|own| own != id) {
             return Err(ApiError::TenantNotFound { other_tenant: true });
         }
-        let exists = is_valid_tenant_id(id) && self.settings.tenant_exists(snapshot, id);
-        if exists {
-            Ok(())
-        } else {
-            Err(ApiError::TenantNotFound {
+        match TenantId::parse(id) {
+            Ok(tenant) if self.settings.tenant_exists(snapshot, &tenant) => Ok(tenant),
+            _ => Err(ApiError::TenantNotFound {
                 other_tenant: false,
-            })
+            }),
         }
     }
 }

@@ -15,6 +15,7 @@ use allot_lake::session::{LakeSession, Scope, SessionLimits};
 use allot_lake::snapshot::LakeSnapshot;
 use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
 use allot_schemas::gauge::gauge_weighted_sum;
+use allot_schemas::tenant::TenantId;
 use allot_schemas::time::{EARLIEST_REPORT_MICROS, MICROS_PER_DAY};
 use bigdecimal::{BigDecimal, Zero};
 
@@ -61,7 +62,8 @@ impl ReportSettings {
 
     /// Whether tenant `id` exists: the lake has files of it or the configuration
     /// has a `[tenants.<id>]` entry.
-    pub fn tenant_exists(&self, snapshot: &LakeSnapshot, id: &str) -> bool {
+    pub fn tenant_exists(&self, snapshot: &LakeSnapshot, id: &TenantId) -> bool {
+        let id = id.as_str();
         self.config.tenants.contains_key(id) || !snapshot.usage.files_of(id).is_empty()
     }
 
@@ -518,7 +520,7 @@ pub async fn usage_series(
     request: &UsageRequest,
 ) -> Result<Vec<UsagePoint>, QueryError> {
     let width = request.bucket_micros();
-    let (from, to, tenant) = (request.from(), request.to(), request.tenant());
+    let (from, to, tenant) = (request.from(), request.to(), request.tenant().as_str());
     if let Some(metric) = request.metric()
         && !settings.catalog.contains(metric)
     {

@@ -19,6 +19,7 @@
 //!   bucket boundary at or after `now`, `from` 24 hours before it.
 
 use allot_schemas::config::{Config, HumanDuration};
+use allot_schemas::tenant::TenantId;
 use allot_schemas::time::{
     EARLIEST_REPORT_MICROS, LATEST_REPORT_MICROS, MICROS_PER_DAY, parse_report_instant,
 };
@@ -145,8 +146,8 @@ impl TryFrom<RawNoisyRequest<'_>> for NoisyRequest {
 /// `GET /v1/tenants/{id}/usage` with its tenant.
 #[derive(Debug, Clone)]
 pub struct RawUsageRequest {
-    /// The tenant.
-    pub tenant: String,
+    /// The tenant, authorized by the caller.
+    pub tenant: TenantId,
     /// Start of the first bucket (RFC 3339, or a date).
     pub from: Option<String>,
     /// End of the last bucket, exclusive.
@@ -163,7 +164,7 @@ pub struct RawUsageRequest {
 /// [`MAX_USAGE_BUCKETS`] buckets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRequest {
-    tenant: String,
+    tenant: TenantId,
     from: i64,
     to: i64,
     bucket: String,
@@ -173,7 +174,7 @@ pub struct UsageRequest {
 
 impl UsageRequest {
     /// The tenant.
-    pub fn tenant(&self) -> &str {
+    pub fn tenant(&self) -> &TenantId {
         &self.tenant
     }
 
@@ -305,7 +306,7 @@ mod tests {
 
     fn usage() -> RawUsageRequest {
         RawUsageRequest {
-            tenant: "acme".to_string(),
+            tenant: "acme".parse().unwrap(),
             from: None,
             to: None,
             bucket: None,

@@ -457,7 +457,7 @@ async fn report_figures(lake: &Path, settings: &allot_query::reports::ReportSett
     }
     for bucket in ["1h", "1d"] {
         let usage = UsageRequest::try_from(RawUsageRequest {
-            tenant: "bravo".to_string(),
+            tenant: "bravo".parse().unwrap(),
             from: Some("2026-02-27T00:00:00Z".to_string()),
             to: Some("2026-03-05T00:00:00Z".to_string()),
             bucket: Some(bucket.to_string()),

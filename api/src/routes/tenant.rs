@@ -89,10 +89,10 @@ async fn usage(
     query: Result<ApiQuery<UsageQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     let served = state.served().await?;
-    state.authorize_tenant(&principal, &id, &served.snapshot)?;
+    let tenant = state.authorize_tenant(&principal, &id, &served.snapshot)?;
     let ApiQuery(query) = query?;
     let request = UsageRequest::try_from(RawUsageRequest {
-        tenant: id.clone(),
+        tenant,
         from: query.from,
         to: query.to,
         bucket: query.bucket,
