@@ -134,6 +134,11 @@ impl FlightSql {
         sql: String,
     ) -> Result<Schema, Status> {
         let (_, scope) = self.scope(metadata, call)?;
+        self.planned_schema(scope, sql).await
+    }
+
+    /// The columns `sql` answers with in `scope`, planned on the pool.
+    async fn planned_schema(&self, scope: Scope, sql: String) -> Result<Schema, Status> {
         let served = self.state.served().await.map_err(status_of)?;
         let schema = self
             .state
@@ -189,13 +194,23 @@ impl FlightSql {
         Ok(Response::new(Box::pin(data)))
     }
 
-    /// The tables the caller may query.
-    fn tables_for(&self, metadata: &MetadataMap, call: &str) -> Result<Vec<&'static str>, Status> {
+    /// The tables the caller may query, each with its columns.
+    async fn tables_for(
+        &self,
+        metadata: &MetadataMap,
+        call: &str,
+    ) -> Result<Vec<(&'static str, Schema)>, Status> {
         let (_, scope) = self.scope(metadata, call)?;
-        Ok(match scope {
+        let names = match scope {
             Scope::AllTenants => vec![REJECTED_EVENTS, USAGE_EVENTS],
             Scope::Tenant(_) => vec![USAGE_EVENTS],
-        })
+        };
+        let mut tables = Vec::with_capacity(names.len());
+        for name in names {
+            let sql = format!("SELECT * FROM {name} LIMIT 0");
+            tables.push((name, self.planned_schema(scope.clone(), sql).await?));
+        }
+        Ok(tables)
     }
 }
 
@@ -286,14 +301,16 @@ fn sql_info() -> Result<SqlInfoData, Status> {
     builder.build().map_err(|e| Status::internal(e.to_string()))
 }
 
-/// A record batch stream of `batch` under `schema`, encoded for Flight.
-fn one_batch(batch: arrow::array::RecordBatch) -> Response<DataStream> {
-    let schema = batch.schema();
+/// An answer of one batch (a catalog call's), encoded for Flight.
+fn one_batch(
+    batch: Result<arrow::array::RecordBatch, impl std::fmt::Display>,
+) -> Result<Response<DataStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
     let data = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
+        .with_schema(batch.schema())
         .build(futures::stream::once(async move { Ok(batch) }))
         .map_err(flight_status);
-    Response::new(Box::pin(data))
+    Ok(Response::new(Box::pin(data)))
 }
 
 #[tonic::async_trait]
@@ -417,10 +434,7 @@ impl FlightSqlService for FlightSql {
         self.caller(request.metadata(), "GetCatalogs")?;
         let mut builder = query.into_builder();
         builder.append(SQL_CATALOG);
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(one_batch(batch))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_schemas(
@@ -441,10 +455,7 @@ impl FlightSqlService for FlightSql {
         self.caller(request.metadata(), "GetDbSchemas")?;
         let mut builder = query.into_builder();
         builder.append(SQL_CATALOG, SQL_SCHEMA);
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(one_batch(batch))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_tables(
@@ -462,22 +473,14 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        let visible = self.tables_for(request.metadata(), "GetTables")?;
-        let mut schemas = Vec::with_capacity(visible.len());
-        for table in &visible {
-            let sql = format!("SELECT * FROM {table} LIMIT 0");
-            schemas.push(self.schema_of(request.metadata(), "GetTables", sql).await?);
-        }
+        let tables = self.tables_for(request.metadata(), "GetTables").await?;
         let mut builder = query.into_builder();
-        for (table, schema) in visible.iter().zip(&schemas) {
+        for (table, schema) in &tables {
             builder
                 .append(SQL_CATALOG, SQL_SCHEMA, *table, TABLE_TYPE, schema)
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(one_batch(batch))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_table_types(
@@ -486,7 +489,9 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(request.metadata(), "GetTableTypes")?;
-        let schema = table_types()?.schema();
+        let schema = table_types()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .schema();
         info_for(query, &schema, request.into_inner())
     }
 
@@ -496,7 +501,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
         self.caller(request.metadata(), "GetTableTypes")?;
-        Ok(one_batch(table_types()?))
+        one_batch(table_types())
     }
 
     async fn get_flight_info_sql_info(
@@ -517,11 +522,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<DataStream>, Status> {
         self.caller(request.metadata(), "GetSqlInfo")?;
         let info = sql_info()?;
-        let batch = query
-            .into_builder(&info)
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(one_batch(batch))
+        one_batch(query.into_builder(&info).build())
     }
 
     async fn do_get_fallback(
@@ -540,7 +541,7 @@ impl FlightSqlService for FlightSql {
 }
 
 /// The one table type the sandbox has.
-fn table_types() -> Result<arrow::array::RecordBatch, Status> {
+fn table_types() -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
     let schema = Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
         "table_type",
         arrow::datatypes::DataType::Utf8,
@@ -550,5 +551,4 @@ fn table_types() -> Result<arrow::array::RecordBatch, Status> {
         schema,
         vec![Arc::new(arrow::array::StringArray::from(vec![TABLE_TYPE]))],
     )
-    .map_err(|e| Status::internal(e.to_string()))
 }
