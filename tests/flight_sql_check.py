@@ -67,6 +67,14 @@ with bearer(tenant) as conn:
     )
     out["tenant_rejected"] = error_of(lambda: query(conn, "SELECT * FROM rejected_events"))
     out["tenant_ddl"] = error_of(lambda: query(conn, "DROP TABLE usage_events"))
+    # The sandbox's limits hold over the wire: a statement built to overflow
+    # the planner's stack, and an answer past the row cap, which is streamed
+    # and must end in the error, not look complete.
+    out["tenant_deep"] = error_of(lambda: query(conn, "SELECT " + "1+" * 20000 + "1"))
+    out["tenant_rows"] = error_of(
+        lambda: query(conn, "SELECT n FROM (SELECT unnest(range(0, 250000)) AS n) t")
+    )
+    out["tenant_after_limits"] = query(conn, "SELECT 1 AS one")["rows"]
 
 # The handshake as JDBC and ODBC drivers do it: basic auth, the token as password.
 with flight_sql.connect(

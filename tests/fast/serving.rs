@@ -506,6 +506,9 @@ fn flight_sql_serves_each_caller_its_sandbox() {
     };
     refused("tenant_rejected", "unknown table");
     refused("tenant_ddl", "only");
+    refused("tenant_deep", "InvalidArgument");
+    refused("tenant_rows", "more than 100000 rows");
+    assert_eq!(seen["tenant_after_limits"], serde_json::json!([["1"]]));
 
     // Admin sees every tenant, and both tables.
     let admin_rows = rows("admin_totals");
