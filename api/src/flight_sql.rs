@@ -55,6 +55,19 @@ use crate::state::AppState;
 /// What a Flight call answers with: a stream of Arrow data.
 type DataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
+/// Statements over Flight SQL, by `outcome`: `ok` (its answer started),
+/// `error` (refused by the sandbox, or failed before its answer started, when
+/// planned or when run), `failed` (its answer ended by an error after it
+/// started, a limit most often).
+pub const FLIGHT_STATEMENTS: &str = "allot_flight_sql_statements_total";
+
+/// Bytes of Arrow data sent over Flight SQL.
+pub const FLIGHT_BYTES: &str = "allot_flight_sql_bytes_sent_total";
+
+/// Flight SQL calls refused before they ran (bad or missing token, finance
+/// running SQL, rate limit), by the HTTP `status` the same refusal has.
+pub const FLIGHT_REFUSED: &str = "allot_flight_sql_refused_total";
+
 /// The table type every table of the sandbox has.
 const TABLE_TYPE: &str = "TABLE";
 
@@ -112,6 +125,8 @@ impl FlightSql {
     /// The status of a refused call, audited when the refusal is a denial.
     fn refuse(&self, principal: Option<&Principal>, call: &str, error: ApiError) -> Status {
         let parts = error.parts();
+        metrics::counter!(FLIGHT_REFUSED, "status" => parts.status.as_str().to_string())
+            .increment(1);
         if let Some(denial) = &parts.denial {
             let time = allot_query::period::format_micros(self.state.now_micros());
             self.state.audit.record(&AuditEntry::new(
@@ -134,7 +149,11 @@ impl FlightSql {
         sql: String,
     ) -> Result<Schema, Status> {
         let (_, scope) = self.scope(metadata, call)?;
-        self.planned_schema(scope, sql).await
+        let planned = self.planned_schema(scope, sql).await;
+        if planned.is_err() {
+            metrics::counter!(FLIGHT_STATEMENTS, "outcome" => "error").increment(1);
+        }
+        planned
     }
 
     /// The columns `sql` answers with in `scope`, planned on the pool.
@@ -162,6 +181,19 @@ impl FlightSql {
         sql: String,
     ) -> Result<Response<DataStream>, Status> {
         let (principal, scope) = self.scope(metadata, call)?;
+        let started = self.start(principal, scope, sql).await;
+        let outcome = if started.is_ok() { "ok" } else { "error" };
+        metrics::counter!(FLIGHT_STATEMENTS, "outcome" => outcome).increment(1);
+        started
+    }
+
+    /// Starts `sql` in `scope` for `principal`; see [`run`](Self::run).
+    async fn start(
+        &self,
+        principal: Principal,
+        scope: Scope,
+        sql: String,
+    ) -> Result<Response<DataStream>, Status> {
         let slot = self
             .state
             .sql_slots
@@ -189,6 +221,13 @@ impl FlightSql {
             // The caller's SQL slot is held until the answer is sent.
             .map(move |data| {
                 let _slot = &slot;
+                match &data {
+                    Ok(sent) => metrics::counter!(FLIGHT_BYTES)
+                        .increment((sent.data_header.len() + sent.data_body.len()) as u64),
+                    Err(_) => {
+                        metrics::counter!(FLIGHT_STATEMENTS, "outcome" => "failed").increment(1)
+                    }
+                }
                 data
             });
         Ok(Response::new(Box::pin(data)))

@@ -522,6 +522,20 @@ fn flight_sql_serves_each_caller_its_sandbox() {
     refused("finance", "PermissionDenied");
     refused("forged", "Unauthenticated");
     refused("no_token", "Unauthenticated");
+    let (_, metrics) = server.get("/metrics");
+    let series = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0, |value| value.trim().parse().expect("a counter value"))
+    };
+    assert!(series("allot_flight_sql_statements_total{outcome=\"ok\"}") >= 6);
+    // The answer past the row cap ended after it had started.
+    assert!(series("allot_flight_sql_statements_total{outcome=\"failed\"}") >= 1);
+    assert!(series("allot_flight_sql_statements_total{outcome=\"error\"}") >= 3);
+    assert!(series("allot_flight_sql_refused_total{status=\"401\"}") >= 2);
+    assert!(series("allot_flight_sql_refused_total{status=\"403\"}") >= 1);
+    assert!(series("allot_flight_sql_bytes_sent_total") > 0);
     let audit = std::fs::read_to_string(lake.dir.path().join("audit.jsonl")).unwrap();
     let flight_denials: Vec<serde_json::Value> = audit
         .lines()
