@@ -29,13 +29,16 @@ use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandStatementQuery, Nullable, ProstMessageExt, Searchable,
+    SqlInfo, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
     FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -340,6 +343,71 @@ fn sql_info() -> Result<SqlInfoData, Status> {
     builder.build().map_err(|e| Status::internal(e.to_string()))
 }
 
+/// The SQL types the sandbox's tables and answers use, for `GetXdbcTypeInfo`
+/// (the JDBC and ODBC drivers' type listing).
+fn xdbc_types() -> Result<XdbcTypeInfoData, Status> {
+    let mut builder = XdbcTypeInfoDataBuilder::new();
+    for (name, data_type, size, prefix, scale) in [
+        ("BOOLEAN", XdbcDataType::XdbcBit, Some(1), None, None),
+        ("INTEGER", XdbcDataType::XdbcInteger, Some(32), None, None),
+        ("BIGINT", XdbcDataType::XdbcBigint, Some(64), None, None),
+        ("DOUBLE", XdbcDataType::XdbcDouble, Some(53), None, None),
+        (
+            "DECIMAL",
+            XdbcDataType::XdbcDecimal,
+            Some(38),
+            None,
+            Some(38),
+        ),
+        ("VARCHAR", XdbcDataType::XdbcVarchar, None, Some("'"), None),
+        ("VARBINARY", XdbcDataType::XdbcVarbinary, None, None, None),
+        (
+            "DATE",
+            XdbcDataType::XdbcDate,
+            Some(10),
+            Some("DATE '"),
+            None,
+        ),
+        (
+            "TIMESTAMP",
+            XdbcDataType::XdbcTimestamp,
+            Some(32),
+            Some("TIMESTAMP '"),
+            None,
+        ),
+    ] {
+        let numeric = matches!(
+            data_type,
+            XdbcDataType::XdbcInteger
+                | XdbcDataType::XdbcBigint
+                | XdbcDataType::XdbcDouble
+                | XdbcDataType::XdbcDecimal
+        );
+        builder.append(XdbcTypeInfo {
+            type_name: name.into(),
+            data_type,
+            column_size: size,
+            literal_prefix: prefix.map(Into::into),
+            literal_suffix: prefix.map(|_| "'".into()),
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: data_type == XdbcDataType::XdbcVarchar,
+            searchable: Searchable::Full,
+            unsigned_attribute: numeric.then_some(false),
+            fixed_prec_scale: data_type == XdbcDataType::XdbcDecimal,
+            auto_increment: numeric.then_some(false),
+            local_type_name: Some(name.into()),
+            minimum_scale: scale.map(|_| 0),
+            maximum_scale: scale,
+            sql_data_type: data_type,
+            datetime_subcode: None,
+            num_prec_radix: numeric.then_some(10),
+            interval_precision: None,
+        });
+    }
+    builder.build().map_err(|e| Status::internal(e.to_string()))
+}
+
 /// An answer of one batch (a catalog call's), encoded for Flight.
 fn one_batch(
     batch: Result<arrow::array::RecordBatch, impl std::fmt::Display>,
@@ -564,6 +632,27 @@ impl FlightSqlService for FlightSql {
         one_batch(query.into_builder(&info).build())
     }
 
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata(), "GetXdbcTypeInfo")?;
+        let types = xdbc_types()?;
+        let schema = query.into_builder(&types).schema();
+        info_for(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DataStream>, Status> {
+        self.caller(request.metadata(), "GetXdbcTypeInfo")?;
+        let types = xdbc_types()?;
+        one_batch(query.into_builder(&types).build())
+    }
+
     async fn do_get_fallback(
         &self,
         request: Request<Ticket>,
@@ -590,4 +679,43 @@ fn table_types() -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> 
         schema,
         vec![Arc::new(arrow::array::StringArray::from(vec![TABLE_TYPE]))],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_info_lists_the_sandboxs_types_and_filters_by_type() {
+        let types = xdbc_types().unwrap();
+        let all = CommandGetXdbcTypeInfo { data_type: None }
+            .into_builder(&types)
+            .build()
+            .unwrap();
+        assert_eq!(all.num_rows(), 9);
+        let decimal = CommandGetXdbcTypeInfo {
+            data_type: Some(XdbcDataType::XdbcDecimal as i32),
+        }
+        .into_builder(&types)
+        .build()
+        .unwrap();
+        assert_eq!(decimal.num_rows(), 1);
+    }
+
+    #[test]
+    fn a_token_comes_from_a_bearer_header_or_a_basic_password() {
+        let with = |value: &str| {
+            let mut metadata = MetadataMap::new();
+            metadata.insert("authorization", value.parse().unwrap());
+            token_of(&metadata)
+        };
+        assert_eq!(with("Bearer abc.def").unwrap(), "abc.def");
+        let basic = base64::engine::general_purpose::STANDARD.encode("analyst:abc.def");
+        assert_eq!(with(&format!("Basic {basic}")).unwrap(), "abc.def");
+        let empty = base64::engine::general_purpose::STANDARD.encode("analyst:");
+        assert!(with(&format!("Basic {empty}")).is_err());
+        assert!(with("Bearer ").is_err());
+        assert!(with("Digest abc").is_err());
+        assert!(token_of(&MetadataMap::new()).is_err());
+    }
 }

@@ -29,6 +29,7 @@ public class FlightSqlCheck {
                             + tables.getString("TABLE_SCHEM") + "." + tables.getString("TABLE_NAME"));
                 }
             }
+            System.out.println("product\t" + meta.getDatabaseProductName());
             try (Statement statement = conn.createStatement();
                     ResultSet rows = statement.executeQuery(
                             "SELECT tenant_id, sum(value) AS total FROM usage_events"

@@ -92,6 +92,7 @@ fn the_jdbc_driver_logs_in_lists_and_queries_a_tenants_sandbox() {
         lines,
         [
             "table\tallot.public.usage_events",
+            "product\tallot",
             over_http.as_str(),
             "forged\trefused"
         ],
