@@ -96,4 +96,8 @@ out["finance"] = error_of(lambda: query(bearer(os.environ["ALLOT_FINANCE_TOKEN"]
 out["forged"] = error_of(lambda: query(bearer(tenant[:-4] + "AAAA"), QUERY))
 out["no_token"] = error_of(lambda: query(flight_sql.connect(uri), QUERY))
 
+# A caller without a valid token, flooding: limited by its address before it
+# is audited, so it cannot fill the audit log.
+out["flood"] = [error_of(lambda: query(bearer("forged"), QUERY)) for _ in range(40)]
+
 print(json.dumps(out))

@@ -53,6 +53,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit::AuditEntry;
 use crate::auth::Principal;
 use crate::error::{ApiError, AuthFailure};
+use crate::middleware::peer_key;
 use crate::state::AppState;
 
 /// What a Flight call answers with: a stream of Arrow data.
@@ -97,19 +98,26 @@ pub struct FlightSql {
 impl FlightSql {
     /// The caller of a call, from its bearer token (or basic auth with the
     /// token as password), within its rate limit. A refusal is audited.
-    fn caller(&self, metadata: &MetadataMap, call: &str) -> Result<Principal, Status> {
-        let verified = token_of(metadata)
+    fn caller(&self, call: &Call<'_>) -> Result<Principal, Status> {
+        let verified = token_of(call.metadata)
             .and_then(|token| self.state.auth.verify(&token, self.state.clock.now_secs()));
         let principal = match verified {
             Ok(principal) => principal,
+            // Callers without a valid token are limited by their address
+            // before they are audited, as on the HTTP API, so no one without
+            // a token can fill the audit log.
             Err(failure) => {
-                return Err(self.refuse(None, call, ApiError::Unauthenticated(failure)));
+                let denial = match self.state.anonymous_rate.check(&peer_key(call.peer)) {
+                    Ok(()) => ApiError::Unauthenticated(failure),
+                    Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs },
+                };
+                return Err(self.refuse(None, call.name, denial));
             }
         };
         if let Err(retry_after_secs) = self.state.rate.check(&principal.limit_key()) {
             return Err(self.refuse(
                 Some(&principal),
-                call,
+                call.name,
                 ApiError::RateLimited { retry_after_secs },
             ));
         }
@@ -117,11 +125,11 @@ impl FlightSql {
     }
 
     /// The sandbox scope of the caller's SQL, as for `POST /v1/sql`.
-    fn scope(&self, metadata: &MetadataMap, call: &str) -> Result<(Principal, Scope), Status> {
-        let principal = self.caller(metadata, call)?;
+    fn scope(&self, call: &Call<'_>) -> Result<(Principal, Scope), Status> {
+        let principal = self.caller(call)?;
         match principal.sql_scope() {
             Some(scope) => Ok((principal, scope)),
-            None => Err(self.refuse(Some(&principal), call, ApiError::Forbidden)),
+            None => Err(self.refuse(Some(&principal), call.name, ApiError::Forbidden)),
         }
     }
 
@@ -145,13 +153,8 @@ impl FlightSql {
     }
 
     /// The columns `sql` answers with for the caller.
-    async fn schema_of(
-        &self,
-        metadata: &MetadataMap,
-        call: &str,
-        sql: String,
-    ) -> Result<Schema, Status> {
-        let (_, scope) = self.scope(metadata, call)?;
+    async fn schema_of(&self, call: &Call<'_>, sql: String) -> Result<Schema, Status> {
+        let (_, scope) = self.scope(call)?;
         let planned = self.planned_schema(scope, sql).await;
         if planned.is_err() {
             metrics::counter!(FLIGHT_STATEMENTS, "outcome" => "error").increment(1);
@@ -177,13 +180,8 @@ impl FlightSql {
     }
 
     /// Runs `sql` for the caller and streams its answer.
-    async fn run(
-        &self,
-        metadata: &MetadataMap,
-        call: &str,
-        sql: String,
-    ) -> Result<Response<DataStream>, Status> {
-        let (principal, scope) = self.scope(metadata, call)?;
+    async fn run(&self, call: &Call<'_>, sql: String) -> Result<Response<DataStream>, Status> {
+        let (principal, scope) = self.scope(call)?;
         let started = self.start(principal, scope, sql).await;
         let outcome = if started.is_ok() { "ok" } else { "error" };
         metrics::counter!(FLIGHT_STATEMENTS, "outcome" => outcome).increment(1);
@@ -237,12 +235,8 @@ impl FlightSql {
     }
 
     /// The tables the caller may query, each with its columns.
-    async fn tables_for(
-        &self,
-        metadata: &MetadataMap,
-        call: &str,
-    ) -> Result<Vec<(&'static str, Schema)>, Status> {
-        let (_, scope) = self.scope(metadata, call)?;
+    async fn tables_for(&self, call: &Call<'_>) -> Result<Vec<(&'static str, Schema)>, Status> {
+        let (_, scope) = self.scope(call)?;
         let names = match scope {
             Scope::AllTenants => vec![REJECTED_EVENTS, USAGE_EVENTS],
             Scope::Tenant(_) => vec![USAGE_EVENTS],
@@ -253,6 +247,23 @@ impl FlightSql {
             tables.push((name, self.planned_schema(scope.clone(), sql).await?));
         }
         Ok(tables)
+    }
+}
+
+/// What authenticating a call needs: its headers, its peer's address and the
+/// call's name (for the audit log).
+struct Call<'a> {
+    metadata: &'a MetadataMap,
+    peer: Option<std::net::IpAddr>,
+    name: &'static str,
+}
+
+/// The [`Call`] of `request`, named `name`.
+fn call<'a, T>(request: &'a Request<T>, name: &'static str) -> Call<'a> {
+    Call {
+        metadata: request.metadata(),
+        peer: request.remote_addr().map(|address| address.ip()),
+        name,
     }
 }
 
@@ -431,7 +442,7 @@ impl FlightSqlService for FlightSql {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        self.caller(request.metadata(), "Handshake")?;
+        self.caller(&call(&request, "Handshake"))?;
         let token = token_of(request.metadata()).map_err(|_| Status::unauthenticated(""))?;
         let answer = HandshakeResponse {
             protocol_version: 0,
@@ -452,7 +463,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = self
-            .schema_of(request.metadata(), "GetFlightInfo", query.query.clone())
+            .schema_of(&call(&request, "GetFlightInfo"), query.query.clone())
             .await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
@@ -466,7 +477,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
         let sql = sql_of(&ticket.statement_handle)?;
-        self.run(request.metadata(), "DoGet", sql).await
+        self.run(&call(&request, "DoGet"), sql).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -476,8 +487,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let schema = self
             .schema_of(
-                request.metadata(),
-                "CreatePreparedStatement",
+                &call(&request, "CreatePreparedStatement"),
                 query.query.clone(),
             )
             .await?;
@@ -498,7 +508,7 @@ impl FlightSqlService for FlightSql {
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
         // A handle holds nothing on the server: closing it frees nothing.
-        self.caller(request.metadata(), "ClosePreparedStatement")?;
+        self.caller(&call(&request, "ClosePreparedStatement"))?;
         Ok(())
     }
 
@@ -509,7 +519,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let sql = sql_of(&command.prepared_statement_handle)?;
         let schema = self
-            .schema_of(request.metadata(), "GetFlightInfo", sql)
+            .schema_of(&call(&request, "GetFlightInfo"), sql)
             .await?;
         info_for(command, &schema, request.into_inner())
     }
@@ -520,7 +530,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
         let sql = sql_of(&command.prepared_statement_handle)?;
-        self.run(request.metadata(), "DoGet", sql).await
+        self.run(&call(&request, "DoGet"), sql).await
     }
 
     async fn get_flight_info_catalogs(
@@ -528,7 +538,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata(), "GetCatalogs")?;
+        self.caller(&call(&request, "GetCatalogs"))?;
         let schema = query.into_builder().schema();
         info_for(query, &schema, request.into_inner())
     }
@@ -538,7 +548,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        self.caller(request.metadata(), "GetCatalogs")?;
+        self.caller(&call(&request, "GetCatalogs"))?;
         let mut builder = query.into_builder();
         builder.append(SQL_CATALOG);
         one_batch(builder.build())
@@ -549,7 +559,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata(), "GetDbSchemas")?;
+        self.caller(&call(&request, "GetDbSchemas"))?;
         let schema = query.clone().into_builder().schema();
         info_for(query, &schema, request.into_inner())
     }
@@ -559,7 +569,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        self.caller(request.metadata(), "GetDbSchemas")?;
+        self.caller(&call(&request, "GetDbSchemas"))?;
         let mut builder = query.into_builder();
         builder.append(SQL_CATALOG, SQL_SCHEMA);
         one_batch(builder.build())
@@ -570,7 +580,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata(), "GetTables")?;
+        self.caller(&call(&request, "GetTables"))?;
         let schema = query.clone().into_builder().schema();
         info_for(query, &schema, request.into_inner())
     }
@@ -580,7 +590,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        let tables = self.tables_for(request.metadata(), "GetTables").await?;
+        let tables = self.tables_for(&call(&request, "GetTables")).await?;
         let mut builder = query.into_builder();
         for (table, schema) in &tables {
             builder
@@ -595,7 +605,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata(), "GetTableTypes")?;
+        self.caller(&call(&request, "GetTableTypes"))?;
         let schema = table_types()
             .map_err(|e| Status::internal(e.to_string()))?
             .schema();
@@ -607,7 +617,7 @@ impl FlightSqlService for FlightSql {
         _query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        self.caller(request.metadata(), "GetTableTypes")?;
+        self.caller(&call(&request, "GetTableTypes"))?;
         one_batch(table_types())
     }
 
@@ -616,7 +626,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata(), "GetSqlInfo")?;
+        self.caller(&call(&request, "GetSqlInfo"))?;
         let info = sql_info()?;
         let schema = query.clone().into_builder(&info).schema();
         info_for(query, &schema, request.into_inner())
@@ -627,7 +637,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        self.caller(request.metadata(), "GetSqlInfo")?;
+        self.caller(&call(&request, "GetSqlInfo"))?;
         let info = sql_info()?;
         one_batch(query.into_builder(&info).build())
     }
@@ -637,7 +647,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata(), "GetXdbcTypeInfo")?;
+        self.caller(&call(&request, "GetXdbcTypeInfo"))?;
         let types = xdbc_types()?;
         let schema = query.into_builder(&types).schema();
         info_for(query, &schema, request.into_inner())
@@ -648,7 +658,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        self.caller(request.metadata(), "GetXdbcTypeInfo")?;
+        self.caller(&call(&request, "GetXdbcTypeInfo"))?;
         let types = xdbc_types()?;
         one_batch(query.into_builder(&types).build())
     }
@@ -658,7 +668,7 @@ impl FlightSqlService for FlightSql {
         request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(request.metadata(), "DoGet")?;
+        self.caller(&call(&request, "DoGet"))?;
         Err(Status::unimplemented(format!(
             "{} is not supported",
             message.type_url

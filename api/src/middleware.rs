@@ -74,13 +74,18 @@ pub fn refuse_anonymous(state: &AppState, request: &Request, denial: ApiError) -
     }
 }
 
-/// The anonymous rate limit's key of a request: its peer's IPv4 address, or
-/// the /64 network of an IPv6 one (one host holds a whole /64).
+/// The anonymous rate limit's key of a request: see [`peer_key`].
 fn source_key(request: &Request) -> String {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip());
+    peer_key(peer)
+}
+
+/// The anonymous rate limit's key of a peer: its IPv4 address, or the /64
+/// network of an IPv6 one (one host holds a whole /64).
+pub(crate) fn peer_key(peer: Option<IpAddr>) -> String {
     match peer {
         Some(IpAddr::V4(v4)) => v4.to_string(),
         Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {

@@ -522,6 +522,11 @@ fn flight_sql_serves_each_caller_its_sandbox() {
     refused("finance", "PermissionDenied");
     refused("forged", "Unauthenticated");
     refused("no_token", "Unauthenticated");
+    let flood: Vec<String> = serde_json::from_value(seen["flood"].clone()).unwrap();
+    assert!(
+        flood.iter().any(|e| e.contains("ResourceExhausted")),
+        "a flood without a token is rate limited: {flood:?}"
+    );
     let (_, metrics) = server.get("/metrics");
     let series = |name: &str| -> u64 {
         metrics
@@ -553,5 +558,13 @@ fn flight_sql_serves_each_caller_its_sandbox() {
             .iter()
             .any(|e| e["outcome"] == "forbidden" && e["role"] == "finance"),
         "{audit}"
+    );
+    let unauthenticated = flight_denials
+        .iter()
+        .filter(|e| e["outcome"] == "unauthenticated")
+        .count();
+    assert!(
+        unauthenticated < 20,
+        "{unauthenticated} unauthenticated calls audited: the flood was not limited before the audit log"
     );
 }
