@@ -22,8 +22,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use allot_lake::session::{REJECTED_EVENTS, SQL_CATALOG, SQL_SCHEMA, Scope, USAGE_EVENTS};
+use allot_lake::session::{SQL_CATALOG, SQL_SCHEMA, Scope};
 use allot_query::QueryError;
+use allot_query::sandbox::visible_tables;
 use arrow::datatypes::Schema;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -237,10 +238,7 @@ impl FlightSql {
     /// The tables the caller may query, each with its columns.
     async fn tables_for(&self, call: &Call<'_>) -> Result<Vec<(&'static str, Schema)>, Status> {
         let (_, scope) = self.scope(call)?;
-        let names = match scope {
-            Scope::AllTenants => vec![REJECTED_EVENTS, USAGE_EVENTS],
-            Scope::Tenant(_) => vec![USAGE_EVENTS],
-        };
+        let names = visible_tables(&scope);
         let mut tables = Vec::with_capacity(names.len());
         for name in names {
             let sql = format!("SELECT * FROM {name} LIMIT 0");

@@ -192,8 +192,8 @@ impl Serialize for SqlOutput {
     }
 }
 
-/// The tables a query in `scope` may name.
-fn visible_tables(scope: &Scope) -> Vec<&'static str> {
+/// The tables a query in `scope` may name (and the wire protocols list).
+pub fn visible_tables(scope: &Scope) -> Vec<&'static str> {
     match scope {
         Scope::AllTenants => vec![USAGE_EVENTS, REJECTED_EVENTS],
         Scope::Tenant(_) => vec![USAGE_EVENTS],
