@@ -336,7 +336,8 @@ async fn start(
 }
 
 /// Sends the batches of `stream` into `sink` as the engine makes them, within
-/// the row cap and the byte cap (counted as the batches' Arrow memory); stops
+/// the row cap and the byte cap (counted as the bytes of the batches' rows,
+/// not of the buffers a slice shares with rows it does not hold); stops
 /// at the first error, which it sends, or when nobody receives any more.
 async fn forward_capped(
     mut stream: SendableRecordBatchStream,
@@ -347,7 +348,11 @@ async fn forward_capped(
     while let Some(batch) = stream.next().await {
         let checked = batch.map_err(|e| classify(e, limits)).and_then(|batch| {
             rows += batch.num_rows();
-            bytes += batch.get_array_memory_size();
+            bytes += batch
+                .columns()
+                .iter()
+                .map(|column| column.to_data().get_slice_memory_size())
+                .sum::<Result<usize, _>>()?;
             if rows > limits.max_rows {
                 Err(QueryError::RowLimit {
                     max_rows: limits.max_rows,
@@ -719,6 +724,40 @@ mod bombs {
             matches!(last, Some(Err(QueryError::RowLimit { max_rows: 10_000 }))),
             "{last:?}"
         );
+    }
+
+    /// The byte cap of a streamed answer counts the rows sent, not the
+    /// buffers a sliced batch shares with rows it does not hold: ten rows cut
+    /// from a batch of thousands pass a cap the whole batch would break.
+    #[tokio::test]
+    async fn a_streamed_answer_counts_the_bytes_of_its_rows() {
+        use futures::StreamExt;
+
+        let pool = SqlPool::new(1).unwrap();
+        let limits = SqlLimits {
+            max_bytes: 16 << 10,
+            ..limits()
+        };
+        let answer = |sql: &str| {
+            let (pool, limits) = (&pool, limits.clone());
+            let sql = sql.to_string();
+            async move {
+                let mut stream = pool
+                    .stream(empty_lake(), Scope::Tenant("acme".into()), sql, limits)
+                    .await?;
+                let mut rows = 0;
+                while let Some(batch) = stream.next().await {
+                    rows += batch?.num_rows();
+                }
+                Ok::<_, QueryError>(rows)
+            }
+        };
+        let numbers = "SELECT n FROM (SELECT unnest(range(0, 100000)) AS n) t";
+        assert_eq!(answer(&format!("{numbers} LIMIT 10")).await.unwrap(), 10);
+        assert!(matches!(
+            answer(numbers).await,
+            Err(QueryError::ResultTooLarge { .. })
+        ));
     }
 
     /// `open` `n` times, `middle`, then `close` `n` times.
