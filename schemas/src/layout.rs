@@ -29,6 +29,9 @@ pub enum LakeTable {
     Closings,
     /// One row per administrative erasure (`allot tenant delete`).
     Audit,
+    /// Alert notices, delivery claims and attempts: the alerts' state and
+    /// outbox (docs/reference.md#alerts).
+    Alerts,
 }
 
 impl LakeTable {
@@ -42,6 +45,7 @@ impl LakeTable {
             LakeTable::Allocations => "allocations",
             LakeTable::Closings => "closings",
             LakeTable::Audit => "audit",
+            LakeTable::Alerts => "alerts",
         }
     }
 }

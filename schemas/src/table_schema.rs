@@ -212,6 +212,28 @@ static AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static ALERTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::Int64, false),
+        Field::new("record", DataType::Utf8, false),
+        Field::new("key", DataType::Utf8, false),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("recorded_at", DataType::Utf8, false),
+        Field::new("details", DataType::Utf8, false),
+    ]))
+});
+
+/// The schema of `alerts`, the alerts' state and outbox: one row per record,
+/// each commit's rows under one sequence number `seq` (the `txn` offset the
+/// commit is fenced on). `record` is `notice` (an alert to send: `details` is
+/// its JSON body and channels), `claim` (a server takes a delivery) or
+/// `attempt` (one delivery attempt and its outcome). Not partitioned.
+pub fn alerts_schema() -> SchemaRef {
+    ALERTS.clone()
+}
+
 /// The schema of `audit`: one row per administrative erasure, when (RFC 3339),
 /// who ran it, what (`tenant_delete`), the tenant, and the details as JSON text
 /// (rows and files removed per table, files deleted). Not partitioned.

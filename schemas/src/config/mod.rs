@@ -17,13 +17,14 @@
 //! it has already been through a binary float.
 //!
 //! One file per section ([`storage`], [`kafka`], [`ingest`], [`metrics`],
-//! [`pricing`], [`reports`], [`api`]), the value types keys are written in
+//! [`pricing`], [`reports`], [`api`], [`alerts`]), the value types keys are written in
 //! ([`values`]), the environment overrides ([`env`]), the raw file ([`raw`]), its
 //! validation ([`validate`]), the TOML writer ([`write`]) and the generator of
 //! `docs/configuration.md` (`reference`, a test); this file loads the whole.
 
 use std::collections::BTreeMap;
 
+mod alerts;
 mod api;
 mod env;
 mod ingest;
@@ -39,6 +40,7 @@ mod validate;
 mod values;
 mod write;
 
+pub use alerts::*;
 pub use api::*;
 pub use ingest::*;
 pub use kafka::*;
@@ -104,8 +106,13 @@ pub struct Config {
     pub api: ApiConfig,
     /// How reports read the lake.
     pub reports: ReportsConfig,
+    /// Alert rules and channels as written (the checked rules are
+    /// [`Config::alert_rules`]).
+    pub alerts: AlertsConfig,
     /// The built-in metrics plus (or replaced by) `metrics`, gauge holds defaulted.
     catalog: MetricCatalog,
+    /// `alerts.rules`, checked and typed.
+    alert_rules: Vec<AlertRule>,
 }
 
 impl Default for Config {
@@ -150,6 +157,11 @@ impl Config {
     /// The metric catalog: the built-in metrics plus (or replaced by) the configured ones.
     pub fn catalog(&self) -> MetricCatalog {
         self.catalog.clone()
+    }
+
+    /// The alert rules, checked and typed.
+    pub fn alert_rules(&self) -> &[AlertRule] {
+        &self.alert_rules
     }
 }
 
@@ -345,6 +357,50 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
         for (text, key) in cases {
             assert_eq!(load(text).unwrap_err().key, key, "{text}");
         }
+    }
+
+    #[test]
+    fn bad_alert_rules_and_channels_name_the_key() {
+        let channel = "[tenants.acme]\n[[alerts.channels]]\nname = \"hook\"\nkind = \"webhook\"\n\
+                       url = \"https://hooks.example/allot\"\nsecret = \"0123456789abcdef\"\n";
+        let rule = |body: &str| format!("{channel}[[alerts.rules]]\nname = \"r\"\n{body}");
+        let good = rule(
+            "kind = \"quota\"\nmetric = \"compute_seconds\"\nthreshold = \"90\"\nchannels = [\"hook\"]",
+        );
+        assert_eq!(load(&good).unwrap().alert_rules().len(), 1);
+        let cases = [
+            (rule("kind = \"quota\"\nmetric = \"gpu\"\nthreshold = \"90\"\nchannels = [\"hook\"]"), "alerts.rules[0].metric"),
+            (rule("kind = \"quota\"\nmetric = \"compute_seconds\"\nthreshold = \"1000.01\"\nchannels = [\"hook\"]"), "alerts.rules[0].threshold"),
+            (rule("kind = \"quota\"\nmetric = \"compute_seconds\"\nthreshold = \"-1\"\nchannels = [\"hook\"]"), "alerts.rules[0].threshold"),
+            (rule("kind = \"quota\"\nmetric = \"compute_seconds\"\nchannels = [\"hook\"]"), "alerts.rules[0].threshold"),
+            (rule("kind = \"quota\"\nmetric = \"compute_seconds\"\nthreshold = \"90\"\nresolve_below = \"95\"\nchannels = [\"hook\"]"), "alerts.rules[0].resolve_below"),
+            (rule("kind = \"spend\"\nthreshold = \"10\"\ntenants = [\"nobody\"]\nchannels = [\"hook\"]"), "alerts.rules[0].tenants[0]"),
+            (rule("kind = \"spend\"\nthreshold = \"10\"\nchannels = [\"pager\"]"), "alerts.rules[0].channels[0]"),
+            (rule("kind = \"spend\"\nthreshold = \"10\"\nchannels = []"), "alerts.rules[0].channels"),
+            (rule("kind = \"spend\"\nthreshold = \"10\"\nper = \"team\"\nchannels = [\"hook\"]"), "alerts.rules[0].per"),
+            (rule("kind = \"budget\"\nchannels = [\"hook\"]"), "alerts.rules[0].kind"),
+            (rule("kind = \"health\"\nchannels = [\"hook\"]"), "alerts.rules[0].status"),
+            (rule("kind = \"health\"\nstatus = \"bad\"\nchannels = [\"hook\"]"), "alerts.rules[0].status"),
+            (rule("kind = \"health\"\nstatus = \"warning\"\nthreshold = \"1\"\nchannels = [\"hook\"]"), "alerts.rules[0].threshold"),
+            (rule("kind = \"noisy\"\nmetric = \"storage_bytes\"\nchannels = [\"hook\"]"), "alerts.rules[0].metric"),
+            (rule("kind = \"silent\"\nchannels = [\"hook\"]"), "alerts.rules[0].after"),
+            (rule("kind = \"rejected\"\nthreshold = \"5\"\nrepeat = \"0s\"\nchannels = [\"hook\"]"), "alerts.rules[0].repeat"),
+            (rule("kind = \"rejected\"\nthreshold = \"5\"\nchannels = [\"hook\"]\ncolour = \"red\""), "alerts.rules[0].colour"),
+            ("[[alerts.channels]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"ftp://x/\"\nsecret = \"0123456789abcdef\"".to_string(), "alerts.channels[0].url"),
+            ("[[alerts.channels]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"not a url\"\nsecret = \"0123456789abcdef\"".to_string(), "alerts.channels[0].url"),
+            ("[[alerts.channels]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"https://x/\"".to_string(), "alerts.channels[0].secret"),
+            ("[[alerts.channels]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"https://x/\"\nsecret = \"short\"".to_string(), "alerts.channels[0].secret"),
+            ("[[alerts.channels]]\nname = \"h\"\nkind = \"email\"\nurl = \"https://x/\"".to_string(), "alerts.channels[0].kind"),
+            ("[alerts]\nretry_initial = \"10m\"\nretry_max = \"1m\"".to_string(), "alerts.retry_max"),
+            ("[alerts]\nclaim_lease = \"5s\"".to_string(), "alerts.claim_lease"),
+            ("[alerts]\ngive_up_after = \"0s\"".to_string(), "alerts.give_up_after"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(load(&text).unwrap_err().key, key, "{text}");
+        }
+        let secret = load(&format!("{channel}[alerts]\nclaim_lease = \"1s\"")).unwrap_err();
+        assert!(!secret.to_string().contains("0123456789abcdef"), "{secret}");
+        assert!(!format!("{:?}", load(channel).unwrap()).contains("0123456789abcdef"));
     }
 
     #[test]

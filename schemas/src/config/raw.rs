@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::alerts::AlertsConfig;
 use super::api::ApiConfig;
 use super::ingest::IngestConfig;
 use super::kafka::KafkaConfig;
@@ -54,6 +55,9 @@ pub struct RawConfig {
     /// How reports read the lake.
     #[serde(default)]
     pub reports: ReportsConfig,
+    /// Alert rules, the channels they are sent to, and how delivery retries.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 fn default_currency() -> String {
@@ -74,6 +78,7 @@ impl Default for RawConfig {
             noisy: NoisyConfig::default(),
             api: ApiConfig::default(),
             reports: ReportsConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }

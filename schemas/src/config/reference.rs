@@ -13,7 +13,7 @@ use std::fmt::Write;
 use super::raw::RawConfig;
 
 /// The files the configuration's structs are in, in the order sections read.
-const SOURCES: [&str; 8] = [
+const SOURCES: [&str; 9] = [
     include_str!("raw.rs"),
     include_str!("storage.rs"),
     include_str!("kafka.rs"),
@@ -22,6 +22,7 @@ const SOURCES: [&str; 8] = [
     include_str!("pricing.rs"),
     include_str!("reports.rs"),
     include_str!("api.rs"),
+    include_str!("alerts.rs"),
 ];
 
 /// What the document says before the sections.

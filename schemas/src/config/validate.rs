@@ -23,6 +23,8 @@ impl RawConfig {
         self.ingest.validate()?;
         self.noisy.validate()?;
         self.api.validate()?;
+        let configured_tenants = self.tenants.keys().map(String::as_str).collect();
+        let alert_rules = self.alerts.validate(&catalog, &configured_tenants)?;
         let RawConfig {
             currency,
             lake,
@@ -35,6 +37,7 @@ impl RawConfig {
             noisy,
             api,
             reports,
+            alerts,
         } = self;
         Ok(Config {
             currency,
@@ -48,7 +51,9 @@ impl RawConfig {
             noisy,
             api,
             reports,
+            alerts,
             catalog,
+            alert_rules,
         })
     }
 

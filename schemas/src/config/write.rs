@@ -34,6 +34,7 @@ impl Config {
             noisy: self.noisy.clone(),
             api: self.api.clone(),
             reports: self.reports.clone(),
+            alerts: self.alerts.clone(),
         }
     }
 
