@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use allot_schemas::layout::{LakeLocation, LakeTable, TenantDay, usage_partition_dir};
 use allot_schemas::table_schema::{
-    HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS,
+    HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS, alerts_schema,
     allocations_schema, audit_schema, closings_schema, invoices_schema, rejected_events_schema,
     usage_events_schema, usage_hourly_schema,
 };
@@ -216,6 +216,7 @@ pub(crate) async fn ensure_table(
         LakeTable::Allocations => (allocations_schema(), &[]),
         LakeTable::Closings => (closings_schema(), &[]),
         LakeTable::Audit => (audit_schema(), &[]),
+        LakeTable::Alerts => (alerts_schema(), &[]),
     };
     let columns: StructType = schema
         .as_ref()

@@ -86,6 +86,8 @@ pub struct HealthInputs {
     pub gauge_levels: BTreeMap<String, BigDecimal>,
     /// Noisy-neighbour rows flagged for the tenant in the last 24 h.
     pub noisy_flags_24h: u32,
+    /// The metrics of those rows.
+    pub noisy_metrics: Vec<String>,
     /// Time of its latest accepted event before `now`, if any.
     pub last_event_micros: Option<i64>,
     /// Accepted events in the last 24 h.
@@ -129,6 +131,10 @@ pub struct TenantHealth {
     pub mtd_cost: BigDecimal,
     /// Month-end forecast: MTD cost × period length / elapsed, to the cent.
     pub forecast: BigDecimal,
+    /// The metrics it was flagged a noisy neighbour on in the last 24 h.
+    pub noisy_metrics: Vec<String>,
+    /// Accepted events in the last 24 h.
+    pub events_24h: u64,
 }
 
 /// Writes a duration of whole seconds as `1h 30m`, `45m`, `2d 3h` or `20s`.
@@ -326,6 +332,8 @@ pub fn tenant_health(
         quota_use,
         mtd_cost,
         forecast,
+        noisy_metrics: inputs.noisy_metrics.clone(),
+        events_24h: inputs.events_24h,
     })
 }
 
@@ -362,6 +370,7 @@ mod tests {
             mtd_usage: BTreeMap::new(),
             gauge_levels: BTreeMap::new(),
             noisy_flags_24h: 0,
+            noisy_metrics: Vec::new(),
             last_event_micros: Some(ts("2026-01-15T11:59:00Z")),
             events_24h: 1_000,
             rejected_24h: 0,

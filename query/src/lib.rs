@@ -31,6 +31,7 @@
 //!
 //! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 
+pub mod alerts;
 pub mod allocation;
 pub mod billed;
 pub mod closing;

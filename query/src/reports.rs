@@ -407,8 +407,13 @@ pub async fn health(
         ),
     )?;
     let mut flags_by_tenant: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut noisy_metrics: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for row in &flags {
         *flags_by_tenant.entry(row.tenant_id.as_str()).or_default() += 1;
+        noisy_metrics
+            .entry(row.tenant_id.as_str())
+            .or_default()
+            .insert(row.metric.as_str());
     }
 
     let mut report = Vec::with_capacity(tenants.len());
@@ -437,6 +442,12 @@ pub async fn health(
                 .get(tenant_id.as_str())
                 .copied()
                 .unwrap_or(0),
+            noisy_metrics: noisy_metrics
+                .get(tenant_id.as_str())
+                .into_iter()
+                .flatten()
+                .map(|m| (*m).to_string())
+                .collect(),
             last_event_micros: active.map(|a| a.last_event_micros),
             events_24h: active.map_or(0, |a| a.events),
             rejected_24h: rejected.get(&tenant_id).copied().unwrap_or(0),
@@ -450,6 +461,35 @@ pub async fn health(
         )?);
     }
     Ok(report)
+}
+
+/// What alert rules read besides health, as of `now`, for every tenant: the
+/// latest accepted event of the last `active_window` (silent tenants) and the
+/// rejected events of the last `rejected_window` (docs/reference.md#alert-rules).
+/// Two aggregate reads of the lake, made once per refresh whatever the rules.
+pub async fn alert_signals(
+    snapshot: &LakeSnapshot,
+    settings: &ReportSettings,
+    now: i64,
+    active_window: i64,
+    rejected_window: i64,
+) -> Result<(BTreeMap<String, i64>, BTreeMap<String, u64>), QueryError> {
+    let session = session_for(snapshot, settings, None).await?;
+    let every_tenant = UsageFilter::default();
+    let (recent, rejected) = tokio::try_join!(
+        activity(
+            &session,
+            &every_tenant,
+            now.saturating_sub(active_window),
+            now
+        ),
+        rejected_counts(&session, now.saturating_sub(rejected_window), now),
+    )?;
+    let last_events = recent
+        .into_iter()
+        .map(|(tenant, active)| (tenant, active.last_event_micros))
+        .collect();
+    Ok((last_events, rejected))
 }
 
 /// The cost of `usage` until `until`, leaving out each metric that no rate covers,
