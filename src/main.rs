@@ -13,6 +13,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod alerts;
 mod close;
 mod demo;
 mod demo_events;
@@ -89,6 +90,8 @@ enum Command {
     Token(serve::TokenArgs),
     /// Offboard a tenant: export its data, or erase it from the lake.
     Tenant(tenant::TenantArgs),
+    /// Evaluate and deliver alerts without the server, or send a sample alert.
+    Alerts(alerts::AlertsArgs),
 }
 
 /// Output format of a command's result on stdout.
@@ -270,6 +273,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Serve(args) => serve::serve(args).await,
         Command::Token(args) => serve::token(args),
         Command::Tenant(args) => tenant::tenant(args).await,
+        Command::Alerts(args) => alerts::alerts(args).await,
     }
 }
 

@@ -1,8 +1,11 @@
 //! The server subcommands: `allot serve` (the HTTP API and dashboards) and
-//! `allot token` (mint a bearer token for an operator or a tenant).
+//! `allot token` (mint a bearer token for an operator or a tenant). The server
+//! also runs the alert runner when the configuration has rules.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use allot_api::alerts::{AlertRunner, FactSource};
 use allot_api::auth::{Role, TokenRequest, mint_token};
 use allot_api::{ApiError, ApiOptions, AppState};
 use allot_schemas::config::HumanDuration;
@@ -63,7 +66,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
         metrics: Some(crate::prometheus::install_recorder().map_err(Failure::internal)?),
         ..ApiOptions::new(config, lake)
     };
+    let alerts_config = options.config.clone();
     let state = AppState::new(options).map_err(failure)?;
+    let runner = AlertRunner::open(
+        &alerts_config,
+        &state.lake,
+        Arc::clone(&state.alerts),
+        Arc::clone(&state.clock),
+    )
+    .await
+    .map_err(Failure::internal)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| Failure::usage(format!("--listen {listen}: {e}")))?;
@@ -73,6 +85,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(%address, "serving on http://{address}/");
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
+    let alerting = runner
+        .map(|runner| tokio::spawn(runner.run(FactSource::Server(state.clone()), cancel.clone())));
     let flight_sql = match &flight_sql_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -100,6 +114,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
             .await
             .map_err(Failure::internal)?
             .map_err(Failure::internal)?;
+    }
+    cancel.cancel();
+    if let Some(alerting) = alerting {
+        alerting.await.map_err(Failure::internal)?;
     }
     tracing::info!("stopped");
     Ok(())

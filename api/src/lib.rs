@@ -18,7 +18,9 @@
 //!   log of denied attempts, [`metrics`] the Prometheus recorder.
 //! - [`lake_view`] keeps the lake in memory and follows its commits;
 //!   [`cache`] keeps computed reports keyed by what they were computed from.
+//! - [`alerts`] evaluates alert rules after each refresh and delivers them.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod cache;

@@ -16,6 +16,7 @@ use allot_schemas::config::{Config, Secret};
 use allot_schemas::tenant::TenantId;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::alerts::AlertBoard;
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Principal};
 use crate::cache::ReportCache;
@@ -92,6 +93,8 @@ pub struct Inner {
     pub max_body: usize,
     /// The header-read, idle and shutdown timeouts of a connection.
     pub connection_limits: ConnectionLimits,
+    /// The alerts as the alert runner last read them (empty without rules).
+    pub alerts: Arc<AlertBoard>,
 }
 
 impl std::ops::Deref for AppState {
@@ -150,6 +153,7 @@ impl AppState {
                 idle: api.idle_timeout.0,
                 shutdown: api.shutdown_timeout.0,
             },
+            alerts: Arc::new(AlertBoard::default()),
         }));
         if state.costs_file.is_some() {
             state.cost_pools().map_err(|e| ApiError::Setup {

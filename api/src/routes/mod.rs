@@ -1,12 +1,13 @@
 //! The routes of docs/reference.md#http-api in groups, each a function
 //! returning [`Routes`]: [`tenant`] (one tenant's views), [`finance`]
-//! (all-tenant views), [`closing`] (period close: closings, certificates,
+//! (all-tenant views), [`alerts`] (alerts and their deliveries), [`closing`] (period close: closings, certificates,
 //! margin), [`sql`], [`ops`] (health, readiness, metrics, OpenAPI) and [`web`]
 //! (dashboards).
 //!
 //! [`Routes`] records every method and path it registers, so the route table
 //! that the OpenAPI test compares is the router's own, not a copy.
 
+pub mod alerts;
 pub mod closing;
 pub mod finance;
 pub mod ops;
@@ -86,6 +87,7 @@ pub fn authenticated() -> Routes {
         .merge(finance::routes())
         .merge(closing::routes())
         .merge(sql::routes())
+        .merge(alerts::routes())
 }
 
 /// The routes open to anyone.
