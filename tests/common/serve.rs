@@ -29,6 +29,15 @@ impl ServeProcess {
     /// answers `/healthz`. The lake may still be loading: see
     /// [`ServeProcess::wait_ready`].
     pub fn start(config: &Path, lake: Option<&Path>) -> ServeProcess {
+        ServeProcess::start_with_env(config, lake, &[])
+    }
+
+    /// [`ServeProcess::start`] with the further environment variables `env`.
+    pub fn start_with_env(
+        config: &Path,
+        lake: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> ServeProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_allot"));
         command.args(["serve", "--listen", "127.0.0.1:0"]);
         if let Some(lake) = lake {
@@ -38,6 +47,7 @@ impl ServeProcess {
             .arg("--config")
             .arg(config)
             .env("ALLOT_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -156,6 +166,21 @@ impl ServeProcess {
             .and_then(|value| value.trim().parse().ok())
             .expect("VmHWM in /proc status");
         kib << 10
+    }
+
+    /// Waits up to `within` for the server to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "allot serve did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends SIGTERM and waits up to `within` for the server to exit (killing

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alerts;
 mod api;
 mod dedup_window;
 mod erasure;

@@ -1,0 +1,423 @@
+//! Alerts end to end (docs/reference.md#alerts): `allot serve` evaluating a
+//! quota rule after each lake refresh and posting to a real HTTP receiver on
+//! 127.0.0.1 inside the test. Each notice is counted by its idempotency key:
+//! one firing per crossing, one resolution, none repeated across a kill -9
+//! between commit and delivery or across two replicas on one lake, and a dead
+//! endpoint retried without holding up the other channel.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use allot_api::alerts::deliver::signature;
+use allot_schemas::config::Secret;
+use common::{CliLake, FLAT_PRICE_BOOK, ServeProcess};
+use serde_json::Value;
+
+const JWT_SECRET: &str = "a test secret that is long enough for HS256";
+const HOOK_SECRET: &str = "the hook's secret, 16 bytes at least";
+/// How long a notice may take to arrive: a few refreshes and a delivery on a
+/// machine busy with other tests.
+const ARRIVES_WITHIN: Duration = Duration::from_secs(30);
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+
+    fn key(&self) -> String {
+        self.headers["idempotency-key"].clone()
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: answers 200 to every request while up,
+/// and drops every connection unanswered while down.
+struct Receiver {
+    address: String,
+    up: Arc<AtomicBool>,
+    received: Arc<Mutex<Vec<Received>>>,
+    /// Connections dropped while down.
+    refused: Arc<Mutex<u32>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let receiver = Receiver {
+            address: listener.local_addr().unwrap().to_string(),
+            up: Arc::new(AtomicBool::new(true)),
+            received: Arc::default(),
+            refused: Arc::default(),
+        };
+        let (up, received, refused) = (
+            Arc::clone(&receiver.up),
+            Arc::clone(&receiver.received),
+            Arc::clone(&receiver.refused),
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if !up.load(Ordering::SeqCst) {
+                    *refused.lock().unwrap() += 1;
+                    drop(stream);
+                    continue;
+                }
+                let received = Arc::clone(&received);
+                std::thread::spawn(move || {
+                    if let Some(request) = read_request(stream) {
+                        received.lock().unwrap().push(request);
+                    }
+                });
+            }
+        });
+        receiver
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/{path}", self.address)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds of what was received.
+    fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + ARRIVES_WITHIN;
+        loop {
+            let received = self.received();
+            if done(&received) {
+                return received;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not received within {ARRIVES_WITHIN:?}; got {received:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request and answers 200.
+fn read_request(mut stream: TcpStream) -> Option<Received> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        if let Some(at) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).to_string();
+    let mut lines = head.lines();
+    let path = lines.next()?.split(' ').nth(1)?.to_string();
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers.get("content-length")?.parse().ok()?;
+    while bytes.len() < head_end + length {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8(bytes[head_end..head_end + length].to_vec()).ok()?;
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    Some(Received {
+        path,
+        headers,
+        body,
+    })
+}
+
+/// A lake whose configuration watches compute_seconds quotas of 1000 (acme,
+/// beta, gamma) at 90 %, resolving below 85 %, sent to `channels` (TOML
+/// `[[alerts.channels]]` entries, the first named `hook`).
+fn alert_lake(channels: &str, rule_channels: &str) -> CliLake {
+    let lake = CliLake::new("");
+    let config = format!(
+        "{FLAT_PRICE_BOOK}\n\
+         [tenants.acme]\nquotas = {{ compute_seconds = \"1000\" }}\n\
+         [tenants.beta]\nquotas = {{ compute_seconds = \"1000\" }}\n\
+         [tenants.gamma]\nquotas = {{ compute_seconds = \"1000\" }}\n\
+         [api]\njwt_secret = \"{JWT_SECRET}\"\naudit_log = \"{audit}\"\n\
+         rate_limit_per_s = 100000\nrefresh_interval = \"200ms\"\n\
+         [alerts]\nretry_initial = \"500ms\"\nretry_max = \"1s\"\ndelivery_timeout = \"2s\"\n\
+         claim_lease = \"3s\"\n\
+         {channels}\n\
+         [[alerts.rules]]\nname = \"q90\"\nkind = \"quota\"\nmetric = \"compute_seconds\"\n\
+         threshold = \"90\"\nresolve_below = \"85\"\nchannels = [{rule_channels}]\n",
+        audit = lake.dir.path().join("audit.jsonl").display(),
+    );
+    std::fs::write(lake.config(), config).unwrap();
+    lake
+}
+
+fn webhook(name: &str, url: &str) -> String {
+    format!(
+        "[[alerts.channels]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{HOOK_SECRET}\"\n"
+    )
+}
+
+/// Ingests one compute_seconds event of `value` for `tenant`, a minute ago.
+fn use_compute(lake: &CliLake, tenant: &str, id: &str, value: &str) {
+    let at = (chrono::Utc::now() - chrono::Duration::seconds(60))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let file = lake.dir.path().join(format!("{id}.jsonl"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"event_id":"{id}","tenant_id":"{tenant}","ts":"{at}","metric":"compute_seconds","value":{value}}}"#
+        ) + "\n",
+    )
+    .unwrap();
+    let out = lake.run(&[
+        "ingest",
+        "--no-progress",
+        "--from-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The notices of `received` by key, each with how many times it came.
+fn by_key(received: &[Received]) -> BTreeMap<String, usize> {
+    let mut keys = BTreeMap::new();
+    for r in received {
+        *keys.entry(r.key()).or_default() += 1;
+    }
+    keys
+}
+
+fn assert_signed(request: &Received) {
+    assert_eq!(
+        request.headers["x-allot-signature"],
+        signature(
+            &Secret::from(HOOK_SECRET.to_string()),
+            request.body.as_bytes()
+        ),
+        "{request:?}"
+    );
+    assert_eq!(request.json()["key"], request.key());
+}
+
+#[test]
+fn a_quota_crossing_fires_once_and_resolves_once() {
+    let receiver = Receiver::start();
+    let lake = alert_lake(&webhook("hook", &receiver.url("hook")), "\"hook\"");
+    // 899.999 of 1000 before the server starts: under 90 %, nothing to send.
+    use_compute(&lake, "acme", "a1", "899.999");
+    let server = ServeProcess::start(&lake.config(), Some(&lake.root()));
+    server.wait_ready(ARRIVES_WITHIN);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(receiver.received().is_empty(), "{:?}", receiver.received());
+
+    // 0.001 more: exactly 90 %, one firing, signed, with the figure and threshold.
+    use_compute(&lake, "acme", "a2", "0.001");
+    let got = receiver.wait_for("the firing", |r| !r.is_empty());
+    let firing = &got[0];
+    assert_eq!(firing.path, "/hook");
+    assert_signed(firing);
+    let body = firing.json();
+    assert_eq!(body["rule"], "q90");
+    assert_eq!(body["kind"], "quota");
+    assert_eq!(body["tenant_id"], "acme");
+    assert_eq!(body["state"], "firing");
+    assert_eq!(body["value"], "90.00");
+    assert_eq!(body["threshold"], "90");
+    assert_eq!(body["key"], "q90/acme/1");
+    assert!(body["lake_version"].as_u64().is_some(), "{body}");
+    assert!(body["as_of"].as_str().unwrap().ends_with('Z'), "{body}");
+
+    // More usage, and a few refreshes: nothing new.
+    use_compute(&lake, "acme", "a3", "50");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        by_key(&receiver.received()),
+        BTreeMap::from([("q90/acme/1".to_string(), 1)])
+    );
+
+    // The API lists it, delivered; a tenant token sees only its own tenant's.
+    let finance = server.token("finance", None);
+    let (status, listed) = server.request("GET /v1/alerts", &finance, "");
+    assert_eq!(status, 200, "{listed}");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let alert = &listed["alerts"][0];
+    assert_eq!(alert["key"], "q90/acme/1");
+    assert_eq!(alert["current"], true);
+    let delivered = |alert: &Value| alert["deliveries"][0]["outcome"] == "delivered";
+    let deadline = Instant::now() + ARRIVES_WITHIN;
+    while !delivered(&alerts_of(&server, &finance)[0]) {
+        assert!(Instant::now() < deadline, "the delivery is not recorded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(alerts_of(&server, &server.token("tenant", Some("beta"))).is_empty());
+    assert_eq!(
+        alerts_of(&server, &server.token("tenant", Some("acme"))).len(),
+        1
+    );
+    let (status, _) = server.request(
+        "GET /v1/alerts?tenant=acme",
+        &server.token("tenant", Some("beta")),
+        "",
+    );
+    assert_eq!(status, 404);
+    let (_, metrics) = server.request("GET /metrics", "", "");
+    assert!(
+        metrics.contains("allot_alerts_firing{rule=\"q90\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("allot_alert_deliveries_total{channel=\"hook\",outcome=\"delivered\"} 1"),
+        "{metrics}"
+    );
+
+    // The tenant's usage erased (as a restatement that drops it): one resolution.
+    let out = lake.run(&["tenant", "delete", "acme", "--confirm", "acme"]);
+    assert!(out.status.success(), "{out:?}");
+    let got = receiver.wait_for("the resolution", |r| r.len() >= 2);
+    let resolved = &got[1];
+    assert_signed(resolved);
+    assert_eq!(resolved.json()["state"], "resolved");
+    assert_eq!(resolved.json()["value"], "0.00");
+    assert_eq!(resolved.key(), "q90/acme/2");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receiver.received().len(), 2);
+}
+
+/// The alerts `GET /v1/alerts` lists for `token`.
+fn alerts_of(server: &ServeProcess, token: &str) -> Vec<Value> {
+    let (status, body) = server.request("GET /v1/alerts", token, "");
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["alerts"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_firing_committed_before_a_kill_is_delivered_once_after_restart() {
+    let receiver = Receiver::start();
+    let lake = alert_lake(&webhook("hook", &receiver.url("hook")), "\"hook\"");
+    use_compute(&lake, "beta", "b0", "1");
+    let mut doomed = ServeProcess::start_with_env(
+        &lake.config(),
+        Some(&lake.root()),
+        &[("ALLOT_TEST_ALERTS_ABORT_AFTER_NOTICE", "1")],
+    );
+    doomed.wait_ready(ARRIVES_WITHIN);
+    use_compute(&lake, "beta", "b1", "950");
+    // The test hook aborts the server right after the notice's commit, as a
+    // kill -9 would, before any delivery.
+    let status = doomed.wait_exit(ARRIVES_WITHIN);
+    assert!(!status.success(), "{status:?}");
+    assert!(receiver.received().is_empty());
+
+    // After restart: delivered once, under the key committed before the kill,
+    // once the dead server's claim has lapsed.
+    let server = ServeProcess::start(&lake.config(), Some(&lake.root()));
+    let got = receiver.wait_for("the firing after restart", |r| !r.is_empty());
+    assert_eq!(got[0].key(), "q90/beta/1");
+    assert_signed(&got[0]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        by_key(&receiver.received()),
+        BTreeMap::from([("q90/beta/1".to_string(), 1)])
+    );
+    drop(server);
+}
+
+#[test]
+fn two_replicas_deliver_each_firing_once() {
+    let receiver = Receiver::start();
+    let lake = alert_lake(&webhook("hook", &receiver.url("hook")), "\"hook\"");
+    use_compute(&lake, "acme", "r", "1");
+    let first = ServeProcess::start(&lake.config(), Some(&lake.root()));
+    let second = ServeProcess::start(&lake.config(), Some(&lake.root()));
+    first.wait_ready(ARRIVES_WITHIN);
+    second.wait_ready(ARRIVES_WITHIN);
+    for (i, tenant) in ["acme", "beta", "gamma"].iter().enumerate() {
+        use_compute(&lake, tenant, &format!("r{i}"), "990");
+    }
+    receiver.wait_for("three firings", |r| by_key(r).len() == 3);
+    // A few more refreshes of both: still one delivery per key.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        by_key(&receiver.received()),
+        BTreeMap::from([
+            ("q90/acme/1".to_string(), 1),
+            ("q90/beta/1".to_string(), 1),
+            ("q90/gamma/1".to_string(), 1),
+        ])
+    );
+}
+
+#[test]
+fn a_dead_endpoint_is_retried_without_delaying_the_other_channel() {
+    let live = Receiver::start();
+    let dead = Receiver::start();
+    dead.up.store(false, Ordering::SeqCst);
+    let channels = format!(
+        "{}{}",
+        webhook("hook", &live.url("live")),
+        webhook("down", &dead.url("dead"))
+    );
+    let lake = alert_lake(&channels, "\"down\", \"hook\"");
+    use_compute(&lake, "gamma", "g0", "1");
+    let server = ServeProcess::start(&lake.config(), Some(&lake.root()));
+    server.wait_ready(ARRIVES_WITHIN);
+    use_compute(&lake, "gamma", "g1", "1000");
+    live.wait_for("the live channel's firing", |r| !r.is_empty());
+    // The dead endpoint was tried (and refused) while the live one delivered.
+    let deadline = Instant::now() + ARRIVES_WITHIN;
+    while *dead.refused.lock().unwrap() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead endpoint was not retried"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let finance = server.token("finance", None);
+    let pending = alerts_of(&server, &finance);
+    let down = pending[0]["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["channel"] == "down")
+        .unwrap()
+        .clone();
+    assert_eq!(down["outcome"], "pending", "{down}");
+    assert!(down["attempts"].as_u64().unwrap() >= 1, "{down}");
+    assert!(down["last_error"].is_string(), "{down}");
+
+    // Up again: delivered after the backoff, under the same key, once.
+    dead.up.store(true, Ordering::SeqCst);
+    let got = dead.wait_for("the retried firing", |r| !r.is_empty());
+    assert_eq!(got[0].key(), "q90/gamma/1");
+    assert_signed(&got[0]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(dead.received().len(), 1);
+    assert_eq!(live.received().len(), 1);
+}
