@@ -16,7 +16,7 @@ use allot_schemas::config::{Config, Secret};
 use allot_schemas::tenant::TenantId;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::alerts::AlertBoard;
+use crate::alerts::board::AlertBoard;
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Principal};
 use crate::cache::ReportCache;

@@ -16,10 +16,11 @@
 //! [`AlertBoard`] is what the runner last read, for `GET /v1/alerts` and
 //! `/metrics`; a server without rules has an empty one.
 
+pub mod board;
 pub mod deliver;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use allot_query::alerts::{
@@ -31,6 +32,7 @@ use allot_schemas::clock::Clock;
 use allot_schemas::config::{AlertRule, AlertsConfig, Config};
 use tokio_util::sync::CancellationToken;
 
+pub use self::board::AlertBoard;
 use self::deliver::Channel;
 use crate::lake_view::{LakeView, ServedLake};
 use crate::state::AppState;
@@ -43,29 +45,6 @@ pub const ALERT_DELIVERIES: &str = "allot_alert_deliveries_total";
 /// The env var of the crash test's hook (builds with `test-hooks` only): the
 /// process aborts right after committing notices, before sending them.
 pub const ABORT_AFTER_NOTICE_ENV: &str = "ALLOT_TEST_ALERTS_ABORT_AFTER_NOTICE";
-
-/// What the runner last read of the `alerts` table.
-#[derive(Default)]
-pub struct AlertBoard(RwLock<Arc<AlertLog>>);
-
-impl AlertBoard {
-    /// The log as last read.
-    pub fn log(&self) -> Arc<AlertLog> {
-        Arc::clone(
-            &self
-                .0
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    fn set(&self, log: Arc<AlertLog>) {
-        *self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = log;
-    }
-}
 
 /// Where the runner gets the lake and every tenant's health from.
 #[derive(Clone)]
