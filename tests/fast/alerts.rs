@@ -421,3 +421,47 @@ fn a_dead_endpoint_is_retried_without_delaying_the_other_channel() {
     assert_eq!(dead.received().len(), 1);
     assert_eq!(live.received().len(), 1);
 }
+
+#[test]
+fn bad_alert_configuration_is_refused_with_exit_2_naming_the_key() {
+    let hook = webhook("hook", "http://127.0.0.1:9/hook");
+    let rule =
+        |body: &str| format!("{hook}[[alerts.rules]]\nname = \"r\"\nchannels = [\"hook\"]\n{body}");
+    let cases = [
+        (rule("kind = \"quota\"\nmetric = \"gpu\"\nthreshold = \"90\""), "alerts.rules[0].metric"),
+        (rule("kind = \"quota\"\nmetric = \"compute_seconds\"\nthreshold = \"1001\""), "alerts.rules[0].threshold"),
+        (rule("kind = \"spend\"\nthreshold = \"5\"\ntenants = [\"nobody\"]"), "alerts.rules[0].tenants[0]"),
+        (rule("kind = \"silent\""), "alerts.rules[0].after"),
+        (format!("{hook}[[alerts.rules]]\nname = \"r\"\nkind = \"rejected\"\nthreshold = \"5\"\nchannels = [\"pager\"]"), "alerts.rules[0].channels[0]"),
+        ("[[alerts.channels]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"hooks.example\"\nsecret = \"0123456789abcdef\"".to_string(), "alerts.channels[0].url"),
+        ("[[alerts.channels]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"https://hooks.example/\"".to_string(), "alerts.channels[0].secret"),
+    ];
+    for (text, key) in cases {
+        let lake = CliLake::new(&text);
+        for command in [
+            &["alerts", "run"][..],
+            &["serve", "--listen", "127.0.0.1:0"][..],
+        ] {
+            let out = lake.run(command);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command:?} {text}: {err}");
+            assert!(
+                err.contains(key) && err.trim().lines().count() == 1,
+                "{text}: {err}"
+            );
+        }
+    }
+    // A secret never appears in a refusal.
+    let lake = CliLake::new(&format!("{hook}[alerts]\nclaim_lease = \"1s\""));
+    let out = lake.run(&["alerts", "run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(HOOK_SECRET));
+    // `alerts test` names only a configured channel.
+    std::fs::write(lake.config(), &hook).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["alerts", "test", "--channel", "pager", "--config"])
+        .arg(lake.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
