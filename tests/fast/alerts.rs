@@ -95,16 +95,25 @@ impl Receiver {
 
     /// Waits until `done` holds of what was received.
     fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        self.try_wait_for(done).unwrap_or_else(|received| {
+            panic!("{what}: not received within {ARRIVES_WITHIN:?}; got {received:#?}")
+        })
+    }
+
+    /// Waits until `done` holds of what was received; what was, if it never did.
+    fn try_wait_for(
+        &self,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Result<Vec<Received>, Vec<Received>> {
         let deadline = Instant::now() + ARRIVES_WITHIN;
         loop {
             let received = self.received();
             if done(&received) {
-                return received;
+                return Ok(received);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not received within {ARRIVES_WITHIN:?}; got {received:#?}"
-            );
+            if Instant::now() >= deadline {
+                return Err(received);
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -361,7 +370,14 @@ fn two_replicas_deliver_each_firing_once() {
     for (i, tenant) in ["acme", "beta", "gamma"].iter().enumerate() {
         use_compute(&lake, tenant, &format!("r{i}"), "990");
     }
-    receiver.wait_for("three firings", |r| by_key(r).len() == 3);
+    if let Err(received) = receiver.try_wait_for(|r| by_key(r).len() == 3) {
+        panic!(
+            "three firings: got {:?}\n--- first:\n{}\n--- second:\n{}",
+            by_key(&received),
+            first.log(),
+            second.log()
+        );
+    }
     // A few more refreshes of both: still one delivery per key.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
