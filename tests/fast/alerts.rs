@@ -166,6 +166,11 @@ fn read_request(mut stream: TcpStream) -> Option<Received> {
 /// beta, gamma) at 90 %, resolving below 85 %, sent to `channels` (TOML
 /// `[[alerts.channels]]` entries, the first named `hook`).
 fn alert_lake(channels: &str, rule_channels: &str) -> CliLake {
+    alert_lake_with(channels, rule_channels, "")
+}
+
+/// [`alert_lake`] with the further `[alerts]` keys `alerts`.
+fn alert_lake_with(channels: &str, rule_channels: &str, alerts: &str) -> CliLake {
     let lake = CliLake::new("");
     let config = format!(
         "{FLAT_PRICE_BOOK}\n\
@@ -175,7 +180,7 @@ fn alert_lake(channels: &str, rule_channels: &str) -> CliLake {
          [api]\njwt_secret = \"{JWT_SECRET}\"\naudit_log = \"{audit}\"\n\
          rate_limit_per_s = 100000\nrefresh_interval = \"200ms\"\n\
          [alerts]\nretry_initial = \"500ms\"\nretry_max = \"1s\"\ndelivery_timeout = \"2s\"\n\
-         claim_lease = \"3s\"\n\
+         claim_lease = \"3s\"\n{alerts}\n\
          {channels}\n\
          [[alerts.rules]]\nname = \"q90\"\nkind = \"quota\"\nmetric = \"compute_seconds\"\n\
          threshold = \"90\"\nresolve_below = \"85\"\nchannels = [{rule_channels}]\n",
@@ -480,4 +485,68 @@ fn bad_alert_configuration_is_refused_with_exit_2_naming_the_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn slack_gets_a_linked_text_and_a_dead_webhook_is_given_up() {
+    let slack = Receiver::start();
+    // A port nothing listens on: every attempt is refused.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let channels = format!(
+        "[[alerts.channels]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{}\"\n{}",
+        slack.url("services/T0/B0/x"),
+        webhook("gone", &format!("http://{closed}/hook"))
+    );
+    let lake = alert_lake_with(
+        &channels,
+        "\"chat\", \"gone\"",
+        "give_up_after = \"2s\"\ndashboard_url = \"https://allot.example/\"",
+    );
+    use_compute(&lake, "acme", "s0", "1");
+    let server = ServeProcess::start(&lake.config(), Some(&lake.root()));
+    server.wait_ready(ARRIVES_WITHIN);
+    use_compute(&lake, "acme", "s1", "930");
+    let got = slack.wait_for("the Slack message", |r| !r.is_empty());
+    let text = got[0].json()["text"].as_str().unwrap().to_string();
+    assert_eq!(
+        text,
+        "[FIRING] q90 (quota) for tenant <https://allot.example/#/tenant/acme|acme>: \
+         value 93.10, threshold 90"
+    );
+    assert!(!got[0].headers.contains_key("x-allot-signature"));
+
+    // The webhook nobody answers is given up on after 2 s: in the API, the
+    // metrics and the log, without its secret.
+    let finance = server.token("finance", None);
+    let deadline = Instant::now() + ARRIVES_WITHIN;
+    let gone = loop {
+        let alerts = alerts_of(&server, &finance);
+        let gone = alerts[0]["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["channel"] == "gone")
+            .unwrap()
+            .clone();
+        if gone["outcome"] == "given_up" {
+            break gone;
+        }
+        assert!(Instant::now() < deadline, "not given up: {gone}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(gone["attempts"].as_u64().unwrap() >= 2, "{gone}");
+    assert_eq!(gone["last_error"], "cannot connect");
+    let (_, metrics) = server.request("GET /metrics", "", "");
+    assert!(
+        metrics.contains("allot_alert_deliveries_total{channel=\"gone\",outcome=\"given_up\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("# HELP allot_alerts_firing"), "{metrics}");
+    let log = server.log();
+    assert!(log.contains("alert delivery given up"), "{log}");
+    assert!(!log.contains(HOOK_SECRET), "{log}");
+    assert_eq!(slack.received().len(), 1);
 }

@@ -147,6 +147,11 @@ impl AlertRunner {
             .build()
             .map_err(|e| QueryError::Stored(format!("alerts: the HTTP client: {e}")))?;
         let me = format!("{}-{}", std::process::id(), clock.now_micros());
+        metrics::describe_gauge!(ALERTS_FIRING, "Alerts of each rule now firing");
+        metrics::describe_counter!(
+            ALERT_DELIVERIES,
+            "Alert delivery attempts, by channel and outcome (delivered, failed, given_up)"
+        );
         Ok(Some(Arc::new(AlertRunner {
             rules: config.alert_rules().to_vec(),
             channels,
