@@ -24,6 +24,11 @@ use allot_schemas::clock::Clock;
 pub const LAKE_REFRESH_SECONDS: &str = "allot_lake_refresh_seconds";
 /// The `usage_events` version the server answers from.
 pub const LAKE_VERSION: &str = "allot_lake_served_version";
+/// The Unix time in seconds as of which the server answers: when it last read
+/// the lake's new commits. Set after every refresh, failed ones included, so
+/// that its age (`time() - allot_lake_last_refresh_timestamp_seconds`) keeps
+/// growing while refreshes fail instead of the series going idle.
+pub const LAKE_REFRESHED_AT: &str = "allot_lake_last_refresh_timestamp_seconds";
 
 /// One refresh's view of the lake, shared by every request that starts while it
 /// is current.
@@ -170,9 +175,7 @@ impl LakeView {
     }
 
     fn install(&self, served: Arc<ServedLake>) {
-        if let Some(version) = served.versions.usage {
-            metrics::gauge!(LAKE_VERSION).set(version as f64);
-        }
+        record_served(&served);
         *self
             .current
             .write()
@@ -217,8 +220,19 @@ impl LakeView {
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the lake's new commits; serving the last state read");
+                if let Some(served) = self.loaded() {
+                    record_served(&served);
+                }
             }
         }
         metrics::histogram!(LAKE_REFRESH_SECONDS).record(started.elapsed().as_secs_f64());
     }
+}
+
+/// Sets the gauges that say which lake the server answers from and as of when.
+fn record_served(served: &ServedLake) {
+    if let Some(version) = served.versions.usage {
+        metrics::gauge!(LAKE_VERSION).set(version as f64);
+    }
+    metrics::gauge!(LAKE_REFRESHED_AT).set(served.as_of as f64 / 1e6);
 }

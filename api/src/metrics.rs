@@ -6,7 +6,11 @@
 //! installs it itself. Every crate records through the `metrics` facade.
 //!
 //! - `allot_http_requests_total{route,method,status}`: requests answered;
-//! - `allot_http_request_duration_seconds{route}`: a histogram of latency.
+//! - `allot_http_request_duration_seconds{route}`: a histogram of latency;
+//!
+//! beside the report cache's (`crate::cache`), the lake view's
+//! (`crate::lake_view`) and Flight SQL's (`crate::flight_sql`), all described
+//! here so that every one has its help text.
 //!
 //! `route` is the matched route template (`/v1/tenants/{id}/health`), never the
 //! raw path, so tenant ids do not multiply the series; requests that match no
@@ -59,15 +63,7 @@ pub fn install_recorder(extra: &[(&str, &[f64])]) -> Result<PrometheusHandle, St
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
         .install_recorder()
         .map_err(|e| format!("installing the metrics recorder: {e}"))?;
-    metrics::describe_counter!(
-        HTTP_REQUESTS,
-        "HTTP requests answered, by route template, method and status"
-    );
-    metrics::describe_histogram!(
-        HTTP_DURATION,
-        metrics::Unit::Seconds,
-        "HTTP request latency by route template"
-    );
+    describe();
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let upkeep = handle.clone();
         runtime.spawn(async move {
@@ -78,6 +74,62 @@ pub fn install_recorder(extra: &[(&str, &[f64])]) -> Result<PrometheusHandle, St
         });
     }
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Registers the help text and unit of every metric the server records (here, in
+/// the report cache, the lake view and Flight SQL) with the installed recorder,
+/// so that each has its `# HELP` line from the first scrape.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by route template, method and status"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency by route template"
+    );
+    describe_counter!(
+        crate::cache::REPORT_COMPUTATIONS,
+        "Reports computed rather than answered from the cache, by report"
+    );
+    describe_counter!(
+        crate::cache::REPORT_CACHE_HITS,
+        "Reports answered from the cache, by report"
+    );
+    describe_gauge!(
+        crate::cache::REPORT_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of answers held by the report cache"
+    );
+    describe_histogram!(
+        crate::lake_view::LAKE_REFRESH_SECONDS,
+        Unit::Seconds,
+        "Time one refresh of the served lake took (reading its new commits)"
+    );
+    describe_gauge!(
+        crate::lake_view::LAKE_VERSION,
+        "The usage_events table version the server answers from"
+    );
+    describe_gauge!(
+        crate::lake_view::LAKE_REFRESHED_AT,
+        Unit::Seconds,
+        "Unix time as of which the server answers: its last read of the lake's new commits"
+    );
+    describe_counter!(
+        crate::flight_sql::FLIGHT_STATEMENTS,
+        "Flight SQL statements, by outcome (ok, error, failed)"
+    );
+    describe_counter!(
+        crate::flight_sql::FLIGHT_REFUSED,
+        "Flight SQL calls refused before they ran, by the HTTP status of the refusal"
+    );
+    describe_counter!(
+        crate::flight_sql::FLIGHT_BYTES,
+        Unit::Bytes,
+        "Bytes of Arrow data sent over Flight SQL"
+    );
 }
 
 /// Records one answered request.

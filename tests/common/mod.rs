@@ -1,10 +1,11 @@
 //! Helpers shared by the end-to-end tests: the real Kafka broker started by
 //! `scripts/test`, fresh topics, collectors on them ([`scenario::Scenario`]),
 //! reading the lake's tables back, a running `allot serve` ([`ServeProcess`]),
-//! and the test lakes' price book.
+//! the test lakes' price book, and `promtool` ([`promtool`]).
 
 #![allow(dead_code)]
 
+pub mod promtool;
 pub mod scenario;
 mod serve;
 

@@ -541,6 +541,8 @@ fn flight_sql_serves_each_caller_its_sandbox() {
     assert!(series("allot_flight_sql_refused_total{status=\"401\"}") >= 2);
     assert!(series("allot_flight_sql_refused_total{status=\"403\"}") >= 1);
     assert!(series("allot_flight_sql_bytes_sent_total") > 0);
+    // Flight SQL's series are as Prometheus expects them, help texts included.
+    common::promtool::assert_promtool_accepts_metrics(&metrics);
     let audit = std::fs::read_to_string(lake.dir.path().join("audit.jsonl")).unwrap();
     let flight_denials: Vec<serde_json::Value> = audit
         .lines()
@@ -567,4 +569,107 @@ fn flight_sql_serves_each_caller_its_sandbox() {
         unauthenticated < 20,
         "{unauthenticated} unauthenticated calls audited: the flood was not limited before the audit log"
     );
+}
+
+/// The value of the sample `series` (a name with its labels, if any) in the
+/// Prometheus text `scrape`, if it is there.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(value.trim().parse().expect("a sample value"))
+    })
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A running server's `/metrics` is what Prometheus expects of a scrape
+/// (`promtool check metrics`: a help text and a type for every metric, names
+/// by its conventions), and dates the lake it answers from: the time of its
+/// last read of the lake's commits, which stops moving while the lake's log
+/// cannot be read (the age the operators' alert `AllotLakeRefreshStale` reads).
+#[test]
+fn the_servers_metrics_pass_promtool_and_date_the_served_lake() {
+    let mut rng = Lcg(31);
+    let lake = new_lake(common::FLAT_PRICE_BOOK);
+    let inputs = tempfile::tempdir().unwrap();
+    let events = batch(inputs.path(), "events.jsonl", &mut rng, &TENANTS, 40);
+    cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);
+    let started = unix_now();
+    let server = Server::start(&lake);
+
+    // Reports computed and then answered from the cache, a refused token and a
+    // route that does not exist, so that every series of the server is there.
+    let invoice = format!("/v1/tenants/t1/invoices/{MONTH}");
+    for path in ["/v1/tenants", "/v1/tenants", &invoice, &invoice] {
+        server.ok(path);
+    }
+    assert_eq!(server.request("GET /v1/tenants", "forged", "").0, 401);
+    assert_eq!(server.get("/v1/no-such-route").0, 404);
+    std::thread::sleep(REFRESH * 3);
+    let (status, scrape) = server.get("/metrics");
+    assert_eq!(status, 200);
+    for name in [
+        allot_api::metrics::HTTP_REQUESTS,
+        allot_api::metrics::HTTP_DURATION,
+        allot_api::cache::REPORT_COMPUTATIONS,
+        allot_api::cache::REPORT_CACHE_HITS,
+        allot_api::cache::REPORT_CACHE_BYTES,
+        allot_api::lake_view::LAKE_REFRESH_SECONDS,
+        allot_api::lake_view::LAKE_VERSION,
+        allot_api::lake_view::LAKE_REFRESHED_AT,
+    ] {
+        assert!(
+            scrape.contains(&format!("# HELP {name} ")),
+            "{name} has no help text in the scrape:\n{scrape}"
+        );
+    }
+    common::promtool::assert_promtool_accepts_metrics(&scrape);
+
+    // The served lake is dated by the last refresh: within a few refresh
+    // intervals of now.
+    let refreshed_at = |scrape: &str| {
+        sample(scrape, allot_api::lake_view::LAKE_REFRESHED_AT).unwrap_or_else(|| {
+            panic!(
+                "no {} in:\n{scrape}",
+                allot_api::lake_view::LAKE_REFRESHED_AT
+            )
+        })
+    };
+    let dated = refreshed_at(&scrape);
+    assert!(
+        dated >= started && dated <= unix_now(),
+        "refreshed at {dated}, the server started at {started}, now is {}",
+        unix_now()
+    );
+
+    // A commit the server cannot read (a corrupt log entry): it keeps serving
+    // the last state it read, and its date stops moving while the series stays.
+    let log = lake.root().join("usage_events/_delta_log");
+    let next = std::fs::read_dir(&log)
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(".json")
+        })
+        .count();
+    std::fs::write(
+        log.join(format!("{next:020}.json")),
+        "this is not a Delta commit\n",
+    )
+    .unwrap();
+    std::thread::sleep(REFRESH * 3);
+    let stuck = refreshed_at(&server.get("/metrics").1);
+    std::thread::sleep(REFRESH * 5);
+    assert_eq!(
+        refreshed_at(&server.get("/metrics").1),
+        stuck,
+        "the date moved on an unreadable log"
+    );
+    server.ok(&invoice);
 }

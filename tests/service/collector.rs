@@ -516,23 +516,7 @@ struct Sample {
 /// Fetches `http://127.0.0.1:<port>/metrics` and parses its samples; `None` while
 /// the endpoint does not answer.
 fn scrape(port: u16) -> Option<Vec<Sample>> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
+    let body = scrape_text(port)?;
     let mut samples = Vec::new();
     for line in body
         .lines()
@@ -558,6 +542,29 @@ fn scrape(port: u16) -> Option<Vec<Sample>> {
         });
     }
     Some(samples)
+}
+
+/// The text of `http://127.0.0.1:<port>/metrics`; `None` while the endpoint does
+/// not answer.
+fn scrape_text(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    Some(body.to_string())
 }
 
 /// Sums of a counter per value of the given labels.
@@ -673,6 +680,9 @@ async fn metrics_count_accepted_and_rejected_events_per_tenant_and_lag_reaches_z
             "{name} missing from /metrics"
         );
     }
+    // Every series of the collector is as Prometheus expects it, help texts
+    // included.
+    common::promtool::assert_promtool_accepts_metrics(&scrape_text(port).unwrap());
     collector.stop();
 }
 
