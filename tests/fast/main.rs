@@ -15,5 +15,6 @@ mod ingest_file;
 mod maintenance;
 mod offboard;
 mod period_close;
+mod prometheus;
 mod query_lake;
 mod serving;
