@@ -309,6 +309,8 @@ fn a_quota_crossing_fires_once_and_resolves_once() {
         metrics.contains("allot_alert_deliveries_total{channel=\"hook\",outcome=\"delivered\"} 1"),
         "{metrics}"
     );
+    // The alert series are as Prometheus expects them, help texts included.
+    common::promtool::assert_promtool_accepts_metrics(&metrics);
 
     // The tenant's usage erased (as a restatement that drops it): one resolution.
     let out = lake.run(&["tenant", "delete", "acme", "--confirm", "acme"]);
