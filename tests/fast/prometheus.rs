@@ -31,7 +31,7 @@ fn promtool_succeeds(args: &[&str]) -> String {
 #[test]
 fn prometheus_loads_the_alerting_rules() {
     let said = promtool_succeeds(&["check", "rules", "allot-rules.yml"]);
-    assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 9 rules found"), "{said}");
 }
 
 #[test]
@@ -45,7 +45,7 @@ fn each_alert_fires_on_its_unit_tests_series_and_only_there() {
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    assert_eq!(alerts.len(), 9, "{alerts:?}");
     for alert in alerts {
         let fires = tests
             .split("alertname: ")
@@ -82,7 +82,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_alerting_rules_name_only_metrics_allot_exports() {
-    use allot_api::{cache, flight_sql, lake_view, metrics};
+    use allot_api::{alerts, cache, flight_sql, lake_view, metrics};
     use allot_ingest::telemetry as collector;
     use allot_lake::telemetry as compaction;
     let exported: BTreeSet<&str> = [
@@ -114,6 +114,8 @@ fn the_alerting_rules_name_only_metrics_allot_exports() {
         flight_sql::FLIGHT_STATEMENTS,
         flight_sql::FLIGHT_BYTES,
         flight_sql::FLIGHT_REFUSED,
+        alerts::ALERTS_FIRING,
+        alerts::ALERT_DELIVERIES,
     ]
     .into_iter()
     .collect();
@@ -127,7 +129,7 @@ fn the_alerting_rules_name_only_metrics_allot_exports() {
         unknown.is_empty(),
         "the rules name metrics allot does not export: {unknown:?}"
     );
-    // The five concerns of the rules, each read from the metric that measures it.
+    // What the rules watch, each read from the metric that measures it.
     for needed in [
         collector::CONSUMER_LAG,
         collector::DEAD_LETTERS,
@@ -135,6 +137,7 @@ fn the_alerting_rules_name_only_metrics_allot_exports() {
         collector::DELTA_COMMITS,
         lake_view::LAKE_REFRESHED_AT,
         metrics::HTTP_REQUESTS,
+        alerts::ALERT_DELIVERIES,
     ] {
         assert!(named.contains(needed), "no rule reads {needed}");
     }
