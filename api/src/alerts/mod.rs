@@ -3,7 +3,7 @@
 //! `alerts` table, then delivers them.
 //!
 //! ```text
-//!  every refresh ─▶ facts ─▶ evaluate ─▶ commit notices + claims (fenced) ─┐
+//!  each refresh with new commits (or every `evaluate_every`) ─▶ facts ─▶ evaluate ─▶ commit notices + claims (fenced) ─┐
 //!  every tick ──▶ due deliveries ─▶ claim the unclaimed (fenced) ─▶ spawn attempts
 //!                  attempt ─▶ commit its record (delivered / failed + next time / given up)
 //! ```
@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use allot_lake::follow::LakeVersions;
 use allot_query::alerts::{
     AlertFacts, AlertLog, AlertRecord, AlertStore, AttemptDetails, Notice, alert_facts, evaluate,
 };
@@ -167,17 +168,24 @@ impl AlertRunner {
     }
 
     /// Runs until `cancel`: evaluates after each refresh of `source`'s lake
-    /// and attempts due deliveries every tick. Errors are logged and retried
-    /// at the next tick.
+    /// that read new commits (and every `alerts.evaluate_every` without
+    /// them), and attempts due deliveries every tick. Errors are logged and
+    /// retried at the next tick.
     pub async fn run(self: Arc<Self>, source: FactSource, cancel: CancellationToken) {
-        let mut evaluated_at = None;
+        // The lake versions and instant of the last evaluation.
+        let mut evaluated: Option<(LakeVersions, i64)> = None;
+        let every = micros(self.timing.evaluate_every.0);
         loop {
             match source.served().await {
-                Ok(served) if evaluated_at != Some(served.as_of) => {
+                Ok(served)
+                    if evaluated.is_none_or(|(versions, at)| {
+                        versions != served.versions || served.as_of.saturating_sub(at) >= every
+                    }) =>
+                {
                     if let Err(error) = self.evaluate_on(&source, &served).await {
                         tracing::warn!(%error, "cannot evaluate alert rules; trying again at the next refresh");
                     } else {
-                        evaluated_at = Some(served.as_of);
+                        evaluated = Some((served.versions, served.as_of));
                     }
                 }
                 Ok(_) => {}

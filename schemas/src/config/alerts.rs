@@ -20,6 +20,10 @@ const MAX_QUOTA_PERCENT: u32 = 1000;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
+    /// Rules are evaluated after each lake refresh that read new commits, and
+    /// at least this often when none came (time alone moves `silent`,
+    /// `forecast` and a new month's figures); above 0.
+    pub evaluate_every: HumanDuration,
     /// A delivery still failing this long after its alert was recorded is
     /// given up on (above 0).
     pub give_up_after: HumanDuration,
@@ -47,6 +51,7 @@ pub struct AlertsConfig {
 impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
+            evaluate_every: HumanDuration(Duration::from_secs(60)),
             give_up_after: HumanDuration(Duration::from_secs(24 * 3600)),
             retry_initial: HumanDuration(Duration::from_secs(5)),
             retry_max: HumanDuration(Duration::from_secs(600)),
@@ -199,6 +204,7 @@ impl AlertsConfig {
         tenants: &BTreeSet<&str>,
     ) -> Result<Vec<AlertRule>, ConfigError> {
         for (key, value) in [
+            ("alerts.evaluate_every", self.evaluate_every),
             ("alerts.give_up_after", self.give_up_after),
             ("alerts.retry_initial", self.retry_initial),
             ("alerts.delivery_timeout", self.delivery_timeout),

@@ -394,6 +394,7 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
             ("[alerts]\nretry_initial = \"10m\"\nretry_max = \"1m\"".to_string(), "alerts.retry_max"),
             ("[alerts]\nclaim_lease = \"5s\"".to_string(), "alerts.claim_lease"),
             ("[alerts]\ngive_up_after = \"0s\"".to_string(), "alerts.give_up_after"),
+            ("[alerts]\nevaluate_every = \"0s\"".to_string(), "alerts.evaluate_every"),
         ];
         for (text, key) in cases {
             assert_eq!(load(&text).unwrap_err().key, key, "{text}");
