@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 
 mod alerts;
 mod api;
+mod dimensions;
 mod env;
 mod ingest;
 mod kafka;
@@ -42,6 +43,7 @@ mod write;
 
 pub use alerts::*;
 pub use api::*;
+pub use dimensions::{Dimension, Glob, RateMatch};
 pub use ingest::*;
 pub use kafka::*;
 pub use metrics::*;
@@ -402,6 +404,77 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
         let secret = load(&format!("{channel}[alerts]\nclaim_lease = \"1s\"")).unwrap_err();
         assert!(!secret.to_string().contains("0123456789abcdef"), "{secret}");
         assert!(!format!("{:?}", load(channel).unwrap()).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn dimensional_rates_are_checked_and_ties_refused() {
+        let rate = |extra: &str| {
+            format!(
+                "[[rates]]\nmetric = \"egress_bytes\"\neffective_from = \"2026-01-01\"\nunit_price = \"1\"\n{extra}\n"
+            )
+        };
+        let refused = [
+            (rate("match = { zone = \"a\" }"), "rates[0].match.zone"),
+            (
+                rate("match = { \"labels.\" = \"a\" }"),
+                "rates[0].match.labels.",
+            ),
+            (rate("match = { region = \"\" }"), "rates[0].match.region"),
+            (rate("match = { region = 1 }"), "rates[0].match.region"),
+            (
+                rate("").replace("egress_bytes", "storage_bytes") + "match = { region = \"eu-*\" }",
+                "rates[0].match.region",
+            ),
+            // A glob and an exact value of one key: eu-west-1 matches both.
+            (
+                rate("match = { region = \"eu-*\" }") + &rate("match = { region = \"eu-west-1\" }"),
+                "rates[1].match",
+            ),
+            // Different keys, as many of them: an event can have both values.
+            (
+                rate("match = { region = \"eu-*\" }") + &rate("match = { service = \"gpu\" }"),
+                "rates[1].match",
+            ),
+            (
+                rate("match = { region = \"eu-*\" }") + &rate("match = { region = \"eu-*\" }"),
+                "rates[1].effective_from",
+            ),
+            (
+                format!(
+                    "[tenants.acme]\n{}",
+                    rate("match = { region = \"*\" }")
+                        .replace("[[rates]]", "[[tenants.acme.rates]]")
+                ) + &rate("match = { \"labels.x\" = \"*\" }")
+                    .replace("[[rates]]", "[[tenants.acme.rates]]"),
+                "tenants.acme.rates[1].match",
+            ),
+        ];
+        for (text, key) in &refused {
+            assert_eq!(load(text).unwrap_err().key, *key, "{text}");
+        }
+        let err = load(&refused[5].0).unwrap_err();
+        assert!(
+            err.message.contains("rates[0].match") && err.message.contains("region=eu-west-1"),
+            "{err}"
+        );
+        // Patterns that no one value matches, more keys, a default line, and the
+        // same match at another date are all fine; so is a tenant's rate beside a
+        // global one of the same shape.
+        let accepted = [
+            rate("match = { region = \"eu-*\" }") + &rate("match = { region = \"us-*\" }"),
+            rate("match = { region = \"eu-*\" }")
+                + &rate("match = { region = \"eu-west-1\", service = \"cdn\" }")
+                + &rate(""),
+            rate("match = { region = \"eu-*\" }")
+                + &rate("match = { region = \"eu-*\" }").replace("2026-01-01", "2026-02-01"),
+            rate("match = { region = \"eu-*\" }")
+                + &rate("match = { \"labels.instance_class\" = \"m7g.*\" }")
+                    .replace("[[rates]]", "[[tenants.acme.rates]]"),
+        ];
+        for text in &accepted {
+            let config = load(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(config.rates.iter().any(|r| !r.r#match.is_empty()));
+        }
     }
 
     #[test]

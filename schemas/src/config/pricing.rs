@@ -7,12 +7,14 @@ use bigdecimal::BigDecimal;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use super::metrics::MetricCatalog;
+use super::dimensions::{Dimension, Glob, RateMatch};
+use super::metrics::{MetricCatalog, MetricKind};
 use super::values::{ConfigDate, ConfigDecimal};
 
 /// One entry of a price book (docs/reference.md#price-book-and-tenants): the
-/// price of a metric from a date on, flat or in graduated tiers. A metric has
-/// at most one entry per date.
+/// price of a metric from a date on, flat or in graduated tiers, for the
+/// events its `match` selects. A metric has at most one entry per date and
+/// `match`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateEntry {
@@ -28,6 +30,14 @@ pub struct RateEntry {
     /// `up_to` order, the last without `up_to`; give this or `unit_price`.
     #[serde(default)]
     pub tiers: Option<Vec<Tier>>,
+    /// A dimensional rate: the event dimensions it prices, as
+    /// `{ region = "eu-*", service = "gpu", "labels.instance_class" = "m7g.*" }`
+    /// (keys `region`, `service` or `labels.KEY`; values exact or with `*`
+    /// standing for any text). An event takes the matching rate with the most
+    /// keys; two rates of the same metric with as many keys that one event could
+    /// both match are refused. Counters only; unset, every event.
+    #[serde(default)]
+    pub r#match: BTreeMap<String, String>,
 }
 
 /// How an entry prices: the one of `unit_price` and `tiers` it has.
@@ -48,6 +58,17 @@ impl RateEntry {
             (Some(price), _) => RatePrice::Flat(price),
             (None, tiers) => RatePrice::Tiers(tiers.as_deref().unwrap_or_default()),
         }
+    }
+
+    /// The entry's `match`. Validation lets through only known dimensions, so
+    /// in a [`super::Config`] every key is one.
+    pub fn rate_match(&self) -> RateMatch {
+        RateMatch::new(
+            self.r#match
+                .iter()
+                .filter_map(|(key, pattern)| Some((Dimension::parse(key)?, Glob::new(pattern))))
+                .collect(),
+        )
     }
 }
 
@@ -91,17 +112,39 @@ pub(super) fn validate_rates(
     let mut seen = std::collections::BTreeSet::new();
     for (i, rate) in rates.iter().enumerate() {
         let key = |field: &str| format!("{prefix}[{i}].{field}");
-        if !catalog.contains(&rate.metric) {
+        let Some(spec) = catalog.get(&rate.metric) else {
             return Err(ConfigError::new(
                 key("metric"),
                 format!("{:?} is not a metric of the catalog", rate.metric),
             ));
+        };
+        for (dimension, pattern) in &rate.r#match {
+            let key = key(&format!("match.{dimension}"));
+            if Dimension::parse(dimension).is_none() {
+                return Err(ConfigError::new(
+                    key,
+                    "a rate matches on region, service or labels.KEY",
+                ));
+            }
+            if pattern.is_empty() {
+                return Err(ConfigError::new(key, "must not be empty"));
+            }
+            if spec.kind == MetricKind::Gauge {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "{} is a gauge, priced per series; only counters take a match",
+                        rate.metric
+                    ),
+                ));
+            }
         }
-        if !seen.insert((rate.metric.as_str(), rate.effective_from)) {
+        let rate_match = rate.rate_match();
+        if !seen.insert((rate.metric.as_str(), rate.effective_from, rate_match)) {
             return Err(ConfigError::new(
                 key("effective_from"),
                 format!(
-                    "a rate for {} from {} is already defined",
+                    "a rate for {} from {} with this match is already defined",
                     rate.metric, rate.effective_from.0
                 ),
             ));
@@ -116,6 +159,33 @@ pub(super) fn validate_rates(
                 return Err(ConfigError::new(
                     key("unit_price"),
                     "give exactly one of unit_price or tiers",
+                ));
+            }
+        }
+    }
+    refuse_ties(rates, prefix)
+}
+
+/// Two rates of one metric whose different matches have as many keys and could
+/// both match one event leave that event without a most specific rate: the
+/// configuration is refused, naming both.
+fn refuse_ties(rates: &[RateEntry], prefix: &str) -> Result<(), ConfigError> {
+    let matches: Vec<RateMatch> = rates.iter().map(RateEntry::rate_match).collect();
+    for (i, (rate, mine)) in rates.iter().zip(&matches).enumerate() {
+        for (j, (other, theirs)) in rates.iter().zip(&matches).enumerate().skip(i + 1) {
+            if rate.metric == other.metric
+                && mine != theirs
+                && mine.specificity() == theirs.specificity()
+                && mine.overlaps(theirs)
+            {
+                return Err(ConfigError::new(
+                    format!("{prefix}[{j}].match"),
+                    format!(
+                        "ties with {prefix}[{i}].match: an event of {} can match both \
+                         ({mine} and {theirs}) with as many keys; make one more specific \
+                         or keep their patterns apart",
+                        rate.metric
+                    ),
                 ));
             }
         }

@@ -46,7 +46,7 @@ book and the tenants are shown with examples in
   UTC date `\"YYYY-MM-DD\"`; a *duration* is `500ms`, `30s`, `15m`, `1h` or
   `1d`; a *size* is `64MiB`, `512KiB`, `1GiB` or an integer number of bytes; a
   *secret* is a string that is never printed.
-- `<name>`, `<id>`, `<metric>` and `<property>` stand for a key you choose;
+- `<name>`, `<id>`, `<metric>`, `<property>` and `<dimension>` stand for a key you choose;
   `rates[]` is any entry of the array of tables `[[rates]]`.
 ";
 
@@ -95,7 +95,8 @@ fn parse_structs() -> BTreeMap<String, Struct> {
                 && let Some((name, ty)) = rest.split_once(": ")
             {
                 parsed.fields.push(Field {
-                    name: name.to_string(),
+                    // A key spelled as a Rust keyword is a raw identifier.
+                    name: name.trim_start_matches("r#").to_string(),
                     ty: ty.trim_end_matches(',').to_string(),
                     doc: doc.join(" "),
                 });
@@ -139,6 +140,7 @@ fn placeholder(field: &str) -> &'static str {
         "tenants" => "<id>",
         "quotas" => "<metric>",
         "properties" => "<property>",
+        "match" => "<dimension>",
         other => panic!("the configuration reference has no placeholder for map `{other}`"),
     }
 }
