@@ -10,7 +10,7 @@
 //! rendered into them once, a final one is read back from the `invoices` table
 //! unchanged, so a final invoice is served byte for byte as it was closed.
 //!
-//! Adjustments ([`adjustment_rows`]): per (metric, segment, tier band), the
+//! Adjustments ([`adjustment_rows`]): per (metric, rate line, segment, tier band), the
 //! month recomputed with its recorded configuration minus its final usage
 //! lines, and one line without a metric for the difference of its discount, so
 //! Σ adjustment amounts = total(recomputed) − total(final) to the cent. The
@@ -55,6 +55,8 @@ pub mod col {
     pub const KIND: usize = 11;
     /// `adjusts`.
     pub const ADJUSTS: usize = 12;
+    /// `dimensions`.
+    pub const DIMENSIONS: usize = 13;
 }
 
 /// Whether an invoice can still change.
@@ -116,6 +118,7 @@ impl BilledInvoice {
                 let mut row = line.csv_record();
                 row.push(KIND_USAGE.to_string());
                 row.push(String::new());
+                row.push(line.dimensions.clone());
                 row
             })
             .collect();
@@ -167,9 +170,10 @@ impl BilledInvoice {
     }
 }
 
-/// The key of a line across recomputations: metric, unit, segment, tier band.
-fn line_key(row: &[String]) -> &[String] {
-    &row[col::METRIC..=col::TIER_TO]
+/// The key of a line across recomputations: metric, unit, segment, tier band
+/// and the rate line's dimensions.
+fn line_key(row: &[String]) -> (&[String], &str) {
+    (&row[col::METRIC..=col::TIER_TO], &row[col::DIMENSIONS])
 }
 
 /// The adjustment rows, on `tenant`'s invoice of `billed_in`, for the late
@@ -197,13 +201,13 @@ pub fn adjustment_rows(
     };
     let new_lines = usage_lines(recomputed.as_ref());
     let old_lines = usage_lines(final_invoice);
-    let mut keys: Vec<&[String]> = Vec::new();
+    let mut keys: Vec<(&[String], &str)> = Vec::new();
     for row in new_lines.iter().chain(&old_lines) {
         if !keys.contains(&line_key(row)) {
             keys.push(line_key(row));
         }
     }
-    let find = |lines: &[Vec<String>], key: &[String]| -> Option<usize> {
+    let find = |lines: &[Vec<String>], key: (&[String], &str)| -> Option<usize> {
         lines.iter().position(|row| line_key(row) == key)
     };
     let figure =
@@ -294,6 +298,7 @@ mod tests {
                 quantity: d(quantity),
                 unit_price: d("1"),
                 amount: d(amount),
+                dimensions: String::new(),
             })
             .collect();
         let subtotal: BigDecimal = lines.iter().map(|l| &l.amount).sum();
@@ -397,11 +402,13 @@ discount_percent = "12.5"
                         metric: "compute_seconds".into(),
                         day,
                         raw_sum: value,
+                        dimensions: Vec::new(),
                     }),
                     1 => usage.counters.push(CounterDay {
                         metric: "egress_bytes".into(),
                         day,
                         raw_sum: value * BigDecimal::from(1_048_576),
+                        dimensions: Vec::new(),
                     }),
                     _ => samples.push(GaugeSample {
                         ts_micros: allot_schemas::time::day_start_micros(day),

@@ -29,8 +29,8 @@ use crate::period::Period;
 use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quantity};
 use crate::request::{NoisyRequest, UsageRequest};
 use crate::usage::{
-    GaugeSamples, UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days, gauge_series,
-    rejected_counts,
+    GaugeSamples, UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days,
+    dimensional_counter_days, gauge_series, rejected_counts,
 };
 
 /// The configuration a report needs, resolved once.
@@ -131,9 +131,26 @@ async fn period_usage(
             .filter(|m| metrics.is_none_or(|only| only.contains(m)))
             .collect()
     };
-    let start = period.start_micros();
-    let counters =
-        counter_days(session, filter, &wanted(MetricKind::Counter), start, until).await?;
+    let (book, start) = (&settings.book, period.start_micros());
+    // Counters whose rates match on dimensions are summed per their values.
+    let (dimensional, plain): (Vec<String>, Vec<String>) = wanted(MetricKind::Counter)
+        .into_iter()
+        .partition(|metric| !book.dimensions(metric).is_empty());
+    let mut counters = counter_days(session, filter, &plain, start, until).await?;
+    for metric in &dimensional {
+        let by_tenant = dimensional_counter_days(
+            session,
+            filter,
+            metric,
+            book.dimensions(metric),
+            start,
+            until,
+        )
+        .await?;
+        for (tenant, days) in by_tenant {
+            counters.entry(tenant).or_default().extend(days);
+        }
+    }
     // Invoice segments are whole days, except one ending at `until`, whose day
     // is never a whole day of the range read.
     let gauges = gauge_series(
@@ -671,6 +688,7 @@ unit_price = "0.0400"
     fn usage() -> TenantUsage {
         let day = NaiveDate::from_ymd_opt(2026, 1, 10).unwrap();
         let counter = |metric: &str, sum: &str| CounterDay {
+            dimensions: Vec::new(),
             metric: metric.to_string(),
             day,
             raw_sum: d(sum),

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use allot_lake::session::LakeSession;
 use allot_lake::snapshot::partition_date;
+use allot_schemas::config::Dimension;
 use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
 use allot_schemas::layout::TenantDay;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
@@ -28,6 +29,7 @@ use chrono::NaiveDate;
 use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
+use datafusion::functions_nested::expr_fn::{array_element, map_extract};
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::{DataFrame, cast, col, lit};
 
@@ -329,6 +331,70 @@ pub async fn counter_days(
                 metric,
                 day,
                 raw_sum: decimal_at(&sums, row),
+                dimensions: Vec::new(),
+            });
+        }
+    }
+    Ok(by_tenant)
+}
+
+/// The expression of an event's value of `dimension`.
+fn dimension_value(dimension: &Dimension) -> Expr {
+    match dimension {
+        Dimension::Region => col("region"),
+        Dimension::Service => col("service"),
+        // `map_extract` rather than `get_field`: the engine's optimizer pushes
+        // field accesses through the dedup union and mistypes its columns.
+        Dimension::Label(label) => {
+            array_element(map_extract(col("labels"), lit(label.as_str())), lit(1i64))
+        }
+    }
+}
+
+/// Raw sums of counter `metric` per (tenant, UTC day, values of `dimensions`)
+/// over `[from, to)`, each [`CounterDay`] carrying its values in the order of
+/// `dimensions`. Rollups keep no dimensions, so the events are read raw,
+/// grouped only by the dimensions given (those the metric's rates match on).
+pub async fn dimensional_counter_days(
+    session: &LakeSession,
+    filter: &UsageFilter,
+    metric: &str,
+    dimensions: &[Dimension],
+    from: i64,
+    to: i64,
+) -> Result<BTreeMap<String, Vec<CounterDay>>, QueryError> {
+    let mut by_tenant: BTreeMap<String, Vec<CounterDay>> = BTreeMap::new();
+    let raw = split_usage(session, filter, from, to, None).await?.raw;
+    let mut columns = vec![utf8("tenant_id"), col("day"), col("value")];
+    let mut groups = vec![col("tenant_id"), col("day")];
+    for (i, dimension) in dimensions.iter().enumerate() {
+        let name = format!("dimension_{i}");
+        columns.push(cast(dimension_value(dimension), DataType::Utf8).alias(&name));
+        groups.push(col(name));
+    }
+    let frame = raw
+        .filter(col("metric").eq(lit(metric)))
+        .and_then(|rows| rows.select(columns))
+        .and_then(|rows| rows.aggregate(groups, vec![sum(col("value")).alias("raw_sum")]))
+        .map_err(QueryError::from)?;
+    let values_from = 2;
+    let sum_column = values_from + dimensions.len();
+    for batch in collect(frame).await? {
+        let tenants = strings(&batch, 0)?;
+        let days = batch.column(1).as_primitive::<Date32Type>().clone();
+        let values: Vec<ArrayRef> = (values_from..sum_column)
+            .map(|i| strings(&batch, i))
+            .collect::<Result<_, _>>()?;
+        let sums = decimals(&batch, sum_column)?;
+        for row in 0..batch.num_rows() {
+            let Some(tenant) = string_at(&tenants, row) else {
+                continue;
+            };
+            by_tenant.entry(tenant).or_default().push(CounterDay {
+                metric: metric.to_string(),
+                day: partition_date(days.value(row))?,
+                raw_sum: decimal_at(&sums, row),
+                dimensions: values.iter().map(|v| string_at(v, row)).collect(),
             });
         }
     }

@@ -123,7 +123,7 @@ pub fn rejected_events_schema() -> SchemaRef {
 /// docs/reference.md#invoice-lines, then `kind` and `adjusts`,
 /// docs/reference.md#late-events). The `invoices` table stores these as text, so
 /// a final invoice renders byte for byte as it was closed.
-pub const INVOICE_CSV_COLUMNS: [&str; 13] = [
+pub const INVOICE_CSV_COLUMNS: [&str; 14] = [
     "tenant_id",
     "period",
     "metric",
@@ -137,6 +137,7 @@ pub const INVOICE_CSV_COLUMNS: [&str; 13] = [
     "amount",
     "kind",
     "adjusts",
+    "dimensions",
 ];
 
 /// The columns of an allocation row (docs/reference.md#shared-cost-allocation).

@@ -15,7 +15,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = path.join(HERE, 'artifacts');
 const MSG_AUTH = 'Your token has expired or is invalid — paste a new one';
 const MSG_DENIED = 'No such tenant, or you may not see it';
-const CSV_HEADER = 'tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts';
+const CSV_HEADER = 'tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts,dimensions';
 // How long to wait for data that a live server (`allot demo`) is still producing.
 const SETTLE_MS = Number(process.env.ALLOT_SETTLE_MS || 90_000);
 // axe-core, evaluated in each page through the browser's debugging protocol (so the

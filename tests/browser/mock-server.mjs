@@ -179,7 +179,7 @@ function invoice(tenant, period, now) {
     lines.push({
       tenant_id: tenant, period, metric, unit: METRICS[metric].unit,
       segment_start: iso(start), segment_end: iso(end), tier_from: tierFrom, tier_to: tierTo,
-      quantity: q12(quantity), unit_price: price, amount: cents(quantity * Number(price)), kind: 'usage', adjusts: '',
+      quantity: q12(quantity), unit_price: price, amount: cents(quantity * Number(price)), kind: 'usage', adjusts: '', dimensions: '',
     });
   };
   if (until > start) {
@@ -315,7 +315,7 @@ function noisy(from, to, metric, all, now) {
   return { rows };
 }
 
-const BILLING_COLUMNS = ['tenant_id', 'period', 'metric', 'unit', 'segment_start', 'segment_end', 'tier_from', 'tier_to', 'quantity', 'unit_price', 'amount', 'kind', 'adjusts'];
+const BILLING_COLUMNS = ['tenant_id', 'period', 'metric', 'unit', 'segment_start', 'segment_end', 'tier_from', 'tier_to', 'quantity', 'unit_price', 'amount', 'kind', 'adjusts', 'dimensions'];
 
 function billingCsv(invoices) {
   const out = [BILLING_COLUMNS.join(',')];

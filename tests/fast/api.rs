@@ -660,11 +660,11 @@ async fn every_report_has_its_json_shape_and_its_csv() {
         ),
         (
             "/v1/tenants/alpha/invoices/2026-03",
-            "tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts",
+            "tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts,dimensions",
         ),
         (
             "/v1/billing/2026-03",
-            "tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts",
+            "tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts,dimensions",
         ),
         (
             "/v1/allocation/2026-03",
@@ -711,8 +711,8 @@ async fn every_report_has_its_json_shape_and_its_csv() {
         .filter(|l| l.contains(",total,"))
         .collect();
     assert_eq!(total_rows.len(), 4);
-    // The total row ends with the amount, then empty kind and adjusts.
-    assert!(total_rows[0].ends_with(&format!("{},,", invoice["total"].as_str().unwrap())));
+    // The total row ends with the amount, then empty kind, adjusts and dimensions.
+    assert!(total_rows[0].ends_with(&format!("{},,,", invoice["total"].as_str().unwrap())));
     let sql_csv = send(
         app,
         request(

@@ -1327,11 +1327,11 @@ async fn copies_on_two_days_written_by_two_collectors_count_once() {
     assert_eq!(rows.len(), 2, "each collector wrote its copy");
 
     let invoice = [
-        "tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts",
-        "acme,2026-10,compute_seconds,vCPU-hour,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,,,1.000000000000,0.0400,0.04,usage,",
-        "acme,2026-10,subtotal,,,,,,,,0.04,,",
-        "acme,2026-10,discount,,,,,,,,0.00,,",
-        "acme,2026-10,total,,,,,,,,0.04,,",
+        "tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts,dimensions",
+        "acme,2026-10,compute_seconds,vCPU-hour,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,,,1.000000000000,0.0400,0.04,usage,,",
+        "acme,2026-10,subtotal,,,,,,,,0.04,,,",
+        "acme,2026-10,discount,,,,,,,,0.00,,,",
+        "acme,2026-10,total,,,,,,,,0.04,,,",
         "",
     ]
     .join("\n");

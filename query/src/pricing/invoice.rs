@@ -1,9 +1,9 @@
 //! Invoice assembly: a tenant's usage, grouped by metric, priced segment by
 //! segment and band by band, then discount and total.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use allot_schemas::config::{DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, MetricSpec};
+use allot_schemas::config::{DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, MetricSpec, RateMatch};
 use allot_schemas::time::day_start_micros;
 use bigdecimal::{BigDecimal, Zero};
 use chrono::NaiveDate;
@@ -16,7 +16,7 @@ use crate::rounding::{
     MONEY_SCALE, QUANTITY_SCALE, Rounding, div_quantity, div_round, format_fixed, round_money,
 };
 
-use super::price_book::{Price, PriceBook};
+use super::price_book::{DimensionValues, Price, PriceBook, RateSegment};
 
 /// The raw sum of a counter metric on one UTC day, for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +25,12 @@ pub struct CounterDay {
     pub metric: String,
     /// The UTC date of the events.
     pub day: NaiveDate,
-    /// Σ `value` of the tenant's distinct events of that metric that day.
+    /// Σ `value` of the tenant's distinct events of that metric that day (with
+    /// these dimension values).
     pub raw_sum: BigDecimal,
+    /// The events' values of the dimensions the metric's rates match on
+    /// ([`PriceBook::dimensions`]); empty when they match on none.
+    pub dimensions: DimensionValues,
 }
 
 /// One tenant's usage for a period, as the lake aggregates it.
@@ -65,12 +69,16 @@ pub struct InvoiceLine {
     pub unit_price: BigDecimal,
     /// quantity × unit_price rounded half away from zero to 2 places.
     pub amount: BigDecimal,
+    /// The `match` of the rate line priced (`region=eu-*;service=gpu`); empty
+    /// for the metric's rates without one.
+    pub dimensions: String,
 }
 
 impl InvoiceLine {
     /// The line as CSV fields in the order of the first eleven
     /// [`allot_schemas::table_schema::INVOICE_CSV_COLUMNS`] (instants in RFC 3339,
-    /// quantity with 12 places, amount with 2, empty tier bounds for flat rates).
+    /// quantity with 12 places, amount with 2, empty tier bounds for flat rates);
+    /// `kind`, `adjusts` and then [`Self::dimensions`] follow them.
     pub fn csv_record(&self) -> Vec<String> {
         let bound = |b: &Option<BigDecimal>| {
             b.as_ref()
@@ -115,7 +123,8 @@ pub struct Invoice {
 }
 
 enum MetricUsage {
-    Counter(BTreeMap<NaiveDate, BigDecimal>),
+    /// Raw sums per day, per group of dimension values.
+    Counter(BTreeMap<DimensionValues, BTreeMap<NaiveDate, BigDecimal>>),
     Gauge(BTreeMap<Option<String>, ResourceGauge>),
 }
 
@@ -148,66 +157,83 @@ pub fn invoice_until(
     let mut lines = Vec::new();
     for (metric, metric_usage) in &metrics {
         let spec = catalog.get(metric).expect("checked by group_usage");
-        let segments = book.segments(tenant, metric, start, end);
-        let quantities: Vec<BigDecimal> = match metric_usage {
-            MetricUsage::Counter(days) => segments
-                .iter()
-                .map(|seg| {
-                    let raw: BigDecimal = days
-                        .iter()
-                        .filter(|(day, _)| (seg.start..seg.end).contains(&day_start_micros(**day)))
-                        .map(|(_, sum)| sum)
-                        .sum();
-                    div_quantity(&raw, &spec.divisor)
+        // The quantity of each rate segment, per rate line.
+        let priced: Vec<(RateMatch, Vec<(RateSegment<'_>, BigDecimal)>)> = match metric_usage {
+            MetricUsage::Counter(groups) => counter_lines(book, tenant, metric, groups, start, end)
+                .into_iter()
+                .map(|(line, days)| {
+                    let segments = book.segments(tenant, metric, &line, start, end);
+                    let quantities = segments
+                        .into_iter()
+                        .map(|seg| {
+                            let raw: BigDecimal = days
+                                .iter()
+                                .filter(|(day, _)| {
+                                    (seg.start..seg.end).contains(&day_start_micros(**day))
+                                })
+                                .map(|(_, sum)| sum)
+                                .sum();
+                            (seg, div_quantity(&raw, &spec.divisor))
+                        })
+                        .collect();
+                    (line, quantities)
                 })
                 .collect(),
             MetricUsage::Gauge(series) => {
                 let hold = i64::try_from(spec.hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros())
                     .unwrap_or(i64::MAX);
                 let denominator = &spec.divisor * BigDecimal::from(period.length_micros());
-                segments
-                    .iter()
+                let line = RateMatch::default();
+                let quantities = book
+                    .segments(tenant, metric, &line, start, end)
+                    .into_iter()
                     .map(|seg| {
                         let weighted: BigDecimal = series
                             .values()
                             .map(|gauge| gauge_weight(gauge, hold, seg.start, seg.end))
                             .sum();
-                        div_quantity(&weighted, &denominator)
+                        (seg, div_quantity(&weighted, &denominator))
                     })
-                    .collect()
+                    .collect();
+                vec![(line, quantities)]
             }
         };
 
-        let mut cumulative = BigDecimal::zero();
-        for (seg, quantity) in segments.iter().zip(quantities) {
-            if quantity <= BigDecimal::zero() {
-                continue;
-            }
-            let rate = seg.rate.ok_or_else(|| QueryError::NoRate {
-                tenant: tenant.to_string(),
-                metric: metric.clone(),
-                from: format_micros(seg.start),
-            })?;
-            let after = &cumulative + &quantity;
-            for (tier_from, tier_to, band_quantity, unit_price) in
-                bands(&rate.price, &cumulative, &after)
-            {
-                let amount = round_money(&(&band_quantity * unit_price));
-                lines.push(InvoiceLine {
-                    tenant_id: tenant.to_string(),
-                    period,
+        for (line, segments) in priced {
+            let dimensions = line.to_string();
+            // Tiers count the cumulative quantity of the rate line.
+            let mut cumulative = BigDecimal::zero();
+            for (seg, quantity) in segments {
+                if quantity <= BigDecimal::zero() {
+                    continue;
+                }
+                let rate = seg.rate.ok_or_else(|| QueryError::NoRate {
+                    tenant: tenant.to_string(),
                     metric: metric.clone(),
-                    unit: spec.unit.clone(),
-                    segment_start: seg.start,
-                    segment_end: seg.end,
-                    tier_from,
-                    tier_to,
-                    quantity: band_quantity,
-                    unit_price: unit_price.clone(),
-                    amount,
-                });
+                    from: format_micros(seg.start),
+                })?;
+                let after = &cumulative + &quantity;
+                for (tier_from, tier_to, band_quantity, unit_price) in
+                    bands(&rate.price, &cumulative, &after)
+                {
+                    let amount = round_money(&(&band_quantity * unit_price));
+                    lines.push(InvoiceLine {
+                        tenant_id: tenant.to_string(),
+                        period,
+                        metric: metric.clone(),
+                        unit: spec.unit.clone(),
+                        segment_start: seg.start,
+                        segment_end: seg.end,
+                        tier_from,
+                        tier_to,
+                        quantity: band_quantity,
+                        unit_price: unit_price.clone(),
+                        amount,
+                        dimensions: dimensions.clone(),
+                    });
+                }
+                cumulative = after;
             }
-            cumulative = after;
         }
     }
 
@@ -231,6 +257,47 @@ pub fn invoice_until(
         discount,
         total,
     })
+}
+
+/// A counter's raw sums per day in `[start, end)`, per the rate line each
+/// group of dimension values is priced on that day. Rates change only at
+/// 00:00 UTC of a date, so a group resolves once per stretch between rate
+/// changes; usage no rate matches goes to the default line, whose missing
+/// rate the caller reports.
+fn counter_lines(
+    book: &PriceBook,
+    tenant: &str,
+    metric: &str,
+    groups: &BTreeMap<DimensionValues, BTreeMap<NaiveDate, BigDecimal>>,
+    start: i64,
+    end: i64,
+) -> BTreeMap<RateMatch, BTreeMap<NaiveDate, BigDecimal>> {
+    let changes = book.changes(tenant, metric, start, end);
+    let mut resolved: HashMap<(&DimensionValues, i64), RateMatch> = HashMap::new();
+    let mut by_line: BTreeMap<RateMatch, BTreeMap<NaiveDate, BigDecimal>> = BTreeMap::new();
+    for (values, days) in groups {
+        for (day, raw) in days {
+            let t = day_start_micros(*day);
+            if !(start..end).contains(&t) {
+                continue;
+            }
+            let stretch = changes
+                .iter()
+                .rev()
+                .find(|&&change| change <= t)
+                .copied()
+                .unwrap_or(start);
+            let line = resolved
+                .entry((values, stretch))
+                .or_insert_with(|| book.resolve(tenant, metric, stretch, values).0);
+            *by_line
+                .entry(line.clone())
+                .or_default()
+                .entry(*day)
+                .or_insert_with(BigDecimal::zero) += raw;
+        }
+    }
+    by_line
 }
 
 /// The billing quantity of `metric` for a tenant over the whole `period`, rounded
@@ -295,8 +362,12 @@ fn group_usage(
         let entry = metrics
             .entry(counter.metric.clone())
             .or_insert_with(|| MetricUsage::Counter(BTreeMap::new()));
-        if let MetricUsage::Counter(days) = entry {
-            *days.entry(counter.day).or_insert_with(BigDecimal::zero) += &counter.raw_sum;
+        if let MetricUsage::Counter(groups) = entry {
+            *groups
+                .entry(counter.dimensions.clone())
+                .or_default()
+                .entry(counter.day)
+                .or_insert_with(BigDecimal::zero) += &counter.raw_sum;
         }
     }
     for series in &usage.gauges {
@@ -384,6 +455,7 @@ mod tests {
             counters: rows
                 .iter()
                 .map(|(metric, date, sum)| CounterDay {
+                    dimensions: Vec::new(),
                     metric: metric.to_string(),
                     day: day(date),
                     raw_sum: d(sum),
@@ -590,7 +662,7 @@ discount_percent = "50"
         );
         let book = PriceBook::from_config(&config(OVERRIDES));
         let rate = |t| {
-            book.rate_at("gamma", "compute_seconds", ts(t))
+            book.rate_at("gamma", "compute_seconds", &RateMatch::default(), ts(t))
                 .map(|r| r.source)
         };
         assert_eq!(rate("2026-01-10T23:59:59Z"), Some(RateSource::Global));
@@ -735,14 +807,137 @@ unit_price = "126"
         ));
         let book = PriceBook::from_config(&cfg);
         let p = Period::parse("2026-01").unwrap();
-        let segs = book.segments("eta", "compute_seconds", p.start_micros(), p.end_micros());
+        let all = RateMatch::default();
+        let segs = book.segments(
+            "eta",
+            "compute_seconds",
+            &all,
+            p.start_micros(),
+            p.end_micros(),
+        );
         assert_eq!(segs.len(), 1);
         assert_eq!(segs[0].rate.unwrap().source, RateSource::Tenant);
         assert_eq!(
-            book.segments("other", "compute_seconds", p.start_micros(), p.end_micros())
-                .len(),
+            book.segments(
+                "other",
+                "compute_seconds",
+                &all,
+                p.start_micros(),
+                p.end_micros()
+            )
+            .len(),
             2
         );
+    }
+
+    const DIMENSIONAL: &str = r#"
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.02"
+match = { region = "eu-*" }
+
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.01"
+match = { region = "eu-*", "labels.tier" = "cold" }
+
+[[tenants.acme.rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.05"
+"#;
+
+    /// One GiB of egress on 2026-01-05 with the given (region, labels.tier).
+    fn egress(tenant: &str, values: &[(Option<&str>, Option<&str>)]) -> TenantUsage {
+        TenantUsage {
+            tenant_id: tenant.to_string(),
+            counters: values
+                .iter()
+                .map(|(region, tier)| CounterDay {
+                    metric: "egress_bytes".to_string(),
+                    day: day("2026-01-05"),
+                    raw_sum: BigDecimal::from(1i64 << 30),
+                    dimensions: vec![region.map(str::to_string), tier.map(str::to_string)],
+                })
+                .collect(),
+            gauges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn dimensional_rates_pick_the_most_specific_match_or_refuse_unmatched_usage() {
+        let cfg = config(DIMENSIONAL);
+        let book = PriceBook::from_config(&cfg);
+        // Dimensions in their fixed order: region, then the label.
+        assert_eq!(
+            book.dimensions("egress_bytes")
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["region", "labels.tier"]
+        );
+        assert!(book.dimensions("compute_seconds").is_empty());
+        // eu + cold: two keys beat one (0.01); eu + hot: 0.02; two eu GiB add up
+        // on one line.
+        let usage = egress(
+            "zeta",
+            &[
+                (Some("eu-west-1"), Some("cold")),
+                (Some("eu-west-1"), Some("hot")),
+                (Some("eu-central-1"), None),
+            ],
+        );
+        let lines: Vec<(String, String, String)> = run(&cfg, "2026-01", &usage)
+            .unwrap()
+            .lines
+            .iter()
+            .map(|l| {
+                (
+                    l.dimensions.clone(),
+                    l.quantity.to_plain_string(),
+                    l.amount.to_plain_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("region=eu-*".into(), "2.000000000000".into(), "0.04".into()),
+                (
+                    "region=eu-*;labels.tier=cold".into(),
+                    "1.000000000000".into(),
+                    "0.01".into()
+                ),
+            ]
+        );
+        // No rate matches us-east-1 and there is no default line: unpriced.
+        let err = run(
+            &cfg,
+            "2026-01",
+            &egress("zeta", &[(Some("us-east-1"), None)]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, QueryError::NoRate { tenant, metric, .. } if tenant == "zeta" && metric == "egress_bytes"),
+            "{err:?}"
+        );
+        // A missing region matches no pattern, not even the glob.
+        assert!(run(&cfg, "2026-01", &egress("zeta", &[(None, Some("cold"))])).is_err());
+        // acme's own rate (no match) comes before every global one.
+        let acme = run(
+            &cfg,
+            "2026-01",
+            &egress(
+                "acme",
+                &[(Some("eu-west-1"), Some("cold")), (Some("us-east-1"), None)],
+            ),
+        )
+        .unwrap();
+        assert_eq!(acme.lines.len(), 1);
+        assert_eq!(acme.lines[0].dimensions, "");
+        assert_eq!(acme.lines[0].amount.to_plain_string(), "0.10");
     }
 
     fn property_config() -> Config {
@@ -759,6 +954,7 @@ unit_price = "126"
             0u64..50_000_000,
         )
             .prop_map(|(metric, day_of_month, thousandths)| CounterDay {
+                dimensions: Vec::new(),
                 metric: metric.to_string(),
                 day: NaiveDate::from_ymd_opt(2026, 1, day_of_month).unwrap(),
                 raw_sum: BigDecimal::new(thousandths.into(), 3),

@@ -14,6 +14,12 @@
 //!   has none yet at `t` (its override starts later, or it has no override for the
 //!   metric) the global entry with the latest `effective_from ≤ t` applies. So a
 //!   tenant override that starts on the 11th leaves the 1st–10th at the global rate.
+//! - **Dimensional rates.** Within the tenant's entries (then the global ones) the
+//!   most specific `match` an event satisfies wins; the entries of one metric with
+//!   the same `match` form a rate line, with its own segments and its own tier
+//!   count. Usage no line matches falls to the default line (no `match`), so it is
+//!   priced there or reported as having no rate. Counter sums arrive grouped by
+//!   the dimensions the metric's rates use ([`PriceBook::dimensions`]).
 //! - **Segments** are cut only where the resolved rate actually changes: a global
 //!   change hidden by a tenant override does not split a line.
 //! - **Usage without a rate is an error** ([`QueryError::NoRate`]) naming the
@@ -40,4 +46,4 @@ mod price_book;
 pub use invoice::{
     CounterDay, Invoice, InvoiceLine, TenantUsage, invoice, invoice_until, period_quantity,
 };
-pub use price_book::{Price, PriceBook, Rate, RateSegment, RateSource, TierBand};
+pub use price_book::{DimensionValues, Price, PriceBook, Rate, RateSegment, RateSource, TierBand};

@@ -1,9 +1,15 @@
-//! The price book: rates resolved per tenant, metric and instant (tenant
-//! overrides first, then the global entry), and the rate segments of a period.
+//! The price book: rates resolved per tenant, metric, instant and event
+//! dimensions (tenant overrides first, then the global entries; the most
+//! specific `match` within them), and the rate segments of a period.
+//!
+//! The entries of one metric with the same `match` form a *rate line*: the
+//! line's price changes at each of its entries' `effective_from`, and tiers
+//! count the quantity of the line. Rates without `match` are the metric's
+//! default line, which also takes the events no other line matches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use allot_schemas::config::{Config, RateEntry, RatePrice};
+use allot_schemas::config::{Config, Dimension, RateEntry, RateMatch, RatePrice};
 use allot_schemas::time::day_start_micros;
 use bigdecimal::{BigDecimal, Zero};
 use chrono::NaiveDate;
@@ -48,6 +54,8 @@ pub struct Rate {
     pub source: RateSource,
     /// Flat or graduated.
     pub price: Price,
+    /// The events it prices; empty for every event.
+    pub rate_match: RateMatch,
 }
 
 impl Rate {
@@ -70,7 +78,13 @@ pub struct PriceBook {
     currency: String,
     global: BTreeMap<String, Vec<Rate>>,
     tenants: BTreeMap<String, TenantBook>,
+    /// Per metric, the dimensions any of its rates (global or a tenant's) match on.
+    dimensions: BTreeMap<String, Vec<Dimension>>,
 }
+
+/// The values of an event's dimensions, in the order of
+/// [`PriceBook::dimensions`] for its metric (`None` where the event has none).
+pub type DimensionValues = Vec<Option<String>>;
 
 /// A stretch `[start, end)` of a period with one resolved rate (or none).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,6 +127,7 @@ fn index_rates(entries: &[RateEntry], source: RateSource) -> BTreeMap<String, Ve
                 effective_from: entry.effective_from.0,
                 source,
                 price,
+                rate_match: entry.rate_match(),
             });
     }
     for rates in by_metric.values_mut() {
@@ -121,9 +136,44 @@ fn index_rates(entries: &[RateEntry], source: RateSource) -> BTreeMap<String, Ve
     by_metric
 }
 
-/// The entry of `rates` (sorted by `effective_from`) in force at `t`.
-fn latest_at(rates: Option<&Vec<Rate>>, t: i64) -> Option<&Rate> {
-    rates?.iter().rev().find(|rate| rate.starts_micros() <= t)
+/// The entry of `rates` (sorted by `effective_from`) of rate line `line` in
+/// force at `t`.
+fn latest_at<'a>(rates: Option<&'a Vec<Rate>>, line: &RateMatch, t: i64) -> Option<&'a Rate> {
+    rates?
+        .iter()
+        .rev()
+        .find(|rate| rate.rate_match == *line && rate.starts_micros() <= t)
+}
+
+/// The most specific entry of `rates` in force at `t` whose match the event
+/// with `values` (of `dimensions`) satisfies. Validation refused ties.
+fn best_match<'a>(
+    rates: Option<&'a Vec<Rate>>,
+    dimensions: &[Dimension],
+    values: &[Option<String>],
+    t: i64,
+) -> Option<&'a Rate> {
+    let value_of = |dimension: &Dimension| {
+        dimensions
+            .iter()
+            .position(|d| d == dimension)
+            .and_then(|i| values.get(i)?.as_deref())
+    };
+    let mut best: Option<&Rate> = None;
+    // Newest first: the first entry seen of a line is the one in force.
+    let mut lines_seen: Vec<&RateMatch> = Vec::new();
+    for rate in rates?.iter().rev().filter(|rate| rate.starts_micros() <= t) {
+        if lines_seen.contains(&&rate.rate_match) {
+            continue;
+        }
+        lines_seen.push(&rate.rate_match);
+        if rate.rate_match.matches(value_of)
+            && best.is_none_or(|b| rate.rate_match.specificity() > b.rate_match.specificity())
+        {
+            best = Some(rate);
+        }
+    }
+    best
 }
 
 impl PriceBook {
@@ -145,10 +195,52 @@ impl PriceBook {
                 },
             );
         }
+        let mut dimensions: BTreeMap<String, BTreeSet<Dimension>> = BTreeMap::new();
+        for rate in global
+            .values()
+            .chain(tenants.values().flat_map(|t| t.rates.values()))
+            .flatten()
+        {
+            let used = dimensions.entry(rate.metric.clone()).or_default();
+            used.extend(rate.rate_match.pairs().iter().map(|(d, _)| d.clone()));
+        }
         PriceBook {
             currency: config.currency.clone(),
             global,
             tenants,
+            dimensions: dimensions
+                .into_iter()
+                .filter(|(_, used)| !used.is_empty())
+                .map(|(metric, used)| (metric, used.into_iter().collect()))
+                .collect(),
+        }
+    }
+
+    /// The dimensions the rates of `metric` match on, in a fixed order: usage
+    /// must be grouped by their values to be priced (none for most metrics).
+    pub fn dimensions(&self, metric: &str) -> &[Dimension] {
+        self.dimensions.get(metric).map_or(&[], Vec::as_slice)
+    }
+
+    /// The rate line an event of `metric` at `t` with `values` (of
+    /// [`Self::dimensions`]) is priced on, and the line's rate then: the
+    /// tenant's most specific matching entry, else the global one; an event
+    /// nothing matches falls to the default line, whose rate may be `None`.
+    pub fn resolve(
+        &self,
+        tenant: &str,
+        metric: &str,
+        t: i64,
+        values: &[Option<String>],
+    ) -> (RateMatch, Option<&Rate>) {
+        let dimensions = self.dimensions(metric);
+        let own = self
+            .tenants
+            .get(tenant)
+            .and_then(|book| best_match(book.rates.get(metric), dimensions, values, t));
+        match own.or_else(|| best_match(self.global.get(metric), dimensions, values, t)) {
+            Some(rate) => (rate.rate_match.clone(), Some(rate)),
+            None => (RateMatch::default(), None),
         }
     }
 
@@ -164,19 +256,45 @@ impl PriceBook {
             .map_or_else(BigDecimal::zero, |t| t.discount_percent.clone())
     }
 
-    /// The rate of `metric` for `tenant` at instant `t`: the tenant's entry with the
-    /// latest `effective_from ≤ t`, else the global one, else none.
-    pub fn rate_at(&self, tenant: &str, metric: &str, t: i64) -> Option<&Rate> {
+    /// The rate of rate line `line` of `metric` for `tenant` at instant `t`:
+    /// the tenant's entry of the line with the latest `effective_from ≤ t`, else
+    /// the global one, else none.
+    pub fn rate_at(&self, tenant: &str, metric: &str, line: &RateMatch, t: i64) -> Option<&Rate> {
         let own = self
             .tenants
             .get(tenant)
-            .and_then(|book| latest_at(book.rates.get(metric), t));
-        own.or_else(|| latest_at(self.global.get(metric), t))
+            .and_then(|book| latest_at(book.rates.get(metric), line, t));
+        own.or_else(|| latest_at(self.global.get(metric), line, t))
     }
 
-    /// Splits `[from, to)` into segments at the instants where the rate of `metric`
-    /// for `tenant` changes; adjacent stretches with the same rate are one segment.
-    pub fn segments(&self, tenant: &str, metric: &str, from: i64, to: i64) -> Vec<RateSegment<'_>> {
+    /// The instants inside `(from, to)` where any rate of `metric` for `tenant`
+    /// starts, ascending: between two of them, every event resolves as at the
+    /// first.
+    pub fn changes(&self, tenant: &str, metric: &str, from: i64, to: i64) -> Vec<i64> {
+        let tenant_rates = self.tenants.get(tenant).and_then(|b| b.rates.get(metric));
+        let mut cuts: Vec<i64> = tenant_rates
+            .into_iter()
+            .chain(self.global.get(metric))
+            .flatten()
+            .map(Rate::starts_micros)
+            .filter(|&t| from < t && t < to)
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        cuts
+    }
+
+    /// Splits `[from, to)` into segments at the instants where the rate of rate
+    /// line `line` of `metric` for `tenant` changes; adjacent stretches with the
+    /// same rate are one segment.
+    pub fn segments(
+        &self,
+        tenant: &str,
+        metric: &str,
+        line: &RateMatch,
+        from: i64,
+        to: i64,
+    ) -> Vec<RateSegment<'_>> {
         if from >= to {
             return Vec::new();
         }
@@ -185,6 +303,7 @@ impl PriceBook {
             .into_iter()
             .chain(self.global.get(metric))
             .flatten()
+            .filter(|rate| rate.rate_match == *line)
             .map(Rate::starts_micros)
             .filter(|&t| from < t && t < to)
             .collect();
@@ -194,7 +313,7 @@ impl PriceBook {
         cuts.dedup();
         let mut segments: Vec<RateSegment<'_>> = Vec::new();
         for pair in cuts.windows(2) {
-            let rate = self.rate_at(tenant, metric, pair[0]);
+            let rate = self.rate_at(tenant, metric, line, pair[0]);
             match segments.last_mut() {
                 Some(last) if same_rate(last.rate, rate) => last.end = pair[1],
                 _ => segments.push(RateSegment {
