@@ -432,7 +432,7 @@ describe('finance page', () => {
       for (const kind of ['subtotal', 'discount']) {
         assert.equal(csv.slice(1).filter((r) => r[2] === kind).length, perTenant.size, `${kind} rows`);
       }
-      assert.ok(csv.slice(1).every((r) => r.length === 13), 'every row has 13 fields');
+      assert.ok(csv.slice(1).every((r) => r.length === 14), 'every row has 14 fields');
       assert.equal(perTenant.size, (billing.body.invoices || []).length);
     });
   });
