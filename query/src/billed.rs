@@ -12,9 +12,13 @@
 //!
 //! Adjustments ([`adjustment_rows`]): per (metric, rate line, segment, tier band), the
 //! month recomputed with its recorded configuration minus its final usage
-//! lines, and one line without a metric for the difference of its discount, so
+//! lines, one line without a metric for the difference of its discount and one
+//! whose metric is `commitment_true_up` for the difference of its true-up, so
 //! Σ adjustment amounts = total(recomputed) − total(final) to the cent. The
-//! month's own discount applies to its own usage lines only.
+//! month's own discount and commitment apply to its own usage lines only.
+//!
+//! A tenant whose subtotal + discount falls short of its `minimum_monthly`
+//! gets one more line, `kind = commitment_true_up`, with the shortfall.
 
 use std::str::FromStr;
 
@@ -30,6 +34,8 @@ use crate::rounding::{MONEY_SCALE, QUANTITY_SCALE, format_fixed};
 pub const KIND_USAGE: &str = "usage";
 /// `kind` of an adjustment line.
 pub const KIND_ADJUSTMENT: &str = "adjustment";
+/// `kind` of the commitment true-up line (and `metric` of its adjustment).
+pub const KIND_TRUE_UP: &str = "commitment_true_up";
 
 /// Index of a column in [`INVOICE_CSV_COLUMNS`].
 pub mod col {
@@ -122,6 +128,14 @@ impl BilledInvoice {
                 row
             })
             .collect();
+        if !invoice.true_up.is_zero() {
+            let mut row = vec![String::new(); INVOICE_CSV_COLUMNS.len()];
+            row[col::TENANT] = invoice.tenant_id.clone();
+            row[col::PERIOD] = period.clone();
+            row[col::AMOUNT] = format_fixed(&invoice.true_up, MONEY_SCALE);
+            row[col::KIND] = KIND_TRUE_UP.to_string();
+            rows.push(row);
+        }
         let adjusted: BigDecimal = adjustments
             .iter()
             .filter_map(|row| BigDecimal::from_str(&row[col::AMOUNT]).ok())
@@ -241,12 +255,32 @@ pub fn adjustment_rows(
             .and_then(|i| i.summary("discount"))
             .map_or(Ok(BigDecimal::zero()), parse_amount)
     };
-    let discount_change = discount(recomputed.as_ref())? - discount(final_invoice)?;
-    if !discount_change.is_zero() {
+    let true_up = |invoice: Option<&BilledInvoice>| {
+        invoice
+            .and_then(|i| i.rows.iter().find(|row| row[col::KIND] == KIND_TRUE_UP))
+            .map_or(Ok(BigDecimal::zero()), |row| {
+                parse_amount(&row[col::AMOUNT])
+            })
+    };
+    let changes = [
+        (
+            "",
+            discount(recomputed.as_ref())? - discount(final_invoice)?,
+        ),
+        (
+            KIND_TRUE_UP,
+            true_up(recomputed.as_ref())? - true_up(final_invoice)?,
+        ),
+    ];
+    for (metric, change) in changes {
+        if change.is_zero() {
+            continue;
+        }
         let mut row = vec![String::new(); INVOICE_CSV_COLUMNS.len()];
         row[col::TENANT] = tenant.to_string();
         row[col::PERIOD] = billed_in.to_string();
-        row[col::AMOUNT] = format_fixed(&discount_change, MONEY_SCALE);
+        row[col::METRIC] = metric.to_string();
+        row[col::AMOUNT] = format_fixed(&change, MONEY_SCALE);
         row[col::KIND] = KIND_ADJUSTMENT.to_string();
         row[col::ADJUSTS] = adjusted.to_string();
         rows.push(row);
@@ -270,6 +304,7 @@ pub fn empty_invoice(
         subtotal: zero.clone(),
         discount_percent: discount,
         discount: zero.clone(),
+        true_up: zero.clone(),
         total: zero,
     }
 }
@@ -309,6 +344,7 @@ mod tests {
             period,
             currency: "USD".into(),
             total: &subtotal + &discount,
+            true_up: BigDecimal::zero(),
             lines,
             subtotal,
             discount_percent: d(percent),
@@ -375,6 +411,7 @@ unit_price = "0.023"
 
 [tenants.acme]
 discount_percent = "12.5"
+minimum_monthly = "150.00"
 "#;
 
         /// (metric index, day of September, raw value in thousandths, is late)

@@ -509,7 +509,8 @@ pub async fn alert_signals(
     Ok((last_events, rejected))
 }
 
-/// The cost of `usage` until `until`, leaving out each metric that no rate covers,
+/// The cost of `usage` until `until` (after discount, before any commitment
+/// true-up), leaving out each metric that no rate covers,
 /// and those metrics. An invoice refuses such usage (a finance report must not
 /// bill it as zero), but health still has a status to give: it names them instead.
 fn priced_cost_until(
@@ -522,7 +523,9 @@ fn priced_cost_until(
     let mut unpriced = Vec::new();
     loop {
         match invoice_until(&settings.book, &settings.catalog, period, &priced, until) {
-            Ok(invoice) => return Ok((invoice.total, unpriced)),
+            // The usage's cost: a commitment true-up is not spent yet, and the
+            // forecast scales this figure with the elapsed time.
+            Ok(invoice) => return Ok((&invoice.total - &invoice.true_up, unpriced)),
             Err(QueryError::NoRate { metric, .. }) if !unpriced.contains(&metric) => {
                 priced.counters.retain(|day| day.metric != metric);
                 priced.gauges.retain(|series| series.metric != metric);

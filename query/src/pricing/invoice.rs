@@ -118,7 +118,10 @@ pub struct Invoice {
     pub discount_percent: BigDecimal,
     /// −round(subtotal × discount_percent / 100, 2), half away from zero.
     pub discount: BigDecimal,
-    /// subtotal + discount.
+    /// The commitment true-up: the tenant's `minimum_monthly` − (subtotal +
+    /// discount) when that is above zero, else zero.
+    pub true_up: BigDecimal,
+    /// subtotal + discount + true_up.
     pub total: BigDecimal,
 }
 
@@ -246,7 +249,13 @@ pub fn invoice_until(
         MONEY_SCALE,
         Rounding::HalfAwayFromZero,
     );
-    let total = &subtotal + &discount;
+    let discounted = &subtotal + &discount;
+    let true_up = book
+        .minimum_monthly(tenant)
+        .map(|minimum| minimum - &discounted)
+        .filter(|short| *short > BigDecimal::zero())
+        .map_or_else(BigDecimal::zero, |short| round_money(&short));
+    let total = &discounted + &true_up;
     Ok(Invoice {
         tenant_id: tenant.to_string(),
         period,
@@ -255,6 +264,7 @@ pub fn invoice_until(
         subtotal,
         discount_percent,
         discount,
+        true_up,
         total,
     })
 }

@@ -68,6 +68,7 @@ impl Rate {
 #[derive(Debug, Clone, Default)]
 struct TenantBook {
     discount_percent: BigDecimal,
+    minimum_monthly: Option<BigDecimal>,
     rates: BTreeMap<String, Vec<Rate>>,
 }
 
@@ -191,6 +192,7 @@ impl PriceBook {
                 tenant.clone(),
                 TenantBook {
                     discount_percent,
+                    minimum_monthly: settings.minimum_monthly.as_ref().map(|m| m.0.clone()),
                     rates,
                 },
             );
@@ -214,6 +216,11 @@ impl PriceBook {
                 .map(|(metric, used)| (metric, used.into_iter().collect()))
                 .collect(),
         }
+    }
+
+    /// The tenant's monthly commitment, when it has one.
+    pub fn minimum_monthly(&self, tenant: &str) -> Option<&BigDecimal> {
+        self.tenants.get(tenant)?.minimum_monthly.as_ref()
     }
 
     /// The dimensions the rates of `metric` match on, in a fixed order: usage

@@ -342,6 +342,14 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
             ),
             ("[tenants.Acme]", "tenants.Acme"),
             (
+                "[tenants.acme]\nminimum_monthly = \"-1\"",
+                "tenants.acme.minimum_monthly",
+            ),
+            (
+                "[tenants.acme]\nminimum_monthly = \"ten\"",
+                "tenants.acme.minimum_monthly",
+            ),
+            (
                 "[tenants.acme]\nquotas = { gpu = \"1\" }",
                 "tenants.acme.quotas.gpu",
             ),

@@ -101,6 +101,11 @@ pub struct TenantConfig {
     /// ones for the same metric.
     #[serde(default)]
     pub rates: Vec<RateEntry>,
+    /// A commitment: the least the tenant pays a month (not negative). When
+    /// subtotal + discount is below it, the invoice gets a
+    /// `commitment_true_up` line of the difference; unset, none.
+    #[serde(default)]
+    pub minimum_monthly: Option<ConfigDecimal>,
 }
 
 pub(super) fn validate_rates(

@@ -151,6 +151,14 @@ impl RawConfig {
                     ));
                 }
             }
+            if let Some(minimum) = &settings.minimum_monthly
+                && minimum.0 < zero
+            {
+                return Err(ConfigError::new(
+                    key("minimum_monthly"),
+                    "must not be negative",
+                ));
+            }
             validate_rates(&settings.rates, &key("rates"), catalog)?;
         }
         Ok(())
