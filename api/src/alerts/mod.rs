@@ -24,17 +24,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use allot_lake::follow::LakeVersions;
+use allot_query::LakeLocation;
 use allot_query::alerts::{
     AlertFacts, AlertLog, AlertRecord, AlertStore, AttemptDetails, Notice, alert_facts, evaluate,
 };
 use allot_query::reports::{self, ReportSettings};
-use allot_query::{LakeLocation, QueryError};
 use allot_schemas::clock::Clock;
 use allot_schemas::config::{AlertRule, AlertsConfig, Config};
 use tokio_util::sync::CancellationToken;
 
 pub use self::board::AlertBoard;
 use self::deliver::Channel;
+use crate::error::ApiError;
 use crate::lake_view::{LakeView, ServedLake};
 use crate::state::AppState;
 
@@ -63,36 +64,33 @@ pub enum FactSource {
 }
 
 impl FactSource {
-    async fn served(&self) -> Result<Arc<ServedLake>, QueryError> {
+    async fn served(&self) -> Result<Arc<ServedLake>, ApiError> {
         match self {
-            FactSource::Server(state) => Ok(state.lake_view.current().await?),
-            FactSource::Alone { view, .. } => Ok(view.current().await?),
+            FactSource::Server(state) => state.served().await,
+            FactSource::Alone { view, .. } => Ok(view
+                .current()
+                .await
+                .map_err(allot_query::QueryError::from)?),
         }
     }
 
-    async fn facts(&self, served: &ServedLake) -> Result<AlertFacts, QueryError> {
+    async fn facts(&self, served: &ServedLake) -> Result<AlertFacts, ApiError> {
         let now = served.as_of;
         let (health, settings) = match self {
-            FactSource::Server(state) => (
-                state
-                    .health_rows(served, now)
-                    .await
-                    .map_err(|e| QueryError::Stored(e.to_string()))?,
-                &state.settings,
-            ),
+            FactSource::Server(state) => (state.health_rows(served, now).await?, &state.settings),
             FactSource::Alone { settings, .. } => (
                 Arc::new(reports::health(&served.snapshot, settings, now, None).await?),
                 settings.as_ref(),
             ),
         };
-        alert_facts(
+        Ok(alert_facts(
             &served.snapshot,
             settings,
             now,
             served.versions.usage,
             health,
         )
-        .await
+        .await?)
     }
 }
 
@@ -126,7 +124,7 @@ impl AlertRunner {
         lake: &LakeLocation,
         board: Arc<AlertBoard>,
         clock: Arc<dyn Clock>,
-    ) -> Result<Option<Arc<AlertRunner>>, QueryError> {
+    ) -> Result<Option<Arc<AlertRunner>>, ApiError> {
         if config.alert_rules().is_empty() {
             return Ok(None);
         }
@@ -146,7 +144,7 @@ impl AlertRunner {
         let client = reqwest::Client::builder()
             .connect_timeout(timing.delivery_timeout.0)
             .build()
-            .map_err(|e| QueryError::Stored(format!("alerts: the HTTP client: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("alerts: the HTTP client: {e}")))?;
         let me = format!("{}-{}", std::process::id(), clock.now_micros());
         metrics::describe_gauge!(ALERTS_FIRING, "Alerts of each rule now firing");
         metrics::describe_counter!(
@@ -202,11 +200,7 @@ impl AlertRunner {
     }
 
     /// Evaluates the rules on `served` and commits the notices they give.
-    async fn evaluate_on(
-        &self,
-        source: &FactSource,
-        served: &ServedLake,
-    ) -> Result<(), QueryError> {
+    async fn evaluate_on(&self, source: &FactSource, served: &ServedLake) -> Result<(), ApiError> {
         let started = std::time::Instant::now();
         let facts = source.facts(served).await?;
         let mut store = self.store.lock().await;
@@ -270,7 +264,7 @@ impl AlertRunner {
 
     /// Claims the due deliveries nobody holds and spawns an attempt for each
     /// due delivery this process holds.
-    async fn dispatch(self: Arc<Self>) -> Result<(), QueryError> {
+    async fn dispatch(self: Arc<Self>) -> Result<(), ApiError> {
         let mut store = self.store.lock().await;
         store.refresh().await?;
         let now = self.clock.now_micros();
