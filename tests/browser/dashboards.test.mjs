@@ -61,6 +61,7 @@ async function config() {
       expectedTenants: mock.tenants,
       month: mock.month,
       closedMonth: mock.closedMonth,
+      expectAlerts: true,
       source: 'mock',
     };
   }
@@ -78,6 +79,7 @@ async function config() {
     expectedTenants: env.ALLOT_EXPECTED_TENANTS.split(',').map((s) => s.trim()).filter(Boolean),
     month: env.ALLOT_MONTH || new Date().toISOString().slice(0, 7),
     closedMonth: env.ALLOT_CLOSED_MONTH || '',
+    expectAlerts: env.ALLOT_EXPECT_ALERTS === '1',
     source: 'server',
   };
 }
@@ -387,6 +389,63 @@ describe('tenant page', () => {
     await withPage('finance-denied', open(`/finance/${cfg.month}`, cfg.tenantToken), async (page) => {
       await page.getByTestId('denied-message').waitFor();
       assert.equal(await page.getByTestId('chargeback-row').count(), 0);
+    });
+  });
+});
+
+describe('alerts', () => {
+  /** The alert rows of the page's table `testid`: [key, tenant, state] each. */
+  const alertRows = (page, testid) => page.locator(`[data-testid="${testid}"] [data-testid="alert-row"]`)
+    .evaluateAll((rows) => rows.map((r) => [r.dataset.key, r.dataset.tenantId, r.dataset.state]));
+
+  test('the overview shows the alerts firing now, as the API lists them', { timeout: SETTLE_MS + 60_000 }, async () => {
+    await withPage('overview-alerts', open('/overview', cfg.financeToken), async (page) => {
+      let firing;
+      await eventually(page, async () => {
+        await page.getByTestId('alerts-section')
+          .locator('[data-testid="firing-alerts"], [data-testid="alerts-none"]').first().waitFor({ timeout: 15_000 });
+        const answer = await api(page, 'v1/alerts?state=firing&current=true', cfg.financeToken);
+        assert.equal(answer.status, 200);
+        firing = answer.body.alerts;
+        if (cfg.expectAlerts) assert.ok(firing.length > 0, 'no alert fires');
+        assert.deepEqual(await alertRows(page, 'firing-alerts'), firing.map((a) => [a.key, a.tenant_id, 'firing']));
+        if (firing.length === 0) assert.equal(await page.getByTestId('alerts-none').count(), 1);
+      }, 'the overview showing the API\'s firing alerts');
+      for (const a of firing) {
+        const row = page.locator(`[data-testid="alert-row"][data-key="${a.key}"]`);
+        assert.equal(await row.getByTestId('alert-delivery').count(), a.deliveries.length, `${a.key}: its deliveries`);
+        const outcomes = await row.getByTestId('alert-delivery').evaluateAll((d) => d.map((x) => x.dataset.outcome));
+        assert.deepEqual(outcomes, a.deliveries.map((d) => d.outcome));
+        const links = await row.locator('a').count();
+        assert.equal(links, a.tenant_id === '*' ? 0 : 1, `${a.key}: a link to its tenant's page`);
+      }
+      // A firing alert's link opens its tenant's page, whose history has it.
+      const linked = firing.find((a) => a.tenant_id !== '*');
+      if (!linked) return;
+      await page.locator(`[data-testid="alert-row"][data-key="${linked.key}"] a`).click();
+      await page.waitForURL(new RegExp(`#/tenant/${encodeURIComponent(linked.tenant_id)}$`));
+      await page.locator(`[data-testid="alert-history"] [data-testid="alert-row"][data-key="${linked.key}"]`).waitFor();
+    });
+  });
+
+  test('a tenant page shows its own alert history and nobody else\'s', { timeout: SETTLE_MS + 60_000 }, async () => {
+    await withPage('tenant-alerts', open(`/tenant/${encodeURIComponent(cfg.tenantId)}`, cfg.tenantToken), async (page) => {
+      await eventually(page, async () => {
+        await page.getByTestId('alerts-section')
+          .locator('[data-testid="alert-history"], [data-testid="alerts-none"]').first().waitFor({ timeout: 15_000 });
+        const answer = await api(page, `v1/alerts?tenant=${encodeURIComponent(cfg.tenantId)}&limit=50`, cfg.tenantToken);
+        assert.equal(answer.status, 200);
+        const history = answer.body.alerts;
+        if (cfg.expectAlerts) assert.ok(history.length > 0, `${cfg.tenantId} has no alert`);
+        const rows = await alertRows(page, 'alert-history');
+        assert.deepEqual(rows, history.map((a) => [a.key, a.tenant_id, a.state]));
+        for (const [, tenant] of rows) assert.equal(tenant, cfg.tenantId);
+        const states = await page.getByTestId('alert-state').evaluateAll((b) => b.map((x) => x.dataset.state));
+        assert.deepEqual(states, history.map((a) => a.state));
+      }, 'the tenant page showing the API\'s alert history');
+      // Another tenant's alerts are not this token's to read.
+      const other = await api(page, `v1/alerts?tenant=${encodeURIComponent(cfg.otherTenantId)}`, cfg.tenantToken);
+      assert.equal(other.status, 404);
     });
   });
 });

@@ -315,6 +315,45 @@ function noisy(from, to, metric, all, now) {
   return { rows };
 }
 
+/** The alert notices of the mock's rules, newest first, as `GET /v1/alerts`
+ * lists them: firing and resolved ones, a rule over all tenants together (`*`),
+ * and deliveries delivered, pending and given up. */
+function alertLog(now) {
+  const at = (hoursAgo) => iso(now - hoursAgo * HOUR);
+  const notice = (hoursAgo, rule, kind, tenant, state, value, threshold, crossing, deliveries, reasons = []) => ({
+    key: `${rule}/${tenant}/${crossing}${state === 'resolved' ? '/resolved' : ''}`, rule, kind, tenant_id: tenant, state,
+    value, threshold, as_of: at(hoursAgo), lake_version: 400 - Math.round(hoursAgo), reasons,
+    recorded_at: at(hoursAgo - 0.01), deliveries,
+  });
+  const delivered = (channel) => ({ channel, outcome: 'delivered', attempts: 1, last_error: null, next_attempt_at: null });
+  const log = [
+    notice(0.5, 'compute-quota-90', 'quota', 'cobalt', 'firing', '96.40', '90', 2, [delivered('cs-webhook')]),
+    notice(1, 'noisy-compute', 'noisy', NOISY_TENANT, 'firing', '1', '1', 1, [
+      delivered('cs-webhook'),
+      { channel: 'cs-slack', outcome: 'pending', attempts: 3, last_error: 'HTTP 503', next_attempt_at: at(-0.1) },
+    ]),
+    notice(2, 'silent-2h', 'silent', STALE_TENANT, 'firing', '3', '2', 1, [
+      { channel: 'cs-webhook', outcome: 'given_up', attempts: 14, last_error: 'connection refused', next_attempt_at: null },
+    ]),
+    notice(3, 'health-warning', 'health', REJECTING_TENANT, 'firing', 'warning', 'warning', 1, [delivered('cs-webhook')],
+      [{ code: 'rejected_events', severity: 'warning', message: '2.40 % of its events were rejected in the last 24 h (31 of 1290)' }]),
+    notice(5, 'forecast-total', 'forecast', '*', 'firing', '251200.00', '200000', 1, [delivered('finance-webhook')]),
+    notice(8, 'acme-budget', 'spend', 'acme', 'firing', '1520.40', '1500', 1, [delivered('cs-webhook')]),
+    notice(30, 'compute-quota-90', 'quota', 'acme', 'resolved', '84.10', '90', 1, [delivered('cs-webhook')]),
+    notice(50, 'compute-quota-90', 'quota', 'acme', 'firing', '91.00', '90', 1, [delivered('cs-webhook')]),
+    notice(60, 'compute-quota-90', 'quota', 'cobalt', 'resolved', '80.00', '90', 1, [delivered('cs-webhook')]),
+    notice(90, 'compute-quota-90', 'quota', 'cobalt', 'firing', '90.20', '90', 1, [delivered('cs-webhook')]),
+  ];
+  // `current`: the last notice of each (rule, tenant).
+  const seen = new Set();
+  for (const a of log) {
+    const pair = `${a.rule}/${a.tenant_id}`;
+    a.current = !seen.has(pair);
+    seen.add(pair);
+  }
+  return log;
+}
+
 const BILLING_COLUMNS = ['tenant_id', 'period', 'metric', 'unit', 'segment_start', 'segment_end', 'tier_from', 'tier_to', 'quantity', 'unit_price', 'amount', 'kind', 'adjusts', 'dimensions'];
 
 function billingCsv(invoices) {
@@ -452,6 +491,20 @@ function handler(options) {
       if (!months.includes(seg[2])) return error(res, 404, 'not_found', 'no costs file is configured for this month');
       return send(res, 200, margin(seg[2], now));
     }
+    if (seg[1] === 'alerts' && seg.length === 2) {
+      const q = url.searchParams;
+      const tenant = q.get('tenant');
+      if (tenant && !visible(tenant)) return error(res, 404, 'not_found', 'no such tenant');
+      const state = q.get('state');
+      if (state && !['firing', 'resolved'].includes(state)) return error(res, 400, 'bad_request', 'state must be firing or resolved');
+      const limit = q.has('limit') ? Number(q.get('limit')) : 100;
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) return error(res, 400, 'bad_request', 'limit must be 1 to 1000');
+      const list = alertLog(now).filter((a) => (ownOnly ? a.tenant_id === claims.tenant : true)
+        && (!tenant || a.tenant_id === tenant)
+        && (!state || a.state === state)
+        && (q.get('current') !== 'true' || a.current));
+      return send(res, 200, { alerts: list.slice(0, limit) });
+    }
     if (seg[1] === 'noisy-neighbors' && seg.length === 2) {
       if (financeOnly()) return undefined;
       const from = Date.parse(url.searchParams.get('from'));
@@ -465,7 +518,7 @@ function handler(options) {
   };
 }
 
-/** Starts the mock; answers { url, close(), tokens, tenants, noisyTenant, month }. */
+/** Starts the mock; answers { url, close(), tokens, tenants, noisyTenant, month, … }. */
 export async function startMockServer({ port = 0, host = '127.0.0.1', ...options } = {}) {
   const server = http.createServer(handler(options));
   await new Promise((resolve, reject) => {

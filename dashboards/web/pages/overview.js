@@ -1,7 +1,9 @@
-// The overview: every tenant's health, reasons, month-to-date cost and forecast,
-// with noisy flags; sortable by column, filtered by a search box, refreshed
-// every minute. Below it, the noisy-neighbour rows flagged in the last 24 h.
+// The overview: the alerts firing now, every tenant's health, reasons,
+// month-to-date cost and forecast, with noisy flags; sortable by column,
+// filtered by a search box, refreshed every minute. Below it, the
+// noisy-neighbour rows flagged in the last 24 h.
 
+import { loadAlerts } from '../alerts.js';
 import { get } from '../api.js';
 import { badge, h, loading, sortableTable } from '../dom.js';
 import * as f from '../format.js';
@@ -130,6 +132,12 @@ export async function overviewPage(view, ctx) {
   }
   filter.addEventListener('input', show);
 
+  const alerts = h('section', { class: 'card', 'data-testid': 'alerts-section', 'aria-labelledby': 'alerts-h' },
+    h('h2', { id: 'alerts-h' }, 'Firing alerts'), loading('Loading alerts…'));
+  const showAlerts = () => loadAlerts(alerts, ctx, { state: 'firing', current: 'true' }, {
+    withTenant: true, caption: 'Alerts firing now, newest first', none: 'No alert is firing.',
+  }).catch((err) => ctx.fail(err, view));
+
   async function reload() {
     refresh.disabled = true;
     try {
@@ -137,6 +145,7 @@ export async function overviewPage(view, ctx) {
       if (!ctx.live()) return;
       data = next;
       show();
+      showAlerts();
     } catch (err) {
       ctx.fail(err, view);
     } finally {
@@ -152,6 +161,7 @@ export async function overviewPage(view, ctx) {
   view.replaceChildren(
     h('div', { class: 'page-head' }, h('div', {}, h('h1', {}, 'Tenants'), asOf), refresh),
     summary,
+    alerts,
     h('section', { class: 'card', 'aria-label': 'Tenants' },
       h('div', { class: 'toolbar' },
         h('label', { for: 'tenant-filter' }, 'Filter'), filter, count),
@@ -159,6 +169,7 @@ export async function overviewPage(view, ctx) {
     noisy,
   );
   show();
+  showAlerts();
   loadNoisy(noisy, ctx);
 }
 

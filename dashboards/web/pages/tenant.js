@@ -1,9 +1,10 @@
-// A tenant's page: status and its reasons, quota bars, usage charts per metric
-// (daily over 30 days, hourly over 48 hours) and the month's invoice, final or
-// draft, with the completeness certificate of a closed month.
+// A tenant's page: status and its reasons, quota bars, its alert history, usage
+// charts per metric (daily over 30 days, hourly over 48 hours) and the month's
+// invoice, final or draft, with the completeness certificate of a closed month.
 // #/tenant/<id>?month=YYYY-MM shows another month: its invoice, and charts
 // ending at that month's end (or now, whichever is earlier).
 
+import { loadAlerts } from '../alerts.js';
 import { ApiError, get } from '../api.js';
 import { chart, fillBuckets } from '../charts.js';
 import { badge, h, loading, message } from '../dom.js';
@@ -38,6 +39,8 @@ export async function tenantPage(view, ctx, id, params) {
 
   const charts = h('section', { class: 'card', 'aria-labelledby': 'usage-h', 'data-testid': 'usage-section' },
     h('h2', { id: 'usage-h' }, 'Usage'), loading('Loading usage…'));
+  const alerts = h('section', { class: 'card', 'aria-labelledby': 'alerts-h', 'data-testid': 'alerts-section' },
+    h('h2', { id: 'alerts-h' }, 'Alert history'), loading('Loading alerts…'));
   const invoice = h('section', { class: 'card', 'aria-labelledby': 'invoice-h', 'data-testid': 'invoice-section' },
     h('div', { class: 'section-head' },
       h('h2', { id: 'invoice-h' }, `Invoice · ${f.monthName(month)}`),
@@ -54,9 +57,13 @@ export async function tenantPage(view, ctx, id, params) {
       stat('cost this month', f.money(health.mtd_cost, currency), 'stat-mtd'),
       stat('month-end forecast', f.money(health.forecast, currency), 'stat-forecast')),
     h('div', { class: 'grid-2' }, reasonsCard(health), quotaCard(health)),
+    alerts,
     charts,
     invoice,
   );
+  loadAlerts(alerts, ctx, { tenant: id, limit: 50 }, {
+    withTenant: false, caption: `Alerts of ${id}, newest first`, none: 'No alert about this tenant.',
+  }).catch((err) => ctx.fail(err, view));
 
   const usage = (from, to, bucket) => get(`${base}/usage`, { query: { from: iso(from), to: iso(to), bucket } });
   const [daily, hourly, inv] = await Promise.allSettled([
