@@ -361,7 +361,8 @@ function billingCsv(invoices) {
   for (const inv of invoices) {
     for (const l of inv.lines) out.push(BILLING_COLUMNS.map((c) => l[c]).join(','));
     for (const k of ['subtotal', 'discount', 'total']) {
-      out.push([inv.tenant_id, inv.period, k, '', '', '', '', '', '', '', inv[k], '', ''].join(','));
+      const row = { tenant_id: inv.tenant_id, period: inv.period, metric: k, amount: inv[k] };
+      out.push(BILLING_COLUMNS.map((c) => row[c] ?? '').join(','));
     }
   }
   return `${out.join('\n')}\n`;
