@@ -14,7 +14,9 @@ use allot_schemas::layout::{LakeLocation, LakeTable};
 use deltalake::DeltaTable;
 
 use crate::error::LakeError;
-use crate::snapshot::{LakeSnapshot, OpenedTable, TableFiles, open_table, table_files, unreadable};
+use crate::snapshot::{
+    ClosedBooks, LakeSnapshot, OpenedTable, TableFiles, open_table, table_files, unreadable,
+};
 
 /// The table versions one snapshot was read at (`None`: no such table yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -38,6 +40,8 @@ pub struct LakeFollower {
     rejected: FollowedTable,
     hourly: FollowedTable,
     closings: FollowedTable,
+    /// The closed months' rows, read again when `closings` moves.
+    closed: Arc<ClosedBooks>,
     snapshot: Arc<LakeSnapshot>,
     /// The versions `snapshot` holds (with that of `closings`).
     snapshot_versions: LakeVersions,
@@ -54,10 +58,12 @@ impl LakeFollower {
         let rejected = FollowedTable::open(location, LakeTable::RejectedEvents, true).await?;
         let hourly = FollowedTable::open(location, LakeTable::UsageHourly, true).await?;
         let closings = FollowedTable::open(location, LakeTable::Closings, false).await?;
+        let closed = Arc::new(ClosedBooks::load(location).await?);
         let snapshot = Arc::new(LakeSnapshot {
             usage: usage.files.clone(),
             rejected: rejected.files.clone(),
             hourly: hourly.files.clone(),
+            closed: Arc::clone(&closed),
         });
         let mut follower = LakeFollower {
             location: location.clone(),
@@ -65,6 +71,7 @@ impl LakeFollower {
             rejected,
             hourly,
             closings,
+            closed,
             snapshot,
             snapshot_versions: LakeVersions::default(),
         };
@@ -88,10 +95,14 @@ impl LakeFollower {
         if versions == self.snapshot_versions {
             return Ok(false);
         }
+        if versions.closings != self.snapshot_versions.closings {
+            self.closed = Arc::new(ClosedBooks::load(&self.location).await?);
+        }
         self.snapshot = Arc::new(LakeSnapshot {
             usage: self.usage.files.clone(),
             rejected: self.rejected.files.clone(),
             hourly: self.hourly.files.clone(),
+            closed: Arc::clone(&self.closed),
         });
         self.snapshot_versions = versions;
         Ok(true)

@@ -11,7 +11,9 @@
 //!   append commits, and [`data_file`] reads one Parquet file of the lake;
 //! - [`dedup`]: the dedup window (docs/reference.md#duplicates), which copies of an event count;
 //! - [`provider`] and [`session`]: DataFusion tables over explicit file lists
-//!   and sessions with the deduplicated `usage_events`;
+//!   and sessions with the deduplicated `usage_events`; [`sql_tables`] the
+//!   other tables analysts' SQL reads (hourly and monthly sums, closings,
+//!   final invoices);
 //! - [`rollup`]: the hourly rollups, their basis, computing and refreshing them;
 //! - [`compact`], [`vacuum`] and [`offboard`]: maintenance and erasure.
 //!
@@ -36,6 +38,7 @@ pub mod provider;
 pub mod rollup;
 pub mod session;
 pub mod snapshot;
+pub mod sql_tables;
 pub mod tables;
 pub mod telemetry;
 pub mod txns;

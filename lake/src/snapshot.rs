@@ -133,6 +133,30 @@ pub struct LakeSnapshot {
     pub rejected: TableFiles,
     /// `usage_hourly`, the rollups (no files until compaction has run).
     pub hourly: TableFiles,
+    /// The closed months' `closings` and `invoices` rows, read whole.
+    pub closed: Arc<ClosedBooks>,
+}
+
+/// The rows of `closings` and `invoices`, read whole (a few rows per tenant
+/// per closed month), for the SQL tables of the same names. `closings` is read
+/// first: a close writes its invoices before its closings row, so every
+/// closing read here has all its invoice rows.
+#[derive(Debug, Clone, Default)]
+pub struct ClosedBooks {
+    /// `closings`, at the version read.
+    pub closings: Vec<RecordBatch>,
+    /// `invoices`, read after `closings` (it may hold rows of a close whose
+    /// closings row came later: they belong to no closing read here).
+    pub invoices: Vec<RecordBatch>,
+}
+
+impl ClosedBooks {
+    /// Reads both tables at their latest versions, `closings` first.
+    pub async fn load(location: &LakeLocation) -> Result<ClosedBooks, LakeError> {
+        let closings = read_small_table(location, LakeTable::Closings).await?;
+        let invoices = read_small_table(location, LakeTable::Invoices).await?;
+        Ok(ClosedBooks { closings, invoices })
+    }
 }
 
 impl LakeSnapshot {
@@ -156,10 +180,12 @@ impl LakeSnapshot {
         }
         let rejected = load_table(location, LakeTable::RejectedEvents).await?;
         let hourly = load_table(location, LakeTable::UsageHourly).await?;
+        let closed = Arc::new(ClosedBooks::load(location).await?);
         Ok(LakeSnapshot {
             usage,
             rejected,
             hourly,
+            closed,
         })
     }
 
@@ -175,6 +201,9 @@ impl LakeSnapshot {
             // Rollup files hold every tenant; sessions read only the rows of the
             // tenant's own partitions from them (`LakeSession::rollup_rows`).
             hourly: self.hourly.clone(),
+            // Sessions keep only the tenant's own invoice rows
+            // (`LakeSession::register_analyst_tables`).
+            closed: Arc::clone(&self.closed),
         }
     }
 }

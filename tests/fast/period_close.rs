@@ -327,3 +327,83 @@ fn verify_passes_after_compaction_and_vacuum_within_close_retention() {
     );
     assert_eq!(lake.verify().status.code(), Some(1));
 }
+
+/// The SQL tables beside `usage_events` (docs/reference.md#sql-tables): a
+/// tenant's `invoices` are its final invoices' rows alone, their `total`
+/// equal to `allot invoice`'s to the cent; `closings` lists the close without
+/// what it froze for every tenant; `usage_monthly` and `usage_hourly` add up
+/// to `usage_events`.
+#[test]
+fn sql_tables_serve_closed_invoices_and_usage_sums_per_tenant() {
+    let lake = Lake::new(1);
+    lake.close();
+    let sql = |tenant: &str, query: &str| -> String {
+        let out = lake.run(&["sql", "--tenant", tenant, query]);
+        assert!(out.status.success(), "{query}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let invoice = lake.run(&["invoice", "--month", "2026-09", "--tenant", "acme"]);
+    assert!(invoice.status.success(), "{}", stderr(&invoice));
+    let invoice = stdout(&invoice);
+    let total_line = invoice
+        .lines()
+        .find(|line| line.split(',').nth(2) == Some("total"))
+        .unwrap_or_else(|| panic!("a total row: {invoice}"));
+    let total: Vec<&str> = total_line.split(',').collect();
+    let amount = total[10];
+
+    let stored = sql(
+        "acme",
+        "SELECT tenant_id, revision, amount FROM invoices WHERE metric = 'total' AND month = '2026-09'",
+    );
+    let rows: Vec<&str> = stored.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{stored}");
+    let fields: Vec<&str> = rows[0].split(',').collect();
+    assert_eq!(fields[..2], ["acme", "0"], "{stored}");
+    // The decimal's trailing zeros aside, the same amount.
+    let trimmed = |text: &str| {
+        let text = text.trim_end_matches('0');
+        text.trim_end_matches('.').to_string()
+    };
+    assert_eq!(trimmed(fields[2]), trimmed(amount), "{stored} vs {invoice}");
+    assert_eq!(
+        sql("acme", "SELECT DISTINCT tenant_id FROM invoices"),
+        "tenant_id\nacme\n"
+    );
+    assert_eq!(
+        sql("bravo", "SELECT DISTINCT tenant_id FROM invoices"),
+        "tenant_id\nbravo\n"
+    );
+    assert_eq!(
+        sql("acme", "SELECT month, revision FROM closings"),
+        "month,revision\n2026-09,0\n"
+    );
+    let frozen = lake.run(&[
+        "sql",
+        "--tenant",
+        "acme",
+        "SELECT config_text FROM closings",
+    ]);
+    assert!(!frozen.status.success(), "{}", stdout(&frozen));
+
+    let monthly = sql(
+        "acme",
+        "SELECT metric, events, value_sum FROM usage_monthly \
+         WHERE month = TIMESTAMP '2026-09-01 00:00:00' ORDER BY metric",
+    );
+    let direct = sql(
+        "acme",
+        "SELECT metric, count(*) AS events, sum(value) AS value_sum FROM usage_events \
+         WHERE ts >= TIMESTAMP '2026-09-01 00:00:00' AND ts < TIMESTAMP '2026-10-01 00:00:00' \
+         GROUP BY metric ORDER BY metric",
+    );
+    assert_eq!(monthly, direct);
+    assert_eq!(monthly.lines().count(), 4, "{monthly}");
+    let hourly = sql(
+        "acme",
+        "SELECT metric, sum(events) AS events, sum(value_sum) AS value_sum FROM usage_hourly \
+         WHERE hour >= TIMESTAMP '2026-09-01 00:00:00' AND hour < TIMESTAMP '2026-10-01 00:00:00' \
+         GROUP BY metric ORDER BY metric",
+    );
+    assert_eq!(hourly, direct);
+}

@@ -499,7 +499,16 @@ fn flight_sql_serves_each_caller_its_sandbox() {
     let count = count["rows"][0][0].as_str().unwrap().to_string();
     assert_eq!(seen["tenant_qualified"]["rows"][0][0], count.as_str());
     assert_eq!(seen["tenant_prepared"][0][0], count.as_str());
-    assert_eq!(seen["tenant_tables"], serde_json::json!(["usage_events"]));
+    assert_eq!(
+        seen["tenant_tables"],
+        serde_json::json!([
+            "closings",
+            "invoices",
+            "usage_events",
+            "usage_hourly",
+            "usage_monthly"
+        ])
+    );
     let refused = |key: &str, needle: &str| {
         let message = seen[key].as_str().unwrap_or_default();
         assert!(message.contains(needle), "{key}: {message:?}");
@@ -516,7 +525,14 @@ fn flight_sql_serves_each_caller_its_sandbox() {
     assert_eq!(admin_rows, over_http(&admin));
     assert_eq!(
         seen["admin_tables"],
-        serde_json::json!(["rejected_events", "usage_events"])
+        serde_json::json!([
+            "closings",
+            "invoices",
+            "rejected_events",
+            "usage_events",
+            "usage_hourly",
+            "usage_monthly"
+        ])
     );
 
     refused("finance", "PermissionDenied");

@@ -91,7 +91,11 @@ fn the_jdbc_driver_logs_in_lists_and_queries_a_tenants_sandbox() {
     assert_eq!(
         lines,
         [
+            "table\tallot.public.closings",
+            "table\tallot.public.invoices",
             "table\tallot.public.usage_events",
+            "table\tallot.public.usage_hourly",
+            "table\tallot.public.usage_monthly",
             "product\tallot",
             over_http.as_str(),
             "forged\trefused"

@@ -41,6 +41,7 @@ use std::time::Duration;
 use allot_lake::dedup::DedupWindow;
 use allot_lake::session::{LakeSession, REJECTED_EVENTS, Scope, SessionLimits, USAGE_EVENTS};
 use allot_lake::snapshot::LakeSnapshot;
+use allot_lake::sql_tables::{CLOSINGS, INVOICES, USAGE_HOURLY, USAGE_MONTHLY};
 use allot_schemas::config::Config;
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
@@ -194,10 +195,18 @@ impl Serialize for SqlOutput {
 
 /// The tables a query in `scope` may name (and the wire protocols list).
 pub fn visible_tables(scope: &Scope) -> Vec<&'static str> {
-    match scope {
-        Scope::AllTenants => vec![USAGE_EVENTS, REJECTED_EVENTS],
-        Scope::Tenant(_) => vec![USAGE_EVENTS],
+    let mut tables = vec![
+        CLOSINGS,
+        INVOICES,
+        USAGE_EVENTS,
+        USAGE_HOURLY,
+        USAGE_MONTHLY,
+    ];
+    if *scope == Scope::AllTenants {
+        tables.push(REJECTED_EVENTS);
     }
+    tables.sort_unstable();
+    tables
 }
 
 /// Drops DataFusion's error-kind prefixes from a message.
@@ -284,6 +293,13 @@ async fn plan(
         },
     )?;
     functions::install(session.context());
+    let state = session.context().state();
+    let named = state
+        .resolve_table_references(&statement)
+        .map_err(|e| classify(e, limits))?;
+    session
+        .register_analyst_tables(|table| named.iter().any(|r| r.table() == table))
+        .await?;
     let state = session.context().state();
     let plan = state
         .statement_to_plan(statement)
@@ -499,7 +515,11 @@ mod tests {
     #[test]
     fn a_tenant_cannot_name_rejected_events_and_learns_only_its_tables() {
         let message = refusal("SELECT * FROM rejected_events", &tenant());
-        assert_eq!(message, "unknown table; queries may read: usage_events");
+        assert_eq!(
+            message,
+            "unknown table; queries may read: closings, invoices, usage_events, usage_hourly, \
+             usage_monthly"
+        );
         let message = refusal(
             "SELECT * FROM usage_events u JOIN other o ON true",
             &tenant(),
@@ -634,6 +654,7 @@ mod bombs {
             usage: table(LakeTable::UsageEvents),
             rejected: table(LakeTable::RejectedEvents),
             hourly: table(LakeTable::UsageHourly),
+            closed: Arc::default(),
         })
     }
 
