@@ -48,6 +48,9 @@ pub struct TokenArgs {
     config: Option<PathBuf>,
 }
 
+/// The Flight SQL listener's name in `/readyz`.
+const FLIGHT_SQL: &str = "flight_sql";
+
 /// Maps a server error: the operator's configuration or flags (2), else 1.
 fn failure(error: ApiError) -> Failure {
     match error {
@@ -82,7 +85,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let address = listener
         .local_addr()
         .map_err(|e| Failure::internal(format!("--listen {listen}: {e}")))?;
-    tracing::info!(%address, "serving on http://{address}/");
+    let (http, grpc) = match state.tls {
+        Some(_) => ("https", "grpc+tls"),
+        None => ("http", "grpc"),
+    };
+    tracing::info!(%address, "serving on {http}://{address}/");
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     let alerting = runner
@@ -95,13 +102,19 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
             let bound = listener
                 .local_addr()
                 .map_err(|e| Failure::internal(format!("api.flight_sql_listen {address}: {e}")))?;
-            tracing::info!(address = %bound, "serving Arrow Flight SQL on grpc://{bound}");
+            tracing::info!(address = %bound, "serving Arrow Flight SQL on {grpc}://{bound}");
+            state.listeners.serving(FLIGHT_SQL, bound);
             let stop = cancel.clone().cancelled_owned();
-            Some(tokio::spawn(allot_api::flight_sql::serve_flight_sql(
-                listener,
-                state.clone(),
-                stop,
-            )))
+            let flight_state = state.clone();
+            Some(tokio::spawn(async move {
+                let served =
+                    allot_api::flight_sql::serve_flight_sql(listener, flight_state.clone(), stop)
+                        .await;
+                if let Err(error) = &served {
+                    flight_state.listeners.failed(FLIGHT_SQL, error);
+                }
+                served
+            }))
         }
         None => None,
     };

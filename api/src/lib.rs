@@ -16,6 +16,8 @@
 //!   string), which refuse with it.
 //! - [`limits`] holds the per-tenant rate limits and SQL slots, [`audit`] the
 //!   log of denied attempts, [`metrics`] the Prometheus recorder.
+//! - [`listeners`] tracks the listeners besides HTTP for `/readyz`.
+//! - [`tls`] loads `api.tls_cert` / `api.tls_key` for every listener.
 //! - [`lake_view`] keeps the lake in memory and follows its commits;
 //!   [`cache`] keeps computed reports keyed by what they were computed from.
 //! - [`alerts`] evaluates alert rules after each refresh and delivers them.
@@ -29,6 +31,7 @@ pub mod extract;
 pub mod flight_sql;
 pub mod lake_view;
 pub mod limits;
+pub mod listeners;
 pub mod metrics;
 pub mod middleware;
 pub mod params;
@@ -36,6 +39,7 @@ pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 use std::future::Future;
 
@@ -103,7 +107,11 @@ pub async fn serve(
         }
     });
     let limits = state.connection_limits;
-    server::serve_connections(listener, router(state), limits, shutdown).await?;
+    let tls = state
+        .tls
+        .as_ref()
+        .map(|tls| tls.acceptor(&[tls::ALPN_HTTP1]));
+    server::serve_connections(listener, router(state), limits, tls, shutdown).await?;
     if tokio::time::timeout(LOAD_GRACE, first_load).await.is_err() {
         tracing::warn!("stopping while the lake is still loading");
     }

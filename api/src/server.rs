@@ -19,6 +19,10 @@
 //!   others finish their request within `api.shutdown_timeout`, after which
 //!   they are closed too, so no client can hold a stopping server.
 //!
+//! With `api.tls_cert` set, each connection is TLS: its handshake must end
+//! within `api.header_read_timeout`, and the idle timeout counts its
+//! encrypted bytes.
+//!
 //! Each request carries the peer's address as [`ConnectInfo`], which the
 //! anonymous rate limit keys on.
 
@@ -42,6 +46,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// The connection limits, from `[api]`.
@@ -56,11 +61,13 @@ pub struct ConnectionLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops as the
-/// module documentation says.
+/// module documentation says. With `tls`, every connection must complete a
+/// TLS handshake within `api.header_read_timeout` before its first request.
 pub async fn serve_connections(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let (stop, stopped) = watch::channel(false);
@@ -71,7 +78,8 @@ pub async fn serve_connections(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(stream, peer, app.clone(), limits, stopped.clone()));
+                    let accepted = Accepted { peer, app: app.clone(), limits, stopped: stopped.clone() };
+                    connections.spawn(connection(stream, accepted, tls.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors, or a connection reset before it
@@ -99,16 +107,48 @@ pub async fn serve_connections(
     Ok(())
 }
 
-/// One connection, until it ends, times out or the server stops.
-async fn connection(
-    stream: TcpStream,
+/// What a connection is served with.
+struct Accepted {
     peer: SocketAddr,
     app: Router,
     limits: ConnectionLimits,
-    mut stopped: watch::Receiver<bool>,
-) {
+    stopped: watch::Receiver<bool>,
+}
+
+/// One connection, over TLS when `tls` is set, until it ends, times out or
+/// the server stops.
+async fn connection(stream: TcpStream, accepted: Accepted, tls: Option<TlsAcceptor>) {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(IdleTimeout::new(stream, limits.idle, Arc::clone(&activity)));
+    let stream = IdleTimeout::new(stream, accepted.limits.idle, Arc::clone(&activity));
+    match tls {
+        None => http_connection(stream, accepted, activity).await,
+        Some(acceptor) => {
+            let handshake = acceptor.accept(stream);
+            match tokio::time::timeout(accepted.limits.header_read, handshake).await {
+                Ok(Ok(stream)) => http_connection(stream, accepted, activity).await,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, peer = %accepted.peer, "TLS handshake failed");
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %accepted.peer, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 over one connection's byte stream.
+async fn http_connection<S>(stream: S, accepted: Accepted, activity: Arc<Activity>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Accepted {
+        peer,
+        app,
+        limits,
+        mut stopped,
+    } = accepted;
+    let io = TokioIo::new(stream);
     let requests = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));

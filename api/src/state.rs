@@ -23,7 +23,9 @@ use crate::cache::ReportCache;
 use crate::error::ApiError;
 use crate::lake_view::{Depends, LakeView, ServedLake};
 use crate::limits::{RateLimiter, SqlSlots};
+use crate::listeners::Listeners;
 use crate::server::ConnectionLimits;
+use crate::tls::ServerTls;
 
 /// What the server is built from.
 #[derive(Clone)]
@@ -95,6 +97,10 @@ pub struct Inner {
     pub connection_limits: ConnectionLimits,
     /// The alerts as the alert runner last read them (empty without rules).
     pub alerts: Arc<AlertBoard>,
+    /// The listeners' certificate and key, when `api.tls_cert` is set.
+    pub tls: Option<ServerTls>,
+    /// The listeners besides HTTP, for `/readyz`.
+    pub listeners: Listeners,
 }
 
 impl std::ops::Deref for AppState {
@@ -120,6 +126,7 @@ impl AppState {
         };
         let auth = Authenticator::new(&api)?;
         let audit = AuditLog::open(std::path::Path::new(&api.audit_log))?;
+        let tls = ServerTls::from_config(&api)?;
         let settings = ReportSettings::new(options.config);
         let costs_file = api.costs_file.as_ref().map(PathBuf::from);
         let lake_view = Arc::new(LakeView::new(
@@ -154,6 +161,8 @@ impl AppState {
                 shutdown: api.shutdown_timeout.0,
             },
             alerts: Arc::new(AlertBoard::default()),
+            tls,
+            listeners: Listeners::default(),
         }));
         if state.costs_file.is_some() {
             state.cost_pools().map_err(|e| ApiError::Setup {

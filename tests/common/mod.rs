@@ -254,14 +254,103 @@ pub fn served_address(stderr: &mut impl std::io::BufRead) -> String {
         line.clear();
         let read = stderr.read_line(&mut line).expect("read the server's log");
         assert!(read > 0, "the server stopped before serving");
-        if let Some(rest) = line.split("http://").nth(1) {
-            return rest
-                .split(['/', ' '])
-                .next()
-                .unwrap_or_default()
-                .to_string();
+        if let Some(rest) = line.split("serving on http").nth(1)
+            && let Some((_, url)) = rest.split_once("://")
+        {
+            return url.split(['/', ' ']).next().unwrap_or_default().to_string();
         }
     }
+}
+
+/// A server certificate for `localhost` and `127.0.0.1` and the test CA that
+/// signed it, made by `openssl` (PEM files).
+pub struct TestCertificate {
+    /// The CA's certificate, which clients trust.
+    pub ca: PathBuf,
+    /// The server's certificate (`api.tls_cert`).
+    pub cert: PathBuf,
+    /// The server's private key (`api.tls_key`).
+    pub key: PathBuf,
+}
+
+/// Makes a [`TestCertificate`] in `dir`.
+pub fn test_certificate(dir: &Path) -> TestCertificate {
+    let made = TestCertificate {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    let (ca_key, request, extensions) = (
+        dir.join("ca.key"),
+        dir.join("server.csr"),
+        dir.join("server.ext"),
+    );
+    std::fs::write(
+        &extensions,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("run openssl (scripts/install-deps installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let os = |text: &'static str| std::ffi::OsStr::new(text);
+    let curve = [os("-newkey"), os("ec"), os("-pkeyopt")];
+    let curve = [
+        &curve[..],
+        &[os("ec_paramgen_curve:prime256v1"), os("-nodes")],
+    ]
+    .concat();
+    openssl(
+        &[
+            &[os("req"), os("-x509")],
+            &curve[..],
+            &[os("-days"), os("2"), os("-subj"), os("/CN=allot test CA")],
+            &[
+                os("-keyout"),
+                ca_key.as_os_str(),
+                os("-out"),
+                made.ca.as_os_str(),
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &[os("req")],
+            &curve[..],
+            &[os("-subj"), os("/CN=localhost")],
+            &[
+                os("-keyout"),
+                made.key.as_os_str(),
+                os("-out"),
+                request.as_os_str(),
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        os("x509"),
+        os("-req"),
+        os("-in"),
+        request.as_os_str(),
+        os("-CA"),
+        made.ca.as_os_str(),
+        os("-CAkey"),
+        ca_key.as_os_str(),
+        os("-CAcreateserial"),
+        os("-days"),
+        os("2"),
+        os("-extfile"),
+        extensions.as_os_str(),
+        os("-out"),
+        made.cert.as_os_str(),
+    ]);
+    made
 }
 
 /// A fixed pseudo-random sequence (64-bit LCG), so test lakes are the same every run.

@@ -7,6 +7,7 @@ use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,9 @@ pub struct ServeProcess {
     child: Child,
     address: String,
     config: PathBuf,
+    /// How requests reach a server with `api.tls_cert` set: TLS trusting the
+    /// test's certificate.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// The rest of the server's log, read as it comes so that a full pipe never
     /// holds the server.
     log: Option<JoinHandle<String>>,
@@ -29,7 +33,7 @@ impl ServeProcess {
     /// answers `/healthz`. The lake may still be loading: see
     /// [`ServeProcess::wait_ready`].
     pub fn start(config: &Path, lake: Option<&Path>) -> ServeProcess {
-        ServeProcess::start_with_env(config, lake, &[])
+        ServeProcess::start_with(config, lake, &[], None)
     }
 
     /// [`ServeProcess::start`] with the further environment variables `env`.
@@ -37,6 +41,21 @@ impl ServeProcess {
         config: &Path,
         lake: Option<&Path>,
         env: &[(&str, &str)],
+    ) -> ServeProcess {
+        ServeProcess::start_with(config, lake, env, None)
+    }
+
+    /// [`ServeProcess::start`] for a server whose listeners speak TLS, with
+    /// requests trusting the CA certificate `certificate` (PEM).
+    pub fn start_tls(config: &Path, lake: Option<&Path>, certificate: &Path) -> ServeProcess {
+        ServeProcess::start_with(config, lake, &[], Some(client_tls(certificate)))
+    }
+
+    fn start_with(
+        config: &Path,
+        lake: Option<&Path>,
+        env: &[(&str, &str)],
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> ServeProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_allot"));
         command.args(["serve", "--listen", "127.0.0.1:0"]);
@@ -63,6 +82,7 @@ impl ServeProcess {
             child,
             address,
             config: config.to_path_buf(),
+            tls,
             log: Some(log),
         };
         server.wait_for("/healthz", STARTUP);
@@ -74,9 +94,10 @@ impl ServeProcess {
         &self.address
     }
 
-    /// `http://host:port`, without a trailing slash.
+    /// `http://host:port` (`https` over TLS), without a trailing slash.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 
     /// The server's process id.
@@ -124,7 +145,6 @@ impl ServeProcess {
     /// `body`, on a connection of its own: the status and the body. Without a
     /// body the answer is asked for as CSV, with one as JSON.
     pub fn request(&self, method_and_path: &str, token: &str, body: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.address).expect("connect");
         let accept = if body.is_empty() {
             "text/csv"
         } else {
@@ -135,15 +155,20 @@ impl ServeProcess {
         } else {
             format!("Authorization: Bearer {token}\r\n")
         };
-        write!(
-            stream,
+        let request = format!(
             "{method_and_path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n{authorization}\
              Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        );
+        let tcp = TcpStream::connect(&self.address).expect("connect");
+        let response = match &self.tls {
+            None => exchange(tcp, &request),
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let session = rustls::ClientConnection::new(Arc::clone(tls), name).unwrap();
+                exchange(rustls::StreamOwned::new(session, tcp), &request)
+            }
+        };
         let status = response
             .get(9..12)
             .and_then(|status| status.parse().ok())
@@ -214,6 +239,37 @@ impl ServeProcess {
             .map(|log| log.join().unwrap_or_default())
             .unwrap_or_default()
     }
+}
+
+/// Sends `request` on `stream` and reads the answer to its end.
+fn exchange(mut stream: impl Read + Write, request: &str) -> String {
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    if let Err(error) = stream.read_to_end(&mut response) {
+        // A TLS peer may close without a close_notify once it has answered.
+        assert!(
+            error.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty(),
+            "reading the answer: {error}"
+        );
+    }
+    String::from_utf8(response).expect("a UTF-8 answer")
+}
+
+/// A TLS client configuration that trusts the certificate in `certificate`.
+pub fn client_tls(certificate: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(certificate).expect("the test certificate") {
+        roots.add(cert.expect("a PEM certificate")).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
 }
 
 impl Drop for ServeProcess {

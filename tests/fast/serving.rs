@@ -689,3 +689,74 @@ fn the_servers_metrics_pass_promtool_and_date_the_served_lake() {
     );
     server.ok(&invoice);
 }
+
+/// With `api.tls_cert` set every listener speaks TLS only
+/// (docs/reference.md#server-settings): HTTPS answers a client that trusts the
+/// certificate, Flight SQL answers ADBC over `grpc+tls`, and neither answers
+/// a client that skips TLS.
+#[test]
+fn tls_listeners_speak_tls_only() {
+    let mut rng = Lcg(31);
+    let flight = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let certificates = tempfile::tempdir().unwrap();
+    let certificate = common::test_certificate(certificates.path());
+    let lake = new_lake_with(
+        common::FLAT_PRICE_BOOK,
+        &format!(
+            "flight_sql_listen = \"{flight}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            certificate.cert.display(),
+            certificate.key.display()
+        ),
+    );
+    let inputs = tempfile::tempdir().unwrap();
+    let events = batch(inputs.path(), "events.jsonl", &mut rng, &TENANTS, 100);
+    cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);
+    let server = ServeProcess::start_tls(&lake.config(), Some(&lake.root()), &certificate.ca);
+    server.wait_ready(Duration::from_secs(30));
+    assert!(server.base_url().starts_with("https://"));
+    let tenant = server.token("tenant", Some("t1"));
+    let sql = "SELECT tenant_id, sum(value) AS total FROM usage_events GROUP BY tenant_id";
+
+    let (status, body) = server.request(
+        "POST /v1/sql",
+        &tenant,
+        &serde_json::json!({ "sql": sql }).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let over_https: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(over_https["rows"][0][0], "t1", "{body}");
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let mut plain = std::net::TcpStream::connect(server.address()).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    std::io::Write::write_all(&mut plain, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let output = std::process::Command::new(common::test_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flight_sql_tls_check.py"))
+        .arg(flight.to_string())
+        .arg(&certificate.ca)
+        .arg(sql)
+        .env("ALLOT_TENANT_TOKEN", &tenant)
+        .output()
+        .expect("run the Flight SQL client");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["tls"], over_https["rows"], "{seen}");
+    assert!(seen["plain"].is_string(), "plain gRPC was answered: {seen}");
+}

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::Routes;
 use crate::error::{ApiError, AuthFailure};
+use crate::listeners::ListenerState;
 use crate::middleware::{bearer, refuse_anonymous};
 use crate::state::AppState;
 
@@ -32,16 +33,29 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when the lake is loaded and no listener has stopped; the answer
+/// names each listener's address.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    match state.served().await {
-        Ok(_) => Ok(Json(json!({"status": "ready"}))),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            Err(ApiError::NotReady(
-                "the lake cannot be read yet".to_string(),
-            ))
+    if let Err(e) = state.served().await {
+        tracing::warn!(error = %e, "not ready");
+        return Err(ApiError::NotReady(
+            "the lake cannot be read yet".to_string(),
+        ));
+    }
+    let mut listeners = serde_json::Map::new();
+    for (name, listener) in state.listeners.states() {
+        match listener {
+            ListenerState::Serving(address) => {
+                listeners.insert(name.to_string(), json!(address.to_string()));
+            }
+            ListenerState::Failed(error) => {
+                return Err(ApiError::NotReady(format!(
+                    "the {name} listener stopped: {error}"
+                )));
+            }
         }
     }
+    Ok(Json(json!({"status": "ready", "listeners": listeners})))
 }
 
 async fn metrics(State(state): State<AppState>, request: Request) -> Response {

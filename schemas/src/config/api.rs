@@ -100,6 +100,13 @@ pub struct ApiConfig {
     /// Address of the Arrow Flight SQL endpoint (docs/reference.md#sql-over-the-wire);
     /// off when unset.
     pub flight_sql_listen: Option<String>,
+    /// The path of the server's TLS certificate chain (PEM, leaf first).
+    /// Set with `tls_key`, every listener (HTTP, Flight SQL, PostgreSQL)
+    /// speaks TLS only (docs/reference.md#server-settings).
+    pub tls_cert: Option<String>,
+    /// The path of the private key (PEM: PKCS#8, PKCS#1 or SEC1) of
+    /// `tls_cert`.
+    pub tls_key: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -131,6 +138,8 @@ impl Default for ApiConfig {
             anonymous_rate_limit_per_s: 5,
             metrics_token: None,
             flight_sql_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -151,6 +160,21 @@ impl ApiConfig {
                 "api.flight_sql_listen",
                 format!("{flight:?} is not an address such as 127.0.0.1:50051"),
             ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "api.tls_key",
+                    "must be set with api.tls_cert",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "api.tls_cert",
+                    "must be set with api.tls_key",
+                ));
+            }
+            _ => {}
         }
         if self
             .jwt_secret

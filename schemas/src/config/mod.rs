@@ -358,6 +358,8 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
                 "metrics.gpu.divisor",
             ),
             ("[api]\nlisten = \"nowhere\"", "api.listen"),
+            ("[api]\ntls_cert = \"server.pem\"", "api.tls_key"),
+            ("[api]\ntls_key = \"server.key\"", "api.tls_cert"),
             ("[ingest]\ndedup_window = \"12h\"", "ingest.dedup_window"),
             (
                 "[ingest]\nbackfill_flush_bytes = 0",
