@@ -719,6 +719,10 @@ fn tls_listeners_speak_tls_only() {
     assert!(server.base_url().starts_with("https://"));
     let tenant = server.token("tenant", Some("t1"));
     let sql = "SELECT tenant_id, sum(value) AS total FROM usage_events GROUP BY tenant_id";
+    let (status, ready) = server.request("GET /readyz", "", "");
+    assert_eq!(status, 200, "{ready}");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["listeners"]["flight_sql"], flight.to_string(), "{ready}");
 
     let (status, body) = server.request(
         "POST /v1/sql",
