@@ -36,7 +36,7 @@ use crate::dedup::{DedupWindow, Neighbourhoods, Outcome, checked_rows, usage_tab
 use crate::error::LakeError;
 use crate::provider::LakeFilesTable;
 use crate::rollup::{catalog_fingerprint, partition_bases};
-use crate::snapshot::{ClosedBooks, LakeFile, LakeSnapshot, TableFiles, partition_date};
+use crate::snapshot::{LakeFile, LakeSnapshot, TableFiles, partition_date};
 
 /// Whose data a session may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +67,6 @@ pub struct LakeSession {
     dedup_window: DedupWindow,
     /// The rollups reports may use, once attached.
     rollups: Option<Rollups>,
-    /// Whose data the session reads.
-    scope: Scope,
-    /// The closed months' rows, for [`LakeSession::register_analyst_tables`].
-    closed: Arc<ClosedBooks>,
 }
 
 /// The `usage_hourly` files and the partitions of the scope they are up to date for.
@@ -153,19 +149,7 @@ impl LakeSession {
             usage_url,
             dedup_window: limits.dedup_window,
             rollups: None,
-            scope: scope.clone(),
-            closed: Arc::clone(&snapshot.closed),
         })
-    }
-
-    /// Registers those of the tables analysts' SQL reads beside
-    /// `usage_events` ([`crate::sql_tables`]) that `wanted` names, scoped like
-    /// it.
-    pub async fn register_analyst_tables(
-        &self,
-        wanted: impl Fn(&str) -> bool,
-    ) -> Result<(), LakeError> {
-        crate::sql_tables::register(&self.ctx, &self.scope, &self.closed, wanted).await
     }
 
     /// Lets the reports of this session read the rollups in `hourly` for every

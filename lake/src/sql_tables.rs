@@ -23,7 +23,7 @@ use datafusion::logical_expr::{JoinType, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::error::LakeError;
-use crate::session::{Scope, USAGE_EVENTS};
+use crate::session::{LakeSession, Scope, USAGE_EVENTS};
 use crate::snapshot::ClosedBooks;
 
 /// Hourly sums of `usage_events`.
@@ -50,15 +50,16 @@ const CLOSING_COLUMNS: [&str; 8] = [
     "config_sha256",
 ];
 
-/// Registers those of the four tables `wanted` names in `ctx`, whose
+/// Registers those of the four tables `wanted` names in `session`, whose
 /// `usage_events` is already the scope's. A statement registers only the
 /// tables it names, so the others cost it nothing.
-pub(crate) async fn register(
-    ctx: &SessionContext,
+pub async fn register(
+    session: &LakeSession,
     scope: &Scope,
     closed: &ClosedBooks,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<(), LakeError> {
+    let ctx = session.context();
     for (name, bucket) in [(USAGE_HOURLY, "hour"), (USAGE_MONTHLY, "month")] {
         if wanted(name) {
             let sums = usage_sums(ctx, bucket).await?;

@@ -722,7 +722,11 @@ fn tls_listeners_speak_tls_only() {
     let (status, ready) = server.request("GET /readyz", "", "");
     assert_eq!(status, 200, "{ready}");
     let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
-    assert_eq!(ready["listeners"]["flight_sql"], flight.to_string(), "{ready}");
+    assert_eq!(
+        ready["listeners"]["flight_sql"],
+        flight.to_string(),
+        "{ready}"
+    );
 
     let (status, body) = server.request(
         "POST /v1/sql",

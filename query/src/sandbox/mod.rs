@@ -297,9 +297,10 @@ async fn plan(
     let named = state
         .resolve_table_references(&statement)
         .map_err(|e| classify(e, limits))?;
-    session
-        .register_analyst_tables(|table| named.iter().any(|r| r.table() == table))
-        .await?;
+    allot_lake::sql_tables::register(&session, scope, &snapshot.closed, |table| {
+        named.iter().any(|r| r.table() == table)
+    })
+    .await?;
     let state = session.context().state();
     let plan = state
         .statement_to_plan(statement)
