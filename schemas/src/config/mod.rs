@@ -156,6 +156,40 @@ impl Config {
         RawConfig::from_toml_str(text, origin, env)?.validate()
     }
 
+    /// This configuration's catalog and currency with the price book of `text`
+    /// in place of its own (docs/reference.md#what-if-pricing): `text` holds only
+    /// `[[rates]]` and `[tenants.*]` (either may be left out: none), checked like
+    /// the same sections of `allot.toml`, so an error names the key. Every other
+    /// setting of the result is a default: it is for pricing only.
+    pub fn with_price_book(&self, text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let proposed: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            key: "(syntax)".to_string(),
+            message: e.message().to_string(),
+            origin: Some(origin.to_string()),
+        })?;
+        let mut merged: toml::Table = self
+            .billing_toml()
+            .parse()
+            .expect("the billing TOML of a config parses");
+        merged.remove("rates");
+        merged.remove("tenants");
+        for (key, value) in proposed {
+            if key != "rates" && key != "tenants" {
+                return Err(ConfigError {
+                    key,
+                    message: "a price book holds only [[rates]] and [tenants.*]".to_string(),
+                    origin: Some(origin.to_string()),
+                });
+            }
+            merged.insert(key, value);
+        }
+        let text = toml::to_string(&merged).expect("a TOML table serializes");
+        Config::from_toml_str(&text, origin, std::iter::empty()).map_err(|mut e| {
+            e.origin = Some(origin.to_string());
+            e
+        })
+    }
+
     /// The metric catalog: the built-in metrics plus (or replaced by) the configured ones.
     pub fn catalog(&self) -> MetricCatalog {
         self.catalog.clone()
@@ -414,6 +448,51 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
         let secret = load(&format!("{channel}[alerts]\nclaim_lease = \"1s\"")).unwrap_err();
         assert!(!secret.to_string().contains("0123456789abcdef"), "{secret}");
         assert!(!format!("{:?}", load(channel).unwrap()).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn a_price_book_replaces_rates_and_tenants_only() {
+        let current = load(
+            "[metrics.api_calls]\nkind = \"counter\"\nunit = \"call\"\ndivisor = \"1\"\n\
+             [[rates]]\nmetric = \"api_calls\"\neffective_from = \"2026-01-01\"\nunit_price = \"1\"\n\
+             [tenants.acme]\ndiscount_percent = \"10\"\n",
+        )
+        .unwrap();
+        // A rate of the current catalog's own metric is accepted.
+        let proposed = current
+            .with_price_book(
+                "[[rates]]\nmetric = \"api_calls\"\neffective_from = \"2026-01-01\"\nunit_price = \"2\"\n",
+                "book.toml",
+            )
+            .unwrap();
+        assert_eq!(
+            proposed.rates[0].unit_price.as_ref().unwrap().0,
+            bigdecimal::BigDecimal::from(2)
+        );
+        assert!(
+            proposed.tenants.is_empty(),
+            "no [tenants] in the book: none"
+        );
+        assert!(proposed.catalog().contains("api_calls"));
+        let refused = [
+            ("[api]\nlisten = \"x\"", "api"),
+            ("currency = \"EUR\"", "currency"),
+            (
+                "[[rates]]\nmetric = \"gpu\"\neffective_from = \"2026-01-01\"\nunit_price = \"1\"",
+                "rates[0].metric",
+            ),
+            (
+                "[tenants.acme]\nminimum_monthly = \"-5\"",
+                "tenants.acme.minimum_monthly",
+            ),
+            ("[tenants.acme]\ncolour = \"red\"", "tenants.acme.colour"),
+            ("[[rates]\n", "(syntax)"),
+        ];
+        for (text, key) in refused {
+            let err = current.with_price_book(text, "book.toml").unwrap_err();
+            assert_eq!(err.key, key, "{text}");
+            assert_eq!(err.origin.as_deref(), Some("book.toml"));
+        }
     }
 
     #[test]
