@@ -63,6 +63,9 @@ enum Command {
     Vacuum(VacuumArgs),
     /// Invoices of a month: one line per metric, rate segment and tier band.
     Invoice(reports::InvoiceArgs),
+    /// What-if pricing: months priced under a proposed price book beside their
+    /// invoices (nothing is written).
+    Preview(reports::PreviewArgs),
     /// Split shared costs between tenants by their usage of each pool's driver.
     Allocate(reports::AllocateArgs),
     /// Tenants whose usage jumps far above their baseline while taking a large share.
@@ -261,6 +264,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Compact(args) => compact(args).await,
         Command::Vacuum(args) => vacuum(args).await,
         Command::Invoice(args) => reports::invoice(args).await,
+        Command::Preview(args) => reports::preview(args).await,
         Command::Allocate(args) => reports::allocate(args).await,
         Command::Noisy(args) => reports::noisy(args).await,
         Command::Health(args) => reports::health(args).await,

@@ -1,4 +1,5 @@
-//! The report subcommands: `invoice`, `allocate`, `noisy`, `health` and `sql`.
+//! The report subcommands: `invoice`, `preview`, `allocate`, `noisy`, `health`
+//! and `sql`.
 //! (`close`, `verify` and `margin` are in `close.rs`.)
 //!
 //! Each parses its flags into the query crate's types, runs the report on the
@@ -13,9 +14,10 @@ use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
 use allot_query::closing::{self, InvoiceView};
 use allot_query::period::Period;
+use allot_query::preview::{MAX_PRICE_BOOK_BYTES, preview_months};
 use allot_query::render::{
     ReportTable, allocation_table, health_json, health_table, invoice_json, invoices_table,
-    noisy_table,
+    noisy_table, preview_table,
 };
 use allot_query::reports::{self, ReportSettings};
 use allot_query::request::{NoisyRequest, RawNoisyRequest};
@@ -70,6 +72,79 @@ pub struct InvoiceArgs {
     revision: Option<i32>,
     #[command(flatten)]
     lake: LakeArgs,
+}
+
+/// `allot preview`.
+#[derive(Args)]
+pub struct PreviewArgs {
+    /// The month to price, `YYYY-MM` (open, or closed: read at its recorded
+    /// `usage_events` version).
+    #[arg(long, value_name = "YYYY-MM", required_unless_present = "months")]
+    month: Option<String>,
+    /// A range of months instead, `YYYY-MM..YYYY-MM` (both included), priced
+    /// from one read of the open months.
+    #[arg(long, value_name = "A..B", conflicts_with = "month")]
+    months: Option<String>,
+    /// The proposed price book: the `[[rates]]` and `[tenants.*]` sections of
+    /// an allot.toml.
+    #[arg(long, value_name = "FILE")]
+    price_book: PathBuf,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<TenantId>,
+    /// One row per metric, discount, true-up and adjustments, then the total.
+    #[arg(long)]
+    lines: bool,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// `allot preview --month M --price-book FILE`: prices months under a
+/// proposed price book beside their invoices; writes nothing.
+pub async fn preview(args: PreviewArgs) -> Result<(), Failure> {
+    let months = preview_months(args.month.as_deref(), args.months.as_deref()).map_err(|e| {
+        Failure::usage(format!(
+            "--{}: {e}",
+            if args.months.is_some() {
+                "months"
+            } else {
+                "month"
+            }
+        ))
+    })?;
+    let loaded = load(&args.lake).await?;
+    let flag = format!("--price-book {}", args.price_book.display());
+    let bytes =
+        std::fs::read(&args.price_book).map_err(|e| Failure::usage(format!("{flag}: {e}")))?;
+    if bytes.len() > MAX_PRICE_BOOK_BYTES {
+        return Err(Failure::usage(format!(
+            "{flag}: larger than {MAX_PRICE_BOOK_BYTES} bytes"
+        )));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| Failure::usage(format!("{flag}: not UTF-8 text")))?;
+    let proposed = loaded
+        .settings
+        .config
+        .with_price_book(&text, &args.price_book.display().to_string())
+        .map_err(Failure::usage)?;
+    if let Some(t) = &args.tenant {
+        known_tenant(&loaded, t, "--tenant ")?;
+    }
+    let mut proposed = ReportSettings::new(proposed);
+    proposed.use_rollups = loaded.settings.use_rollups;
+    let previews = allot_query::preview::preview(
+        &loaded.location,
+        &loaded.snapshot,
+        &loaded.settings,
+        &proposed,
+        &months,
+        args.tenant.as_ref().map(TenantId::as_str),
+    )
+    .await
+    .map_err(failure)?;
+    print_table(&preview_table(&previews, args.lines), loaded.format);
+    Ok(())
 }
 
 /// `allot allocate`.

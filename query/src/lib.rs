@@ -40,6 +40,7 @@ pub mod export;
 pub mod health;
 pub mod noisy;
 pub mod period;
+pub mod preview;
 pub mod pricing;
 pub mod render;
 pub mod reports;

@@ -19,6 +19,7 @@ use crate::billed::{BilledInvoice, InvoiceStatus};
 use crate::health::TenantHealth;
 use crate::noisy::{NOISY_COLUMNS, NoisyRow};
 use crate::period::format_micros;
+use crate::preview::{PREVIEW_COLUMNS, PREVIEW_LINE_COLUMNS, TenantPreview};
 use crate::reports::{USAGE_COLUMNS, UsagePoint};
 use crate::rounding::{MONEY_SCALE, format_fixed};
 
@@ -101,6 +102,24 @@ fn is_plain_number(text: &str) -> bool {
         && !fraction.is_empty()
         && whole.bytes().all(|b| b.is_ascii_digit())
         && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A what-if preview: one row per tenant and month, or with `lines` one row per
+/// item of each tenant's month then its total.
+pub fn preview_table(previews: &[TenantPreview], lines: bool) -> ReportTable {
+    if lines {
+        let mut table = ReportTable::new(&PREVIEW_LINE_COLUMNS);
+        for preview in previews {
+            table.rows.extend(preview.line_records());
+        }
+        table
+    } else {
+        let mut table = ReportTable::new(&PREVIEW_COLUMNS);
+        table
+            .rows
+            .extend(previews.iter().map(TenantPreview::csv_record));
+        table
+    }
 }
 
 /// Invoices as CSV rows: each invoice's rows (lines, then its summary rows).

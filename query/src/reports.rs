@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use allot_lake::dedup::DedupWindow;
 use allot_lake::session::{LakeSession, Scope, SessionLimits};
 use allot_lake::snapshot::LakeSnapshot;
-use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
+use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, Dimension, MetricCatalog, MetricKind};
 use allot_schemas::gauge::gauge_weighted_sum;
 use allot_schemas::tenant::TenantId;
 use allot_schemas::time::{EARLIEST_REPORT_MICROS, MICROS_PER_DAY};
@@ -92,7 +92,7 @@ impl ReportSettings {
     }
 }
 
-async fn session_for(
+pub(crate) async fn session_for(
     snapshot: &LakeSnapshot,
     settings: &ReportSettings,
     tenant: Option<&str>,
@@ -124,6 +124,74 @@ async fn period_usage(
     period: Period,
     until: i64,
 ) -> Result<BTreeMap<String, TenantUsage>, QueryError> {
+    let grouping = dimension_grouping(&[&settings.book]);
+    usage_between(
+        session,
+        settings,
+        &grouping,
+        filter,
+        metrics,
+        period.start_micros(),
+        until,
+    )
+    .await
+}
+
+/// Per counter metric, the dimensions the rates of any of `books` match on
+/// (only metrics with some), in a fixed order: usage grouped by them can be
+/// priced by each of the books ([`regroup`]).
+pub(crate) fn dimension_grouping(books: &[&PriceBook]) -> BTreeMap<String, Vec<Dimension>> {
+    let mut grouping: BTreeMap<String, BTreeSet<Dimension>> = BTreeMap::new();
+    for book in books {
+        for (metric, dimensions) in book.all_dimensions() {
+            grouping
+                .entry(metric.to_string())
+                .or_default()
+                .extend(dimensions.iter().cloned());
+        }
+    }
+    grouping
+        .into_iter()
+        .map(|(metric, dimensions)| (metric, dimensions.into_iter().collect()))
+        .collect()
+}
+
+/// `usage`, grouped by the dimensions of `grouping`, as `book` needs it: each
+/// counter sum keeps the values of the book's own dimensions for its metric, in
+/// the book's order.
+pub(crate) fn regroup(
+    usage: &TenantUsage,
+    grouping: &BTreeMap<String, Vec<Dimension>>,
+    book: &PriceBook,
+) -> TenantUsage {
+    let mut regrouped = usage.clone();
+    for day in &mut regrouped.counters {
+        let read = grouping.get(&day.metric).map_or(&[][..], Vec::as_slice);
+        day.dimensions = book
+            .dimensions(&day.metric)
+            .iter()
+            .map(|wanted| {
+                read.iter()
+                    .position(|d| d == wanted)
+                    .and_then(|i| day.dimensions.get(i).cloned().flatten())
+            })
+            .collect();
+    }
+    regrouped
+}
+
+/// Usage per tenant for `[start, until)`, counters grouped by the dimensions of
+/// `grouping`: counter sums per day and gauge samples from one hold before
+/// `start`.
+pub(crate) async fn usage_between(
+    session: &LakeSession,
+    settings: &ReportSettings,
+    grouping: &BTreeMap<String, Vec<Dimension>>,
+    filter: &UsageFilter,
+    metrics: Option<&[String]>,
+    start: i64,
+    until: i64,
+) -> Result<BTreeMap<String, TenantUsage>, QueryError> {
     let wanted = |kind| -> Vec<String> {
         settings
             .metrics_of(kind)
@@ -131,22 +199,15 @@ async fn period_usage(
             .filter(|m| metrics.is_none_or(|only| only.contains(m)))
             .collect()
     };
-    let (book, start) = (&settings.book, period.start_micros());
     // Counters whose rates match on dimensions are summed per their values.
     let (dimensional, plain): (Vec<String>, Vec<String>) = wanted(MetricKind::Counter)
         .into_iter()
-        .partition(|metric| !book.dimensions(metric).is_empty());
+        .partition(|metric| grouping.contains_key(metric));
     let mut counters = counter_days(session, filter, &plain, start, until).await?;
     for metric in &dimensional {
-        let by_tenant = dimensional_counter_days(
-            session,
-            filter,
-            metric,
-            book.dimensions(metric),
-            start,
-            until,
-        )
-        .await?;
+        let by_tenant =
+            dimensional_counter_days(session, filter, metric, &grouping[metric], start, until)
+                .await?;
         for (tenant, days) in by_tenant {
             counters.entry(tenant).or_default().extend(days);
         }

@@ -15,6 +15,7 @@ mod ingest_file;
 mod maintenance;
 mod offboard;
 mod period_close;
+mod preview;
 mod prometheus;
 mod query_lake;
 mod serving;

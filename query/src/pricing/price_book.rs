@@ -218,6 +218,13 @@ impl PriceBook {
         }
     }
 
+    /// Every metric whose rates match on dimensions, with those dimensions.
+    pub fn all_dimensions(&self) -> impl Iterator<Item = (&str, &[Dimension])> {
+        self.dimensions
+            .iter()
+            .map(|(metric, dimensions)| (metric.as_str(), dimensions.as_slice()))
+    }
+
     /// The tenant's monthly commitment, when it has one.
     pub fn minimum_monthly(&self, tenant: &str) -> Option<&BigDecimal> {
         self.tenants.get(tenant)?.minimum_monthly.as_ref()

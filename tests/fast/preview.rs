@@ -1,0 +1,201 @@
+//! `allot preview` against `allot invoice` on random lakes
+//! (docs/reference.md#what-if-pricing): a month previewed with its own price book
+//! gives back its invoice totals to the cent, open or closed; after the
+//! configuration's price book changes, a closed month's actual side is still its
+//! final invoice and the proposed side is the live recomputation under the
+//! proposal.
+
+use std::collections::BTreeMap;
+
+use crate::common;
+
+/// The price book under test: tiers, a dimensional rate (which synthetic
+/// events, having no region, never match), a discount and a commitment.
+fn price_book(compute_price: &str, egress_tiers: &str) -> String {
+    format!(
+        r#"
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-01-01"
+unit_price = "{compute_price}"
+
+[[rates]]
+metric = "compute_seconds"
+effective_from = "2026-09-16"
+unit_price = "0.0450"
+
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+tiers = {egress_tiers}
+
+[[rates]]
+metric = "egress_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.01"
+match = {{ region = "eu-*" }}
+
+[[rates]]
+metric = "storage_bytes"
+effective_from = "2026-01-01"
+unit_price = "0.023"
+
+[tenants.t1]
+discount_percent = "12.5"
+
+[tenants.t2]
+minimum_monthly = "25.00"
+"#
+    )
+}
+
+const OWN_TIERS: &str = r#"[{ up_to = "20", unit_price = "0.09" }, { unit_price = "0.07" }]"#;
+
+fn own_book() -> String {
+    price_book("0.0400", OWN_TIERS)
+}
+
+fn proposed_book() -> String {
+    price_book(
+        "0.0375",
+        r#"[{ up_to = "50", unit_price = "0.08" }, { unit_price = "0.05" }]"#,
+    )
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "allot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Invoice totals per tenant, from `allot invoice` CSV.
+fn invoice_totals(csv: &str) -> BTreeMap<String, String> {
+    csv.lines()
+        .skip(1)
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .filter(|fields| fields[2] == "total")
+        .map(|fields| (fields[0].to_string(), fields[10].to_string()))
+        .collect()
+}
+
+/// `(actual, proposed)` per tenant, from `allot preview` CSV.
+fn preview_totals(csv: &str) -> BTreeMap<String, (String, String)> {
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("tenant_id,period,actual_total,proposed_total,difference")
+    );
+    lines
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .map(|f| (f[0].to_string(), (f[2].to_string(), f[3].to_string())))
+        .collect()
+}
+
+fn random_lake(seed: u64) -> common::CliLake {
+    let lake = common::CliLake::new(&format!("currency = \"USD\"\n{}", own_book()));
+    let mut rng = common::Lcg(seed);
+    let mut events = Vec::new();
+    for (t, tenant) in ["t1", "t2", "t3"].iter().enumerate() {
+        for i in 0..(10 + (rng.next() % 30) as usize) {
+            let day = 1 + (rng.next() % 30) as u32;
+            events.push(common::synthetic_event(
+                &mut rng,
+                tenant,
+                9,
+                day,
+                t * 100 + i,
+            ));
+        }
+    }
+    let path = lake.dir.path().join("events.jsonl");
+    std::fs::write(&path, events.join("\n") + "\n").expect("write events");
+    stdout(&lake.run(&[
+        "ingest",
+        "--no-progress",
+        "--from-file",
+        path.to_str().unwrap(),
+    ]));
+    lake
+}
+
+#[test]
+fn previewing_with_the_own_price_book_gives_back_the_invoice_open_or_closed() {
+    for seed in [7, 1234, 99_991] {
+        let lake = random_lake(seed);
+        let own = lake.dir.path().join("own.toml");
+        std::fs::write(&own, own_book()).expect("write own book");
+        let own = own.to_str().unwrap();
+        let preview = |book: &str| {
+            preview_totals(&stdout(&lake.run(&[
+                "preview",
+                "--month",
+                "2026-09",
+                "--price-book",
+                book,
+            ])))
+        };
+        let same_on_both_sides = |previews: &BTreeMap<String, (String, String)>| {
+            previews
+                .iter()
+                .map(|(t, (actual, proposed))| {
+                    assert_eq!(actual, proposed, "seed {seed} tenant {t}");
+                    (t.clone(), actual.clone())
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+
+        // Open: the draft's totals on both sides.
+        let invoiced = invoice_totals(&stdout(&lake.run(&["invoice", "--month", "2026-09"])));
+        assert_eq!(invoiced.len(), 3, "seed {seed}");
+        assert_eq!(same_on_both_sides(&preview(own)), invoiced, "seed {seed}");
+
+        // Closed, with the configuration's prices changed since: the final
+        // invoice on both sides still.
+        stdout(&lake.run(&["close", "--month", "2026-09"]));
+        let changed = format!("currency = \"USD\"\n{}", proposed_book());
+        std::fs::write(lake.config(), changed).expect("change the config");
+        let finals = invoice_totals(&stdout(&lake.run(&["invoice", "--month", "2026-09"])));
+        assert_eq!(finals, invoiced, "seed {seed}: final means final");
+        assert_eq!(same_on_both_sides(&preview(own)), finals, "seed {seed}");
+
+        // Closed, previewed under the new book: actual is the final invoice,
+        // proposed the live recomputation under that book.
+        let proposed = lake.dir.path().join("proposed.toml");
+        std::fs::write(&proposed, proposed_book()).expect("write proposed book");
+        let live = invoice_totals(&stdout(
+            &lake.run(&["invoice", "--month", "2026-09", "--live"]),
+        ));
+        let previews = preview(proposed.to_str().unwrap());
+        let actual: BTreeMap<_, _> = previews
+            .iter()
+            .map(|(t, (a, _))| (t.clone(), a.clone()))
+            .collect();
+        let proposed: BTreeMap<_, _> = previews
+            .iter()
+            .map(|(t, (_, p))| (t.clone(), p.clone()))
+            .collect();
+        assert_eq!(actual, finals, "seed {seed}");
+        assert_eq!(proposed, live, "seed {seed}");
+        assert_ne!(finals, live, "seed {seed}: the books must differ somewhere");
+    }
+}
+
+#[test]
+fn preview_writes_nothing_to_the_lake() {
+    let lake = random_lake(42);
+    let book = lake.dir.path().join("own.toml");
+    std::fs::write(&book, own_book()).expect("write own book");
+    let before = common::paths_under(&lake.root());
+    stdout(&lake.run(&[
+        "preview",
+        "--months",
+        "2026-08..2026-10",
+        "--price-book",
+        book.to_str().unwrap(),
+        "--lines",
+    ]));
+    assert_eq!(common::paths_under(&lake.root()), before);
+}
