@@ -356,12 +356,21 @@ fn month_previews(
             .cloned()
             .unwrap_or_else(BigDecimal::zero);
         let priced = match usage.get(tenant) {
-            Some(u) => Some(invoice(
-                &proposed.book,
-                &proposed.catalog,
-                month,
-                &regroup(u, grouping, &proposed.book),
-            )?),
+            Some(u) => Some(
+                invoice(
+                    &proposed.book,
+                    &proposed.catalog,
+                    month,
+                    &regroup(u, grouping, &proposed.book),
+                )
+                .map_err(|e| match e {
+                    // Usage the proposal cannot price is the proposal's to fix.
+                    QueryError::NoRate { .. } => {
+                        QueryError::InvalidInput(format!("the proposed price book: {e}"))
+                    }
+                    other => other,
+                })?,
+            ),
             None => None,
         };
         let has_lines = priced.as_ref().is_some_and(|p| !p.lines.is_empty());

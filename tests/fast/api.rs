@@ -331,6 +331,130 @@ async fn post_sql(app: &Router, sql: &str, caller: Caller) -> Answer {
     .await
 }
 
+/// The test lakes' own price book as a preview body: their rates and the
+/// server's tenants.
+fn own_price_book() -> String {
+    let rates = common::FLAT_PRICE_BOOK.replace("currency = \"USD\"", "");
+    format!(
+        "{rates}\n[tenants.alpha]\nquotas = {{ compute_seconds = \"1000000\" }}\n\n[tenants.echo]\ndiscount_percent = \"5\"\n"
+    )
+}
+
+async fn post_preview(app: &Router, query: &str, book: &str, caller: Caller) -> Answer {
+    send(
+        app,
+        request(
+            "POST",
+            &format!("/v1/preview?{query}"),
+            token(caller).as_deref(),
+            None,
+            Some(book),
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn preview_prices_a_proposal_and_refuses_a_bad_one() {
+    let server = server();
+    // The own price book: every tenant's actual and proposed totals agree with
+    // its invoice.
+    let own = post_preview(
+        &server.app,
+        "month=2026-03",
+        &own_price_book(),
+        Caller::Finance,
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+    let rows = own.json()["rows"].as_array().unwrap().clone();
+    assert!(!rows.is_empty());
+    let billing = get(&server.app, "/v1/billing/2026-03", Caller::Finance)
+        .await
+        .json();
+    for row in &rows {
+        assert_eq!(row["difference"], "0.00", "{row}");
+        let invoice = billing["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["tenant_id"] == row["tenant_id"])
+            .unwrap();
+        assert_eq!(row["actual_total"], invoice["total"], "{row}");
+    }
+    // Compute at half price: every difference is negative or zero, as CSV too.
+    let cheaper = own_price_book().replace("0.0400", "0.0200");
+    let answer = send(
+        &server.app,
+        request(
+            "POST",
+            "/v1/preview?months=2026-03..2026-03&lines=true",
+            token(Caller::Finance).as_deref(),
+            Some("text/csv"),
+            Some(&cheaper),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .starts_with("tenant_id,period,item,actual_amount,proposed_amount,difference\n")
+    );
+    assert!(
+        answer
+            .body
+            .lines()
+            .any(|l| l.contains(",compute_seconds,") && l.contains(",-"))
+    );
+    // Refusals, each a 400 naming what is wrong.
+    let bad = [
+        ("month=2026-03", "[api]\nlisten = \"x\"".to_string(), "api"),
+        ("month=2026-03", own_price_book().replace("0.0400", "-1"), "rates[0].unit_price"),
+        ("month=2026-03", "[[rates]\n".to_string(), "(syntax)"),
+        ("month=2026-13", own_price_book(), "2026-13"),
+        ("months=2026-03", own_price_book(), "YYYY-MM..YYYY-MM"),
+        ("", own_price_book(), "one month"),
+        ("month=2026-03&colour=red", own_price_book(), "colour"),
+        // A proposal leaving usage without a rate (storage) is the caller's to fix.
+        (
+            "month=2026-03",
+            "[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.04\"\n\
+             [[rates]]\nmetric = \"egress_bytes\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.09\"\n"
+                .to_string(),
+            "no rate",
+        ),
+    ];
+    for (query, body, needle) in bad {
+        let answer = post_preview(&server.app, query, &body, Caller::Finance).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            answer.body
+        );
+        let message = answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains(needle), "{query}: {message}");
+    }
+    // A body past the server's limit is refused before it is read.
+    let huge = post_preview(
+        &server.app,
+        "month=2026-03",
+        &"#".repeat(4 << 20),
+        Caller::Finance,
+    )
+    .await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", huge.body);
+    // Nothing was written: the billing answer is the same.
+    let again = get(&server.app, "/v1/billing/2026-03", Caller::Finance)
+        .await
+        .json();
+    assert_eq!(again, billing);
+}
+
 fn audit_lines(server: &Server) -> Vec<Value> {
     std::fs::read_to_string(&server.audit)
         .unwrap_or_default()
@@ -510,6 +634,14 @@ async fn bola_matrix_every_route_target_and_caller() {
         )
         .await;
         check(&answer, caller, "POST /v1/sql", expect_sql(caller), &server);
+        let preview = post_preview(&server.app, "month=2026-03", &own_price_book(), caller).await;
+        check(
+            &preview,
+            caller,
+            "POST /v1/preview",
+            expect_all_tenant_route(caller),
+            &server,
+        );
         if answer.status == StatusCode::OK {
             let tenants: Vec<&str> = answer.json()["rows"]
                 .as_array()
@@ -525,7 +657,7 @@ async fn bola_matrix_every_route_target_and_caller() {
             }
         }
     }
-    assert_eq!(checked, CALLERS.len() * (3 * 3 + 4 + 1));
+    assert_eq!(checked, CALLERS.len() * (3 * 3 + 4 + 2));
 }
 
 #[tokio::test]

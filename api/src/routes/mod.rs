@@ -1,7 +1,7 @@
 //! The routes of docs/reference.md#http-api in groups, each a function
 //! returning [`Routes`]: [`tenant`] (one tenant's views), [`finance`]
 //! (all-tenant views), [`alerts`] (alerts and their deliveries), [`closing`] (period close: closings, certificates,
-//! margin), [`sql`], [`ops`] (health, readiness, metrics, OpenAPI) and [`web`]
+//! margin), [`preview`] (what-if pricing), [`sql`], [`ops`] (health, readiness, metrics, OpenAPI) and [`web`]
 //! (dashboards).
 //!
 //! [`Routes`] records every method and path it registers, so the route table
@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod closing;
 pub mod finance;
 pub mod ops;
+pub mod preview;
 pub mod sql;
 pub mod tenant;
 pub mod web;
@@ -86,6 +87,7 @@ pub fn authenticated() -> Routes {
     tenant::routes()
         .merge(finance::routes())
         .merge(closing::routes())
+        .merge(preview::routes())
         .merge(sql::routes())
         .merge(alerts::routes())
 }
