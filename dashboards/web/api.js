@@ -109,9 +109,28 @@ export async function get(path, { query, accept = 'application/json', token = ge
   }
 }
 
-/** Fetches `path` as CSV and saves it as `filename` through a download link. */
-export async function downloadCsv(path, filename) {
-  const text = await get(path, { accept: 'text/csv' });
+/**
+ * POSTs the text `body` to `path` with the bearer token. Answers the parsed
+ * JSON, or the text when `accept` is not JSON. Throws ApiError.
+ */
+export async function postText(path, body, { query, accept = 'application/json', token = getToken() } = {}) {
+  let res;
+  try {
+    res = await fetch(url(path, query), {
+      method: 'POST',
+      body,
+      headers: { Accept: accept, 'Content-Type': 'application/toml', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      cache: 'no-store',
+    });
+  } catch (e) {
+    throw new ApiError(0, 'network', `The server could not be reached (${e.message}).`);
+  }
+  if (res.ok) return accept.includes('json') ? res.json() : res.text();
+  throw await errorOf(res);
+}
+
+/** Saves the CSV `text` as `filename` through a download link. */
+export function saveCsv(text, filename) {
   const blob = new Blob([text], { type: 'text/csv;charset=utf-8' });
   const href = URL.createObjectURL(blob);
   const a = document.createElement('a');
@@ -124,3 +143,10 @@ export async function downloadCsv(path, filename) {
   setTimeout(() => URL.revokeObjectURL(href), 10_000);
   return text;
 }
+
+/** Fetches `path` as CSV and saves it as `filename` through a download link. */
+export async function downloadCsv(path, filename) {
+  const text = await get(path, { accept: 'text/csv' });
+  return saveCsv(text, filename);
+}
+

@@ -517,6 +517,44 @@ describe('finance page', () => {
     });
   });
 
+  test('previews the month under a proposed price book and downloads it', { timeout: 90_000 }, async () => {
+    await withPage('preview', open(`/finance/${cfg.month}`, cfg.financeToken), async (page) => {
+      await page.getByTestId('preview-section').waitFor();
+      // A malformed book is refused with the server's message.
+      await page.getByTestId('preview-book').fill('[[rates]\n');
+      await page.getByTestId('preview-run').click();
+      await page.getByTestId('preview-error').waitFor();
+      assert.match(await page.getByTestId('preview-error').innerText(), /syntax/);
+      // Every price doubled: the page shows what the API answers, row for row.
+      const book = [
+        ['compute_seconds', '0.0800'], ['egress_bytes', '0.18'], ['storage_bytes', '0.046'],
+      ].map(([m, p]) => `[[rates]]\nmetric = "${m}"\neffective_from = "2026-01-01"\nunit_price = "${p}"\n`).join('\n');
+      await page.getByTestId('preview-book').fill(book);
+      await page.getByTestId('preview-run').click();
+      // The demo keeps ingesting, so figures move between two requests; the
+      // tenants do not. Each shown difference is an increase.
+      const answer = await page.evaluate(async ({ month, token, body }) => {
+        const res = await fetch(`v1/preview?month=${month}`, { method: 'POST', body, headers: { Authorization: `Bearer ${token}` } });
+        return { status: res.status, body: await res.json() };
+      }, { month: cfg.month, token: cfg.financeToken, body: book });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      const rows = answer.body.rows;
+      if (rows.length === 0) return page.getByTestId('preview-none').waitFor();
+      await page.getByTestId('preview-table').waitFor();
+      assert.equal(await page.getByTestId('preview-row').count(), rows.length);
+      for (const r of rows) {
+        const shown = await page.locator(`[data-testid="preview-row"][data-tenant-id="${r.tenant_id}"] [data-testid="preview-difference"]`).innerText();
+        const difference = Number(shown.replace(/[^0-9.-]/g, ''));
+        assert.ok(Number.isFinite(difference) && difference >= 0, `${r.tenant_id}: ${shown}`);
+      }
+      const { name, text } = await downloadText(page, 'download-preview');
+      assert.equal(name, `preview-${cfg.month}.csv`);
+      const csv = parseCsv(text);
+      assert.equal(csv[0].join(','), 'tenant_id,period,actual_total,proposed_total,difference');
+      assert.deepEqual(csv.slice(1).map((r) => r[0]).sort(), rows.map((r) => r.tenant_id).sort());
+    });
+  });
+
   test('the month picker moves to another month', { timeout: 60_000 }, async () => {
     await withPage('month-picker', open(`/finance/${cfg.month}`, cfg.financeToken), async (page) => {
       await page.getByTestId('month-input').waitFor();

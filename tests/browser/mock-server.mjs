@@ -418,7 +418,8 @@ function handler(options) {
     const url = new URL(req.url, 'http://localhost');
     const p = url.pathname;
     log(`${req.method} ${p}${url.search}`);
-    if (req.method !== 'GET') return error(res, 405, 'method_not_allowed', 'GET only');
+    const isPreview = p === '/v1/preview' && req.method === 'POST';
+    if (req.method !== 'GET' && !isPreview) return error(res, 405, 'method_not_allowed', 'GET only');
     if (p === '/healthz' || p === '/readyz') return send(res, 200, 'ok', 'text/plain');
     if (!p.startsWith('/v1/')) return serveStatic(req, res, p);
 
@@ -464,6 +465,22 @@ function handler(options) {
         const inv = invoice(tenant, seg[4], now);
         return csv ? send(res, 200, billingCsv([inv]), 'text/csv') : send(res, 200, inv);
       }
+    }
+    if (isPreview) {
+      // The mock reads no TOML: a book with [[rates]] doubles every total.
+      if (financeOnly()) return undefined;
+      const month = url.searchParams.get('month') ?? '';
+      if (!MONTH_RE.test(month)) return error(res, 400, 'bad_request', 'give one month or one range of months');
+      let body = '';
+      for await (const chunk of req) body += chunk;
+      if (!body.includes('[[rates]]')) return error(res, 400, 'bad_request', 'config key `(syntax)`: no [[rates]]');
+      const rows = TENANTS.map((t) => invoice(t, month, now)).filter((i) => i.lines.length > 0).map((i) => ({
+        tenant_id: i.tenant_id, period: month, actual_total: i.total,
+        proposed_total: cents(2 * Number(i.total)), difference: i.total,
+      }));
+      if (!csv) return send(res, 200, { currency: 'EUR', rows });
+      const cols = ['tenant_id', 'period', 'actual_total', 'proposed_total', 'difference'];
+      return send(res, 200, [cols.join(','), ...rows.map((r) => cols.map((c) => r[c]).join(','))].join('\n') + '\n', 'text/csv');
     }
     if (seg[1] === 'billing' && seg.length === 3) {
       if (financeOnly()) return undefined;

@@ -1,8 +1,9 @@
 // Finance: the month's chargeback (every tenant's invoice total, with its lines
 // on demand), whether the month is closed (final) or open (draft), the margin
-// per tenant, the shared-cost allocation, a month picker and CSV downloads.
+// per tenant, the shared-cost allocation, a what-if preview of the month under
+// a proposed price book, a month picker and CSV downloads.
 
-import { ApiError, downloadCsv, get } from '../api.js';
+import { ApiError, downloadCsv, get, postText, saveCsv } from '../api.js';
 import { h, loading, message, sortableTable } from '../dom.js';
 import * as f from '../format.js';
 import { invoiceTable } from './tenant.js';
@@ -68,6 +69,7 @@ export async function financePage(view, ctx, arg) {
     chargeback,
     margin,
     allocation,
+    previewSection(month, ctx),
   );
 
   const [billing, alloc, closings, marginData] = await Promise.allSettled([
@@ -265,4 +267,61 @@ function renderMargin(section, data) {
   section.lastChild.replaceWith(h('div', {},
     h('p', { class: 'muted' }, data.status === 'final' ? 'Frozen figures of the closed month.' : 'Draft figures of the open month.'),
     chart, h('div', { class: 'table-wrap' }, table)));
+}
+
+// What-if pricing: the month priced under a price book pasted as TOML (the
+// [[rates]] and [tenants.*] of an allot.toml), per tenant, with a CSV download.
+function previewSection(month, ctx) {
+  const book = h('textarea', {
+    id: 'preview-book', rows: 8, spellcheck: 'false', 'data-testid': 'preview-book',
+    placeholder: '[[rates]]\nmetric = "compute_seconds"\neffective_from = "2026-01-01"\nunit_price = "0.0350"',
+  });
+  const result = h('div', { 'data-testid': 'preview-result', 'aria-live': 'polite' });
+  const run = async (accept) => {
+    try {
+      return await postText('v1/preview', book.value, { query: { month }, accept });
+    } catch (err) {
+      if (err instanceof ApiError && err.isAuth) ctx.fail(err);
+      result.replaceChildren(message('error', `The preview failed: ${err.message}`, 'preview-error'));
+      return null;
+    }
+  };
+  const show = h('button', { type: 'button', class: 'button', 'data-testid': 'preview-run' }, 'Preview');
+  show.addEventListener('click', async () => {
+    show.disabled = true;
+    result.replaceChildren(loading('Pricing the month…'));
+    const data = await run('application/json');
+    show.disabled = false;
+    if (data) renderPreview(result, data);
+  });
+  const csv = h('button', { type: 'button', class: 'button ghost', 'data-testid': 'download-preview' }, 'Preview CSV');
+  csv.addEventListener('click', async () => {
+    const text = await run('text/csv');
+    if (text !== null) saveCsv(text, `preview-${month}.csv`);
+  });
+  return h('section', { class: 'card', 'aria-labelledby': 'preview-h', 'data-testid': 'preview-section' },
+    h('h2', { id: 'preview-h' }, 'What-if pricing'),
+    h('p', { class: 'muted' }, `${f.monthName(month)} under a proposed price book: paste its [[rates]] and [tenants.*] sections.`),
+    h('label', { for: 'preview-book' }, 'Proposed price book (TOML)'), book,
+    h('div', { class: 'toolbar' }, show, csv),
+    result);
+}
+
+function renderPreview(target, data) {
+  const rows = data.rows || [];
+  if (rows.length === 0) {
+    target.replaceChildren(h('p', { class: 'muted', 'data-testid': 'preview-none' }, 'No invoice for this month under either price book.'));
+    return;
+  }
+  const cur = data.currency;
+  const table = h('table', { class: 'data', 'data-testid': 'preview-table' },
+    h('caption', { class: 'visually-hidden' }, 'Actual and proposed totals per tenant'),
+    h('thead', {}, h('tr', {}, ['Tenant', 'Actual', 'Proposed', 'Difference'].map((c, i) =>
+      h('th', { scope: 'col', class: i ? 'num' : null }, c)))),
+    h('tbody', {}, rows.map((r) => h('tr', { 'data-testid': 'preview-row', 'data-tenant-id': r.tenant_id },
+      h('th', { scope: 'row' }, r.tenant_id),
+      h('td', { class: 'num' }, f.money(r.actual_total, cur)),
+      h('td', { class: 'num' }, f.money(r.proposed_total, cur)),
+      h('td', { class: 'num', 'data-testid': 'preview-difference' }, f.money(r.difference, cur))))));
+  target.replaceChildren(h('div', { class: 'table-wrap' }, table));
 }
