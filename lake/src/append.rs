@@ -109,7 +109,8 @@ impl LogAppender {
 
     /// Commits `files` and `offsets` as one append, provided the table still
     /// records the `expected` offset for each app id; otherwise fails with
-    /// [`LakeError::Fenced`] and the files are never referenced.
+    /// [`LakeError::Fenced`] and the files, never referenced, are deleted (they
+    /// may hold rows of a tenant erased meanwhile).
     pub async fn append(
         &mut self,
         files: Vec<NewFile>,
@@ -128,7 +129,12 @@ impl LogAppender {
         };
         let operation_id = uuid::Uuid::new_v4();
         loop {
-            self.check_offsets(expected).await?;
+            if let Err(failure) = self.check_offsets(expected).await {
+                if matches!(failure, LakeError::Fenced(_)) {
+                    self.discard(&files).await;
+                }
+                return Err(failure);
+            }
             let version = self.read_through + 1;
             // Every file carries the version that adds it, so a reader can tell
             // which files a writer's duplicate check saw.
@@ -175,6 +181,18 @@ impl LogAppender {
                         .await;
                     return Err(LakeError::table(self.name)(err.into()));
                 }
+            }
+        }
+    }
+
+    /// Deletes files that will never be committed. A file that cannot be
+    /// deleted is left for the vacuum, which removes unreferenced files.
+    async fn discard(&self, files: &[NewFile]) {
+        let store = self.table.log_store().object_store(None);
+        for file in files {
+            let path = deltalake::Path::from(file.path());
+            if let Err(err) = store.delete(&path).await {
+                tracing::warn!(table = self.name, path = file.path(), %err, "cannot delete a fenced commit's file");
             }
         }
     }

@@ -36,8 +36,7 @@ use super::evaluate::{AlertState, LastNotice, NewNotice};
 use crate::error::QueryError;
 use crate::period::format_micros;
 
-/// The app id whose `txn` offset is the `alerts` table's sequence number.
-pub const ALERTS_APP_ID: &str = "allot-alerts";
+pub use allot_schemas::table_schema::ALERTS_APP_ID;
 
 /// A notice as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,6 +357,16 @@ impl AlertStore {
     }
 
     async fn reload(&mut self) -> Result<(), QueryError> {
+        // The recorded number, read before the rows: an erasure removes rows
+        // (the last commit's among them) and moves the number on, so the rows
+        // alone may be behind it.
+        let recorded = self
+            .appender
+            .recorded_offsets(&[ALERTS_APP_ID.to_string()])
+            .await?
+            .first()
+            .copied()
+            .flatten();
         let mut rows = Vec::new();
         for batch in read_small_table(&self.location, LakeTable::Alerts).await? {
             rows.extend(records_of(&batch)?);
@@ -368,8 +377,9 @@ impl AlertStore {
             log.seq = Some(seq);
             log.apply(record);
         }
-        // Rows read at one version while the txn offset moved on: the next
-        // commit is fenced and reads again, so `seq` never runs ahead of rows.
+        // Rows read at a later version than the number: the next commit is
+        // fenced and reads again, so `seq` never runs ahead of the table.
+        log.seq = log.seq.max(recorded);
         self.log = Arc::new(log);
         Ok(())
     }
