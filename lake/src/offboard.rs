@@ -6,10 +6,19 @@
 //! version. Per table:
 //! - `usage_events`: the tenant's partitions are removed in one Delta commit, then
 //!   every file under `tenant_id=<id>/` is deleted;
-//! - `rejected_events` and `usage_hourly` (partitioned by day, tenants mixed): the
-//!   active files holding a row of the tenant are rewritten without those rows in
-//!   one commit, then every file of the table not active any more that holds one
-//!   is deleted.
+//! - `rejected_events` and `usage_hourly` (partitioned by day, tenants mixed)
+//!   and `alerts` (unpartitioned): the active files holding a row of the tenant
+//!   are rewritten without those rows in one commit, then every file of the
+//!   table not active any more that holds one is deleted.
+//!
+//! A row of `alerts` is the tenant's when its notice key
+//! (`<rule>/<tenant>/<n>`) names the tenant: its notices and their delivery
+//! claims and attempts, whose `tenant_id` is empty. With them goes the tenant's
+//! alert state: no notice of it is left to resolve, retry or number from, so
+//! nothing is sent about the tenant again (the all-tenants `*` alerts stay).
+//! The commit also moves the table's sequence number on, so that a server
+//! holding the old rows in memory is fenced and reads the table again before
+//! it commits.
 //!
 //! A file written after the erasure started is left alone (it may be a
 //! collector's flush whose commit is in flight); the summary counts what was left
@@ -35,16 +44,19 @@
 use std::collections::{BTreeMap, HashSet};
 
 use allot_schemas::layout::{LakeLocation, LakeTable};
-use allot_schemas::table_schema::{rejected_events_schema, usage_hourly_schema};
+use allot_schemas::table_schema::{
+    ALERTS_APP_ID, alerts_schema, notice_key_tenant, rejected_events_schema, usage_hourly_schema,
+};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::filter_record_batch;
 use deltalake::DeltaTable;
-use deltalake::kernel::Action;
+use deltalake::kernel::{Action, Transaction};
 use deltalake::logstore::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::TryStreamExt;
 
+use crate::append::LogAppender;
 use crate::data_file::{open_lake_parquet, read_string_column};
 use crate::error::LakeError;
 use crate::snapshot::read_small_table;
@@ -119,8 +131,8 @@ impl DeleteSummary {
     }
 }
 
-/// Erases `options.tenant` from `usage_events`, `rejected_events` and
-/// `usage_hourly`, recording it in `audit` first and last; see the module docs.
+/// Erases `options.tenant` from `usage_events`, `rejected_events`,
+/// `usage_hourly` and `alerts`, recording it in `audit` first and last; see the module docs.
 /// A tenant the lake knows nothing of (and the configuration does not name) is
 /// [`LakeError::UnknownTenant`].
 pub async fn delete_tenant(options: &DeleteOptions) -> Result<DeleteSummary, LakeError> {
@@ -144,7 +156,7 @@ pub async fn delete_tenant(options: &DeleteOptions) -> Result<DeleteSummary, Lak
     summary
         .tables
         .insert(LakeTable::UsageEvents.dir_name(), erased);
-    for table in [LakeTable::RejectedEvents, LakeTable::UsageHourly] {
+    for table in ROW_TABLES {
         let erased = match open_existing_table(&options.lake, table).await? {
             Some(delta) => erase_rows(options, delta, table, started).await?,
             None => TableErasure::default(),
@@ -185,7 +197,8 @@ impl Step {
 }
 
 /// Environment variable of the erasure's crash test hook: when it names a step
-/// (`intent`, `usage_events`, `rejected_events`, `usage_hourly`, `finished`),
+/// (`intent`, `usage_events`, `rejected_events`, `usage_hourly`, `alerts`,
+/// `finished`),
 /// `allot tenant delete` aborts the process right after that step's commit, as
 /// a kill -9 would. Only builds with the `test-hooks` feature (the test
 /// suite's) read it.
@@ -205,7 +218,7 @@ fn crash_point(step: Step) {
 
 /// Whether anything of the tenant is in the lake: an active partition of
 /// `usage_events`, a file left under `tenant_id=<id>/`, or a row of
-/// `rejected_events` or `usage_hourly` in any stored file.
+/// `rejected_events`, `usage_hourly` or `alerts` in any stored file.
 async fn lake_knows(options: &DeleteOptions, usage: &DeltaTable) -> Result<bool, LakeError> {
     let name = LakeTable::UsageEvents.dir_name();
     let active = usage
@@ -235,18 +248,39 @@ async fn lake_knows(options: &DeleteOptions, usage: &DeltaTable) -> Result<bool,
     {
         return Ok(true);
     }
-    for table in [LakeTable::RejectedEvents, LakeTable::UsageHourly] {
+    for table in ROW_TABLES {
         let Some(delta) = open_existing_table(&options.lake, table).await? else {
             continue;
         };
         let store = delta.log_store().object_store(None);
         for meta in stored_files(store.as_ref(), None, table.dir_name()).await? {
-            if holds_tenant(&store, &meta.location, &options.tenant).await? {
+            if holds_tenant(&store, &meta.location, table, &options.tenant).await? {
                 return Ok(true);
             }
         }
     }
     Ok(false)
+}
+
+/// The tables whose files mix tenants: the tenant's rows are erased from them.
+const ROW_TABLES: [LakeTable; 3] = [
+    LakeTable::RejectedEvents,
+    LakeTable::UsageHourly,
+    LakeTable::Alerts,
+];
+
+/// The column of `table` that names a row's tenant, and how to read the tenant
+/// from its value: `tenant_id`, or the notice key of an `alerts` row.
+fn tenant_column(table: LakeTable) -> (&'static str, fn(&str) -> Option<&str>) {
+    match table {
+        LakeTable::Alerts => ("key", notice_key_tenant),
+        _ => ("tenant_id", tenant_id_value),
+    }
+}
+
+/// A `tenant_id` value names its tenant.
+fn tenant_id_value(value: &str) -> Option<&str> {
+    Some(value)
 }
 
 /// The directory of the tenant's partitions in `usage_events`.
@@ -428,8 +462,8 @@ async fn erase_partitions(
     Ok(erasure)
 }
 
-/// `rejected_events` or `usage_hourly`: the tenant's rows, in files shared with
-/// other tenants.
+/// `rejected_events`, `usage_hourly` or `alerts`: the tenant's rows, in files
+/// shared with other tenants.
 async fn erase_rows(
     options: &DeleteOptions,
     mut table: DeltaTable,
@@ -439,6 +473,7 @@ async fn erase_rows(
     let name = which.dir_name();
     let schema = match which {
         LakeTable::UsageHourly => usage_hourly_schema(),
+        LakeTable::Alerts => alerts_schema(),
         _ => rejected_events_schema(),
     };
     let store = table.log_store().object_store(None);
@@ -462,7 +497,7 @@ async fn erase_rows(
         })
         .collect();
     for (path, partition, remove) in files {
-        if !holds_tenant(&store, &path, &options.tenant).await? {
+        if !holds_tenant(&store, &path, which, &options.tenant).await? {
             continue;
         }
         let builder = open_lake_parquet(&store, &path).await?;
@@ -472,7 +507,7 @@ async fn erase_rows(
         })?;
         for batch in reader {
             let batch = with_partition_values(&batch?, &partition, &schema)?;
-            let (kept, dropped) = without_tenant(&batch, &options.tenant)?;
+            let (kept, dropped) = without_tenant(&batch, which, &options.tenant)?;
             erasure.rows += dropped;
             if kept.num_rows() > 0 && !options.dry_run {
                 writer.write(kept).await.map_err(LakeError::table(name))?;
@@ -485,6 +520,9 @@ async fn erase_rows(
     if !options.dry_run && !actions.is_empty() {
         let adds = writer.flush().await.map_err(LakeError::table(name))?;
         actions.extend(adds.into_iter().map(Action::Add));
+        if which == LakeTable::Alerts {
+            actions.push(next_alerts_sequence(&options.lake).await?);
+        }
         let operation = DeltaOperation::Delete {
             predicate: Some(format!("tenant_id = '{}'", options.tenant)),
         };
@@ -495,7 +533,7 @@ async fn erase_rows(
     for meta in stored_files(store.as_ref(), None, name).await? {
         let path = meta.location.as_ref();
         if (active.contains(path) && !removed.contains(path))
-            || !holds_tenant(&store, &meta.location, &options.tenant).await?
+            || !holds_tenant(&store, &meta.location, which, &options.tenant).await?
         {
             continue;
         }
@@ -504,28 +542,52 @@ async fn erase_rows(
     Ok(erasure)
 }
 
-/// Whether a data file holds a row of `tenant` (its `tenant_id` column read).
+/// The `txn` action that moves the `alerts` sequence number on by one: a
+/// server's next commit, fenced on the number it read, fails, and the server
+/// reads the table again.
+async fn next_alerts_sequence(lake: &LakeLocation) -> Result<Action, LakeError> {
+    let mut appender = LogAppender::open(lake, LakeTable::Alerts).await?;
+    let recorded = appender
+        .recorded_offsets(&[ALERTS_APP_ID.to_string()])
+        .await?;
+    let next = recorded.first().copied().flatten().map_or(0, |seq| seq + 1);
+    Ok(Action::Txn(Transaction::new(ALERTS_APP_ID, next)))
+}
+
+/// Whether a data file of `table` holds a row of `tenant` (its
+/// [`tenant_column`] read).
 async fn holds_tenant(
     store: &deltalake::logstore::ObjectStoreRef,
     path: &deltalake::Path,
+    table: LakeTable,
     tenant: &str,
 ) -> Result<bool, LakeError> {
+    let (column, tenant_of) = tenant_column(table);
     let mut found = false;
-    read_string_column(store.clone(), path, "tenant_id", |t| found |= t == tenant).await?;
+    read_string_column(store.clone(), path, column, |value| {
+        found |= tenant_of(value) == Some(tenant)
+    })
+    .await?;
     Ok(found)
 }
 
-/// The rows of `batch` of other tenants, and how many of `tenant`'s were dropped.
-fn without_tenant(batch: &RecordBatch, tenant: &str) -> Result<(RecordBatch, u64), LakeError> {
+/// The rows of `batch` (of `table`) of other tenants, and how many of
+/// `tenant`'s were dropped.
+fn without_tenant(
+    batch: &RecordBatch,
+    table: LakeTable,
+    tenant: &str,
+) -> Result<(RecordBatch, u64), LakeError> {
+    let (column, tenant_of) = tenant_column(table);
     let tenants = arrow::compute::cast(
-        batch.column_by_name("tenant_id").ok_or_else(|| {
-            arrow::error::ArrowError::SchemaError("no tenant_id column".to_string())
-        })?,
+        batch
+            .column_by_name(column)
+            .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("no {column} column")))?,
         &arrow::datatypes::DataType::Utf8,
     )?;
     let tenants: &StringArray = tenants.as_string::<i32>();
     let keep: BooleanArray = (0..tenants.len())
-        .map(|row| Some(tenants.is_null(row) || tenants.value(row) != tenant))
+        .map(|row| Some(tenants.is_null(row) || tenant_of(tenants.value(row)) != Some(tenant)))
         .collect();
     let dropped = keep.iter().filter(|k| *k == Some(false)).count() as u64;
     Ok((filter_record_batch(batch, &keep)?, dropped))

@@ -235,6 +235,24 @@ pub fn alerts_schema() -> SchemaRef {
     ALERTS.clone()
 }
 
+/// The app id whose `txn` offset is the `alerts` table's sequence number: every
+/// commit to `alerts` records it, fenced on the number its writer read.
+pub const ALERTS_APP_ID: &str = "allot-alerts";
+
+/// The idempotency key of the `number`th notice of (rule, tenant), the `key` of
+/// every `alerts` row of that notice: `<rule>/<tenant_id>/<number>`.
+pub fn notice_key(rule: &str, tenant_id: &str, number: u64) -> String {
+    format!("{rule}/{tenant_id}/{number}")
+}
+
+/// The tenant (or `*`) a [`notice_key`] names. Neither a rule name nor a tenant
+/// id holds a `/`, so the key splits back into its parts.
+pub fn notice_key_tenant(key: &str) -> Option<&str> {
+    let (_rule, rest) = key.split_once('/')?;
+    let (tenant, _number) = rest.rsplit_once('/')?;
+    Some(tenant)
+}
+
 /// The schema of `audit`: one row per administrative erasure, when (RFC 3339),
 /// who ran it, what (`tenant_delete`), the tenant, and the details as JSON text
 /// (rows and files removed per table, files deleted). Not partitioned.

@@ -3,7 +3,8 @@
 //! 127.0.0.1 inside the test. Each notice is counted by its idempotency key:
 //! one firing per crossing, one resolution, none repeated across a kill -9
 //! between commit and delivery or across two replicas on one lake, and a dead
-//! endpoint retried without holding up the other channel.
+//! endpoint retried without holding up the other channel. An erased tenant's
+//! alerts go with it, and nothing more is sent about it.
 
 use crate::common;
 
@@ -312,17 +313,49 @@ fn a_quota_crossing_fires_once_and_resolves_once() {
     // The alert series are as Prometheus expects them, help texts included.
     common::promtool::assert_promtool_accepts_metrics(&metrics);
 
-    // The tenant's usage erased (as a restatement that drops it): one resolution.
-    let out = lake.run(&["tenant", "delete", "acme", "--confirm", "acme"]);
-    assert!(out.status.success(), "{out:?}");
+    // The quota raised to 10000 (read at the restart): 950 is 9.5 %, one
+    // resolution.
+    drop(server);
+    let config = std::fs::read_to_string(lake.config()).unwrap().replacen(
+        "[tenants.acme]\nquotas = { compute_seconds = \"1000\" }",
+        "[tenants.acme]\nquotas = { compute_seconds = \"10000\" }",
+        1,
+    );
+    assert!(config.contains("\"10000\""), "{config}");
+    std::fs::write(lake.config(), config).unwrap();
+    let server = ServeProcess::start(&lake.config(), Some(&lake.root()));
+    server.wait_ready(ARRIVES_WITHIN);
     let got = receiver.wait_for("the resolution", |r| r.len() >= 2);
     let resolved = &got[1];
     assert_signed(resolved);
     assert_eq!(resolved.json()["state"], "resolved");
-    assert_eq!(resolved.json()["value"], "0.00");
+    assert_eq!(resolved.json()["value"], "9.50");
     assert_eq!(resolved.key(), "q90/acme/2");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(receiver.received().len(), 2);
+
+    // The tenant erased while the server runs: its alerts go with it (the
+    // server reads the table again), and nothing more is sent about it.
+    let finance = server.token("finance", None);
+    let out = lake.run(&["tenant", "delete", "acme", "--confirm", "acme"]);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + ARRIVES_WITHIN;
+    while !alerts_of(&server, &finance).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the erased tenant's alerts are listed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receiver.received().len(), 2);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rows = runtime.block_on(common::read_lake_table(&lake.root(), "alerts"));
+    assert!(
+        rows.iter()
+            .all(|row| !row.columns["key"].as_deref().unwrap().contains("/acme/")),
+        "{rows:?}"
+    );
 }
 
 /// The alerts `GET /v1/alerts` lists for `token`.

@@ -1,22 +1,31 @@
 //! `allot tenant delete` stopped anywhere and run again: killed right after each
 //! of its commits (the `test-hooks` build's abort), the next run finishes the
 //! erasure, and then no file or directory of the lake names the tenant but the
-//! audit rows recording it. A tenant known only from rejected events or left-over
-//! files can be erased too, and a dry run writes nothing.
+//! audit rows recording it: no row of `alerts` either (its notices, claims and
+//! attempts), while the other tenants' and the all-tenants alerts stay and a
+//! server that read the alerts before the erasure is fenced. A tenant known only
+//! from rejected events or left-over files can be erased too, and a dry run
+//! writes nothing.
 
 use crate::common;
 
 use std::path::{Path, PathBuf};
 
+use allot_query::alerts::{
+    AlertRecord, AlertState, AlertStore, AttemptDetails, Notice, notice_key,
+};
+use allot_schemas::layout::LakeLocation;
+use allot_schemas::table_schema::notice_key_tenant;
 use arrow::array::{Array, AsArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// The erasure's steps, each ending in a commit.
-const STEPS: [&str; 5] = [
+const STEPS: [&str; 6] = [
     "intent",
     "usage_events",
     "rejected_events",
     "usage_hourly",
+    "alerts",
     "finished",
 ];
 
@@ -44,7 +53,73 @@ fn lake() -> common::CliLake {
         ingest(&lake, &lines.join("\n"), part);
     }
     ok(&lake, &["compact"], &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(record_alerts(&lake));
     lake
+}
+
+/// The alert store of the lake.
+async fn alert_store(lake: &common::CliLake) -> AlertStore {
+    let location = LakeLocation::parse(lake.root().to_str().unwrap()).unwrap();
+    AlertStore::open(&location).await.unwrap()
+}
+
+/// A notice of rule `q90` (or `all` for `*`), firing, to channel `hook`.
+fn firing(tenant: &str, number: u64) -> AlertRecord {
+    let rule = if tenant == "*" { "all" } else { "q90" };
+    AlertRecord::Notice(Notice {
+        key: notice_key(rule, tenant, number),
+        rule: rule.to_string(),
+        tenant_id: tenant.to_string(),
+        state: AlertState::Firing,
+        number,
+        body: format!(r#"{{"tenant_id":"{tenant}"}}"#),
+        channels: vec!["hook".to_string()],
+        recorded_at: 1_790_000_000_000_000,
+    })
+}
+
+/// A failed delivery attempt of `key` to `hook`.
+fn attempt(key: &str) -> AlertRecord {
+    AlertRecord::Attempt {
+        key: key.to_string(),
+        channel: "hook".to_string(),
+        details: AttemptDetails {
+            by: "server-1".to_string(),
+            until: 1_790_000_100_000_000,
+            attempt: Some(1),
+            outcome: Some("failed".to_string()),
+            error: Some("status 503".to_string()),
+            next_attempt_at: Some(1_790_000_010_000_000),
+        },
+        at: 1_790_000_001_000_000,
+    }
+}
+
+/// Alerts of acme, bravo and all tenants, each notice with a claim and an
+/// attempt, over several commits; acme's records come last, so that the
+/// erasure removes the rows of the newest sequence number.
+async fn record_alerts(lake: &common::CliLake) {
+    let mut store = alert_store(lake).await;
+    let claim = |key: String| AlertRecord::Claim {
+        key,
+        channel: "hook".to_string(),
+        details: AttemptDetails {
+            by: "server-1".to_string(),
+            until: 1_790_000_100_000_000,
+            attempt: None,
+            outcome: None,
+            error: None,
+            next_attempt_at: None,
+        },
+        at: 1_790_000_000_500_000,
+    };
+    for tenant in ["bravo", "*", "acme"] {
+        let key = notice_key(if tenant == "*" { "all" } else { "q90" }, tenant, 1);
+        assert!(store.commit(vec![firing(tenant, 1)]).await.unwrap());
+        assert!(store.commit(vec![claim(key.clone())]).await.unwrap());
+        assert!(store.commit(vec![attempt(&key)]).await.unwrap());
+    }
 }
 
 fn ingest(lake: &common::CliLake, lines: &str, part: usize) {
@@ -81,11 +156,16 @@ fn holds(path: &Path, tenant: &str) -> bool {
         .unwrap();
     reader.into_iter().any(|batch| {
         let batch = batch.unwrap();
-        batch.column_by_name("tenant_id").is_some_and(|column| {
-            let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
-            let text = text.as_string::<i32>();
-            (0..text.len()).any(|i| text.is_valid(i) && text.value(i) == tenant)
-        })
+        let names = |name: &str, tenant_of: fn(&str) -> Option<&str>| {
+            batch.column_by_name(name).is_some_and(|column| {
+                let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
+                let text = text.as_string::<i32>();
+                (0..text.len())
+                    .any(|i| text.is_valid(i) && tenant_of(text.value(i)) == Some(tenant))
+            })
+        };
+        // The tenant's column, or the notice key of an `alerts` row.
+        names("tenant_id", |value| Some(value)) || names("key", notice_key_tenant)
     })
 }
 
@@ -101,6 +181,14 @@ fn naming(lake: &common::CliLake, tenant: &str) -> Vec<PathBuf> {
                 || (p.extension().is_some_and(|e| e == "parquet") && holds(p, tenant))
         })
         .collect()
+}
+
+/// The keys of the notices the alerts table holds, in order.
+fn notice_keys(lake: &common::CliLake) -> Vec<String> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(alert_store(lake));
+    let log = store.log();
+    log.notices.iter().map(|n| n.key.clone()).collect()
 }
 
 /// The `details` of the audit rows of `tenant`'s erasures.
@@ -129,6 +217,7 @@ fn an_erasure_killed_after_any_commit_is_finished_by_the_next_run() {
             &[],
         );
         assert!(!naming(&lake, "acme").is_empty());
+        assert_eq!(notice_keys(&lake), ["q90/bravo/1", "all/*/1", "q90/acme/1"]);
         let delete = ["tenant", "delete", "acme", "--confirm", "acme"];
         let killed = lake.run_with_env(&delete, &[("ALLOT_TEST_ABORT_AFTER_ERASURE_STEP", step)]);
         assert!(!killed.status.success(), "{step}: not killed: {killed:?}");
@@ -151,6 +240,7 @@ fn an_erasure_killed_after_any_commit_is_finished_by_the_next_run() {
             assert!(said.contains("acme erased"), "{step}: {said}");
         }
         assert_eq!(naming(&lake, "acme"), Vec::<PathBuf>::new(), "{step}");
+        assert_eq!(notice_keys(&lake), ["q90/bravo/1", "all/*/1"], "{step}");
         assert_eq!(audit_statuses(&lake), ["finished", "started"], "{step}");
         assert_eq!(
             ok(
@@ -250,4 +340,49 @@ fn a_dry_run_writes_nothing() {
         "{said}"
     );
     assert_eq!(common::paths_under(&lake.root()), before);
+}
+
+#[test]
+fn a_server_that_read_the_alerts_before_an_erasure_is_fenced_and_forgets_the_tenant() {
+    let lake = lake();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut before = runtime.block_on(alert_store(&lake));
+    assert_eq!(before.log().deliveries.len(), 3);
+    ok(
+        &lake,
+        &["tenant", "delete", "acme", "--confirm", "acme"],
+        &[],
+    );
+    assert_eq!(naming(&lake, "acme"), Vec::<PathBuf>::new());
+
+    // Its next record about acme (a retry) is refused, and the log it reads
+    // again knows nothing of acme: no delivery to retry, no notice to resolve.
+    let committed = runtime.block_on(before.commit(vec![attempt("q90/acme/1")]));
+    assert!(!committed.unwrap());
+    let log = before.log();
+    assert_eq!(log.deliveries.len(), 2);
+    assert!(
+        log.last_notices()
+            .keys()
+            .all(|(_, tenant)| tenant != "acme")
+    );
+    assert_eq!(naming(&lake, "acme"), Vec::<PathBuf>::new());
+
+    // The store still commits, the first time, though the erasure removed the
+    // rows of the newest sequence number; so does one opened afresh.
+    assert!(
+        runtime
+            .block_on(before.commit(vec![firing("bravo", 2)]))
+            .unwrap()
+    );
+    let mut after = runtime.block_on(alert_store(&lake));
+    assert!(
+        runtime
+            .block_on(after.commit(vec![attempt("q90/bravo/2")]))
+            .unwrap()
+    );
+    assert_eq!(
+        notice_keys(&lake),
+        ["q90/bravo/1", "all/*/1", "q90/bravo/2"]
+    );
 }

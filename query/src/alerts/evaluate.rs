@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use allot_schemas::config::{ALL_TENANTS, AlertCondition, AlertRule};
+pub use allot_schemas::table_schema::notice_key;
 use allot_schemas::time::MICROS_PER_HOUR;
 use bigdecimal::{BigDecimal, Zero};
 
@@ -90,11 +91,6 @@ impl NewNotice {
     pub fn key(&self) -> String {
         notice_key(&self.rule, &self.tenant_id, self.number)
     }
-}
-
-/// The idempotency key of the `number`th notice of (rule, tenant).
-pub fn notice_key(rule: &str, tenant_id: &str, number: u64) -> String {
-    format!("{rule}/{tenant_id}/{number}")
 }
 
 /// A figure against a rule: `breach_from` says whether it reaches the
