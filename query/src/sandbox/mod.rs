@@ -685,8 +685,10 @@ mod bombs {
         use futures::StreamExt;
 
         let pool = SqlPool::new(1).unwrap();
+        // Its first batch follows a 10-million-element list: room for that
+        // under the load of the other tests running beside it.
         let limits = SqlLimits {
-            timeout: Duration::from_secs(3),
+            timeout: Duration::from_secs(8),
             max_rows: usize::MAX,
             max_bytes: usize::MAX,
             ..SqlLimits::default()
@@ -700,7 +702,7 @@ mod bombs {
             )
             .await
             .expect("the query starts");
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        tokio::time::sleep(Duration::from_secs(9)).await;
         // The only slot is free again while the stalled answer is unread.
         let next = run(&pool, "SELECT 1", &limits).await;
         assert!(next.is_ok(), "{next:?}");
