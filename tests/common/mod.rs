@@ -587,6 +587,33 @@ pub fn certificate_digests(csv: &str) -> Vec<String> {
 }
 
 /// The same four fields recomputed from a JSON Lines file of events by
+/// Runs the client `tests/<script>` with the test Python, `args` and the
+/// further environment `env`, and reads what it printed as JSON; the test
+/// fails, with the client's stderr, when the client does.
+pub fn python_json<S: AsRef<std::ffi::OsStr>>(
+    script: &str,
+    args: &[S],
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let output = std::process::Command::new(test_python())
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(script),
+        )
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {output:?}"))
+}
+
 /// `tests/certificate_check.py`, independently of allot, for `month`.
 pub fn python_certificate_digests(events: &Path, month: &str) -> Vec<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/certificate_check.py");

@@ -468,20 +468,15 @@ fn flight_sql_serves_each_caller_its_sandbox() {
         serde_json::from_value(answer["rows"].clone()).unwrap()
     };
 
-    let output = std::process::Command::new(common::test_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flight_sql_check.py"))
-        .arg(format!("grpc://{flight}"))
-        .env("ALLOT_TENANT_TOKEN", &tenant)
-        .env("ALLOT_ADMIN_TOKEN", &admin)
-        .env("ALLOT_FINANCE_TOKEN", &finance)
-        .output()
-        .expect("run the Flight SQL client");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let seen = common::python_json(
+        "flight_sql_check.py",
+        &[format!("grpc://{flight}")],
+        &[
+            ("ALLOT_TENANT_TOKEN", &tenant),
+            ("ALLOT_ADMIN_TOKEN", &admin),
+            ("ALLOT_FINANCE_TOKEN", &finance),
+        ],
     );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let rows = |key: &str| -> Vec<Vec<String>> {
         serde_json::from_value(seen[key]["rows"].clone()).unwrap()
     };
@@ -751,20 +746,15 @@ fn tls_listeners_speak_tls_only() {
         String::from_utf8_lossy(&answer)
     );
 
-    let output = std::process::Command::new(common::test_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flight_sql_tls_check.py"))
-        .arg(flight.to_string())
-        .arg(&certificate.ca)
-        .arg(sql)
-        .env("ALLOT_TENANT_TOKEN", &tenant)
-        .output()
-        .expect("run the Flight SQL client");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let seen = common::python_json(
+        "flight_sql_tls_check.py",
+        &[
+            flight.to_string().as_str(),
+            &certificate.ca.display().to_string(),
+            sql,
+        ],
+        &[("ALLOT_TENANT_TOKEN", &tenant)],
     );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(seen["tls"], over_https["rows"], "{seen}");
     assert!(seen["plain"].is_string(), "plain gRPC was answered: {seen}");
 }
