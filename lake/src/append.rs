@@ -26,12 +26,14 @@ use std::collections::HashMap;
 
 use crate::error::LakeError;
 use crate::file_writer::{FileWriter, NewFile};
-use crate::tables::ensure_table;
+use crate::tables::{ensure_table, kernel_schema};
 use crate::txns::{AppOffset, LogLine};
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
+use allot_schemas::table_schema::table_schema;
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
-use deltalake::kernel::{Action, Transaction};
+use deltalake::kernel::{Action, MetadataExt, Transaction};
 use deltalake::logstore::CommitOrBytes;
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -52,18 +54,93 @@ pub struct LogAppender {
 impl LogAppender {
     /// Opens `table` of the lake, creating it when it does not exist yet. Only the
     /// table's metadata is read, never its file list.
-    pub async fn open(location: &LakeLocation, table: LakeTable) -> Result<Self, LakeError> {
-        let name = table.dir_name();
-        let log_store = ensure_table(location, table).await?;
+    pub async fn open(location: &LakeLocation, table_kind: LakeTable) -> Result<Self, LakeError> {
+        let name = table_kind.dir_name();
+        let log_store = ensure_table(location, table_kind).await?;
         let table = BlindDeltaTable::try_new_with_log_store(log_store)
             .await
             .map_err(LakeError::table(name))?;
-        Ok(LogAppender {
+        let mut appender = LogAppender {
             name,
             read_through: table.version(),
             table,
             offsets: HashMap::new(),
-        })
+        };
+        appender.add_new_columns(table_schema(table_kind).0).await?;
+        Ok(appender)
+    }
+
+    /// Adds to the table's schema the nullable columns of `wanted` it lacks (a
+    /// table created before they were added, such as an `invoices` table without
+    /// `dimensions`), in one commit of the new metadata; rows of the files
+    /// already there read those columns as null. A column the table lacks that
+    /// is not nullable is an error: old rows would have no value for it.
+    async fn add_new_columns(&mut self, wanted: SchemaRef) -> Result<(), LakeError> {
+        loop {
+            let current = self.table.schema();
+            let missing: Vec<&str> = wanted
+                .fields()
+                .iter()
+                .filter(|f| current.field(f.name()).is_none())
+                .map(|f| f.name().as_str())
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if let Some(field) = wanted
+                .fields()
+                .iter()
+                .find(|f| missing.contains(&f.name().as_str()) && !f.is_nullable())
+            {
+                return Err(LakeError::table(self.name)(DeltaTableError::Generic(
+                    format!(
+                        "the table lacks column {}, which cannot be added to rows written before",
+                        field.name()
+                    ),
+                )));
+            }
+            let metadata = self
+                .table
+                .metadata()
+                .clone()
+                .with_schema(&kernel_schema(self.name, &wanted)?)
+                .map_err(|e| LakeError::table(self.name)(e.into()))?;
+            let operation = DeltaOperation::SetTableProperties {
+                properties: HashMap::new(),
+            };
+            let commit = CommitData::new(
+                vec![Action::Metadata(metadata)],
+                operation,
+                HashMap::new(),
+                Vec::new(),
+            );
+            let version = self.read_through + 1;
+            let entry = self.commit_entry(&commit).await?;
+            let operation_id = uuid::Uuid::new_v4();
+            let log_store = self.table.log_store();
+            match log_store
+                .write_commit_entry(version, entry.clone(), operation_id)
+                .await
+            {
+                Ok(()) => tracing::info!(table = self.name, ?missing, "added columns"),
+                // Another writer committed first (perhaps the same columns).
+                Err(TransactionError::VersionAlreadyExists(_)) => {
+                    let _ = log_store
+                        .abort_commit_entry(version, entry, operation_id)
+                        .await;
+                }
+                Err(err) => {
+                    let _ = log_store
+                        .abort_commit_entry(version, entry, operation_id)
+                        .await;
+                    return Err(LakeError::table(self.name)(err.into()));
+                }
+            }
+            self.table = BlindDeltaTable::try_new_with_log_store(log_store)
+                .await
+                .map_err(LakeError::table(self.name))?;
+            self.read_through = self.table.version();
+        }
     }
 
     /// The table's directory name, for errors.

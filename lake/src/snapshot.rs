@@ -11,8 +11,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
+use allot_schemas::table_schema::table_schema;
 use allot_schemas::time::{date_of_epoch_days, days_since_epoch, is_supported_event_day};
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, new_null_array};
+use arrow::datatypes::{Schema, SchemaRef};
 use chrono::NaiveDate;
 use datafusion::common::ScalarValue;
 use deltalake::logstore::object_store::memory::InMemory;
@@ -227,6 +229,7 @@ pub async fn read_small_table(
         OpenedTable::Found(delta) => delta,
         OpenedTable::Missing(_) => return Ok(Vec::new()),
     };
+    let (schema, _) = table_schema(table);
     let store = delta.log_store().object_store(None);
     let snapshot = delta.snapshot().map_err(|e| lake_error(e.to_string()))?;
     let mut paths: Vec<String> = snapshot
@@ -248,10 +251,36 @@ pub async fn read_small_table(
             .and_then(|builder| builder.build())
             .map_err(|e| lake_error(e.to_string()))?;
         for batch in reader {
-            batches.push(batch.map_err(|e| lake_error(e.to_string()))?);
+            let batch = batch.map_err(|e| lake_error(e.to_string()))?;
+            batches.push(with_added_columns(&batch, &schema).map_err(lake_error)?);
         }
     }
     Ok(batches)
+}
+
+/// `batch`, a file's rows, with the nullable columns of `schema` it lacks (the
+/// file was written before they were added to the table) as nulls.
+fn with_added_columns(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    if schema
+        .fields()
+        .iter()
+        .all(|f| batch.column_by_name(f.name()).is_some())
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = batch.schema().fields().to_vec();
+    let mut columns = batch.columns().to_vec();
+    for field in schema.fields() {
+        if batch.column_by_name(field.name()).is_some() {
+            continue;
+        }
+        if !field.is_nullable() {
+            return Err(format!("column {} is missing", field.name()));
+        }
+        fields.push(field.clone());
+        columns.push(new_null_array(field.data_type(), batch.num_rows()));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
 }
 
 async fn load_table_at(

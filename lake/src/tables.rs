@@ -9,11 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use allot_schemas::layout::{LakeLocation, LakeTable, TenantDay, usage_partition_dir};
-use allot_schemas::table_schema::{
-    HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, USAGE_PARTITION_COLUMNS, alerts_schema,
-    allocations_schema, audit_schema, closings_schema, invoices_schema, rejected_events_schema,
-    usage_events_schema, usage_hourly_schema,
-};
+use allot_schemas::table_schema::table_schema;
 use allot_schemas::time::days_since_epoch;
 use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -188,6 +184,17 @@ pub(crate) async fn open_existing_lake(location: &LakeLocation) -> Result<DeltaT
         .ok_or(LakeError::NoLake)
 }
 
+/// `schema` as a Delta schema, for the log of table `name`.
+pub(crate) fn kernel_schema(
+    name: &'static str,
+    schema: &SchemaRef,
+) -> Result<StructType, LakeError> {
+    schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| LakeError::table(name)(DeltaTableError::from(e)))
+}
+
 /// Creates `table` (and, for a local lake, its directories) when it does not
 /// exist yet, with its schema and partition columns; returns its log store
 /// without reading the table.
@@ -208,20 +215,8 @@ pub(crate) async fn ensure_table(
     {
         return Ok(log_store);
     }
-    let (schema, partition_columns): (SchemaRef, &[&str]) = match table {
-        LakeTable::UsageEvents => (usage_events_schema(), &USAGE_PARTITION_COLUMNS),
-        LakeTable::RejectedEvents => (rejected_events_schema(), &REJECTED_PARTITION_COLUMNS),
-        LakeTable::UsageHourly => (usage_hourly_schema(), &HOURLY_PARTITION_COLUMNS),
-        LakeTable::Invoices => (invoices_schema(), &[]),
-        LakeTable::Allocations => (allocations_schema(), &[]),
-        LakeTable::Closings => (closings_schema(), &[]),
-        LakeTable::Audit => (audit_schema(), &[]),
-        LakeTable::Alerts => (alerts_schema(), &[]),
-    };
-    let columns: StructType = schema
-        .as_ref()
-        .try_into_kernel()
-        .map_err(|e| LakeError::table(name)(DeltaTableError::from(e)))?;
+    let (schema, partition_columns) = table_schema(table);
+    let columns = kernel_schema(name, &schema)?;
     let created = delta
         .create()
         .with_table_name(name)

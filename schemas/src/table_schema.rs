@@ -9,6 +9,7 @@ use std::sync::{Arc, LazyLock};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 use crate::decimal::VALUE_SCALE;
+use crate::layout::LakeTable;
 
 /// Precision of the `value` column.
 pub const VALUE_PRECISION: u8 = 38;
@@ -150,9 +151,16 @@ pub const ALLOCATION_CSV_COLUMNS: [&str; 6] = [
     "amount",
 ];
 
+/// Columns of [`INVOICE_CSV_COLUMNS`] added after lakes had closed months: an
+/// `invoices` table (and its files) written before may lack them, so they are
+/// nullable, and a row without one reads as the empty text
+/// (docs/reference.md#final-invoices).
+pub const INVOICE_COLUMNS_ADDED_LATER: [&str; 1] = ["dimensions"];
+
 /// Columns every row of `invoices` and `allocations` starts with: the closing it
-/// belongs to and the row's position.
-fn closing_keyed(columns: &[&str], extra: &[(&str, DataType)]) -> SchemaRef {
+/// belongs to and the row's position. Text columns named in `added_later` are
+/// nullable, the others not.
+fn closing_keyed(columns: &[&str], extra: &[(&str, DataType)], added_later: &[&str]) -> SchemaRef {
     let mut fields = vec![
         Field::new("close_id", DataType::Utf8, false),
         Field::new("month", DataType::Utf8, false),
@@ -167,7 +175,7 @@ fn closing_keyed(columns: &[&str], extra: &[(&str, DataType)]) -> SchemaRef {
     fields.extend(
         columns
             .iter()
-            .map(|c| Field::new(*c, DataType::Utf8, false)),
+            .map(|c| Field::new(*c, DataType::Utf8, added_later.contains(c))),
     );
     Arc::new(Schema::new(fields))
 }
@@ -179,11 +187,12 @@ static INVOICES: LazyLock<SchemaRef> = LazyLock::new(|| {
             ("currency", DataType::Utf8),
             ("discount_percent", DataType::Utf8),
         ],
+        &INVOICE_COLUMNS_ADDED_LATER,
     )
 });
 
 static ALLOCATIONS: LazyLock<SchemaRef> =
-    LazyLock::new(|| closing_keyed(&ALLOCATION_CSV_COLUMNS, &[]));
+    LazyLock::new(|| closing_keyed(&ALLOCATION_CSV_COLUMNS, &[], &[]));
 
 static CLOSINGS: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
@@ -280,4 +289,18 @@ pub fn allocations_schema() -> SchemaRef {
 /// `txn_offsets` and `certificate` are JSON text (see `allot_query::closing`).
 pub fn closings_schema() -> SchemaRef {
     CLOSINGS.clone()
+}
+
+/// The schema `table` is written with now and its partition columns.
+pub fn table_schema(table: LakeTable) -> (SchemaRef, &'static [&'static str]) {
+    match table {
+        LakeTable::UsageEvents => (usage_events_schema(), &USAGE_PARTITION_COLUMNS),
+        LakeTable::RejectedEvents => (rejected_events_schema(), &REJECTED_PARTITION_COLUMNS),
+        LakeTable::UsageHourly => (usage_hourly_schema(), &HOURLY_PARTITION_COLUMNS),
+        LakeTable::Invoices => (invoices_schema(), &[]),
+        LakeTable::Allocations => (allocations_schema(), &[]),
+        LakeTable::Closings => (closings_schema(), &[]),
+        LakeTable::Audit => (audit_schema(), &[]),
+        LakeTable::Alerts => (alerts_schema(), &[]),
+    }
 }

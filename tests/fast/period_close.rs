@@ -407,3 +407,93 @@ fn sql_tables_serve_closed_invoices_and_usage_sums_per_tenant() {
     );
     assert_eq!(hourly, direct);
 }
+
+/// Turns the lake's `invoices` table into one written before the `dimensions`
+/// column existed: its files rewritten without the column, and the column taken
+/// out of the schema in its Delta log.
+fn drop_invoice_dimensions(lake: &Lake) {
+    for file in lake.data_files("invoices") {
+        let batches: Vec<RecordBatch> = read_parquet(&file)
+            .into_iter()
+            .map(|batch| {
+                let index = batch.schema().index_of("dimensions").expect("dimensions");
+                let kept: Vec<usize> = (0..batch.num_columns()).filter(|i| *i != index).collect();
+                batch.project(&kept).expect("project")
+            })
+            .collect();
+        write_parquet(&file, &batches);
+    }
+    let log = lake.root().join("invoices").join("_delta_log");
+    for entry in std::fs::read_dir(&log).expect("read log") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read commit");
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let mut action: serde_json::Value = serde_json::from_str(line).expect("action");
+            if let Some(schema) = action.pointer_mut("/metaData/schemaString") {
+                let mut parsed: serde_json::Value =
+                    serde_json::from_str(schema.as_str().expect("schema text")).expect("schema");
+                let fields = parsed["fields"].as_array_mut().expect("fields");
+                let before = fields.len();
+                fields.retain(|f| f["name"] != "dimensions");
+                assert_eq!(fields.len(), before - 1, "the schema had dimensions");
+                *schema = serde_json::Value::String(parsed.to_string());
+            }
+            if let Some(add) = action.get_mut("add") {
+                let file = lake
+                    .root()
+                    .join("invoices")
+                    .join(add["path"].as_str().unwrap());
+                add["size"] = std::fs::metadata(file).expect("file").len().into();
+                add.as_object_mut().unwrap().remove("stats");
+            }
+            lines.push(action.to_string());
+        }
+        std::fs::write(&path, lines.join("\n") + "\n").expect("write commit");
+    }
+}
+
+#[test]
+fn a_lake_closed_before_invoice_dimensions_still_reads_closes_and_verifies() {
+    let lake = Lake::new(1);
+    lake.close();
+    let invoice = |month: &str| {
+        let out = lake.run(&["invoice", "--month", month]);
+        assert!(out.status.success(), "invoice {month}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let september = invoice("2026-09");
+    drop_invoice_dimensions(&lake);
+    assert!(
+        read_parquet(&lake.data_files("invoices")[0])[0]
+            .column_by_name("dimensions")
+            .is_none()
+    );
+    // The old final invoice renders as it did.
+    assert_eq!(invoice("2026-09"), september);
+    // The next month closes onto the old table, which gains the column.
+    let out = lake.run(&["close", "--month", "2026-10"]);
+    assert!(out.status.success(), "close 2026-10: {}", stderr(&out));
+    let october = invoice("2026-10");
+    assert!(october.contains("\nacme,2026-10,total,"), "{october}");
+    // A restatement of the old month appends too.
+    let out = lake.run(&[
+        "close",
+        "--month",
+        "2026-09",
+        "--restate",
+        "--reason",
+        "recheck",
+    ]);
+    assert!(out.status.success(), "restate 2026-09: {}", stderr(&out));
+    let out = lake.run(&["invoice", "--month", "2026-09", "--revision", "0"]);
+    assert!(out.status.success(), "revision 0: {}", stderr(&out));
+    assert_eq!(stdout(&out), september);
+    for month in ["2026-09", "2026-10"] {
+        let out = lake.run(&["verify", "--month", month]);
+        assert!(out.status.success(), "verify {month}: {}", stderr(&out));
+    }
+}

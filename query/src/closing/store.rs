@@ -241,9 +241,14 @@ pub async fn stored_invoices(
                     Vec::new(),
                 )
             });
+            // A column the row's file was written without
+            // (`INVOICE_COLUMNS_ADDED_LATER`) reads as null: the empty text.
             entry.2.push((
                 rows.value(row),
-                columns.iter().map(|c| c.value(row).to_string()).collect(),
+                columns
+                    .iter()
+                    .map(|c| optional(c, row).unwrap_or_default())
+                    .collect(),
             ));
         }
     }
