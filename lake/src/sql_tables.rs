@@ -18,7 +18,7 @@ use allot_schemas::table_schema::{INVOICE_CSV_COLUMNS, closings_schema, invoices
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::functions::expr_fn::nullif;
+use datafusion::functions::expr_fn::{coalesce, nullif};
 use datafusion::logical_expr::{JoinType, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 
@@ -86,6 +86,8 @@ pub async fn register(
         let mut columns = vec![col("month"), col("revision"), col("close_id"), col("row")];
         columns.extend(INVOICE_CSV_COLUMNS.iter().map(|name| match *name {
             "amount" => cast(nullif(col("amount"), lit("")), AMOUNT_TYPE).alias("amount"),
+            // Rows closed before invoices had dimensions read it as null.
+            "dimensions" => coalesce(vec![col("dimensions"), lit("")]).alias("dimensions"),
             other => col(other),
         }));
         columns.extend([col("currency"), col("discount_percent")]);

@@ -496,4 +496,19 @@ fn a_lake_closed_before_invoice_dimensions_still_reads_closes_and_verifies() {
         let out = lake.run(&["verify", "--month", month]);
         assert!(out.status.success(), "verify {month}: {}", stderr(&out));
     }
+    // SQL's invoices table reads the old rows' missing dimensions as empty,
+    // as the new rows store them.
+    let sql = |query: &str| {
+        let out = lake.run(&["sql", query]);
+        assert!(out.status.success(), "{query}: {}", stderr(&out));
+        stdout(&out)
+    };
+    assert_ne!(
+        sql("SELECT count(*) AS n FROM invoices WHERE month = '2026-09' AND revision = 0"),
+        "n\n0\n"
+    );
+    assert_eq!(
+        sql("SELECT count(*) AS n FROM invoices WHERE dimensions IS NULL"),
+        "n\n0\n"
+    );
 }
