@@ -31,18 +31,23 @@ def flight_connect(uri, token):
     )
 
 
+def read_batches(reader, start):
+    """(rows, seconds to the first row, seconds in all) of an Arrow batch
+    reader whose statement started at `start`."""
+    rows, first = 0, None
+    for batch in reader:
+        if first is None and batch.num_rows:
+            first = time.perf_counter() - start
+        rows += batch.num_rows
+    return rows, first, time.perf_counter() - start
+
+
 def fetch_flight(uri, token, sql):
     """(rows, seconds to the first row, seconds in all) of `sql` over Flight SQL."""
     with flight_connect(uri, token) as conn, conn.cursor() as cursor:
         start = time.perf_counter()
         cursor.execute(sql)
-        reader = cursor.fetch_record_batch()
-        rows, first = 0, None
-        for batch in reader:
-            if first is None and batch.num_rows:
-                first = time.perf_counter() - start
-            rows += batch.num_rows
-        return rows, first, time.perf_counter() - start
+        return read_batches(cursor.fetch_record_batch(), start)
 
 
 def fetch_pg(address, token, sql):
@@ -92,13 +97,7 @@ def fetch_duckdb(lake, tenant, sql):
     start = time.perf_counter()
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     conn.execute(f"CREATE VIEW usage_events AS SELECT * FROM read_parquet([{listed}])")
-    reader = conn.sql(sql).to_arrow_reader(8192)
-    rows, first = 0, None
-    for batch in reader:
-        if first is None and batch.num_rows:
-            first = time.perf_counter() - start
-        rows += batch.num_rows
-    return rows, first, time.perf_counter() - start
+    return read_batches(conn.sql(sql).to_arrow_reader(8192), start)
 
 
 def load(name, connect, run, tokens, duration):
