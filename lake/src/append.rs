@@ -115,28 +115,15 @@ impl LogAppender {
                 Vec::new(),
             );
             let version = self.read_through + 1;
-            let entry = self.commit_entry(&commit).await?;
-            let operation_id = uuid::Uuid::new_v4();
-            let log_store = self.table.log_store();
-            match log_store
-                .write_commit_entry(version, entry.clone(), operation_id)
-                .await
+            // Not written: another writer committed first (perhaps the same
+            // columns); the table is read again either way.
+            if self
+                .write_version(version, &commit, uuid::Uuid::new_v4())
+                .await?
             {
-                Ok(()) => tracing::info!(table = self.name, ?missing, "added columns"),
-                // Another writer committed first (perhaps the same columns).
-                Err(TransactionError::VersionAlreadyExists(_)) => {
-                    let _ = log_store
-                        .abort_commit_entry(version, entry, operation_id)
-                        .await;
-                }
-                Err(err) => {
-                    let _ = log_store
-                        .abort_commit_entry(version, entry, operation_id)
-                        .await;
-                    return Err(LakeError::table(self.name)(err.into()));
-                }
+                tracing::info!(table = self.name, ?missing, "added columns");
             }
-            self.table = BlindDeltaTable::try_new_with_log_store(log_store)
+            self.table = BlindDeltaTable::try_new_with_log_store(self.table.log_store())
                 .await
                 .map_err(LakeError::table(self.name))?;
             self.read_through = self.table.version();
@@ -228,35 +215,45 @@ impl LogAppender {
                 })
                 .collect();
             let commit = CommitData::new(actions, operation.clone(), HashMap::new(), txns.clone());
-            let entry = self.commit_entry(&commit).await?;
-            let log_store = self.table.log_store();
-            match log_store
-                .write_commit_entry(version, entry.clone(), operation_id)
-                .await
-            {
-                Ok(()) => {
-                    self.read_through = version;
-                    for txn in txns {
-                        self.offsets.insert(txn.app_id, Some(txn.version));
-                    }
-                    return Ok(version);
+            if self.write_version(version, &commit, operation_id).await? {
+                self.read_through = version;
+                for txn in txns {
+                    self.offsets.insert(txn.app_id, Some(txn.version));
                 }
-                // Another writer took this version: read it and try the next one.
-                Err(TransactionError::VersionAlreadyExists(_)) => {
-                    tracing::debug!(
-                        table = self.name,
-                        version,
-                        "another writer committed this version first; retrying"
-                    );
-                    let _ = log_store
-                        .abort_commit_entry(version, entry, operation_id)
-                        .await;
-                }
-                Err(err) => {
-                    let _ = log_store
-                        .abort_commit_entry(version, entry, operation_id)
-                        .await;
-                    return Err(LakeError::table(self.name)(err.into()));
+                return Ok(version);
+            }
+            // Another writer took this version: read it and try the next one.
+            tracing::debug!(
+                table = self.name,
+                version,
+                "another writer committed this version first; retrying"
+            );
+        }
+    }
+
+    /// Writes `commit` as `version` of the log: `true` once written, `false`
+    /// when another writer took that version first. An entry not written is
+    /// aborted, so no staged file of it is left behind.
+    async fn write_version(
+        &self,
+        version: u64,
+        commit: &CommitData,
+        operation_id: uuid::Uuid,
+    ) -> Result<bool, LakeError> {
+        let entry = self.commit_entry(commit).await?;
+        let log_store = self.table.log_store();
+        match log_store
+            .write_commit_entry(version, entry.clone(), operation_id)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                let _ = log_store
+                    .abort_commit_entry(version, entry, operation_id)
+                    .await;
+                match error {
+                    TransactionError::VersionAlreadyExists(_) => Ok(false),
+                    other => Err(LakeError::table(self.name)(other.into())),
                 }
             }
         }
