@@ -406,6 +406,57 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
     }
 
     #[test]
+    fn credit_grants_parse_and_every_bad_one_names_its_key() {
+        let grant = |body: &str| {
+            format!("[tenants.acme]\n[[tenants.acme.credits]]\nid = \"promo\"\n{body}")
+        };
+        let good = load(&grant(
+            "amount = \"500.00\"\neffective_from = \"2026-01-01\"\nexpires = \"2027-01-01\"\npriority = 2",
+        ))
+        .unwrap();
+        let parsed = &good.tenants["acme"].credits[0];
+        assert_eq!(parsed.amount.0.to_string(), "500.00");
+        assert_eq!(parsed.priority, Some(2));
+        let plain = load(&grant("amount = 5\neffective_from = \"2026-01-01\"")).unwrap();
+        assert_eq!(plain.tenants["acme"].credits[0].priority, None);
+        assert_eq!(plain.tenants["acme"].credits[0].expires, None);
+        let from = "effective_from = \"2026-01-01\"";
+        let cases = [
+            (grant(&format!("amount = \"0\"\n{from}")), "tenants.acme.credits[0].amount"),
+            (grant(&format!("amount = \"-5\"\n{from}")), "tenants.acme.credits[0].amount"),
+            (grant(&format!("amount = \"5.001\"\n{from}")), "tenants.acme.credits[0].amount"),
+            (grant(&format!("amount = \"five\"\n{from}")), "tenants.acme.credits[0].amount"),
+            (grant(&format!("amount = 5.5\n{from}")), "tenants.acme.credits[0].amount"),
+            (grant("amount = \"5\""), "tenants.acme.credits[0]"),
+            (grant("amount = \"5\"\neffective_from = \"2026-13-01\""), "tenants.acme.credits[0].effective_from"),
+            (grant(&format!("amount = \"5\"\n{from}\nexpires = \"2026-01-01\"")), "tenants.acme.credits[0].expires"),
+            (grant(&format!("amount = \"5\"\n{from}\nexpires = \"soon\"")), "tenants.acme.credits[0].expires"),
+            (grant(&format!("amount = \"5\"\n{from}\npriority = \"high\"")), "tenants.acme.credits[0].priority"),
+            (grant(&format!("amount = \"5\"\n{from}\nbalance = \"5\"")), "tenants.acme.credits[0].balance"),
+            (
+                format!("[tenants.acme]\n[[tenants.acme.credits]]\nid = \"\"\namount = \"5\"\n{from}"),
+                "tenants.acme.credits[0].id",
+            ),
+            (
+                format!("[tenants.acme]\n[[tenants.acme.credits]]\nid = \"a,b\"\namount = \"5\"\n{from}"),
+                "tenants.acme.credits[0].id",
+            ),
+            (
+                format!(
+                    "{}\n[[tenants.acme.credits]]\nid = \"promo\"\namount = \"7\"\n{from}",
+                    grant(&format!("amount = \"5\"\n{from}"))
+                ),
+                "tenants.acme.credits[1].id",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load(&text).unwrap_err();
+            assert_eq!(err.key, key, "{text}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
     fn bad_alert_rules_and_channels_name_the_key() {
         let channel = "[tenants.acme]\n[[alerts.channels]]\nname = \"hook\"\nkind = \"webhook\"\n\
                        url = \"https://hooks.example/allot\"\nsecret = \"0123456789abcdef\"\n";

@@ -106,6 +106,80 @@ pub struct TenantConfig {
     /// `commitment_true_up` line of the difference; unset, none.
     #[serde(default)]
     pub minimum_monthly: Option<ConfigDecimal>,
+    /// Prepaid credit grants, drawn down by the invoice totals
+    /// (docs/reference.md#commitments-and-credits).
+    #[serde(default)]
+    pub credits: Vec<CreditGrant>,
+}
+
+/// One prepaid credit grant of a tenant: an amount its invoice totals are paid
+/// from, month after month, from `effective_from` until `expires`
+/// (docs/reference.md#commitments-and-credits).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditGrant {
+    /// The grant's name, unique among the tenant's grants; invoices name it
+    /// in the `adjusts` column of each draw. Letters, digits, `_`, `-` and
+    /// `.`, starting with a letter or digit, at most 64 characters.
+    pub id: String,
+    /// The credit granted, above 0, in cents at most (`"500.00"`).
+    pub amount: ConfigDecimal,
+    /// The UTC date from whose 00:00 the grant pays invoices: from the month
+    /// containing it on.
+    pub effective_from: ConfigDate,
+    /// The UTC date at whose 00:00 the grant lapses (exclusive), after
+    /// `effective_from`: it pays the months that begin before that instant,
+    /// and what is left after the last of them is reported expired. Unset,
+    /// never.
+    #[serde(default)]
+    pub expires: Option<ConfigDate>,
+    /// Among grants expiring together, the higher is drawn first, then by
+    /// `id`; unset, 0.
+    #[serde(default)]
+    pub priority: Option<i64>,
+}
+
+/// Whether `id` names a credit grant: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.
+pub fn is_valid_grant_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+pub(super) fn validate_credits(grants: &[CreditGrant], prefix: &str) -> Result<(), ConfigError> {
+    let zero = BigDecimal::from(0);
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, grant) in grants.iter().enumerate() {
+        let key = |field: &str| format!("{prefix}[{i}].{field}");
+        if !is_valid_grant_id(&grant.id) {
+            return Err(ConfigError::new(
+                key("id"),
+                "grant ids match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+            ));
+        }
+        if !seen.insert(grant.id.as_str()) {
+            return Err(ConfigError::new(
+                key("id"),
+                format!("{:?} is the id of an earlier grant of this tenant", grant.id),
+            ));
+        }
+        if grant.amount.0 <= zero {
+            return Err(ConfigError::new(key("amount"), "must be greater than 0"));
+        }
+        if grant.amount.0.with_scale(2) != grant.amount.0 {
+            return Err(ConfigError::new(key("amount"), "is money: at most 2 decimals"));
+        }
+        if let Some(expires) = grant.expires
+            && expires <= grant.effective_from
+        {
+            return Err(ConfigError::new(
+                key("expires"),
+                "must be after effective_from",
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn validate_rates(

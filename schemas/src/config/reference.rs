@@ -122,7 +122,7 @@ fn type_name(ty: &str) -> String {
     match ty {
         "String" => "string".to_string(),
         "bool" => "boolean".to_string(),
-        "usize" | "u32" | "u64" => "integer".to_string(),
+        "usize" | "u32" | "u64" | "i64" => "integer".to_string(),
         "HumanDuration" => "duration".to_string(),
         "ByteSize" => "size".to_string(),
         "ConfigDecimal" => "decimal".to_string(),

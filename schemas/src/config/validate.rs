@@ -6,7 +6,7 @@ use bigdecimal::BigDecimal;
 use super::metrics::{
     DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, MetricSpec, is_valid_metric_name,
 };
-use super::pricing::validate_rates;
+use super::pricing::{validate_credits, validate_rates};
 use super::raw::RawConfig;
 use super::{Config, ConfigError};
 use crate::tenant::is_valid_tenant_id;
@@ -160,6 +160,7 @@ impl RawConfig {
                 ));
             }
             validate_rates(&settings.rates, &key("rates"), catalog)?;
+            validate_credits(&settings.credits, &key("credits"))?;
         }
         Ok(())
     }
