@@ -1,5 +1,6 @@
 //! The period-close subcommands (docs/reference.md#period-close): `close`,
-//! `verify`, `margin` and `certificate`.
+//! `verify`, `margin`, `certificate` and `credits` (the credit balances a
+//! month's invoices leave).
 //!
 //! Each parses its flags and prints; the rules live in `allot_query::closing`
 //! (`close_month`, `month_margin`, `verify`), which the API calls too.
@@ -11,6 +12,7 @@ use allot_lake::snapshot::LakeSnapshot;
 use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
 use allot_query::closing::{self, CERTIFICATE_COLUMNS, CloseMonth, MARGIN_COLUMNS, Verdict};
+use allot_query::credits::ledger::{CREDIT_COLUMNS, credit_statement};
 use allot_query::render::ReportTable;
 use allot_schemas::tenant::TenantId;
 use clap::Args;
@@ -86,6 +88,19 @@ pub struct CertificateArgs {
     /// This revision (default: the newest).
     #[arg(long, value_name = "N")]
     revision: Option<i32>,
+    #[command(flatten)]
+    lake: LakeArgs,
+}
+
+/// `allot credits`.
+#[derive(Args)]
+pub struct CreditsArgs {
+    /// The month, `YYYY-MM`.
+    #[arg(long, value_name = "YYYY-MM")]
+    month: String,
+    /// Only this tenant's grants.
+    #[arg(long)]
+    tenant: Option<TenantId>,
     #[command(flatten)]
     lake: LakeArgs,
 }
@@ -256,6 +271,28 @@ pub async fn certificate(args: CertificateArgs) -> Result<(), Failure> {
         .filter(|day| tenant.is_none_or(|t| t == day.tenant_id))
         .map(|day| day.csv_record())
         .collect();
+    print_table(&table, loaded.format);
+    Ok(())
+}
+
+/// `allot credits --month M [--tenant T]`: per grant that pays the month, its
+/// opening balance, what was drawn for the month, what expired unused and its
+/// closing balance.
+pub async fn credits(args: CreditsArgs) -> Result<(), Failure> {
+    let period = month_flag(&args.month)?;
+    let tenant = args.tenant.as_ref().map(TenantId::as_str);
+    let loaded = load(&args.lake).await?;
+    let statement = credit_statement(
+        &loaded.location,
+        &loaded.snapshot,
+        &loaded.settings,
+        period,
+        tenant,
+    )
+    .await
+    .map_err(failure)?;
+    let mut table = ReportTable::new(&CREDIT_COLUMNS);
+    table.rows = statement.iter().map(|b| b.csv_record()).collect();
     print_table(&table, loaded.format);
     Ok(())
 }

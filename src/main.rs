@@ -82,6 +82,9 @@ enum Command {
     Margin(close::MarginArgs),
     /// The completeness certificate of a closed month, per tenant-day.
     Certificate(close::CertificateArgs),
+    /// Prepaid credit per grant for a month: opening balance, drawn, expired,
+    /// closing balance.
+    Credits(close::CreditsArgs),
     /// Run a sandboxed SQL query over the lake (as one tenant with --tenant).
     Sql(reports::SqlArgs),
     /// Run everything on this machine: an embedded Kafka, a synthetic producer, a
@@ -272,6 +275,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Close(args) => close::close(args).await,
         Command::Verify(args) => close::verify(args).await,
         Command::Margin(args) => close::margin(args).await,
+        Command::Credits(args) => close::credits(args).await,
         Command::Certificate(args) => close::certificate(args).await,
         Command::Demo(args) => demo::demo(args).await,
         Command::Serve(args) => serve::serve(args).await,

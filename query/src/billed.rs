@@ -114,8 +114,20 @@ fn parse_amount(text: &str) -> Result<BigDecimal, QueryError> {
 
 impl BilledInvoice {
     /// A draft: `invoice`'s usage lines, then `adjustments` (rows made by
-    /// [`adjustment_rows`]), then the summary rows.
+    /// [`adjustment_rows`]), then the summary rows; no credit drawn.
     pub fn draft(invoice: &Invoice, adjustments: Vec<Vec<String>>) -> BilledInvoice {
+        BilledInvoice::draft_with_credits(invoice, Vec::new(), adjustments)
+    }
+
+    /// A draft: `invoice`'s usage lines and true-up, `credits` (its `credit`
+    /// rows, [`crate::credits::credit_rows`]), `adjustments`, then the summary
+    /// rows: `subtotal`, `discount`, `credits` and `adjustments` when there
+    /// are such rows, and `total` = the invoice's total + credits + adjustments.
+    pub fn draft_with_credits(
+        invoice: &Invoice,
+        credits: Vec<Vec<String>>,
+        adjustments: Vec<Vec<String>>,
+    ) -> BilledInvoice {
         let period = invoice.period.to_string();
         let mut rows: Vec<Vec<String>> = invoice
             .lines
@@ -136,15 +148,22 @@ impl BilledInvoice {
             row[col::KIND] = KIND_TRUE_UP.to_string();
             rows.push(row);
         }
-        let adjusted: BigDecimal = adjustments
-            .iter()
-            .filter_map(|row| BigDecimal::from_str(&row[col::AMOUNT]).ok())
-            .sum();
-        let has_adjustments = !adjustments.is_empty();
+        let sum = |rows: &[Vec<String>]| -> BigDecimal {
+            rows.iter()
+                .filter_map(|row| BigDecimal::from_str(&row[col::AMOUNT]).ok())
+                .sum()
+        };
+        let credited = sum(&credits);
+        let adjusted = sum(&adjustments);
+        let (has_credits, has_adjustments) = (!credits.is_empty(), !adjustments.is_empty());
+        rows.extend(credits);
         rows.extend(adjustments);
         let tenant = invoice.tenant_id.as_str();
         rows.push(summary_row(tenant, &period, "subtotal", &invoice.subtotal));
         rows.push(summary_row(tenant, &period, "discount", &invoice.discount));
+        if has_credits {
+            rows.push(summary_row(tenant, &period, "credits", &credited));
+        }
         if has_adjustments {
             rows.push(summary_row(tenant, &period, "adjustments", &adjusted));
         }
@@ -152,7 +171,7 @@ impl BilledInvoice {
             tenant,
             &period,
             "total",
-            &(&invoice.total + &adjusted),
+            &(&invoice.total + &credited + &adjusted),
         ));
         BilledInvoice {
             tenant_id: invoice.tenant_id.clone(),
@@ -164,13 +183,14 @@ impl BilledInvoice {
         }
     }
 
-    /// The lines (usage and adjustment), without the summary rows.
+    /// The lines (usage, true-up, credit and adjustment), without the summary
+    /// rows.
     pub fn lines(&self) -> impl Iterator<Item = &Vec<String>> {
         self.rows.iter().filter(|row| !row[col::KIND].is_empty())
     }
 
     /// The amount text of summary row `label` (`subtotal`, `discount`,
-    /// `adjustments`, `total`).
+    /// `credits`, `adjustments`, `total`).
     pub fn summary(&self, label: &str) -> Option<&str> {
         self.rows
             .iter()

@@ -27,7 +27,9 @@
 //!   docs/reference.md#security-model;
 //! - [`billed`] and [`closing`]: period close (docs/reference.md#period-close) —
 //!   invoices as billed (draft or final, with adjustment lines), certificates,
-//!   verify, margin and the commit of a closing to the lake.
+//!   verify, margin and the commit of a closing to the lake;
+//! - [`credits`]: prepaid credit grants drawn down by invoice totals, and the
+//!   walk over earlier months' invoices that gives their balances.
 //!
 //! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 
@@ -35,6 +37,7 @@ pub mod alerts;
 pub mod allocation;
 pub mod billed;
 pub mod closing;
+pub mod credits;
 pub mod error;
 pub mod export;
 pub mod health;

@@ -15,6 +15,11 @@
 //! month's charges. So previewing a month with its own price book gives back
 //! its invoice's total to the cent, and the difference is the month's own
 //! usage repriced.
+//!
+//! Credits: both sides of a month draw against the same balances, the ones
+//! the invoices billed before it left ([`crate::credits::ledger`]); the
+//! proposed side draws from the proposed book's grants. So a proposal's
+//! credits change what a month pays, not what earlier months were billed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -25,7 +30,9 @@ use allot_schemas::layout::LakeLocation;
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::billed::{BilledInvoice, KIND_ADJUSTMENT, KIND_TRUE_UP, col};
-use crate::closing::{InvoiceView, closings, find_closing, month_invoices, stored_invoices};
+use crate::closing::{PreviousClose, billed_invoices, closings, find_closing, stored_invoices};
+use crate::credits::ledger::{TenantDrawn, drawn_before};
+use crate::credits::{self, Drawn, KIND_CREDIT};
 use crate::error::QueryError;
 use crate::period::Period;
 use crate::pricing::{Invoice, TenantUsage, invoice};
@@ -43,7 +50,7 @@ pub const PREVIEW_COLUMNS: [&str; 5] = [
 ];
 
 /// The columns of the per-line preview: one row per metric, then `discount`,
-/// `commitment_true_up` and `adjustments`, then `total`.
+/// `commitment_true_up`, `credits` and `adjustments`, then `total`.
 pub const PREVIEW_LINE_COLUMNS: [&str; 6] = [
     "tenant_id",
     "period",
@@ -102,7 +109,7 @@ pub fn preview_months(month: Option<&str>, range: Option<&str>) -> Result<Vec<Pe
 }
 
 /// One tenant's month under both price books: amounts per item (metric, then
-/// `discount`, `commitment_true_up`, `adjustments`) and totals.
+/// `discount`, `commitment_true_up`, `credits`, `adjustments`) and totals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantPreview {
     /// The tenant.
@@ -167,10 +174,14 @@ fn item_rank(item: &str) -> u8 {
     match item {
         "discount" => 1,
         KIND_TRUE_UP => 2,
-        "adjustments" => 3,
+        CREDITS_ITEM => 3,
+        "adjustments" => 4,
         _ => 0,
     }
 }
+
+/// The item of the credit drawn on the month's own total.
+const CREDITS_ITEM: &str = "credits";
 
 fn money(amount: &BigDecimal) -> String {
     format_fixed(amount, MONEY_SCALE)
@@ -182,7 +193,7 @@ fn parse(text: &str) -> Result<BigDecimal, QueryError> {
 }
 
 /// The items of a billed invoice: usage amounts per metric, the discount, the
-/// true-up and the sum of adjustment lines.
+/// true-up, the credit drawn and the sum of adjustment lines.
 fn billed_items(billed: &BilledInvoice) -> Result<BTreeMap<String, BigDecimal>, QueryError> {
     let mut items: BTreeMap<String, BigDecimal> = BTreeMap::new();
     for row in &billed.rows {
@@ -191,6 +202,7 @@ fn billed_items(billed: &BilledInvoice) -> Result<BTreeMap<String, BigDecimal>, 
             "" => continue,
             KIND_ADJUSTMENT => "adjustments",
             KIND_TRUE_UP => KIND_TRUE_UP,
+            KIND_CREDIT => CREDITS_ITEM,
             _ => row[col::METRIC].as_str(),
         };
         *items
@@ -200,9 +212,13 @@ fn billed_items(billed: &BilledInvoice) -> Result<BTreeMap<String, BigDecimal>, 
     Ok(items)
 }
 
-/// The items of a computed invoice, plus `adjustments` carried from the billed
-/// side.
-fn invoice_items(invoice: &Invoice, adjustments: &BigDecimal) -> BTreeMap<String, BigDecimal> {
+/// The items of a computed invoice with `credits` drawn on it, plus
+/// `adjustments` carried from the billed side.
+fn invoice_items(
+    invoice: &Invoice,
+    credits: &BigDecimal,
+    adjustments: &BigDecimal,
+) -> BTreeMap<String, BigDecimal> {
     let mut items: BTreeMap<String, BigDecimal> = BTreeMap::new();
     for line in &invoice.lines {
         *items
@@ -212,6 +228,9 @@ fn invoice_items(invoice: &Invoice, adjustments: &BigDecimal) -> BTreeMap<String
     items.insert("discount".to_string(), invoice.discount.clone());
     if !invoice.true_up.is_zero() {
         items.insert(KIND_TRUE_UP.to_string(), invoice.true_up.clone());
+    }
+    if !credits.is_zero() {
+        items.insert(CREDITS_ITEM.to_string(), credits.clone());
     }
     if !adjustments.is_zero() {
         items.insert("adjustments".to_string(), adjustments.clone());
@@ -244,6 +263,12 @@ pub async fn preview(
         .filter(|m| find_closing(&all, *m, None).is_none())
         .collect();
     let mut previews = Vec::new();
+    // What the invoices before each month drew from each grant, as billed: both
+    // sides of a month draw against it.
+    let mut drawn = match months.first() {
+        Some(&first) => drawn_before(location, snapshot, current, first, tenant).await?,
+        None => TenantDrawn::new(),
+    };
 
     // Open months: one read of their span, priced month by month by both books.
     let mut open_usage = BTreeMap::new();
@@ -286,24 +311,21 @@ pub async fn preview(
                     month.end_micros(),
                 )
                 .await?;
-                previews.extend(month_previews(proposed, month, &usage, &grouping, &finals)?);
+                previews.extend(month_previews(
+                    proposed, month, &usage, &grouping, &finals, &drawn,
+                )?);
+                carry_credits(&mut drawn, &finals)?;
             }
             None => {
                 // The draft as billed needs the adjustments of a closed month
                 // before; without one it is the usage under the current book.
-                let drafts: Billed = if find_closing(&all, month.prev(), None).is_some() {
-                    month_invoices(
-                        location,
-                        snapshot,
-                        current,
-                        month,
-                        tenant,
-                        InvoiceView::Current,
-                    )
-                    .await?
-                    .into_iter()
-                    .map(|i| (i.tenant_id.clone(), i))
-                    .collect()
+                let drafts: Billed = if let Some(closed) = find_closing(&all, month.prev(), None) {
+                    let previous = PreviousClose::load(location, closed).await?;
+                    billed_invoices(snapshot, current, month, tenant, Some(&previous), &drawn)
+                        .await?
+                        .into_iter()
+                        .map(|i| (i.tenant_id.clone(), i))
+                        .collect()
                 } else {
                     let mut drafts = BTreeMap::new();
                     for (t, usage) in &open_usage {
@@ -314,7 +336,17 @@ pub async fn preview(
                             &regroup(usage, &grouping, &current.book),
                         )?;
                         if !priced.lines.is_empty() {
-                            drafts.insert(t.clone(), BilledInvoice::draft(&priced, Vec::new()));
+                            let draws = credits::draw(
+                                current.book.credit_grants(t),
+                                month,
+                                drawn.get(t).unwrap_or(&Drawn::new()),
+                                &priced.total,
+                            );
+                            let credit_rows = credits::credit_rows(t, month, &draws);
+                            drafts.insert(
+                                t.clone(),
+                                BilledInvoice::draft_with_credits(&priced, credit_rows, Vec::new()),
+                            );
                         }
                     }
                     drafts
@@ -325,22 +357,44 @@ pub async fn preview(
                     &open_usage,
                     &grouping,
                     &drafts,
+                    &drawn,
                 )?);
+                carry_credits(&mut drawn, &drafts)?;
             }
         }
     }
     Ok(previews)
 }
 
+/// Adds what a month's invoices drew (their own draws and their redraws of the
+/// month before) to `drawn`, for the months after it.
+fn carry_credits(drawn: &mut TenantDrawn, billed: &Billed) -> Result<(), QueryError> {
+    for (tenant, invoice) in billed {
+        let own = credits::own_draws(&invoice.rows)?;
+        let redrawn = credits::redraws(&invoice.rows)?;
+        if own.is_empty() && redrawn.is_empty() {
+            continue;
+        }
+        let into = drawn.entry(tenant.clone()).or_default();
+        credits::add_drawn(into, &own);
+        credits::add_drawn(into, &redrawn);
+    }
+    Ok(())
+}
+
 /// The previews of one month: `billed` as the actual side, `usage` (grouped by
 /// `grouping`) priced by `proposed` plus the billed adjustments as the
-/// proposed side, for every tenant with lines on either.
+/// proposed side, for every tenant with lines on either. The proposed total
+/// draws credit from the proposed book's grants against the same balances as
+/// the billed one: `drawn` by the months before, plus what the billed
+/// invoice redrew for the month before.
 fn month_previews(
     proposed: &ReportSettings,
     month: Period,
     usage: &BTreeMap<String, TenantUsage>,
     grouping: &BTreeMap<String, Vec<Dimension>>,
     billed: &Billed,
+    drawn: &TenantDrawn,
 ) -> Result<Vec<TenantPreview>, QueryError> {
     let tenants: BTreeSet<&String> = usage.keys().chain(billed.keys()).collect();
     let mut previews = Vec::new();
@@ -378,7 +432,23 @@ fn month_previews(
             continue;
         }
         let (proposed_items, proposed_total) = match priced.filter(|_| has_lines) {
-            Some(p) => (invoice_items(&p, &adjustments), &p.total + &adjustments),
+            Some(p) => {
+                let mut before = drawn.get(tenant).cloned().unwrap_or_default();
+                if let Some(actual) = actual {
+                    credits::add_drawn(&mut before, &credits::redraws(&actual.rows)?);
+                }
+                let draws = credits::draw(
+                    proposed.book.credit_grants(tenant),
+                    month,
+                    &before,
+                    &p.total,
+                );
+                let credited: BigDecimal = -draws.into_iter().map(|(_, a)| a).sum::<BigDecimal>();
+                (
+                    invoice_items(&p, &credited, &adjustments),
+                    &p.total + &credited + &adjustments,
+                )
+            }
             None => {
                 let mut items = BTreeMap::new();
                 if !adjustments.is_zero() {

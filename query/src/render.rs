@@ -132,8 +132,8 @@ pub fn invoices_table(invoices: &[BilledInvoice]) -> ReportTable {
 }
 
 /// One invoice as a JSON object: its status (`draft`, or `final` with the
-/// revision, `closed_at` and the `usage_events` version), its lines (usage and
-/// adjustment) and its summary figures as strings.
+/// revision, `closed_at` and the `usage_events` version), its lines (usage,
+/// true-up, credit and adjustment) and its summary figures as strings.
 pub fn invoice_json(invoice: &BilledInvoice) -> Value {
     let lines = ReportTable {
         columns: INVOICE_CSV_COLUMNS.iter().map(|c| c.to_string()).collect(),
@@ -150,6 +150,9 @@ pub fn invoice_json(invoice: &BilledInvoice) -> Value {
         "discount": invoice.summary("discount").unwrap_or("0.00"),
         "total": invoice.summary("total").unwrap_or("0.00"),
     });
+    if let Some(credits) = invoice.summary("credits") {
+        object["credits"] = json!(credits);
+    }
     if let Some(adjustments) = invoice.summary("adjustments") {
         object["adjustments"] = json!(adjustments);
     }

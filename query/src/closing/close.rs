@@ -7,6 +7,8 @@
 //!   month never closed is refused.
 //! - The adjustments of late events are taken against the closing of the month
 //!   before, when there is one.
+//! - Credit is drawn against the balances the invoices of earlier months
+//!   left ([`crate::credits::ledger`]), and frozen with the invoices.
 //! - The certificate records the `txn` offset of every writer that committed
 //!   to `usage_events`, as the log holds them at the version read: each
 //!   collector's app id names its own consumer group, wherever that group was
@@ -22,8 +24,10 @@ use super::commit::commit_closing;
 use super::plan::{ClosePlan, CloseRequest, plan_close};
 use super::store::{PreviousClose, closings, find_closing};
 use crate::allocation::CostPool;
+use crate::credits::ledger::drawn_before;
 use crate::error::QueryError;
 use crate::period::{Period, format_micros};
+use crate::reports::ReportSettings;
 
 /// What `allot close` asks for.
 pub struct CloseMonth<'a> {
@@ -83,6 +87,8 @@ pub async fn close_month(
         None => Default::default(),
     };
     txn_offsets.remove(COMPACTION_APP_ID);
+    let settings = ReportSettings::new(request.config.clone());
+    let credits_drawn = drawn_before(location, snapshot, &settings, period, None).await?;
     let now = request.now_micros;
     let plan = plan_close(
         snapshot,
@@ -97,6 +103,7 @@ pub async fn close_month(
             costs: request.costs,
             previous: previous.as_ref(),
             txn_offsets,
+            credits_drawn: &credits_drawn,
         },
     )
     .await?;

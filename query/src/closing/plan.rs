@@ -11,6 +11,7 @@ use super::invoices::billed_invoices;
 use super::store::{Closing, PreviousClose};
 use crate::allocation::{AllocationRow, CostPool};
 use crate::billed::BilledInvoice;
+use crate::credits::ledger::TenantDrawn;
 use crate::error::QueryError;
 use crate::period::Period;
 use crate::reports::{self, ReportSettings};
@@ -47,6 +48,8 @@ pub struct CloseRequest<'a> {
     pub previous: Option<&'a PreviousClose>,
     /// App ids of `usage_events` whose `txn` offsets the certificate records.
     pub txn_offsets: BTreeMap<String, i64>,
+    /// The credit the invoices of earlier months drew, per tenant and grant.
+    pub credits_drawn: &'a TenantDrawn,
 }
 
 /// Computes a closing of `request.month` over `snapshot` (whose `usage_events`
@@ -77,6 +80,7 @@ pub async fn plan_close(
         &settings,
         request.month,
         request.previous,
+        request.credits_drawn,
         request.costs.as_ref().map(|(_, p)| p.as_slice()),
     )
     .await?;
@@ -111,9 +115,11 @@ pub(super) async fn recompute(
     settings: &ReportSettings,
     month: Period,
     previous: Option<&PreviousClose>,
+    credits_drawn: &TenantDrawn,
     pools: Option<&[CostPool]>,
 ) -> Result<Recomputed, QueryError> {
-    let invoices = billed_invoices(snapshot, settings, month, None, previous).await?;
+    let invoices =
+        billed_invoices(snapshot, settings, month, None, previous, credits_drawn).await?;
     let allocation = match pools {
         Some(pools) => Some(reports::allocation(snapshot, settings, pools, month).await?),
         None => None,

@@ -13,6 +13,7 @@ use super::plan::recompute;
 use super::store::{Closing, PreviousClose, find_closing, stored_allocation, stored_invoices};
 use crate::allocation::AllocationRow;
 use crate::billed::BilledInvoice;
+use crate::credits::ledger::drawn_before;
 use crate::error::QueryError;
 
 /// The outcome of `allot verify`.
@@ -76,11 +77,13 @@ pub async fn verify(
             .retain(|f| !f.tenant_id.as_ref().is_some_and(|t| erased.contains(t)));
         kept.hourly.files.clear();
     }
+    let credits_drawn = drawn_before(location, &kept, &settings, closing.month, None).await?;
     let (invoices, allocation, certificate) = recompute(
         &kept,
         &settings,
         closing.month,
         previous.as_ref(),
+        &credits_drawn,
         pools.as_deref(),
     )
     .await?;

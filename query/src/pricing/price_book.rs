@@ -14,6 +14,8 @@ use allot_schemas::time::day_start_micros;
 use bigdecimal::{BigDecimal, Zero};
 use chrono::NaiveDate;
 
+use crate::credits::Grant;
+
 /// Whether a rate came from the global price book or a tenant's overrides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateSource {
@@ -69,6 +71,7 @@ impl Rate {
 struct TenantBook {
     discount_percent: BigDecimal,
     minimum_monthly: Option<BigDecimal>,
+    credits: Vec<Grant>,
     rates: BTreeMap<String, Vec<Rate>>,
 }
 
@@ -193,6 +196,7 @@ impl PriceBook {
                 TenantBook {
                     discount_percent,
                     minimum_monthly: settings.minimum_monthly.as_ref().map(|m| m.0.clone()),
+                    credits: settings.credits.iter().map(Grant::from_config).collect(),
                     rates,
                 },
             );
@@ -228,6 +232,21 @@ impl PriceBook {
     /// The tenant's monthly commitment, when it has one.
     pub fn minimum_monthly(&self, tenant: &str) -> Option<&BigDecimal> {
         self.tenants.get(tenant)?.minimum_monthly.as_ref()
+    }
+
+    /// The tenant's prepaid credit grants (none for most tenants).
+    pub fn credit_grants(&self, tenant: &str) -> &[Grant] {
+        self.tenants
+            .get(tenant)
+            .map_or(&[], |t| t.credits.as_slice())
+    }
+
+    /// The tenants with credit grants, with them.
+    pub fn tenants_with_credits(&self) -> impl Iterator<Item = (&str, &[Grant])> {
+        self.tenants
+            .iter()
+            .filter(|(_, t)| !t.credits.is_empty())
+            .map(|(id, t)| (id.as_str(), t.credits.as_slice()))
     }
 
     /// The dimensions the rates of `metric` match on, in a fixed order: usage

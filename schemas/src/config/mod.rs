@@ -422,23 +422,57 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
         assert_eq!(plain.tenants["acme"].credits[0].expires, None);
         let from = "effective_from = \"2026-01-01\"";
         let cases = [
-            (grant(&format!("amount = \"0\"\n{from}")), "tenants.acme.credits[0].amount"),
-            (grant(&format!("amount = \"-5\"\n{from}")), "tenants.acme.credits[0].amount"),
-            (grant(&format!("amount = \"5.001\"\n{from}")), "tenants.acme.credits[0].amount"),
-            (grant(&format!("amount = \"five\"\n{from}")), "tenants.acme.credits[0].amount"),
-            (grant(&format!("amount = 5.5\n{from}")), "tenants.acme.credits[0].amount"),
-            (grant("amount = \"5\""), "tenants.acme.credits[0]"),
-            (grant("amount = \"5\"\neffective_from = \"2026-13-01\""), "tenants.acme.credits[0].effective_from"),
-            (grant(&format!("amount = \"5\"\n{from}\nexpires = \"2026-01-01\"")), "tenants.acme.credits[0].expires"),
-            (grant(&format!("amount = \"5\"\n{from}\nexpires = \"soon\"")), "tenants.acme.credits[0].expires"),
-            (grant(&format!("amount = \"5\"\n{from}\npriority = \"high\"")), "tenants.acme.credits[0].priority"),
-            (grant(&format!("amount = \"5\"\n{from}\nbalance = \"5\"")), "tenants.acme.credits[0].balance"),
             (
-                format!("[tenants.acme]\n[[tenants.acme.credits]]\nid = \"\"\namount = \"5\"\n{from}"),
+                grant(&format!("amount = \"0\"\n{from}")),
+                "tenants.acme.credits[0].amount",
+            ),
+            (
+                grant(&format!("amount = \"-5\"\n{from}")),
+                "tenants.acme.credits[0].amount",
+            ),
+            (
+                grant(&format!("amount = \"5.001\"\n{from}")),
+                "tenants.acme.credits[0].amount",
+            ),
+            (
+                grant(&format!("amount = \"five\"\n{from}")),
+                "tenants.acme.credits[0].amount",
+            ),
+            (
+                grant(&format!("amount = 5.5\n{from}")),
+                "tenants.acme.credits[0].amount",
+            ),
+            (grant("amount = \"5\""), "tenants.acme.credits[0]"),
+            (
+                grant("amount = \"5\"\neffective_from = \"2026-13-01\""),
+                "tenants.acme.credits[0].effective_from",
+            ),
+            (
+                grant(&format!("amount = \"5\"\n{from}\nexpires = \"2026-01-01\"")),
+                "tenants.acme.credits[0].expires",
+            ),
+            (
+                grant(&format!("amount = \"5\"\n{from}\nexpires = \"soon\"")),
+                "tenants.acme.credits[0].expires",
+            ),
+            (
+                grant(&format!("amount = \"5\"\n{from}\npriority = \"high\"")),
+                "tenants.acme.credits[0].priority",
+            ),
+            (
+                grant(&format!("amount = \"5\"\n{from}\nbalance = \"5\"")),
+                "tenants.acme.credits[0].balance",
+            ),
+            (
+                format!(
+                    "[tenants.acme]\n[[tenants.acme.credits]]\nid = \"\"\namount = \"5\"\n{from}"
+                ),
                 "tenants.acme.credits[0].id",
             ),
             (
-                format!("[tenants.acme]\n[[tenants.acme.credits]]\nid = \"a,b\"\namount = \"5\"\n{from}"),
+                format!(
+                    "[tenants.acme]\n[[tenants.acme.credits]]\nid = \"a,b\"\namount = \"5\"\n{from}"
+                ),
                 "tenants.acme.credits[0].id",
             ),
             (

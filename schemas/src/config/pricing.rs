@@ -161,14 +161,20 @@ pub(super) fn validate_credits(grants: &[CreditGrant], prefix: &str) -> Result<(
         if !seen.insert(grant.id.as_str()) {
             return Err(ConfigError::new(
                 key("id"),
-                format!("{:?} is the id of an earlier grant of this tenant", grant.id),
+                format!(
+                    "{:?} is the id of an earlier grant of this tenant",
+                    grant.id
+                ),
             ));
         }
         if grant.amount.0 <= zero {
             return Err(ConfigError::new(key("amount"), "must be greater than 0"));
         }
         if grant.amount.0.with_scale(2) != grant.amount.0 {
-            return Err(ConfigError::new(key("amount"), "is money: at most 2 decimals"));
+            return Err(ConfigError::new(
+                key("amount"),
+                "is money: at most 2 decimals",
+            ));
         }
         if let Some(expires) = grant.expires
             && expires <= grant.effective_from
