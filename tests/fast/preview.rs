@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use crate::common;
 
 /// The price book under test: tiers, a dimensional rate (which synthetic
-/// events, having no region, never match), a discount and a commitment.
-fn price_book(compute_price: &str, egress_tiers: &str) -> String {
+/// events, having no region, never match), a discount, a commitment and
+/// credit grants (t1's of `t1_credit`, t2's drawn after its true-up, t3's two
+/// competing by expiry and priority).
+fn price_book(compute_price: &str, egress_tiers: &str, t1_credit: &str) -> String {
     format!(
         r#"
 [[rates]]
@@ -43,8 +45,30 @@ unit_price = "0.023"
 [tenants.t1]
 discount_percent = "12.5"
 
+[[tenants.t1.credits]]
+id = "t1-promo"
+amount = "{t1_credit}"
+effective_from = "2026-08-15"
+
 [tenants.t2]
 minimum_monthly = "25.00"
+
+[[tenants.t2.credits]]
+id = "budget"
+amount = "10.00"
+effective_from = "2026-01-01"
+
+[[tenants.t3.credits]]
+id = "later"
+amount = "0.15"
+effective_from = "2026-09-10"
+priority = 3
+
+[[tenants.t3.credits]]
+id = "soon"
+amount = "0.20"
+effective_from = "2026-01-01"
+expires = "2026-10-01"
 "#
     )
 }
@@ -52,13 +76,14 @@ minimum_monthly = "25.00"
 const OWN_TIERS: &str = r#"[{ up_to = "20", unit_price = "0.09" }, { unit_price = "0.07" }]"#;
 
 fn own_book() -> String {
-    price_book("0.0400", OWN_TIERS)
+    price_book("0.0400", OWN_TIERS, "0.30")
 }
 
 fn proposed_book() -> String {
     price_book(
         "0.0375",
         r#"[{ up_to = "50", unit_price = "0.08" }, { unit_price = "0.05" }]"#,
+        "0.45",
     )
 }
 
@@ -148,7 +173,11 @@ fn previewing_with_the_own_price_book_gives_back_the_invoice_open_or_closed() {
         };
 
         // Open: the draft's totals on both sides.
-        let invoiced = invoice_totals(&stdout(&lake.run(&["invoice", "--month", "2026-09"])));
+        let drafts = stdout(&lake.run(&["invoice", "--month", "2026-09"]));
+        for draw in [",credit,t1-promo,", ",credit,budget,", ",credit,soon,"] {
+            assert!(drafts.contains(draw), "seed {seed}: no {draw} in {drafts}");
+        }
+        let invoiced = invoice_totals(&drafts);
         assert_eq!(invoiced.len(), 3, "seed {seed}");
         assert_eq!(same_on_both_sides(&preview(own)), invoiced, "seed {seed}");
 
@@ -180,6 +209,49 @@ fn previewing_with_the_own_price_book_gives_back_the_invoice_open_or_closed() {
         assert_eq!(actual, finals, "seed {seed}");
         assert_eq!(proposed, live, "seed {seed}");
         assert_ne!(finals, live, "seed {seed}: the books must differ somewhere");
+
+        // Late events after the close: October's invoice bills September's
+        // adjustments, its credit redrawn; previewed with the own book, both
+        // months still give back their invoices.
+        std::fs::write(lake.config(), format!("currency = \"USD\"\n{}", own_book()))
+            .expect("restore the config");
+        let mut rng = common::Lcg(seed ^ 0x5eed);
+        let late: Vec<String> = ["t1", "t2", "t3"]
+            .iter()
+            .enumerate()
+            .map(|(t, tenant)| common::synthetic_event(&mut rng, tenant, 9, 20, 9_000 + t))
+            .collect();
+        let path = lake.dir.path().join("late.jsonl");
+        std::fs::write(&path, late.join("\n") + "\n").expect("write late events");
+        stdout(&lake.run(&[
+            "ingest",
+            "--no-progress",
+            "--from-file",
+            path.to_str().unwrap(),
+        ]));
+        let october = stdout(&lake.run(&["invoice", "--month", "2026-10"]));
+        assert!(
+            october.contains(",adjustment,2026-09,"),
+            "seed {seed}: {october}"
+        );
+        let range = stdout(&lake.run(&[
+            "preview",
+            "--months",
+            "2026-09..2026-10",
+            "--price-book",
+            own,
+        ]));
+        let mut months: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for line in range.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            assert_eq!(f[2], f[3], "seed {seed}: {line}");
+            months
+                .entry(f[1].to_string())
+                .or_default()
+                .insert(f[0].to_string(), f[2].to_string());
+        }
+        assert_eq!(months["2026-09"], finals, "seed {seed}");
+        assert_eq!(months["2026-10"], invoice_totals(&october), "seed {seed}");
     }
 }
 
@@ -198,4 +270,81 @@ fn preview_writes_nothing_to_the_lake() {
         "--lines",
     ]));
     assert_eq!(common::paths_under(&lake.root()), before);
+}
+
+#[test]
+fn bad_credit_grants_are_refused_with_exit_2_naming_the_key() {
+    let grant = |body: &str| format!("[[tenants.t1.credits]]\n{body}\n");
+    let from = "effective_from = \"2026-01-01\"";
+    let cases = [
+        (
+            grant(&format!("id = \"p\"\namount = \"0\"\n{from}")),
+            "tenants.t1.credits[0].amount",
+        ),
+        (
+            grant(&format!("id = \"p\"\namount = \"1.005\"\n{from}")),
+            "tenants.t1.credits[0].amount",
+        ),
+        (
+            grant(&format!("id = \"p\"\namount = 2.5\n{from}")),
+            "tenants.t1.credits[0].amount",
+        ),
+        (
+            grant(&format!("id = \"p q\"\namount = \"1\"\n{from}")),
+            "tenants.t1.credits[0].id",
+        ),
+        (
+            grant(&format!(
+                "id = \"p\"\namount = \"1\"\n{from}\nexpires = \"2025-12-31\""
+            )),
+            "tenants.t1.credits[0].expires",
+        ),
+        (
+            grant(&format!(
+                "id = \"p\"\namount = \"1\"\n{from}\npriority = 1.5"
+            )),
+            "tenants.t1.credits[0].priority",
+        ),
+        (
+            grant(&format!(
+                "id = \"p\"\namount = \"1\"\n{from}\nrollover = true"
+            )),
+            "tenants.t1.credits[0].rollover",
+        ),
+        (grant("id = \"p\"\namount = \"1\""), "tenants.t1.credits[0]"),
+        (
+            grant(&format!("id = \"p\"\namount = \"1\"\n{from}"))
+                + &grant(&format!("id = \"p\"\namount = \"2\"\n{from}")),
+            "tenants.t1.credits[1].id",
+        ),
+    ];
+    let lake = random_lake(3);
+    let proposal = lake.dir.path().join("proposal.toml");
+    for (text, key) in &cases {
+        // In allot.toml, at start, whatever the command.
+        std::fs::write(lake.config(), format!("currency = \"USD\"\n{text}")).unwrap();
+        let out = lake.run(&["invoice", "--month", "2026-09"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(
+            err.contains(key) && err.trim_end().lines().count() == 1,
+            "{text}: {err}"
+        );
+        // In a proposed price book.
+        std::fs::write(lake.config(), format!("currency = \"USD\"\n{}", own_book())).unwrap();
+        std::fs::write(&proposal, text).unwrap();
+        let out = lake.run(&[
+            "preview",
+            "--month",
+            "2026-09",
+            "--price-book",
+            proposal.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "preview {text}: {err}");
+        assert!(
+            err.contains(key) && err.trim_end().lines().count() == 1,
+            "preview {text}: {err}"
+        );
+    }
 }

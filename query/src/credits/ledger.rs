@@ -207,7 +207,8 @@ impl CreditBalance {
             self.grant.id.clone(),
             self.grant
                 .expires
-                .map(crate::period::format_micros)
+                .and_then(chrono::DateTime::from_timestamp_micros)
+                .map(|expires| expires.format("%Y-%m-%d").to_string())
                 .unwrap_or_default(),
             format_fixed(&self.opening, MONEY_SCALE),
             format_fixed(&self.drawn, MONEY_SCALE),
