@@ -12,7 +12,7 @@ use allot_lake::snapshot::LakeSnapshot;
 use allot_query::QueryError;
 use allot_query::allocation::parse_costs_csv;
 use allot_query::closing::{self, CERTIFICATE_COLUMNS, CloseMonth, MARGIN_COLUMNS, Verdict};
-use allot_query::credits::ledger::{CREDIT_COLUMNS, credit_statement};
+use allot_query::closing::{CREDIT_COLUMNS, credit_statement};
 use allot_query::render::ReportTable;
 use allot_schemas::tenant::TenantId;
 use clap::Args;

@@ -28,8 +28,9 @@
 //! - [`billed`] and [`closing`]: period close (docs/reference.md#period-close) —
 //!   invoices as billed (draft or final, with adjustment lines), certificates,
 //!   verify, margin and the commit of a closing to the lake;
-//! - [`credits`]: prepaid credit grants drawn down by invoice totals, and the
-//!   walk over earlier months' invoices that gives their balances.
+//! - [`credits`]: prepaid credit grants drawn down by invoice totals (the walk
+//!   over earlier months' invoices that gives their balances is in
+//!   [`closing`]).
 //!
 //! Every quantity and amount is a `BigDecimal`; errors are [`QueryError`].
 

@@ -17,7 +17,7 @@
 //! usage repriced.
 //!
 //! Credits: both sides of a month draw against the same balances, the ones
-//! the invoices billed before it left ([`crate::credits::ledger`]); the
+//! the invoices billed before it left ([`crate::closing::ledger`]); the
 //! proposed side draws from the proposed book's grants. So a proposal's
 //! credits change what a month pays, not what earlier months were billed.
 
@@ -30,9 +30,10 @@ use allot_schemas::layout::LakeLocation;
 use bigdecimal::{BigDecimal, Zero};
 
 use crate::billed::{BilledInvoice, KIND_ADJUSTMENT, KIND_TRUE_UP, col};
-use crate::closing::{PreviousClose, billed_invoices, closings, find_closing, stored_invoices};
-use crate::credits::ledger::{TenantDrawn, drawn_before};
-use crate::credits::{self, Drawn, KIND_CREDIT};
+use crate::closing::{
+    PreviousClose, billed_invoices, closings, drawn_before, find_closing, stored_invoices,
+};
+use crate::credits::{self, Drawn, KIND_CREDIT, TenantDrawn};
 use crate::error::QueryError;
 use crate::period::Period;
 use crate::pricing::{Invoice, TenantUsage, invoice};

@@ -21,10 +21,10 @@ use allot_schemas::config::Config;
 use allot_schemas::layout::{LakeLocation, LakeTable};
 
 use super::commit::commit_closing;
+use super::ledger::drawn_before;
 use super::plan::{ClosePlan, CloseRequest, plan_close};
 use super::store::{PreviousClose, closings, find_closing};
 use crate::allocation::CostPool;
-use crate::credits::ledger::drawn_before;
 use crate::error::QueryError;
 use crate::period::{Period, format_micros};
 use crate::reports::ReportSettings;

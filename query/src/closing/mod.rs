@@ -19,13 +19,16 @@
 //!
 //! One file per job: [`close`] the rules of a close, [`certificate`] what a
 //! closing certifies, [`plan`] what a close computes, [`commit`] how it is written, [`store`] how closings are
-//! read back, [`invoices`] a month's invoices closed or not, [`verify`] the
-//! recomputation, [`margin`] revenue against cost.
+//! read back, [`drafts`] a month's invoices as billed now, [`ledger`] the
+//! credit balances earlier invoices leave, [`invoices`] a month's invoices
+//! closed or not, [`verify`] the recomputation, [`margin`] revenue against cost.
 
 pub mod certificate;
 pub mod close;
 pub mod commit;
+pub mod drafts;
 pub mod invoices;
+pub mod ledger;
 pub mod margin;
 pub mod plan;
 pub mod store;
@@ -34,7 +37,9 @@ pub mod verify;
 pub use certificate::*;
 pub use close::*;
 pub use commit::*;
+pub use drafts::*;
 pub use invoices::*;
+pub use ledger::*;
 pub use margin::*;
 pub use plan::*;
 pub use store::*;

@@ -7,11 +7,11 @@ use allot_lake::snapshot::LakeSnapshot;
 use allot_schemas::config::Config;
 
 use super::certificate::{CertificateDay, certificate, sha256_hex};
-use super::invoices::billed_invoices;
+use super::drafts::billed_invoices;
 use super::store::{Closing, PreviousClose};
 use crate::allocation::{AllocationRow, CostPool};
 use crate::billed::BilledInvoice;
-use crate::credits::ledger::TenantDrawn;
+use crate::credits::TenantDrawn;
 use crate::error::QueryError;
 use crate::period::Period;
 use crate::reports::{self, ReportSettings};

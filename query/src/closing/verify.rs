@@ -9,11 +9,11 @@ use arrow::array::AsArray;
 use arrow_schema::DataType;
 
 use super::certificate::{CertificateDay, sha256_hex};
+use super::ledger::drawn_before;
 use super::plan::recompute;
 use super::store::{Closing, PreviousClose, find_closing, stored_allocation, stored_invoices};
 use crate::allocation::AllocationRow;
 use crate::billed::BilledInvoice;
-use crate::credits::ledger::drawn_before;
 use crate::error::QueryError;
 
 /// The outcome of `allot verify`.

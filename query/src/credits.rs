@@ -20,8 +20,6 @@
 //! stood for it ([`redraw_rows`]): one adjustment row per grant whose draw
 //! moved, so the balance carried into later months moves with it.
 
-pub mod ledger;
-
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -44,6 +42,9 @@ const GRANT_PREFIX: &str = "grant=";
 
 /// Credit drawn per grant id.
 pub type Drawn = BTreeMap<String, BigDecimal>;
+
+/// Credit drawn per tenant, per grant id.
+pub type TenantDrawn = BTreeMap<String, Drawn>;
 
 /// One prepaid credit grant of a tenant, as priced.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,18 +25,14 @@ use allot_lake::snapshot::LakeSnapshot;
 use allot_schemas::layout::LakeLocation;
 use bigdecimal::{BigDecimal, Zero};
 
-use super::{Drawn, Grant, add_drawn, own_draws, redraws};
+use super::drafts::billed_invoices;
+use super::store::{Closing, PreviousClose, closings, find_closing, stored_invoices};
 use crate::billed::BilledInvoice;
-use crate::closing::{
-    Closing, PreviousClose, billed_invoices, closings, find_closing, stored_invoices,
-};
+use crate::credits::{Drawn, Grant, TenantDrawn, add_drawn, draw_order, own_draws, redraws};
 use crate::error::QueryError;
 use crate::period::Period;
 use crate::reports::ReportSettings;
 use crate::rounding::{MONEY_SCALE, format_fixed};
-
-/// Credit drawn per tenant, per grant id.
-pub type TenantDrawn = BTreeMap<String, Drawn>;
 
 /// What one tenant's invoice of a month drew: on its own total, and redrawn
 /// for the month before.
@@ -254,7 +250,7 @@ pub async fn credit_statement(
         let next = history.of(period.next(), tenant);
         let mut taken_before = before.get(tenant).cloned().unwrap_or_default();
         add_drawn(&mut taken_before, &this.redrawn_for_previous);
-        for grant in super::draw_order(book.credit_grants(tenant), period) {
+        for grant in draw_order(book.credit_grants(tenant), period) {
             let opening = grant.balance(&taken_before);
             let drawn = this.own.get(&grant.id).unwrap_or(&zero)
                 + next.redrawn_for_previous.get(&grant.id).unwrap_or(&zero);
