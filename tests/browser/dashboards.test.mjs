@@ -351,6 +351,15 @@ describe('tenant page', () => {
         assert.equal(inv.status, 200);
         assert.equal(shown, inv.body.total);
         assert.equal(lines, inv.body.lines.length);
+        // Each prepaid credit draw is a line naming its grant, summed in the footer.
+        const draws = inv.body.lines.filter((l) => l.kind === 'credit');
+        const labels = await page.getByTestId('invoice-line').evaluateAll((r) => r.map((x) => x.querySelector('th').textContent));
+        for (const d of draws) assert.ok(labels.includes(`Credit · ${d.adjusts}`), `no line for grant ${d.adjusts}: ${labels}`);
+        assert.equal(await page.getByTestId('invoice-credits').count(), inv.body.credits == null ? 0 : 1);
+        if (inv.body.credits != null) {
+          assert.equal(moneyText(await page.getByTestId('invoice-credits').locator('td').textContent()), inv.body.credits);
+        }
+        if (cfg.source === 'mock') assert.ok(draws.length > 0, 'the mock\'s tenant draws on its credit');
       }, 'the page showing the API\'s invoice');
     });
   });

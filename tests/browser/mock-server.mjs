@@ -34,6 +34,9 @@ export const NOISY_TENANT = 'globex';
 const STALE_TENANT = 'tundra';
 const REJECTING_TENANT = 'ember-labs';
 const DISCOUNTS = { acme: '10', meridian: '5' };
+// Prepaid credit a tenant's invoice totals are drawn from each month (as far as
+// the mock goes: each month draws afresh, no balance is carried).
+const CREDITS = { acme: { id: 'welcome', amount: 25 } };
 // Monthly quotas in raw units (seconds, bytes).
 const QUOTAS = {
   acme: { compute_seconds: 1_700_000 },
@@ -190,14 +193,24 @@ function invoice(tenant, period, now) {
     const level = rawUsage(tenant, 'storage_bytes', start, until, now) / GIB;
     line('storage_bytes', (level * (until - start)) / (end - start), '0.023');
   }
-  const subtotal = lines.reduce((s, l) => s + Number(l.amount), 0);
+  const subtotal = lines.reduce((s, l) => s + Number(l.amount), 0); // usage lines only, so far
   const pct = DISCOUNTS[tenant] ?? '0';
   const discount = -Math.round(subtotal * Number(pct)) / 100;
+  const due = Number(cents(subtotal + discount));
+  const grant = CREDITS[tenant];
+  const drawn = grant && lines.length > 0 ? Math.min(grant.amount, due) : 0;
+  if (drawn > 0) {
+    lines.push({
+      tenant_id: tenant, period, metric: '', unit: '', segment_start: '', segment_end: '', tier_from: '', tier_to: '',
+      quantity: '', unit_price: '', amount: cents(-drawn), kind: 'credit', adjusts: grant.id, dimensions: '',
+    });
+  }
   const inv = {
     tenant_id: tenant, period, currency: 'EUR', status: 'draft', lines,
     subtotal: cents(subtotal), discount_percent: pct, discount: cents(discount) === '-0.00' ? '0.00' : cents(discount),
-    total: cents(subtotal + discount),
+    total: cents(due - drawn),
   };
+  if (drawn > 0) inv.credits = cents(-drawn);
   if (period === closedMonth(now)) {
     const newest = closings(now).at(-1);
     Object.assign(inv, { status: 'final', revision: Number(newest.revision), closed_at: newest.closed_at, version: Number(newest.usage_version) });
@@ -360,7 +373,8 @@ function billingCsv(invoices) {
   const out = [BILLING_COLUMNS.join(',')];
   for (const inv of invoices) {
     for (const l of inv.lines) out.push(BILLING_COLUMNS.map((c) => l[c]).join(','));
-    for (const k of ['subtotal', 'discount', 'total']) {
+    for (const k of ['subtotal', 'discount', 'credits', 'total']) {
+      if (inv[k] == null) continue;
       const row = { tenant_id: inv.tenant_id, period: inv.period, metric: k, amount: inv[k] };
       out.push(BILLING_COLUMNS.map((c) => row[c] ?? '').join(','));
     }

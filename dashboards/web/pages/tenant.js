@@ -237,11 +237,23 @@ function usageCharts(health, dailyPoints, hourlyPoints, w) {
   }));
 }
 
+/** What a line is, in its first column: a metric, the commitment true-up, a
+ * credit draw naming its grant, or an adjustment naming the month it adjusts. */
+function lineLabel(l) {
+  if (l.kind === 'commitment_true_up') return 'Commitment true-up';
+  if (l.kind === 'credit') return `Credit · ${l.adjusts}`;
+  if (l.kind !== 'adjustment') return f.metricLabel(l.metric);
+  if (l.metric === 'credit') return `Credit ${String(l.dimensions || '').replace(/^grant=/, '')} · adjusts ${l.adjusts}`;
+  if (l.metric === 'commitment_true_up') return `Commitment true-up · adjusts ${l.adjusts}`;
+  return l.metric ? `${f.metricLabel(l.metric)} · adjusts ${l.adjusts}` : `Discount · adjusts ${l.adjusts}`;
+}
+
 /** An invoice as a table: its lines (adjustment lines marked), then subtotal,
- * discount, adjustments and total. */
+ * discount, credits, adjustments and total. */
 export function invoiceTable(inv, testid = 'invoice-table') {
   const lines = inv.lines || [];
   const fullMonth = (l) => {
+    if (!l.segment_start) return true; // a true-up or a credit: no segment
     const [s, e] = f.monthBounds(l.period || inv.period);
     return Date.parse(l.segment_start) === s && Date.parse(l.segment_end) === e;
   };
@@ -267,18 +279,20 @@ export function invoiceTable(inv, testid = 'invoice-table') {
         'data-testid': l.kind === 'adjustment' ? 'invoice-adjustment' : 'invoice-line',
         'data-metric': l.metric, class: l.kind === 'adjustment' ? 'adjustment' : null,
       },
-        h('th', { scope: 'row' }, l.kind === 'adjustment'
-          ? (l.metric ? `${f.metricLabel(l.metric)} · adjusts ${l.adjusts}` : `Discount · adjusts ${l.adjusts}`)
-          : f.metricLabel(l.metric)),
-        showPeriod ? h('td', {}, fullMonth(l) ? 'whole month' : `${f.dateTime(l.segment_start)} → ${f.dateTime(l.segment_end)}`) : null,
-        h('td', {}, l.metric ? tier(l) : ''),
-        h('td', { class: 'num', title: l.quantity }, l.metric ? `${f.quantity(l.quantity)} ${l.unit}` : ''),
-        h('td', { class: 'num' }, l.metric ? f.money(l.unit_price, cur) : ''),
+        h('th', { scope: 'row' }, lineLabel(l)),
+        showPeriod ? h('td', {}, !l.segment_start ? '' : fullMonth(l) ? 'whole month' : `${f.dateTime(l.segment_start)} → ${f.dateTime(l.segment_end)}`) : null,
+        h('td', {}, l.quantity ? tier(l) : ''),
+        h('td', { class: 'num', title: l.quantity }, l.quantity ? `${f.quantity(l.quantity)} ${l.unit}` : ''),
+        h('td', { class: 'num' }, l.quantity ? f.money(l.unit_price, cur) : ''),
         h('td', { class: 'num' }, f.money(l.amount, cur))))),
     h('tfoot', {},
       h('tr', {}, h('th', { scope: 'row', colspan: cols - 1 }, 'Subtotal'), h('td', { class: 'num' }, f.money(inv.subtotal, cur))),
       h('tr', {}, h('th', { scope: 'row', colspan: cols - 1 }, `Discount (${f.quantity(inv.discount_percent, 4)} %)`),
         h('td', { class: 'num' }, f.money(inv.discount, cur))),
+      inv.credits != null
+        ? h('tr', { 'data-testid': 'invoice-credits' }, h('th', { scope: 'row', colspan: cols - 1 }, 'Prepaid credit'),
+          h('td', { class: 'num' }, f.money(inv.credits, cur)))
+        : null,
       inv.adjustments != null
         ? h('tr', { 'data-testid': 'invoice-adjustments' }, h('th', { scope: 'row', colspan: cols - 1 }, 'Adjustments of earlier months'),
           h('td', { class: 'num' }, f.money(inv.adjustments, cur)))
