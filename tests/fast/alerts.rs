@@ -488,6 +488,8 @@ fn bad_alert_configuration_is_refused_with_exit_2_naming_the_key() {
         (rule("kind = \"quota\"\nmetric = \"compute_seconds\"\nthreshold = \"1001\""), "alerts.rules[0].threshold"),
         (rule("kind = \"spend\"\nthreshold = \"5\"\ntenants = [\"nobody\"]"), "alerts.rules[0].tenants[0]"),
         (rule("kind = \"silent\""), "alerts.rules[0].after"),
+        (format!("[tenants.acme]\n{}", rule("kind = \"spend\"\nthreshold = \"5\"\ntenants = [\"acme\"]\ntenant_labels = { tier = \"gold\" }")), "alerts.rules[0].tenant_labels"),
+        (format!("{}\n[tenants.acme]\nlabels = {{ \"bad key\" = \"x\" }}", rule("kind = \"rejected\"\nthreshold = \"5\"")), "tenants.acme.labels.\"bad key\""),
         (format!("{hook}[[alerts.rules]]\nname = \"r\"\nkind = \"rejected\"\nthreshold = \"5\"\nchannels = [\"pager\"]"), "alerts.rules[0].channels[0]"),
         ("[[alerts.channels]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"hooks.example\"\nsecret = \"0123456789abcdef\"".to_string(), "alerts.channels[0].url"),
         ("[[alerts.channels]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"https://hooks.example/\"".to_string(), "alerts.channels[0].secret"),

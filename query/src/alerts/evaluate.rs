@@ -334,7 +334,9 @@ mod tests {
     /// The rules of `rules_toml` (tenants acme, beta and gamma exist).
     fn rules(rules_toml: &str) -> Vec<AlertRule> {
         let text = format!(
-            "[tenants.acme]\n[tenants.beta]\n[tenants.gamma]\n\
+            "[tenants.acme]\nlabels = {{ tier = \"enterprise\", region = \"eu\" }}\n\
+             [tenants.beta]\nlabels = {{ tier = \"startup\", region = \"eu\" }}\n\
+             [tenants.gamma]\nlabels = {{ tier = \"enterprise\" }}\n\
              [[alerts.channels]]\nname = \"hook\"\nkind = \"webhook\"\n\
              url = \"http://127.0.0.1:9/\"\nsecret = \"0123456789abcdef\"\n{rules_toml}"
         );
@@ -736,6 +738,55 @@ mod tests {
         assert_eq!(
             rules[0].tenants,
             Some(BTreeSet::from(["acme".to_string(), "beta".to_string()]))
+        );
+    }
+
+    #[test]
+    fn a_label_scope_watches_only_the_tenants_with_every_label() {
+        // Quota 1000 at 90 %, only tenants labelled tier = enterprise and
+        // region = eu: acme (both labels) crosses and fires; beta (a startup)
+        // and gamma (enterprise, no region) cross too and are not watched.
+        let eu_enterprise = rules(
+            "[[alerts.rules]]\nname = \"eu-enterprise\"\nkind = \"quota\"\nmetric = \"compute_seconds\"\n\
+             threshold = \"90\"\ntenant_labels = { tier = \"enterprise\", region = \"eu\" }\n\
+             channels = [\"hook\"]",
+        );
+        assert_eq!(
+            eu_enterprise[0].tenants,
+            Some(BTreeSet::from(["acme".to_string()]))
+        );
+        assert_eq!(
+            replay(
+                &eu_enterprise,
+                vec![
+                    facts(
+                        "2026-12-04T00:00:00Z",
+                        vec![
+                            quota("acme", "899"),
+                            quota("beta", "899"),
+                            quota("gamma", "899")
+                        ]
+                    ),
+                    facts(
+                        "2026-12-04T01:00:00Z",
+                        vec![
+                            quota("acme", "950"),
+                            quota("beta", "990"),
+                            quota("gamma", "1000")
+                        ]
+                    ),
+                ]
+            ),
+            vec![vec![], vec![fired("acme", "95.00")]]
+        );
+        // One label: both enterprise tenants.
+        let enterprise = rules(
+            "[[alerts.rules]]\nname = \"ent\"\nkind = \"spend\"\nthreshold = \"10\"\n\
+             tenant_labels = { tier = \"enterprise\" }\nchannels = [\"hook\"]",
+        );
+        assert_eq!(
+            enterprise[0].tenants,
+            Some(BTreeSet::from(["acme".to_string(), "gamma".to_string()]))
         );
     }
 

@@ -2,7 +2,7 @@
 //! to people, when, and where (docs/reference.md#alerts); their checks, and the
 //! rules as the evaluator takes them ([`AlertRule`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bigdecimal::BigDecimal;
@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::metrics::{MetricCatalog, MetricKind};
+use super::pricing::TenantConfig;
+use super::validate::is_valid_label_key;
 use super::values::{ConfigDecimal, HumanDuration, Secret};
 use crate::tenant::is_valid_tenant_id;
 
@@ -109,6 +111,10 @@ pub struct AlertRuleConfig {
     /// The tenants watched, each with a `[tenants.<id>]` entry; default
     /// every tenant.
     pub tenants: Option<Vec<String>>,
+    /// The tenants watched are those whose `[tenants.<id>] labels` hold every
+    /// one of these pairs (`{ tier = "enterprise" }`, exact match); not with
+    /// `tenants`.
+    pub tenant_labels: Option<BTreeMap<String, String>>,
     /// While an alert fires, it is sent again this often (a new key each
     /// time); default never.
     pub repeat: Option<HumanDuration>,
@@ -180,7 +186,8 @@ pub struct AlertRule {
     pub threshold: BigDecimal,
     /// The figure below which a firing alert resolves.
     pub resolve_below: BigDecimal,
-    /// The tenants watched; `None`: every tenant.
+    /// The tenants watched (listed, or those with the rule's labels);
+    /// `None`: every tenant.
     pub tenants: Option<BTreeSet<String>>,
     /// Resend interval while firing.
     pub repeat: Option<Duration>,
@@ -201,7 +208,7 @@ impl AlertsConfig {
     pub(super) fn validate(
         &self,
         catalog: &MetricCatalog,
-        tenants: &BTreeSet<&str>,
+        tenants: &BTreeMap<String, TenantConfig>,
     ) -> Result<Vec<AlertRule>, ConfigError> {
         for (key, value) in [
             ("alerts.evaluate_every", self.evaluate_every),
@@ -307,7 +314,7 @@ impl AlertRuleConfig {
         &self,
         key: &dyn Fn(&str) -> String,
         catalog: &MetricCatalog,
-        tenants: &BTreeSet<&str>,
+        tenants: &BTreeMap<String, TenantConfig>,
         channels: &BTreeSet<&str>,
     ) -> Result<AlertRule, ConfigError> {
         let zero = BigDecimal::from(0);
@@ -429,11 +436,21 @@ impl AlertRuleConfig {
             Some(below) => below.0.clone(),
             None => threshold.clone(),
         };
-        let watched = match &self.tenants {
-            Some(list) => {
+        let watched = match (&self.tenants, &self.tenant_labels) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    key("tenant_labels"),
+                    format!(
+                        "give {} or {}, not both",
+                        key("tenants"),
+                        key("tenant_labels")
+                    ),
+                ));
+            }
+            (Some(list), None) => {
                 let mut watched = BTreeSet::new();
                 for (j, tenant) in list.iter().enumerate() {
-                    if !tenants.contains(tenant.as_str()) {
+                    if !tenants.contains_key(tenant) {
                         return Err(ConfigError::new(
                             key(&format!("tenants[{j}]")),
                             format!("{tenant:?} has no [tenants.{tenant}] entry"),
@@ -443,7 +460,34 @@ impl AlertRuleConfig {
                 }
                 Some(watched)
             }
-            None => None,
+            (None, Some(wanted)) => {
+                if wanted.is_empty() {
+                    return Err(ConfigError::new(
+                        key("tenant_labels"),
+                        "name at least one label (leave the key out to watch every tenant)",
+                    ));
+                }
+                if let Some(label) = wanted.keys().find(|label| !is_valid_label_key(label)) {
+                    return Err(ConfigError::new(
+                        key(&format!("tenant_labels.{label:?}")),
+                        "is not a tenant label key (see [tenants.<id>] labels)",
+                    ));
+                }
+                // Tenant labels live in the configuration only, so the scope
+                // is resolved once, here, into the tenants it selects.
+                Some(
+                    tenants
+                        .iter()
+                        .filter(|(_, settings)| {
+                            wanted
+                                .iter()
+                                .all(|(label, value)| settings.labels.get(label) == Some(value))
+                        })
+                        .map(|(tenant, _)| tenant.clone())
+                        .collect(),
+                )
+            }
+            (None, None) => None,
         };
         if self.channels.is_empty() {
             return Err(ConfigError::new(

@@ -388,6 +388,18 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
                 "tenants.acme.quotas.gpu",
             ),
             (
+                "[tenants.acme]\nlabels = { \"tier name\" = \"gold\" }",
+                "tenants.acme.labels.\"tier name\"",
+            ),
+            (
+                "[tenants.acme]\nlabels = { \"\" = \"gold\" }",
+                "tenants.acme.labels.\"\"",
+            ),
+            (
+                "[tenants.acme]\nlabels = { tier = 1 }",
+                "tenants.acme.labels.tier",
+            ),
+            (
                 "[metrics.gpu]\nkind = \"counter\"\nunit = \"h\"\ndivisor = \"0\"",
                 "metrics.gpu.divisor",
             ),
@@ -491,6 +503,30 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
     }
 
     #[test]
+    fn tenant_labels_are_bounded_like_event_labels() {
+        let labels =
+            |pairs: Vec<String>| format!("[tenants.acme]\nlabels = {{ {} }}", pairs.join(", "));
+        let fine = labels(
+            (0..32)
+                .map(|i| format!("k{i} = \"{}\"", "v".repeat(256)))
+                .collect(),
+        );
+        assert_eq!(load(&fine).unwrap().tenants["acme"].labels.len(), 32);
+        let many = labels((0..33).map(|i| format!("k{i} = \"v\"")).collect());
+        assert_eq!(load(&many).unwrap_err().key, "tenants.acme.labels");
+        let long_value = labels(vec![format!("tier = \"{}\"", "v".repeat(257))]);
+        assert_eq!(
+            load(&long_value).unwrap_err().key,
+            "tenants.acme.labels.tier"
+        );
+        let long_key = labels(vec![format!("{} = \"v\"", "k".repeat(65))]);
+        assert_eq!(
+            load(&long_key).unwrap_err().key,
+            format!("tenants.acme.labels.\"{}\"", "k".repeat(65))
+        );
+    }
+
+    #[test]
     fn bad_alert_rules_and_channels_name_the_key() {
         let channel = "[tenants.acme]\n[[alerts.channels]]\nname = \"hook\"\nkind = \"webhook\"\n\
                        url = \"https://hooks.example/allot\"\nsecret = \"0123456789abcdef\"\n";
@@ -506,6 +542,9 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
             (rule("kind = \"quota\"\nmetric = \"compute_seconds\"\nchannels = [\"hook\"]"), "alerts.rules[0].threshold"),
             (rule("kind = \"quota\"\nmetric = \"compute_seconds\"\nthreshold = \"90\"\nresolve_below = \"95\"\nchannels = [\"hook\"]"), "alerts.rules[0].resolve_below"),
             (rule("kind = \"spend\"\nthreshold = \"10\"\ntenants = [\"nobody\"]\nchannels = [\"hook\"]"), "alerts.rules[0].tenants[0]"),
+            (rule("kind = \"spend\"\nthreshold = \"10\"\ntenants = [\"acme\"]\ntenant_labels = { tier = \"gold\" }\nchannels = [\"hook\"]"), "alerts.rules[0].tenant_labels"),
+            (rule("kind = \"spend\"\nthreshold = \"10\"\ntenant_labels = {}\nchannels = [\"hook\"]"), "alerts.rules[0].tenant_labels"),
+            (rule("kind = \"spend\"\nthreshold = \"10\"\ntenant_labels = { \"a b\" = \"c\" }\nchannels = [\"hook\"]"), "alerts.rules[0].tenant_labels.\"a b\""),
             (rule("kind = \"spend\"\nthreshold = \"10\"\nchannels = [\"pager\"]"), "alerts.rules[0].channels[0]"),
             (rule("kind = \"spend\"\nthreshold = \"10\"\nchannels = []"), "alerts.rules[0].channels"),
             (rule("kind = \"spend\"\nthreshold = \"10\"\nper = \"team\"\nchannels = [\"hook\"]"), "alerts.rules[0].per"),
@@ -830,6 +869,7 @@ tiers = [{ up_to = "10", unit_price = "0.090" }, { unit_price = "0.07" }]
 [tenants.acme]
 discount_percent = "12.5"
 quotas = { compute_seconds = "2000000" }
+labels = { tier = "enterprise" }
 [[tenants.acme.rates]]
 metric = "compute_seconds"
 effective_from = "2026-02-11"
@@ -842,5 +882,8 @@ unit_price = "0.0400"
         assert_eq!(again.billing_toml(), text);
         assert_eq!(again.catalog(), config.catalog());
         assert!(text.contains("unit_price = \"0.0400\""), "{text}");
+        // Labels bill nothing: a closing does not record them.
+        assert!(!text.contains("enterprise"), "{text}");
+        assert!(config.to_toml().contains("enterprise"));
     }
 }

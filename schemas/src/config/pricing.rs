@@ -110,6 +110,11 @@ pub struct TenantConfig {
     /// (docs/reference.md#commitments-and-credits).
     #[serde(default)]
     pub credits: Vec<CreditGrant>,
+    /// Labels of the tenant (`{ tier = "enterprise" }`), which alert rules
+    /// select tenants by (`tenant_labels`): at most 32, keys of 1 to 64 bytes
+    /// from `a-z`, `A-Z`, `0-9`, `_`, `-` and `.`, values at most 256 bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One prepaid credit grant of a tenant: an amount its invoice totals are paid

@@ -141,6 +141,7 @@ fn placeholder(field: &str) -> &'static str {
         "quotas" => "<metric>",
         "properties" => "<property>",
         "match" => "<dimension>",
+        "labels" | "tenant_labels" => "<label>",
         other => panic!("the configuration reference has no placeholder for map `{other}`"),
     }
 }

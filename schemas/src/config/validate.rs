@@ -1,6 +1,8 @@
 //! The one validation pass: [`RawConfig::validate`] checks what types alone
 //! cannot, section by section, and resolves the metric catalog.
 
+use std::collections::BTreeMap;
+
 use bigdecimal::BigDecimal;
 
 use super::metrics::{
@@ -9,6 +11,7 @@ use super::metrics::{
 use super::pricing::{validate_credits, validate_rates};
 use super::raw::RawConfig;
 use super::{Config, ConfigError};
+use crate::event::{MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS};
 use crate::tenant::is_valid_tenant_id;
 
 impl RawConfig {
@@ -23,8 +26,7 @@ impl RawConfig {
         self.ingest.validate()?;
         self.noisy.validate()?;
         self.api.validate()?;
-        let configured_tenants = self.tenants.keys().map(String::as_str).collect();
-        let alert_rules = self.alerts.validate(&catalog, &configured_tenants)?;
+        let alert_rules = self.alerts.validate(&catalog, &self.tenants)?;
         let RawConfig {
             currency,
             lake,
@@ -117,7 +119,7 @@ impl RawConfig {
         Ok(())
     }
 
-    /// `[tenants.*]`: ids, discounts, quotas and rate overrides.
+    /// `[tenants.*]`: ids, discounts, quotas, rate overrides and labels.
     fn validate_tenants(&self, catalog: &MetricCatalog) -> Result<(), ConfigError> {
         let zero = BigDecimal::from(0);
         let hundred = BigDecimal::from(100);
@@ -161,7 +163,47 @@ impl RawConfig {
             }
             validate_rates(&settings.rates, &key("rates"), catalog)?;
             validate_credits(&settings.credits, &key("credits"))?;
+            validate_tenant_labels(&settings.labels, &key("labels"))?;
         }
         Ok(())
     }
+}
+
+/// A tenant's `labels`: as many, and as long, as an event's may be; keys from
+/// a small alphabet so that every one can be written unquoted.
+fn validate_tenant_labels(
+    labels: &BTreeMap<String, String>,
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    if labels.len() > MAX_LABELS {
+        return Err(ConfigError::new(
+            prefix,
+            format!("at most {MAX_LABELS} labels, not {}", labels.len()),
+        ));
+    }
+    for (label, value) in labels {
+        if !is_valid_label_key(label) {
+            return Err(ConfigError::new(
+                format!("{prefix}.{label:?}"),
+                format!(
+                    "label keys are 1 to {MAX_LABEL_KEY_BYTES} bytes of a-z, A-Z, 0-9, _, - and ."
+                ),
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(ConfigError::new(
+                format!("{prefix}.{label}"),
+                format!("at most {MAX_LABEL_VALUE_BYTES} bytes, not {}", value.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// True for a tenant label's key (`^[A-Za-z0-9_.-]{1,64}$`).
+pub(super) fn is_valid_label_key(key: &str) -> bool {
+    (1..=MAX_LABEL_KEY_BYTES).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }

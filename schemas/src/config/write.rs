@@ -16,7 +16,7 @@ struct BillingFile<'a> {
     currency: &'a str,
     metrics: BTreeMap<&'a str, MetricDefinition>,
     rates: &'a [RateEntry],
-    tenants: &'a BTreeMap<String, TenantConfig>,
+    tenants: BTreeMap<&'a str, TenantConfig>,
 }
 
 impl Config {
@@ -47,7 +47,8 @@ impl Config {
 
     /// The billing part of a configuration as canonical TOML text: the currency, the
     /// whole effective metric catalog (built-in metrics included), the global price
-    /// book and every tenant (discount, quotas, rate overrides). A closing stores
+    /// book and every tenant (discount, quotas, rate overrides; not its labels,
+    /// which bill nothing). A closing stores
     /// this text and its SHA-256, and `allot verify` parses it back with
     /// [`Config::from_toml_str`]: the same inputs always give the same text, and the
     /// text gives back the same catalog, price book and tenants.
@@ -65,11 +66,22 @@ impl Config {
                 (name, definition)
             })
             .collect();
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|(id, settings)| {
+                let billing = TenantConfig {
+                    labels: BTreeMap::new(),
+                    ..settings.clone()
+                };
+                (id.as_str(), billing)
+            })
+            .collect();
         to_toml(&BillingFile {
             currency: &self.currency,
             metrics,
             rates: &self.rates,
-            tenants: &self.tenants,
+            tenants,
         })
     }
 }
