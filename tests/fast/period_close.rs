@@ -512,3 +512,83 @@ fn a_lake_closed_before_invoice_dimensions_still_reads_closes_and_verifies() {
         "n\n0\n"
     );
 }
+
+/// Seventeen tenants with grants, one more than the credit ledger walks one by
+/// one: the balances of the all-tenant walk (every tenant's months at once)
+/// and of each tenant's own walk must be the same, before and after a close,
+/// for invoices and credit statements alike.
+#[test]
+fn credit_balances_are_the_same_walked_together_or_tenant_by_tenant() {
+    let tenants: Vec<String> = (0..17).map(|i| format!("c{i:02}")).collect();
+    let mut config = String::from(
+        "currency = \"USD\"\n\
+         [[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.0400\"\n\
+         [[rates]]\nmetric = \"egress_bytes\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.05\"\n\
+         [[rates]]\nmetric = \"storage_bytes\"\neffective_from = \"2026-01-01\"\nunit_price = \"0.023\"\n",
+    );
+    let mut rng = common::Lcg(17);
+    let mut events = Vec::new();
+    for (i, tenant) in tenants.iter().enumerate() {
+        config.push_str(&format!(
+            "[[tenants.{tenant}.credits]]\nid = \"g\"\namount = \"0.{:02}\"\neffective_from = \"2026-07-20\"\n",
+            10 + i * 3
+        ));
+        for (month, day) in [(7, 25), (8, 3), (8, 17), (9, 9)] {
+            events.push(common::synthetic_event(
+                &mut rng,
+                tenant,
+                month,
+                day,
+                events.len(),
+            ));
+        }
+    }
+    let lake = common::CliLake::new(&config);
+    let path = lake.dir.path().join("events.jsonl");
+    std::fs::write(&path, events.join("\n") + "\n").unwrap();
+    stdout(&lake.run(&[
+        "ingest",
+        "--no-progress",
+        "--from-file",
+        path.to_str().unwrap(),
+    ]));
+    let header_and_rows = |args: &[&str]| -> (String, Vec<String>) {
+        let text = stdout(&lake.run(args));
+        let mut lines = text.lines().map(str::to_string);
+        (lines.next().unwrap_or_default(), lines.collect())
+    };
+    // Every tenant walked at once, then a few of them (first, middle, last)
+    // each on its own: their rows must agree.
+    let same_both_ways = |command: &str, month: &str| {
+        let (header, together) = header_and_rows(&[command, "--month", month]);
+        for tenant in [&tenants[0], &tenants[8], &tenants[16]] {
+            let (own_header, rows) =
+                header_and_rows(&[command, "--month", month, "--tenant", tenant]);
+            assert_eq!(own_header, header);
+            let theirs: Vec<String> = together
+                .iter()
+                .filter(|r| r.starts_with(&format!("{tenant},")))
+                .cloned()
+                .collect();
+            assert_eq!(theirs, rows, "{command} {month} {tenant}");
+        }
+        together
+    };
+    let invoices = same_both_ways("invoice", "2026-09");
+    assert!(
+        invoices.iter().filter(|r| r.contains(",credit,g,")).count() >= 5,
+        "the grants are drawn: {invoices:?}"
+    );
+    same_both_ways("credits", "2026-08");
+    stdout(&lake.run(&["close", "--month", "2026-07"]));
+    stdout(&lake.run(&["close", "--month", "2026-08"]));
+    assert_eq!(
+        same_both_ways("invoice", "2026-09"),
+        invoices,
+        "closing changes no draw"
+    );
+    assert_eq!(
+        stdout(&lake.run(&["verify", "--month", "2026-08"])).trim(),
+        "verified"
+    );
+}

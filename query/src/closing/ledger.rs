@@ -17,7 +17,8 @@
 //! redraw its adjustment bills.
 //!
 //! A walk costs one invoice computation per open month (stored invoices are
-//! read, not recomputed) and is taken only when a tenant in view has grants.
+//! read, not recomputed), of the tenants with grants only, and is taken only
+//! when a tenant in view has grants.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,37 +86,44 @@ impl History {
     }
 }
 
-/// The first month any grant in view pays: of `settings` and of the closing
-/// of the month before `period` (whose redraw the month bills), for `tenant`
-/// or every tenant.
-fn first_credit_month(
+/// Up to this many tenants with grants in view, a walk computes each one's
+/// months on its own (one tenant's invoice costs a small part of every
+/// tenant's); above it, every tenant's months at once.
+const PER_TENANT_WALKS: usize = 16;
+
+/// The first month a grant pays, per tenant with grants in view: of
+/// `settings` and of the closing of the month before `period` (whose redraw
+/// the month bills), for `tenant` or every tenant.
+fn credit_starts(
     settings: &ReportSettings,
     all: &[Closing],
     period: Period,
     tenant: Option<&str>,
-) -> Result<Option<Period>, QueryError> {
+) -> Result<BTreeMap<String, Period>, QueryError> {
     let recorded = match find_closing(all, period.prev(), None) {
         Some(closing) => Some(closing.settings()?),
         None => None,
     };
-    let mut first: Option<Period> = None;
+    let mut starts: BTreeMap<String, Period> = BTreeMap::new();
     for book in std::iter::once(&settings.book).chain(recorded.as_ref().map(|s| &s.book)) {
-        for (_, grants) in book
+        for (id, grants) in book
             .tenants_with_credits()
             .filter(|(id, _)| tenant.is_none_or(|t| t == *id))
         {
             for grant in grants {
                 let month = Period::containing(grant.effective_from)?;
-                first = Some(first.map_or(month, |f| f.min(month)));
+                let first = starts.entry(id.to_string()).or_insert(month);
+                *first = (*first).min(month);
             }
         }
     }
-    Ok(first)
+    Ok(starts)
 }
 
 /// Walks the months from the first a grant in view pays through `last`
 /// (included), each as billed now: a closed month's newest final invoices, an
-/// open month's drafts under `settings`.
+/// open month's drafts under `settings`. Only tenants with grants are walked:
+/// each on its own when they are few ([`PER_TENANT_WALKS`]), else together.
 async fn walk(
     location: &LakeLocation,
     snapshot: &LakeSnapshot,
@@ -124,25 +132,36 @@ async fn walk(
     tenant: Option<&str>,
 ) -> Result<History, QueryError> {
     let all = closings(location).await?;
+    let starts = credit_starts(settings, &all, last.next(), tenant)?;
     let mut history = History::default();
-    let Some(mut month) = first_credit_month(settings, &all, last.next(), tenant)? else {
-        return Ok(history);
+    let walks: Vec<(Option<&str>, Period)> = match starts.values().min() {
+        None => Vec::new(),
+        Some(&first) if tenant.is_some() || starts.len() > PER_TENANT_WALKS => {
+            vec![(tenant, first)]
+        }
+        Some(_) => starts
+            .iter()
+            .map(|(id, first)| (Some(id.as_str()), *first))
+            .collect(),
     };
-    while month <= last {
-        let invoices = match find_closing(&all, month, None) {
-            Some(closed) => stored_invoices(location, closed, tenant).await?,
-            None => {
-                let previous = match find_closing(&all, month.prev(), None) {
-                    Some(closed) => Some(PreviousClose::load(location, closed).await?),
-                    None => None,
-                };
-                let drawn = history.drawn_before(month);
-                billed_invoices(snapshot, settings, month, tenant, previous.as_ref(), &drawn)
-                    .await?
-            }
-        };
-        history.record(month, &invoices)?;
-        month = month.next();
+    for (tenant, first) in walks {
+        let mut month = first;
+        while month <= last {
+            let invoices = match find_closing(&all, month, None) {
+                Some(closed) => stored_invoices(location, closed, tenant).await?,
+                None => {
+                    let previous = match find_closing(&all, month.prev(), None) {
+                        Some(closed) => Some(PreviousClose::load(location, closed).await?),
+                        None => None,
+                    };
+                    let drawn = history.drawn_before(month);
+                    billed_invoices(snapshot, settings, month, tenant, previous.as_ref(), &drawn)
+                        .await?
+                }
+            };
+            history.record(month, &invoices)?;
+            month = month.next();
+        }
     }
     Ok(history)
 }
