@@ -26,14 +26,14 @@ use std::collections::HashMap;
 
 use crate::error::LakeError;
 use crate::file_writer::{FileWriter, NewFile};
-use crate::tables::{ensure_table, kernel_schema};
+use crate::tables::{ensure_table, metadata_with_new_columns};
 use crate::txns::{AppOffset, LogLine};
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
 use allot_schemas::table_schema::table_schema;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
-use deltalake::kernel::{Action, MetadataExt, Transaction};
+use deltalake::kernel::{Action, Transaction};
 use deltalake::logstore::CommitOrBytes;
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -77,34 +77,15 @@ impl LogAppender {
     /// is not nullable is an error: old rows would have no value for it.
     async fn add_new_columns(&mut self, wanted: SchemaRef) -> Result<(), LakeError> {
         loop {
-            let current = self.table.schema();
-            let missing: Vec<&str> = wanted
-                .fields()
-                .iter()
-                .filter(|f| current.field(f.name()).is_none())
-                .map(|f| f.name().as_str())
-                .collect();
-            if missing.is_empty() {
+            let Some((metadata, missing)) = metadata_with_new_columns(
+                self.name,
+                self.table.metadata(),
+                &self.table.schema(),
+                &wanted,
+            )?
+            else {
                 return Ok(());
-            }
-            if let Some(field) = wanted
-                .fields()
-                .iter()
-                .find(|f| missing.contains(&f.name().as_str()) && !f.is_nullable())
-            {
-                return Err(LakeError::table(self.name)(DeltaTableError::Generic(
-                    format!(
-                        "the table lacks column {}, which cannot be added to rows written before",
-                        field.name()
-                    ),
-                )));
-            }
-            let metadata = self
-                .table
-                .metadata()
-                .clone()
-                .with_schema(&kernel_schema(self.name, &wanted)?)
-                .map_err(|e| LakeError::table(self.name)(e.into()))?;
+            };
             let operation = DeltaOperation::SetTableProperties {
                 properties: HashMap::new(),
             };

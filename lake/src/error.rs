@@ -71,6 +71,21 @@ pub enum LakeError {
         "refreshing usage_hourly: usage_hourly changed while the refresh started; trying again later"
     )]
     RollupRaced,
+    /// A `unique_count` metric with more distinct values in one tenant's month
+    /// (or one of its hours) than its `max_distinct`: counted exactly or not
+    /// at all (docs/decisions/0033-meter-kinds.md).
+    #[error(
+        "tenant {tenant}: {metric} has more than {max_distinct} distinct values in the month, \
+         its max_distinct; raise metrics.{metric}.max_distinct to bill it"
+    )]
+    TooManyDistinct {
+        /// The tenant.
+        tenant: String,
+        /// The `unique_count` metric.
+        metric: String,
+        /// Its bound.
+        max_distinct: u64,
+    },
 }
 
 impl LakeError {

@@ -15,6 +15,8 @@
 //!   other tables analysts' SQL reads (hourly and monthly sums, closings,
 //!   final invoices);
 //! - [`rollup`]: the hourly rollups, their basis, computing and refreshing them;
+//!   [`meters`] folds the `max`, `unique_count` and `latest` metrics from
+//!   events and rollups alike;
 //! - [`compact`], [`vacuum`] and [`offboard`]: maintenance and erasure.
 //!
 //! `allot-ingest` writes new events through it and `allot-query` reads through
@@ -33,6 +35,7 @@ pub mod dedup;
 pub mod error;
 pub mod file_writer;
 pub mod follow;
+pub mod meters;
 pub mod offboard;
 pub mod provider;
 pub mod rollup;

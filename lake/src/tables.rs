@@ -12,10 +12,10 @@ use allot_schemas::layout::{LakeLocation, LakeTable, TenantDay, usage_partition_
 use allot_schemas::table_schema::table_schema;
 use allot_schemas::time::days_since_epoch;
 use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::{Action, StructType};
+use deltalake::kernel::{Action, Metadata, MetadataExt, StructType};
 use deltalake::logstore::LogStoreRef;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -193,6 +193,42 @@ pub(crate) fn kernel_schema(
         .as_ref()
         .try_into_kernel()
         .map_err(|e| LakeError::table(name)(DeltaTableError::from(e)))
+}
+
+/// `metadata`, the metadata of table `name` whose schema is `current`, with the
+/// columns of `wanted` that `current` lacks added (a table created before
+/// allot's schema gained them); `None` when it lacks none. Rows of the files
+/// already there read the added columns as null, so each must be nullable: a
+/// missing column that is not is an error.
+pub(crate) fn metadata_with_new_columns(
+    name: &'static str,
+    metadata: &Metadata,
+    current: &StructType,
+    wanted: &SchemaRef,
+) -> Result<Option<(Metadata, Vec<String>)>, LakeError> {
+    let missing: Vec<&Field> = wanted
+        .fields()
+        .iter()
+        .filter(|f| current.field(f.name()).is_none())
+        .map(AsRef::as_ref)
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    if let Some(field) = missing.iter().find(|f| !f.is_nullable()) {
+        return Err(LakeError::table(name)(DeltaTableError::Generic(format!(
+            "the table lacks column {}, which cannot be added to rows written before",
+            field.name()
+        ))));
+    }
+    let metadata = metadata
+        .clone()
+        .with_schema(&kernel_schema(name, wanted)?)
+        .map_err(|e| LakeError::table(name)(e.into()))?;
+    Ok(Some((
+        metadata,
+        missing.iter().map(|f| f.name().clone()).collect(),
+    )))
 }
 
 /// Creates `table` (and, for a local lake, its directories) when it does not

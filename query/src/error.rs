@@ -30,14 +30,15 @@ pub enum QueryError {
         /// The unknown metric.
         metric: String,
     },
-    /// Usage of the wrong shape for its metric (counter sums for a gauge, or samples for a counter).
+    /// Usage of the wrong shape for its metric (counter sums for a gauge, samples
+    /// for a counter, …).
     #[error("tenant {tenant}: {metric} is a {kind} metric, but {problem}")]
     WrongMetricKind {
         /// The tenant whose usage it is.
         tenant: String,
         /// The metric.
         metric: String,
-        /// `counter` or `gauge`.
+        /// The metric's kind (`counter`, `gauge`, `max`, …).
         kind: &'static str,
         /// What was given instead.
         problem: &'static str,

@@ -448,6 +448,7 @@ mod tests {
             held: Vec::new(),
         };
         let usage = TenantUsage {
+            meters: Vec::new(),
             tenant_id: "acme".to_string(),
             counters: Vec::new(),
             gauges: vec![

@@ -30,7 +30,7 @@ use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quan
 use crate::request::{NoisyRequest, UsageRequest};
 use crate::usage::{
     GaugeSamples, UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days,
-    dimensional_counter_days, gauge_series, rejected_counts,
+    dimensional_counter_days, gauge_series, meter_buckets, meter_days, rejected_counts,
 };
 
 /// The configuration a report needs, resolved once.
@@ -70,6 +70,11 @@ impl ReportSettings {
     /// The dedup window reports apply (`ingest.dedup_window`).
     pub fn dedup_window(&self) -> DedupWindow {
         DedupWindow::new(self.config.ingest.dedup_window.0)
+    }
+
+    /// The meter metrics of the catalog (`max`, `unique_count`, `latest`).
+    fn meter_metrics(&self) -> Vec<String> {
+        allot_lake::meters::meter_metrics(&self.catalog)
     }
 
     fn metrics_of(&self, kind: MetricKind) -> Vec<String> {
@@ -180,6 +185,15 @@ pub(crate) fn regroup(
     regrouped
 }
 
+/// The meter metrics of the catalog among `metrics` (all when `None`).
+fn wanted_meters(settings: &ReportSettings, metrics: Option<&[String]>) -> Vec<String> {
+    settings
+        .meter_metrics()
+        .into_iter()
+        .filter(|m| metrics.is_none_or(|only| only.contains(m)))
+        .collect()
+}
+
 /// Usage per tenant for `[start, until)`, counters grouped by the dimensions of
 /// `grouping`: counter sums per day and gauge samples from one hold before
 /// `start`.
@@ -223,7 +237,25 @@ pub(crate) async fn usage_between(
         GaugeSamples::WholeDaysRolledUp,
     )
     .await?;
+    let meters = meter_days(
+        session,
+        filter,
+        &settings.catalog,
+        &wanted_meters(settings, metrics),
+        start,
+        until,
+    )
+    .await?;
     let mut usage: BTreeMap<String, TenantUsage> = BTreeMap::new();
+    for (tenant, days) in meters {
+        usage
+            .entry(tenant.clone())
+            .or_insert_with(|| TenantUsage {
+                tenant_id: tenant,
+                ..TenantUsage::default()
+            })
+            .meters = days;
+    }
     for (tenant, days) in counters {
         usage
             .entry(tenant.clone())
@@ -334,7 +366,7 @@ pub async fn allocation(
             })?;
         let mut quantities = BTreeMap::new();
         for (tenant, tenant_usage) in &usage {
-            let quantity = period_quantity(spec, &pool.driver, period, tenant_usage);
+            let quantity = period_quantity(spec, &pool.driver, period, tenant_usage)?;
             if !quantity.is_zero() {
                 quantities.insert(tenant.clone(), quantity);
             }
@@ -358,9 +390,10 @@ pub async fn noisy(
     let metrics = match request.metric() {
         Some(metric) => match settings.catalog.get(metric).map(|s| s.kind) {
             Some(MetricKind::Counter) => vec![metric.to_string()],
-            Some(MetricKind::Gauge) => {
+            Some(kind) => {
                 return Err(QueryError::InvalidInput(format!(
-                    "{metric} is a gauge; noisy neighbours are found on counter metrics"
+                    "{metric} is a {} metric; noisy neighbours are found on counter metrics",
+                    kind.as_str()
                 )));
             }
             None => {
@@ -509,6 +542,23 @@ pub async fn health(
                 .entry(day.metric.clone())
                 .or_insert_with(BigDecimal::zero) += &day.raw_sum;
         }
+        // A meter's month-to-date figure (a peak, a count of distinct values,
+        // a last value) is what its monthly quota is measured against.
+        for metric in tenant_usage
+            .meters
+            .iter()
+            .map(|m| &m.metric)
+            .collect::<BTreeSet<_>>()
+        {
+            let Some(spec) = settings.catalog.get(metric) else {
+                continue;
+            };
+            let figure: BigDecimal = tenant_usage
+                .meter_figure_by_day(spec, metric, period.start_micros(), now)?
+                .values()
+                .sum();
+            mtd_usage.insert(metric.clone(), figure);
+        }
         let (mtd_cost, unpriced) = priced_cost_until(settings, period, &tenant_usage, now)?;
         let active = recent.get(&tenant_id);
         let inputs = HealthInputs {
@@ -590,6 +640,7 @@ fn priced_cost_until(
             Err(QueryError::NoRate { metric, .. }) if !unpriced.contains(&metric) => {
                 priced.counters.retain(|day| day.metric != metric);
                 priced.gauges.retain(|series| series.metric != metric);
+                priced.meters.retain(|day| day.metric != metric);
                 unpriced.push(metric);
             }
             Err(err) => return Err(err),
@@ -607,7 +658,9 @@ pub struct UsagePoint {
     /// Start of the bucket, UTC microseconds.
     pub bucket_start: i64,
     /// Counters: Σ value in the bucket. Gauges: the time-weighted average level
-    /// over the bucket (Σ over the tenant's series), in raw units.
+    /// over the bucket (Σ over the tenant's series), in raw units. Meters: the
+    /// bucket's own figure (its largest value, its last value, or the number
+    /// of distinct values it saw).
     pub raw: BigDecimal,
     /// `raw` / divisor, rounded half-to-even to 12 places.
     pub quantity: BigDecimal,
@@ -719,6 +772,34 @@ pub async fn usage_series(
                     start = end;
                 }
             }
+            MetricKind::Max | MetricKind::UniqueCount | MetricKind::Latest => {
+                // Each bucket's own figure: its peak, its last value, or how
+                // many distinct values it saw.
+                let buckets = meter_buckets(
+                    &session,
+                    &filter,
+                    &settings.catalog,
+                    &[metric.to_string()],
+                    (from, to),
+                    from,
+                    width,
+                )
+                .await?;
+                let mut figures: Vec<(i64, BigDecimal)> = buckets
+                    .into_iter()
+                    .filter_map(|((_, _, start), summary)| {
+                        summary.figure(spec.kind).map(|raw| (start, raw))
+                    })
+                    .collect();
+                figures.sort_by_key(|(start, _)| *start);
+                points.extend(figures.into_iter().map(|(bucket_start, raw)| UsagePoint {
+                    metric: metric.to_string(),
+                    unit: spec.unit.clone(),
+                    bucket_start,
+                    quantity: crate::rounding::div_quantity(&raw, &spec.divisor),
+                    raw,
+                }));
+            }
         }
     }
     Ok(points)
@@ -758,6 +839,7 @@ unit_price = "0.0400"
             raw_sum: d(sum),
         };
         TenantUsage {
+            meters: Vec::new(),
             tenant_id: "acme".to_string(),
             counters: vec![
                 counter("compute_seconds", "36000"),

@@ -14,11 +14,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use allot_lake::meters::{
+    MeterFold, MeterKey, ROLLUP_METER_COLUMNS, dimension_value, meter_event_columns,
+};
 use allot_lake::session::LakeSession;
 use allot_lake::snapshot::partition_date;
-use allot_schemas::config::Dimension;
+use allot_schemas::config::{Dimension, MetricCatalog};
 use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
 use allot_schemas::layout::TenantDay;
+use allot_schemas::meter::MeterSummary;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use arrow_schema::{DataType, TimeUnit};
@@ -29,9 +33,9 @@ use chrono::NaiveDate;
 use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
-use datafusion::functions_nested::expr_fn::{array_element, map_extract};
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::{DataFrame, cast, col, lit};
+use futures::StreamExt;
 
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::table_schema::VALUE_PRECISION;
@@ -41,7 +45,7 @@ use allot_schemas::time::{
 
 use crate::error::QueryError;
 use crate::noisy::BucketUsage;
-use crate::pricing::CounterDay;
+use crate::pricing::{CounterDay, MeterDay};
 
 /// Which events of the session an aggregation reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -338,19 +342,6 @@ pub async fn counter_days(
     Ok(by_tenant)
 }
 
-/// The expression of an event's value of `dimension`.
-fn dimension_value(dimension: &Dimension) -> Expr {
-    match dimension {
-        Dimension::Region => col("region"),
-        Dimension::Service => col("service"),
-        // `map_extract` rather than `get_field`: the engine's optimizer pushes
-        // field accesses through the dedup union and mistypes its columns.
-        Dimension::Label(label) => {
-            array_element(map_extract(col("labels"), lit(label.as_str())), lit(1i64))
-        }
-    }
-}
-
 /// Raw sums of counter `metric` per (tenant, UTC day, values of `dimensions`)
 /// over `[from, to)`, each [`CounterDay`] carrying its values in the order of
 /// `dimensions`. Rollups keep no dimensions, so the events are read raw,
@@ -397,6 +388,87 @@ pub async fn dimensional_counter_days(
                 dimensions: values.iter().map(|v| string_at(v, row)).collect(),
             });
         }
+    }
+    Ok(by_tenant)
+}
+
+/// Summaries of the meter `metrics` (`max`, `unique_count`, `latest` metrics
+/// of `catalog`) per (tenant, metric, bucket) over `[from, to)`, buckets of
+/// `width` on the grid through `origin`. On an hour-aligned grid the whole
+/// hours of partitions with up-to-date rollups are read from `usage_hourly`.
+#[allow(clippy::too_many_arguments)]
+pub async fn meter_buckets(
+    session: &LakeSession,
+    filter: &UsageFilter,
+    catalog: &MetricCatalog,
+    metrics: &[String],
+    (from, to): (i64, i64),
+    origin: i64,
+    width: i64,
+) -> Result<HashMap<MeterKey, MeterSummary>, QueryError> {
+    if metrics.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let hourly_grid = width % MICROS_PER_HOUR == 0 && origin.rem_euclid(MICROS_PER_HOUR) == 0;
+    let split = split_usage(
+        session,
+        filter,
+        from,
+        to,
+        hourly_grid.then_some(MICROS_PER_HOUR),
+    )
+    .await?;
+    let mut fold = MeterFold::new(catalog, origin, width);
+    let raw = meter_event_columns(split.raw, catalog, metrics)?;
+    let mut stream = raw.execute_stream().await.map_err(QueryError::from)?;
+    while let Some(batch) = stream.next().await {
+        fold.add_events(&batch.map_err(QueryError::from)?)?;
+    }
+    if let Some(rollups) = split.rollups {
+        let rows = hourly_rows(rollups, Some(metrics))?
+            .select_columns(&ROLLUP_METER_COLUMNS)
+            .map_err(QueryError::from)?;
+        let mut stream = rows.execute_stream().await.map_err(QueryError::from)?;
+        while let Some(batch) = stream.next().await {
+            fold.add_rollups(&batch.map_err(QueryError::from)?)?;
+        }
+    }
+    Ok(fold.summaries)
+}
+
+/// Summaries of the meter `metrics` per tenant, metric and UTC day over
+/// `[from, to)`.
+pub async fn meter_days(
+    session: &LakeSession,
+    filter: &UsageFilter,
+    catalog: &MetricCatalog,
+    metrics: &[String],
+    from: i64,
+    to: i64,
+) -> Result<BTreeMap<String, Vec<MeterDay>>, QueryError> {
+    let summaries = meter_buckets(
+        session,
+        filter,
+        catalog,
+        metrics,
+        (from, to),
+        0,
+        MICROS_PER_DAY,
+    )
+    .await?;
+    let mut by_tenant: BTreeMap<String, Vec<MeterDay>> = BTreeMap::new();
+    for ((tenant, metric, start), summary) in summaries {
+        let Some(day) = date_of_micros(start) else {
+            continue;
+        };
+        by_tenant.entry(tenant).or_default().push(MeterDay {
+            metric,
+            day,
+            summary,
+        });
+    }
+    for days in by_tenant.values_mut() {
+        days.sort_by(|a, b| (&a.metric, a.day).cmp(&(&b.metric, b.day)));
     }
     Ok(by_tenant)
 }

@@ -13,6 +13,7 @@ pub mod decimal;
 pub mod event;
 pub mod gauge;
 pub mod layout;
+pub mod meter;
 pub mod reason;
 pub mod table_schema;
 pub mod tenant;

@@ -88,10 +88,23 @@ static USAGE_HOURLY: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("first_ts", utc_micros(), false),
         Field::new("last_ts", utc_micros(), false),
         Field::new("resource", DataType::Utf8, true),
-        Field::new("last_value", decimal, true),
+        Field::new("last_value", decimal.clone(), true),
+        Field::new("value_max", decimal, true),
+        Field::new("last_event_id", DataType::Utf8, true),
+        Field::new(
+            "distinct_values",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
         Field::new("day", DataType::Date32, false),
     ]))
 });
+
+/// Columns of `usage_hourly` added after lakes had rollups (the meter kinds'
+/// figures): rollup files written before lack them, so they are nullable and
+/// read as null; a table created before gets them added to its schema when the
+/// rollups are next refreshed.
+pub const HOURLY_COLUMNS_ADDED_LATER: [&str; 3] = ["value_max", "last_event_id", "distinct_values"];
 
 /// The partition column of `usage_hourly`.
 pub const HOURLY_PARTITION_COLUMNS: [&str; 1] = ["day"];
@@ -106,6 +119,12 @@ pub const HOURLY_PARTITION_COLUMNS: [&str; 1] = ["day"];
 ///   (value × microseconds) of every sample but the last, each held until the
 ///   next sample or for the metric's hold, and the first and last samples'
 ///   times with the last sample's value.
+///
+/// The hourly rows of a `max`, `latest` or `unique_count` metric also keep
+/// what its figure needs (docs/reference.md#other-meter-kinds): `value_max`
+/// the hour's largest value; `last_event_id` and `last_value` its last event
+/// by `ts` then `event_id` (whose `ts` is `last_ts`); `distinct_values` the
+/// sorted distinct values of the counted field. The other rows leave them null.
 pub fn usage_hourly_schema() -> SchemaRef {
     USAGE_HOURLY.clone()
 }

@@ -27,7 +27,10 @@ impl Fnv {
     }
 }
 
-/// What in the catalog the rollups depend on: the gauge metrics and their holds.
+/// What in the catalog the rollups depend on: the gauge metrics and their
+/// holds, and the meter metrics (`max`, `unique_count`, `latest`) with their
+/// kinds and counted fields. A catalog with neither gauges nor meters changed
+/// keeps the rollups it had, including those written before meters existed.
 pub fn catalog_fingerprint(catalog: &MetricCatalog) -> u64 {
     let mut hash = Fnv::new();
     hash.write(b"allot-usage-hourly-1");
@@ -35,6 +38,17 @@ pub fn catalog_fingerprint(catalog: &MetricCatalog) -> u64 {
         if spec.kind == MetricKind::Gauge {
             hash.write(name.as_bytes());
             hash.write(&gauge_hold_micros(spec.hold).to_le_bytes());
+        }
+    }
+    for (name, spec) in catalog.iter() {
+        if spec.kind.is_meter() {
+            hash.write(b"meter");
+            hash.write(name.as_bytes());
+            hash.write(spec.kind.as_str().as_bytes());
+            if let Some(distinct) = &spec.distinct {
+                hash.write(distinct.field.to_string().as_bytes());
+                hash.write(&distinct.max_distinct.to_le_bytes());
+            }
         }
     }
     hash.0

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use allot_schemas::config::MetricCatalog;
 use allot_schemas::layout::{LakeLocation, LakeTable};
 use allot_schemas::table_schema::{HOURLY_PARTITION_COLUMNS, usage_hourly_schema};
+use deltalake::DeltaTable;
 use deltalake::kernel::{Action, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -24,7 +25,7 @@ use crate::error::LakeError;
 use crate::rollup::{catalog_fingerprint, partition_bases, rollup_rows};
 use crate::session::{LakeSession, Scope, SessionLimits};
 use crate::snapshot::LakeSnapshot;
-use crate::tables::{commit_actions, open_or_create_table};
+use crate::tables::{commit_actions, metadata_with_new_columns, open_or_create_table};
 
 /// The `txn` app id of every rollup commit.
 pub const ROLLUP_APP_ID: &str = "allot-rollups";
@@ -40,6 +41,29 @@ pub struct RollupSummary {
     pub rows: u64,
 }
 
+/// Adds to a `usage_hourly` table created before the columns of
+/// `HOURLY_COLUMNS_ADDED_LATER` those it lacks, in a commit of its own, so that
+/// the rows written next keep them (a writer on the old schema would drop them).
+async fn add_new_columns(table: &mut DeltaTable) -> Result<(), LakeError> {
+    let name = LakeTable::UsageHourly.dir_name();
+    let state = table.snapshot().map_err(LakeError::table(name))?;
+    let Some((metadata, missing)) = metadata_with_new_columns(
+        name,
+        state.metadata(),
+        &state.schema(),
+        &usage_hourly_schema(),
+    )?
+    else {
+        return Ok(());
+    };
+    let operation = DeltaOperation::SetTableProperties {
+        properties: std::collections::HashMap::new(),
+    };
+    commit_actions(table, name, vec![Action::Metadata(metadata)], operation).await?;
+    tracing::info!(table = name, ?missing, "added columns");
+    Ok(())
+}
+
 /// Brings the rollups of every partition of the lake up to date with its files
 /// and with `catalog`'s gauges.
 pub async fn refresh_rollups(
@@ -49,6 +73,7 @@ pub async fn refresh_rollups(
 ) -> Result<RollupSummary, LakeError> {
     let name = LakeTable::UsageHourly.dir_name();
     let mut table = open_or_create_table(location, LakeTable::UsageHourly).await?;
+    add_new_columns(&mut table).await?;
     let snapshot = match LakeSnapshot::load(location).await {
         Ok(snapshot) => snapshot,
         Err(LakeError::NoLake) => return Ok(RollupSummary::default()),

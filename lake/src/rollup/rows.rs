@@ -11,8 +11,8 @@ use allot_schemas::layout::TenantDay;
 use allot_schemas::table_schema::{VALUE_PRECISION, usage_hourly_schema};
 use allot_schemas::time::{MICROS_PER_HOUR, day_start_micros, days_since_epoch};
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array, RecordBatch,
-    StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array, ListArray,
+    ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType,
@@ -25,8 +25,11 @@ use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::prelude::{col, lit};
 
+use futures::StreamExt;
+
 use super::basis::gauge_hold_micros;
 use crate::error::LakeError;
+use crate::meters::{MeterFold, meter_event_columns, meter_metrics};
 use crate::session::LakeSession;
 use crate::snapshot::partition_date;
 
@@ -91,6 +94,50 @@ pub async fn rollup_rows(
                 last_ts: lasts.value(row),
                 resource: None,
                 last_value: None,
+                meter: None,
+            });
+        }
+    }
+
+    // The meters' figures of each hour, filled into the hour's row.
+    let meters = meter_metrics(catalog);
+    let mut too_large: BTreeSet<TenantDay> = BTreeSet::new();
+    if !meters.is_empty() {
+        let mut fold = MeterFold::new(catalog, 0, MICROS_PER_HOUR).unbounded();
+        let frame = meter_event_columns(events()?, catalog, &meters)?;
+        let mut stream = frame.execute_stream().await.map_err(LakeError::from)?;
+        while let Some(batch) = stream.next().await {
+            fold.add_events(&batch.map_err(LakeError::from)?)?;
+        }
+        let mut hours = fold.summaries;
+        for row in &mut rows.rows {
+            let Some(summary) = hours.remove(&(row.tenant.clone(), row.metric.clone(), row.start))
+            else {
+                continue;
+            };
+            let Some(spec) = catalog.get(&row.metric) else {
+                continue;
+            };
+            let bound = spec.distinct.as_ref().map_or(u64::MAX, |d| d.max_distinct);
+            let last_value = summary
+                .last
+                .as_ref()
+                .map(|last| scaled_decimal(&last.value));
+            let value_max = summary.max.as_ref().map(scaled_decimal);
+            if summary.check_distinct(bound).is_err()
+                || last_value == Some(None)
+                || value_max == Some(None)
+            {
+                // Reports read such a partition raw (and refuse the month).
+                too_large.insert(TenantDay::new(row.tenant.clone(), row.day));
+                continue;
+            }
+            row.last_value = last_value.flatten();
+            row.meter = Some(HourMeter {
+                value_max: value_max.flatten(),
+                last_event_id: summary.last.map(|last| last.event_id),
+                distinct: (spec.kind == MetricKind::UniqueCount)
+                    .then(|| summary.distinct.into_iter().collect()),
             });
         }
     }
@@ -100,7 +147,6 @@ pub async fn rollup_rows(
         .filter(|(_, spec)| spec.kind == MetricKind::Gauge)
         .map(|(name, spec)| (name.to_string(), gauge_hold_micros(spec.hold)))
         .collect();
-    let mut too_large: BTreeSet<TenantDay> = BTreeSet::new();
     if !gauges.is_empty() {
         let names: Vec<_> = gauges.keys().map(|name| lit(name.as_str())).collect();
         let samples = events()?
@@ -155,6 +201,7 @@ pub async fn rollup_rows(
                 last_ts: last.ts_micros,
                 resource,
                 last_value: Some(last_value),
+                meter: None,
                 tenant,
                 day,
                 metric,
@@ -165,6 +212,23 @@ pub async fn rollup_rows(
     rows.rows
         .retain(|row| !too_large.contains(&TenantDay::new(row.tenant.clone(), row.day)));
     rows.into_batch(bases)
+}
+
+/// `usage_hourly.distinct_values` of rows each with its values or none.
+fn distinct_list<'a>(rows: impl Iterator<Item = Option<&'a [String]>>) -> ListArray {
+    let mut builder = ListBuilder::new(StringBuilder::new());
+    for values in rows {
+        match values {
+            Some(values) => {
+                for value in values {
+                    builder.values().append_value(value);
+                }
+                builder.append(true);
+            }
+            None => builder.append(false),
+        }
+    }
+    builder.finish()
 }
 
 /// A value as the table's `Decimal128(38, 9)`, if it fits.
@@ -207,6 +271,15 @@ struct RollupRow {
     last_ts: i64,
     resource: Option<String>,
     last_value: Option<i128>,
+    meter: Option<HourMeter>,
+}
+
+/// What an hourly row of a meter metric keeps besides `last_value`.
+struct HourMeter {
+    value_max: Option<i128>,
+    last_event_id: Option<String>,
+    /// The distinct values, sorted (`unique_count` rows only).
+    distinct: Option<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -264,6 +337,17 @@ impl RollupRows {
                 rows.iter().map(|(r, _)| r.resource.as_deref()),
             )),
             decimal(rows.iter().map(|(r, _)| r.last_value).collect())?,
+            decimal(
+                rows.iter()
+                    .map(|(r, _)| r.meter.as_ref().and_then(|m| m.value_max))
+                    .collect(),
+            )?,
+            Arc::new(StringArray::from_iter(rows.iter().map(|(r, _)| {
+                r.meter.as_ref().and_then(|m| m.last_event_id.as_deref())
+            }))),
+            Arc::new(distinct_list(rows.iter().map(|(r, _)| {
+                r.meter.as_ref().and_then(|m| m.distinct.as_deref())
+            }))),
             Arc::new(Date32Array::from_iter_values(
                 rows.iter().map(|(r, _)| days_since_epoch(r.day)),
             )),

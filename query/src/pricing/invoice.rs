@@ -8,7 +8,9 @@ use allot_schemas::time::day_start_micros;
 use bigdecimal::{BigDecimal, Zero};
 use chrono::NaiveDate;
 
+use allot_lake::LakeError;
 use allot_schemas::gauge::{GaugeSeries, ResourceGauge, gauge_weight, gauge_weighted_sum};
+use allot_schemas::meter::{MeterSummary, attributed_by_day};
 
 use crate::error::QueryError;
 use crate::period::{Period, format_micros};
@@ -33,6 +35,18 @@ pub struct CounterDay {
     pub dimensions: DimensionValues,
 }
 
+/// What one tenant's events of a meter metric (`max`, `unique_count`,
+/// `latest`) keep for one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterDay {
+    /// The metric.
+    pub metric: String,
+    /// The UTC date of the events.
+    pub day: NaiveDate,
+    /// The day's summary of the tenant's distinct events of that metric.
+    pub summary: MeterSummary,
+}
+
 /// One tenant's usage for a period, as the lake aggregates it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TenantUsage {
@@ -42,6 +56,38 @@ pub struct TenantUsage {
     pub counters: Vec<CounterDay>,
     /// Gauge series, in any order.
     pub gauges: Vec<GaugeSeries>,
+    /// Meter summaries per (metric, day), in any order.
+    pub meters: Vec<MeterDay>,
+}
+
+impl TenantUsage {
+    /// The raw figure of meter `metric` over the days of `[start, end)`
+    /// (docs/reference.md#other-meter-kinds), placed on the days that
+    /// determine it (see [`attributed_by_day`]).
+    pub fn meter_figure_by_day(
+        &self,
+        spec: &MetricSpec,
+        metric: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<BTreeMap<NaiveDate, BigDecimal>, QueryError> {
+        let mut days: BTreeMap<NaiveDate, MeterSummary> = BTreeMap::new();
+        for meter in &self.meters {
+            if meter.metric == metric && (start..end).contains(&day_start_micros(meter.day)) {
+                days.entry(meter.day)
+                    .or_default()
+                    .merge(meter.summary.clone());
+            }
+        }
+        let bound = spec.distinct.as_ref().map_or(u64::MAX, |d| d.max_distinct);
+        attributed_by_day(spec.kind, &days, bound).map_err(|too_many| {
+            QueryError::Lake(LakeError::TooManyDistinct {
+                tenant: self.tenant_id.clone(),
+                metric: metric.to_string(),
+                max_distinct: too_many.max_distinct,
+            })
+        })
+    }
 }
 
 /// One invoice line: a metric × rate segment × tier band with quantity > 0.
@@ -129,6 +175,8 @@ enum MetricUsage {
     /// Raw sums per day, per group of dimension values.
     Counter(BTreeMap<DimensionValues, BTreeMap<NaiveDate, BigDecimal>>),
     Gauge(BTreeMap<Option<String>, ResourceGauge>),
+    /// A meter: priced like a counter on its figure placed by day.
+    Meter,
 }
 
 /// The invoice of one tenant for a whole period.
@@ -165,23 +213,18 @@ pub fn invoice_until(
             MetricUsage::Counter(groups) => counter_lines(book, tenant, metric, groups, start, end)
                 .into_iter()
                 .map(|(line, days)| {
-                    let segments = book.segments(tenant, metric, &line, start, end);
-                    let quantities = segments
-                        .into_iter()
-                        .map(|seg| {
-                            let raw: BigDecimal = days
-                                .iter()
-                                .filter(|(day, _)| {
-                                    (seg.start..seg.end).contains(&day_start_micros(**day))
-                                })
-                                .map(|(_, sum)| sum)
-                                .sum();
-                            (seg, div_quantity(&raw, &spec.divisor))
-                        })
-                        .collect();
+                    let quantities =
+                        segment_quantities(book, tenant, metric, &line, &days, spec, start, end);
                     (line, quantities)
                 })
                 .collect(),
+            MetricUsage::Meter => {
+                let days = usage.meter_figure_by_day(spec, metric, start, end)?;
+                let line = RateMatch::default();
+                let quantities =
+                    segment_quantities(book, tenant, metric, &line, &days, spec, start, end);
+                vec![(line, quantities)]
+            }
             MetricUsage::Gauge(series) => {
                 let hold = i64::try_from(spec.hold.unwrap_or(DEFAULT_GAUGE_HOLD).as_micros())
                     .unwrap_or(i64::MAX);
@@ -310,17 +353,44 @@ fn counter_lines(
     by_line
 }
 
+/// The billing quantity of each rate segment of `line` in `[start, end)`: the
+/// raw figures of the days in the segment, summed, over the divisor.
+#[allow(clippy::too_many_arguments)]
+fn segment_quantities<'a>(
+    book: &'a PriceBook,
+    tenant: &str,
+    metric: &str,
+    line: &RateMatch,
+    days: &BTreeMap<NaiveDate, BigDecimal>,
+    spec: &MetricSpec,
+    start: i64,
+    end: i64,
+) -> Vec<(RateSegment<'a>, BigDecimal)> {
+    book.segments(tenant, metric, line, start, end)
+        .into_iter()
+        .map(|seg| {
+            let raw: BigDecimal = days
+                .iter()
+                .filter(|(day, _)| (seg.start..seg.end).contains(&day_start_micros(**day)))
+                .map(|(_, sum)| sum)
+                .sum();
+            (seg, div_quantity(&raw, &spec.divisor))
+        })
+        .collect()
+}
+
 /// The billing quantity of `metric` for a tenant over the whole `period`, rounded
-/// to 12 places once: a counter's raw sum / divisor, or a gauge's time-weighted
-/// quotient (docs/reference.md#gauge-quantity). Allocation drivers use it.
+/// to 12 places once: a counter's raw sum / divisor, a gauge's time-weighted
+/// quotient (docs/reference.md#gauge-quantity), or a meter's figure / divisor
+/// (docs/reference.md#other-meter-kinds). Allocation drivers use it.
 pub fn period_quantity(
     spec: &MetricSpec,
     metric: &str,
     period: Period,
     usage: &TenantUsage,
-) -> BigDecimal {
+) -> Result<BigDecimal, QueryError> {
     let (start, end) = (period.start_micros(), period.end_micros());
-    match spec.kind {
+    Ok(match spec.kind {
         MetricKind::Counter => {
             let raw: BigDecimal = usage
                 .counters
@@ -334,7 +404,14 @@ pub fn period_quantity(
             &gauge_weighted_sum(spec, metric, &usage.gauges, start, end),
             &(&spec.divisor * BigDecimal::from(period.length_micros())),
         ),
-    }
+        MetricKind::Max | MetricKind::UniqueCount | MetricKind::Latest => {
+            let raw: BigDecimal = usage
+                .meter_figure_by_day(spec, metric, start, end)?
+                .values()
+                .sum();
+            div_quantity(&raw, &spec.divisor)
+        }
+    })
 }
 
 /// Groups a tenant's usage by metric, checking each metric against the catalog.
@@ -350,20 +427,22 @@ fn group_usage(
                 tenant: tenant.clone(),
                 metric: metric.to_string(),
             })?;
-        match (spec.kind, want) {
-            (MetricKind::Counter, MetricKind::Gauge) => Err(QueryError::WrongMetricKind {
+        let given = match want {
+            MetricKind::Counter => "daily counter sums were given",
+            MetricKind::Gauge => "gauge samples were given",
+            MetricKind::Max | MetricKind::UniqueCount | MetricKind::Latest => {
+                "daily meter summaries were given"
+            }
+        };
+        if spec.kind == want || (spec.kind.is_meter() && want.is_meter()) {
+            Ok(())
+        } else {
+            Err(QueryError::WrongMetricKind {
                 tenant: tenant.clone(),
                 metric: metric.to_string(),
-                kind: "counter",
-                problem: "gauge samples were given",
-            }),
-            (MetricKind::Gauge, MetricKind::Counter) => Err(QueryError::WrongMetricKind {
-                tenant: tenant.clone(),
-                metric: metric.to_string(),
-                kind: "gauge",
-                problem: "daily counter sums were given",
-            }),
-            _ => Ok(()),
+                kind: spec.kind.as_str(),
+                problem: given,
+            })
         }
     };
     let mut metrics: BTreeMap<String, MetricUsage> = BTreeMap::new();
@@ -391,6 +470,12 @@ fn group_usage(
                 .or_default()
                 .add(series);
         }
+    }
+    for meter in &usage.meters {
+        check(&meter.metric, MetricKind::Max)?;
+        metrics
+            .entry(meter.metric.clone())
+            .or_insert(MetricUsage::Meter);
     }
     for metric_usage in metrics.values_mut() {
         if let MetricUsage::Gauge(by_resource) = metric_usage {
@@ -461,6 +546,7 @@ mod tests {
 
     fn counters(tenant: &str, rows: &[(&str, &str, &str)]) -> TenantUsage {
         TenantUsage {
+            meters: Vec::new(),
             tenant_id: tenant.to_string(),
             counters: rows
                 .iter()
@@ -722,6 +808,7 @@ unit_price = "126"
             value: gib(v),
         };
         let usage = TenantUsage {
+            meters: Vec::new(),
             tenant_id: "epsilon".to_string(),
             counters: Vec::new(),
             gauges: vec![
@@ -862,6 +949,7 @@ unit_price = "0.05"
     /// One GiB of egress on 2026-01-05 with the given (region, labels.tier).
     fn egress(tenant: &str, values: &[(Option<&str>, Option<&str>)]) -> TenantUsage {
         TenantUsage {
+            meters: Vec::new(),
             tenant_id: tenant.to_string(),
             counters: values
                 .iter()
@@ -979,6 +1067,7 @@ unit_price = "0.05"
             prop::collection::vec(sample, 0..20),
         )
             .prop_map(|(counters, samples)| TenantUsage {
+                meters: Vec::new(),
                 tenant_id: "t".to_string(),
                 counters,
                 gauges: vec![GaugeSeries {

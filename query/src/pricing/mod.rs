@@ -38,12 +38,14 @@
 //!
 //! The parts: `price_book` resolves rates and cuts a period into rate segments;
 //! `invoice` assembles the lines, discount and total; gauges are weighed by
-//! `allot_schemas::gauge`, which the hourly rollups share.
+//! `allot_schemas::gauge` and the `max`, `unique_count` and `latest` meters
+//! figured by `allot_schemas::meter`, both of which the hourly rollups share.
 
 mod invoice;
 mod price_book;
 
 pub use invoice::{
-    CounterDay, Invoice, InvoiceLine, TenantUsage, invoice, invoice_until, period_quantity,
+    CounterDay, Invoice, InvoiceLine, MeterDay, TenantUsage, invoice, invoice_until,
+    period_quantity,
 };
 pub use price_book::{DimensionValues, Price, PriceBook, Rate, RateSegment, RateSource, TierBand};

@@ -7,17 +7,83 @@ use std::time::Duration;
 use bigdecimal::BigDecimal;
 use serde::{Deserialize, Serialize};
 
+use super::dimensions::Dimension;
 use super::values::{ConfigDecimal, HumanDuration};
 
-/// Whether a metric is summed or time-weighted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// How a metric's events make its figure for a period
+/// (docs/reference.md#other-meter-kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricKind {
     /// Summed over the period.
     Counter,
     /// Time-weighted over the period.
     Gauge,
+    /// The period's largest single value.
+    Max,
+    /// How many distinct values the metric's `field` takes over the period.
+    UniqueCount,
+    /// The value of the period's last event (by `ts`, then `event_id`).
+    Latest,
 }
+
+impl MetricKind {
+    /// The kind as `allot.toml` writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Max => "max",
+            MetricKind::UniqueCount => "unique_count",
+            MetricKind::Latest => "latest",
+        }
+    }
+
+    /// Whether the kind is one of the meters of [`crate::meter`] (`max`,
+    /// `unique_count`, `latest`), whose figure is not a sum.
+    pub fn is_meter(self) -> bool {
+        matches!(
+            self,
+            MetricKind::Max | MetricKind::UniqueCount | MetricKind::Latest
+        )
+    }
+}
+
+/// The event field a `unique_count` metric counts the distinct values of.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CountedField {
+    /// The event's `resource`.
+    Resource,
+    /// The event's `region`, `service` or a label.
+    Dimension(Dimension),
+}
+
+impl CountedField {
+    /// The field a `field` key names: `resource`, `region`, `service` or
+    /// `labels.KEY` with a non-empty `KEY`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<CountedField> {
+        match text {
+            "resource" => Some(CountedField::Resource),
+            other => Dimension::parse(other).map(CountedField::Dimension),
+        }
+    }
+}
+
+impl std::fmt::Display for CountedField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CountedField::Resource => f.write_str("resource"),
+            CountedField::Dimension(dimension) => dimension.fmt(f),
+        }
+    }
+}
+
+/// How many distinct values one `unique_count` metric may count for one
+/// tenant and month when its `max_distinct` is unset (docs/decisions/0033-meter-kinds.md).
+pub const DEFAULT_MAX_DISTINCT: u64 = 100_000;
+
+/// The highest `max_distinct` the configuration accepts.
+pub const MAX_DISTINCT_LIMIT: u64 = 10_000_000;
 
 /// One metric of the catalog (docs/reference.md#metric-catalog), added to
 /// the built-in `compute_seconds` (counter, vCPU-hour), `egress_bytes`
@@ -27,7 +93,9 @@ pub enum MetricKind {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricDefinition {
-    /// A counter is summed over the period; a gauge is time-weighted.
+    /// A counter is summed over the period; a gauge is time-weighted; `max`
+    /// is the period's largest value, `latest` its last value (by `ts`, then
+    /// `event_id`) and `unique_count` the number of distinct values of `field`.
     pub kind: MetricKind,
     /// The unit invoices bill the metric in, e.g. `GiB-month`.
     pub unit: String,
@@ -37,6 +105,16 @@ pub struct MetricDefinition {
     /// `1h`.
     #[serde(default)]
     pub hold: Option<HumanDuration>,
+    /// `unique_count` only, and required there: the event field whose
+    /// distinct values are counted, `resource`, `region`, `service` or
+    /// `labels.KEY`.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// `unique_count` only: the most distinct values one tenant's month may
+    /// count (1 to 10000000); a month with more is refused, never estimated.
+    /// Unset, 100000.
+    #[serde(default)]
+    pub max_distinct: Option<u64>,
 }
 
 /// The metrics events may use: the built-in three plus those of the config.
@@ -48,7 +126,7 @@ pub struct MetricCatalog {
 /// A resolved catalog entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricSpec {
-    /// Counter or gauge.
+    /// How its events make its figure.
     pub kind: MetricKind,
     /// The billing unit.
     pub unit: String,
@@ -56,6 +134,18 @@ pub struct MetricSpec {
     pub divisor: BigDecimal,
     /// For gauges, how long one sample holds at most; `None` for counters.
     pub hold: Option<Duration>,
+    /// For `unique_count`, the field counted and the most distinct values one
+    /// tenant's month may have; `None` for the other kinds.
+    pub distinct: Option<DistinctField>,
+}
+
+/// What a `unique_count` metric counts, and its bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistinctField {
+    /// The field whose distinct values are counted.
+    pub field: CountedField,
+    /// The most distinct values one (tenant, month) may have.
+    pub max_distinct: u64,
 }
 
 /// How long a gauge sample holds when the catalog does not say.
@@ -68,6 +158,7 @@ impl Default for MetricCatalog {
             unit: unit.to_string(),
             divisor: BigDecimal::from_str(divisor).expect("built-in divisor"),
             hold,
+            distinct: None,
         };
         let metrics = BTreeMap::from([
             (

@@ -691,6 +691,91 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
     }
 
     #[test]
+    fn meter_kinds_are_read_and_their_bad_keys_named() {
+        let config = load(
+            "[metrics.peak]\nkind = \"max\"\nunit = \"c\"\ndivisor = \"1\"\n\
+             [metrics.users]\nkind = \"unique_count\"\nfield = \"labels.user\"\nunit = \"u\"\ndivisor = \"1\"\n\
+             [metrics.seats]\nkind = \"latest\"\nunit = \"s\"\ndivisor = \"1\"\n\
+             [metrics.hosts]\nkind = \"unique_count\"\nfield = \"resource\"\nmax_distinct = 7\nunit = \"h\"\ndivisor = \"1\"",
+        )
+        .unwrap();
+        let catalog = config.catalog();
+        assert_eq!(catalog.get("peak").unwrap().kind, MetricKind::Max);
+        assert_eq!(catalog.get("seats").unwrap().distinct, None);
+        let users = catalog.get("users").unwrap().distinct.clone().unwrap();
+        assert_eq!(
+            (users.field, users.max_distinct),
+            (
+                CountedField::Dimension(Dimension::Label("user".to_string())),
+                DEFAULT_MAX_DISTINCT
+            )
+        );
+        let hosts = catalog.get("hosts").unwrap().distinct.clone().unwrap();
+        assert_eq!(
+            (hosts.field, hosts.max_distinct),
+            (CountedField::Resource, 7)
+        );
+        // The billing text a closing records reads back to the same catalog.
+        assert_eq!(
+            Config::from_toml_str(&config.billing_toml(), "billing.toml", std::iter::empty())
+                .unwrap()
+                .catalog(),
+            catalog
+        );
+
+        let metric = |body: &str| format!("[metrics.m]\nunit = \"u\"\ndivisor = \"1\"\n{body}");
+        let cases = [
+            (metric("kind = \"unique_count\""), "metrics.m.field"),
+            (
+                metric("kind = \"unique_count\"\nfield = \"labels.\""),
+                "metrics.m.field",
+            ),
+            (
+                metric("kind = \"unique_count\"\nfield = \"tenant_id\""),
+                "metrics.m.field",
+            ),
+            (
+                metric("kind = \"max\"\nfield = \"region\""),
+                "metrics.m.field",
+            ),
+            (
+                metric("kind = \"latest\"\nfield = \"resource\""),
+                "metrics.m.field",
+            ),
+            (
+                metric("kind = \"counter\"\nfield = \"region\""),
+                "metrics.m.field",
+            ),
+            (metric("kind = \"max\"\nhold = \"1h\""), "metrics.m.hold"),
+            (
+                metric("kind = \"unique_count\"\nfield = \"region\"\nmax_distinct = 0"),
+                "metrics.m.max_distinct",
+            ),
+            (
+                metric("kind = \"unique_count\"\nfield = \"region\"\nmax_distinct = 10000001"),
+                "metrics.m.max_distinct",
+            ),
+            (
+                metric("kind = \"latest\"\nmax_distinct = 5"),
+                "metrics.m.max_distinct",
+            ),
+            (metric("kind = \"maximum\""), "metrics.m.kind"),
+            (
+                format!(
+                    "{}\n[[rates]]\nmetric = \"m\"\neffective_from = \"2026-01-01\"\n\
+                     unit_price = \"1\"\nmatch = {{ region = \"eu-*\" }}",
+                    metric("kind = \"max\"")
+                ),
+                "rates[0].match.region",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load(&text).unwrap_err();
+            assert!(err.key.starts_with(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn floats_are_refused_for_money() {
         let err = load("[[rates]]\nmetric = \"compute_seconds\"\neffective_from = \"2026-01-01\"\nunit_price = 0.04").unwrap_err();
         assert_eq!(err.key, "rates[0].unit_price");

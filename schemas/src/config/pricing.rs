@@ -219,12 +219,13 @@ pub(super) fn validate_rates(
             if pattern.is_empty() {
                 return Err(ConfigError::new(key, "must not be empty"));
             }
-            if spec.kind == MetricKind::Gauge {
+            if spec.kind != MetricKind::Counter {
                 return Err(ConfigError::new(
                     key,
                     format!(
-                        "{} is a gauge, priced per series; only counters take a match",
-                        rate.metric
+                        "{} is a {} metric; only counters take a match",
+                        rate.metric,
+                        spec.kind.as_str()
                     ),
                 ));
             }

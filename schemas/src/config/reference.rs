@@ -128,7 +128,9 @@ fn type_name(ty: &str) -> String {
         "ConfigDecimal" => "decimal".to_string(),
         "ConfigDate" => "date".to_string(),
         "Secret" => "secret".to_string(),
-        "MetricKind" => "`\"counter\"` or `\"gauge\"`".to_string(),
+        "MetricKind" => {
+            "`\"counter\"`, `\"gauge\"`, `\"max\"`, `\"unique_count\"` or `\"latest\"`".to_string()
+        }
         other => panic!("the configuration reference has no name for type {other}"),
     }
 }

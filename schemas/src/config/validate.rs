@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use bigdecimal::BigDecimal;
 
 use super::metrics::{
-    DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind, MetricSpec, is_valid_metric_name,
+    CountedField, DEFAULT_GAUGE_HOLD, DEFAULT_MAX_DISTINCT, DistinctField, MAX_DISTINCT_LIMIT,
+    MetricCatalog, MetricKind, MetricSpec, is_valid_metric_name,
 };
 use super::pricing::{validate_credits, validate_rates};
 use super::raw::RawConfig;
@@ -64,10 +65,18 @@ impl RawConfig {
     fn resolve_catalog(&self) -> MetricCatalog {
         let mut catalog = MetricCatalog::default();
         for (name, def) in &self.metrics {
-            let hold = match def.kind {
-                MetricKind::Counter => None,
-                MetricKind::Gauge => Some(def.hold.map_or(DEFAULT_GAUGE_HOLD, |h| h.0)),
-            };
+            let hold = (def.kind == MetricKind::Gauge)
+                .then(|| def.hold.map_or(DEFAULT_GAUGE_HOLD, |h| h.0));
+            // Checked by `validate_metrics`: a unique_count has a valid field.
+            let distinct = def
+                .field
+                .as_deref()
+                .and_then(CountedField::parse)
+                .filter(|_| def.kind == MetricKind::UniqueCount)
+                .map(|field| DistinctField {
+                    field,
+                    max_distinct: def.max_distinct.unwrap_or(DEFAULT_MAX_DISTINCT),
+                });
             catalog.metrics.insert(
                 name.clone(),
                 MetricSpec {
@@ -75,6 +84,7 @@ impl RawConfig {
                     unit: def.unit.clone(),
                     divisor: def.divisor.0.clone(),
                     hold,
+                    distinct,
                 },
             );
         }
@@ -92,7 +102,8 @@ impl RawConfig {
         Ok(())
     }
 
-    /// `[metrics.*]`: names, divisors and gauge holds.
+    /// `[metrics.*]`: names, divisors, gauge holds and what a `unique_count`
+    /// counts.
     fn validate_metrics(&self) -> Result<(), ConfigError> {
         let zero = BigDecimal::from(0);
         for (name, def) in &self.metrics {
@@ -107,11 +118,49 @@ impl RawConfig {
                 return Err(ConfigError::new(key("divisor"), "must be greater than 0"));
             }
             match (def.kind, def.hold) {
-                (MetricKind::Counter, Some(_)) => {
-                    return Err(ConfigError::new(key("hold"), "only gauges have a hold"));
-                }
                 (MetricKind::Gauge, Some(hold)) if hold.0.is_zero() => {
                     return Err(ConfigError::new(key("hold"), "must be greater than 0"));
+                }
+                (MetricKind::Gauge, _) | (_, None) => {}
+                (_, Some(_)) => {
+                    return Err(ConfigError::new(key("hold"), "only gauges have a hold"));
+                }
+            }
+            let unique = def.kind == MetricKind::UniqueCount;
+            match (&def.field, unique) {
+                (None, true) => {
+                    return Err(ConfigError::new(
+                        key("field"),
+                        "a unique_count metric needs the field it counts: \
+                         resource, region, service or labels.KEY",
+                    ));
+                }
+                (Some(field), true) if CountedField::parse(field).is_none() => {
+                    return Err(ConfigError::new(
+                        key("field"),
+                        format!("{field:?} is not resource, region, service or labels.KEY"),
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(ConfigError::new(
+                        key("field"),
+                        "only unique_count metrics have a field",
+                    ));
+                }
+                _ => {}
+            }
+            match (def.max_distinct, unique) {
+                (Some(limit), true) if !(1..=MAX_DISTINCT_LIMIT).contains(&limit) => {
+                    return Err(ConfigError::new(
+                        key("max_distinct"),
+                        format!("must be between 1 and {MAX_DISTINCT_LIMIT}"),
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(ConfigError::new(
+                        key("max_distinct"),
+                        "only unique_count metrics have a max_distinct",
+                    ));
                 }
                 _ => {}
             }

@@ -62,6 +62,8 @@ impl Config {
                     unit: spec.unit.clone(),
                     divisor: ConfigDecimal(spec.divisor.clone()),
                     hold: spec.hold.map(HumanDuration),
+                    field: spec.distinct.as_ref().map(|d| d.field.to_string()),
+                    max_distinct: spec.distinct.as_ref().map(|d| d.max_distinct),
                 };
                 (name, definition)
             })
