@@ -634,3 +634,100 @@ pub fn python_certificate_digests(events: &Path, month: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Every Parquet file under the table directory `table` (removed ones too),
+/// sorted.
+pub fn data_files(table: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![table.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() && !path.ends_with("_delta_log") {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The rows of the Parquet file at `path`.
+pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(path).expect("open parquet"),
+    )
+    .expect("parquet reader")
+    .build()
+    .expect("build reader")
+    .map(|b| b.expect("batch"))
+    .collect()
+}
+
+/// Writes `batches` (at least one) as the Parquet file at `path`.
+pub fn write_parquet(path: &Path, batches: &[RecordBatch]) {
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).expect("create"),
+        batches[0].schema(),
+        None,
+    )
+    .expect("writer");
+    for batch in batches {
+        writer.write(batch).expect("write");
+    }
+    writer.close().expect("close");
+}
+
+/// Turns the Delta table at `table` into one written before `columns` were
+/// added to allot's schema: its files rewritten without them, and the columns
+/// taken out of the schema in its log.
+pub fn drop_columns(table: &Path, columns: &[&str]) {
+    for file in data_files(table) {
+        let batches: Vec<RecordBatch> = read_parquet(&file)
+            .into_iter()
+            .map(|batch| {
+                let kept: Vec<usize> = (0..batch.num_columns())
+                    .filter(|i| !columns.contains(&batch.schema().field(*i).name().as_str()))
+                    .collect();
+                batch.project(&kept).expect("project")
+            })
+            .collect();
+        if !batches.is_empty() {
+            write_parquet(&file, &batches);
+        }
+    }
+    let log = table.join("_delta_log");
+    for entry in std::fs::read_dir(&log).expect("read log") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read commit");
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let mut action: serde_json::Value = serde_json::from_str(line).expect("action");
+            if let Some(schema) = action.pointer_mut("/metaData/schemaString") {
+                let mut parsed: serde_json::Value =
+                    serde_json::from_str(schema.as_str().expect("schema text")).expect("schema");
+                let fields = parsed["fields"].as_array_mut().expect("fields");
+                let before = fields.len();
+                fields.retain(|f| !columns.iter().any(|c| f["name"] == *c));
+                assert_eq!(
+                    fields.len(),
+                    before - columns.len(),
+                    "the schema had {columns:?}"
+                );
+                *schema = serde_json::Value::String(parsed.to_string());
+            }
+            if let Some(add) = action.get_mut("add") {
+                let file = table.join(add["path"].as_str().unwrap());
+                add["size"] = std::fs::metadata(file).expect("file").len().into();
+                add.as_object_mut().unwrap().remove("stats");
+            }
+            lines.push(action.to_string());
+        }
+        std::fs::write(&path, lines.join("\n") + "\n").expect("write commit");
+    }
+}

@@ -5,14 +5,11 @@
 
 use crate::common;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch, StringArray};
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// The test price book, with acme's egress in tiers and a discount, so that a
 /// closing holds tier lines and a discount besides flat usage lines.
@@ -106,20 +103,7 @@ impl Lake {
 
     /// The data files of a table, sorted.
     fn data_files(&self, table: &str) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        let mut stack = vec![self.root().join(table)];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).expect("read dir") {
-                let path = entry.expect("entry").path();
-                if path.is_dir() && !path.ends_with("_delta_log") {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "parquet") {
-                    found.push(path);
-                }
-            }
-        }
-        found.sort();
-        found
+        common::data_files(&self.root().join(table))
     }
 }
 
@@ -129,28 +113,6 @@ fn stderr(out: &Output) -> String {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    ParquetRecordBatchReaderBuilder::try_new(File::open(path).expect("open parquet"))
-        .expect("parquet reader")
-        .build()
-        .expect("build reader")
-        .map(|b| b.expect("batch"))
-        .collect()
-}
-
-fn write_parquet(path: &Path, batches: &[RecordBatch]) {
-    let mut writer = ArrowWriter::try_new(
-        File::create(path).expect("create"),
-        batches[0].schema(),
-        None,
-    )
-    .expect("writer");
-    for batch in batches {
-        writer.write(batch).expect("write");
-    }
-    writer.close().expect("close");
 }
 
 #[test]
@@ -217,7 +179,7 @@ fn verify_fails_when_the_closing_row_was_tampered_with() {
     lake.close();
     let files = lake.data_files("closings");
     assert_eq!(files.len(), 1);
-    let batches: Vec<RecordBatch> = read_parquet(&files[0])
+    let batches: Vec<RecordBatch> = common::read_parquet(&files[0])
         .into_iter()
         .map(|batch| {
             let schema = batch.schema();
@@ -233,7 +195,7 @@ fn verify_fails_when_the_closing_row_was_tampered_with() {
             RecordBatch::try_new(schema, columns).expect("batch")
         })
         .collect();
-    write_parquet(&files[0], &batches);
+    common::write_parquet(&files[0], &batches);
     let out = lake.verify();
     assert_eq!(out.status.code(), Some(1), "stdout {}", stdout(&out));
     assert!(
@@ -256,7 +218,7 @@ fn verify_fails_when_a_data_file_lost_a_row() {
                 .contains("tenant_id=acme/day=2026-09-01")
         })
         .expect("acme's first day");
-    let batches = read_parquet(&file);
+    let batches = common::read_parquet(&file);
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     assert!(total >= 2);
     let mut kept: Vec<RecordBatch> = Vec::new();
@@ -269,7 +231,7 @@ fn verify_fails_when_a_data_file_lost_a_row() {
             kept.push(batch);
         }
     }
-    write_parquet(&file, &kept);
+    common::write_parquet(&file, &kept);
     let out = lake.verify();
     assert_eq!(out.status.code(), Some(1), "stdout {}", stdout(&out));
     // Named either as the tenant's figures that changed or as its tenant-day's
@@ -409,51 +371,9 @@ fn sql_tables_serve_closed_invoices_and_usage_sums_per_tenant() {
 }
 
 /// Turns the lake's `invoices` table into one written before the `dimensions`
-/// column existed: its files rewritten without the column, and the column taken
-/// out of the schema in its Delta log.
+/// column existed.
 fn drop_invoice_dimensions(lake: &Lake) {
-    for file in lake.data_files("invoices") {
-        let batches: Vec<RecordBatch> = read_parquet(&file)
-            .into_iter()
-            .map(|batch| {
-                let index = batch.schema().index_of("dimensions").expect("dimensions");
-                let kept: Vec<usize> = (0..batch.num_columns()).filter(|i| *i != index).collect();
-                batch.project(&kept).expect("project")
-            })
-            .collect();
-        write_parquet(&file, &batches);
-    }
-    let log = lake.root().join("invoices").join("_delta_log");
-    for entry in std::fs::read_dir(&log).expect("read log") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("read commit");
-        let mut lines = Vec::new();
-        for line in text.lines() {
-            let mut action: serde_json::Value = serde_json::from_str(line).expect("action");
-            if let Some(schema) = action.pointer_mut("/metaData/schemaString") {
-                let mut parsed: serde_json::Value =
-                    serde_json::from_str(schema.as_str().expect("schema text")).expect("schema");
-                let fields = parsed["fields"].as_array_mut().expect("fields");
-                let before = fields.len();
-                fields.retain(|f| f["name"] != "dimensions");
-                assert_eq!(fields.len(), before - 1, "the schema had dimensions");
-                *schema = serde_json::Value::String(parsed.to_string());
-            }
-            if let Some(add) = action.get_mut("add") {
-                let file = lake
-                    .root()
-                    .join("invoices")
-                    .join(add["path"].as_str().unwrap());
-                add["size"] = std::fs::metadata(file).expect("file").len().into();
-                add.as_object_mut().unwrap().remove("stats");
-            }
-            lines.push(action.to_string());
-        }
-        std::fs::write(&path, lines.join("\n") + "\n").expect("write commit");
-    }
+    common::drop_columns(&lake.root().join("invoices"), &["dimensions"]);
 }
 
 #[test]
@@ -468,7 +388,7 @@ fn a_lake_closed_before_invoice_dimensions_still_reads_closes_and_verifies() {
     let september = invoice("2026-09");
     drop_invoice_dimensions(&lake);
     assert!(
-        read_parquet(&lake.data_files("invoices")[0])[0]
+        common::read_parquet(&lake.data_files("invoices")[0])[0]
             .column_by_name("dimensions")
             .is_none()
     );
