@@ -13,6 +13,7 @@ mod erasure;
 mod golden;
 mod ingest_file;
 mod maintenance;
+mod meters;
 mod offboard;
 mod period_close;
 mod preview;
