@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use allot_schemas::config::{CountedField, Dimension, MetricCatalog, MetricKind};
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::meter::{LastEvent, MeterSummary};
-use allot_schemas::table_schema::VALUE_PRECISION;
+use allot_schemas::table_schema::{VALUE_PRECISION, distinct_values_type};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Decimal128Type, TimeUnit, TimestampMicrosecondType};
 use bigdecimal::BigDecimal;
@@ -278,15 +278,6 @@ pub fn check(
             metric: metric.to_string(),
             max_distinct: too_many.max_distinct,
         })
-}
-
-/// The type of `usage_hourly.distinct_values`: a list of texts.
-pub fn distinct_values_type() -> DataType {
-    DataType::List(std::sync::Arc::new(arrow::datatypes::Field::new(
-        "item",
-        DataType::Utf8,
-        true,
-    )))
 }
 
 /// Column `i` of `batch` as `data_type` (the engine may hand out another

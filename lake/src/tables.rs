@@ -11,7 +11,7 @@ use std::sync::Arc;
 use allot_schemas::layout::{LakeLocation, LakeTable, TenantDay, usage_partition_dir};
 use allot_schemas::table_schema::table_schema;
 use allot_schemas::time::days_since_epoch;
-use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, new_null_array};
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitBuilder;
@@ -288,7 +288,8 @@ pub(crate) async fn commit_actions(
 
 /// A data file's rows in the table's `schema`: the partition columns, which a
 /// Delta data file does not store, filled in from the file's raw partition values
-/// (`tenant_id` as text, `day` as `YYYY-MM-DD`).
+/// (`tenant_id` as text, `day` as `YYYY-MM-DD`), and the nullable columns added
+/// to the schema after the file was written as nulls.
 pub(crate) fn with_partition_values(
     batch: &RecordBatch,
     partition: &HashMap<String, Option<String>>,
@@ -305,6 +306,9 @@ pub(crate) fn with_partition_values(
             let name = field.name().as_str();
             if let Some(column) = batch.column_by_name(name) {
                 return Ok(column.clone());
+            }
+            if !partition.contains_key(name) && field.is_nullable() {
+                return Ok(new_null_array(field.data_type(), rows));
             }
             let value = partition.get(name).cloned().flatten();
             Ok(match field.data_type() {

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 
 use crate::decimal::VALUE_SCALE;
 use crate::layout::LakeTable;
@@ -91,14 +91,22 @@ static USAGE_HOURLY: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("last_value", decimal.clone(), true),
         Field::new("value_max", decimal, true),
         Field::new("last_event_id", DataType::Utf8, true),
-        Field::new(
-            "distinct_values",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            true,
-        ),
+        Field::new("distinct_values", distinct_values_type(), true),
         Field::new("day", DataType::Date32, false),
     ]))
 });
+
+/// The type of `usage_hourly.distinct_values`: a list of texts, its items
+/// named `element` as Delta Lake names them, so that batches match what the
+/// table reports.
+pub fn distinct_values_type() -> DataType {
+    DataType::List(distinct_value_field())
+}
+
+/// The item field of [`distinct_values_type`].
+pub fn distinct_value_field() -> FieldRef {
+    Arc::new(Field::new("element", DataType::Utf8, true))
+}
 
 /// Columns of `usage_hourly` added after lakes had rollups (the meter kinds'
 /// figures): rollup files written before lack them, so they are nullable and

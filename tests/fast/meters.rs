@@ -210,6 +210,7 @@ const MARCH: &str = r#"{"event_id":"p1","tenant_id":"acme","ts":"2026-03-02T10:0
 {"event_id":"u2","tenant_id":"acme","ts":"2026-03-09T11:00:00Z","metric":"active_users","value":1,"labels":{"user":"bob"}}
 {"event_id":"s1","tenant_id":"acme","ts":"2026-03-09T12:00:00Z","metric":"plan_seats","value":4}
 {"event_id":"c1","tenant_id":"acme","ts":"2026-03-09T12:00:00Z","metric":"api_calls","value":100}
+{"event_id":"g1","tenant_id":"gone","ts":"2026-03-09T12:00:00Z","metric":"peak_connections","value":5}
 "#;
 
 /// The meters' configuration from before they existed: every metric a counter.
@@ -244,7 +245,18 @@ fn rollups_written_before_the_meters_still_read_and_are_rebuilt_with_them() {
     let counted = stdout(&lake.run(&["invoice", "--month", "2026-03"]));
     let hourly = lake.root().join("usage_hourly");
     common::drop_columns(&hourly, &HOURLY_COLUMNS_ADDED_LATER);
-    // The old rollups read as they did (their basis is unchanged).
+    // The old rollups read as they did (their basis is unchanged), and a
+    // tenant sharing their files can still be erased from them.
+    assert_eq!(
+        stdout(&lake.run(&["invoice", "--month", "2026-03"])),
+        counted
+    );
+    stdout(&lake.run(&["tenant", "delete", "gone", "--confirm", "gone"]));
+    let counted: String = counted
+        .lines()
+        .filter(|line| !line.starts_with("gone,"))
+        .map(|line| format!("{line}\n"))
+        .collect();
     assert_eq!(
         stdout(&lake.run(&["invoice", "--month", "2026-03"])),
         counted

@@ -8,7 +8,7 @@ use allot_schemas::config::{MetricCatalog, MetricKind};
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::gauge::{GaugeSample, weight_before_last};
 use allot_schemas::layout::TenantDay;
-use allot_schemas::table_schema::{VALUE_PRECISION, usage_hourly_schema};
+use allot_schemas::table_schema::{VALUE_PRECISION, distinct_value_field, usage_hourly_schema};
 use allot_schemas::time::{MICROS_PER_HOUR, day_start_micros, days_since_epoch};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array, ListArray,
@@ -216,7 +216,7 @@ pub async fn rollup_rows(
 
 /// `usage_hourly.distinct_values` of rows each with its values or none.
 fn distinct_list<'a>(rows: impl Iterator<Item = Option<&'a [String]>>) -> ListArray {
-    let mut builder = ListBuilder::new(StringBuilder::new());
+    let mut builder = ListBuilder::new(StringBuilder::new()).with_field(distinct_value_field());
     for values in rows {
         match values {
             Some(values) => {
