@@ -4,7 +4,8 @@
 //! one firing per crossing, one resolution, none repeated across a kill -9
 //! between commit and delivery or across two replicas on one lake, and a dead
 //! endpoint retried without holding up the other channel. An erased tenant's
-//! alerts go with it, and nothing more is sent about it.
+//! alerts go with it, and nothing more is sent about it. A new month, on the
+//! clock of a runner in the test, resolves a month-to-date quota alert.
 
 use crate::common;
 
@@ -16,10 +17,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use allot_api::alerts::deliver::signature;
-use allot_schemas::config::Secret;
+use allot_api::alerts::{AlertBoard, AlertRunner, FactSource};
+use allot_api::lake_view::LakeView;
+use allot_query::LakeLocation;
+use allot_query::reports::ReportSettings;
+use allot_schemas::clock::{Clock, FixedClock};
+use allot_schemas::config::{Config, Secret};
 use common::{CliLake, FLAT_PRICE_BOOK, ServeProcess};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
+const NO_ENV: [(String, String); 0] = [];
 const JWT_SECRET: &str = "a test secret that is long enough for HS256";
 const HOOK_SECRET: &str = "the hook's secret, 16 bytes at least";
 /// How long a notice may take to arrive: a few refreshes and a delivery on a
@@ -202,6 +210,11 @@ fn use_compute(lake: &CliLake, tenant: &str, id: &str, value: &str) {
     let at = (chrono::Utc::now() - chrono::Duration::seconds(60))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
+    use_compute_at(lake, tenant, id, value, &at);
+}
+
+/// Ingests one compute_seconds event of `value` for `tenant` at `at`.
+fn use_compute_at(lake: &CliLake, tenant: &str, id: &str, value: &str, at: &str) {
     let file = lake.dir.path().join(format!("{id}.jsonl"));
     std::fs::write(
         &file,
@@ -356,6 +369,113 @@ fn a_quota_crossing_fires_once_and_resolves_once() {
             .all(|row| !row.columns["key"].as_deref().unwrap().contains("/acme/")),
         "{rows:?}"
     );
+}
+
+/// `allot alerts run`'s runner, in this process, on a clock the test moves.
+struct RunnerOnClock {
+    clock: Arc<FixedClock>,
+    cancel: CancellationToken,
+    /// Runs the runner's tasks; dropped, it ends them.
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl RunnerOnClock {
+    fn start(lake: &CliLake, at: &str) -> RunnerOnClock {
+        let config = Config::load(Some(&lake.config()), NO_ENV).unwrap();
+        let location = LakeLocation::parse(lake.root().to_str().unwrap()).unwrap();
+        let clock = Arc::new(FixedClock::new(micros(at)));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let cancel = CancellationToken::new();
+        let shared: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
+        let runner = runtime
+            .block_on(AlertRunner::open(
+                &config,
+                &location,
+                Arc::new(AlertBoard::default()),
+                Arc::clone(&shared),
+            ))
+            .unwrap()
+            .expect("the configuration has rules");
+        let source = FactSource::Alone {
+            view: Arc::new(LakeView::new(
+                location,
+                config.api.refresh_interval.0,
+                shared,
+            )),
+            settings: Arc::new(ReportSettings::new(config)),
+        };
+        runtime.spawn(runner.run(source, cancel.clone()));
+        RunnerOnClock {
+            clock,
+            cancel,
+            _runtime: runtime,
+        }
+    }
+}
+
+impl Drop for RunnerOnClock {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn micros(at: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .timestamp_micros()
+}
+
+#[test]
+fn a_new_month_resolves_a_quota_firing_once() {
+    // The runner's clock is fixed on 20 November; the events are of that day.
+    let receiver = Receiver::start();
+    let lake = alert_lake_with(
+        &webhook("hook", &receiver.url("hook")),
+        "\"hook\"",
+        "evaluate_every = \"200ms\"",
+    );
+    use_compute_at(&lake, "acme", "n1", "899", "2026-11-20T09:00:00Z");
+    let runner = RunnerOnClock::start(&lake, "2026-11-20T12:00:00Z");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(receiver.received().is_empty(), "{:?}", receiver.received());
+
+    // 950 of 1000: one firing, signed.
+    use_compute_at(&lake, "acme", "n2", "51", "2026-11-20T10:00:00Z");
+    let got = receiver.wait_for("the firing", |r| !r.is_empty());
+    assert_signed(&got[0]);
+    let body = got[0].json();
+    assert_eq!(
+        (&body["state"], &body["value"], &body["key"]),
+        (&"firing".into(), &"95.00".into(), &"q90/acme/1".into())
+    );
+    assert_eq!(body["as_of"], "2026-11-20T12:00:00Z");
+
+    // More usage, and many evaluations later the same day: nothing new.
+    use_compute_at(&lake, "acme", "n3", "40", "2026-11-20T11:00:00Z");
+    runner.clock.set(micros("2026-11-20T12:30:00Z"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        by_key(&receiver.received()),
+        BTreeMap::from([("q90/acme/1".to_string(), 1)])
+    );
+
+    // December: nothing used this month yet, so the quota use is 0 %; one
+    // resolution, and no more after further evaluations.
+    runner.clock.set(micros("2026-12-01T00:00:01Z"));
+    let got = receiver.wait_for("the resolution", |r| r.len() >= 2);
+    assert_signed(&got[1]);
+    let body = got[1].json();
+    assert_eq!(body["state"], "resolved", "{body}");
+    assert_eq!(body["key"], "q90/acme/2");
+    assert_eq!(body["value"], "0.00", "{body}");
+    assert_eq!(body["as_of"], "2026-12-01T00:00:01Z");
+    runner.clock.set(micros("2026-12-01T06:00:00Z"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        by_key(&receiver.received()),
+        BTreeMap::from([("q90/acme/1".to_string(), 1), ("q90/acme/2".to_string(), 1)])
+    );
+    drop(runner);
 }
 
 /// The alerts `GET /v1/alerts` lists for `token`.
