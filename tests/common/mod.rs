@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod alerts;
 pub mod promtool;
 pub mod scenario;
 mod serve;

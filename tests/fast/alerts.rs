@@ -10,249 +10,26 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use allot_api::alerts::deliver::signature;
 use allot_api::alerts::{AlertBoard, AlertRunner, FactSource};
 use allot_api::lake_view::LakeView;
 use allot_query::LakeLocation;
 use allot_query::reports::ReportSettings;
 use allot_schemas::clock::{Clock, FixedClock};
-use allot_schemas::config::{Config, Secret};
-use common::{CliLake, FLAT_PRICE_BOOK, ServeProcess};
+use allot_schemas::config::Config;
+use common::alerts::{
+    ARRIVES_WITHIN, HOOK_SECRET, Receiver, alert_lake, alert_lake_with, alerts_of, assert_signed,
+    by_key, use_compute, use_compute_at, webhook,
+};
+use common::{CliLake, ServeProcess};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 const NO_ENV: [(String, String); 0] = [];
-const JWT_SECRET: &str = "a test secret that is long enough for HS256";
-const HOOK_SECRET: &str = "the hook's secret, 16 bytes at least";
-/// How long a notice may take to arrive: a few refreshes and a delivery on a
-/// machine busy with other tests.
-const ARRIVES_WITHIN: Duration = Duration::from_secs(30);
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl Received {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap()
-    }
-
-    fn key(&self) -> String {
-        self.headers["idempotency-key"].clone()
-    }
-}
-
-/// A webhook receiver on 127.0.0.1: answers 200 to every request while up,
-/// and drops every connection unanswered while down.
-struct Receiver {
-    address: String,
-    up: Arc<AtomicBool>,
-    received: Arc<Mutex<Vec<Received>>>,
-    /// Connections dropped while down.
-    refused: Arc<Mutex<u32>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let receiver = Receiver {
-            address: listener.local_addr().unwrap().to_string(),
-            up: Arc::new(AtomicBool::new(true)),
-            received: Arc::default(),
-            refused: Arc::default(),
-        };
-        let (up, received, refused) = (
-            Arc::clone(&receiver.up),
-            Arc::clone(&receiver.received),
-            Arc::clone(&receiver.refused),
-        );
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if !up.load(Ordering::SeqCst) {
-                    *refused.lock().unwrap() += 1;
-                    drop(stream);
-                    continue;
-                }
-                let received = Arc::clone(&received);
-                std::thread::spawn(move || {
-                    if let Some(request) = read_request(stream) {
-                        received.lock().unwrap().push(request);
-                    }
-                });
-            }
-        });
-        receiver
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}/{path}", self.address)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits until `done` holds of what was received.
-    fn wait_for(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        self.try_wait_for(done).unwrap_or_else(|received| {
-            panic!("{what}: not received within {ARRIVES_WITHIN:?}; got {received:#?}")
-        })
-    }
-
-    /// Waits until `done` holds of what was received; what was, if it never did.
-    fn try_wait_for(
-        &self,
-        done: impl Fn(&[Received]) -> bool,
-    ) -> Result<Vec<Received>, Vec<Received>> {
-        let deadline = Instant::now() + ARRIVES_WITHIN;
-        loop {
-            let received = self.received();
-            if done(&received) {
-                return Ok(received);
-            }
-            if Instant::now() >= deadline {
-                return Err(received);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// Reads one HTTP/1.1 request and answers 200.
-fn read_request(mut stream: TcpStream) -> Option<Received> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-        if let Some(at) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&bytes[..head_end]).to_string();
-    let mut lines = head.lines();
-    let path = lines.next()?.split(' ').nth(1)?.to_string();
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers.get("content-length")?.parse().ok()?;
-    while bytes.len() < head_end + length {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8(bytes[head_end..head_end + length].to_vec()).ok()?;
-    stream
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    Some(Received {
-        path,
-        headers,
-        body,
-    })
-}
-
-/// A lake whose configuration watches compute_seconds quotas of 1000 (acme,
-/// beta, gamma) at 90 %, resolving below 85 %, sent to `channels` (TOML
-/// `[[alerts.channels]]` entries, the first named `hook`).
-fn alert_lake(channels: &str, rule_channels: &str) -> CliLake {
-    alert_lake_with(channels, rule_channels, "")
-}
-
-/// [`alert_lake`] with the further `[alerts]` keys `alerts`.
-fn alert_lake_with(channels: &str, rule_channels: &str, alerts: &str) -> CliLake {
-    let lake = CliLake::new("");
-    let config = format!(
-        "{FLAT_PRICE_BOOK}\n\
-         [tenants.acme]\nquotas = {{ compute_seconds = \"1000\" }}\n\
-         [tenants.beta]\nquotas = {{ compute_seconds = \"1000\" }}\n\
-         [tenants.gamma]\nquotas = {{ compute_seconds = \"1000\" }}\n\
-         [api]\njwt_secret = \"{JWT_SECRET}\"\naudit_log = \"{audit}\"\n\
-         rate_limit_per_s = 100000\nrefresh_interval = \"200ms\"\n\
-         [alerts]\nretry_initial = \"500ms\"\nretry_max = \"1s\"\ndelivery_timeout = \"2s\"\n\
-         claim_lease = \"3s\"\n{alerts}\n\
-         {channels}\n\
-         [[alerts.rules]]\nname = \"q90\"\nkind = \"quota\"\nmetric = \"compute_seconds\"\n\
-         threshold = \"90\"\nresolve_below = \"85\"\nchannels = [{rule_channels}]\n",
-        audit = lake.dir.path().join("audit.jsonl").display(),
-    );
-    std::fs::write(lake.config(), config).unwrap();
-    lake
-}
-
-fn webhook(name: &str, url: &str) -> String {
-    format!(
-        "[[alerts.channels]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{HOOK_SECRET}\"\n"
-    )
-}
-
-/// Ingests one compute_seconds event of `value` for `tenant`, a minute ago.
-fn use_compute(lake: &CliLake, tenant: &str, id: &str, value: &str) {
-    let at = (chrono::Utc::now() - chrono::Duration::seconds(60))
-        .format("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
-    use_compute_at(lake, tenant, id, value, &at);
-}
-
-/// Ingests one compute_seconds event of `value` for `tenant` at `at`.
-fn use_compute_at(lake: &CliLake, tenant: &str, id: &str, value: &str, at: &str) {
-    let file = lake.dir.path().join(format!("{id}.jsonl"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"{{"event_id":"{id}","tenant_id":"{tenant}","ts":"{at}","metric":"compute_seconds","value":{value}}}"#
-        ) + "\n",
-    )
-    .unwrap();
-    let out = lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-}
-
-/// The notices of `received` by key, each with how many times it came.
-fn by_key(received: &[Received]) -> BTreeMap<String, usize> {
-    let mut keys = BTreeMap::new();
-    for r in received {
-        *keys.entry(r.key()).or_default() += 1;
-    }
-    keys
-}
-
-fn assert_signed(request: &Received) {
-    assert_eq!(
-        request.headers["x-allot-signature"],
-        signature(
-            &Secret::from(HOOK_SECRET.to_string()),
-            request.body.as_bytes()
-        ),
-        "{request:?}"
-    );
-    assert_eq!(request.json()["key"], request.key());
-}
-
 #[test]
 fn a_quota_crossing_fires_once_and_resolves_once() {
     let receiver = Receiver::start();
@@ -476,14 +253,6 @@ fn a_new_month_resolves_a_quota_firing_once() {
         BTreeMap::from([("q90/acme/1".to_string(), 1), ("q90/acme/2".to_string(), 1)])
     );
     drop(runner);
-}
-
-/// The alerts `GET /v1/alerts` lists for `token`.
-fn alerts_of(server: &ServeProcess, token: &str) -> Vec<Value> {
-    let (status, body) = server.request("GET /v1/alerts", token, "");
-    assert_eq!(status, 200, "{body}");
-    let body: Value = serde_json::from_str(&body).unwrap();
-    body["alerts"].as_array().unwrap().clone()
 }
 
 #[test]

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alerts;
 mod collector;
 mod flight_jdbc;
 mod kafka_to_lake;
