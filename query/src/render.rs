@@ -281,6 +281,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn invoice_json_carries_credit_lines_and_their_sum() {
+        let row = |metric: &str, amount: &str, kind: &str, adjusts: &str| {
+            let mut row = vec![String::new(); INVOICE_CSV_COLUMNS.len()];
+            row[0] = "acme".into();
+            row[1] = "2026-09".into();
+            row[2] = metric.into();
+            row[10] = amount.into();
+            row[11] = kind.into();
+            row[12] = adjusts.into();
+            row
+        };
+        let invoice = BilledInvoice {
+            tenant_id: "acme".into(),
+            period: "2026-09".into(),
+            currency: "USD".into(),
+            discount_percent: "0".into(),
+            rows: vec![
+                row("api_calls", "150.00", "usage", ""),
+                row("", "-100.00", "credit", "promo"),
+                row("subtotal", "150.00", "", ""),
+                row("discount", "0.00", "", ""),
+                row("credits", "-100.00", "", ""),
+                row("total", "50.00", "", ""),
+            ],
+            status: InvoiceStatus::Draft,
+        };
+        let object = invoice_json(&invoice);
+        assert_eq!(object["credits"], "-100.00");
+        assert_eq!(object["total"], "50.00");
+        assert_eq!(object["lines"][1]["kind"], "credit");
+        assert_eq!(object["lines"][1]["adjusts"], "promo");
+        assert!(object.get("adjustments").is_none());
+    }
+
+    #[test]
     fn csv_quotes_only_when_needed() {
         let mut table = ReportTable::new(&["a", "b"]);
         table.rows.push(vec!["x,y".into(), "say \"hi\"".into()]);
