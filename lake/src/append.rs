@@ -33,7 +33,7 @@ use allot_schemas::table_schema::table_schema;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
-use deltalake::kernel::{Action, Transaction};
+use deltalake::kernel::{Action, Remove, Transaction};
 use deltalake::logstore::CommitOrBytes;
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -162,16 +162,51 @@ impl LogAppender {
         offsets: Vec<AppOffset>,
         expected: &[(String, Option<i64>)],
     ) -> Result<u64, LakeError> {
-        let txns: Vec<Transaction> = offsets
-            .into_iter()
-            .map(|o| Transaction::new(o.app_id, o.offset))
-            .collect();
         let partition_by = self.table.metadata().partition_columns().to_vec();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: (!partition_by.is_empty()).then_some(partition_by),
             predicate: None,
         };
+        self.commit_files(Vec::new(), files, offsets, expected, operation)
+            .await
+    }
+
+    /// Commits the removal of `removes` and the addition of `files`, which
+    /// hold the same rows (a compaction), with `offsets`, fenced on `expected`
+    /// as [`LogAppender::append`] is. The caller must have read the files it
+    /// removes as of a version that records `expected`: a writer that adds
+    /// files moves an offset, so no file added since can be lost.
+    pub async fn replace(
+        &mut self,
+        removes: Vec<Remove>,
+        files: Vec<NewFile>,
+        offsets: Vec<AppOffset>,
+        expected: &[(String, Option<i64>)],
+    ) -> Result<u64, LakeError> {
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size: 0,
+        };
+        self.commit_files(removes, files, offsets, expected, operation)
+            .await
+    }
+
+    /// One commit of `removes` and `files` with `offsets` as `operation`,
+    /// fenced on `expected`: the body of [`LogAppender::append`] and
+    /// [`LogAppender::replace`].
+    async fn commit_files(
+        &mut self,
+        removes: Vec<Remove>,
+        files: Vec<NewFile>,
+        offsets: Vec<AppOffset>,
+        expected: &[(String, Option<i64>)],
+        operation: DeltaOperation,
+    ) -> Result<u64, LakeError> {
+        let txns: Vec<Transaction> = offsets
+            .into_iter()
+            .map(|o| Transaction::new(o.app_id, o.offset))
+            .collect();
         let operation_id = uuid::Uuid::new_v4();
         loop {
             if let Err(failure) = self.check_offsets(expected).await {
@@ -183,17 +218,20 @@ impl LogAppender {
             let version = self.read_through + 1;
             // Every file carries the version that adds it, so a reader can tell
             // which files a writer's duplicate check saw.
-            let actions = files
+            let adds = files.iter().map(|file| {
+                let mut add = file.0.clone();
+                let stamp = DedupTags {
+                    version: Some(version),
+                    ..DedupTags::default()
+                };
+                stamp.write_into(add.tags.get_or_insert_with(HashMap::new));
+                Action::Add(add)
+            });
+            let actions = removes
                 .iter()
-                .map(|file| {
-                    let mut add = file.0.clone();
-                    let stamp = DedupTags {
-                        version: Some(version),
-                        ..DedupTags::default()
-                    };
-                    stamp.write_into(add.tags.get_or_insert_with(HashMap::new));
-                    Action::Add(add)
-                })
+                .cloned()
+                .map(Action::Remove)
+                .chain(adds)
                 .collect();
             let commit = CommitData::new(actions, operation.clone(), HashMap::new(), txns.clone());
             if self.write_version(version, &commit, operation_id).await? {

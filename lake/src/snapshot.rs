@@ -215,29 +215,50 @@ async fn load_table(location: &LakeLocation, table: LakeTable) -> Result<TableFi
 }
 
 /// Every row of a small unpartitioned table (`invoices`, `allocations`,
-/// `closings`) at its latest version, read whole; no rows when it does not
-/// exist yet.
+/// `closings`, `alerts`) at its latest version, read whole, files in path
+/// order and each file's rows in order; no rows when it does not exist yet.
 pub async fn read_small_table(
     location: &LakeLocation,
     table: LakeTable,
+) -> Result<Vec<RecordBatch>, LakeError> {
+    let delta = match open_table(location, table, None).await? {
+        OpenedTable::Found(delta) => delta,
+        OpenedTable::Missing(_) => return Ok(Vec::new()),
+    };
+    let mut paths: Vec<String> = active_paths_of(&delta, table)?;
+    paths.sort();
+    read_table_files(&delta, table, &paths).await
+}
+
+/// The active files of `delta` (`table`), as object-store paths.
+pub(crate) fn active_paths_of(
+    delta: &DeltaTable,
+    table: LakeTable,
+) -> Result<Vec<String>, LakeError> {
+    let snapshot = delta.snapshot().map_err(|e| LakeError::Unreadable {
+        table: table.dir_name(),
+        message: e.to_string(),
+    })?;
+    Ok(snapshot
+        .log_data()
+        .iter()
+        .map(|file| file.object_store_path().to_string())
+        .collect())
+}
+
+/// The rows of the files `paths` of `delta` (`table`), in the order given,
+/// with the columns the table gained since a file was written as nulls.
+pub(crate) async fn read_table_files(
+    delta: &DeltaTable,
+    table: LakeTable,
+    paths: &[String],
 ) -> Result<Vec<RecordBatch>, LakeError> {
     let lake_error = |message: String| LakeError::Unreadable {
         table: table.dir_name(),
         message,
     };
-    let delta = match open_table(location, table, None).await? {
-        OpenedTable::Found(delta) => delta,
-        OpenedTable::Missing(_) => return Ok(Vec::new()),
-    };
     let (schema, _) = table_schema(table);
     let store = delta.log_store().object_store(None);
-    let snapshot = delta.snapshot().map_err(|e| lake_error(e.to_string()))?;
-    let mut paths: Vec<String> = snapshot
-        .log_data()
-        .iter()
-        .map(|file| file.object_store_path().to_string())
-        .collect();
-    paths.sort();
     let mut batches = Vec::new();
     for path in paths {
         let bytes = store

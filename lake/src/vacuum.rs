@@ -17,8 +17,9 @@
 //! most for their commit (Delta's "full" vacuum).
 //!
 //! Vacuum never creates a table: a lake without `usage_events` is
-//! [`LakeError::NoLake`], and a missing `rejected_events` or `usage_hourly` is
-//! skipped.
+//! [`LakeError::NoLake`], and a missing `rejected_events`, `usage_hourly` or
+//! `alerts` is skipped. The files of `alerts` that vacuum deletes are those
+//! its compactions replaced (`crate::compact::log_table`).
 
 use std::time::Duration;
 
@@ -50,7 +51,8 @@ pub struct VacuumSummary {
     pub kept_versions: Vec<u64>,
 }
 
-/// Vacuums `usage_events`, `rejected_events` and `usage_hourly`; see the module docs.
+/// Vacuums `usage_events`, `rejected_events`, `usage_hourly` and `alerts`;
+/// see the module docs.
 pub async fn vacuum(options: VacuumOptions) -> Result<VacuumSummary, LakeError> {
     let mut kept_versions = options.keep_usage_versions;
     kept_versions.sort_unstable();
@@ -62,7 +64,11 @@ pub async fn vacuum(options: VacuumOptions) -> Result<VacuumSummary, LakeError> 
     };
     let usage = open_existing_lake(&options.lake).await?;
     let mut tables = vec![(LakeTable::UsageEvents, usage)];
-    for table in [LakeTable::RejectedEvents, LakeTable::UsageHourly] {
+    for table in [
+        LakeTable::RejectedEvents,
+        LakeTable::UsageHourly,
+        LakeTable::Alerts,
+    ] {
         if let Some(delta) = open_existing_table(&options.lake, table).await? {
             tables.push((table, delta));
         }

@@ -16,14 +16,16 @@ use crate::tables::commit_actions;
 /// collectors' appends never write one (that would need the file list).
 pub(super) const CHECKPOINT_EVERY_COMMITS: u64 = 100;
 
-/// Writes a checkpoint of `usage_events` (brought up to date first) unless the
-/// newest one is fewer than `min_commits` commits old. A checkpoint lets readers
-/// load the table from one Parquet file instead of replaying every commit.
+/// Writes a checkpoint of `which` (`table`, brought up to date first) unless
+/// the newest one is fewer than `min_commits` commits old. A checkpoint lets
+/// readers load the table from one Parquet file instead of replaying every
+/// commit.
 pub(super) async fn write_checkpoint(
     table: &mut DeltaTable,
+    which: LakeTable,
     min_commits: u64,
 ) -> Result<(), LakeError> {
-    let name = LakeTable::UsageEvents.dir_name();
+    let name = which.dir_name();
     table.update_state().await.map_err(LakeError::table(name))?;
     let version = table.version().unwrap_or(0);
     if min_commits > 0 {

@@ -42,7 +42,7 @@
 //! batches, [`background`] runs it all inside a collector.
 
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::layout::LakeLocation;
+use allot_schemas::layout::{LakeLocation, LakeTable};
 use deltalake::DeltaTable;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,7 @@ use crate::telemetry;
 mod background;
 mod commit;
 mod judge;
+pub mod log_table;
 mod plan;
 mod rewrite;
 
@@ -124,7 +125,7 @@ pub(super) async fn compaction_pass(
     let mut summary = compact_table(&mut table, options, cancel).await?;
     summary.rollups =
         refresh_rollups(&options.lake, &options.catalog, options.dedup_window).await?;
-    write_checkpoint(&mut table, checkpoint_after).await?;
+    write_checkpoint(&mut table, LakeTable::UsageEvents, checkpoint_after).await?;
     Ok(summary)
 }
 
