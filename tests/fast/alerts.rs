@@ -17,7 +17,13 @@ use std::time::{Duration, Instant};
 
 use allot_api::alerts::{AlertBoard, AlertRunner, FactSource};
 use allot_api::lake_view::LakeView;
+use allot_lake::compact::log_table::ABORT_BEFORE_COMMIT_ENV;
 use allot_query::LakeLocation;
+use allot_query::alerts::store::COMPACT_AFTER_COMMITS;
+use allot_query::alerts::{
+    AlertLog, AlertRecord, AlertState, AlertStore, AttemptDetails, DeliveryOutcome, NewNotice,
+    Notice,
+};
 use allot_query::reports::ReportSettings;
 use allot_schemas::clock::{Clock, FixedClock};
 use allot_schemas::config::Config;
@@ -475,4 +481,240 @@ fn slack_gets_a_linked_text_and_a_dead_webhook_is_given_up() {
     assert!(log.contains("alert delivery given up"), "{log}");
     assert!(!log.contains(HOOK_SECRET), "{log}");
     assert_eq!(slack.received().len(), 1);
+}
+
+/// One evaluation's notice (firing or resolved by turns) with its claim, as
+/// the runner commits them.
+fn notice_with_claim(n: u64, at: i64) -> Vec<AlertRecord> {
+    let new = NewNotice {
+        rule: "q90".to_string(),
+        kind: "quota",
+        tenant_id: "acme".to_string(),
+        state: if n % 2 == 1 {
+            AlertState::Firing
+        } else {
+            AlertState::Resolved
+        },
+        value: Some(n.to_string()),
+        threshold: "90".to_string(),
+        reasons: Vec::new(),
+        number: n,
+        channels: vec!["hook".to_string()],
+    };
+    let notice = Notice::record(&new, at, Some(n), at);
+    let claim = AlertRecord::Claim {
+        key: notice.key.clone(),
+        channel: "hook".to_string(),
+        details: details(at, None),
+        at,
+    };
+    vec![AlertRecord::Notice(notice), claim]
+}
+
+fn details(at: i64, attempt: Option<u32>) -> AttemptDetails {
+    AttemptDetails {
+        by: "test".to_string(),
+        until: at + 1_000_000,
+        attempt,
+        outcome: attempt.map(|_| "delivered".to_string()),
+        error: None,
+        next_attempt_at: None,
+    }
+}
+
+/// Commits `records`, deciding again (here: the same) when fenced.
+async fn commit(store: &mut AlertStore, records: Vec<AlertRecord>) {
+    for _ in 0..3 {
+        if store.commit(records.clone()).await.unwrap() {
+            return;
+        }
+    }
+    panic!("fenced three times");
+}
+
+#[test]
+fn compaction_keeps_the_alerts_table_to_a_few_files_and_its_log_intact() {
+    let lake = alert_lake(&webhook("hook", "http://127.0.0.1:9/hook"), "\"hook\"");
+    use_compute(&lake, "acme", "c0", "1");
+    let location = LakeLocation::parse(lake.root().to_str().unwrap()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let alerts_dir = lake.root().join("alerts");
+    let data_files = || {
+        common::files_under(&alerts_dir)
+            .into_iter()
+            .filter(|p| !p.starts_with(alerts_dir.join("_delta_log")))
+            .count()
+    };
+    runtime.block_on(async {
+        let mut store = AlertStore::open(&location).await.unwrap();
+        // A second server on the lake, committing now and then: its commits
+        // fence the first's, and a compaction fences them both in turn.
+        let mut other = AlertStore::open(&location).await.unwrap();
+        let cycles = 3 * COMPACT_AFTER_COMMITS as u64 / 2;
+        let mut compactions = 0;
+        for n in 1..=cycles {
+            let at = 1_000_000 * i64::try_from(n).unwrap();
+            commit(&mut store, notice_with_claim(n, at)).await;
+            let attempt = AlertRecord::Attempt {
+                key: format!("q90/acme/{n}"),
+                channel: "hook".to_string(),
+                details: details(at, Some(1)),
+                at,
+            };
+            if n % 10 == 0 {
+                other.refresh().await.unwrap();
+                commit(&mut other, vec![attempt]).await;
+            } else {
+                commit(&mut store, vec![attempt]).await;
+            }
+            if store.compact_when_due().await.unwrap().is_some() {
+                compactions += 1;
+            }
+        }
+        assert!(compactions >= 2, "{compactions} compactions");
+        // Every commit made a file; compaction leaves at most one per commit
+        // since the last one, plus the merged file.
+        let table = deltalake::open_table(url::Url::from_directory_path(&alerts_dir).unwrap())
+            .await
+            .unwrap();
+        let active = table.snapshot().unwrap().log_data().iter().count();
+        assert!(active <= COMPACT_AFTER_COMMITS + 1, "{active} active files");
+
+        // The table reads as it did: every notice, in order, each delivered once.
+        store.refresh().await.unwrap();
+        let again = AlertStore::open(&location).await.unwrap();
+        let (before, after) = (store.log(), again.log());
+        assert_eq!(after.seq, before.seq);
+        assert_eq!(after.notices, before.notices);
+        assert_eq!(after.deliveries, before.deliveries);
+        assert_eq!(after.last_notices(), before.last_notices());
+        assert_eq!(
+            after.notices.iter().map(|n| n.number).collect::<Vec<_>>(),
+            (1..=cycles).collect::<Vec<_>>()
+        );
+        assert!(
+            after
+                .deliveries
+                .values()
+                .all(|d| d.outcome == DeliveryOutcome::Delivered
+                    && d.attempts == 1
+                    && d.claim.is_some())
+        );
+        // The second server, fenced by the compactions, reads the same.
+        other.refresh().await.unwrap();
+        assert_eq!(other.log().notices, before.notices);
+    });
+    // The replaced files go at the vacuum: what is left on disk is bounded
+    // by the active files, not by the number of commits.
+    let files_before = data_files();
+    assert!(
+        files_before as u64 > 2 * 3 * COMPACT_AFTER_COMMITS as u64 / 2,
+        "{files_before}"
+    );
+    let out = lake.run(&["vacuum", "--retention", "0s"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        data_files() <= COMPACT_AFTER_COMMITS + 1,
+        "{} files",
+        data_files()
+    );
+    let checkpoints = common::files_under(&alerts_dir.join("_delta_log"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".checkpoint.parquet"))
+        .count();
+    assert!(checkpoints >= 1);
+}
+
+/// The active files of the lake's `alerts` table.
+async fn active_alert_files(lake: &CliLake) -> usize {
+    let dir = lake.root().join("alerts");
+    let table = deltalake::open_table(url::Url::from_directory_path(&dir).unwrap())
+        .await
+        .unwrap();
+    table.snapshot().unwrap().log_data().iter().count()
+}
+
+/// Records `cycles` delivered notices of q90/acme, one commit each for the
+/// notice and its delivery, without compacting; the log.
+async fn record_delivered(lake: &CliLake, cycles: u64) -> Arc<AlertLog> {
+    let location = LakeLocation::parse(lake.root().to_str().unwrap()).unwrap();
+    let mut store = AlertStore::open(&location).await.unwrap();
+    for n in 1..=cycles {
+        let at = 1_000_000 * i64::try_from(n).unwrap();
+        commit(&mut store, notice_with_claim(n, at)).await;
+        let attempt = AlertRecord::Attempt {
+            key: format!("q90/acme/{n}"),
+            channel: "hook".to_string(),
+            details: details(at, Some(1)),
+            at,
+        };
+        commit(&mut store, vec![attempt]).await;
+    }
+    store.log()
+}
+
+async fn read_alert_log(lake: &CliLake) -> Arc<AlertLog> {
+    let location = LakeLocation::parse(lake.root().to_str().unwrap()).unwrap();
+    AlertStore::open(&location).await.unwrap().log()
+}
+
+fn assert_same_log(left: &AlertLog, right: &AlertLog) {
+    assert_eq!(left.notices, right.notices);
+    assert_eq!(left.deliveries, right.deliveries);
+    assert_eq!(left.last_notices(), right.last_notices());
+}
+
+#[test]
+fn a_compaction_killed_before_its_commit_changes_nothing() {
+    let lake = alert_lake(&webhook("hook", "http://127.0.0.1:9/hook"), "\"hook\"");
+    // acme at 0.1 % of its quota, and its last notice a resolution: the
+    // runner has nothing to record, only the table to compact.
+    use_compute(&lake, "acme", "k0", "1");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cycles = COMPACT_AFTER_COMMITS as u64;
+    let before = runtime.block_on(record_delivered(&lake, cycles));
+    let files = runtime.block_on(active_alert_files(&lake));
+    assert_eq!(files as u64, 2 * cycles);
+
+    // `allot alerts run` compacts at start; killed between writing the
+    // merged file and committing it.
+    let out = lake.run_with_env(&["alerts", "run"], &[(ABORT_BEFORE_COMMIT_ENV, "1")]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("aborting the compaction"),
+        "{out:?}"
+    );
+    assert_eq!(runtime.block_on(active_alert_files(&lake)), files);
+    assert_same_log(&runtime.block_on(read_alert_log(&lake)), &before);
+
+    // Run again: it compacts, and the alerts read the same.
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_allot"))
+        .args(["alerts", "run", "--lake"])
+        .arg(lake.root())
+        .arg("--config")
+        .arg(lake.config())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + ARRIVES_WITHIN;
+    while runtime.block_on(active_alert_files(&lake)) != 1 {
+        assert!(Instant::now() < deadline, "not compacted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let after = runtime.block_on(read_alert_log(&lake));
+    assert_same_log(&after, &before);
+    assert!(after.seq > before.seq);
+
+    // The vacuum deletes the replaced files and the killed run's orphan.
+    let out = lake.run(&["vacuum", "--retention", "0s"]);
+    assert!(out.status.success(), "{out:?}");
+    let dir = lake.root().join("alerts");
+    let on_disk = common::files_under(&dir)
+        .into_iter()
+        .filter(|p| !p.starts_with(dir.join("_delta_log")))
+        .count();
+    assert_eq!(on_disk, 1);
+    assert_same_log(&runtime.block_on(read_alert_log(&lake)), &before);
 }

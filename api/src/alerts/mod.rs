@@ -267,6 +267,9 @@ impl AlertRunner {
     async fn dispatch(self: Arc<Self>) -> Result<(), ApiError> {
         let mut store = self.store.lock().await;
         store.refresh().await?;
+        if let Err(error) = store.compact_when_due().await {
+            tracing::warn!(%error, "cannot compact the alerts table; trying again later");
+        }
         let now = self.clock.now_micros();
         let in_flight = self
             .in_flight

@@ -1,6 +1,8 @@
 //! The alerts' state and outbox: the Delta table `alerts` (docs/reference.md#alert-delivery).
 //!
-//! The table is a log of records, never rewritten:
+//! The table is a log of records, appended to and never changed (its files
+//! are merged now and then, the records kept as they are,
+//! [`AlertStore::compact`]):
 //! - `notice`: an alert to send (its JSON body, fixed once, and its channels);
 //! - `claim`: a server takes the delivery of a notice to a channel until an
 //!   instant (its lease);
@@ -23,6 +25,7 @@ use std::sync::Arc;
 
 use allot_lake::LakeError;
 use allot_lake::append::LogAppender;
+use allot_lake::compact::log_table::{LogCompaction, compact_log_table};
 use allot_lake::snapshot::read_small_table;
 use allot_lake::txns::AppOffset;
 use allot_schemas::layout::{LakeLocation, LakeTable};
@@ -317,11 +320,19 @@ impl Notice {
     }
 }
 
+/// Commits by this process after which it compacts the `alerts` table, when
+/// the table then has at least as many files; a process that opens the table
+/// tries once at its first chance.
+pub const COMPACT_AFTER_COMMITS: usize = 64;
+
 /// The `alerts` table of one lake, read and written by one process.
 pub struct AlertStore {
     location: LakeLocation,
     appender: LogAppender,
     log: Arc<AlertLog>,
+    /// This process's commits since it last compacted the table; at open, as
+    /// many as make a compaction due.
+    commits_since_compaction: usize,
 }
 
 impl AlertStore {
@@ -333,6 +344,7 @@ impl AlertStore {
             location: location.clone(),
             appender,
             log: Arc::new(AlertLog::default()),
+            commits_since_compaction: COMPACT_AFTER_COMMITS,
         };
         store.reload().await?;
         Ok(store)
@@ -371,9 +383,11 @@ impl AlertStore {
         for batch in read_small_table(&self.location, LakeTable::Alerts).await? {
             rows.extend(records_of(&batch)?);
         }
-        rows.sort_by_key(|(seq, row, _)| (*seq, *row));
+        // By commit; a stable sort keeps each commit's rows in the order
+        // written, whether in the commit's own file or in a compacted one.
+        rows.sort_by_key(|(seq, _)| *seq);
         let mut log = AlertLog::default();
-        for (seq, _, record) in rows {
+        for (seq, record) in rows {
             log.seq = Some(seq);
             log.apply(record);
         }
@@ -406,6 +420,7 @@ impl AlertStore {
             .await;
         match committed {
             Ok(_) => {
+                self.commits_since_compaction += 1;
                 let mut log = AlertLog::clone(&self.log);
                 log.seq = Some(seq);
                 for record in records {
@@ -417,6 +432,54 @@ impl AlertStore {
             Err(LakeError::Fenced(_)) => {
                 self.reload().await?;
                 Ok(false)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+impl AlertStore {
+    /// Compacts the table once this process has committed
+    /// [`COMPACT_AFTER_COMMITS`] times since it last tried (or just opened
+    /// it) and the table has as many files; see [`AlertStore::compact`].
+    pub async fn compact_when_due(&mut self) -> Result<Option<LogCompaction>, QueryError> {
+        if self.commits_since_compaction < COMPACT_AFTER_COMMITS {
+            return Ok(None);
+        }
+        self.commits_since_compaction = 0;
+        self.compact(COMPACT_AFTER_COMMITS).await
+    }
+
+    /// Merges the table's files into one when it has at least `min_files`,
+    /// in a commit fenced on the sequence number read, which it moves on
+    /// (`allot_lake::compact::log_table`): the rows, and so the log, stay
+    /// the same. `None`: too few files, or another process committed first
+    /// (the log is read again; the next compaction will do).
+    pub async fn compact(&mut self, min_files: usize) -> Result<Option<LogCompaction>, QueryError> {
+        let Some(read) = self.log.seq else {
+            return Ok(None);
+        };
+        let next = read + 1;
+        let compacted = compact_log_table(
+            &self.location,
+            LakeTable::Alerts,
+            &mut self.appender,
+            AppOffset::new(ALERTS_APP_ID, next),
+            &[(ALERTS_APP_ID.to_string(), Some(read))],
+            min_files,
+        )
+        .await;
+        match compacted {
+            Ok(Some(done)) => {
+                let mut log = AlertLog::clone(&self.log);
+                log.seq = Some(next);
+                self.log = Arc::new(log);
+                Ok(Some(done))
+            }
+            Ok(None) => Ok(None),
+            Err(LakeError::Fenced(_)) => {
+                self.reload().await?;
+                Ok(None)
             }
             Err(other) => Err(other.into()),
         }
@@ -520,8 +583,8 @@ fn parse_instant(text: &str) -> Result<i64, QueryError> {
         .map_err(|e| stored(format!("instant {text:?}: {e}")))
 }
 
-/// The records of one stored batch: (seq, row, record).
-fn records_of(batch: &RecordBatch) -> Result<Vec<(i64, usize, AlertRecord)>, QueryError> {
+/// The records of one stored batch, in order: (seq, record).
+fn records_of(batch: &RecordBatch) -> Result<Vec<(i64, AlertRecord)>, QueryError> {
     let seq = arrow::compute::cast(column(batch, "seq")?, &DataType::Int64)?;
     let seq = seq.as_primitive::<Int64Type>();
     let [kind, key, rule, tenant, channel, at, details] = [
@@ -575,7 +638,7 @@ fn records_of(batch: &RecordBatch) -> Result<Vec<(i64, usize, AlertRecord)>, Que
             },
             other => return Err(stored(format!("unknown record {other:?}"))),
         };
-        records.push((seq.value(row), row, record));
+        records.push((seq.value(row), record));
     }
     Ok(records)
 }
