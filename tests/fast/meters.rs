@@ -395,3 +395,74 @@ fn bad_meter_configuration_is_refused_with_exit_2_naming_the_key() {
         }
     }
 }
+
+/// acme's usage series of the golden case `meter_kinds` for March, a point a
+/// day, as CSV: each day's own figure.
+async fn golden_usage_series(lake: &Path, use_rollups: bool) -> String {
+    use allot_query::reports::{ReportSettings, usage_series};
+    use allot_query::request::{RawUsageRequest, UsageRequest};
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/meter_kinds");
+    let text = std::fs::read_to_string(case.join("allot.toml")).unwrap();
+    let config = allot_schemas::config::Config::from_toml_str(&text, "allot.toml", []).unwrap();
+    let settings = ReportSettings {
+        use_rollups,
+        ..ReportSettings::new(config)
+    };
+    let location = allot_query::LakeLocation::parse(lake.to_str().unwrap()).unwrap();
+    let snapshot = allot_lake::snapshot::LakeSnapshot::load(&location)
+        .await
+        .unwrap();
+    let request = UsageRequest::try_from(RawUsageRequest {
+        tenant: "acme".parse().unwrap(),
+        from: Some("2026-03-01T00:00:00Z".to_string()),
+        to: Some("2026-04-01T00:00:00Z".to_string()),
+        bucket: Some("1d".to_string()),
+        metric: None,
+        now: 0,
+    })
+    .unwrap();
+    let points = usage_series(&snapshot, &settings, &request).await.unwrap();
+    allot_query::render::usage_table(&points).to_csv()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_usage_series_shows_each_buckets_own_figure() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/meter_kinds");
+    let lake = common::CliLake::new(&std::fs::read_to_string(case.join("allot.toml")).unwrap());
+    let events = case.join("events.jsonl");
+    stdout(&lake.run(&[
+        "ingest",
+        "--no-progress",
+        "--from-file",
+        events.to_str().unwrap(),
+    ]));
+    // Worked by hand from the case's events: the users of each day (none on
+    // 03-14, whose event has no user), each day's peak, each day's last value.
+    let point = |metric: &str, unit: &str, day: &str, figure: &str| {
+        format!(
+            "{metric},{unit},2026-03-{day}T00:00:00Z,{figure}.000000000000,{figure}.000000000000\n"
+        )
+    };
+    let mut expected = "metric,unit,bucket_start,raw,quantity\n".to_string();
+    for (day, users) in [
+        ("01", "1"),
+        ("05", "2"),
+        ("17", "1"),
+        ("20", "1"),
+        ("25", "1"),
+        ("31", "1"),
+    ] {
+        expected += &point("active_users", "user", day, users);
+    }
+    expected += &point("peak_connections", "connection", "02", "40");
+    expected +=
+        "peak_connections,connection,2026-03-10T00:00:00Z,75.500000000000,75.500000000000\n";
+    expected +=
+        "peak_connections,connection,2026-03-20T00:00:00Z,75.500000000000,75.500000000000\n";
+    expected += &point("peak_connections", "connection", "31", "60");
+    expected += &point("plan_seats", "seat", "03", "5");
+    expected += &point("plan_seats", "seat", "28", "8");
+    assert_eq!(golden_usage_series(&lake.root(), false).await, expected);
+    stdout(&lake.run(&["compact"]));
+    assert_eq!(golden_usage_series(&lake.root(), true).await, expected);
+}
