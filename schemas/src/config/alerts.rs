@@ -349,7 +349,13 @@ impl AlertRuleConfig {
         };
         let condition = match kind {
             "quota" => AlertCondition::Quota {
-                metric: metric(&[MetricKind::Counter, MetricKind::Gauge])?,
+                metric: metric(&[
+                    MetricKind::Counter,
+                    MetricKind::Gauge,
+                    MetricKind::Max,
+                    MetricKind::UniqueCount,
+                    MetricKind::Latest,
+                ])?,
             },
             "spend" => AlertCondition::Spend { total: total()? },
             "forecast" => AlertCondition::Forecast { total: total()? },

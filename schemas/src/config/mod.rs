@@ -715,6 +715,15 @@ jwt_secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
             (hosts.field, hosts.max_distinct),
             (CountedField::Resource, 7)
         );
+        // A quota alert may watch a meter: health measures its quota.
+        let watched = load(
+            "[metrics.users]\nkind = \"unique_count\"\nfield = \"labels.user\"\nunit = \"u\"\ndivisor = \"1\"\n\
+             [[alerts.channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"https://hooks.example/a\"\n\
+             secret = \"0123456789abcdef\"\n\
+             [[alerts.rules]]\nname = \"seats\"\nkind = \"quota\"\nmetric = \"users\"\nthreshold = \"90\"\n\
+             channels = [\"hook\"]",
+        );
+        assert!(watched.is_ok(), "{watched:?}");
         // The billing text a closing records reads back to the same catalog.
         assert_eq!(
             Config::from_toml_str(&config.billing_toml(), "billing.toml", std::iter::empty())

@@ -94,7 +94,8 @@ pub struct TenantConfig {
     #[serde(default)]
     pub discount_percent: Option<ConfigDecimal>,
     /// A quota per metric of the catalog, above 0: for a counter, raw units
-    /// a month; for a gauge, a level. Tenant health warns as usage nears it.
+    /// a month; for a gauge, a level; for a `max`, `unique_count` or `latest`
+    /// metric, its month-to-date figure. Tenant health warns as usage nears it.
     #[serde(default)]
     pub quotas: BTreeMap<String, ConfigDecimal>,
     /// The tenant's own price-book entries, used in place of the global
