@@ -14,8 +14,11 @@
 //! the caller read, and moves it on: a writer that committed since the files
 //! were listed (its file would be left out) fences the compaction, and two
 //! compactions never both remove the same files. A checkpoint then lets
-//! readers load the table without replaying every commit; the removed files
-//! stay until `allot vacuum` deletes them after its retention.
+//! readers load the table without replaying every commit, and the log
+//! entries older than the table's log retention (Delta's
+//! `logRetentionDuration`, 30 days by default) that precede a checkpoint as
+//! old are deleted, so the log too stays bounded; the removed data files stay
+//! until `allot vacuum` deletes them after its retention.
 //!
 //! A run killed before its commit leaves one file no commit references, which
 //! readers never see and vacuum deletes; a run killed after it is done.
@@ -96,6 +99,12 @@ pub async fn compact_log_table(
         "compacted"
     );
     write_checkpoint(&mut delta, table, 0).await?;
+    // Log entries older than the table's log retention (30 days unless set)
+    // and before a checkpoint as old: nobody reads them any more.
+    let expired = deltalake::checkpoints::cleanup_metadata(&delta, None)
+        .await
+        .map_err(LakeError::table(name))?;
+    tracing::debug!(table = name, expired, "expired log entries deleted");
     Ok(Some(LogCompaction {
         files_removed: paths.len(),
         files_added,
