@@ -18,6 +18,12 @@ const MSG_DENIED = 'No such tenant, or you may not see it';
 const CSV_HEADER = 'tenant_id,period,metric,unit,segment_start,segment_end,tier_from,tier_to,quantity,unit_price,amount,kind,adjusts,dimensions';
 // How long to wait for data that a live server (`allot demo`) is still producing.
 const SETTLE_MS = Number(process.env.ALLOT_SETTLE_MS || 90_000);
+/** The demo's price book with every price doubled, as a finance person would
+ * paste it into the preview. */
+const DOUBLED_PRICE_BOOK = [
+  ['compute_seconds', '0.0800'], ['egress_bytes', '0.18'], ['storage_bytes', '0.046'],
+].map(([m, p]) => `[[rates]]\nmetric = "${m}"\neffective_from = "2026-01-01"\nunit_price = "${p}"\n`).join('\n');
+
 // axe-core, evaluated in each page through the browser's debugging protocol (so the
 // dashboards' Content-Security-Policy, which allows no injected script, still holds).
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -535,9 +541,7 @@ describe('finance page', () => {
       await page.getByTestId('preview-error').waitFor();
       assert.match(await page.getByTestId('preview-error').innerText(), /syntax/);
       // Every price doubled: the page shows what the API answers, row for row.
-      const book = [
-        ['compute_seconds', '0.0800'], ['egress_bytes', '0.18'], ['storage_bytes', '0.046'],
-      ].map(([m, p]) => `[[rates]]\nmetric = "${m}"\neffective_from = "2026-01-01"\nunit_price = "${p}"\n`).join('\n');
+      const book = DOUBLED_PRICE_BOOK;
       await page.getByTestId('preview-book').fill(book);
       await page.getByTestId('preview-run').click();
       // The demo keeps ingesting, so figures move between two requests; the
@@ -644,6 +648,14 @@ async function settled(page) {
   }
 }
 
+/** Runs a what-if preview of `book` on the finance page and waits for its answer. */
+async function runPreview(page, book, answer) {
+  await page.getByTestId('preview-section').waitFor({ timeout: SETTLE_MS });
+  await page.getByTestId('preview-book').fill(book);
+  await page.getByTestId('preview-run').click();
+  await page.locator(answer).first().waitFor({ timeout: SETTLE_MS });
+}
+
 // Every page and state the dashboards draw, each opened as a person would and
 // checked by axe once it is drawn, in the light and the dark theme.
 const ACCESSIBILITY_PAGES = [
@@ -679,6 +691,14 @@ const ACCESSIBILITY_PAGES = [
       await p.getByTestId('toggle-lines').first().click();
       await p.getByTestId('chargeback-invoice').first().waitFor();
     },
+  },
+  {
+    name: 'finance page with a what-if preview', route: () => `/finance/${cfg.month}`, token: () => cfg.financeToken,
+    ready: (p) => runPreview(p, DOUBLED_PRICE_BOOK, '[data-testid="preview-table"], [data-testid="preview-none"]'),
+  },
+  {
+    name: 'finance page with a refused preview', route: () => `/finance/${cfg.month}`, token: () => cfg.financeToken,
+    ready: (p) => runPreview(p, '[[rates]\n', '[data-testid="preview-error"]'),
   },
   {
     name: 'closed month', closed: true, route: () => `/finance/${cfg.closedMonth}`, token: () => cfg.financeToken,
