@@ -29,7 +29,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
-use super::{strip_prefixes, visible_tables};
+use super::{Catalogs, pg_catalog, strip_prefixes, visible_tables};
 use crate::error::QueryError;
 
 /// The longest SQL text accepted, in bytes.
@@ -55,6 +55,17 @@ pub(super) fn only_queries() -> QueryError {
 
 /// Checks `sql` against the statement rules and returns the parsed statement.
 pub fn check_sql(sql: &str, scope: &Scope) -> Result<DfStatement, QueryError> {
+    check_request(sql, scope, Catalogs::None)
+}
+
+/// Checks `sql` against the statement rules, letting it read `catalogs` too,
+/// and returns the parsed statement (with PostgreSQL's spellings rewritten
+/// to the engine's when it may read PostgreSQL's catalogs).
+pub fn check_request(
+    sql: &str,
+    scope: &Scope,
+    catalogs: Catalogs,
+) -> Result<DfStatement, QueryError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(rejected(format!(
             "the statement is {} KiB long; at most {} KiB is accepted",
@@ -84,7 +95,7 @@ pub fn check_sql(sql: &str, scope: &Scope) -> Result<DfStatement, QueryError> {
             statements.len()
         )));
     }
-    let statement = statements.pop_front().expect("one statement");
+    let mut statement = statements.pop_front().expect("one statement");
     let query = match &statement {
         DfStatement::Statement(inner) => query_of(inner)?,
         DfStatement::Explain(explain) => match explain.statement.as_ref() {
@@ -104,12 +115,19 @@ pub fn check_sql(sql: &str, scope: &Scope) -> Result<DfStatement, QueryError> {
         DfStatement::Reset(_) => return Err(only_queries()),
     };
     let mut checker = StatementCheck {
+        catalogs,
         visible: visible_tables(scope),
         ctes: BTreeSet::new(),
         depth: 0,
     };
     if let ControlFlow::Break(error) = query.visit(&mut checker) {
         return Err(error);
+    }
+    // After the walk above, which bounds how deep the rewrite's own walk goes.
+    if catalogs == Catalogs::Postgres
+        && let DfStatement::Statement(inner) = &mut statement
+    {
+        pg_catalog::rewrite(inner);
     }
     Ok(statement)
 }
@@ -167,6 +185,7 @@ pub fn check_plan_size(plan: &LogicalPlan) -> Result<(), QueryError> {
 /// Walks a query and breaks on the first relation it may not read or the
 /// first shape over the limits.
 struct StatementCheck {
+    catalogs: Catalogs,
     visible: Vec<&'static str>,
     ctes: BTreeSet<String>,
     /// Expressions entered and not yet left.
@@ -251,6 +270,9 @@ impl Visitor for StatementCheck {
                     .unwrap_or_default()
             })
             .collect();
+        if self.catalogs == Catalogs::Postgres && pg_catalog::is_catalog_table(&parts) {
+            return ControlFlow::Continue(());
+        }
         if parts.iter().any(|p| p == "information_schema") {
             return ControlFlow::Break(rejected("information_schema is not available"));
         }

@@ -33,6 +33,7 @@
 pub mod check;
 mod deadline;
 mod functions;
+pub mod pg_catalog;
 pub mod pool;
 
 use std::sync::Arc;
@@ -46,14 +47,15 @@ use allot_schemas::config::Config;
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use check::check_sql;
 use check::{check_plan_size, only_queries, rejected};
+pub use check::{check_request, check_sql};
 pub use pool::{SqlPool, SqlStream};
 
 use crate::error::QueryError;
@@ -97,6 +99,56 @@ impl From<&Config> for SqlLimits {
             dedup_window: DedupWindow::new(config.ingest.dedup_window.0),
         }
     }
+}
+
+/// What else than the lake's tables a statement may read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Catalogs {
+    /// The lake's tables only (`POST /v1/sql`, `allot sql`, Flight SQL).
+    #[default]
+    None,
+    /// Also `pg_catalog` and `information_schema`, listing only the tables
+    /// of the scope, and the session functions PostgreSQL clients call
+    /// ([`pg_catalog`]); the PostgreSQL wire's statements.
+    Postgres,
+}
+
+/// A statement to run: its text, the values of its `$1`, `$2`, … parameters
+/// (bound into the plan as values, never spliced into the text) and the
+/// catalogs it may read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SqlRequest {
+    /// The statement's text.
+    pub sql: String,
+    /// The parameters' values, `$1` first.
+    pub parameters: Vec<ScalarValue>,
+    /// What it may read besides the lake's tables.
+    pub catalogs: Catalogs,
+}
+
+impl From<String> for SqlRequest {
+    fn from(sql: String) -> Self {
+        SqlRequest {
+            sql,
+            ..SqlRequest::default()
+        }
+    }
+}
+
+impl From<&str> for SqlRequest {
+    fn from(sql: &str) -> Self {
+        SqlRequest::from(sql.to_string())
+    }
+}
+
+/// The columns a statement answers with, and the types of its parameters as
+/// the engine infers them from where they are used (`None` where it cannot).
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// The answer's columns.
+    pub schema: SchemaRef,
+    /// The type of `$1`, `$2`, …, in order.
+    pub parameters: Vec<Option<arrow::datatypes::DataType>>,
 }
 
 /// The result of a query: column names and rows of text (`None` for SQL NULL).
@@ -261,11 +313,11 @@ fn classify(error: DataFusionError, limits: &SqlLimits) -> QueryError {
 async fn execute(
     snapshot: &LakeSnapshot,
     scope: &Scope,
-    sql: &str,
+    request: &SqlRequest,
     limits: &SqlLimits,
     deadline: std::time::Instant,
 ) -> Result<SqlOutput, QueryError> {
-    let stream = start(snapshot, scope, sql, limits, deadline).await?;
+    let stream = start(snapshot, scope, request, limits, deadline).await?;
     collect_capped(stream, limits).await
 }
 
@@ -280,10 +332,10 @@ struct Planned {
 async fn plan(
     snapshot: &LakeSnapshot,
     scope: &Scope,
-    sql: &str,
+    request: &SqlRequest,
     limits: &SqlLimits,
 ) -> Result<Planned, QueryError> {
-    let statement = check_sql(sql, scope)?;
+    let statement = check_request(&request.sql, scope, request.catalogs)?;
     let session = LakeSession::new(
         snapshot,
         scope,
@@ -293,6 +345,9 @@ async fn plan(
         },
     )?;
     functions::install(session.context());
+    if request.catalogs == Catalogs::Postgres {
+        pg_catalog::install(session.context(), scope).await?;
+    }
     let state = session.context().state();
     let named = state
         .resolve_table_references(&statement)
@@ -306,6 +361,7 @@ async fn plan(
         .statement_to_plan(statement)
         .await
         .map_err(|e| classify(e, limits))?;
+    let plan = bind_parameters(plan, &request.parameters, limits)?;
     datafusion::execution::context::SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -316,15 +372,73 @@ async fn plan(
     Ok(Planned { session, plan })
 }
 
-/// The columns `sql` answers with, without running it.
-async fn answer_schema(
+/// The types the engine infers for a plan's `$1`, `$2`, … parameters.
+fn parameter_types(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    limits: &SqlLimits,
+) -> Result<Vec<Option<arrow::datatypes::DataType>>, QueryError> {
+    let mut types = plan
+        .get_parameter_types()
+        .map_err(|e| classify(e, limits))?;
+    let count = types
+        .keys()
+        .filter_map(|id| id.strip_prefix('$')?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    Ok((1..=count)
+        .map(|n| types.remove(&format!("${n}")).flatten())
+        .collect())
+}
+
+/// `plan` with its parameters replaced by `values` (each cast to the type
+/// its use gives it): values in the plan, never text in the statement.
+fn bind_parameters(
+    plan: datafusion::logical_expr::LogicalPlan,
+    values: &[ScalarValue],
+    limits: &SqlLimits,
+) -> Result<datafusion::logical_expr::LogicalPlan, QueryError> {
+    if values.is_empty() {
+        return Ok(plan);
+    }
+    let types = parameter_types(&plan, limits)?;
+    if types.len() != values.len() {
+        return Err(check::rejected(format!(
+            "the statement has {} parameters and {} values were given",
+            types.len(),
+            values.len()
+        )));
+    }
+    let values = values
+        .iter()
+        .zip(&types)
+        .enumerate()
+        .map(|(index, (value, wanted))| match wanted {
+            Some(wanted) if value.data_type() != *wanted => value.cast_to(wanted).map_err(|_| {
+                check::rejected(format!(
+                    "parameter ${} cannot be read as {wanted}",
+                    index + 1
+                ))
+            }),
+            _ => Ok(value.clone()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    plan.with_param_values(values)
+        .map_err(|e| classify(e, limits))
+}
+
+/// The columns `request` answers with and its parameters' types, without
+/// running it.
+async fn describe(
     snapshot: &LakeSnapshot,
     scope: &Scope,
-    sql: &str,
+    request: &SqlRequest,
     limits: &SqlLimits,
-) -> Result<SchemaRef, QueryError> {
-    let planned = plan(snapshot, scope, sql, limits).await?;
-    Ok(Arc::clone(planned.plan.schema().inner()))
+) -> Result<Described, QueryError> {
+    let planned = plan(snapshot, scope, request, limits).await?;
+    Ok(Described {
+        schema: Arc::clone(planned.plan.schema().inner()),
+        parameters: parameter_types(&planned.plan, limits)?,
+    })
 }
 
 /// Checks, plans and starts `sql`: its batches, each operator stopping at
@@ -332,11 +446,11 @@ async fn answer_schema(
 async fn start(
     snapshot: &LakeSnapshot,
     scope: &Scope,
-    sql: &str,
+    request: &SqlRequest,
     limits: &SqlLimits,
     deadline: std::time::Instant,
 ) -> Result<SendableRecordBatchStream, QueryError> {
-    let Planned { session, plan } = plan(snapshot, scope, sql, limits).await?;
+    let Planned { session, plan } = plan(snapshot, scope, request, limits).await?;
     let frame = session
         .context()
         .execute_logical_plan(plan)
@@ -697,7 +811,7 @@ mod bombs {
             .stream(
                 empty_lake(),
                 Scope::Tenant("acme".into()),
-                "SELECT n FROM (SELECT unnest(range(0, 10000000)) AS n) t".into(),
+                "SELECT n FROM (SELECT unnest(range(0, 10000000)) AS n) t",
                 limits.clone(),
             )
             .await
@@ -731,7 +845,7 @@ mod bombs {
             .stream(
                 empty_lake(),
                 Scope::Tenant("acme".into()),
-                "SELECT n FROM (SELECT unnest(range(0, 1000000)) AS n) t".into(),
+                "SELECT n FROM (SELECT unnest(range(0, 1000000)) AS n) t",
                 limits,
             )
             .await

@@ -26,7 +26,9 @@ use tokio::time::Instant;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use super::{SqlLimits, SqlOutput, answer_schema, execute, forward_capped, start};
+use super::{
+    Described, SqlLimits, SqlOutput, SqlRequest, describe, execute, forward_capped, start,
+};
 use crate::error::QueryError;
 
 /// The stack of each of the pool's threads. The statement check bounds how
@@ -86,15 +88,16 @@ impl SqlPool {
         &self,
         snapshot: Arc<LakeSnapshot>,
         scope: Scope,
-        sql: String,
+        request: impl Into<SqlRequest>,
         limits: SqlLimits,
     ) -> Result<SqlOutput, QueryError> {
+        let request = request.into();
         let deadline = Instant::now() + limits.timeout;
         let permit = self.admit(deadline, &limits).await?;
         let late = time_limit(&limits);
         let work = async move {
             let _permit = permit;
-            execute(&snapshot, &scope, &sql, &limits, deadline.into_std()).await
+            execute(&snapshot, &scope, &request, &limits, deadline.into_std()).await
         };
         let task = AbortOnDrop(self.spawn(work));
         tokio::time::timeout_at(deadline, task)
@@ -108,15 +111,31 @@ impl SqlPool {
         &self,
         snapshot: Arc<LakeSnapshot>,
         scope: Scope,
-        sql: String,
+        request: impl Into<SqlRequest>,
         limits: SqlLimits,
     ) -> Result<SchemaRef, QueryError> {
+        Ok(self
+            .describe(snapshot, scope, request, limits)
+            .await?
+            .schema)
+    }
+
+    /// The columns `request` answers with and the types of its parameters,
+    /// planned on the pool like [`schema`](Self::schema).
+    pub async fn describe(
+        &self,
+        snapshot: Arc<LakeSnapshot>,
+        scope: Scope,
+        request: impl Into<SqlRequest>,
+        limits: SqlLimits,
+    ) -> Result<Described, QueryError> {
+        let request = request.into();
         let deadline = Instant::now() + limits.timeout;
         let permit = self.admit(deadline, &limits).await?;
         let late = time_limit(&limits);
         let work = async move {
             let _permit = permit;
-            answer_schema(&snapshot, &scope, &sql, &limits).await
+            describe(&snapshot, &scope, &request, &limits).await
         };
         let task = AbortOnDrop(self.spawn(work));
         tokio::time::timeout_at(deadline, task)
@@ -132,9 +151,10 @@ impl SqlPool {
         &self,
         snapshot: Arc<LakeSnapshot>,
         scope: Scope,
-        sql: String,
+        request: impl Into<SqlRequest>,
         limits: SqlLimits,
     ) -> Result<SqlStream, QueryError> {
+        let request = request.into();
         let deadline = Instant::now() + limits.timeout;
         let permit = self.admit(deadline, &limits).await?;
         // Two batches in flight: the engine works ahead of a slow reader by
@@ -143,13 +163,14 @@ impl SqlPool {
         let (started_tx, started) = tokio::sync::oneshot::channel();
         let late = time_limit(&limits);
         let work = async move {
-            let stream = match start(&snapshot, &scope, &sql, &limits, deadline.into_std()).await {
-                Ok(stream) => stream,
-                Err(error) => {
-                    let _ = started_tx.send(Err(error));
-                    return Ok(());
-                }
-            };
+            let stream =
+                match start(&snapshot, &scope, &request, &limits, deadline.into_std()).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        let _ = started_tx.send(Err(error));
+                        return Ok(());
+                    }
+                };
             if started_tx.send(Ok(stream.schema())).is_err() {
                 return Ok(());
             }
