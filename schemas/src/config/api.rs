@@ -107,6 +107,19 @@ pub struct ApiConfig {
     /// The path of the private key (PEM: PKCS#8, PKCS#1 or SEC1) of
     /// `tls_cert`.
     pub tls_key: Option<String>,
+    /// Address of the PostgreSQL wire endpoint (docs/reference.md#sql-over-the-wire);
+    /// off when unset.
+    pub pg_listen: Option<String>,
+    /// Accept the PostgreSQL wire's cleartext password (the token) over a
+    /// connection without TLS: for a loopback address in development only,
+    /// since anyone on the path reads the token.
+    pub pg_allow_plaintext: bool,
+    /// A PostgreSQL wire connection with no statement for this long is closed
+    /// (above 0).
+    pub pg_idle_timeout: HumanDuration,
+    /// The most PostgreSQL wire connections open at once (at least 1); one
+    /// more is refused with SQLSTATE `53300`.
+    pub pg_max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -140,6 +153,10 @@ impl Default for ApiConfig {
             flight_sql_listen: None,
             tls_cert: None,
             tls_key: None,
+            pg_listen: None,
+            pg_allow_plaintext: false,
+            pg_idle_timeout: HumanDuration(Duration::from_secs(600)),
+            pg_max_connections: 100,
         }
     }
 }
@@ -175,6 +192,26 @@ impl ApiConfig {
                 ));
             }
             _ => {}
+        }
+        if let Some(pg) = &self.pg_listen
+            && pg.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::new(
+                "api.pg_listen",
+                format!("{pg:?} is not an address such as 127.0.0.1:5432"),
+            ));
+        }
+        if self.pg_idle_timeout.0.is_zero() {
+            return Err(ConfigError::new(
+                "api.pg_idle_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.pg_max_connections == 0 {
+            return Err(ConfigError::new(
+                "api.pg_max_connections",
+                "must be at least 1",
+            ));
         }
         if self
             .jwt_secret
