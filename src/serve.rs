@@ -51,6 +51,9 @@ pub struct TokenArgs {
 /// The Flight SQL listener's name in `/readyz`.
 const FLIGHT_SQL: &str = "flight_sql";
 
+/// The PostgreSQL wire's name in `/readyz`.
+const POSTGRES: &str = "postgres";
+
 /// Maps a server error: the operator's configuration or flags (2), else 1.
 fn failure(error: ApiError) -> Failure {
     match error {
@@ -65,6 +68,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let lake = lake_location(args.lake.as_deref(), &config)?;
     let listen = args.listen.unwrap_or_else(|| config.api.listen.clone());
     let flight_sql_listen = config.api.flight_sql_listen.clone();
+    let pg_listen = config.api.pg_listen.clone();
     let options = ApiOptions {
         metrics: Some(crate::prometheus::install_recorder().map_err(Failure::internal)?),
         ..ApiOptions::new(config, lake)
@@ -118,9 +122,39 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
         None => None,
     };
+    let pg = match &pg_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| Failure::usage(format!("api.pg_listen {address}: {e}")))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| Failure::internal(format!("api.pg_listen {address}: {e}")))?;
+            tracing::info!(address = %bound, "serving the PostgreSQL wire on postgres://{bound}/allot");
+            state.listeners.serving(POSTGRES, bound);
+            let options = allot_api::pg::PgOptions::new(&state);
+            let stop = cancel.clone().cancelled_owned();
+            let pg_state = state.clone();
+            Some(tokio::spawn(async move {
+                let served =
+                    allot_api::pg::serve_pg(listener, pg_state.clone(), options, stop).await;
+                if let Err(error) = &served {
+                    pg_state.listeners.failed(POSTGRES, error);
+                }
+                served
+            }))
+        }
+        None => None,
+    };
     allot_api::serve(listener, state, cancel.clone().cancelled_owned())
         .await
         .map_err(Failure::internal)?;
+    if let Some(pg) = pg {
+        cancel.cancel();
+        pg.await
+            .map_err(Failure::internal)?
+            .map_err(Failure::internal)?;
+    }
     if let Some(flight_sql) = flight_sql {
         cancel.cancel();
         flight_sql

@@ -52,12 +52,11 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::audit::AuditEntry;
 use crate::auth::Principal;
 use crate::error::{ApiError, AuthFailure};
-use crate::middleware::peer_key;
 use crate::state::AppState;
 use crate::tls::ALPN_H2;
+use crate::wire::{self, Wire};
 
 /// What a Flight call answers with: a stream of Arrow data.
 type DataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -74,6 +73,12 @@ pub const FLIGHT_BYTES: &str = "allot_flight_sql_bytes_sent_total";
 /// Flight SQL calls refused before they ran (bad or missing token, finance
 /// running SQL, rate limit), by the HTTP `status` the same refusal has.
 pub const FLIGHT_REFUSED: &str = "allot_flight_sql_refused_total";
+
+/// Flight SQL as a wire: its audit method and refusal counter.
+const FLIGHT: Wire = Wire {
+    method: "FLIGHT",
+    refused_metric: FLIGHT_REFUSED,
+};
 
 /// The table type every table of the sandbox has.
 const TABLE_TYPE: &str = "TABLE";
@@ -163,57 +168,22 @@ impl FlightSql {
     /// The caller of a call, from its bearer token (or basic auth with the
     /// token as password), within its rate limit. A refusal is audited.
     fn caller(&self, call: &Call<'_>) -> Result<Principal, Status> {
-        let verified = token_of(call.metadata)
-            .and_then(|token| self.state.auth.verify(&token, self.state.clock.now_secs()));
-        let principal = match verified {
-            Ok(principal) => principal,
-            // Callers without a valid token are limited by their address
-            // before they are audited, as on the HTTP API, so no one without
-            // a token can fill the audit log.
-            Err(failure) => {
-                let denial = match self.state.anonymous_rate.check(&peer_key(call.peer)) {
-                    Ok(()) => ApiError::Unauthenticated(failure),
-                    Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs },
-                };
-                return Err(self.refuse(None, call.name, denial));
-            }
+        let token = token_of(call.metadata);
+        let wired = wire::Call {
+            token: token.as_deref().map_err(|failure| *failure),
+            peer: call.peer,
+            name: call.name,
         };
-        if let Err(retry_after_secs) = self.state.rate.check(&principal.limit_key()) {
-            return Err(self.refuse(
-                Some(&principal),
-                call.name,
-                ApiError::RateLimited { retry_after_secs },
-            ));
-        }
-        Ok(principal)
+        FLIGHT.caller(&self.state, &wired).map_err(status_of)
     }
 
     /// The sandbox scope of the caller's SQL, as for `POST /v1/sql`.
     fn scope(&self, call: &Call<'_>) -> Result<(Principal, Scope), Status> {
         let principal = self.caller(call)?;
-        match principal.sql_scope() {
-            Some(scope) => Ok((principal, scope)),
-            None => Err(self.refuse(Some(&principal), call.name, ApiError::Forbidden)),
-        }
-    }
-
-    /// The status of a refused call, audited when the refusal is a denial.
-    fn refuse(&self, principal: Option<&Principal>, call: &str, error: ApiError) -> Status {
-        let parts = error.parts();
-        metrics::counter!(FLIGHT_REFUSED, "status" => parts.status.as_str().to_string())
-            .increment(1);
-        if let Some(denial) = &parts.denial {
-            let time = allot_query::period::format_micros(self.state.now_micros());
-            self.state.audit.record(&AuditEntry::new(
-                time,
-                principal,
-                "FLIGHT",
-                call,
-                parts.status.as_u16(),
-                denial,
-            ));
-        }
-        status_of(error)
+        let scope = FLIGHT
+            .sql_scope(&self.state, &principal, call.name)
+            .map_err(status_of)?;
+        Ok((principal, scope))
     }
 
     /// The columns `sql` answers with for the caller.

@@ -35,11 +35,13 @@ pub mod listeners;
 pub mod metrics;
 pub mod middleware;
 pub mod params;
+pub mod pg;
 pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod wire;
 
 use std::future::Future;
 

@@ -193,13 +193,28 @@ impl ApiConfig {
             }
             _ => {}
         }
-        if let Some(pg) = &self.pg_listen
-            && pg.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(ConfigError::new(
-                "api.pg_listen",
-                format!("{pg:?} is not an address such as 127.0.0.1:5432"),
-            ));
+        if let Some(pg) = &self.pg_listen {
+            let address = pg.parse::<std::net::SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "api.pg_listen",
+                    format!("{pg:?} is not an address such as 127.0.0.1:5432"),
+                )
+            })?;
+            // The password is a token: without TLS it crosses the network
+            // in clear, which only a loopback development setup may accept.
+            if self.tls_cert.is_none() && !self.pg_allow_plaintext {
+                return Err(ConfigError::new(
+                    "api.pg_listen",
+                    "needs api.tls_cert and api.tls_key (the password is a token), \
+                     or api.pg_allow_plaintext = true on a loopback address",
+                ));
+            }
+            if self.pg_allow_plaintext && !address.ip().is_loopback() {
+                return Err(ConfigError::new(
+                    "api.pg_allow_plaintext",
+                    format!("only for a loopback api.pg_listen, not {address}"),
+                ));
+            }
         }
         if self.pg_idle_timeout.0.is_zero() {
             return Err(ConfigError::new(
