@@ -345,17 +345,21 @@ async fn plan(
         },
     )?;
     functions::install(session.context());
-    if request.catalogs == Catalogs::Postgres {
-        pg_catalog::install(session.context(), scope).await?;
-    }
     let state = session.context().state();
     let named = state
         .resolve_table_references(&statement)
         .map_err(|e| classify(e, limits))?;
+    // A statement reading PostgreSQL's catalogs sees every table it may
+    // name described there, so each is registered for it.
+    let postgres = request.catalogs == Catalogs::Postgres;
+    let reads_catalogs = postgres && named.iter().any(pg_catalog::is_catalog_reference);
     allot_lake::sql_tables::register(&session, scope, &snapshot.closed, |table| {
-        named.iter().any(|r| r.table() == table)
+        reads_catalogs || named.iter().any(|r| r.table() == table)
     })
     .await?;
+    if postgres {
+        pg_catalog::install(session.context(), scope, reads_catalogs).await?;
+    }
     let state = session.context().state();
     let plan = state
         .statement_to_plan(statement)

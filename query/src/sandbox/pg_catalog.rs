@@ -14,7 +14,12 @@
 //! [`rewrite`] turns the PostgreSQL spellings these tools send into the
 //! engine's: `OPERATOR(pg_catalog.~)` into `~`, `COLLATE` dropped, casts to
 //! `regclass`, `regtype` or `oid` into `bigint`, `pg_catalog.`-qualified
-//! functions and types unqualified.
+//! functions and types unqualified. A `SELECT` that reads one of the
+//! catalogs allot always leaves empty ([`EMPTY_TABLES`]: no column defaults,
+//! collations, policies, …) answers no row, so its columns become NULL and
+//! its condition false: psql's `\d` reads those catalogs in correlated
+//! subqueries and with `ARRAY(…)`, which the engine does not plan, and whose
+//! answer is known without planning them.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -33,7 +38,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    self as sql, BinaryOperator, Expr, ObjectName, ObjectNamePart, Statement, visit_expressions_mut,
+    self as sql, BinaryOperator, Expr, ObjectName, ObjectNamePart, Statement, Visit, VisitMut,
+    VisitorMut, visit_expressions_mut,
 };
 
 use super::visible_tables;
@@ -52,9 +58,13 @@ pub const SERVER_VERSION: &str = "16.6";
 /// [`ALL_TABLES`], so a table's oid is the same in every scope.
 const FIRST_TABLE_OID: i32 = 16_384;
 /// Every lake table the catalogs may list, in the order of their oids.
-const ALL_TABLES: [&str; 2] = [
+const ALL_TABLES: [&str; 6] = [
     allot_lake::session::USAGE_EVENTS,
     allot_lake::session::REJECTED_EVENTS,
+    allot_lake::sql_tables::USAGE_HOURLY,
+    allot_lake::sql_tables::USAGE_MONTHLY,
+    allot_lake::sql_tables::CLOSINGS,
+    allot_lake::sql_tables::INVOICES,
 ];
 /// The namespaces, with the oids PostgreSQL gives them.
 const NAMESPACES: [(i32, &str); 3] = [
@@ -186,6 +196,45 @@ const PG_TABLES: [&str; 24] = [
     "pg_settings",
 ];
 
+/// The `pg_catalog` tables that never have a row: allot's tables have no
+/// column defaults, collations, descriptions, indexes, constraints,
+/// inheritance, policies, statistics, publications or triggers.
+const EMPTY_TABLES: [&str; 12] = [
+    "pg_description",
+    "pg_attrdef",
+    "pg_collation",
+    "pg_index",
+    "pg_constraint",
+    "pg_inherits",
+    "pg_policy",
+    "pg_statistic_ext",
+    "pg_publication",
+    "pg_publication_rel",
+    "pg_publication_namespace",
+    "pg_trigger",
+];
+
+/// The `pg_type` columns that name a function (`regproc` in PostgreSQL).
+const REGPROC_COLUMNS: [&str; 4] = ["typinput", "typoutput", "typreceive", "typsend"];
+
+/// Aggregate functions: over no rows they still answer one.
+const AGGREGATES: [&str; 14] = [
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "json_agg",
+    "jsonb_agg",
+    "first_value",
+    "last_value",
+];
+
 /// The `information_schema` views there are.
 const INFO_TABLES: [&str; 5] = ["tables", "columns", "schemata", "views", "routines"];
 
@@ -193,19 +242,86 @@ const INFO_TABLES: [&str; 5] = ["tables", "columns", "schemata", "views", "routi
 /// the module's documentation). Runs after the statement check has bounded
 /// the statement's depth.
 pub fn rewrite(statement: &mut Statement) {
+    let _ = statement.visit(&mut EmptyReads);
     let _ = visit_expressions_mut(statement, |expr| {
         rewrite_expr(expr);
         ControlFlow::<()>::Continue(())
     });
 }
 
+/// Empties every `SELECT` that reads an always-empty catalog (see
+/// [`is_always_empty`]).
+struct EmptyReads;
+
+impl VisitorMut for EmptyReads {
+    type Break = ();
+
+    fn post_visit_query(&mut self, query: &mut sql::Query) -> ControlFlow<()> {
+        empty_selects(&mut query.body);
+        ControlFlow::Continue(())
+    }
+}
+
+/// The `SELECT`s of `body` that answer no row whatever the catalogs hold,
+/// with NULL columns (named as before, made unique) and a false condition.
+fn empty_selects(body: &mut sql::SetExpr) {
+    match body {
+        sql::SetExpr::Select(select) if is_always_empty(select) => {
+            let null = || Expr::Value(sql::Value::Null.into());
+            let mut names = std::collections::HashSet::new();
+            for (index, item) in select.projection.iter_mut().enumerate() {
+                let name = match item {
+                    sql::SelectItem::UnnamedExpr(expr) => column_name(expr),
+                    sql::SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+                    _ => continue,
+                };
+                let name = if names.insert(name.clone()) {
+                    name
+                } else {
+                    format!("{name}_{}", index + 1)
+                };
+                *item = sql::SelectItem::ExprWithAlias {
+                    expr: null(),
+                    alias: sql::Ident::with_quote('"', name),
+                };
+            }
+            select.selection = Some(Expr::Value(sql::Value::Boolean(false).into()));
+        }
+        sql::SetExpr::SetOperation { left, right, .. } => {
+            empty_selects(left);
+            empty_selects(right);
+        }
+        _ => {}
+    }
+}
+
+/// The name PostgreSQL gives an unnamed column: the column's or the
+/// function's, else `?column?`.
+fn column_name(expr: &Expr) -> String {
+    match expr {
+        Expr::Identifier(ident) => ident.value.clone(),
+        Expr::CompoundIdentifier(parts) => parts
+            .last()
+            .map_or_else(|| "?column?".to_string(), |ident| ident.value.clone()),
+        Expr::Function(function) => unqualified(&function.name),
+        _ => "?column?".to_string(),
+    }
+}
+
 fn rewrite_expr(expr: &mut Expr) {
     match expr {
-        Expr::BinaryOp { op, .. } => {
+        Expr::BinaryOp { op, left, right } => {
             if let BinaryOperator::PGCustomBinaryOperator(parts) = op
                 && let Some(plain) = parts.last().and_then(|o| plain_operator(o))
             {
                 *op = plain;
+            }
+            // A function column (`regproc`) holds the function's name here;
+            // PostgreSQL's "no function", 0, reads as `-`.
+            if is_regproc_column(left) {
+                no_function_as_text(right);
+            } else if is_regproc_column(right) {
+                no_function_as_text(left);
             }
         }
         Expr::Collate { expr: inner, .. } => {
@@ -228,16 +344,107 @@ fn rewrite_expr(expr: &mut Expr) {
                 };
             }
         }
-        Expr::Function(function) => {
-            if function.name.0.len() == 2 {
-                let last = unqualified(&function.name);
-                if qualifier(&function.name).as_deref() == Some(PG_CATALOG) {
-                    function.name =
-                        ObjectName(vec![ObjectNamePart::Identifier(sql::Ident::new(last))]);
-                }
-            }
+        Expr::Function(function)
+            if function.name.0.len() == 2
+                && qualifier(&function.name).as_deref() == Some(PG_CATALOG) =>
+        {
+            let last = unqualified(&function.name);
+            function.name = ObjectName(vec![ObjectNamePart::Identifier(sql::Ident::new(last))]);
         }
         _ => {}
+    }
+}
+
+/// Whether `select` answers no row whatever the catalogs hold: it has no
+/// aggregate (which answers a row over none) and reads, through inner or
+/// cross joins only, one of the [`EMPTY_TABLES`].
+fn is_always_empty(select: &sql::Select) -> bool {
+    let aggregates = select.projection.iter().any(|item| {
+        let mut finder = AggregateFinder::default();
+        item.visit(&mut finder).is_break()
+    });
+    let grouped =
+        !matches!(&select.group_by, sql::GroupByExpr::Expressions(keys, _) if keys.is_empty());
+    if aggregates && !grouped {
+        return false;
+    }
+    let empty_relation = |relation: &sql::TableFactor| match relation {
+        sql::TableFactor::Table { name, .. } => {
+            let in_pg_catalog = match name.0.len() {
+                1 => true,
+                2 => qualifier(name).as_deref() == Some(PG_CATALOG),
+                _ => false,
+            };
+            in_pg_catalog && EMPTY_TABLES.contains(&unqualified(name).as_str())
+        }
+        _ => false,
+    };
+    select.from.iter().any(|from| {
+        let inner = from.joins.iter().all(|join| {
+            matches!(
+                join.join_operator,
+                sql::JoinOperator::Join(_)
+                    | sql::JoinOperator::Inner(_)
+                    | sql::JoinOperator::CrossJoin(_)
+            )
+        });
+        inner
+            && (empty_relation(&from.relation)
+                || from.joins.iter().any(|join| empty_relation(&join.relation)))
+    })
+}
+
+/// Finds an aggregate call of a `SELECT` item's own, not of a subquery in
+/// it (which answers its own rows).
+#[derive(Default)]
+struct AggregateFinder {
+    /// Subqueries entered and not yet left.
+    subqueries: usize,
+}
+
+impl sql::Visitor for AggregateFinder {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _query: &sql::Query) -> ControlFlow<()> {
+        self.subqueries += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &sql::Query) -> ControlFlow<()> {
+        self.subqueries -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Function(function)
+                if self.subqueries == 0
+                    && AGGREGATES.contains(&unqualified(&function.name).as_str()) =>
+            {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// Whether `expr` is one of the [`REGPROC_COLUMNS`].
+fn is_regproc_column(expr: &Expr) -> bool {
+    let name = match expr {
+        Expr::Identifier(ident) => &ident.value,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(ident) => &ident.value,
+            None => return false,
+        },
+        _ => return false,
+    };
+    REGPROC_COLUMNS.contains(&name.as_str())
+}
+
+/// `0`, PostgreSQL's "no function", as the text a function column holds.
+fn no_function_as_text(expr: &mut Expr) {
+    if matches!(expr, Expr::Value(v) if v.value == sql::Value::Number("0".into(), false)) {
+        *expr = Expr::value(sql::Value::SingleQuotedString("-".into()));
     }
 }
 
@@ -275,8 +482,33 @@ fn qualifier(name: &ObjectName) -> Option<String> {
         .map(|ident| ident.value.to_lowercase())
 }
 
-/// Registers the catalogs of `scope` and the session functions in `ctx`.
-pub(super) async fn install(ctx: &SessionContext, scope: &Scope) -> Result<(), QueryError> {
+/// Whether a statement's table `reference` is a catalog table.
+pub fn is_catalog_reference(reference: &datafusion::common::TableReference) -> bool {
+    let parts: Vec<String> = [
+        reference.catalog(),
+        reference.schema(),
+        Some(reference.table()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(str::to_lowercase)
+    .collect();
+    is_catalog_table(&parts)
+}
+
+/// Registers the session functions in `ctx` and, when `with_catalogs`, the
+/// catalogs of `scope`, whose tables must all be registered in `ctx`.
+pub(super) async fn install(
+    ctx: &SessionContext,
+    scope: &Scope,
+    with_catalogs: bool,
+) -> Result<(), QueryError> {
+    for function in session_functions() {
+        ctx.register_udf(function);
+    }
+    if !with_catalogs {
+        return Ok(());
+    }
     let mut tables = Vec::new();
     for name in visible_tables(scope) {
         let provider = ctx.table_provider(name).await.map_err(QueryError::Engine)?;
@@ -312,9 +544,6 @@ pub(super) async fn install(ctx: &SessionContext, scope: &Scope) -> Result<(), Q
     catalog
         .register_schema(INFORMATION_SCHEMA, info)
         .map_err(QueryError::Engine)?;
-    for function in session_functions() {
-        ctx.register_udf(function);
-    }
     Ok(())
 }
 
@@ -481,6 +710,14 @@ fn pg_tables(tables: &[(&str, SchemaRef)]) -> Result<Vec<(&'static str, RecordBa
         (
             "typoutput",
             Column::text(PG_TYPES.iter().map(|t| format!("{}out", short_name(t.oid)))),
+        ),
+        (
+            "typreceive",
+            Column::text(PG_TYPES.iter().map(|t| binary_io(t.oid, "recv"))),
+        ),
+        (
+            "typsend",
+            Column::text(PG_TYPES.iter().map(|t| binary_io(t.oid, "send"))),
         ),
         ("typdefault", Column::Text(same(None, PG_TYPES.len()))),
     ])?;
@@ -667,6 +904,16 @@ fn short_name(oid: u32) -> &'static str {
         1184 => "timestamptz",
         1700 => "numeric",
         _ => "text",
+    }
+}
+
+/// The name of type `oid`'s binary input (`recv`) or output (`send`)
+/// function, by which clients such as the ADBC driver pick a decoder.
+fn binary_io(oid: u32, direction: &str) -> String {
+    let name = short_name(oid);
+    match oid {
+        1082 | 1114 | 1184 | 1700 => format!("{name}_{direction}"),
+        _ => format!("{name}{direction}"),
     }
 }
 
@@ -1090,5 +1337,54 @@ mod tests {
         assert!(!is_catalog_table(&parts("public.pg_class")));
         assert!(!is_catalog_table(&parts("pg_catalog.usage_events")));
         assert!(!is_catalog_table(&parts("information_schema.pg_class")));
+    }
+
+    #[test]
+    fn a_select_of_an_always_empty_catalog_is_emptied() {
+        let rewritten = |sql: &str| {
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            let mut statement =
+                datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
+                    .unwrap()
+                    .remove(0);
+            rewrite(&mut statement);
+            statement.to_string()
+        };
+        // psql's `\d`: a column's default and collation.
+        let described = rewritten(
+            "SELECT a.attname, (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid, true) \
+             FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid AND a.atthasdef), \
+             (SELECT c.collname FROM pg_catalog.pg_collation c, pg_catalog.pg_type t \
+             WHERE c.oid = a.attcollation AND t.oid = a.atttypid) AS attcollation \
+             FROM pg_catalog.pg_attribute a",
+        );
+        assert_eq!(
+            described,
+            "SELECT a.attname, (SELECT NULL AS \"pg_get_expr\" FROM pg_catalog.pg_attrdef d \
+             WHERE false), (SELECT NULL AS \"collname\" FROM pg_catalog.pg_collation c, \
+             pg_catalog.pg_type t WHERE false) AS attcollation FROM pg_catalog.pg_attribute a"
+        );
+        // An aggregate answers a row over no rows; an outer join keeps the
+        // other side's; a table of the same name elsewhere is not a catalog.
+        // A function column compared with PostgreSQL's "no function".
+        assert_eq!(
+            rewritten("SELECT typname FROM pg_type WHERE typreceive != 0 OR 0 <> t.typsend"),
+            "SELECT typname FROM pg_type WHERE typreceive <> '-' OR '-' <> t.typsend"
+        );
+        // An aggregate of a subquery is the subquery's own.
+        assert!(
+            rewritten(
+                "SELECT p.pubname, (SELECT string_agg(attname, ',') FROM pg_attribute) \
+             FROM pg_catalog.pg_publication p"
+            )
+            .contains("WHERE false")
+        );
+        for kept in [
+            "SELECT (SELECT count(*) FROM pg_attrdef) AS n",
+            "SELECT (SELECT t.typname FROM pg_type t LEFT JOIN pg_collation c ON true LIMIT 1)",
+            "SELECT (SELECT x FROM public.pg_attrdef) AS x",
+        ] {
+            assert!(!rewritten(kept).contains("WHERE false"), "{kept}");
+        }
     }
 }
