@@ -6,23 +6,29 @@
 //! from that same text, so no value passes through a fixed-size decimal type
 //! on the way (`Decimal128(38, 9)` holds sums far above what such types
 //! hold). Instants are microseconds; timestamps with a time zone are sent in
-//! UTC.
+//! UTC. `COPY … TO STDOUT` sends the same values: binary rows as the binary
+//! protocol encodes them, text and CSV rows as the text protocol does.
 
 use std::error::Error;
 use std::sync::Arc;
 
 use allot_query::sandbox::pg_catalog::{PgType, pg_type_of};
+
+use super::session::CopyFormat;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimeUnit,
     TimestampMicrosecondType,
 };
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use datafusion::common::ScalarValue;
 use pgwire::api::Type;
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
-use pgwire::error::PgWireResult;
+use pgwire::api::results::{
+    CopyCsvOptions, CopyEncoder, CopyTextOptions, DataRowEncoder, FieldFormat, FieldInfo,
+};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::CopyData;
 use pgwire::messages::data::DataRow;
 use pgwire::types::ToSqlText;
 use pgwire::types::format::FormatOptions as PgFormatOptions;
@@ -172,6 +178,125 @@ pub fn rows(
         rows.push(encoded);
     }
     Ok((rows, bytes))
+}
+
+/// The signature, flags and header extension that open PostgreSQL's binary
+/// `COPY` format.
+const BINARY_COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The end of PostgreSQL's binary `COPY` format: a row of -1 fields.
+const BINARY_COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
+/// The rows of an answer as the data of `COPY … TO STDOUT`, a batch at a
+/// time, framed as PostgreSQL frames them, which clients rely on: a message
+/// per row; CSV's header line a message of its own; binary's signature in
+/// the first row's message (or, with no row, in the trailer's).
+pub struct CopyRows {
+    /// Text and CSV rows; binary rows are written here.
+    text: Option<CopyEncoder>,
+    /// What comes before the rows, until it is sent: binary's signature, or
+    /// CSV's line of column names.
+    header: Option<Bytes>,
+}
+
+impl CopyRows {
+    /// The encoder of `schema`'s rows in `format`.
+    pub fn new(schema: &arrow::datatypes::Schema, format: CopyFormat) -> CopyRows {
+        let text_fields = || Arc::new(fields(schema, |_| FieldFormat::Text));
+        let (text, header) = match format {
+            CopyFormat::Binary => (None, Some(Bytes::from_static(BINARY_COPY_HEADER))),
+            CopyFormat::Text => (
+                Some(CopyEncoder::new_text(
+                    text_fields(),
+                    CopyTextOptions::default(),
+                )),
+                None,
+            ),
+            CopyFormat::Csv { header } => {
+                let names = header.then(|| {
+                    let names: Vec<String> = schema
+                        .fields()
+                        .iter()
+                        .map(|field| csv_quoted(field.name()))
+                        .collect();
+                    Bytes::from(format!("{}\n", names.join(",")))
+                });
+                (
+                    Some(CopyEncoder::new_csv(
+                        text_fields(),
+                        CopyCsvOptions::default(),
+                    )),
+                    names,
+                )
+            }
+        };
+        CopyRows { text, header }
+    }
+
+    /// The last message: what has not been sent of the header, and
+    /// binary's trailer; none when there is neither.
+    pub fn finish(mut self) -> Option<CopyData> {
+        let mut data = BytesMut::from(self.header.take().unwrap_or_default().as_ref());
+        if self.text.is_none() {
+            data.extend_from_slice(BINARY_COPY_TRAILER);
+        }
+        (!data.is_empty()).then(|| CopyData::new(data.freeze()))
+    }
+
+    /// `batch`'s rows, a message each, after the header if it is due.
+    pub fn encode(&mut self, batch: &RecordBatch) -> PgWireResult<Vec<CopyData>> {
+        let columns = batch
+            .columns()
+            .iter()
+            .map(Column::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        let mut messages = Vec::with_capacity(batch.num_rows() + 1);
+        for row in 0..batch.num_rows() {
+            let mut data = BytesMut::new();
+            if let Some(header) = self.header.take() {
+                data.extend_from_slice(&header);
+                if self.text.is_some() {
+                    messages.push(CopyData::new(data.split().freeze()));
+                }
+            }
+            match &mut self.text {
+                Some(encoder) => {
+                    for column in &columns {
+                        encoder.encode_field(&column.cell(row).map_err(internal)?)?;
+                    }
+                    data.extend_from_slice(&encoder.take_copy().data);
+                }
+                None => {
+                    data.put_i16(columns.len() as i16);
+                    for column in &columns {
+                        let cell = column.cell(row).map_err(internal)?;
+                        let length_at = data.len();
+                        data.put_i32(-1);
+                        let written = cell
+                            .to_sql(&Type::UNKNOWN, &mut data)
+                            .map_err(PgWireError::ApiError)?;
+                        if let IsNull::No = written {
+                            let length = (data.len() - length_at - 4) as i32;
+                            data[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
+                        }
+                    }
+                }
+            }
+            messages.push(CopyData::new(data.freeze()));
+        }
+        Ok(messages)
+    }
+}
+
+/// `name` as a CSV field: quoted when it holds a delimiter, a quote or a
+/// line break.
+fn csv_quoted(name: &str) -> String {
+    if name.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    } else {
+        name.to_string()
+    }
 }
 
 fn internal(error: arrow::error::ArrowError) -> pgwire::error::PgWireError {

@@ -23,19 +23,18 @@ use futures::{Sink, Stream, StreamExt, stream};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeResponse, DescribeStatementResponse,
-    FieldFormat, FieldInfo, QueryResponse, Response, Tag,
+    CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeResponse,
+    DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::data::DataRow;
 use tokio::sync::watch;
 
 use super::encode::{self, wire_type};
-use super::session::{Command, Session, command};
+use super::session::{Command, CopyFormat, Session, command};
 use super::{PG, PG_BYTES, PG_STATEMENTS, error};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -91,16 +90,16 @@ impl Queries {
             Command::Commit => Response::TransactionEnd(Tag::new("COMMIT")),
             Command::Rollback => Response::TransactionEnd(Tag::new("ROLLBACK")),
             Command::Nothing(tag) => Response::Execution(Tag::new(tag)),
-            Command::Query => {
-                let started = self.run(session, sql, parameters, format).await;
-                let outcome = if started.is_ok() { "ok" } else { "error" };
-                metrics::counter!(PG_STATEMENTS, "outcome" => outcome).increment(1);
-                started?
+            Command::Unsupported(rule) => return Err(error("0A000", rule)),
+            Command::Query => counted(self.run(session, sql, parameters, format).await)?,
+            Command::CopyOut { query, format } => {
+                counted(self.copy_out(session, &query, format).await)?
             }
         })
     }
 
-    /// Runs `sql` in the session's sandbox and streams its answer.
+    /// Runs `sql` in the session's sandbox and streams its answer as rows,
+    /// each column in `format`.
     async fn run(
         &self,
         session: &Session,
@@ -108,6 +107,76 @@ impl Queries {
         parameters: Vec<ScalarValue>,
         format: &Format,
     ) -> PgWireResult<Response> {
+        let answer = self.start(session, sql, parameters).await?;
+        let fields = Arc::new(encode::fields(&answer.answer.schema, |i| {
+            format.format_for(i)
+        }));
+        let row_fields = Arc::clone(&fields);
+        let rows = answer.batches().flat_map(move |batch| {
+            let encoded = batch.and_then(|batch| {
+                let (rows, bytes) = encode::rows(&batch, &row_fields)?;
+                metrics::counter!(PG_BYTES).increment(bytes as u64);
+                Ok(rows)
+            });
+            stream::iter(match encoded {
+                Ok(rows) => rows.into_iter().map(Ok).collect(),
+                Err(failure) => vec![Err(failure)],
+            })
+        });
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
+    }
+
+    /// Runs `query` in the session's sandbox and streams its answer as the
+    /// data of `COPY … TO STDOUT` in `format`.
+    async fn copy_out(
+        &self,
+        session: &Session,
+        query: &str,
+        format: CopyFormat,
+    ) -> PgWireResult<Response> {
+        let answer = self.start(session, query, Vec::new()).await?;
+        let encoder = encode::CopyRows::new(&answer.answer.schema, format);
+        let columns = answer.answer.schema.fields().len();
+        let batches = Box::pin(answer.batches());
+        let data = stream::unfold(Some((batches, encoder)), |state| async move {
+            let (mut batches, mut encoder) = state?;
+            match batches.next().await {
+                Some(Ok(batch)) => match encoder.encode(&batch) {
+                    Ok(messages) => {
+                        let bytes: usize = messages.iter().map(|m| m.data.len()).sum();
+                        metrics::counter!(PG_BYTES).increment(bytes as u64);
+                        let messages = messages.into_iter().map(Ok).collect();
+                        Some((messages, Some((batches, encoder))))
+                    }
+                    Err(failure) => Some((vec![Err(failure)], None)),
+                },
+                Some(Err(failure)) => Some((vec![Err(failure)], None)),
+                None => encoder.finish().map(|last| (vec![Ok(last)], None)),
+            }
+        })
+        .flat_map(stream::iter);
+        // Made as text and then marked binary when it is: `CopyResponse`
+        // would send binary's trailer as a message of its own, which clients
+        // that read the signature and the first row from one message (the
+        // ADBC driver) do not take; `CopyRows` frames it instead.
+        let mut response = CopyResponse::new(0, columns, data);
+        response.format = match format {
+            CopyFormat::Binary => 1,
+            CopyFormat::Text | CopyFormat::Csv { .. } => 0,
+        };
+        Ok(Response::CopyOut(response))
+    }
+
+    /// Starts `sql` with `parameters` in the session's sandbox, within the
+    /// caller's rate limit and SQL slots and the session's time limit, and
+    /// waits for its first rows, so that a statement that fails before
+    /// answering (a limit, most often) fails cleanly.
+    async fn start(
+        &self,
+        session: &Session,
+        sql: &str,
+        parameters: Vec<ScalarValue>,
+    ) -> PgWireResult<Answer> {
         let principal = &session.principal;
         PG.within_rate(&self.state, principal, STATEMENT)
             .map_err(api_error)?;
@@ -136,8 +205,6 @@ impl Queries {
                     limits,
                 )
                 .await?;
-            // The first rows are awaited here, so that a statement that
-            // fails before answering (a limit, most often) fails cleanly.
             let first = answer.next().await.transpose()?;
             Ok::<_, QueryError>((answer, first))
         };
@@ -145,15 +212,12 @@ impl Queries {
             started = started => started.map_err(sql_error)?,
             () = cancelled(&mut cancel) => return Err(canceled()),
         };
-        let fields = Arc::new(encode::fields(&answer.schema, |i| format.format_for(i)));
-        let rows = Rows {
+        Ok(Answer {
             first,
             answer,
             cancel,
-            fields: Arc::clone(&fields),
             _slot: slot,
-        };
-        Ok(Response::Query(QueryResponse::new(fields, rows.stream())))
+        })
     }
 
     /// The columns and parameter types of `sql` in `session`.
@@ -205,6 +269,13 @@ impl Queries {
                 .collect();
         Ok((parameters, encode::fields(&described.schema, format)))
     }
+}
+
+/// `started`, counted as a statement that started (`ok`) or not (`error`).
+fn counted(started: PgWireResult<Response>) -> PgWireResult<Response> {
+    let outcome = if started.is_ok() { "ok" } else { "error" };
+    metrics::counter!(PG_STATEMENTS, "outcome" => outcome).increment(1);
+    started
 }
 
 /// The column `SHOW name` answers with.
@@ -263,46 +334,38 @@ fn sql_error(failure: QueryError) -> PgWireError {
     error(code, ApiError::Query(failure).parts().message.into_owned())
 }
 
-/// An answer on its way to the client.
-struct Rows {
+/// A statement's answer on its way to the client.
+struct Answer {
     first: Option<RecordBatch>,
     answer: SqlStream,
     cancel: Option<watch::Receiver<u64>>,
-    fields: Arc<Vec<FieldInfo>>,
     /// The caller's SQL slot, held until the last row is sent.
     _slot: OwnedSemaphorePermit,
 }
 
-impl Rows {
-    fn stream(self) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
-        stream::unfold(Some(self), |rows| async move {
-            let mut rows = rows?;
-            let next = match rows.first.take() {
+impl Answer {
+    /// Its batches, ended by the statement's failure or a cancel request.
+    fn batches(self) -> impl Stream<Item = PgWireResult<RecordBatch>> + Send + 'static {
+        stream::unfold(Some(self), |answer| async move {
+            let mut answer = answer?;
+            let next = match answer.first.take() {
                 Some(first) => Some(Ok(first)),
                 None => tokio::select! {
-                    batch = rows.answer.next() => batch,
-                    () = cancelled(&mut rows.cancel) => {
+                    batch = answer.answer.next() => batch,
+                    () = cancelled(&mut answer.cancel) => {
                         metrics::counter!(PG_STATEMENTS, "outcome" => "failed").increment(1);
-                        return Some((vec![Err(canceled())], None));
+                        return Some((Err(canceled()), None));
                     }
                 },
             };
-            match next {
-                None => None,
-                Some(Ok(batch)) => match encode::rows(&batch, &rows.fields) {
-                    Ok((encoded, bytes)) => {
-                        metrics::counter!(PG_BYTES).increment(bytes as u64);
-                        Some((encoded.into_iter().map(Ok).collect(), Some(rows)))
-                    }
-                    Err(failure) => Some((vec![Err(failure)], None)),
-                },
-                Some(Err(failure)) => {
+            match next? {
+                Ok(batch) => Some((Ok(batch), Some(answer))),
+                Err(failure) => {
                     metrics::counter!(PG_STATEMENTS, "outcome" => "failed").increment(1);
-                    Some((vec![Err(sql_error(failure))], None))
+                    Some((Err(sql_error(failure)), None))
                 }
             }
         })
-        .flat_map(stream::iter)
     }
 }
 

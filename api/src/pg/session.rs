@@ -8,6 +8,11 @@
 //! schema, `work_mem`, the engine's own options, `ROLE`, `SESSION
 //! AUTHORIZATION`) is refused with the rule it broke. Transactions are
 //! accepted and change nothing: every statement only reads.
+//!
+//! `COPY (query) TO STDOUT` and `COPY table TO STDOUT`, in text, CSV or
+//! binary format, are the query's answer in another encoding (the ADBC
+//! PostgreSQL driver fetches every answer this way); the query runs in the
+//! sandbox like any other. A `COPY` to or from anywhere else is refused.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -15,7 +20,10 @@ use std::time::Duration;
 
 use allot_lake::session::Scope;
 use allot_query::sandbox::pg_catalog::SERVER_VERSION;
-use datafusion::sql::sqlparser::ast::{Expr, Set, Statement, Value};
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Expr, Set,
+    Statement, Value,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use tokio::sync::watch;
@@ -75,8 +83,33 @@ pub enum Command {
     /// `DISCARD`, `DEALLOCATE`, `RESET`, `SET SESSION CHARACTERISTICS`,
     /// `SET TRANSACTION`: accepted, nothing to do.
     Nothing(&'static str),
+    /// `COPY … TO STDOUT`: `query`'s answer, encoded as `format` says.
+    CopyOut {
+        /// The query whose rows are copied.
+        query: String,
+        /// How the rows are encoded.
+        format: CopyFormat,
+    },
+    /// A `COPY` allot refuses: to or from anywhere but the client, or with
+    /// an option it does not encode. The rule it broke.
+    Unsupported(String),
     /// A statement for the sandbox.
     Query,
+}
+
+/// The encodings of `COPY … TO STDOUT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    /// PostgreSQL's text format: tab-separated, `\N` for null.
+    Text,
+    /// CSV, with a first line of column names when `header`.
+    Csv {
+        /// Whether the first line names the columns.
+        header: bool,
+    },
+    /// PostgreSQL's binary format (`PGCOPY`), each value as the binary
+    /// protocol sends it.
+    Binary,
 }
 
 /// What `sql` is. Only texts starting with a session keyword are parsed
@@ -96,6 +129,7 @@ pub fn command(sql: &str) -> Command {
             | "discard"
             | "deallocate"
             | "reset"
+            | "copy"
     ) {
         return Command::Query;
     }
@@ -156,7 +190,94 @@ pub fn command(sql: &str) -> Command {
         Statement::Rollback { .. } => Command::Rollback,
         Statement::Discard { .. } => Command::Nothing("DISCARD ALL"),
         Statement::Deallocate { .. } => Command::Nothing("DEALLOCATE"),
+        Statement::Copy {
+            source,
+            to: true,
+            target: CopyTarget::Stdout,
+            options,
+            legacy_options,
+            values,
+        } if values.is_empty() => copy_out(source, options, legacy_options),
+        Statement::Copy { .. } => Command::Unsupported(
+            "COPY may only send a query's rows TO STDOUT: COPY FROM, and COPY to a file or a program, are refused"
+                .to_string(),
+        ),
         _ => Command::Query,
+    }
+}
+
+/// `COPY source TO STDOUT` with `options`: the query it copies and how.
+fn copy_out(
+    source: &CopySource,
+    options: &[CopyOption],
+    legacy_options: &[CopyLegacyOption],
+) -> Command {
+    let query = match source {
+        CopySource::Query(query) => query.to_string(),
+        CopySource::Table {
+            table_name,
+            columns,
+        } if columns.is_empty() => format!("SELECT * FROM {table_name}"),
+        CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            let columns = columns.iter().map(ToString::to_string).collect::<Vec<_>>();
+            format!("SELECT {} FROM {table_name}", columns.join(", "))
+        }
+    };
+    let mut format = CopyFormat::Text;
+    let mut header = false;
+    for option in options {
+        match option {
+            CopyOption::Format(name) => {
+                format = match name.value.to_lowercase().as_str() {
+                    "text" => CopyFormat::Text,
+                    "csv" => CopyFormat::Csv { header: false },
+                    "binary" => CopyFormat::Binary,
+                    other => {
+                        return Command::Unsupported(format!("COPY format {other} does not exist"));
+                    }
+                }
+            }
+            CopyOption::Header(on) => header = *on,
+            other => {
+                return Command::Unsupported(format!(
+                    "COPY option {other} is not supported: FORMAT and HEADER are"
+                ));
+            }
+        }
+    }
+    for option in legacy_options {
+        match option {
+            CopyLegacyOption::Binary => format = CopyFormat::Binary,
+            CopyLegacyOption::Csv(csv) => {
+                format = CopyFormat::Csv { header: false };
+                for option in csv {
+                    match option {
+                        CopyLegacyCsvOption::Header => header = true,
+                        other => {
+                            return Command::Unsupported(format!(
+                                "COPY option {other} is not supported: FORMAT and HEADER are"
+                            ));
+                        }
+                    }
+                }
+            }
+            other => {
+                return Command::Unsupported(format!(
+                    "COPY option {other} is not supported: FORMAT and HEADER are"
+                ));
+            }
+        }
+    }
+    match (format, header) {
+        (CopyFormat::Csv { .. }, header) => Command::CopyOut {
+            query,
+            format: CopyFormat::Csv { header },
+        },
+        (_, true) => Command::Unsupported("COPY HEADER is available only in CSV mode".to_string()),
+        (format, false) => Command::CopyOut { query, format },
     }
 }
 
@@ -273,13 +394,13 @@ impl Session {
                     );
                 }
             }
-            "client_encoding" => {
+            "client_encoding"
                 if !matches!(
                     value.to_uppercase().replace('-', "").as_str(),
                     "UTF8" | "UNICODE"
-                ) {
-                    return Err("client_encoding must be UTF8".into());
-                }
+                ) =>
+            {
+                return Err("client_encoding must be UTF8".into());
             }
             _ => {}
         }
@@ -372,6 +493,48 @@ mod tests {
         assert_eq!(command("-- hi\nSELECT 1"), Command::Query);
         // Two statements go to the sandbox, which refuses them.
         assert_eq!(command("SET a = 1; SELECT 1"), Command::Query);
+    }
+
+    #[test]
+    fn copy_to_stdout_is_its_query_in_another_encoding() {
+        let copy = |query: &str, format| Command::CopyOut {
+            query: query.into(),
+            format,
+        };
+        assert_eq!(
+            command("COPY (SELECT value FROM usage_events) TO STDOUT (FORMAT binary)"),
+            copy("SELECT value FROM usage_events", CopyFormat::Binary)
+        );
+        assert_eq!(
+            command("copy usage_events to stdout"),
+            copy("SELECT * FROM usage_events", CopyFormat::Text)
+        );
+        assert_eq!(
+            command("COPY usage_events (tenant_id, value) TO STDOUT WITH CSV HEADER"),
+            copy(
+                "SELECT tenant_id, value FROM usage_events",
+                CopyFormat::Csv { header: true }
+            )
+        );
+        assert!(matches!(
+            command("COPY usage_events TO STDOUT (FORMAT csv, DELIMITER ';')"),
+            Command::Unsupported(_)
+        ));
+        assert!(matches!(
+            command("COPY usage_events TO STDOUT (HEADER)"),
+            Command::Unsupported(_)
+        ));
+        // Anywhere but STDOUT, and COPY FROM, are refused.
+        for elsewhere in [
+            "COPY usage_events TO '/tmp/x'",
+            "COPY usage_events TO PROGRAM 'sh'",
+            "COPY usage_events FROM STDIN",
+        ] {
+            assert!(
+                matches!(command(elsewhere), Command::Unsupported(_)),
+                "{elsewhere}"
+            );
+        }
     }
 
     #[test]
