@@ -58,6 +58,16 @@ with bearer(tenant) as conn:
         cursor.adbc_prepare("SELECT count(*) AS n FROM usage_events")
         cursor.execute("SELECT count(*) AS n FROM usage_events")
         out["tenant_prepared"] = rows_of(cursor.fetch_arrow_table())
+    # Parameters bound with DoPut: values, never SQL, and never wider than the
+    # caller's scope.
+    with conn.cursor() as cursor:
+        counted = "SELECT count(*) AS n FROM usage_events WHERE tenant_id = $1"
+        cursor.execute(counted, parameters=("t2",))
+        out["tenant_parameters"] = rows_of(cursor.fetch_arrow_table())
+        cursor.execute(counted, parameters=("t1",))
+        out["tenant_parameters_other"] = rows_of(cursor.fetch_arrow_table())
+        cursor.execute(counted, parameters=("t2' OR '1'='1",))
+        out["tenant_parameters_injection"] = rows_of(cursor.fetch_arrow_table())
     objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
     out["tenant_tables"] = sorted(
         table["table_name"]

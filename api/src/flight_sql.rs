@@ -12,8 +12,9 @@
 //! slot is held until the last batch is sent or the client goes away).
 //!
 //! A statement's handle (in a ticket, or a prepared statement's) is its SQL
-//! text: it is planned again under the token of whoever redeems it, so a
-//! handle carries no authority of its own. Catalog calls list the tables the
+//! text, and once a client has bound parameter values (`DoPut`), those
+//! values too ([`Handle`]): it is planned again under the token of whoever
+//! redeems it, so a handle carries no authority of its own. Catalog calls list the tables the
 //! caller may query, in the catalog `allot` and schema `public`, under which
 //! queries may also name them.
 //!
@@ -24,28 +25,31 @@ use std::sync::Arc;
 
 use allot_lake::session::{SQL_CATALOG, SQL_SCHEMA, Scope};
 use allot_query::QueryError;
-use allot_query::sandbox::visible_tables;
-use arrow::datatypes::Schema;
-use arrow::ipc::writer::IpcWriteOptions;
+use allot_query::sandbox::{Described, SqlRequest, visible_tables};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{
     SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
-use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandStatementQuery, Nullable, ProstMessageExt, Searchable,
-    SqlInfo, TicketStatementQuery, XdbcDataType,
+    CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult, Nullable,
+    ProstMessageExt, Searchable, SqlInfo, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
     FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
     IpcMessage, SchemaAsIpc, Ticket,
 };
 use base64::Engine;
+use datafusion::common::ScalarValue;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::metadata::MetadataMap;
@@ -186,48 +190,51 @@ impl FlightSql {
         Ok((principal, scope))
     }
 
-    /// The columns `sql` answers with for the caller.
-    async fn schema_of(&self, call: &Call<'_>, sql: String) -> Result<Schema, Status> {
+    /// The columns and parameters of `request` for the caller.
+    async fn described(&self, call: &Call<'_>, request: SqlRequest) -> Result<Described, Status> {
         let (_, scope) = self.scope(call)?;
-        let planned = self.planned_schema(scope, sql).await;
+        let planned = self.describe(scope, request).await;
         if planned.is_err() {
             metrics::counter!(FLIGHT_STATEMENTS, "outcome" => "error").increment(1);
         }
         planned
     }
 
-    /// The columns `sql` answers with in `scope`, planned on the pool.
-    async fn planned_schema(&self, scope: Scope, sql: String) -> Result<Schema, Status> {
+    /// The columns and parameters of `request` in `scope`, planned on the
+    /// pool.
+    async fn describe(&self, scope: Scope, request: SqlRequest) -> Result<Described, Status> {
         let served = self.state.served().await.map_err(status_of)?;
-        let schema = self
-            .state
+        self.state
             .sql_pool
-            .schema(
+            .describe(
                 Arc::clone(&served.snapshot),
                 scope,
-                sql,
+                request,
                 self.state.sql_limits.clone(),
             )
             .await
-            .map_err(|e| status_of(ApiError::Query(e)))?;
-        Ok(schema.as_ref().clone())
+            .map_err(|e| status_of(ApiError::Query(e)))
     }
 
-    /// Runs `sql` for the caller and streams its answer.
-    async fn run(&self, call: &Call<'_>, sql: String) -> Result<Response<DataStream>, Status> {
+    /// Runs `request` for the caller and streams its answer.
+    async fn run(
+        &self,
+        call: &Call<'_>,
+        request: SqlRequest,
+    ) -> Result<Response<DataStream>, Status> {
         let (principal, scope) = self.scope(call)?;
-        let started = self.start(principal, scope, sql).await;
+        let started = self.start(principal, scope, request).await;
         let outcome = if started.is_ok() { "ok" } else { "error" };
         metrics::counter!(FLIGHT_STATEMENTS, "outcome" => outcome).increment(1);
         started
     }
 
-    /// Starts `sql` in `scope` for `principal`; see [`run`](Self::run).
+    /// Starts `request` in `scope` for `principal`; see [`run`](Self::run).
     async fn start(
         &self,
         principal: Principal,
         scope: Scope,
-        sql: String,
+        request: SqlRequest,
     ) -> Result<Response<DataStream>, Status> {
         let slot = self
             .state
@@ -241,7 +248,7 @@ impl FlightSql {
             .stream(
                 Arc::clone(&served.snapshot),
                 scope,
-                sql,
+                request,
                 self.state.sql_limits.clone(),
             )
             .await
@@ -275,7 +282,8 @@ impl FlightSql {
         let mut tables = Vec::with_capacity(names.len());
         for name in names {
             let sql = format!("SELECT * FROM {name} LIMIT 0");
-            tables.push((name, self.planned_schema(scope.clone(), sql).await?));
+            let described = self.describe(scope.clone(), sql.into()).await?;
+            tables.push((name, described.schema.as_ref().clone()));
         }
         Ok(tables)
     }
@@ -348,14 +356,104 @@ fn flight_status(error: FlightError) -> Status {
     }
 }
 
-/// A statement's SQL from its handle.
-fn sql_of(handle: &[u8]) -> Result<String, Status> {
-    String::from_utf8(handle.to_vec())
-        .map_err(|_| Status::invalid_argument("the statement handle is not one this server gave"))
+/// What a statement's handle holds: its SQL and, once a client has bound
+/// them with `DoPut`, its parameters' values (one row, `$1` first).
+///
+/// Without parameters a handle is the SQL's text. With them, it is a zero
+/// byte, the SQL's length in bytes (u32, big-endian), the SQL, and the
+/// values as an Arrow IPC stream of one row. Whoever redeems a handle is
+/// authenticated again and the statement planned in their scope, so a
+/// handle a client forges grants nothing a statement would not.
+struct Handle;
+
+impl Handle {
+    /// The handle of `sql` with `parameters` (an Arrow IPC stream), if any.
+    fn encode(sql: &str, parameters: Option<&[u8]>) -> Result<Vec<u8>, Status> {
+        let Some(parameters) = parameters else {
+            return Ok(sql.as_bytes().to_vec());
+        };
+        let length = u32::try_from(sql.len())
+            .map_err(|_| Status::invalid_argument("the statement is too long"))?;
+        let mut handle = Vec::with_capacity(5 + sql.len() + parameters.len());
+        handle.push(0);
+        handle.extend_from_slice(&length.to_be_bytes());
+        handle.extend_from_slice(sql.as_bytes());
+        handle.extend_from_slice(parameters);
+        Ok(handle)
+    }
+
+    /// The SQL and the parameter values (an Arrow IPC stream) of `handle`.
+    fn split(handle: &[u8]) -> Result<(String, Option<&[u8]>), Status> {
+        let foreign =
+            || Status::invalid_argument("the statement handle is not one this server gave");
+        let (sql, parameters) = match handle {
+            [0, rest @ ..] => {
+                let (length, rest) = rest.split_first_chunk::<4>().ok_or_else(foreign)?;
+                let length = u32::from_be_bytes(*length) as usize;
+                if rest.len() < length {
+                    return Err(foreign());
+                }
+                let (sql, parameters) = rest.split_at(length);
+                (sql, Some(parameters))
+            }
+            sql => (sql, None),
+        };
+        let sql = String::from_utf8(sql.to_vec()).map_err(|_| foreign())?;
+        Ok((sql, parameters))
+    }
+
+    /// The statement `handle` names, with its parameters' values.
+    fn request(handle: &[u8]) -> Result<SqlRequest, Status> {
+        let (sql, parameters) = Handle::split(handle)?;
+        let parameters = match parameters {
+            Some(ipc) => parameter_values(ipc)?,
+            None => Vec::new(),
+        };
+        Ok(SqlRequest {
+            parameters,
+            ..SqlRequest::from(sql)
+        })
+    }
 }
 
-/// A `FlightInfo` whose one endpoint's ticket is `command`, answering with
-/// `schema`.
+/// The values of the one-row Arrow IPC stream `ipc`, `$1` first.
+fn parameter_values(ipc: &[u8]) -> Result<Vec<ScalarValue>, Status> {
+    let bad = |e: &dyn std::fmt::Display| {
+        Status::invalid_argument(format!("the parameter values are not Arrow IPC: {e}"))
+    };
+    let reader = StreamReader::try_new(std::io::Cursor::new(ipc), None).map_err(|e| bad(&e))?;
+    let mut values = None;
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(&e))?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        if batch.num_rows() > 1 || values.is_some() {
+            return Err(Status::invalid_argument(
+                "bind one row of parameter values: a query runs once per execution",
+            ));
+        }
+        values = Some(
+            batch
+                .columns()
+                .iter()
+                .map(|column| ScalarValue::try_from_array(column, 0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(&e))?,
+        );
+    }
+    Ok(values.unwrap_or_default())
+}
+
+/// `schema` as the IPC message Flight SQL carries schemas in.
+fn schema_ipc(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
+    let options = IpcWriteOptions::default();
+    let IpcMessage(message) = SchemaAsIpc::new(schema, &options)
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(message)
+}
+
 fn info_for(
     command: impl ProstMessageExt,
     schema: &Schema,
@@ -493,13 +591,13 @@ impl FlightSqlService for FlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = self
-            .schema_of(&call(&request, "GetFlightInfo"), query.query.clone())
+        let described = self
+            .described(&call(&request, "GetFlightInfo"), query.query.clone().into())
             .await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
-        info_for(ticket, &schema, request.into_inner())
+        info_for(ticket, &described.schema, request.into_inner())
     }
 
     async fn do_get_statement(
@@ -507,8 +605,8 @@ impl FlightSqlService for FlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        let sql = sql_of(&ticket.statement_handle)?;
-        self.run(&call(&request, "DoGet"), sql).await
+        let statement = Handle::request(&ticket.statement_handle)?;
+        self.run(&call(&request, "DoGet"), statement).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -516,20 +614,27 @@ impl FlightSqlService for FlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let schema = self
-            .schema_of(
+        let described = self
+            .described(
                 &call(&request, "CreatePreparedStatement"),
-                query.query.clone(),
+                query.query.clone().into(),
             )
             .await?;
-        let options = IpcWriteOptions::default();
-        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &options)
-            .try_into()
-            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+        let parameters = Schema::new(
+            described
+                .parameters
+                .iter()
+                .enumerate()
+                .map(|(index, data_type)| {
+                    let data_type = data_type.clone().unwrap_or(DataType::Utf8);
+                    Field::new(format!("${}", index + 1), data_type, true)
+                })
+                .collect::<Vec<_>>(),
+        );
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: query.query.into_bytes().into(),
-            dataset_schema,
-            parameter_schema: Default::default(),
+            dataset_schema: schema_ipc(&described.schema)?,
+            parameter_schema: schema_ipc(&parameters)?,
         })
     }
 
@@ -548,11 +653,11 @@ impl FlightSqlService for FlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let sql = sql_of(&command.prepared_statement_handle)?;
-        let schema = self
-            .schema_of(&call(&request, "GetFlightInfo"), sql)
+        let statement = Handle::request(&command.prepared_statement_handle)?;
+        let described = self
+            .described(&call(&request, "GetFlightInfo"), statement)
             .await?;
-        info_for(command, &schema, request.into_inner())
+        info_for(command, &described.schema, request.into_inner())
     }
 
     async fn do_get_prepared_statement(
@@ -560,8 +665,54 @@ impl FlightSqlService for FlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        let sql = sql_of(&command.prepared_statement_handle)?;
-        self.run(&call(&request, "DoGet"), sql).await
+        let statement = Handle::request(&command.prepared_statement_handle)?;
+        self.run(&call(&request, "DoGet"), statement).await
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        command: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        self.caller(&call(&request, "DoPut"))?;
+        let (sql, _) = Handle::split(&command.prepared_statement_handle)?;
+        // The values are read within the request body's cap, then kept as
+        // the IPC stream they arrive as.
+        let most = self.state.settings.config.api.max_body.0;
+        let mut received = 0_u64;
+        let mut batches = Vec::new();
+        let mut stream = FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(FlightError::from),
+        );
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(flight_status)?;
+            received += batch.get_array_memory_size() as u64;
+            if received > most {
+                return Err(Status::invalid_argument(format!(
+                    "the parameter values exceed {most} bytes (api.max_body)"
+                )));
+            }
+            batches.push(batch);
+        }
+        let mut ipc = Vec::new();
+        if let Some(first) = batches.first() {
+            let mut writer = StreamWriter::try_new(&mut ipc, &first.schema())
+                .map_err(|e| Status::internal(e.to_string()))?;
+            for batch in &batches {
+                writer
+                    .write(batch)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            }
+            writer
+                .finish()
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        // Checked now, so a bad binding fails at DoPut rather than later.
+        parameter_values(&ipc)?;
+        let parameters = (!ipc.is_empty()).then_some(ipc.as_slice());
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(Handle::encode(&sql, parameters)?.into()),
+        })
     }
 
     async fn get_flight_info_catalogs(

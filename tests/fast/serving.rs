@@ -494,6 +494,9 @@ fn flight_sql_serves_each_caller_its_sandbox() {
     let count = count["rows"][0][0].as_str().unwrap().to_string();
     assert_eq!(seen["tenant_qualified"]["rows"][0][0], count.as_str());
     assert_eq!(seen["tenant_prepared"][0][0], count.as_str());
+    assert_eq!(seen["tenant_parameters"][0][0], count.as_str());
+    assert_eq!(seen["tenant_parameters_other"][0][0], "0");
+    assert_eq!(seen["tenant_parameters_injection"][0][0], "0");
     assert_eq!(
         seen["tenant_tables"],
         serde_json::json!([
