@@ -2,7 +2,7 @@
 notebooks and many BI tools use) and prints what it saw as JSON, for
 tests/fast/pg_wire.rs to hold against `POST /v1/sql` and `allot sql`.
 
-Usage: pg_wire_check.py HOST PORT SSLMODE, with the tokens in the environment
+Usage: pg_wire_check.py HOST PORT SSLMODE (libpq's PGSSLROOTCERT names the CA), with the tokens in the environment
 (ALLOT_TENANT_TOKEN for tenant t2, ALLOT_WHALE_TOKEN for the tenant with huge
 quantities, ALLOT_ADMIN_TOKEN, ALLOT_FINANCE_TOKEN, ALLOT_EXPIRED_TOKEN,
 ALLOT_FOREIGN_TOKEN signed by another issuer's key) and the server's
@@ -18,7 +18,9 @@ import sys
 import threading
 import time
 from decimal import Decimal
+from urllib.parse import quote
 
+import adbc_driver_postgresql.dbapi
 import psycopg
 
 HOST, PORT, SSLMODE = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -26,23 +28,23 @@ TOTALS = (
     "SELECT tenant_id, sum(value) AS total FROM usage_events "
     "GROUP BY tenant_id ORDER BY tenant_id"
 )
-# Long enough to still be running when it is cancelled or timed out: the
-# three-way cross join of a few hundred events never finishes in time.
+# Long enough to still be running when it is cancelled or timed out, in
+# little memory: a five-way cross join of a few hundred events, counted.
 ENDLESS = (
-    "SELECT count(*) FROM usage_events a, usage_events b, usage_events c, usage_events d "
-    "WHERE a.value + b.value + c.value + d.value > -1"
+    "SELECT count(*) FROM usage_events a, usage_events b, usage_events c, "
+    "usage_events d, usage_events e"
 )
 seen = {}
 
 
-def connect(token, **options):
+def connect(token, sslmode=SSLMODE, **options):
     return psycopg.connect(
         host=HOST,
         port=PORT,
         user="analyst",
         dbname="allot",
         password=token,
-        sslmode=SSLMODE,
+        sslmode=sslmode,
         connect_timeout=20,
         autocommit=True,
         **options,
@@ -127,6 +129,16 @@ with connect(tenant) as conn:
         )
         seen["tenant_pg_class_rejected"] = rows(cur)
 
+# The ADBC PostgreSQL driver (Arrow from the wire, as pandas and Polars
+# read it), which fetches each answer with COPY … TO STDOUT (FORMAT binary).
+for key, token in [("adbc", tenant), ("adbc_whale", whale)]:
+    uri = f"postgresql://analyst:{quote(token, safe='')}@{HOST}:{PORT}/allot?sslmode={SSLMODE}"
+    with adbc_driver_postgresql.dbapi.connect(uri) as conn, conn.cursor() as cur:
+        cur.execute(TOTALS)
+        table = cur.fetch_arrow_table()
+        seen[f"{key}_totals"] = [[str(v) for v in row.values()] for row in table.to_pylist()]
+        seen[f"{key}_types"] = [str(t) for t in table.schema.types]
+
 # A transaction, as psycopg opens one by default: accepted, read only.
 with psycopg.connect(
     host=HOST, port=PORT, user="analyst", dbname="allot", password=tenant, sslmode=SSLMODE
@@ -154,8 +166,10 @@ corpus = {
     "join_rejected": "SELECT * FROM usage_events u JOIN rejected_events r ON true",
     "catalog_join": "SELECT * FROM pg_catalog.pg_class c JOIN rejected_events r ON true",
     "qualified_other": "SELECT * FROM allot.public.rejected_events",
-    "copy_to_stdout": "COPY usage_events TO STDOUT",
-    "copy_query": "COPY (SELECT * FROM usage_events) TO STDOUT",
+    "copy_to_file": "COPY usage_events TO '/tmp/allot-copy.txt'",
+    "copy_query_to_file": "COPY (SELECT * FROM usage_events) TO '/tmp/allot-copy.txt'",
+    "copy_from": "COPY usage_events FROM STDIN",
+    "copy_program": "COPY usage_events TO PROGRAM 'cat /etc/passwd'",
     "set_search_path": "SET search_path = other",
     "set_work_mem": "SET work_mem = '1GB'",
     "set_engine": "SET datafusion.execution.target_partitions = 64",
@@ -178,6 +192,44 @@ attempt(
     ("x' UNION SELECT * FROM rejected_events --",),
 )
 
+
+
+def copied(key, token, sql):
+    """Runs `COPY … TO STDOUT` on a fresh connection; records its rows (text
+    format) or its refusal."""
+    try:
+        with connect(token) as conn, conn.cursor() as cur, cur.copy(sql) as copy:
+            seen[key] = [list(row) for row in copy.rows()]
+    except psycopg.Error as error:
+        seen[key] = refusal(error)
+
+
+# COPY TO STDOUT is the query's answer, in the caller's scope.
+copied(
+    "copy_table",
+    tenant,
+    "COPY usage_events (tenant_id, value) TO STDOUT",
+)
+copied(
+    "copy_query",
+    tenant,
+    "COPY (SELECT tenant_id, sum(value) AS total FROM usage_events GROUP BY tenant_id) "
+    "TO STDOUT",
+)
+with connect(tenant) as conn, conn.cursor() as cur:
+    with cur.copy(
+        "COPY (SELECT tenant_id, sum(value) AS total FROM usage_events GROUP BY tenant_id) "
+        "TO STDOUT (FORMAT csv, HEADER)"
+    ) as copy:
+        seen["copy_csv"] = b"".join(bytes(data) for data in copy).decode()
+copied("copy_rejected", tenant, "COPY rejected_events TO STDOUT")
+copied(
+    "copy_join_rejected",
+    tenant,
+    "COPY (SELECT * FROM usage_events u JOIN rejected_events r ON true) TO STDOUT",
+)
+copied("copy_option", tenant, "COPY usage_events TO STDOUT (FORMAT csv, DELIMITER ';')")
+
 # Logins that must fail.
 for key, token in [
     ("login_wrong", "not-a-token"),
@@ -187,6 +239,8 @@ for key, token in [
     ("login_finance", os.environ["ALLOT_FINANCE_TOKEN"]),
 ]:
     attempt(key, token, "SELECT 1")
+# The password is a token: never taken over a connection without TLS.
+attempt("login_plaintext", tenant, "SELECT 1", sslmode="disable")
 
 # A cancel stops a running statement, and the connection goes on.
 with connect(tenant) as conn:

@@ -130,6 +130,23 @@ fn describe() {
         Unit::Bytes,
         "Bytes of Arrow data sent over Flight SQL"
     );
+    describe_counter!(
+        crate::pg::PG_STATEMENTS,
+        "PostgreSQL wire statements, by outcome (ok, error, failed)"
+    );
+    describe_counter!(
+        crate::pg::PG_REFUSED,
+        "PostgreSQL wire logins and statements refused before they ran, by the HTTP status of the refusal"
+    );
+    describe_counter!(
+        crate::pg::PG_BYTES,
+        Unit::Bytes,
+        "Bytes of rows sent over the PostgreSQL wire"
+    );
+    describe_gauge!(
+        crate::pg::PG_CONNECTIONS,
+        "PostgreSQL wire connections open"
+    );
 }
 
 /// Records one answered request.

@@ -46,7 +46,6 @@ impl Wire {
     pub fn caller(&self, state: &AppState, call: &Call<'_>) -> Result<Principal, ApiError> {
         let verified = call
             .token
-            .clone()
             .and_then(|token| state.auth.verify(token, state.clock.now_secs()));
         let principal = match verified {
             Ok(principal) => principal,

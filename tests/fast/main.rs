@@ -16,6 +16,7 @@ mod maintenance;
 mod meters;
 mod offboard;
 mod period_close;
+mod pg_wire;
 mod preview;
 mod prometheus;
 mod query_lake;

@@ -77,6 +77,9 @@ pub struct PgOptions {
     pub idle_timeout: Duration,
     /// `api.pg_max_connections`.
     pub max_connections: usize,
+    /// `api.header_read_timeout`: how long a client has to negotiate TLS
+    /// (or say it will not).
+    pub handshake_timeout: Duration,
 }
 
 impl PgOptions {
@@ -89,6 +92,7 @@ impl PgOptions {
             allow_plaintext: api.pg_allow_plaintext,
             idle_timeout: api.pg_idle_timeout.0,
             max_connections: api.pg_max_connections,
+            handshake_timeout: api.header_read_timeout.0,
         }
     }
 }
@@ -157,7 +161,7 @@ async fn connection(
     cancels: Arc<Cancels>,
 ) -> std::io::Result<()> {
     let negotiated = tokio::time::timeout(
-        LOGIN_TIMEOUT,
+        options.handshake_timeout,
         negotiate_tls::<<query::Queries as ExtendedQueryHandler>::Statement>(
             socket,
             options.tls.clone(),
@@ -250,7 +254,7 @@ async fn too_many(socket: TcpStream, options: &PgOptions) -> std::io::Result<()>
             .send(PgWireBackendMessage::ErrorResponse(refusal.into()))
             .await
     };
-    tokio::time::timeout(LOGIN_TIMEOUT, answer)
+    tokio::time::timeout(options.handshake_timeout, answer)
         .await
         .unwrap_or(Ok(()))
 }
