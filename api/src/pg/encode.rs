@@ -160,12 +160,7 @@ pub fn rows(
     batch: &RecordBatch,
     fields: &Arc<Vec<FieldInfo>>,
 ) -> PgWireResult<(Vec<DataRow>, usize)> {
-    let columns = batch
-        .columns()
-        .iter()
-        .map(Column::new)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(internal)?;
+    let columns = columns_of(batch)?;
     let mut encoder = DataRowEncoder::new(Arc::clone(fields));
     let mut rows = Vec::with_capacity(batch.num_rows());
     let mut bytes = 0;
@@ -245,12 +240,7 @@ impl CopyRows {
 
     /// `batch`'s rows, a message each, after the header if it is due.
     pub fn encode(&mut self, batch: &RecordBatch) -> PgWireResult<Vec<CopyData>> {
-        let columns = batch
-            .columns()
-            .iter()
-            .map(Column::new)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(internal)?;
+        let columns = columns_of(batch)?;
         let mut messages = Vec::with_capacity(batch.num_rows() + 1);
         for row in 0..batch.num_rows() {
             let mut data = BytesMut::new();
@@ -297,6 +287,16 @@ fn csv_quoted(name: &str) -> String {
     } else {
         name.to_string()
     }
+}
+
+/// The columns of `batch`, to be read value by value.
+fn columns_of(batch: &RecordBatch) -> PgWireResult<Vec<Column>> {
+    batch
+        .columns()
+        .iter()
+        .map(Column::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal)
 }
 
 fn internal(error: arrow::error::ArrowError) -> pgwire::error::PgWireError {

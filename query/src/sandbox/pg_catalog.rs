@@ -1202,6 +1202,12 @@ fn session_functions() -> Vec<ScalarUDF> {
         returns: DataType::Utf8,
         answer: Answer::Text(value.to_string()),
     };
+    let null_text = |name, counts: &[usize]| SessionFunction {
+        name,
+        signature: arities(counts),
+        returns: DataType::Utf8,
+        answer: Answer::NullText,
+    };
     [
         text("version", &[0], &version),
         text("current_schema", &[0], SQL_SCHEMA),
@@ -1216,30 +1222,10 @@ fn session_functions() -> Vec<ScalarUDF> {
             returns: DataType::Utf8,
             answer: Answer::FormatType,
         },
-        SessionFunction {
-            name: "obj_description",
-            signature: arities(&[1, 2]),
-            returns: DataType::Utf8,
-            answer: Answer::NullText,
-        },
-        SessionFunction {
-            name: "col_description",
-            signature: arities(&[2]),
-            returns: DataType::Utf8,
-            answer: Answer::NullText,
-        },
-        SessionFunction {
-            name: "shobj_description",
-            signature: arities(&[2]),
-            returns: DataType::Utf8,
-            answer: Answer::NullText,
-        },
-        SessionFunction {
-            name: "pg_get_expr",
-            signature: arities(&[2, 3]),
-            returns: DataType::Utf8,
-            answer: Answer::NullText,
-        },
+        null_text("obj_description", &[1, 2]),
+        null_text("col_description", &[2]),
+        null_text("shobj_description", &[2]),
+        null_text("pg_get_expr", &[2, 3]),
         SessionFunction {
             name: "pg_table_is_visible",
             signature: arities(&[1]),
