@@ -161,33 +161,26 @@ pub fn is_catalog_table(parts: &[String]) -> bool {
         _ => parts,
     };
     match parts {
-        [name] => PG_TABLES.contains(&name.as_str()),
-        [schema, name] if schema == PG_CATALOG => PG_TABLES.contains(&name.as_str()),
+        [name] => is_pg_table(name),
+        [schema, name] if schema == PG_CATALOG => is_pg_table(name),
         [schema, name] if schema == INFORMATION_SCHEMA => INFO_TABLES.contains(&name.as_str()),
         _ => false,
     }
 }
 
-/// The `pg_catalog` tables there are.
-const PG_TABLES: [&str; 24] = [
+/// Whether `name` is a `pg_catalog` table.
+fn is_pg_table(name: &str) -> bool {
+    PG_TABLES.contains(&name) || EMPTY_TABLES.contains(&name)
+}
+
+/// The `pg_catalog` tables with rows; [`EMPTY_TABLES`] are the others.
+const PG_TABLES: [&str; 12] = [
     "pg_namespace",
     "pg_class",
     "pg_attribute",
     "pg_type",
     "pg_database",
     "pg_am",
-    "pg_description",
-    "pg_attrdef",
-    "pg_collation",
-    "pg_index",
-    "pg_constraint",
-    "pg_inherits",
-    "pg_policy",
-    "pg_statistic_ext",
-    "pg_publication",
-    "pg_publication_rel",
-    "pg_publication_namespace",
-    "pg_trigger",
     "pg_roles",
     "pg_user",
     "pg_proc",
