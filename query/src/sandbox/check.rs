@@ -279,9 +279,10 @@ impl Visitor for StatementCheck {
             | TableFactor::Function { .. }
             | TableFactor::JsonTable { .. }
             | TableFactor::OpenJsonTable { .. }
-            | TableFactor::XmlTable { .. } => ControlFlow::Break(rejected(
-                "table functions are not allowed; read the tables usage_events and rejected_events",
-            )),
+            | TableFactor::XmlTable { .. } => ControlFlow::Break(rejected(format!(
+                "table functions are not allowed; queries may read: {}",
+                self.visible.join(", ")
+            ))),
             _ => ControlFlow::Continue(()),
         }
     }
