@@ -259,7 +259,7 @@ impl ApiError {
                 ..parts(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
-                    "too many requests for this tenant; retry later".into(),
+                    "too many requests from this caller; retry later".into(),
                 )
             },
             ApiError::SqlBusy => ErrorParts {
