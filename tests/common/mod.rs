@@ -1,7 +1,8 @@
 //! Helpers shared by the end-to-end tests: the real Kafka broker started by
 //! `scripts/test`, fresh topics, collectors on them ([`scenario::Scenario`]),
 //! reading the lake's tables back, a running `allot serve` ([`ServeProcess`]),
-//! the test lakes' price book, and `promtool` ([`promtool`]).
+//! the test lakes' price book, `promtool` ([`promtool`]), and what the tests of
+//! SQL over the wire share ([`wire`]).
 
 #![allow(dead_code)]
 
@@ -9,6 +10,7 @@ pub mod alerts;
 pub mod promtool;
 pub mod scenario;
 mod serve;
+pub mod wire;
 
 pub use serve::ServeProcess;
 

@@ -193,6 +193,34 @@ impl ServeProcess {
         kib << 10
     }
 
+    /// Asserts that the peak resident memory has stayed within what the SQL
+    /// limits `sql_memory` and `sql_max_bytes` allow past `baseline` (a peak
+    /// taken before the statements ran): for each query the SQL pool runs at
+    /// once (a thread per core, 2 to 8), four times `sql_memory` (an
+    /// aggregate's final value, such as `string_agg`'s, is copied up to three
+    /// times outside the engine's memory pool as it is emitted) and twice
+    /// `sql_max_bytes` (the answer and its encoding), plus 64 MiB for the
+    /// engine's own state.
+    pub fn assert_within_sql_memory_bound(
+        &self,
+        baseline: u64,
+        sql_memory: u64,
+        sql_max_bytes: u64,
+    ) {
+        let pool_threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8) as u64;
+        let bound = baseline + pool_threads * (4 * sql_memory + 2 * sql_max_bytes) + (64 << 20);
+        let peak = self.peak_rss();
+        assert!(
+            peak <= bound,
+            "peak RSS {} MiB past the bound {} MiB (before the statements: {} MiB)",
+            peak >> 20,
+            bound >> 20,
+            baseline >> 20
+        );
+    }
+
     /// Waits up to `within` for the server to exit by itself; its exit status.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;

@@ -10,6 +10,7 @@ mod alerts;
 mod api;
 mod dedup_window;
 mod erasure;
+mod flight_sql;
 mod golden;
 mod ingest_file;
 mod maintenance;

@@ -8,88 +8,24 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{CliLake, Lcg, ServeProcess};
+use common::wire::{SQL_MAX_BYTES, SQL_MEMORY, WHALE_TOTAL, cli_sql, own_count_of};
+use common::{CliLake, ServeProcess};
 
-const SECRET: &str = "a test secret that is long enough for HS256";
-const TENANTS: [&str; 3] = ["t1", "t2", "t3"];
 /// The server's `api.pg_max_connections`, small so the test can fill it.
 const MAX_CONNECTIONS: usize = 4;
-/// A quantity whose sum over three events (3·10²⁰) is past what 64-bit
-/// mantissas and `rust_decimal` hold: it must come back to the last digit.
-const WHALE_VALUE: &str = "99999999999999999999.123456789";
 
-/// A lake with `pg_listen` on `pg` under TLS, its `[api]` keys and `extra`.
+/// A lake's configuration with `pg_listen` on `pg` under TLS (and a row cap
+/// of 1,000), then `extra`.
 fn config(lake: &CliLake, pg: &str, certificate: &common::TestCertificate, extra: &str) -> String {
-    format!(
-        "{}\n[api]\njwt_secret = \"{SECRET}\"\naudit_log = \"{}\"\nrate_limit_per_s = 100000\n\
-         clock_skew = \"0s\"\nsql_timeout = \"4s\"\nsql_memory = \"64MiB\"\nsql_max_rows = 1000\n\
-         pg_listen = \"{pg}\"\npg_max_connections = {MAX_CONNECTIONS}\n\
-         tls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
-        common::FLAT_PRICE_BOOK,
-        lake.dir.path().join("audit.jsonl").display(),
-        certificate.cert.display(),
-        certificate.key.display(),
+    common::wire::config(
+        lake,
+        &format!(
+            "sql_max_rows = 1000\npg_listen = \"{pg}\"\npg_max_connections = {MAX_CONNECTIONS}\n\
+             tls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
+            certificate.cert.display(),
+            certificate.key.display(),
+        ),
     )
-}
-
-/// Events of `TENANTS` and of the tenant `whale`, whose quantities are huge.
-fn events(dir: &Path) -> std::path::PathBuf {
-    let mut rng = Lcg(30);
-    let mut text = String::new();
-    for tenant in TENANTS {
-        for i in 0..120 {
-            let day = (rng.next() % 20 + 1) as u32;
-            text.push_str(&common::synthetic_event(&mut rng, tenant, 5, day, i));
-            text.push('\n');
-        }
-    }
-    for i in 0..3 {
-        text.push_str(&format!(
-            r#"{{"event_id":"whale-{i}","tenant_id":"whale","ts":"2026-05-0{}T10:00:00Z","metric":"egress_bytes","value":{WHALE_VALUE},"resource":"r{i}"}}"#,
-            i + 1
-        ));
-        text.push('\n');
-    }
-    let path = dir.join("events.jsonl");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// A tenant token for `t2` minted by `allot token` with `config` and the
-/// further arguments `args`.
-fn mint(config: &Path, args: &[&str]) -> String {
-    let minted = Command::new(env!("CARGO_BIN_EXE_allot"))
-        .args(["token", "--role", "tenant", "--tenant", "t2", "--config"])
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run allot token");
-    assert!(minted.status.success(), "{minted:?}");
-    String::from_utf8(minted.stdout).unwrap().trim().to_string()
-}
-
-/// `allot sql --tenant T` (or for every tenant): the rows as text.
-fn cli_sql(lake: &CliLake, tenant: Option<&str>, sql: &str) -> Vec<Vec<String>> {
-    let mut args = vec!["sql", "--format", "csv"];
-    if let Some(tenant) = tenant {
-        args.extend(["--tenant", tenant]);
-    }
-    args.push(sql);
-    let output = lake.run(&args);
-    assert!(output.status.success(), "allot {args:?}: {output:?}");
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|line| line.split(',').map(str::to_string).collect())
-        .collect()
-}
-
-/// How many of `tenant`'s events count, by `allot sql --tenant`.
-fn own_count_of(lake: &CliLake, tenant: &str) -> usize {
-    cli_sql(lake, Some(tenant), "SELECT count(*) FROM usage_events")[0][0]
-        .parse()
-        .unwrap()
 }
 
 /// `psql` with `token` as the password over verified TLS, running `command`
@@ -131,7 +67,7 @@ fn pg_wire_serves_each_caller_its_sandbox() {
     let lake = CliLake::new("");
     std::fs::write(lake.config(), config(&lake, &pg, &certificate, "")).unwrap();
     let inputs = tempfile::tempdir().unwrap();
-    let events = events(inputs.path());
+    let events = common::wire::events(inputs.path());
     let ingested = lake.run(&[
         "ingest",
         "--no-progress",
@@ -141,10 +77,8 @@ fn pg_wire_serves_each_caller_its_sandbox() {
     assert!(ingested.status.success(), "{ingested:?}");
 
     // Tokens the server must refuse: one of another issuer's key, one expired.
-    let foreign =
-        CliLake::new("[api]\njwt_secret = \"another issuer's secret, long enough for HS256\"\n");
-    let foreign_token = mint(&foreign.config(), &[]);
-    let expired_token = mint(&lake.config(), &["--ttl", "1s"]);
+    let foreign_token = common::wire::foreign_token();
+    let expired_token = common::wire::mint(&lake.config(), &["--ttl", "1s"]);
 
     let server = ServeProcess::start_tls(&lake.config(), Some(&lake.root()), &certificate.ca);
     server.wait_ready(Duration::from_secs(30));
@@ -179,14 +113,12 @@ fn pg_wire_serves_each_caller_its_sandbox() {
         "SELECT sum(value) FROM usage_events",
     )
     .unwrap();
-    assert!(
-        whale_sum.contains("299999999999999999997.370370367"),
-        "{whale_sum}"
-    );
+    assert!(whale_sum.contains(WHALE_TOTAL), "{whale_sum}");
 
     let (host, port) = pg.rsplit_once(':').unwrap();
     let ca = certificate.ca.display().to_string();
     let max_connections = MAX_CONNECTIONS.to_string();
+    let before = server.peak_rss();
     let seen = common::python_json(
         "pg_wire_check.py",
         &[host, port, "verify-full"],
@@ -225,10 +157,7 @@ fn pg_wire_serves_each_caller_its_sandbox() {
     let whale_totals = rows("whale_totals");
     assert_eq!(
         whale_totals,
-        vec![vec![
-            "whale".to_string(),
-            "299999999999999999997.370370367".to_string()
-        ]]
+        vec![vec!["whale".to_string(), WHALE_TOTAL.to_string()]]
     );
     assert_eq!(whale_totals, cli_sql(&lake, Some("whale"), totals));
     assert_eq!(rows("whale_totals_binary"), whale_totals);
@@ -372,6 +301,7 @@ fn pg_wire_serves_each_caller_its_sandbox() {
     refused("limit_memory", &["53200", "memory"]);
     refused("limit_rows", &["54000", "rows"]);
     assert_eq!(rows("after_limits"), vec![vec!["1".to_string()]]);
+    server.assert_within_sql_memory_bound(before, SQL_MEMORY, SQL_MAX_BYTES);
 
     // Past pg_max_connections every connection is refused with 53300.
     let beyond: Vec<String> =

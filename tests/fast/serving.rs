@@ -334,12 +334,8 @@ fn a_tenant_choosing_as_of_computes_only_its_own_health() {
 }
 
 /// SQL bombs from several tenants at once leave the server up, within its
-/// memory bound, and answering `/healthz` quickly meanwhile. The bound: what
-/// the server held before, plus for each query the SQL pool runs at once four
-/// times its `api.sql_memory` (an aggregate's final value, such as
-/// `string_agg`'s, is copied up to three times outside the engine's memory
-/// pool as it is emitted) and twice its `api.sql_max_bytes` (the answer and
-/// its encoding), plus 64 MiB for the engine's own state.
+/// memory bound (`ServeProcess::assert_within_sql_memory_bound`), and
+/// answering `/healthz` quickly meanwhile.
 #[test]
 fn sql_bombs_leave_the_server_within_its_memory_bound() {
     const SQL_MEMORY: u64 = 64 << 20;
@@ -411,18 +407,9 @@ fn sql_bombs_leave_the_server_within_its_memory_bound() {
         attacker.join().unwrap();
     }
 
-    let pool_threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8) as u64;
-    let bound = before + pool_threads * (4 * SQL_MEMORY + 2 * SQL_MAX_BYTES) + (64 << 20);
-    let peak = server.process.peak_rss();
-    assert!(
-        peak <= bound,
-        "peak RSS {} MiB past the bound {} MiB (before the bombs: {} MiB)",
-        peak >> 20,
-        bound >> 20,
-        before >> 20
-    );
+    server
+        .process
+        .assert_within_sql_memory_bound(before, SQL_MEMORY, SQL_MAX_BYTES);
     health.sort();
     let p99 = health[(health.len() * 99 / 100).min(health.len() - 1)];
     assert!(
@@ -433,156 +420,6 @@ fn sql_bombs_leave_the_server_within_its_memory_bound() {
     // Still serving SQL.
     let (status, body) = server.sql(&tokens[0], "SELECT 1 + 1 AS two");
     assert_eq!((status, body.contains("\"2\"")), (200, true), "{body}");
-}
-
-/// Arrow Flight SQL (docs/reference.md#sql-over-the-wire), spoken to by the
-/// ADBC Flight SQL driver, a client written apart from allot: a tenant token
-/// sees its own rows only (bearer header or handshake), decimals arrive as
-/// exact `Decimal128(38, 9)` equal to `POST /v1/sql`'s, the catalog lists what
-/// the caller may read, and finance, forged and missing tokens are refused,
-/// the refusals audited.
-#[test]
-fn flight_sql_serves_each_caller_its_sandbox() {
-    let mut rng = Lcg(29);
-    let flight = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let lake = new_lake_with(
-        common::FLAT_PRICE_BOOK,
-        &format!("flight_sql_listen = \"{flight}\"\n"),
-    );
-    let inputs = tempfile::tempdir().unwrap();
-    let events = batch(inputs.path(), "events.jsonl", &mut rng, &TENANTS, 300);
-    cli(&lake, &["ingest", "--no-progress", "--from-file", &events]);
-    let server = Server::start(&lake);
-    let tenant = server.process.token("tenant", Some("t2"));
-    let admin = server.process.token("admin", None);
-    let finance = server.process.token("finance", None);
-    let sql = "SELECT tenant_id, sum(value) AS total FROM usage_events GROUP BY tenant_id \
-               ORDER BY tenant_id";
-    let over_http = |token: &str| -> Vec<Vec<String>> {
-        let (status, body) = server.sql(token, sql);
-        assert_eq!(status, 200, "{body}");
-        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-        serde_json::from_value(answer["rows"].clone()).unwrap()
-    };
-
-    let seen = common::python_json(
-        "flight_sql_check.py",
-        &[format!("grpc://{flight}")],
-        &[
-            ("ALLOT_TENANT_TOKEN", &tenant),
-            ("ALLOT_ADMIN_TOKEN", &admin),
-            ("ALLOT_FINANCE_TOKEN", &finance),
-        ],
-    );
-    let rows = |key: &str| -> Vec<Vec<String>> {
-        serde_json::from_value(seen[key]["rows"].clone()).unwrap()
-    };
-
-    // The tenant's own rows only, exactly as the HTTP API answers them.
-    let tenant_rows = rows("tenant_totals");
-    assert_eq!(tenant_rows.len(), 1, "{seen}");
-    assert_eq!(tenant_rows[0][0], "t2");
-    assert_eq!(tenant_rows, over_http(&tenant));
-    assert_eq!(seen["tenant_totals"]["types"][1], "decimal128(38, 9)");
-    assert_eq!(rows("handshake_totals"), tenant_rows);
-    let (status, body) = server.sql(&tenant, "SELECT count(*) FROM usage_events");
-    assert_eq!(status, 200, "{body}");
-    let count: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let count = count["rows"][0][0].as_str().unwrap().to_string();
-    assert_eq!(seen["tenant_qualified"]["rows"][0][0], count.as_str());
-    assert_eq!(seen["tenant_prepared"][0][0], count.as_str());
-    assert_eq!(seen["tenant_parameters"][0][0], count.as_str());
-    assert_eq!(seen["tenant_parameters_other"][0][0], "0");
-    assert_eq!(seen["tenant_parameters_injection"][0][0], "0");
-    assert_eq!(
-        seen["tenant_tables"],
-        serde_json::json!([
-            "closings",
-            "invoices",
-            "usage_events",
-            "usage_hourly",
-            "usage_monthly"
-        ])
-    );
-    let refused = |key: &str, needle: &str| {
-        let message = seen[key].as_str().unwrap_or_default();
-        assert!(message.contains(needle), "{key}: {message:?}");
-    };
-    refused("tenant_rejected", "unknown table");
-    refused("tenant_ddl", "only");
-    refused("tenant_deep", "InvalidArgument");
-    refused("tenant_rows", "more than 100000 rows");
-    assert_eq!(seen["tenant_after_limits"], serde_json::json!([["1"]]));
-
-    // Admin sees every tenant, and both tables.
-    let admin_rows = rows("admin_totals");
-    assert_eq!(admin_rows.len(), TENANTS.len());
-    assert_eq!(admin_rows, over_http(&admin));
-    assert_eq!(
-        seen["admin_tables"],
-        serde_json::json!([
-            "closings",
-            "invoices",
-            "rejected_events",
-            "usage_events",
-            "usage_hourly",
-            "usage_monthly"
-        ])
-    );
-
-    refused("finance", "PermissionDenied");
-    refused("forged", "Unauthenticated");
-    refused("no_token", "Unauthenticated");
-    let flood: Vec<String> = serde_json::from_value(seen["flood"].clone()).unwrap();
-    assert!(
-        flood.iter().any(|e| e.contains("ResourceExhausted")),
-        "a flood without a token is rate limited: {flood:?}"
-    );
-    let (_, metrics) = server.get("/metrics");
-    let series = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .map_or(0, |value| value.trim().parse().expect("a counter value"))
-    };
-    assert!(series("allot_flight_sql_statements_total{outcome=\"ok\"}") >= 6);
-    // The answer past the row cap ended after it had started.
-    assert!(series("allot_flight_sql_statements_total{outcome=\"failed\"}") >= 1);
-    assert!(series("allot_flight_sql_statements_total{outcome=\"error\"}") >= 3);
-    assert!(series("allot_flight_sql_refused_total{status=\"401\"}") >= 2);
-    assert!(series("allot_flight_sql_refused_total{status=\"403\"}") >= 1);
-    assert!(series("allot_flight_sql_bytes_sent_total") > 0);
-    // Flight SQL's series are as Prometheus expects them, help texts included.
-    common::promtool::assert_promtool_accepts_metrics(&metrics);
-    let audit = std::fs::read_to_string(lake.dir.path().join("audit.jsonl")).unwrap();
-    let flight_denials: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .filter(|entry: &serde_json::Value| entry["method"] == "FLIGHT")
-        .collect();
-    assert!(
-        flight_denials
-            .iter()
-            .any(|e| e["outcome"] == "unauthenticated" && e["reason"] == "bad_signature"),
-        "{audit}"
-    );
-    assert!(
-        flight_denials
-            .iter()
-            .any(|e| e["outcome"] == "forbidden" && e["role"] == "finance"),
-        "{audit}"
-    );
-    let unauthenticated = flight_denials
-        .iter()
-        .filter(|e| e["outcome"] == "unauthenticated")
-        .count();
-    assert!(
-        unauthenticated < 20,
-        "{unauthenticated} unauthenticated calls audited: the flood was not limited before the audit log"
-    );
 }
 
 /// The value of the sample `series` (a name with its labels, if any) in the
