@@ -91,7 +91,6 @@ enum Cell {
 /// A column of a batch, read value by value as [`Cell`]s.
 struct Column {
     array: ArrayRef,
-    formatter_options: FormatOptions<'static>,
 }
 
 impl Column {
@@ -116,18 +115,22 @@ impl Column {
             }
             _ => Arc::clone(array),
         };
-        Ok(Column {
-            array,
-            formatter_options: FormatOptions::default(),
-        })
+        Ok(Column { array })
     }
 
-    fn cell(&self, row: usize) -> Result<Cell, arrow::error::ArrowError> {
+    /// The formatter of the values [`Column::cell`] reads as text, made once
+    /// per batch: making one costs more than formatting a value.
+    fn formatter(&self) -> Result<ArrayFormatter<'_>, arrow::error::ArrowError> {
+        ArrayFormatter::try_new(self.array.as_ref(), &FormatOptions::default())
+    }
+
+    /// The value at `row`; `formatter` is the column's own.
+    fn cell(&self, row: usize, formatter: &ArrayFormatter<'_>) -> Cell {
         let array = &self.array;
         if array.is_null(row) {
-            return Ok(Cell::Null);
+            return Cell::Null;
         }
-        Ok(match array.data_type() {
+        match array.data_type() {
             DataType::Boolean => Cell::Bool(array.as_boolean().value(row)),
             DataType::Int16 => Cell::I16(array.as_primitive::<Int16Type>().value(row)),
             DataType::Int32 => Cell::I32(array.as_primitive::<Int32Type>().value(row)),
@@ -142,15 +145,10 @@ impl Column {
                 tz.is_some(),
             ),
             data_type if pg_type_of(data_type).oid == Type::NUMERIC.oid() => {
-                Cell::Numeric(self.display(row)?)
+                Cell::Numeric(formatter.value(row).to_string())
             }
-            _ => Cell::Text(self.display(row)?),
-        })
-    }
-
-    fn display(&self, row: usize) -> Result<String, arrow::error::ArrowError> {
-        let formatter = ArrayFormatter::try_new(self.array.as_ref(), &self.formatter_options)?;
-        Ok(formatter.value(row).to_string())
+            _ => Cell::Text(formatter.value(row).to_string()),
+        }
     }
 }
 
@@ -161,12 +159,13 @@ pub fn rows(
     fields: &Arc<Vec<FieldInfo>>,
 ) -> PgWireResult<(Vec<DataRow>, usize)> {
     let columns = columns_of(batch)?;
+    let formatters = formatters_of(&columns)?;
     let mut encoder = DataRowEncoder::new(Arc::clone(fields));
     let mut rows = Vec::with_capacity(batch.num_rows());
     let mut bytes = 0;
     for row in 0..batch.num_rows() {
-        for column in &columns {
-            encoder.encode_field(&column.cell(row).map_err(internal)?)?;
+        for (column, formatter) in columns.iter().zip(&formatters) {
+            encoder.encode_field(&column.cell(row, formatter))?;
         }
         let encoded = encoder.take_row();
         bytes += encoded.data.len();
@@ -241,6 +240,7 @@ impl CopyRows {
     /// `batch`'s rows, a message each, after the header if it is due.
     pub fn encode(&mut self, batch: &RecordBatch) -> PgWireResult<Vec<CopyData>> {
         let columns = columns_of(batch)?;
+        let formatters = formatters_of(&columns)?;
         let mut messages = Vec::with_capacity(batch.num_rows() + 1);
         for row in 0..batch.num_rows() {
             let mut data = BytesMut::new();
@@ -252,15 +252,15 @@ impl CopyRows {
             }
             match &mut self.text {
                 Some(encoder) => {
-                    for column in &columns {
-                        encoder.encode_field(&column.cell(row).map_err(internal)?)?;
+                    for (column, formatter) in columns.iter().zip(&formatters) {
+                        encoder.encode_field(&column.cell(row, formatter))?;
                     }
                     data.extend_from_slice(&encoder.take_copy().data);
                 }
                 None => {
                     data.put_i16(columns.len() as i16);
-                    for column in &columns {
-                        let cell = column.cell(row).map_err(internal)?;
+                    for (column, formatter) in columns.iter().zip(&formatters) {
+                        let cell = column.cell(row, formatter);
                         let length_at = data.len();
                         data.put_i32(-1);
                         let written = cell
@@ -295,6 +295,15 @@ fn columns_of(batch: &RecordBatch) -> PgWireResult<Vec<Column>> {
         .columns()
         .iter()
         .map(Column::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal)
+}
+
+/// The formatters of `columns`, in their order.
+fn formatters_of(columns: &[Column]) -> PgWireResult<Vec<ArrayFormatter<'_>>> {
+    columns
+        .iter()
+        .map(Column::formatter)
         .collect::<Result<Vec<_>, _>>()
         .map_err(internal)
 }
