@@ -20,17 +20,18 @@ use allot_query::sandbox::{Catalogs, SqlRequest, SqlStream};
 use arrow::array::RecordBatch;
 use datafusion::common::ScalarValue;
 use futures::{Sink, Stream, StreamExt, stream};
-use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_partial_query_response};
 use pgwire::api::results::{
     CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeResponse,
     DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
-use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::Execute;
 use tokio::sync::watch;
 
 use super::encode::{self, wire_type};
@@ -343,9 +344,32 @@ struct Answer {
     _slot: OwnedSemaphorePermit,
 }
 
+/// The most rows of an answer encoded at once. The engine may answer a scan
+/// in batches of hundreds of thousands of rows, and a row reaches the client
+/// only once the rows encoded with it are: slices this small let the first
+/// row leave at once and bound the encoded rows held in memory.
+const ROWS_PER_SLICE: usize = 1024;
+
 impl Answer {
-    /// Its batches, ended by the statement's failure or a cancel request.
+    /// Its batches, in slices of at most [`ROWS_PER_SLICE`] rows, ended by
+    /// the statement's failure or a cancel request.
     fn batches(self) -> impl Stream<Item = PgWireResult<RecordBatch>> + Send + 'static {
+        self.whole_batches().flat_map(|batch| {
+            stream::iter(match batch {
+                Ok(batch) => (0..batch.num_rows())
+                    .step_by(ROWS_PER_SLICE)
+                    .map(|start| {
+                        Ok(batch.slice(start, ROWS_PER_SLICE.min(batch.num_rows() - start)))
+                    })
+                    .collect(),
+                Err(failure) => vec![Err(failure)],
+            })
+        })
+    }
+
+    /// Its batches as the engine makes them, ended by the statement's failure
+    /// or a cancel request.
+    fn whole_batches(self) -> impl Stream<Item = PgWireResult<RecordBatch>> + Send + 'static {
         stream::unfold(Some(self), |answer| async move {
             let mut answer = answer?;
             let next = match answer.first.take() {
@@ -427,6 +451,44 @@ impl ExtendedQueryHandler for Queries {
 
     fn query_parser(&self) -> Arc<Parser> {
         Arc::clone(&self.parser)
+    }
+
+    /// An `Execute` of a query without a row limit (what psycopg, JDBC and
+    /// most drivers send) streams its answer as the simple protocol does.
+    /// pgwire's default gathers every row of such an answer before sending
+    /// the first, which held a tenant's month back for seconds and in memory.
+    /// A row limit, a portal already started or a statement that is not a
+    /// query takes the default.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = String>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal))
+                if message.max_rows == 0
+                    && matches!(command(&portal.statement.statement), Command::Query)
+                    && matches!(*portal.state.lock().await, PortalExecutionState::Initial) =>
+            {
+                portal
+            }
+            _ => return self._on_execute(client, message).await,
+        };
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let answer = ExtendedQueryHandler::do_query(self, client, &portal, 0).await?;
+        if let Response::Query(mut answer) = answer {
+            send_partial_query_response(client, &mut answer, 0).await?;
+        }
+        // Executed again, the portal answers no more rows, as PostgreSQL's do.
+        *portal.state.lock().await = PortalExecutionState::Finished;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 
     async fn do_query<C>(
