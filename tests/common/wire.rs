@@ -105,3 +105,39 @@ pub fn own_count_of(lake: &CliLake, tenant: &str) -> usize {
         .parse()
         .unwrap()
 }
+
+/// The audit log's entries of the wire `method` (`FLIGHT`, `PG`), after
+/// asserting that they hold a refused bad signature, a refused expired token
+/// and a refused finance token.
+pub fn audited_refusals(lake: &CliLake, method: &str) -> Vec<serde_json::Value> {
+    let audit = std::fs::read_to_string(lake.dir.path().join("audit.jsonl")).unwrap();
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|entry: &serde_json::Value| entry["method"] == method)
+        .collect();
+    for reason in ["bad_signature", "expired"] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["outcome"] == "unauthenticated" && e["reason"] == reason),
+            "{reason}: {audit}"
+        );
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["outcome"] == "forbidden" && e["role"] == "finance"),
+        "{audit}"
+    );
+    entries
+}
+
+/// The value of the counter `series` (a name with its labels) in the
+/// Prometheus text `metrics`; 0 when it is not there.
+pub fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0, |value| value.trim().parse().expect("a counter value"))
+}

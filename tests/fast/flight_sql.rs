@@ -200,12 +200,7 @@ fn flight_sql_serves_each_caller_its_sandbox() {
     );
 
     let (_, metrics) = server.request("GET /metrics", &finance, "");
-    let series = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .map_or(0, |value| value.trim().parse().expect("a counter value"))
-    };
+    let series = |name: &str| common::wire::counter(&metrics, name);
     assert!(series("allot_flight_sql_statements_total{outcome=\"ok\"}") >= 6);
     // The answer past the row cap ended after it had started.
     assert!(series("allot_flight_sql_statements_total{outcome=\"failed\"}") >= 1);
@@ -216,26 +211,7 @@ fn flight_sql_serves_each_caller_its_sandbox() {
     // Flight SQL's series are as Prometheus expects them, help texts included.
     common::promtool::assert_promtool_accepts_metrics(&metrics);
 
-    let audit = std::fs::read_to_string(lake.dir.path().join("audit.jsonl")).unwrap();
-    let flight_denials: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .filter(|entry: &serde_json::Value| entry["method"] == "FLIGHT")
-        .collect();
-    for reason in ["bad_signature", "expired"] {
-        assert!(
-            flight_denials
-                .iter()
-                .any(|e| e["outcome"] == "unauthenticated" && e["reason"] == reason),
-            "{reason}: {audit}"
-        );
-    }
-    assert!(
-        flight_denials
-            .iter()
-            .any(|e| e["outcome"] == "forbidden" && e["role"] == "finance"),
-        "{audit}"
-    );
+    let flight_denials = common::wire::audited_refusals(&lake, "FLIGHT");
     let unauthenticated = flight_denials
         .iter()
         .filter(|e| e["outcome"] == "unauthenticated")

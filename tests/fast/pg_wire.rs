@@ -316,34 +316,10 @@ fn pg_wire_serves_each_caller_its_sandbox() {
     assert_eq!(rows("after_max_connections"), vec![vec!["1".to_string()]]);
 
     // Every refused login is audited, and /metrics counts the wire.
-    let audit = std::fs::read_to_string(lake.dir.path().join("audit.jsonl")).unwrap();
-    let pg_entries: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .filter(|entry: &serde_json::Value| entry["method"] == "PG")
-        .collect();
-    for reason in ["bad_signature", "expired"] {
-        assert!(
-            pg_entries
-                .iter()
-                .any(|e| e["outcome"] == "unauthenticated" && e["reason"] == reason),
-            "{reason}: {audit}"
-        );
-    }
-    assert!(
-        pg_entries
-            .iter()
-            .any(|e| e["outcome"] == "forbidden" && e["role"] == "finance"),
-        "{audit}"
-    );
+    common::wire::audited_refusals(&lake, "PG");
     let (status, metrics) = server.request("GET /metrics", &finance, "");
     assert_eq!(status, 200, "{metrics}");
-    let series = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .map_or(0, |value| value.trim().parse().expect("a counter value"))
-    };
+    let series = |name: &str| common::wire::counter(&metrics, name);
     assert!(
         series("allot_pg_statements_total{outcome=\"ok\"}") >= 20,
         "{metrics}"
