@@ -37,6 +37,22 @@ pub fn config(lake: &CliLake, listeners: &str) -> String {
     )
 }
 
+/// A new lake configured by [`config`] with `listeners`, holding [`events`].
+pub fn lake(listeners: &str) -> CliLake {
+    let lake = CliLake::new("");
+    std::fs::write(lake.config(), config(&lake, listeners)).unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let events = events(inputs.path());
+    let ingested = lake.run(&[
+        "ingest",
+        "--no-progress",
+        "--from-file",
+        events.to_str().unwrap(),
+    ]);
+    assert!(ingested.status.success(), "{ingested:?}");
+    lake
+}
+
 /// Writes the events of `TENANTS` and of the tenant `whale`, whose quantities
 /// are huge, to a file in `dir`; its path.
 pub fn events(dir: &Path) -> PathBuf {

@@ -7,8 +7,8 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::ServeProcess;
 use common::wire::{SQL_MAX_BYTES, SQL_MEMORY, TENANTS, WHALE_TOTAL, cli_sql};
-use common::{CliLake, ServeProcess};
 
 /// A tenant token sees its own rows only (bearer header or handshake),
 /// decimals arrive as exact `Decimal128(38, 9)` equal to `POST /v1/sql`'s and
@@ -24,21 +24,7 @@ fn flight_sql_serves_each_caller_its_sandbox() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let lake = CliLake::new("");
-    std::fs::write(
-        lake.config(),
-        common::wire::config(&lake, &format!("flight_sql_listen = \"{flight}\"\n")),
-    )
-    .unwrap();
-    let inputs = tempfile::tempdir().unwrap();
-    let events = common::wire::events(inputs.path());
-    let ingested = lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        events.to_str().unwrap(),
-    ]);
-    assert!(ingested.status.success(), "{ingested:?}");
+    let lake = common::wire::lake(&format!("flight_sql_listen = \"{flight}\"\n"));
     let foreign_token = common::wire::foreign_token();
     let expired_token = common::wire::mint(&lake.config(), &["--ttl", "1s"]);
 

@@ -8,23 +8,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::ServeProcess;
 use common::wire::{SQL_MAX_BYTES, SQL_MEMORY, WHALE_TOTAL, cli_sql, own_count_of};
-use common::{CliLake, ServeProcess};
 
 /// The server's `api.pg_max_connections`, small so the test can fill it.
 const MAX_CONNECTIONS: usize = 4;
 
-/// A lake's configuration with `pg_listen` on `pg` under TLS (and a row cap
-/// of 1,000), then `extra`.
-fn config(lake: &CliLake, pg: &str, certificate: &common::TestCertificate, extra: &str) -> String {
-    common::wire::config(
-        lake,
-        &format!(
-            "sql_max_rows = 1000\npg_listen = \"{pg}\"\npg_max_connections = {MAX_CONNECTIONS}\n\
-             tls_cert = \"{}\"\ntls_key = \"{}\"\n{extra}",
-            certificate.cert.display(),
-            certificate.key.display(),
-        ),
+/// The `[api]` keys of `pg_listen` on `pg` under TLS, and a row cap of 1,000.
+fn listeners(pg: &str, certificate: &common::TestCertificate) -> String {
+    format!(
+        "sql_max_rows = 1000\npg_listen = \"{pg}\"\npg_max_connections = {MAX_CONNECTIONS}\n\
+         tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        certificate.cert.display(),
+        certificate.key.display(),
     )
 }
 
@@ -64,17 +60,7 @@ fn pg_wire_serves_each_caller_its_sandbox() {
         .to_string();
     let certificates = tempfile::tempdir().unwrap();
     let certificate = common::test_certificate(certificates.path());
-    let lake = CliLake::new("");
-    std::fs::write(lake.config(), config(&lake, &pg, &certificate, "")).unwrap();
-    let inputs = tempfile::tempdir().unwrap();
-    let events = common::wire::events(inputs.path());
-    let ingested = lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        events.to_str().unwrap(),
-    ]);
-    assert!(ingested.status.success(), "{ingested:?}");
+    let lake = common::wire::lake(&listeners(&pg, &certificate));
 
     // Tokens the server must refuse: one of another issuer's key, one expired.
     let foreign_token = common::wire::foreign_token();
