@@ -218,13 +218,16 @@ pub(crate) async fn usage_between(
         .into_iter()
         .partition(|metric| grouping.contains_key(metric));
     let mut counters = counter_days(session, filter, &plain, start, until).await?;
-    for metric in &dimensional {
-        let by_tenant =
-            dimensional_counter_days(session, filter, metric, &grouping[metric], start, until)
-                .await?;
-        for (tenant, days) in by_tenant {
-            counters.entry(tenant).or_default().extend(days);
-        }
+    let dimensional: BTreeMap<String, Vec<Dimension>> = dimensional
+        .into_iter()
+        .map(|metric| {
+            let dimensions = grouping[&metric].clone();
+            (metric, dimensions)
+        })
+        .collect();
+    let by_tenant = dimensional_counter_days(session, filter, &dimensional, start, until).await?;
+    for (tenant, days) in by_tenant {
+        counters.entry(tenant).or_default().extend(days);
     }
     // Invoice segments are whole days, except one ending at `until`, whose day
     // is never a whole day of the range read.

@@ -34,7 +34,7 @@ use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::logical_expr::Expr;
-use datafusion::prelude::{DataFrame, cast, col, lit};
+use datafusion::prelude::{DataFrame, cast, col, lit, when};
 use futures::StreamExt;
 
 use allot_schemas::decimal::VALUE_SCALE;
@@ -342,50 +342,87 @@ pub async fn counter_days(
     Ok(by_tenant)
 }
 
-/// Raw sums of counter `metric` per (tenant, UTC day, values of `dimensions`)
-/// over `[from, to)`, each [`CounterDay`] carrying its values in the order of
-/// `dimensions`. Rollups keep no dimensions, so the events are read raw,
-/// grouped only by the dimensions given (those the metric's rates match on).
+/// Raw sums of the counters of `grouping` per (tenant, metric, UTC day, values
+/// of the metric's dimensions) over `[from, to)`, each [`CounterDay`] carrying
+/// its values in the order of the metric's entry in `grouping`. Rollups keep no
+/// dimensions, so the events are read raw, in one pass for all the metrics:
+/// each metric grouped only by its own dimensions (those its rates match on).
 pub async fn dimensional_counter_days(
     session: &LakeSession,
     filter: &UsageFilter,
-    metric: &str,
-    dimensions: &[Dimension],
+    grouping: &BTreeMap<String, Vec<Dimension>>,
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Vec<CounterDay>>, QueryError> {
     let mut by_tenant: BTreeMap<String, Vec<CounterDay>> = BTreeMap::new();
-    let raw = split_usage(session, filter, from, to, None).await?.raw;
-    let mut columns = vec![utf8("tenant_id"), col("day"), col("value")];
-    let mut groups = vec![col("tenant_id"), col("day")];
-    for (i, dimension) in dimensions.iter().enumerate() {
+    if grouping.is_empty() {
+        return Ok(by_tenant);
+    }
+    // Every dimension any metric uses, once; a metric's events carry NULL in
+    // the columns of the dimensions it does not use, so they never split it.
+    let mut read: Vec<&Dimension> = grouping.values().flatten().collect();
+    read.sort();
+    read.dedup();
+    let mut columns = vec![utf8("tenant_id"), utf8("metric"), col("day"), col("value")];
+    let mut groups = vec![col("tenant_id"), col("metric"), col("day")];
+    for (i, dimension) in read.iter().enumerate() {
+        let users: Vec<Expr> = grouping
+            .iter()
+            .filter(|(_, dimensions)| dimensions.contains(dimension))
+            .map(|(metric, _)| lit(metric.as_str()))
+            .collect();
         let name = format!("dimension_{i}");
-        columns.push(cast(dimension_value(dimension), DataType::Utf8).alias(&name));
+        let value = when(
+            col("metric").in_list(users, false),
+            cast(dimension_value(dimension), DataType::Utf8),
+        )
+        .end()
+        .map_err(QueryError::from)?;
+        columns.push(value.alias(&name));
         groups.push(col(name));
     }
-    let frame = raw
-        .filter(col("metric").eq(lit(metric)))
+    let metrics: Vec<Expr> = grouping.keys().map(|m| lit(m.as_str())).collect();
+    let frame = split_usage(session, filter, from, to, None)
+        .await?
+        .raw
+        .filter(col("metric").in_list(metrics, false))
         .and_then(|rows| rows.select(columns))
         .and_then(|rows| rows.aggregate(groups, vec![sum(col("value")).alias("raw_sum")]))
         .map_err(QueryError::from)?;
-    let values_from = 2;
-    let sum_column = values_from + dimensions.len();
+    // Per metric, where each of its dimensions sits among the columns read.
+    let positions: BTreeMap<&str, Vec<usize>> = grouping
+        .iter()
+        .map(|(metric, dimensions)| {
+            let at = dimensions
+                .iter()
+                .filter_map(|d| read.iter().position(|r| *r == d))
+                .collect();
+            (metric.as_str(), at)
+        })
+        .collect();
+    let values_from = 3;
+    let sum_column = values_from + read.len();
     for batch in collect(frame).await? {
-        let tenants = strings(&batch, 0)?;
-        let days = batch.column(1).as_primitive::<Date32Type>().clone();
+        let (tenants, names) = (strings(&batch, 0)?, strings(&batch, 1)?);
+        let days = batch.column(2).as_primitive::<Date32Type>().clone();
         let values: Vec<ArrayRef> = (values_from..sum_column)
             .map(|i| strings(&batch, i))
             .collect::<Result<_, _>>()?;
         let sums = decimals(&batch, sum_column)?;
         for row in 0..batch.num_rows() {
-            let Some(tenant) = string_at(&tenants, row) else {
+            let (Some(tenant), Some(metric)) = (string_at(&tenants, row), string_at(&names, row))
+            else {
                 continue;
             };
+            let Some(at) = positions.get(metric.as_str()) else {
+                continue;
+            };
+            let dimensions = at.iter().map(|&i| string_at(&values[i], row)).collect();
             by_tenant.entry(tenant).or_default().push(CounterDay {
-                metric: metric.to_string(),
+                metric,
                 day: partition_date(days.value(row))?,
                 raw_sum: decimal_at(&sums, row),
-                dimensions: values.iter().map(|v| string_at(v, row)).collect(),
+                dimensions,
             });
         }
     }
