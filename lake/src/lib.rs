@@ -17,7 +17,8 @@
 //! - [`rollup`]: the hourly rollups, their basis, computing and refreshing them;
 //!   [`meters`] folds the `max`, `unique_count` and `latest` metrics from
 //!   events and rollups alike;
-//! - [`compact`], [`vacuum`] and [`offboard`]: maintenance and erasure.
+//! - [`compact`], [`vacuum`] and [`offboard`]: maintenance and erasure;
+//! - `columns`: reading the engine's batches column by column, in one place.
 //!
 //! `allot-ingest` writes new events through it and `allot-query` reads through
 //! it, both in this crate's types: a backfill's duplicate check lists a
@@ -29,6 +30,7 @@
 //! manifests.)
 
 pub mod append;
+mod columns;
 pub mod compact;
 pub mod data_file;
 pub mod dedup;

@@ -11,17 +11,15 @@
 use std::collections::HashMap;
 
 use allot_schemas::config::{CountedField, Dimension, MetricCatalog, MetricKind};
-use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::meter::{LastEvent, MeterSummary};
-use allot_schemas::table_schema::{VALUE_PRECISION, distinct_values_type};
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Decimal128Type, TimeUnit, TimestampMicrosecondType};
-use bigdecimal::BigDecimal;
-use bigdecimal::num_bigint::BigInt;
+use allot_schemas::table_schema::distinct_values_type;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use datafusion::functions_nested::expr_fn::{array_element, map_extract};
 use datafusion::logical_expr::{Expr, cast, col, lit, when};
 use datafusion::prelude::DataFrame;
 
+use crate::columns::{decimal_at, typed, utc_micros, value_type};
 use crate::error::LakeError;
 
 /// The expression of an event's value of `dimension`.
@@ -278,23 +276,4 @@ pub fn check(
             metric: metric.to_string(),
             max_distinct: too_many.max_distinct,
         })
-}
-
-/// Column `i` of `batch` as `data_type` (the engine may hand out another
-/// encoding of the same values, such as string views or dictionaries).
-fn typed(batch: &RecordBatch, i: usize, data_type: &DataType) -> Result<ArrayRef, LakeError> {
-    arrow::compute::cast(batch.column(i), data_type).map_err(LakeError::from)
-}
-
-fn utc_micros() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
-fn value_type() -> DataType {
-    DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE as i8)
-}
-
-fn decimal_at(array: &ArrayRef, row: usize) -> BigDecimal {
-    let raw = array.as_primitive::<Decimal128Type>().value(row);
-    BigDecimal::new(BigInt::from(raw), i64::from(VALUE_SCALE))
 }

@@ -14,9 +14,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array, ListArray,
     ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType,
-};
+use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use bigdecimal::BigDecimal;
 use bigdecimal::num_bigint::BigInt;
 use chrono::NaiveDate;
@@ -28,6 +26,7 @@ use datafusion::prelude::{col, lit};
 use futures::StreamExt;
 
 use super::basis::gauge_hold_micros;
+use crate::columns::{string_column, typed, utc_micros, value_type};
 use crate::error::LakeError;
 use crate::meters::{MeterFold, meter_event_columns, meter_metrics};
 use crate::session::LakeSession;
@@ -239,24 +238,6 @@ fn scaled_decimal(value: &BigDecimal) -> Option<i128> {
     debug_assert_eq!(scale, i64::from(VALUE_SCALE));
     let scaled = i128::try_from(digits).ok()?;
     (scaled.unsigned_abs() < 10u128.pow(u32::from(VALUE_PRECISION))).then_some(scaled)
-}
-
-fn string_column(batch: &RecordBatch, i: usize) -> Result<StringArray, LakeError> {
-    Ok(typed(batch, i, &DataType::Utf8)?.as_string::<i32>().clone())
-}
-
-/// Column `i` of `batch` as `data_type` (the engine may hand out another
-/// encoding of the same values, such as string views or dictionaries).
-fn typed(batch: &RecordBatch, i: usize, data_type: &DataType) -> Result<ArrayRef, LakeError> {
-    arrow::compute::cast(batch.column(i), data_type).map_err(LakeError::from)
-}
-
-fn utc_micros() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
-fn value_type() -> DataType {
-    DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE as i8)
 }
 
 struct RollupRow {
