@@ -125,6 +125,9 @@ pub struct LakeView {
     follower: tokio::sync::Mutex<Option<LakeFollower>>,
     current: RwLock<Option<Arc<ServedLake>>>,
     refreshing: AtomicBool,
+    /// The versions of each view installed that read new commits, for those
+    /// that act on new commits at once ([`Self::watch_versions`]).
+    moved: tokio::sync::watch::Sender<Option<LakeVersions>>,
 }
 
 impl LakeView {
@@ -137,6 +140,7 @@ impl LakeView {
             follower: tokio::sync::Mutex::new(None),
             current: RwLock::new(None),
             refreshing: AtomicBool::new(false),
+            moved: tokio::sync::watch::channel(None).0,
         }
     }
 
@@ -174,12 +178,25 @@ impl LakeView {
             .clone()
     }
 
+    /// A receiver that sees the versions of each view installed that read new
+    /// commits (the first load included), as soon as it is installed: the
+    /// alert runner evaluates on it without waiting for a poll of its own.
+    pub fn watch_versions(&self) -> tokio::sync::watch::Receiver<Option<LakeVersions>> {
+        self.moved.subscribe()
+    }
+
     fn install(&self, served: Arc<ServedLake>) {
         record_served(&served);
+        let versions = served.versions;
         *self
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(served);
+        self.moved.send_if_modified(|last| {
+            let moved = *last != Some(versions);
+            *last = Some(versions);
+            moved
+        });
     }
 
     /// Starts the task that refreshes the view every `refresh_interval` until
@@ -212,7 +229,15 @@ impl LakeView {
         let moved = follower.refresh().await;
         let now = self.clock.now_micros();
         match moved {
-            Ok(true) => self.install(Arc::new(ServedLake::new(follower, now))),
+            Ok(true) => {
+                let served = Arc::new(ServedLake::new(follower, now));
+                tracing::debug!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    version = ?served.versions.usage,
+                    "lake refreshed with new commits"
+                );
+                self.install(served);
+            }
             Ok(false) => {
                 if let Some(served) = self.loaded() {
                     self.install(Arc::new(served.at(now)));

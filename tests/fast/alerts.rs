@@ -718,3 +718,49 @@ fn a_compaction_killed_before_its_commit_changes_nothing() {
     assert_eq!(on_disk, 1);
     assert_same_log(&runtime.block_on(read_alert_log(&lake)), &before);
 }
+
+#[test]
+fn a_refresh_that_reads_new_commits_wakes_the_runner_and_an_idle_one_does_not() {
+    // The runner evaluates on this signal instead of waiting for its own tick,
+    // so it must come with every refresh that moved the lake, and only then.
+    let lake = alert_lake(&webhook("hook", "http://127.0.0.1:9/hook"), "\"hook\"");
+    use_compute(&lake, "acme", "w1", "1");
+    let location = LakeLocation::parse(lake.root().to_str().unwrap()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let view = Arc::new(LakeView::new(
+            location,
+            Duration::from_millis(100),
+            Arc::new(allot_schemas::clock::SystemClock),
+        ));
+        let mut moved = view.watch_versions();
+        let loaded = view.current().await.unwrap();
+        assert_eq!(*moved.borrow_and_update(), Some(loaded.versions));
+
+        // Several refreshes without a commit: no wake-up.
+        let waited = Instant::now();
+        while view.loaded().unwrap().as_of < loaded.as_of + 500_000 {
+            assert!(
+                waited.elapsed() < ARRIVES_WITHIN,
+                "the view stopped refreshing"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!moved.has_changed().unwrap());
+
+        // A commit: the refresh that reads it wakes the watcher with its versions.
+        let ingest = tokio::task::spawn_blocking(move || {
+            use_compute(&lake, "acme", "w2", "1");
+            lake
+        });
+        let _lake = ingest.await.unwrap();
+        tokio::time::timeout(ARRIVES_WITHIN, moved.changed())
+            .await
+            .expect("a wake-up after the commit")
+            .unwrap();
+        let woken = *moved.borrow_and_update();
+        assert_eq!(woken, Some(view.loaded().unwrap().versions));
+        assert_ne!(woken, Some(loaded.versions));
+        assert!(woken.unwrap().usage > loaded.versions.usage);
+    });
+}

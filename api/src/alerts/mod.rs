@@ -64,6 +64,14 @@ pub enum FactSource {
 }
 
 impl FactSource {
+    /// The view the facts are read from.
+    fn view(&self) -> &Arc<LakeView> {
+        match self {
+            FactSource::Server(state) => &state.lake_view,
+            FactSource::Alone { view, .. } => view,
+        }
+    }
+
     async fn served(&self) -> Result<Arc<ServedLake>, ApiError> {
         match self {
             FactSource::Server(state) => state.served().await,
@@ -107,8 +115,8 @@ pub struct AlertRunner {
     clock: Arc<dyn Clock>,
     /// Deliveries being attempted by this process.
     in_flight: Mutex<BTreeSet<(String, String)>>,
-    /// How often due deliveries are looked for and the lake's view is
-    /// checked for a new refresh (`api.refresh_interval`).
+    /// How often due deliveries are looked for without a refresh that read
+    /// new commits (`api.refresh_interval`).
     tick: Duration,
 }
 
@@ -165,15 +173,18 @@ impl AlertRunner {
         })))
     }
 
-    /// Runs until `cancel`: evaluates after each refresh of `source`'s lake
-    /// that read new commits (and every `alerts.evaluate_every` without
-    /// them), and attempts due deliveries every tick. Errors are logged and
-    /// retried at the next tick.
+    /// Runs until `cancel`: evaluates as soon as a refresh of `source`'s lake
+    /// reads new commits (and every `alerts.evaluate_every` without them),
+    /// then attempts due deliveries, and looks for due deliveries every tick.
+    /// Errors are logged and retried at the next tick.
     pub async fn run(self: Arc<Self>, source: FactSource, cancel: CancellationToken) {
         // The lake versions and instant of the last evaluation.
         let mut evaluated: Option<(LakeVersions, i64)> = None;
         let every = micros(self.timing.evaluate_every.0);
+        let mut moved = source.view().watch_versions();
         loop {
+            // A refresh installed from here on wakes the wait below.
+            moved.borrow_and_update();
             match source.served().await {
                 Ok(served)
                     if evaluated.is_none_or(|(versions, at)| {
@@ -192,9 +203,12 @@ impl AlertRunner {
             if let Err(error) = Arc::clone(&self).dispatch().await {
                 tracing::warn!(%error, "cannot dispatch alert deliveries; trying again");
             }
+            // A refresh that read new commits wakes the runner at once, so a
+            // crossing is evaluated (and delivered) without waiting for a tick.
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(self.tick) => {}
+                Ok(()) = moved.changed() => {}
             }
         }
     }
@@ -203,6 +217,7 @@ impl AlertRunner {
     async fn evaluate_on(&self, source: &FactSource, served: &ServedLake) -> Result<(), ApiError> {
         let started = std::time::Instant::now();
         let facts = source.facts(served).await?;
+        let facts_seconds = started.elapsed().as_secs_f64();
         let mut store = self.store.lock().await;
         store.refresh().await?;
         loop {
@@ -247,6 +262,8 @@ impl AlertRunner {
         self.publish(log);
         tracing::debug!(
             seconds = started.elapsed().as_secs_f64(),
+            facts_seconds,
+            version = ?served.versions.usage,
             "alert rules evaluated"
         );
         Ok(())
