@@ -84,21 +84,26 @@ impl FactSource {
 
     async fn facts(&self, served: &ServedLake) -> Result<AlertFacts, ApiError> {
         let now = served.as_of;
-        let (health, settings) = match self {
-            FactSource::Server(state) => (state.health_rows(served, now).await?, &state.settings),
-            FactSource::Alone { settings, .. } => (
-                Arc::new(reports::health(&served.snapshot, settings, now, None).await?),
-                settings.as_ref(),
-            ),
+        let settings = match self {
+            FactSource::Server(state) => &state.settings,
+            FactSource::Alone { settings, .. } => settings.as_ref(),
         };
-        Ok(alert_facts(
+        let health = async {
+            match self {
+                FactSource::Server(state) => state.health_rows(served, now).await,
+                FactSource::Alone { settings, .. } => Ok(Arc::new(
+                    reports::health(&served.snapshot, settings, now, None).await?,
+                )),
+            }
+        };
+        alert_facts(
             &served.snapshot,
             settings,
             now,
             served.versions.usage,
             health,
         )
-        .await?)
+        .await
     }
 }
 

@@ -40,22 +40,28 @@ pub struct AlertFacts {
 }
 
 /// The facts as of `now` on `snapshot`, from `health` (every tenant's health
-/// as of `now` on the same snapshot).
-pub async fn alert_facts(
+/// as of `now` on the same snapshot, read by the caller). The two signals are
+/// read while `health` runs: neither waits for the other, so a crossing is
+/// evaluated in the time of the longer read, not of both.
+pub async fn alert_facts<E: From<QueryError>>(
     snapshot: &LakeSnapshot,
     settings: &ReportSettings,
     now: i64,
     lake_version: Option<u64>,
-    health: Arc<Vec<TenantHealth>>,
-) -> Result<AlertFacts, QueryError> {
-    let (last_events, rejected) = alert_signals(
-        snapshot,
-        settings,
-        now,
-        SILENT_ACTIVE_WINDOW_MICROS,
-        REJECTED_WINDOW_MICROS,
-    )
-    .await?;
+    health: impl Future<Output = Result<Arc<Vec<TenantHealth>>, E>>,
+) -> Result<AlertFacts, E> {
+    let signals = async {
+        alert_signals(
+            snapshot,
+            settings,
+            now,
+            SILENT_ACTIVE_WINDOW_MICROS,
+            REJECTED_WINDOW_MICROS,
+        )
+        .await
+        .map_err(E::from)
+    };
+    let (health, (last_events, rejected)) = tokio::try_join!(health, signals)?;
     Ok(AlertFacts {
         as_of_micros: now,
         lake_version,
