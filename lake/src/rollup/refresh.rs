@@ -2,9 +2,10 @@
 //!
 //! [`refresh_rollups`] runs after each compaction. It finds the tenant-day
 //! partitions whose rollups are missing or were computed from other files (or
-//! other gauge holds), computes theirs from the deduplicated events, and rewrites
-//! the rollup file of every day it touched — the day's still-current rows plus the
-//! new ones — in one Delta commit that removes the day's old rollup files. Each
+//! other gauge holds), computes theirs from the deduplicated events a month
+//! of days at a time, and rewrites the rollup file of every day it touched — the
+//! day's still-current rows plus the new ones — in one Delta commit that
+//! removes the day's old rollup files. Each
 //! commit records the `txn` app id [`ROLLUP_APP_ID`], so two refreshes racing
 //! (two collectors, or `allot compact` beside one) conflict instead of both
 //! adding rows for the same partition. Reports check every partition's rollups
@@ -13,8 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::layout::{LakeLocation, LakeTable};
+use allot_schemas::layout::{LakeLocation, LakeTable, TenantDay};
 use allot_schemas::table_schema::{HOURLY_PARTITION_COLUMNS, usage_hourly_schema};
+use chrono::NaiveDate;
 use deltalake::DeltaTable;
 use deltalake::kernel::{Action, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -29,6 +31,13 @@ use crate::tables::{commit_actions, metadata_with_new_columns, open_or_create_ta
 
 /// The `txn` app id of every rollup commit.
 pub const ROLLUP_APP_ID: &str = "allot-rollups";
+
+/// The most days whose rollups one pass computes. The first refresh after a
+/// long backfill finds every partition of the lake stale: a year of them
+/// computed in one query held tens of GiB, where passes of a month hold what
+/// a month of events needs, one after another. (Shorter passes hold no less:
+/// past a month, what a refresh holds is the lake's file list and sessions.)
+const DAYS_PER_PASS: usize = 31;
 
 /// What a refresh did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -101,37 +110,48 @@ pub async fn refresh_rollups(
     }
     let days: BTreeSet<_> = stale.keys().map(|key| key.day).collect();
 
-    // New rows: the stale partitions' events, deduplicated as every report reads
-    // them (against the copies in the whole lake).
-    let fresh = rollup_rows(&all, catalog, &stale).await?;
-    // Carried over: the current rows of the other partitions of those days.
-    let kept: BTreeMap<_, _> = current
-        .iter()
-        .filter(|(key, _)| days.contains(&key.day))
-        .map(|(key, basis)| (key.clone(), *basis))
-        .collect();
-    let mut batches = vec![fresh];
-    if let Some(frame) = all.rollup_rows(&kept)? {
-        let kept_batches = frame.collect().await.map_err(LakeError::from)?;
-        for batch in kept_batches {
-            batches.push(
-                batch
-                    .with_schema(usage_hourly_schema())
-                    .map_err(LakeError::from)?,
-            );
+    // A few days at a time, each pass's files written before the next pass
+    // reads, all committed at once below.
+    let mut adds = Vec::new();
+    let mut rows = 0;
+    let listed: Vec<NaiveDate> = days.iter().copied().collect();
+    for pass in listed.chunks(DAYS_PER_PASS) {
+        let of_pass = |key: &TenantDay| pass.contains(&key.day);
+        // New rows: the stale partitions' events, deduplicated as every
+        // report reads them (against the copies in the whole lake).
+        let stale_of_pass: BTreeMap<_, _> = stale
+            .iter()
+            .filter(|(key, _)| of_pass(key))
+            .map(|(key, basis)| (key.clone(), *basis))
+            .collect();
+        let mut batches = vec![rollup_rows(&all, catalog, &stale_of_pass).await?];
+        // Carried over: the current rows of the other partitions of those days.
+        let kept: BTreeMap<_, _> = current
+            .iter()
+            .filter(|(key, _)| of_pass(key))
+            .map(|(key, basis)| (key.clone(), *basis))
+            .collect();
+        if let Some(frame) = all.rollup_rows(&kept)? {
+            let kept_batches = frame.collect().await.map_err(LakeError::from)?;
+            for batch in kept_batches {
+                batches.push(
+                    batch
+                        .with_schema(usage_hourly_schema())
+                        .map_err(LakeError::from)?,
+                );
+            }
         }
-    }
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-
-    let mut writer = RecordBatchWriter::for_table(&table)
-        .map_err(LakeError::table(name))?
-        .with_writer_properties(crate::data_file::writer_properties());
-    for batch in batches {
-        if batch.num_rows() > 0 {
-            writer.write(batch).await.map_err(LakeError::table(name))?;
+        rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        let mut writer = RecordBatchWriter::for_table(&table)
+            .map_err(LakeError::table(name))?
+            .with_writer_properties(crate::data_file::writer_properties());
+        for batch in batches {
+            if batch.num_rows() > 0 {
+                writer.write(batch).await.map_err(LakeError::table(name))?;
+            }
         }
+        adds.extend(writer.flush().await.map_err(LakeError::table(name))?);
     }
-    let adds = writer.flush().await.map_err(LakeError::table(name))?;
     let now = chrono::Utc::now().timestamp_millis();
     let mut actions: Vec<Action> = snapshot
         .hourly
