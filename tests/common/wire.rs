@@ -157,3 +157,14 @@ pub fn counter(metrics: &str, series: &str) -> u64 {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0, |value| value.trim().parse().expect("a counter value"))
 }
+
+/// Asserts that the wire client's record `seen[key]` is a refusal whose
+/// message says at least one of `needles`.
+pub fn assert_refused(seen: &serde_json::Value, key: &str, needles: &[&str]) {
+    let message = seen[key].as_str().unwrap_or_default();
+    assert!(
+        needles.iter().any(|needle| message.contains(needle)),
+        "{key}: {} does not say any of {needles:?}",
+        seen[key]
+    );
+}

@@ -65,14 +65,7 @@ fn flight_sql_serves_each_caller_its_sandbox() {
         serde_json::from_value(seen[key]["rows"].clone())
             .unwrap_or_else(|e| panic!("{key}: {e}: {}", seen[key]))
     };
-    let refused = |key: &str, needles: &[&str]| {
-        let message = seen[key].as_str().unwrap_or_default();
-        assert!(
-            needles.iter().any(|needle| message.contains(needle)),
-            "{key}: {} does not say any of {needles:?}",
-            seen[key]
-        );
-    };
+    let refused = |key: &str, needles: &[&str]| common::wire::assert_refused(&seen, key, needles);
 
     // The tenant's own rows only, exactly as the HTTP API and the CLI answer
     // them, and the whale's sum to the last digit.

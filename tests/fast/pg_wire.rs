@@ -123,14 +123,7 @@ fn pg_wire_serves_each_caller_its_sandbox() {
         serde_json::from_value(seen[key].clone())
             .unwrap_or_else(|e| panic!("{key}: {e}: {}", seen[key]))
     };
-    let refused = |key: &str, needles: &[&str]| {
-        let message = seen[key].as_str().unwrap_or_default();
-        assert!(
-            needles.iter().any(|needle| message.contains(needle)),
-            "{key}: {} does not say any of {needles:?}",
-            seen[key]
-        );
-    };
+    let refused = |key: &str, needles: &[&str]| common::wire::assert_refused(&seen, key, needles);
     let totals = "SELECT tenant_id, sum(value) AS total FROM usage_events \
                   GROUP BY tenant_id ORDER BY tenant_id";
 
