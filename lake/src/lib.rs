@@ -16,7 +16,8 @@
 //!   final invoices);
 //! - [`rollup`]: the hourly rollups, their basis, computing and refreshing them;
 //!   [`meters`] folds the `max`, `unique_count` and `latest` metrics from
-//!   events and rollups alike;
+//!   events and rollups alike, [`classes`] sums dimensional counters per the
+//!   classes their rates tell apart;
 //! - [`compact`], [`vacuum`] and [`offboard`]: maintenance and erasure;
 //! - `columns`: reading the engine's batches column by column, in one place.
 //!
@@ -30,6 +31,7 @@
 //! manifests.)
 
 pub mod append;
+pub mod classes;
 mod columns;
 pub mod compact;
 pub mod data_file;

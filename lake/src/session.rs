@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use allot_schemas::config::MetricCatalog;
+use allot_schemas::config::{MatchClasses, MetricCatalog};
 use allot_schemas::layout::TenantDay;
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, rejected_events_schema,
@@ -74,6 +74,8 @@ struct Rollups {
     url: ObjectStoreUrl,
     files: Vec<LakeFile>,
     current: BTreeMap<TenantDay, i64>,
+    /// The classes the current rollups sum each dimensional counter by.
+    classes: BTreeMap<String, MatchClasses>,
 }
 
 /// Names of the key columns of the rollup partitions joined with `usage_hourly`.
@@ -207,12 +209,23 @@ impl LakeSession {
                 }
             }
         }
+        let classes = catalog
+            .dimensional_counters()
+            .map(|(metric, classes)| (metric.to_string(), classes.clone()))
+            .collect();
         self.rollups = Some(Rollups {
             url,
             files,
             current,
+            classes,
         });
         Ok(())
+    }
+
+    /// The classes the current rollups sum counter `metric` by
+    /// (`usage_hourly.dimension_values`), when its rates match on dimensions.
+    pub fn rollup_classes(&self, metric: &str) -> Option<&MatchClasses> {
+        self.rollups.as_ref()?.classes.get(metric)
     }
 
     /// The partitions of the scope whose rollups are up to date, with their basis.

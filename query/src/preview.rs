@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use allot_lake::snapshot::LakeSnapshot;
-use allot_schemas::config::Dimension;
+use allot_schemas::config::MatchClasses;
 use allot_schemas::layout::LakeLocation;
 use bigdecimal::{BigDecimal, Zero};
 
@@ -393,7 +393,7 @@ fn month_previews(
     proposed: &ReportSettings,
     month: Period,
     usage: &BTreeMap<String, TenantUsage>,
-    grouping: &BTreeMap<String, Vec<Dimension>>,
+    grouping: &BTreeMap<String, MatchClasses>,
     billed: &Billed,
     drawn: &TenantDrawn,
 ) -> Result<Vec<TenantPreview>, QueryError> {

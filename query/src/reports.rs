@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use allot_lake::dedup::DedupWindow;
 use allot_lake::session::{LakeSession, Scope, SessionLimits};
 use allot_lake::snapshot::LakeSnapshot;
-use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, Dimension, MetricCatalog, MetricKind};
+use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MatchClasses, MetricCatalog, MetricKind};
 use allot_schemas::gauge::gauge_weighted_sum;
 use allot_schemas::tenant::TenantId;
 use allot_schemas::time::{EARLIEST_REPORT_MICROS, MICROS_PER_DAY};
@@ -142,36 +142,35 @@ async fn period_usage(
     .await
 }
 
-/// Per counter metric, the dimensions the rates of any of `books` match on
-/// (only metrics with some), in a fixed order: usage grouped by them can be
-/// priced by each of the books ([`regroup`]).
-pub(crate) fn dimension_grouping(books: &[&PriceBook]) -> BTreeMap<String, Vec<Dimension>> {
-    let mut grouping: BTreeMap<String, BTreeSet<Dimension>> = BTreeMap::new();
+/// Per counter metric whose rates match on dimensions in any of `books`, the
+/// classes the matches of all of them tell apart: usage summed per those
+/// classes can be priced by each of the books ([`regroup`]).
+pub(crate) fn dimension_grouping(books: &[&PriceBook]) -> BTreeMap<String, MatchClasses> {
+    let mut grouping: BTreeMap<String, MatchClasses> = BTreeMap::new();
     for book in books {
-        for (metric, dimensions) in book.all_dimensions() {
-            grouping
-                .entry(metric.to_string())
-                .or_default()
-                .extend(dimensions.iter().cloned());
+        for (metric, classes) in book.all_classes() {
+            let merged = grouping
+                .get(metric)
+                .map_or_else(|| classes.clone(), |seen| seen.union(classes));
+            grouping.insert(metric.to_string(), merged);
         }
     }
     grouping
-        .into_iter()
-        .map(|(metric, dimensions)| (metric, dimensions.into_iter().collect()))
-        .collect()
 }
 
-/// `usage`, grouped by the dimensions of `grouping`, as `book` needs it: each
+/// `usage`, summed per the classes of `grouping`, as `book` needs it: each
 /// counter sum keeps the values of the book's own dimensions for its metric, in
 /// the book's order.
 pub(crate) fn regroup(
     usage: &TenantUsage,
-    grouping: &BTreeMap<String, Vec<Dimension>>,
+    grouping: &BTreeMap<String, MatchClasses>,
     book: &PriceBook,
 ) -> TenantUsage {
     let mut regrouped = usage.clone();
     for day in &mut regrouped.counters {
-        let read = grouping.get(&day.metric).map_or(&[][..], Vec::as_slice);
+        let read = grouping
+            .get(&day.metric)
+            .map_or(&[][..], |classes| classes.dimensions());
         day.dimensions = book
             .dimensions(&day.metric)
             .iter()
@@ -194,13 +193,13 @@ fn wanted_meters(settings: &ReportSettings, metrics: Option<&[String]>) -> Vec<S
         .collect()
 }
 
-/// Usage per tenant for `[start, until)`, counters grouped by the dimensions of
+/// Usage per tenant for `[start, until)`, counters summed per the classes of
 /// `grouping`: counter sums per day and gauge samples from one hold before
 /// `start`.
 pub(crate) async fn usage_between(
     session: &LakeSession,
     settings: &ReportSettings,
-    grouping: &BTreeMap<String, Vec<Dimension>>,
+    grouping: &BTreeMap<String, MatchClasses>,
     filter: &UsageFilter,
     metrics: Option<&[String]>,
     start: i64,
@@ -213,16 +212,16 @@ pub(crate) async fn usage_between(
             .filter(|m| metrics.is_none_or(|only| only.contains(m)))
             .collect()
     };
-    // Counters whose rates match on dimensions are summed per their values.
+    // Counters whose rates match on dimensions are summed per class.
     let (dimensional, plain): (Vec<String>, Vec<String>) = wanted(MetricKind::Counter)
         .into_iter()
         .partition(|metric| grouping.contains_key(metric));
     let mut counters = counter_days(session, filter, &plain, start, until).await?;
-    let dimensional: BTreeMap<String, Vec<Dimension>> = dimensional
+    let dimensional: BTreeMap<String, MatchClasses> = dimensional
         .into_iter()
         .map(|metric| {
-            let dimensions = grouping[&metric].clone();
-            (metric, dimensions)
+            let classes = grouping[&metric].clone();
+            (metric, classes)
         })
         .collect();
     let by_tenant = dimensional_counter_days(session, filter, &dimensional, start, until).await?;

@@ -14,12 +14,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use allot_lake::meters::{
-    MeterFold, MeterKey, ROLLUP_METER_COLUMNS, dimension_value, meter_event_columns,
-};
+use allot_lake::classes::ClassFold;
+use allot_lake::meters::{MeterFold, MeterKey, ROLLUP_METER_COLUMNS, meter_event_columns};
 use allot_lake::session::LakeSession;
 use allot_lake::snapshot::partition_date;
-use allot_schemas::config::{Dimension, MetricCatalog};
+use allot_schemas::config::{MatchClasses, MetricCatalog};
 use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
 use allot_schemas::layout::TenantDay;
 use allot_schemas::meter::MeterSummary;
@@ -34,7 +33,7 @@ use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::logical_expr::Expr;
-use datafusion::prelude::{DataFrame, cast, col, lit, when};
+use datafusion::prelude::{DataFrame, cast, col, lit};
 use futures::StreamExt;
 
 use allot_schemas::decimal::VALUE_SCALE;
@@ -229,9 +228,12 @@ impl SplitUsage {
     }
 }
 
-/// The hourly (not gauge) rows of a rollup frame for `metrics` (all when `None`).
+/// The hourly rows (neither gauge nor class rows) of a rollup frame for
+/// `metrics` (all when `None`).
 fn hourly_rows(rollups: DataFrame, metrics: Option<&[String]>) -> Result<DataFrame, QueryError> {
-    let mut predicate = col("gauge").eq(lit(false));
+    let mut predicate = col("gauge")
+        .eq(lit(false))
+        .and(col("dimension_values").is_null());
     if let Some(metrics) = metrics {
         predicate = predicate.and(metric_in(metrics));
     }
@@ -342,73 +344,103 @@ pub async fn counter_days(
     Ok(by_tenant)
 }
 
-/// Raw sums of the counters of `grouping` per (tenant, metric, UTC day, values
-/// of the metric's dimensions) over `[from, to)`, each [`CounterDay`] carrying
-/// its values in the order of the metric's entry in `grouping`. Rollups keep no
-/// dimensions, so the events are read raw, in one pass for all the metrics:
-/// each metric grouped only by its own dimensions (those its rates match on).
+/// Raw sums of the counters of `grouping` per (tenant, metric, UTC day, match
+/// class) over `[from, to)`, each [`CounterDay`] carrying the values of its
+/// class's least member of the dimensions of the metric's classes in
+/// `grouping`, in their order. A metric whose rollups were summed by classes
+/// that refine its classes here (computed with a price book that tells apart
+/// at least the same events) has the whole days of its partitions with
+/// current rollups read from its class rows and the rest from its events; the
+/// other metrics are read from their events alone. Either way the events are
+/// summed per class in one pass ([`ClassFold`]).
 pub async fn dimensional_counter_days(
     session: &LakeSession,
     filter: &UsageFilter,
-    grouping: &BTreeMap<String, Vec<Dimension>>,
+    grouping: &BTreeMap<String, MatchClasses>,
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Vec<CounterDay>>, QueryError> {
     let mut by_tenant: BTreeMap<String, Vec<CounterDay>> = BTreeMap::new();
-    if grouping.is_empty() {
-        return Ok(by_tenant);
-    }
-    // Every dimension any metric uses, once; a metric's events carry NULL in
-    // the columns of the dimensions it does not use, so they never split it.
-    let mut read: Vec<&Dimension> = grouping.values().flatten().collect();
-    read.sort();
-    read.dedup();
-    let mut columns = vec![utf8("tenant_id"), utf8("metric"), col("day"), col("value")];
-    let mut groups = vec![col("tenant_id"), col("metric"), col("day")];
-    for (i, dimension) in read.iter().enumerate() {
-        let users: Vec<Expr> = grouping
-            .iter()
-            .filter(|(_, dimensions)| dimensions.contains(dimension))
-            .map(|(metric, _)| lit(metric.as_str()))
-            .collect();
-        let name = format!("dimension_{i}");
-        let value = when(
-            col("metric").in_list(users, false),
-            cast(dimension_value(dimension), DataType::Utf8),
-        )
-        .end()
-        .map_err(QueryError::from)?;
-        columns.push(value.alias(&name));
-        groups.push(col(name));
-    }
-    let metrics: Vec<Expr> = grouping.keys().map(|m| lit(m.as_str())).collect();
-    let frame = split_usage(session, filter, from, to, None)
-        .await?
-        .raw
-        .filter(col("metric").in_list(metrics, false))
-        .and_then(|rows| rows.select(columns))
-        .and_then(|rows| rows.aggregate(groups, vec![sum(col("value")).alias("raw_sum")]))
-        .map_err(QueryError::from)?;
-    // Per metric, where each of its dimensions sits among the columns read.
-    let positions: BTreeMap<&str, Vec<usize>> = grouping
+    let (rolled_up, raw_only): (
+        BTreeMap<String, MatchClasses>,
+        BTreeMap<String, MatchClasses>,
+    ) = grouping
         .iter()
-        .map(|(metric, dimensions)| {
-            let at = dimensions
-                .iter()
-                .filter_map(|d| read.iter().position(|r| *r == d))
-                .collect();
-            (metric.as_str(), at)
+        .map(|(m, c)| (m.clone(), c.clone()))
+        .partition(|(metric, classes)| {
+            session
+                .rollup_classes(metric)
+                .is_some_and(|stored| stored.refines(classes))
+        });
+    for (metrics, grain) in [(&rolled_up, Some(MICROS_PER_DAY)), (&raw_only, None)] {
+        if metrics.is_empty() {
+            continue;
+        }
+        let split = split_usage(session, filter, from, to, grain).await?;
+        let mut fold = ClassFold::new(metrics);
+        let mut stream = fold
+            .event_columns(split.raw)?
+            .execute_stream()
+            .await
+            .map_err(QueryError::from)?;
+        while let Some(batch) = stream.next().await {
+            fold.add_events(&batch.map_err(QueryError::from)?)?;
+        }
+        for ((tenant, day, metric, _), sum) in fold.sums {
+            by_tenant.entry(tenant).or_default().push(CounterDay {
+                metric,
+                day: partition_date(day)?,
+                raw_sum: sum.value_sum.to_decimal(),
+                dimensions: sum.values,
+            });
+        }
+        if let Some(rollups) = split.rollups {
+            add_class_rows(session, rollups, metrics, &mut by_tenant).await?;
+        }
+    }
+    Ok(by_tenant)
+}
+
+/// Adds the class rows of the rollups of `metrics` (whose stored classes
+/// refine theirs) to `by_tenant`, each with its values of the dimensions of
+/// the metric's classes in `metrics`.
+async fn add_class_rows(
+    session: &LakeSession,
+    rollups: DataFrame,
+    metrics: &BTreeMap<String, MatchClasses>,
+    by_tenant: &mut BTreeMap<String, Vec<CounterDay>>,
+) -> Result<(), QueryError> {
+    let names: Vec<String> = metrics.keys().cloned().collect();
+    let rows = rollups
+        .filter(col("dimension_values").is_not_null().and(metric_in(&names)))
+        .and_then(|rows| {
+            rows.select(vec![
+                utf8("tenant_id"),
+                utf8("metric"),
+                col("day"),
+                col("value_sum"),
+                col("dimension_values"),
+            ])
         })
-        .collect();
-    let values_from = 3;
-    let sum_column = values_from + read.len();
-    for batch in collect(frame).await? {
+        .map_err(QueryError::from)?;
+    // Per metric, where each dimension it is read by sits among the stored ones.
+    let mut positions: HashMap<&str, Vec<Option<usize>>> = HashMap::new();
+    for (metric, classes) in metrics {
+        let stored = session
+            .rollup_classes(metric)
+            .map_or(&[][..], |stored| stored.dimensions());
+        let at = classes
+            .dimensions()
+            .iter()
+            .map(|d| stored.iter().position(|s| s == d))
+            .collect();
+        positions.insert(metric.as_str(), at);
+    }
+    for batch in collect(rows).await? {
         let (tenants, names) = (strings(&batch, 0)?, strings(&batch, 1)?);
         let days = batch.column(2).as_primitive::<Date32Type>().clone();
-        let values: Vec<ArrayRef> = (values_from..sum_column)
-            .map(|i| strings(&batch, i))
-            .collect::<Result<_, _>>()?;
-        let sums = decimals(&batch, sum_column)?;
+        let sums = decimals(&batch, 3)?;
+        let lists = batch.column(4).as_list::<i32>();
         for row in 0..batch.num_rows() {
             let (Some(tenant), Some(metric)) = (string_at(&tenants, row), string_at(&names, row))
             else {
@@ -417,7 +449,11 @@ pub async fn dimensional_counter_days(
             let Some(at) = positions.get(metric.as_str()) else {
                 continue;
             };
-            let dimensions = at.iter().map(|&i| string_at(&values[i], row)).collect();
+            let stored = lists.value(row);
+            let dimensions = at
+                .iter()
+                .map(|i| i.and_then(|i| (i < stored.len()).then(|| string_at(&stored, i))?))
+                .collect();
             by_tenant.entry(tenant).or_default().push(CounterDay {
                 metric,
                 day: partition_date(days.value(row))?,
@@ -426,7 +462,7 @@ pub async fn dimensional_counter_days(
             });
         }
     }
-    Ok(by_tenant)
+    Ok(())
 }
 
 /// Summaries of the meter `metrics` (`max`, `unique_count`, `latest` metrics

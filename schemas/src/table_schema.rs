@@ -92,6 +92,7 @@ static USAGE_HOURLY: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("value_max", decimal, true),
         Field::new("last_event_id", DataType::Utf8, true),
         Field::new("distinct_values", distinct_values_type(), true),
+        Field::new("dimension_values", dimension_values_type(), true),
         Field::new("day", DataType::Date32, false),
     ]))
 });
@@ -108,11 +109,22 @@ pub fn distinct_value_field() -> FieldRef {
     Arc::new(Field::new("element", DataType::Utf8, true))
 }
 
+/// The type of `usage_hourly.dimension_values`: a list of texts, each null
+/// or not, typed as [`distinct_values_type`].
+pub fn dimension_values_type() -> DataType {
+    distinct_values_type()
+}
+
 /// Columns of `usage_hourly` added after lakes had rollups (the meter kinds'
-/// figures): rollup files written before lack them, so they are nullable and
-/// read as null; a table created before gets them added to its schema when the
-/// rollups are next refreshed.
-pub const HOURLY_COLUMNS_ADDED_LATER: [&str; 3] = ["value_max", "last_event_id", "distinct_values"];
+/// figures, the dimensional counters' classes): rollup files written before
+/// lack them, so they are nullable and read as null; a table created before
+/// gets them added to its schema when the rollups are next refreshed.
+pub const HOURLY_COLUMNS_ADDED_LATER: [&str; 4] = [
+    "value_max",
+    "last_event_id",
+    "distinct_values",
+    "dimension_values",
+];
 
 /// The partition column of `usage_hourly`.
 pub const HOURLY_PARTITION_COLUMNS: [&str; 1] = ["day"];
@@ -133,6 +145,14 @@ pub const HOURLY_PARTITION_COLUMNS: [&str; 1] = ["day"];
 /// the hour's largest value; `last_event_id` and `last_value` its last event
 /// by `ts` then `event_id` (whose `ts` is `last_ts`); `distinct_values` the
 /// sorted distinct values of the counted field. The other rows leave them null.
+///
+/// A third kind of row sums a counter whose rates match on dimensions per
+/// UTC day and match class (docs/reference.md#dimensional-rates):
+/// `gauge = false`, `start` the day's midnight, `dimension_values` the values
+/// of the dimensions the counter's rates match on (in their order) of the
+/// class's least member; every other row leaves `dimension_values` null. The
+/// counter's hourly rows are there as well, so readers of the hourly rows skip
+/// these.
 pub fn usage_hourly_schema() -> SchemaRef {
     USAGE_HOURLY.clone()
 }

@@ -28,9 +28,11 @@ impl Fnv {
 }
 
 /// What in the catalog the rollups depend on: the gauge metrics and their
-/// holds, and the meter metrics (`max`, `unique_count`, `latest`) with their
-/// kinds and counted fields. A catalog with neither gauges nor meters changed
-/// keeps the rollups it had, including those written before meters existed.
+/// holds, the meter metrics (`max`, `unique_count`, `latest`) with their
+/// kinds and counted fields, and the matches of the counters whose rates
+/// match on dimensions. A catalog with none of these changed keeps the
+/// rollups it had, including those written before meters and dimensional
+/// rates existed.
 pub fn catalog_fingerprint(catalog: &MetricCatalog) -> u64 {
     let mut hash = Fnv::new();
     hash.write(b"allot-usage-hourly-1");
@@ -49,6 +51,13 @@ pub fn catalog_fingerprint(catalog: &MetricCatalog) -> u64 {
                 hash.write(distinct.field.to_string().as_bytes());
                 hash.write(&distinct.max_distinct.to_le_bytes());
             }
+        }
+    }
+    for (name, classes) in catalog.dimensional_counters() {
+        hash.write(b"classes");
+        hash.write(name.as_bytes());
+        for rate_match in classes.matches() {
+            hash.write(rate_match.to_string().as_bytes());
         }
     }
     hash.0

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use allot_schemas::config::{MetricCatalog, MetricKind};
+use allot_schemas::config::{MatchClasses, MetricCatalog, MetricKind};
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::gauge::{GaugeSample, weight_before_last};
 use allot_schemas::layout::TenantDay;
@@ -26,6 +26,7 @@ use datafusion::prelude::{col, lit};
 use futures::StreamExt;
 
 use super::basis::gauge_hold_micros;
+use crate::classes::{ClassFold, ScaledSum};
 use crate::columns::{string_column, typed, utc_micros, value_type};
 use crate::error::LakeError;
 use crate::meters::{MeterFold, meter_event_columns, meter_metrics};
@@ -94,6 +95,7 @@ pub async fn rollup_rows(
                 resource: None,
                 last_value: None,
                 meter: None,
+                dimension_values: None,
             });
         }
     }
@@ -136,7 +138,50 @@ pub async fn rollup_rows(
                 value_max: value_max.flatten(),
                 last_event_id: summary.last.map(|last| last.event_id),
                 distinct: (spec.kind == MetricKind::UniqueCount)
-                    .then(|| summary.distinct.into_iter().collect()),
+                    .then(|| summary.distinct.into_iter().map(Some).collect()),
+            });
+        }
+    }
+
+    // The daily sums of the dimensional counters per match class.
+    let classes: BTreeMap<String, MatchClasses> = catalog
+        .dimensional_counters()
+        .map(|(metric, classes)| (metric.to_string(), classes.clone()))
+        .collect();
+    if !classes.is_empty() {
+        let mut fold = ClassFold::new(&classes);
+        let mut stream = fold
+            .event_columns(events()?)?
+            .execute_stream()
+            .await
+            .map_err(LakeError::from)?;
+        while let Some(batch) = stream.next().await {
+            fold.add_events(&batch.map_err(LakeError::from)?)?;
+        }
+        for ((tenant, day, metric, _), sum) in fold.sums {
+            let day = partition_date(day)?;
+            let ScaledSum::Small(value_sum) = sum.value_sum else {
+                too_large.insert(TenantDay::new(tenant, day));
+                continue;
+            };
+            if scaled_decimal(&sum.value_sum.to_decimal()).is_none() {
+                too_large.insert(TenantDay::new(tenant, day));
+                continue;
+            }
+            rows.push(RollupRow {
+                start: day_start_micros(day),
+                events: sum.events,
+                value_sum,
+                first_ts: sum.first_ts,
+                last_ts: sum.last_ts,
+                resource: None,
+                last_value: None,
+                meter: None,
+                dimension_values: Some(sum.values),
+                tenant,
+                day,
+                metric,
+                gauge: false,
             });
         }
     }
@@ -201,6 +246,7 @@ pub async fn rollup_rows(
                 resource,
                 last_value: Some(last_value),
                 meter: None,
+                dimension_values: None,
                 tenant,
                 day,
                 metric,
@@ -213,14 +259,17 @@ pub async fn rollup_rows(
     rows.into_batch(bases)
 }
 
-/// `usage_hourly.distinct_values` of rows each with its values or none.
-fn distinct_list<'a>(rows: impl Iterator<Item = Option<&'a [String]>>) -> ListArray {
+/// A list column of `usage_hourly` (`distinct_values`, `dimension_values`)
+/// of rows each with its texts or none.
+fn text_list<'a, T: AsRef<str> + 'a>(
+    rows: impl Iterator<Item = Option<&'a [Option<T>]>>,
+) -> ListArray {
     let mut builder = ListBuilder::new(StringBuilder::new()).with_field(distinct_value_field());
     for values in rows {
         match values {
             Some(values) => {
                 for value in values {
-                    builder.values().append_value(value);
+                    builder.values().append_option(value.as_ref());
                 }
                 builder.append(true);
             }
@@ -253,6 +302,8 @@ struct RollupRow {
     resource: Option<String>,
     last_value: Option<i128>,
     meter: Option<HourMeter>,
+    /// A dimensional counter's day row: its class's values.
+    dimension_values: Option<Vec<Option<String>>>,
 }
 
 /// What an hourly row of a meter metric keeps besides `last_value`.
@@ -260,7 +311,7 @@ struct HourMeter {
     value_max: Option<i128>,
     last_event_id: Option<String>,
     /// The distinct values, sorted (`unique_count` rows only).
-    distinct: Option<Vec<String>>,
+    distinct: Option<Vec<Option<String>>>,
 }
 
 #[derive(Default)]
@@ -326,9 +377,12 @@ impl RollupRows {
             Arc::new(StringArray::from_iter(rows.iter().map(|(r, _)| {
                 r.meter.as_ref().and_then(|m| m.last_event_id.as_deref())
             }))),
-            Arc::new(distinct_list(rows.iter().map(|(r, _)| {
+            Arc::new(text_list(rows.iter().map(|(r, _)| {
                 r.meter.as_ref().and_then(|m| m.distinct.as_deref())
             }))),
+            Arc::new(text_list(
+                rows.iter().map(|(r, _)| r.dimension_values.as_deref()),
+            )),
             Arc::new(Date32Array::from_iter_values(
                 rows.iter().map(|(r, _)| days_since_epoch(r.day)),
             )),

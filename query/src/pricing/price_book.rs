@@ -7,9 +7,9 @@
 //! count the quantity of the line. Rates without `match` are the metric's
 //! default line, which also takes the events no other line matches.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use allot_schemas::config::{Config, Dimension, RateEntry, RateMatch, RatePrice};
+use allot_schemas::config::{Config, Dimension, MatchClasses, RateEntry, RateMatch, RatePrice};
 use allot_schemas::time::day_start_micros;
 use bigdecimal::{BigDecimal, Zero};
 use chrono::NaiveDate;
@@ -82,8 +82,9 @@ pub struct PriceBook {
     currency: String,
     global: BTreeMap<String, Vec<Rate>>,
     tenants: BTreeMap<String, TenantBook>,
-    /// Per metric, the dimensions any of its rates (global or a tenant's) match on.
-    dimensions: BTreeMap<String, Vec<Dimension>>,
+    /// Per metric whose rates (global or a tenant's) match on dimensions, the
+    /// classes of events they tell apart (the catalog's).
+    classes: BTreeMap<String, MatchClasses>,
 }
 
 /// The values of an event's dimensions, in the order of
@@ -201,32 +202,24 @@ impl PriceBook {
                 },
             );
         }
-        let mut dimensions: BTreeMap<String, BTreeSet<Dimension>> = BTreeMap::new();
-        for rate in global
-            .values()
-            .chain(tenants.values().flat_map(|t| t.rates.values()))
-            .flatten()
-        {
-            let used = dimensions.entry(rate.metric.clone()).or_default();
-            used.extend(rate.rate_match.pairs().iter().map(|(d, _)| d.clone()));
-        }
         PriceBook {
             currency: config.currency.clone(),
             global,
             tenants,
-            dimensions: dimensions
-                .into_iter()
-                .filter(|(_, used)| !used.is_empty())
-                .map(|(metric, used)| (metric, used.into_iter().collect()))
+            classes: config
+                .catalog()
+                .dimensional_counters()
+                .map(|(metric, classes)| (metric.to_string(), classes.clone()))
                 .collect(),
         }
     }
 
-    /// Every metric whose rates match on dimensions, with those dimensions.
-    pub fn all_dimensions(&self) -> impl Iterator<Item = (&str, &[Dimension])> {
-        self.dimensions
+    /// Every metric whose rates match on dimensions, with the classes of its
+    /// events those matches tell apart.
+    pub fn all_classes(&self) -> impl Iterator<Item = (&str, &MatchClasses)> {
+        self.classes
             .iter()
-            .map(|(metric, dimensions)| (metric.as_str(), dimensions.as_slice()))
+            .map(|(metric, classes)| (metric.as_str(), classes))
     }
 
     /// The tenant's monthly commitment, when it has one.
@@ -252,7 +245,9 @@ impl PriceBook {
     /// The dimensions the rates of `metric` match on, in a fixed order: usage
     /// must be grouped by their values to be priced (none for most metrics).
     pub fn dimensions(&self, metric: &str) -> &[Dimension] {
-        self.dimensions.get(metric).map_or(&[], Vec::as_slice)
+        self.classes
+            .get(metric)
+            .map_or(&[], |classes| classes.dimensions())
     }
 
     /// The rate line an event of `metric` at `t` with `values` (of

@@ -167,6 +167,84 @@ impl RateMatch {
     }
 }
 
+/// The classes of events that a set of rate matches tells apart: two events
+/// of one class satisfy the same matches, so every price book whose matches
+/// are among them prices them alike. Usage summed per class (with one member's
+/// values to stand for it) can be priced exactly, and has far fewer groups than
+/// usage summed per distinct values (docs/reference.md#dimensional-rates).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct MatchClasses {
+    /// Every dimension some match constrains, in order.
+    dimensions: Vec<Dimension>,
+    /// The matches, each once, in order (a match of no keys tells nothing apart
+    /// and is left out).
+    matches: Vec<RateMatch>,
+}
+
+impl MatchClasses {
+    /// The classes `matches` tell apart.
+    pub fn new(matches: impl IntoIterator<Item = RateMatch>) -> MatchClasses {
+        let mut matches: Vec<RateMatch> = matches
+            .into_iter()
+            .filter(|m| m.specificity() > 0)
+            .collect();
+        matches.sort();
+        matches.dedup();
+        let mut dimensions: Vec<Dimension> = matches
+            .iter()
+            .flat_map(|m| m.pairs().iter().map(|(d, _)| d.clone()))
+            .collect();
+        dimensions.sort();
+        dimensions.dedup();
+        MatchClasses {
+            dimensions,
+            matches,
+        }
+    }
+
+    /// The dimensions whose values decide the class, in order.
+    pub fn dimensions(&self) -> &[Dimension] {
+        &self.dimensions
+    }
+
+    /// The matches, in order.
+    pub fn matches(&self) -> &[RateMatch] {
+        &self.matches
+    }
+
+    /// Whether it tells nothing apart (no match has keys).
+    pub fn is_empty(&self) -> bool {
+        self.matches.is_empty()
+    }
+
+    /// The class of an event whose values of [`Self::dimensions`] are
+    /// `values` (in that order): which of the matches it satisfies.
+    pub fn class_of(&self, values: &[Option<&str>]) -> Vec<bool> {
+        let value_of = |dimension: &Dimension| {
+            self.dimensions
+                .iter()
+                .position(|d| d == dimension)
+                .and_then(|i| values.get(i).copied().flatten())
+        };
+        self.matches.iter().map(|m| m.matches(value_of)).collect()
+    }
+
+    /// Whether each of its classes lies within one class of `other`: every
+    /// match of `other` is one of its own, so usage summed per its classes can
+    /// be summed further per `other`'s.
+    pub fn refines(&self, other: &MatchClasses) -> bool {
+        other
+            .matches
+            .iter()
+            .all(|m| self.matches.binary_search(m).is_ok())
+    }
+
+    /// The classes both tell apart: the matches of either.
+    pub fn union(&self, other: &MatchClasses) -> MatchClasses {
+        MatchClasses::new(self.matches.iter().chain(&other.matches).cloned())
+    }
+}
+
 /// The `dimensions` text of an invoice line: `region=eu-*;service=gpu`, empty
 /// for a rate without `match`.
 impl fmt::Display for RateMatch {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bigdecimal::BigDecimal;
 use serde::{Deserialize, Serialize};
 
-use super::dimensions::Dimension;
+use super::dimensions::{Dimension, MatchClasses};
 use super::values::{ConfigDecimal, HumanDuration};
 
 /// How a metric's events make its figure for a period
@@ -121,6 +121,10 @@ pub struct MetricDefinition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricCatalog {
     pub(super) metrics: BTreeMap<String, MetricSpec>,
+    /// Per counter whose rates (global or a tenant's) match on dimensions, the
+    /// classes of its events those matches tell apart: the rollups keep the
+    /// counter's daily sums per class (docs/reference.md#dimensional-rates).
+    pub(super) match_classes: BTreeMap<String, MatchClasses>,
 }
 
 /// A resolved catalog entry.
@@ -179,7 +183,10 @@ impl Default for MetricCatalog {
                 ),
             ),
         ]);
-        MetricCatalog { metrics }
+        MetricCatalog {
+            metrics,
+            match_classes: BTreeMap::new(),
+        }
     }
 }
 
@@ -192,6 +199,19 @@ impl MetricCatalog {
     /// The entry of `metric`.
     pub fn get(&self, metric: &str) -> Option<&MetricSpec> {
         self.metrics.get(metric)
+    }
+
+    /// The classes the rates of counter `metric` tell apart, when they match
+    /// on dimensions.
+    pub fn match_classes(&self, metric: &str) -> Option<&MatchClasses> {
+        self.match_classes.get(metric)
+    }
+
+    /// Every counter whose rates match on dimensions, with its classes.
+    pub fn dimensional_counters(&self) -> impl Iterator<Item = (&str, &MatchClasses)> {
+        self.match_classes
+            .iter()
+            .map(|(name, classes)| (name.as_str(), classes))
     }
 
     /// All entries, by name.

@@ -43,7 +43,7 @@ mod write;
 
 pub use alerts::*;
 pub use api::*;
-pub use dimensions::{Dimension, Glob, RateMatch};
+pub use dimensions::{Dimension, Glob, MatchClasses, RateMatch};
 pub use ingest::*;
 pub use kafka::*;
 pub use metrics::*;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use bigdecimal::BigDecimal;
 
+use super::dimensions::{MatchClasses, RateMatch};
 use super::metrics::{
     CountedField, DEFAULT_GAUGE_HOLD, DEFAULT_MAX_DISTINCT, DistinctField, MAX_DISTINCT_LIMIT,
     MetricCatalog, MetricKind, MetricSpec, is_valid_metric_name,
@@ -21,9 +22,10 @@ impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         self.validate_currency()?;
         self.validate_metrics()?;
-        let catalog = self.resolve_catalog();
+        let mut catalog = self.resolve_catalog();
         validate_rates(&self.rates, "rates", &catalog)?;
         self.validate_tenants(&catalog)?;
+        catalog.match_classes = self.match_classes();
         self.ingest.validate()?;
         self.noisy.validate()?;
         self.api.validate()?;
@@ -89,6 +91,28 @@ impl RawConfig {
             );
         }
         catalog
+    }
+
+    /// Per metric whose rates (global or a tenant's) match on dimensions, the
+    /// classes those matches tell apart. Validation allows `match` on
+    /// counters only.
+    fn match_classes(&self) -> BTreeMap<String, MatchClasses> {
+        let mut matches: BTreeMap<String, Vec<RateMatch>> = BTreeMap::new();
+        for rate in self
+            .rates
+            .iter()
+            .chain(self.tenants.values().flat_map(|t| &t.rates))
+        {
+            matches
+                .entry(rate.metric.clone())
+                .or_default()
+                .push(rate.rate_match());
+        }
+        matches
+            .into_iter()
+            .map(|(metric, matches)| (metric, MatchClasses::new(matches)))
+            .filter(|(_, classes)| !classes.is_empty())
+            .collect()
     }
 
     /// `currency`: a three-letter code.
