@@ -19,7 +19,8 @@
 //!   events and rollups alike, [`classes`] sums dimensional counters per the
 //!   classes their rates tell apart;
 //! - [`compact`], [`vacuum`] and [`offboard`]: maintenance and erasure;
-//! - `columns`: reading the engine's batches column by column, in one place.
+//! - [`columns`]: reading the engine's batches column by column, in one place
+//!   (`allot-query` reads through it too).
 //!
 //! `allot-ingest` writes new events through it and `allot-query` reads through
 //! it, both in this crate's types: a backfill's duplicate check lists a
@@ -32,7 +33,7 @@
 
 pub mod append;
 pub mod classes;
-mod columns;
+pub mod columns;
 pub mod compact;
 pub mod data_file;
 pub mod dedup;

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use allot_lake::classes::ClassFold;
+use allot_lake::columns::{decimal_at, string_column, typed, utc_micros, value_type};
 use allot_lake::meters::{MeterFold, MeterKey, ROLLUP_METER_COLUMNS, meter_event_columns};
 use allot_lake::session::LakeSession;
 use allot_lake::snapshot::partition_date;
@@ -23,11 +24,10 @@ use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
 use allot_schemas::layout::TenantDay;
 use allot_schemas::meter::MeterSummary;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
-use arrow_schema::{DataType, TimeUnit};
+use arrow::datatypes::{Date32Type, Int64Type, TimestampMicrosecondType};
+use arrow_schema::DataType;
 use bigdecimal::BigDecimal;
 use bigdecimal::Zero;
-use bigdecimal::num_bigint::BigInt;
 use chrono::NaiveDate;
 use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::date_bin;
@@ -36,8 +36,6 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::{DataFrame, cast, col, lit};
 use futures::StreamExt;
 
-use allot_schemas::decimal::VALUE_SCALE;
-use allot_schemas::table_schema::VALUE_PRECISION;
 use allot_schemas::time::{
     MICROS_PER_DAY, MICROS_PER_HOUR, date_of_micros, day_start_micros, days_since_epoch,
 };
@@ -244,41 +242,16 @@ async fn collect(frame: DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
     frame.collect().await.map_err(QueryError::from)
 }
 
-/// Reads column `i` of `batch` as Arrow strings, whatever string type it has.
-fn strings(batch: &RecordBatch, i: usize) -> Result<ArrayRef, QueryError> {
-    arrow::compute::cast(batch.column(i), &DataType::Utf8).map_err(QueryError::from)
-}
-
 /// The first `N` columns of `batch` as Arrow strings.
 fn leading_strings<const N: usize>(batch: &RecordBatch) -> Result<[StringArray; N], QueryError> {
     let mut columns = Vec::with_capacity(N);
     for i in 0..N {
-        columns.push(strings(batch, i)?.as_string::<i32>().clone());
+        columns.push(string_column(batch, i)?);
     }
     Ok(columns.try_into().expect("N columns were cast"))
 }
 
-fn decimals(batch: &RecordBatch, i: usize) -> Result<ArrayRef, QueryError> {
-    arrow::compute::cast(
-        batch.column(i),
-        &DataType::Decimal128(VALUE_PRECISION, VALUE_SCALE as i8),
-    )
-    .map_err(QueryError::from)
-}
-
-fn timestamps(batch: &RecordBatch, i: usize) -> Result<ArrayRef, QueryError> {
-    arrow::compute::cast(
-        batch.column(i),
-        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-    )
-    .map_err(QueryError::from)
-}
-
-fn decimal_at(array: &ArrayRef, row: usize) -> BigDecimal {
-    let raw = array.as_primitive::<Decimal128Type>().value(row);
-    BigDecimal::new(BigInt::from(raw), i64::from(VALUE_SCALE))
-}
-
+/// The text at `row` of `array`, a column of [`DataType::Utf8`].
 fn string_at(array: &ArrayRef, row: usize) -> Option<String> {
     let strings = array.as_string::<i32>();
     strings
@@ -322,9 +295,9 @@ pub async fn counter_days(
         .map_err(QueryError::from)?;
     for batch in collect(frame).await? {
         let (tenants, names, sums) = (
-            strings(&batch, 0)?,
-            strings(&batch, 1)?,
-            decimals(&batch, 3)?,
+            typed(&batch, 0, &DataType::Utf8)?,
+            typed(&batch, 1, &DataType::Utf8)?,
+            typed(&batch, 3, &value_type())?,
         );
         let days = batch.column(2).as_primitive::<Date32Type>().clone();
         for row in 0..batch.num_rows() {
@@ -437,9 +410,12 @@ async fn add_class_rows(
         positions.insert(metric.as_str(), at);
     }
     for batch in collect(rows).await? {
-        let (tenants, names) = (strings(&batch, 0)?, strings(&batch, 1)?);
+        let (tenants, names) = (
+            typed(&batch, 0, &DataType::Utf8)?,
+            typed(&batch, 1, &DataType::Utf8)?,
+        );
         let days = batch.column(2).as_primitive::<Date32Type>().clone();
-        let sums = decimals(&batch, 3)?;
+        let sums = typed(&batch, 3, &value_type())?;
         let lists = batch.column(4).as_list::<i32>();
         for row in 0..batch.num_rows() {
             let (Some(tenant), Some(metric)) = (string_at(&tenants, row), string_at(&names, row))
@@ -654,7 +630,10 @@ async fn add_raw_samples(
         .and_then(|f| f.select_columns(&["tenant_id", "metric", "resource", "ts", "value"]))?;
     for batch in collect(frame).await? {
         let [tenants, names, resources] = leading_strings::<3>(&batch)?;
-        let (times, values) = (timestamps(&batch, 3)?, decimals(&batch, 4)?);
+        let (times, values) = (
+            typed(&batch, 3, &utc_micros())?,
+            typed(&batch, 4, &value_type())?,
+        );
         let times = times.as_primitive::<TimestampMicrosecondType>();
         for row in 0..batch.num_rows() {
             if tenants.is_null(row) || names.is_null(row) {
@@ -699,16 +678,19 @@ async fn add_rolled_up_days(
         })?;
     for batch in collect(frame).await? {
         let [tenants, names, resources] = leading_strings::<3>(&batch)?;
-        let starts = timestamps(&batch, 3)?;
+        let starts = typed(&batch, 3, &utc_micros())?;
         let starts = starts.as_primitive::<TimestampMicrosecondType>();
         let samples = batch.column(4).as_primitive::<Int64Type>();
-        let weighted = decimals(&batch, 5)?;
-        let (firsts, lasts) = (timestamps(&batch, 6)?, timestamps(&batch, 7)?);
+        let weighted = typed(&batch, 5, &value_type())?;
+        let (firsts, lasts) = (
+            typed(&batch, 6, &utc_micros())?,
+            typed(&batch, 7, &utc_micros())?,
+        );
         let (firsts, lasts) = (
             firsts.as_primitive::<TimestampMicrosecondType>(),
             lasts.as_primitive::<TimestampMicrosecondType>(),
         );
-        let last_values = decimals(&batch, 8)?;
+        let last_values = typed(&batch, 8, &value_type())?;
         for row in 0..batch.num_rows() {
             let resource = resources.is_valid(row).then(|| resources.value(row));
             let found = index.series_of(tenants.value(row), names.value(row), resource);
@@ -782,10 +764,10 @@ pub async fn bucket_usage(
         .map_err(QueryError::from)?;
     for batch in collect(frame).await? {
         let (names, tenants, starts, sums) = (
-            strings(&batch, 0)?,
-            strings(&batch, 1)?,
-            timestamps(&batch, 2)?,
-            decimals(&batch, 3)?,
+            typed(&batch, 0, &DataType::Utf8)?,
+            typed(&batch, 1, &DataType::Utf8)?,
+            typed(&batch, 2, &utc_micros())?,
+            typed(&batch, 3, &value_type())?,
         );
         let starts = starts.as_primitive::<TimestampMicrosecondType>();
         for row in 0..batch.num_rows() {
@@ -848,7 +830,7 @@ pub async fn activity(
         .map_err(QueryError::from)?;
     let mut by_tenant = BTreeMap::new();
     for batch in collect(frame).await? {
-        let last = timestamps(&batch, 2)?;
+        let last = typed(&batch, 2, &utc_micros())?;
         let last = last.as_primitive::<TimestampMicrosecondType>();
         for (row, tenant, events) in tenant_counts(&batch)? {
             let last_event_micros = last.value(row);
@@ -867,7 +849,7 @@ pub async fn activity(
 /// The rows of a `tenant_id, count, …` aggregate: (row, tenant, count), skipping
 /// rows without a tenant.
 fn tenant_counts(batch: &RecordBatch) -> Result<Vec<(usize, String, u64)>, QueryError> {
-    let tenants = strings(batch, 0)?;
+    let tenants = typed(batch, 0, &DataType::Utf8)?;
     let counts =
         arrow::compute::cast(batch.column(1), &DataType::Int64).map_err(QueryError::from)?;
     let counts = counts.as_primitive::<Int64Type>();
