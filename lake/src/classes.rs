@@ -25,8 +25,10 @@ use crate::columns::{string_column, typed, utc_micros, value_type};
 use crate::error::LakeError;
 use crate::meters::dimension_value;
 
-/// A class's events of one tenant, UTC day (days since the epoch) and metric.
-pub type ClassKey = (String, i32, String, Vec<bool>);
+/// A class's events of one tenant, UTC day (days since the epoch) and
+/// metric: the tenant's and the metric's numbers in the fold, the day, and
+/// the class's bits ([`MatchClasses::class_of`]).
+type ClassKey = (usize, i32, usize, Vec<u64>);
 
 /// The exact sum of a class's values: an `i128` of the lake's scale while it
 /// fits, a big integer past that.
@@ -82,10 +84,13 @@ pub struct ClassFold<'a> {
     /// Every dimension some metric's classes read, in the order of the value
     /// columns of [`ClassFold::event_columns`].
     read: Vec<Dimension>,
-    /// Per metric, where each of its dimensions is among `read`.
-    positions: HashMap<&'a str, Vec<usize>>,
+    /// Per metric, in the order of `classes`: where each of its dimensions
+    /// is among `read`.
+    positions: Vec<Vec<usize>>,
+    /// The tenants seen, numbered in the order met.
+    tenants: HashMap<String, usize>,
     /// The sums so far.
-    pub sums: HashMap<ClassKey, ClassSum>,
+    sums: HashMap<ClassKey, ClassSum>,
 }
 
 impl<'a> ClassFold<'a> {
@@ -98,22 +103,36 @@ impl<'a> ClassFold<'a> {
         read.sort();
         read.dedup();
         let positions = classes
-            .iter()
-            .map(|(metric, c)| {
-                let at = c
-                    .dimensions()
+            .values()
+            .map(|c| {
+                c.dimensions()
                     .iter()
                     .map(|d| read.iter().position(|r| r == d).expect("read has it"))
-                    .collect();
-                (metric.as_str(), at)
+                    .collect()
             })
             .collect();
         ClassFold {
             classes,
             read,
             positions,
+            tenants: HashMap::new(),
             sums: HashMap::new(),
         }
+    }
+
+    /// The sums per (tenant, day, metric) and class, in no order.
+    pub fn into_sums(self) -> impl Iterator<Item = ((String, i32, String), ClassSum)> {
+        let mut tenants = vec![String::new(); self.tenants.len()];
+        for (tenant, number) in self.tenants {
+            tenants[number] = tenant;
+        }
+        let metrics: Vec<&String> = self.classes.keys().collect();
+        self.sums
+            .into_iter()
+            .map(move |((tenant, day, metric, _), sum)| {
+                let key = (tenants[tenant].clone(), day, metrics[metric].clone());
+                (key, sum)
+            })
     }
 
     /// The events of `events` of the fold's metrics as the columns
@@ -163,24 +182,32 @@ impl<'a> ClassFold<'a> {
         let dimensions = (0..self.read.len())
             .map(|i| string_column(batch, 5 + i))
             .collect::<Result<Vec<_>, _>>()?;
+        let metric_names: Vec<&str> = self.classes.keys().map(String::as_str).collect();
         let mut own: Vec<Option<&str>> = Vec::new();
+        // The key of the row at hand, reused so that finding a class allocates nothing.
+        let mut key: ClassKey = (0, 0, 0, Vec::new());
         for row in 0..batch.num_rows() {
-            let metric = metrics.value(row);
-            let (Some(classes), Some(at)) = (self.classes.get(metric), self.positions.get(metric))
-            else {
+            let Some(metric) = metric_names.iter().position(|m| *m == metrics.value(row)) else {
                 continue;
             };
+            let classes = &self.classes[metric_names[metric]];
             own.clear();
-            own.extend(at.iter().map(|&i| {
+            own.extend(self.positions[metric].iter().map(|&i| {
                 let column = &dimensions[i];
                 column.is_valid(row).then(|| column.value(row))
             }));
-            let key = (
-                tenants.value(row).to_string(),
-                days.value(row),
-                metric.to_string(),
-                classes.class_of(&own),
-            );
+            let tenant = tenants.value(row);
+            key.0 = match self.tenants.get(tenant) {
+                Some(number) => *number,
+                None => {
+                    let number = self.tenants.len();
+                    self.tenants.insert(tenant.to_string(), number);
+                    number
+                }
+            };
+            key.1 = days.value(row);
+            key.2 = metric;
+            classes.class_of(&own, &mut key.3);
             let (ts, value) = (times.value(row), values.value(row));
             match self.sums.get_mut(&key) {
                 Some(sum) => {
@@ -198,7 +225,7 @@ impl<'a> ClassFold<'a> {
                 }
                 None => {
                     self.sums.insert(
-                        key,
+                        key.clone(),
                         ClassSum {
                             events: 1,
                             value_sum: ScaledSum::Small(value),
@@ -325,7 +352,7 @@ mod tests {
             let by_metric = BTreeMap::from([("m".to_string(), classes.clone())]);
             let mut fold = ClassFold::new(&by_metric);
             fold.add_events(&batch(&fold, &events)).unwrap();
-            let mut expected: HashMap<Vec<bool>, (i64, i128)> = HashMap::new();
+            let mut expected: HashMap<Vec<u64>, (i64, i128)> = HashMap::new();
             for (dims, value) in &events {
                 let own: Vec<Option<&str>> = classes
                     .dimensions()
@@ -335,15 +362,19 @@ mod tests {
                         dims[at].map(|v| VALUES[v])
                     })
                     .collect();
-                let entry = expected.entry(classes.class_of(&own)).or_default();
+                let mut class = Vec::new();
+                classes.class_of(&own, &mut class);
+                let entry = expected.entry(class).or_default();
                 entry.0 += 1;
                 entry.1 += i128::from(*value);
             }
             prop_assert_eq!(fold.sums.len(), expected.len());
-            for ((_, _, _, class), sum) in &fold.sums {
+            for ((_, _, _, summed), sum) in &fold.sums {
                 let values: Vec<Option<&str>> = sum.values.iter().map(Option::as_deref).collect();
-                prop_assert_eq!(&classes.class_of(&values), class);
-                let (events, total) = expected[class];
+                let mut class = Vec::new();
+                classes.class_of(&values, &mut class);
+                prop_assert_eq!(&class, summed);
+                let (events, total) = expected[&class];
                 prop_assert_eq!(sum.events, events);
                 prop_assert_eq!(&sum.value_sum, &ScaledSum::Small(total));
             }

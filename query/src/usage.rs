@@ -359,7 +359,7 @@ pub async fn dimensional_counter_days(
         while let Some(batch) = stream.next().await {
             fold.add_events(&batch.map_err(QueryError::from)?)?;
         }
-        for ((tenant, day, metric, _), sum) in fold.sums {
+        for ((tenant, day, metric), sum) in fold.into_sums() {
             by_tenant.entry(tenant).or_default().push(CounterDay {
                 metric,
                 day: partition_date(day)?,

@@ -158,7 +158,7 @@ pub async fn rollup_rows(
         while let Some(batch) = stream.next().await {
             fold.add_events(&batch.map_err(LakeError::from)?)?;
         }
-        for ((tenant, day, metric, _), sum) in fold.sums {
+        for ((tenant, day, metric), sum) in fold.into_sums() {
             let day = partition_date(day)?;
             let ScaledSum::Small(value_sum) = sum.value_sum else {
                 too_large.insert(TenantDay::new(tenant, day));

@@ -57,19 +57,21 @@ impl Glob {
         &self.0
     }
 
-    /// Whether `value` matches the whole pattern.
+    /// Whether `value` matches the whole pattern. Compared byte by byte: `*`
+    /// is one byte in UTF-8 and no character's bytes hold it, and a literal
+    /// run of the pattern starts on a character, so it can only match from
+    /// one of the value's (no allocation: rollups test every event).
     pub fn matches(&self, value: &str) -> bool {
-        let pattern: Vec<char> = self.0.chars().collect();
-        let value: Vec<char> = value.chars().collect();
+        let (pattern, value) = (self.0.as_bytes(), value.as_bytes());
         // Greedy matching with backtracking to the last `*`: linear in practice,
         // O(pattern × value) at worst.
         let (mut p, mut v) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
         while v < value.len() {
-            if p < pattern.len() && pattern[p] != '*' && pattern[p] == value[v] {
+            if p < pattern.len() && pattern[p] != b'*' && pattern[p] == value[v] {
                 p += 1;
                 v += 1;
-            } else if p < pattern.len() && pattern[p] == '*' {
+            } else if p < pattern.len() && pattern[p] == b'*' {
                 star = Some((p, v));
                 p += 1;
             } else if let Some((star_p, star_v)) = star {
@@ -80,7 +82,7 @@ impl Glob {
                 return false;
             }
         }
-        pattern[p..].iter().all(|&c| c == '*')
+        pattern[p..].iter().all(|&c| c == b'*')
     }
 
     /// Whether some value matches both `self` and `other`.
@@ -218,15 +220,22 @@ impl MatchClasses {
     }
 
     /// The class of an event whose values of [`Self::dimensions`] are
-    /// `values` (in that order): which of the matches it satisfies.
-    pub fn class_of(&self, values: &[Option<&str>]) -> Vec<bool> {
+    /// `values` (in that order), written into `class`: bit `i` set when it
+    /// satisfies the `i`-th match.
+    pub fn class_of(&self, values: &[Option<&str>], class: &mut Vec<u64>) {
         let value_of = |dimension: &Dimension| {
             self.dimensions
                 .iter()
                 .position(|d| d == dimension)
                 .and_then(|i| values.get(i).copied().flatten())
         };
-        self.matches.iter().map(|m| m.matches(value_of)).collect()
+        class.clear();
+        class.resize(self.matches.len().div_ceil(64), 0);
+        for (i, rate_match) in self.matches.iter().enumerate() {
+            if rate_match.matches(value_of) {
+                class[i / 64] |= 1 << (i % 64);
+            }
+        }
     }
 
     /// Whether each of its classes lies within one class of `other`: every
@@ -270,6 +279,11 @@ mod tests {
         let g = Glob::new;
         assert!(g("eu-*").matches("eu-west-1"));
         assert!(g("eu-*").matches("eu-"));
+        assert!(g("ré*").matches("région"));
+        assert!(g("*é").matches("café"));
+        assert!(!g("*é").matches("cafe"));
+        assert!(g("*ö*").matches("zürich-köln"));
+        assert!(!g("*ö*").matches("zürich"));
         assert!(!g("eu-*").matches("us-east-1"));
         assert!(!g("eu-west").matches("eu-west-1"));
         assert!(g("*-1").matches("eu-west-1"));
