@@ -18,6 +18,7 @@ use bigdecimal::BigDecimal;
 use bigdecimal::num_bigint::BigInt;
 use datafusion::logical_expr::{Expr, cast, col, lit, when};
 use datafusion::prelude::DataFrame;
+use futures::StreamExt;
 
 use allot_schemas::decimal::VALUE_SCALE;
 
@@ -135,11 +136,25 @@ impl<'a> ClassFold<'a> {
             })
     }
 
+    /// Adds every event of `events` (rows of `usage_events`) of the fold's
+    /// metrics, streamed.
+    pub async fn sum_events(mut self, events: DataFrame) -> Result<ClassFold<'a>, LakeError> {
+        let mut stream = self
+            .event_columns(events)?
+            .execute_stream()
+            .await
+            .map_err(LakeError::from)?;
+        while let Some(batch) = stream.next().await {
+            self.add_events(&batch.map_err(LakeError::from)?)?;
+        }
+        Ok(self)
+    }
+
     /// The events of `events` of the fold's metrics as the columns
     /// [`ClassFold::add_events`] reads: `tenant_id`, `day`, `metric`, `ts`,
     /// `value`, then the value of each dimension read, as text (null for the
     /// metrics that do not use it, so it is read only where needed).
-    pub fn event_columns(&self, events: DataFrame) -> Result<DataFrame, LakeError> {
+    fn event_columns(&self, events: DataFrame) -> Result<DataFrame, LakeError> {
         let metrics: Vec<Expr> = self.classes.keys().map(|m| lit(m.as_str())).collect();
         let mut columns = vec![
             cast(col("tenant_id"), DataType::Utf8).alias("tenant_id"),
@@ -170,7 +185,7 @@ impl<'a> ClassFold<'a> {
     }
 
     /// Adds a batch of [`ClassFold::event_columns`].
-    pub fn add_events(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
+    fn add_events(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
         let tenants = string_column(batch, 0)?;
         let days = typed(batch, 1, &DataType::Date32)?;
         let days = days.as_primitive::<Date32Type>();

@@ -350,15 +350,7 @@ pub async fn dimensional_counter_days(
             continue;
         }
         let split = split_usage(session, filter, from, to, grain).await?;
-        let mut fold = ClassFold::new(metrics);
-        let mut stream = fold
-            .event_columns(split.raw)?
-            .execute_stream()
-            .await
-            .map_err(QueryError::from)?;
-        while let Some(batch) = stream.next().await {
-            fold.add_events(&batch.map_err(QueryError::from)?)?;
-        }
+        let fold = ClassFold::new(metrics).sum_events(split.raw).await?;
         for ((tenant, day, metric), sum) in fold.into_sums() {
             by_tenant.entry(tenant).or_default().push(CounterDay {
                 metric,

@@ -149,15 +149,7 @@ pub async fn rollup_rows(
         .map(|(metric, classes)| (metric.to_string(), classes.clone()))
         .collect();
     if !classes.is_empty() {
-        let mut fold = ClassFold::new(&classes);
-        let mut stream = fold
-            .event_columns(events()?)?
-            .execute_stream()
-            .await
-            .map_err(LakeError::from)?;
-        while let Some(batch) = stream.next().await {
-            fold.add_events(&batch.map_err(LakeError::from)?)?;
-        }
+        let fold = ClassFold::new(&classes).sum_events(events()?).await?;
         for ((tenant, day, metric), sum) in fold.into_sums() {
             let day = partition_date(day)?;
             let ScaledSum::Small(value_sum) = sum.value_sum else {
