@@ -13,7 +13,7 @@
 //! predicate, join or function in a query can read another tenant's rows.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use allot_schemas::config::{MatchClasses, MetricCatalog};
 use allot_schemas::layout::TenantDay;
@@ -29,13 +29,13 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::JoinType;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col, lit};
 use url::Url;
 
 use crate::dedup::{DedupWindow, Neighbourhoods, Outcome, checked_rows, usage_table};
 use crate::error::LakeError;
 use crate::provider::LakeFilesTable;
-use crate::rollup::{catalog_fingerprint, partition_bases};
+use crate::rollup::{catalog_fingerprint, partition_bases_where};
 use crate::snapshot::{LakeFile, LakeSnapshot, TableFiles, partition_date};
 
 /// Whose data a session may read.
@@ -69,13 +69,41 @@ pub struct LakeSession {
     rollups: Option<Rollups>,
 }
 
-/// The `usage_hourly` files and the partitions of the scope they are up to date for.
+/// The `usage_hourly` files, and the partitions of the scope found so far to
+/// have rollups up to date. Partitions are checked a span of days at a time, as
+/// reads ask for them: a report over a month of a year's lake checks (and reads
+/// the `basis` of) that month's rollups only.
 struct Rollups {
     url: ObjectStoreUrl,
     files: Vec<LakeFile>,
-    current: BTreeMap<TenantDay, i64>,
+    fingerprint: u64,
+    /// The first and last day of the scope's `usage_events` partitions.
+    lake_days: (NaiveDate, NaiveDate),
+    checked: Mutex<CheckedRollups>,
     /// The classes the current rollups sum each dimensional counter by.
     classes: BTreeMap<String, MatchClasses>,
+}
+
+impl Rollups {
+    /// What was checked so far. A panic while the lock was held left it whole
+    /// (each update is one `extend` of complete results), so it is used as is.
+    fn lock_checked(&self) -> std::sync::MutexGuard<'_, CheckedRollups> {
+        self.checked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The days from `first` to `last`, both included.
+fn days_between(first: NaiveDate, last: NaiveDate) -> impl Iterator<Item = NaiveDate> {
+    first.iter_days().take_while(move |day| *day <= last)
+}
+
+/// What [`LakeSession::current_rollups_between`] has found so far.
+#[derive(Default)]
+struct CheckedRollups {
+    /// The days whose partitions were checked.
+    days: BTreeSet<NaiveDate>,
+    /// Of their partitions, those whose rollups are up to date, with their basis.
+    current: BTreeMap<TenantDay, i64>,
 }
 
 /// Names of the key columns of the rollup partitions joined with `usage_hourly`.
@@ -154,44 +182,139 @@ impl LakeSession {
         })
     }
 
-    /// Lets the reports of this session read the rollups in `hourly` for every
+    /// Lets the reports of this session read the rollups in `hourly` of every
     /// partition of the scope whose rollups were computed from its current files
-    /// and from `catalog`'s gauge holds; the others stay raw.
-    pub async fn attach_rollups(
+    /// and from `catalog`'s gauge holds and meters; the others stay raw. Nothing
+    /// is read here: [`LakeSession::current_rollups_between`] checks the
+    /// partitions of the days a read asks for.
+    pub fn attach_rollups(
         &mut self,
         hourly: &TableFiles,
         catalog: &MetricCatalog,
     ) -> Result<(), LakeError> {
-        if hourly.files.is_empty() || self.usage.files.is_empty() {
+        let (Some(first), Some(last)) = (
+            self.usage.files.iter().map(|f| f.day).min(),
+            self.usage.files.iter().map(|f| f.day).max(),
+        ) else {
+            return Ok(());
+        };
+        if hourly.files.is_empty() {
             return Ok(());
         }
         let url = register_store(&self.ctx, hourly)?;
-        let bases = partition_bases(
-            &self.usage.files,
-            catalog_fingerprint(catalog),
-            self.dedup_window,
+        self.rollups = Some(Rollups {
+            url,
+            files: hourly.files.clone(),
+            fingerprint: catalog_fingerprint(catalog),
+            lake_days: (first, last),
+            checked: Mutex::new(CheckedRollups::default()),
+            classes: catalog
+                .dimensional_counters()
+                .map(|(metric, classes)| (metric.to_string(), classes.clone()))
+                .collect(),
+        });
+        Ok(())
+    }
+
+    /// The classes the current rollups sum counter `metric` by
+    /// (`usage_hourly.dimension_values`), when its rates match on dimensions.
+    pub fn rollup_classes(&self, metric: &str) -> Option<&MatchClasses> {
+        self.rollups.as_ref()?.classes.get(metric)
+    }
+
+    /// The partitions of the scope whose rollups are up to date, with their
+    /// basis: every day's ([`LakeSession::current_rollups_between`]).
+    pub async fn current_rollups(&self) -> Result<BTreeMap<TenantDay, i64>, LakeError> {
+        self.current_rollups_between(NaiveDate::MIN, NaiveDate::MAX)
+            .await
+    }
+
+    /// The partitions of the scope from day `first` to day `last` (both
+    /// included) whose rollups are up to date, with their basis (none when no
+    /// rollups are attached). Only the rollups of those days are read, and each
+    /// day is checked once per session.
+    pub async fn current_rollups_between(
+        &self,
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> Result<BTreeMap<TenantDay, i64>, LakeError> {
+        let Some(rollups) = &self.rollups else {
+            return Ok(BTreeMap::new());
+        };
+        let (first, last) = (
+            first.max(rollups.lake_days.0),
+            last.min(rollups.lake_days.1),
         );
-        let (first, last) = bases
-            .keys()
-            .map(|key| key.day)
-            .fold((NaiveDate::MAX, NaiveDate::MIN), |(lo, hi), d| {
-                (lo.min(d), hi.max(d))
-            });
-        let files: Vec<LakeFile> = hourly
+        if first > last {
+            return Ok(BTreeMap::new());
+        }
+        let unchecked = {
+            let checked = rollups.lock_checked();
+            let mut missing = days_between(first, last).filter(|d| !checked.days.contains(d));
+            let missing_first = missing.next();
+            missing_first.map(|from| (from, missing.last().unwrap_or(from)))
+        };
+        if let Some((from, to)) = unchecked {
+            let found = self.check_rollups(rollups, from, to).await?;
+            let mut checked = rollups.lock_checked();
+            checked.days.extend(days_between(from, to));
+            checked.current.extend(found);
+        }
+        Ok(rollups
+            .lock_checked()
+            .current
+            .iter()
+            .filter(|(key, _)| key.day >= first && key.day <= last)
+            .map(|(key, basis)| (key.clone(), *basis))
+            .collect())
+    }
+
+    /// The partitions from day `first` to day `last` whose rollups in
+    /// `rollups` were computed from their current basis: only those days'
+    /// rollup files are read (the table is partitioned by day), and only
+    /// their partitions' bases computed.
+    async fn check_rollups(
+        &self,
+        rollups: &Rollups,
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> Result<BTreeMap<TenantDay, i64>, LakeError> {
+        let bases = partition_bases_where(
+            &self.usage.files,
+            rollups.fingerprint,
+            self.dedup_window,
+            |_, day| day >= first && day <= last,
+        );
+        let files: Vec<LakeFile> = rollups
             .files
             .iter()
             .filter(|f| f.day >= first && f.day <= last)
             .cloned()
             .collect();
-        let recorded = self
+        let mut current = BTreeMap::new();
+        if bases.is_empty() || files.is_empty() {
+            return Ok(current);
+        }
+        let mut recorded = self
             .ctx
-            .read_table(hourly_table(&url, files.clone()))
-            .and_then(|f| f.aggregate(vec![col("tenant_id"), col("day"), col("basis")], Vec::new()))
+            .read_table(hourly_table(&rollups.url, files))
+            .map_err(LakeError::from)?;
+        // One tenant's partitions (a tenant's session): its rows alone.
+        let first_tenant = bases.first_key_value().map(|(key, _)| &key.tenant_id);
+        let last_tenant = bases.last_key_value().map(|(key, _)| &key.tenant_id);
+        if let Some(tenant) = first_tenant
+            && last_tenant == Some(tenant)
+        {
+            recorded = recorded
+                .filter(col("tenant_id").eq(lit(tenant.as_str())))
+                .map_err(LakeError::from)?;
+        }
+        let recorded = recorded
+            .aggregate(vec![col("tenant_id"), col("day"), col("basis")], Vec::new())
             .map_err(LakeError::from)?
             .collect()
             .await
             .map_err(LakeError::from)?;
-        let mut current = BTreeMap::new();
         for batch in recorded {
             let tenants =
                 arrow::compute::cast(batch.column(0), &DataType::Utf8).map_err(LakeError::from)?;
@@ -209,29 +332,7 @@ impl LakeSession {
                 }
             }
         }
-        let classes = catalog
-            .dimensional_counters()
-            .map(|(metric, classes)| (metric.to_string(), classes.clone()))
-            .collect();
-        self.rollups = Some(Rollups {
-            url,
-            files,
-            current,
-            classes,
-        });
-        Ok(())
-    }
-
-    /// The classes the current rollups sum counter `metric` by
-    /// (`usage_hourly.dimension_values`), when its rates match on dimensions.
-    pub fn rollup_classes(&self, metric: &str) -> Option<&MatchClasses> {
-        self.rollups.as_ref()?.classes.get(metric)
-    }
-
-    /// The partitions of the scope whose rollups are up to date, with their basis.
-    pub fn current_rollups(&self) -> &BTreeMap<TenantDay, i64> {
-        static NONE: BTreeMap<TenantDay, i64> = BTreeMap::new();
-        self.rollups.as_ref().map_or(&NONE, |r| &r.current)
+        Ok(current)
     }
 
     /// The deduplicated `usage_events` of the scope's partitions that `keep`

@@ -112,9 +112,7 @@ pub(crate) async fn session_for(
     };
     let mut session = LakeSession::new(snapshot, &scope, &limits)?;
     if settings.use_rollups {
-        session
-            .attach_rollups(&snapshot.hourly, &settings.catalog)
-            .await?;
+        session.attach_rollups(&snapshot.hourly, &settings.catalog)?;
     }
     Ok(session)
 }

@@ -121,16 +121,17 @@ async fn split_usage(
         inner_from = ceil_to_grid(from, grain);
         inner_to = to.div_euclid(grain) * grain;
         if inner_from < inner_to {
+            let (first_day, last_day) = day_span(inner_from, inner_to);
             served = session
-                .current_rollups()
-                .iter()
+                .current_rollups_between(first_day, last_day)
+                .await?
+                .into_iter()
                 .filter(|(key, _)| {
                     let start = day_start_micros(key.day);
                     start < inner_to
                         && start + MICROS_PER_DAY > inner_from
                         && filter.tenant.as_ref().is_none_or(|t| *t == key.tenant_id)
                 })
-                .map(|(key, basis)| (key.clone(), *basis))
                 .collect();
         }
     }

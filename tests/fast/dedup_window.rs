@@ -200,7 +200,6 @@ async fn reported(
     if rollups {
         session
             .attach_rollups(&snapshot.hourly, &Config::default().catalog())
-            .await
             .unwrap();
     }
     let days = counter_days(

@@ -523,9 +523,11 @@ async fn rollups_give_the_figures_of_the_raw_events() {
     .unwrap();
     session
         .attach_rollups(&snapshot.hourly, &rolled.catalog)
-        .await
         .unwrap();
-    assert_eq!(session.current_rollups().len() as u64, partitions);
+    assert_eq!(
+        session.current_rollups().await.unwrap().len() as u64,
+        partitions
+    );
     assert_eq!(report_figures(&lake.lake, &rolled).await, expected);
 
     // A late event lands in one partition: its rollups no longer match its files,
@@ -589,4 +591,73 @@ async fn rollups_follow(
     assert_eq!(refreshed.partitions, redone);
     assert_eq!(report_figures(lake, rolled).await, expected);
     expected
+}
+
+/// A report over one month of a lake of several reads that month's rollups
+/// alone: with every February rollup file made unreadable, March's invoices
+/// (every tenant's and one tenant's) are still served from March's rollups,
+/// to the figures of the raw events, while a check of the whole lake fails on
+/// the February files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_months_report_reads_only_that_months_rollups() {
+    let lake = build_lake();
+    let invoices = |env: &[(&str, &str)]| {
+        [
+            &["invoice", "--month", "2026-03"][..],
+            &["invoice", "--month", "2026-03", "--tenant", "bravo"],
+        ]
+        .map(|args| {
+            let output = lake.run(args, env);
+            assert!(
+                output.status.success(),
+                "allot {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8(output.stdout).expect("utf-8")
+        })
+    };
+    let raw = invoices(&[("ALLOT__REPORTS__ROLLUPS", "false")]);
+    assert!(
+        raw[0].contains("alpha,2026-03,compute_seconds"),
+        "{}",
+        raw[0]
+    );
+    lake.stdout(&["compact"]);
+
+    let hourly = lake.lake.join("usage_hourly");
+    let mut spoiled = 0;
+    for entry in std::fs::read_dir(&hourly).expect("usage_hourly") {
+        let dir = entry.expect("entry").path();
+        if !dir.to_string_lossy().contains("day=2026-02-") {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).expect("day directory") {
+            std::fs::write(file.expect("file").path(), b"not parquet").expect("spoil");
+            spoiled += 1;
+        }
+    }
+    assert!(spoiled >= 28, "{spoiled} February rollup files");
+
+    assert_eq!(invoices(&[]), raw);
+    let location = allot_query::LakeLocation::parse(lake.lake.to_str().unwrap()).unwrap();
+    let snapshot = allot_lake::snapshot::LakeSnapshot::load(&location)
+        .await
+        .unwrap();
+    let catalog = allot_schemas::config::Config::from_toml_str(CONFIG, "test", [])
+        .unwrap()
+        .catalog();
+    let mut session = allot_lake::session::LakeSession::new(
+        &snapshot,
+        &allot_lake::session::Scope::AllTenants,
+        &allot_lake::session::SessionLimits::default(),
+    )
+    .unwrap();
+    session.attach_rollups(&snapshot.hourly, &catalog).unwrap();
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+    let march = session
+        .current_rollups_between(day(1), day(31))
+        .await
+        .unwrap();
+    assert_eq!(march.len(), 31 * TENANTS.len());
+    assert!(session.current_rollups().await.is_err());
 }

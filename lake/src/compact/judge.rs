@@ -45,10 +45,8 @@ pub(super) async fn beaten_rows(options: &CompactOptions) -> Result<Judged, Lake
         ..SessionLimits::default()
     };
     let mut session = LakeSession::new(&snapshot, &Scope::AllTenants, &limits)?;
-    session
-        .attach_rollups(&snapshot.hourly, &options.catalog)
-        .await?;
-    let current = session.current_rollups().clone();
+    session.attach_rollups(&snapshot.hourly, &options.catalog)?;
+    let current = session.current_rollups().await?;
     let frame = session
         .beaten_events_where(|tenant, day| !current.contains_key(&TenantDay::new(tenant, day)))?;
     let mut judged = Judged {

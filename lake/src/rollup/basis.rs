@@ -80,7 +80,19 @@ pub fn partition_bases(
     fingerprint: u64,
     window: DedupWindow,
 ) -> BTreeMap<TenantDay, i64> {
-    let near = Neighbourhoods::of(files, window, |_, _| true);
+    partition_bases_where(files, fingerprint, window, |_, _| true)
+}
+
+/// The basis of the partitions among `files` that `target` selects: each the
+/// same as [`partition_bases`] gives it (a basis depends on its partition's
+/// neighbours, never on which other partitions are asked for).
+pub fn partition_bases_where(
+    files: &[LakeFile],
+    fingerprint: u64,
+    window: DedupWindow,
+    target: impl Fn(&str, chrono::NaiveDate) -> bool,
+) -> BTreeMap<TenantDay, i64> {
+    let near = Neighbourhoods::of(files, window, target);
     let mut hashes: BTreeMap<TenantDay, Fnv> = BTreeMap::new();
     let start = || {
         let mut hash = Fnv::new();

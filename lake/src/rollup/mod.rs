@@ -14,7 +14,7 @@ pub mod refresh;
 pub mod rows;
 pub mod verify;
 
-pub use basis::{catalog_fingerprint, gauge_hold_micros, partition_bases};
+pub use basis::{catalog_fingerprint, gauge_hold_micros, partition_bases, partition_bases_where};
 pub use refresh::{ROLLUP_APP_ID, RollupSummary, refresh_rollups};
 pub use rows::rollup_rows;
 pub use verify::{RollupCheck, verify_rollups};

@@ -8,8 +8,9 @@
 //! removes the day's old rollup files. Each
 //! commit records the `txn` app id [`ROLLUP_APP_ID`], so two refreshes racing
 //! (two collectors, or `allot compact` beside one) conflict instead of both
-//! adding rows for the same partition. Reports check every partition's rollups
-//! against its current files, so a stale or missing rollup only costs speed.
+//! adding rows for the same partition. Reports check the rollups of the days
+//! they read against those partitions' current files, so a stale or missing
+//! rollup only costs speed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,8 +99,8 @@ pub async fn refresh_rollups(
         ..SessionLimits::default()
     };
     let mut all = LakeSession::new(&snapshot, &Scope::AllTenants, &limits)?;
-    all.attach_rollups(&snapshot.hourly, catalog).await?;
-    let current = all.current_rollups().clone();
+    all.attach_rollups(&snapshot.hourly, catalog)?;
+    let current = all.current_rollups().await?;
     let stale: BTreeMap<_, _> = bases
         .iter()
         .filter(|(key, _)| !current.contains_key(*key))

@@ -48,8 +48,8 @@ pub async fn verify_rollups(
         ..SessionLimits::default()
     };
     let mut session = LakeSession::new(&snapshot, &Scope::AllTenants, &limits)?;
-    session.attach_rollups(&snapshot.hourly, catalog).await?;
-    let current = session.current_rollups();
+    session.attach_rollups(&snapshot.hourly, catalog)?;
+    let current = session.current_rollups().await?;
     let step = match sample {
         0 => 1,
         n => current.len().div_ceil(n).max(1),
