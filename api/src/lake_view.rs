@@ -8,7 +8,6 @@
 //! router built without [`crate::serve`]); `/readyz` answers ready once it is done.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -62,24 +61,11 @@ pub enum Depends<'a> {
 impl ServedLake {
     fn new(follower: &LakeFollower, as_of: i64) -> ServedLake {
         let snapshot = follower.snapshot();
-        let mut tenant_files: HashMap<String, DefaultHasher> = HashMap::new();
-        for file in &snapshot.usage.files {
-            if let Some(tenant) = &file.tenant_id {
-                let hasher = tenant_files.entry(tenant.clone()).or_default();
-                file.path.hash(hasher);
-                file.size.hash(hasher);
-            }
-        }
         ServedLake {
             versions: follower.versions(),
+            tenant_files: Arc::new(snapshot.usage.fingerprints_by_tenant()),
             snapshot,
             as_of,
-            tenant_files: Arc::new(
-                tenant_files
-                    .into_iter()
-                    .map(|(tenant, hasher)| (tenant, hasher.finish()))
-                    .collect(),
-            ),
         }
     }
 

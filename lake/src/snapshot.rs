@@ -7,7 +7,8 @@
 //! at the table), so paths stay relative to the table and a local directory and
 //! an `s3://` lake are read alike.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
@@ -117,6 +118,23 @@ impl TableFiles {
         &self.files[start..end]
     }
 
+    /// Per tenant, a hash of its files (paths and sizes): what changes when a
+    /// commit adds, rewrites or removes files of that tenant, and only then.
+    pub fn fingerprints_by_tenant(&self) -> HashMap<String, u64> {
+        let mut hashers: HashMap<String, DefaultHasher> = HashMap::new();
+        for file in &self.files {
+            if let Some(tenant) = &file.tenant_id {
+                let hasher = hashers.entry(tenant.clone()).or_default();
+                file.path.hash(hasher);
+                file.size.hash(hasher);
+            }
+        }
+        hashers
+            .into_iter()
+            .map(|(tenant, hasher)| (tenant, hasher.finish()))
+            .collect()
+    }
+
     /// The distinct tenants that have files, ascending.
     pub fn tenants(&self) -> BTreeSet<String> {
         self.files
@@ -205,6 +223,28 @@ impl LakeSnapshot {
             hourly: self.hourly.clone(),
             // Sessions keep only the tenant's own invoice rows
             // (`LakeSession::register_analyst_tables`).
+            closed: Arc::clone(&self.closed),
+        }
+    }
+
+    /// The same snapshot with the usage files of `tenants` only; the rejected
+    /// events stay whole. Every report over it gives those tenants' figures as
+    /// over the whole lake, since a tenant's events are deduplicated against
+    /// its own copies only.
+    pub fn for_tenants(&self, tenants: &BTreeSet<String>) -> LakeSnapshot {
+        LakeSnapshot {
+            usage: TableFiles {
+                files: self
+                    .usage
+                    .files
+                    .iter()
+                    .filter(|f| f.tenant_id.as_ref().is_some_and(|t| tenants.contains(t)))
+                    .cloned()
+                    .collect(),
+                ..self.usage.clone()
+            },
+            rejected: self.rejected.clone(),
+            hourly: self.hourly.clone(),
             closed: Arc::clone(&self.closed),
         }
     }
