@@ -24,12 +24,13 @@ use crate::error::QueryError;
 use crate::health::{
     HEALTH_WINDOW_MICROS, HealthInputs, TenantHealth, gauge_levels, tenant_health,
 };
+use crate::noisy::BucketUsage;
 use crate::noisy::{Keep, NoisyParams, NoisyRow, noisy_neighbours};
 use crate::period::Period;
 use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quantity};
 use crate::request::{NoisyRequest, UsageRequest};
 use crate::usage::{
-    GaugeSamples, UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days,
+    Activity, GaugeSamples, UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days,
     dimensional_counter_days, gauge_series, meter_buckets, meter_days, rejected_counts,
 };
 
@@ -77,7 +78,7 @@ impl ReportSettings {
         allot_lake::meters::meter_metrics(&self.catalog)
     }
 
-    fn metrics_of(&self, kind: MetricKind) -> Vec<String> {
+    pub(crate) fn metrics_of(&self, kind: MetricKind) -> Vec<String> {
         self.catalog
             .iter()
             .filter(|(_, spec)| spec.kind == kind)
@@ -119,7 +120,7 @@ pub(crate) async fn session_for(
 
 /// Usage per tenant for `[period start, until)`: counter sums per day and gauge
 /// samples from one hold before the period.
-async fn period_usage(
+pub(crate) async fn period_usage(
     session: &LakeSession,
     settings: &ReportSettings,
     filter: &UsageFilter,
@@ -419,9 +420,22 @@ async fn noisy_rows(
     session: &LakeSession,
     params: &NoisyParams,
     metrics: &[String],
-    (from, to): (i64, i64),
+    range: (i64, i64),
     keep: Keep,
 ) -> Result<Vec<NoisyRow>, QueryError> {
+    let usage = noisy_usage(session, params, metrics, range).await?;
+    noisy_rows_of(params, metrics, range, &usage, keep)
+}
+
+/// What the noisy-neighbour rows of `[from, to)` are computed from: usage of
+/// counter `metrics` per metric, tenant and bucket over the range and its
+/// baseline, ordered by tenant then bucket.
+pub(crate) async fn noisy_usage(
+    session: &LakeSession,
+    params: &NoisyParams,
+    metrics: &[String],
+    (from, to): (i64, i64),
+) -> Result<BTreeMap<String, Vec<BucketUsage>>, QueryError> {
     let width = params.bucket_micros;
     if width <= 0 || (to - from) % width != 0 {
         return Err(QueryError::InvalidInput(
@@ -441,7 +455,7 @@ async fn noisy_rows(
     let reach = width.saturating_mul(i64::from(params.baseline_buckets));
     let first_supported = from + ceil_to_grid(EARLIEST_REPORT_MICROS - from, width);
     let baseline_start = from.saturating_sub(reach).max(first_supported);
-    let usage = bucket_usage(
+    bucket_usage(
         session,
         &UsageFilter::default(),
         metrics,
@@ -449,7 +463,18 @@ async fn noisy_rows(
         to,
         width,
     )
-    .await?;
+    .await
+}
+
+/// The noisy-neighbour rows of `[from, to)` for each of `metrics`, from their
+/// [`noisy_usage`].
+pub(crate) fn noisy_rows_of(
+    params: &NoisyParams,
+    metrics: &[String],
+    (from, to): (i64, i64),
+    usage: &BTreeMap<String, Vec<BucketUsage>>,
+    keep: Keep,
+) -> Result<Vec<NoisyRow>, QueryError> {
     let mut rows = Vec::new();
     for metric in metrics {
         let metric_usage = usage.get(metric).map(Vec::as_slice).unwrap_or_default();
@@ -496,30 +521,79 @@ pub async fn health(
         tenant: tenant.map(str::to_string),
         ..UsageFilter::default()
     };
-    let period = Period::containing(now)?;
-    let window_start = now - HEALTH_WINDOW_MICROS;
-
-    let params = NoisyParams::from(&settings.config.noisy);
-    let noisy_from = ceil_to_grid(window_start, params.bucket_micros);
-    let noisy_to = ceil_to_grid(now, params.bucket_micros);
+    let windows = HealthWindows::at(settings, now)?;
     let counters = settings.metrics_of(MetricKind::Counter);
     // Four independent reads of the lake, overlapped: one's planning and
     // post-processing runs while another scans.
     let (usage, recent, rejected, flags) = tokio::try_join!(
-        period_usage(session, settings, &filter, None, period, now),
-        activity(session, &filter, window_start, now),
-        rejected_counts(&all, window_start, now),
+        period_usage(session, settings, &filter, None, windows.period, now),
+        activity(session, &filter, windows.activity_from, now),
+        rejected_counts(&all, windows.activity_from, now),
         noisy_rows(
             &all,
-            &params,
+            &windows.noisy,
             &counters,
-            (noisy_from, noisy_to),
+            windows.noisy_range,
             Keep::Flagged,
         ),
     )?;
+    health_rows(
+        settings,
+        now,
+        tenants,
+        |tenant| usage.get(tenant),
+        |tenant| recent.get(tenant).cloned(),
+        &rejected,
+        &flags,
+    )
+}
+
+/// The windows health reads as of one instant (docs/reference.md#tenant-health).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthWindows {
+    /// The month to date ends at the instant.
+    pub period: Period,
+    /// Start of the last 24 h, for activity and rejected events.
+    pub activity_from: i64,
+    /// The detector's settings.
+    pub noisy: NoisyParams,
+    /// The buckets searched for noisy-neighbour flags: those on the grid that
+    /// start within the last 24 h.
+    pub noisy_range: (i64, i64),
+}
+
+impl HealthWindows {
+    pub(crate) fn at(settings: &ReportSettings, now: i64) -> Result<HealthWindows, QueryError> {
+        let noisy = NoisyParams::from(&settings.config.noisy);
+        let activity_from = now - HEALTH_WINDOW_MICROS;
+        Ok(HealthWindows {
+            period: Period::containing(now)?,
+            activity_from,
+            noisy_range: (
+                ceil_to_grid(activity_from, noisy.bucket_micros),
+                ceil_to_grid(now, noisy.bucket_micros),
+            ),
+            noisy,
+        })
+    }
+}
+
+/// The health rows of `tenants` as of `now`, from what the lake says of them:
+/// each one's month-to-date usage and last-24-h activity, the rejected events
+/// of the last 24 h by tenant and the noisy-neighbour flags of every tenant.
+pub(crate) fn health_rows<'u>(
+    settings: &ReportSettings,
+    now: i64,
+    tenants: BTreeSet<String>,
+    usage_of: impl Fn(&str) -> Option<&'u TenantUsage>,
+    activity_of: impl Fn(&str) -> Option<Activity>,
+    rejected: &BTreeMap<String, u64>,
+    flags: &[NoisyRow],
+) -> Result<Vec<TenantHealth>, QueryError> {
+    let period = Period::containing(now)?;
     let mut flags_by_tenant: BTreeMap<&str, u32> = BTreeMap::new();
     let mut noisy_metrics: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for row in &flags {
+    for row in flags {
         *flags_by_tenant.entry(row.tenant_id.as_str()).or_default() += 1;
         noisy_metrics
             .entry(row.tenant_id.as_str())
@@ -529,8 +603,7 @@ pub async fn health(
 
     let mut report = Vec::with_capacity(tenants.len());
     for tenant_id in tenants {
-        let tenant_usage = usage
-            .get(&tenant_id)
+        let tenant_usage = usage_of(&tenant_id)
             .cloned()
             .unwrap_or_else(|| TenantUsage {
                 tenant_id: tenant_id.clone(),
@@ -560,7 +633,7 @@ pub async fn health(
             mtd_usage.insert(metric.clone(), figure);
         }
         let (mtd_cost, unpriced) = priced_cost_until(settings, period, &tenant_usage, now)?;
-        let active = recent.get(&tenant_id);
+        let active = activity_of(&tenant_id);
         let inputs = HealthInputs {
             tenant_id: tenant_id.clone(),
             now_micros: now,
@@ -576,8 +649,8 @@ pub async fn health(
                 .flatten()
                 .map(|m| (*m).to_string())
                 .collect(),
-            last_event_micros: active.map(|a| a.last_event_micros),
-            events_24h: active.map_or(0, |a| a.events),
+            last_event_micros: active.as_ref().map(|a| a.last_event_micros),
+            events_24h: active.as_ref().map_or(0, |a| a.events),
             rejected_24h: rejected.get(&tenant_id).copied().unwrap_or(0),
             mtd_cost,
             unpriced,

@@ -839,6 +839,37 @@ pub async fn activity(
     Ok(by_tenant)
 }
 
+/// The times of the accepted events in `[from, to)` per tenant, ascending:
+/// the events themselves, never their rollups (which keep no times but the
+/// first and last of an hour).
+pub async fn event_times(
+    session: &LakeSession,
+    filter: &UsageFilter,
+    from: i64,
+    to: i64,
+) -> Result<BTreeMap<String, Vec<i64>>, QueryError> {
+    let frame = split_usage(session, filter, from, to, None)
+        .await?
+        .raw
+        .select(vec![utf8("tenant_id"), col("ts")])
+        .map_err(QueryError::from)?;
+    let mut by_tenant: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for batch in collect(frame).await? {
+        let tenants = typed(&batch, 0, &DataType::Utf8)?;
+        let times = typed(&batch, 1, &utc_micros())?;
+        let times = times.as_primitive::<TimestampMicrosecondType>();
+        for row in 0..batch.num_rows() {
+            if let Some(tenant) = string_at(&tenants, row) {
+                by_tenant.entry(tenant).or_default().push(times.value(row));
+            }
+        }
+    }
+    for times in by_tenant.values_mut() {
+        times.sort_unstable();
+    }
+    Ok(by_tenant)
+}
+
 /// The rows of a `tenant_id, count, …` aggregate: (row, tenant, count), skipping
 /// rows without a tenant.
 fn tenant_counts(batch: &RecordBatch) -> Result<Vec<(usize, String, u64)>, QueryError> {
