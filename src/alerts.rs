@@ -90,10 +90,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         .map_err(Failure::internal)?
         .ok_or_else(|| Failure::usage("the configuration has no [[alerts.rules]]"))?;
     let view = Arc::new(LakeView::new(lake, config.api.refresh_interval.0, clock));
-    let source = FactSource::Alone {
-        view,
-        settings: Arc::new(ReportSettings::new(config)),
-    };
+    let source = FactSource::alone(view, Arc::new(ReportSettings::new(config)));
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     tracing::info!("evaluating alert rules");

@@ -154,15 +154,13 @@ impl ReportCache {
     pub async fn health_rows(
         &self,
         key: String,
-        compute: impl Future<Output = Result<Vec<TenantHealth>, ApiError>>,
+        compute: impl Future<Output = Result<Arc<Vec<TenantHealth>>, ApiError>>,
     ) -> Result<Arc<Vec<TenantHealth>>, ApiError> {
         let report = "health_rows";
         let key = format!("{report} {key}");
         let compute = Box::pin(compute);
         let cached = self
-            .get_or_compute(report, key, async {
-                Ok(Cached::Health(Arc::new(compute.await?)))
-            })
+            .get_or_compute(report, key, async { Ok(Cached::Health(compute.await?)) })
             .await?;
         match cached {
             Cached::Health(rows) => Ok(rows),

@@ -9,6 +9,7 @@ use allot_query::LakeLocation;
 use allot_query::QueryError;
 use allot_query::allocation::{CostPool, parse_costs_csv};
 use allot_query::health::TenantHealth;
+use allot_query::live_health::{LiveFacts, LiveHealth};
 use allot_query::reports::{self, ReportSettings};
 use allot_query::sandbox::{SqlLimits, SqlPool};
 use allot_schemas::clock::{Clock, SystemClock};
@@ -67,6 +68,8 @@ pub struct Inner {
     pub lake_view: Arc<LakeView>,
     /// Computed reports.
     pub cache: ReportCache,
+    /// Every tenant's health, followed across the lake's refreshes.
+    pub live_health: LiveHealth,
     /// Token verification.
     pub auth: Authenticator,
     /// Requests per second per caller.
@@ -139,6 +142,7 @@ impl AppState {
             lake: options.lake,
             lake_view,
             cache: ReportCache::new(api.cache_memory.0),
+            live_health: LiveHealth::new(),
             auth,
             rate: RateLimiter::new(api.rate_limit_per_s),
             anonymous_rate: RateLimiter::new(api.anonymous_rate_limit_per_s),
@@ -184,7 +188,9 @@ impl AppState {
     }
 
     /// Every tenant's health as of `now` on `served`, computed once per lake
-    /// state and instant.
+    /// state and instant: as of the refresh's own instant, from the health
+    /// followed across refreshes ([`Self::live_facts`]); as of any other, from
+    /// scratch.
     pub async fn health_rows(
         &self,
         served: &ServedLake,
@@ -193,9 +199,24 @@ impl AppState {
         let key = format!("{now} {}", served.stamp(Depends::AllTenants));
         self.cache
             .health_rows(key, async {
-                Ok(reports::health(&served.snapshot, &self.settings, now, None).await?)
+                if now == served.as_of {
+                    Ok(Arc::clone(&self.live_facts(served).await?.health))
+                } else {
+                    Ok(Arc::new(
+                        reports::health(&served.snapshot, &self.settings, now, None).await?,
+                    ))
+                }
             })
             .await
+    }
+
+    /// Every tenant's health and the alert signals as of `served`'s instant,
+    /// read again only for the tenants the lake changed since the last call.
+    pub async fn live_facts(&self, served: &ServedLake) -> Result<Arc<LiveFacts>, ApiError> {
+        Ok(self
+            .live_health
+            .facts(&served.snapshot, &self.settings, served.as_of)
+            .await?)
     }
 
     /// Tenant `id`'s health as of `now` on `served`: cut from every tenant's

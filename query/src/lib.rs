@@ -23,6 +23,8 @@
 //! - [`reports`]: invoices, allocation, noisy neighbours and health, for the CLI
 //!   and the API alike, [`request`] for the requests both front ends build
 //!   from their text, and [`render`] for their CSV and JSON shapes;
+//! - [`live_health`]: every tenant's health and the alert signals followed from
+//!   one lake refresh to the next, read again only where the lake changed;
 //! - [`sandbox`]: the SQL rules and limits of
 //!   docs/reference.md#security-model;
 //! - [`billed`] and [`closing`]: period close (docs/reference.md#period-close) —
@@ -42,6 +44,7 @@ pub mod credits;
 pub mod error;
 pub mod export;
 pub mod health;
+pub mod live_health;
 pub mod noisy;
 pub mod period;
 pub mod preview;

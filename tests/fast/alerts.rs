@@ -18,12 +18,15 @@ use std::time::{Duration, Instant};
 use allot_api::alerts::{AlertBoard, AlertRunner, FactSource};
 use allot_api::lake_view::LakeView;
 use allot_lake::compact::log_table::ABORT_BEFORE_COMMIT_ENV;
+use allot_lake::snapshot::LakeSnapshot;
 use allot_query::LakeLocation;
 use allot_query::alerts::store::COMPACT_AFTER_COMMITS;
 use allot_query::alerts::{
     AlertLog, AlertRecord, AlertState, AlertStore, AttemptDetails, DeliveryOutcome, NewNotice,
     Notice,
 };
+use allot_query::health::{HealthStatus, TenantHealth};
+use allot_query::live_health::{LiveFacts, LiveHealth};
 use allot_query::reports::ReportSettings;
 use allot_schemas::clock::{Clock, FixedClock};
 use allot_schemas::config::Config;
@@ -179,14 +182,14 @@ impl RunnerOnClock {
             ))
             .unwrap()
             .expect("the configuration has rules");
-        let source = FactSource::Alone {
-            view: Arc::new(LakeView::new(
+        let source = FactSource::alone(
+            Arc::new(LakeView::new(
                 location,
                 config.api.refresh_interval.0,
                 shared,
             )),
-            settings: Arc::new(ReportSettings::new(config)),
-        };
+            Arc::new(ReportSettings::new(config)),
+        );
         runtime.spawn(runner.run(source, cancel.clone()));
         RunnerOnClock {
             clock,
@@ -763,4 +766,203 @@ fn a_refresh_that_reads_new_commits_wakes_the_runner_and_an_idle_one_does_not() 
         assert_ne!(woken, Some(loaded.versions));
         assert!(woken.unwrap().usage > loaded.versions.usage);
     });
+}
+
+/// `ts` as the events' RFC 3339 text, to the second.
+fn ts_text(ts: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(ts)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Ingests `events` (event id, tenant, time, metric, value) from one file.
+fn ingest_events(lake: &CliLake, name: &str, events: &[(String, &str, i64, &str, &str)]) {
+    let file = lake.dir.path().join(format!("{name}.jsonl"));
+    let lines: String = events
+        .iter()
+        .map(|(id, tenant, ts, metric, value)| {
+            format!(
+                "{{\"event_id\":\"{id}\",\"tenant_id\":\"{tenant}\",\"ts\":\"{}\",\"metric\":\"{metric}\",\"value\":{value}}}\n",
+                ts_text(*ts)
+            )
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let out = lake.run(&[
+        "ingest",
+        "--no-progress",
+        "--from-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The facts `live` gives as of `now` on the lake as it is, checked against
+/// the same facts computed from scratch.
+async fn followed_equals_scratch(
+    live: &LiveHealth,
+    lake: &CliLake,
+    settings: &ReportSettings,
+    now: i64,
+) -> Arc<LiveFacts> {
+    let location = LakeLocation::parse(lake.root().to_str().unwrap()).unwrap();
+    let snapshot = LakeSnapshot::load(&location).await.unwrap();
+    let followed = live.facts(&snapshot, settings, now).await.unwrap();
+    let scratch = LiveFacts::from_scratch(&snapshot, settings, now)
+        .await
+        .unwrap();
+    let at = ts_text(now);
+    assert_eq!(followed.health, scratch.health, "health as of {at}");
+    assert_eq!(followed.last_event_7d, scratch.last_event_7d, "as of {at}");
+    assert_eq!(
+        followed.rejected_last_hour, scratch.rejected_last_hour,
+        "as of {at}"
+    );
+    followed
+}
+
+fn row<'a>(facts: &'a LiveFacts, tenant: &str) -> &'a TenantHealth {
+    facts.health.iter().find(|h| h.tenant_id == tenant).unwrap()
+}
+
+/// The health and signals the alert runner reads, followed from refresh to
+/// refresh, equal those computed from scratch at every step: time passing
+/// within an hour (an event leaving the last 24 h, a gauge's hold running
+/// out, an event ahead of the clock coming due), new events with a duplicate,
+/// a late event into an old partition, a compaction, the hour moving on. Only
+/// the tenants a step changed are read again.
+#[test]
+fn health_followed_across_refreshes_equals_health_from_scratch() {
+    let lake = CliLake::new(&common::price_book_with(
+        "[tenants.acme]\nquotas = { compute_seconds = \"100000\" }\n\
+         [tenants.beta]\n[tenants.gamma]\n\
+         [tenants.epsilon]\nquotas = { storage_bytes = \"500\" }\n",
+    ));
+    let config = Config::load(Some(&lake.config()), NO_ENV).unwrap();
+    let settings = ReportSettings::new(config);
+    const MINUTE: i64 = 60_000_000;
+    const HOUR: i64 = 60 * MINUTE;
+    // `h`: the next whole hour; the instants of the steps are after it, so
+    // the rejected event ingested now is within their last 24 h.
+    let h = (chrono::Utc::now().timestamp_micros() / HOUR + 1) * HOUR;
+    let mut events = Vec::new();
+    let mut n = 0;
+    let mut event = |tenant, ts, metric, value| {
+        n += 1;
+        (format!("e{n}"), tenant, ts, metric, value)
+    };
+    // Steady use every 2 h for 9 days; gamma stops 25 h before `h`.
+    let mut t = h - 216 * HOUR;
+    while t < h - 2 * HOUR {
+        events.push(event("acme", t, "compute_seconds", "10"));
+        events.push(event("beta", t, "compute_seconds", "10"));
+        events.push(event("beta", t + MINUTE, "egress_bytes", "300"));
+        if t < h - 25 * HOUR {
+            events.push(event("gamma", t, "compute_seconds", "10"));
+        }
+        t += 2 * HOUR;
+    }
+    // acme's burst in the hour before `h`, beside delta's use: a noisy neighbour.
+    events.push(event("acme", h - 30 * MINUTE, "compute_seconds", "5000"));
+    events.push(event("delta", h - 50 * MINUTE, "compute_seconds", "1"));
+    // In the hour where the last 24 h start: acme's events leave the window
+    // one by one; gamma's last event leaves it at the second step.
+    for minutes in [5, 15, 30, 45] {
+        events.push(event(
+            "acme",
+            h - 24 * HOUR + minutes * MINUTE,
+            "compute_seconds",
+            "2",
+        ));
+    }
+    events.push(event(
+        "gamma",
+        h - 24 * HOUR + 20 * MINUTE,
+        "compute_seconds",
+        "1",
+    ));
+    // epsilon's storage, held 1 h: over its quota at the first step, not at
+    // the second.
+    events.push(event("epsilon", h - 40 * MINUTE, "storage_bytes", "1000"));
+    // beta's event ahead of the first step's instant.
+    events.push(event("beta", h + 22 * MINUTE, "compute_seconds", "3"));
+    // A rejected event of beta's (no such metric).
+    events.push(event("beta", h - HOUR, "no_such_metric", "1"));
+    ingest_events(&lake, "first", &events);
+
+    let live = LiveHealth::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let step = |now: i64| runtime.block_on(followed_equals_scratch(&live, &lake, &settings, now));
+
+    let first = step(h + 10 * MINUTE);
+    assert_eq!(first.tenants_read, 5);
+    assert_eq!(row(&first, "acme").noisy_metrics, ["compute_seconds"]);
+    // Ten of the steady events, three of the hour where the window starts, the burst.
+    assert_eq!(row(&first, "acme").events_24h, 14);
+    assert_eq!(row(&first, "gamma").events_24h, 1);
+    assert_eq!(row(&first, "epsilon").status, HealthStatus::Critical);
+    assert!(
+        row(&first, "beta")
+            .reasons
+            .iter()
+            .any(|r| r.code == "rejected_events")
+    );
+
+    // 15 minutes on, nothing new: only beta, whose event came due, is read.
+    let second = step(h + 25 * MINUTE);
+    assert_eq!(second.tenants_read, 1);
+    assert_eq!(row(&second, "acme").events_24h, 13);
+    assert_eq!(row(&second, "gamma").events_24h, 0);
+    // Its storage no longer held (and its last event an hour old: stale).
+    let codes: Vec<&str> = row(&second, "epsilon")
+        .reasons
+        .iter()
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(codes, ["stale"]);
+
+    // New events of acme's, one of them a copy of an earlier one.
+    let copy = events[0].clone();
+    ingest_events(
+        &lake,
+        "second",
+        &[
+            (
+                "later".to_string(),
+                "acme",
+                h + 20 * MINUTE,
+                "compute_seconds",
+                "7",
+            ),
+            copy,
+        ],
+    );
+    let third = step(h + 40 * MINUTE);
+    assert_eq!(third.tenants_read, 1);
+    assert_eq!(row(&third, "acme").events_24h, 13);
+
+    // A late event into beta's partition of five days ago.
+    ingest_events(
+        &lake,
+        "late",
+        &[(
+            "late".to_string(),
+            "beta",
+            h - 120 * HOUR,
+            "compute_seconds",
+            "1",
+        )],
+    );
+    assert_eq!(step(h + 41 * MINUTE).tenants_read, 1);
+
+    // A compaction rewrites partitions and computes their rollups.
+    let out = lake.run(&["compact"]);
+    assert!(out.status.success(), "{out:?}");
+    step(h + 42 * MINUTE);
+    step(h + 43 * MINUTE);
+
+    // The hour moves on: every tenant is read again.
+    assert_eq!(step(h + 65 * MINUTE).tenants_read, 5);
+    step(h + 66 * MINUTE);
 }

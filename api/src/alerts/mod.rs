@@ -26,9 +26,10 @@ use std::time::Duration;
 use allot_lake::follow::LakeVersions;
 use allot_query::LakeLocation;
 use allot_query::alerts::{
-    AlertFacts, AlertLog, AlertRecord, AlertStore, AttemptDetails, Notice, alert_facts, evaluate,
+    AlertFacts, AlertLog, AlertRecord, AlertStore, AttemptDetails, Notice, evaluate,
 };
-use allot_query::reports::{self, ReportSettings};
+use allot_query::live_health::LiveHealth;
+use allot_query::reports::ReportSettings;
 use allot_schemas::clock::Clock;
 use allot_schemas::config::{AlertRule, AlertsConfig, Config};
 use tokio_util::sync::CancellationToken;
@@ -51,8 +52,8 @@ pub const ABORT_AFTER_NOTICE_ENV: &str = "ALLOT_TEST_ALERTS_ABORT_AFTER_NOTICE";
 /// Where the runner gets the lake and every tenant's health from.
 #[derive(Clone)]
 pub enum FactSource {
-    /// Inside `allot serve`: the server's view and its cached health rows
-    /// (the very rows its dashboards show).
+    /// Inside `allot serve`: the server's view and its health followed across
+    /// refreshes (the very rows its dashboards show).
     Server(AppState),
     /// `allot alerts run`: a view of its own.
     Alone {
@@ -60,10 +61,21 @@ pub enum FactSource {
         view: Arc<LakeView>,
         /// Catalog, price book, thresholds.
         settings: Arc<ReportSettings>,
+        /// Health followed across the view's refreshes.
+        live: Arc<LiveHealth>,
     },
 }
 
 impl FactSource {
+    /// A source of its own on `view`.
+    pub fn alone(view: Arc<LakeView>, settings: Arc<ReportSettings>) -> FactSource {
+        FactSource::Alone {
+            view,
+            settings,
+            live: Arc::new(LiveHealth::new()),
+        }
+    }
+
     /// The view the facts are read from.
     fn view(&self) -> &Arc<LakeView> {
         match self {
@@ -83,27 +95,13 @@ impl FactSource {
     }
 
     async fn facts(&self, served: &ServedLake) -> Result<AlertFacts, ApiError> {
-        let now = served.as_of;
-        let settings = match self {
-            FactSource::Server(state) => &state.settings,
-            FactSource::Alone { settings, .. } => settings.as_ref(),
-        };
-        let health = async {
-            match self {
-                FactSource::Server(state) => state.health_rows(served, now).await,
-                FactSource::Alone { settings, .. } => Ok(Arc::new(
-                    reports::health(&served.snapshot, settings, now, None).await?,
-                )),
+        let live = match self {
+            FactSource::Server(state) => state.live_facts(served).await?,
+            FactSource::Alone { settings, live, .. } => {
+                live.facts(&served.snapshot, settings, served.as_of).await?
             }
         };
-        alert_facts(
-            &served.snapshot,
-            settings,
-            now,
-            served.versions.usage,
-            health,
-        )
-        .await
+        Ok(AlertFacts::new(&live, served.versions.usage))
     }
 }
 

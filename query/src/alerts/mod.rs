@@ -18,7 +18,7 @@ pub mod facts;
 pub mod store;
 
 pub use evaluate::{AlertState, LastNotice, NewNotice, evaluate, notice_key};
-pub use facts::{AlertFacts, TenantFacts, alert_facts};
+pub use facts::{AlertFacts, TenantFacts};
 pub use store::{
     AlertLog, AlertRecord, AlertStore, AttemptDetails, Delivery, DeliveryOutcome, Notice,
 };
