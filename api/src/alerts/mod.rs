@@ -94,14 +94,19 @@ impl FactSource {
         }
     }
 
-    async fn facts(&self, served: &ServedLake) -> Result<AlertFacts, ApiError> {
+    /// The facts as of `served`, and how many tenants' inputs were read from
+    /// the lake for them.
+    async fn facts(&self, served: &ServedLake) -> Result<(AlertFacts, usize), ApiError> {
         let live = match self {
             FactSource::Server(state) => state.live_facts(served).await?,
             FactSource::Alone { settings, live, .. } => {
                 live.facts(&served.snapshot, settings, served.as_of).await?
             }
         };
-        Ok(AlertFacts::new(&live, served.versions.usage))
+        Ok((
+            AlertFacts::new(&live, served.versions.usage),
+            live.tenants_read,
+        ))
     }
 }
 
@@ -219,7 +224,7 @@ impl AlertRunner {
     /// Evaluates the rules on `served` and commits the notices they give.
     async fn evaluate_on(&self, source: &FactSource, served: &ServedLake) -> Result<(), ApiError> {
         let started = std::time::Instant::now();
-        let facts = source.facts(served).await?;
+        let (facts, tenants_read) = source.facts(served).await?;
         let facts_seconds = started.elapsed().as_secs_f64();
         let mut store = self.store.lock().await;
         store.refresh().await?;
@@ -266,6 +271,7 @@ impl AlertRunner {
         tracing::debug!(
             seconds = started.elapsed().as_secs_f64(),
             facts_seconds,
+            tenants_read,
             version = ?served.versions.usage,
             "alert rules evaluated"
         );
