@@ -409,7 +409,11 @@ async fn add_class_rows(
         );
         let days = batch.column(2).as_primitive::<Date32Type>().clone();
         let sums = typed(&batch, 3, &value_type())?;
+        // Each row's values, read where they sit in the list's one text column.
         let lists = batch.column(4).as_list::<i32>();
+        let offsets = lists.value_offsets();
+        let values =
+            arrow::compute::cast(lists.values(), &DataType::Utf8).map_err(QueryError::from)?;
         for row in 0..batch.num_rows() {
             let (Some(tenant), Some(metric)) = (string_at(&tenants, row), string_at(&names, row))
             else {
@@ -418,10 +422,14 @@ async fn add_class_rows(
             let Some(at) = positions.get(metric.as_str()) else {
                 continue;
             };
-            let stored = lists.value(row);
+            let (first, end) = (offsets[row] as usize, offsets[row + 1] as usize);
             let dimensions = at
                 .iter()
-                .map(|i| i.and_then(|i| (i < stored.len()).then(|| string_at(&stored, i))?))
+                .map(|i| {
+                    i.map(|i| first + i)
+                        .filter(|&i| i < end)
+                        .and_then(|i| string_at(&values, i))
+                })
                 .collect();
             by_tenant.entry(tenant).or_default().push(CounterDay {
                 metric,
