@@ -213,13 +213,7 @@ pub fn use_compute_at(lake: &CliLake, tenant: &str, id: &str, value: &str, at: &
         ) + "\n",
     )
     .unwrap();
-    let out = lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    lake.ingest(&file);
 }
 
 /// The notices of `received` by key, each with how many times it came.

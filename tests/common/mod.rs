@@ -421,6 +421,24 @@ impl CliLake {
         self.run_with_env(args, &[])
     }
 
+    /// Runs `allot ingest --from-file FILE` into the lake and gives what it
+    /// printed; fails the test, with allot's error, when it fails.
+    pub fn ingest(&self, file: &std::path::Path) -> String {
+        let out = self.run(&[
+            "ingest",
+            "--no-progress",
+            "--from-file",
+            file.to_str().expect("a UTF-8 path"),
+        ]);
+        assert!(
+            out.status.success(),
+            "allot ingest {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     /// Runs `allot ARGS --lake … --config …` with the variables `env` set.
     pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_allot"))

@@ -43,13 +43,7 @@ pub fn lake(listeners: &str) -> CliLake {
     std::fs::write(lake.config(), config(&lake, listeners)).unwrap();
     let inputs = tempfile::tempdir().unwrap();
     let events = events(inputs.path());
-    let ingested = lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        events.to_str().unwrap(),
-    ]);
-    assert!(ingested.status.success(), "{ingested:?}");
+    lake.ingest(&events);
     lake
 }
 

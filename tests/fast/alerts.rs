@@ -789,13 +789,7 @@ fn ingest_events(lake: &CliLake, name: &str, events: &[(String, &str, i64, &str,
         })
         .collect();
     std::fs::write(&file, lines).unwrap();
-    let out = lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    lake.ingest(&file);
 }
 
 /// The facts `live` gives as of `now` on the lake as it is, checked against

@@ -24,13 +24,7 @@ fn backfill_two_tenants(lake: &common::CliLake) {
             .collect();
         let path = lake.dir.path().join(format!("events-{part}.jsonl"));
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-        let out = lake.run(&[
-            "ingest",
-            "--no-progress",
-            "--from-file",
-            path.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{out:?}");
+        lake.ingest(&path);
     }
 }
 

@@ -174,13 +174,7 @@ fn duckdb_finds_the_same_meter_figures_raw_and_from_rollups() {
     for (part, prefix) in ["a", "b"].iter().enumerate() {
         let file = lake.dir.path().join(format!("events-{part}.jsonl"));
         std::fs::write(&file, events(&mut rng, prefix)).unwrap();
-        let out = lake.run(&[
-            "ingest",
-            "--no-progress",
-            "--from-file",
-            file.to_str().unwrap(),
-        ]);
-        stdout(&out);
+        lake.ingest(&file);
     }
     let mut raw = BTreeMap::new();
     for month in ["2026-02", "2026-03", "2026-04"] {
@@ -235,12 +229,7 @@ fn rollups_written_before_the_meters_still_read_and_are_rebuilt_with_them() {
     let lake = common::CliLake::new(&as_counters(CONFIG));
     let events = lake.dir.path().join("march.jsonl");
     std::fs::write(&events, MARCH).unwrap();
-    stdout(&lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        events.to_str().unwrap(),
-    ]));
+    lake.ingest(&events);
     stdout(&lake.run(&["compact"]));
     let counted = stdout(&lake.run(&["invoice", "--month", "2026-03"]));
     let hourly = lake.root().join("usage_hourly");
@@ -307,12 +296,7 @@ fn a_month_with_more_distinct_values_than_the_bound_is_refused() {
     let lake = common::CliLake::new(&bounded);
     let events = lake.dir.path().join("march.jsonl");
     std::fs::write(&events, MARCH).unwrap();
-    stdout(&lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        events.to_str().unwrap(),
-    ]));
+    lake.ingest(&events);
     // Two users on two days: each day alone is within the bound, the month
     // is not; raw and from the rollups alike.
     for step in ["raw", "rolled up"] {
@@ -430,12 +414,7 @@ async fn a_usage_series_shows_each_buckets_own_figure() {
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/meter_kinds");
     let lake = common::CliLake::new(&std::fs::read_to_string(case.join("allot.toml")).unwrap());
     let events = case.join("events.jsonl");
-    stdout(&lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        events.to_str().unwrap(),
-    ]));
+    lake.ingest(&events);
     // Worked by hand from the case's events: the users of each day (none on
     // 03-14, whose event has no user), each day's peak, each day's last value.
     let point = |metric: &str, unit: &str, day: &str, figure: &str| {

@@ -237,13 +237,7 @@ fn export_knows_a_tenant_by_its_rejected_events_alone() {
         .join("\n"),
     )
     .unwrap();
-    let ingested = lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        path.to_str().unwrap(),
-    ]);
-    assert!(ingested.status.success(), "{ingested:?}");
+    lake.ingest(&path);
     let out = lake.dir.path().join("ghost-export");
     let said = lake.run(&["tenant", "export", "ghost", "--out", out.to_str().unwrap()]);
     assert!(said.status.success(), "{said:?}");

@@ -80,13 +80,7 @@ impl Lake {
         for (i, chunk) in lines.chunks(per_file).enumerate() {
             let path = lake.dir.path().join(format!("events-{i}.jsonl"));
             std::fs::write(&path, chunk.join("\n") + "\n").expect("write events");
-            let out = lake.run(&[
-                "ingest",
-                "--no-progress",
-                "--from-file",
-                path.to_str().unwrap(),
-            ]);
-            assert!(out.status.success(), "ingest: {}", stderr(&out));
+            lake.ingest(&path);
         }
         std::fs::write(lake.dir.path().join("events.jsonl"), all).expect("write events");
         lake
@@ -466,12 +460,7 @@ fn credit_balances_are_the_same_walked_together_or_tenant_by_tenant() {
     let lake = common::CliLake::new(&config);
     let path = lake.dir.path().join("events.jsonl");
     std::fs::write(&path, events.join("\n") + "\n").unwrap();
-    stdout(&lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        path.to_str().unwrap(),
-    ]));
+    lake.ingest(&path);
     let header_and_rows = |args: &[&str]| -> (String, Vec<String>) {
         let text = stdout(&lake.run(args));
         let mut lines = text.lines().map(str::to_string);

@@ -137,12 +137,7 @@ fn random_lake(seed: u64) -> common::CliLake {
     }
     let path = lake.dir.path().join("events.jsonl");
     std::fs::write(&path, events.join("\n") + "\n").expect("write events");
-    stdout(&lake.run(&[
-        "ingest",
-        "--no-progress",
-        "--from-file",
-        path.to_str().unwrap(),
-    ]));
+    lake.ingest(&path);
     lake
 }
 
@@ -223,12 +218,7 @@ fn previewing_with_the_own_price_book_gives_back_the_invoice_open_or_closed() {
             .collect();
         let path = lake.dir.path().join("late.jsonl");
         std::fs::write(&path, late.join("\n") + "\n").expect("write late events");
-        stdout(&lake.run(&[
-            "ingest",
-            "--no-progress",
-            "--from-file",
-            path.to_str().unwrap(),
-        ]));
+        lake.ingest(&path);
         let october = stdout(&lake.run(&["invoice", "--month", "2026-10"]));
         assert!(
             october.contains(",adjustment,2026-09,"),
@@ -463,12 +453,7 @@ fn dimensional_rollups_price_as_the_raw_events() {
         let path = lake.dir.path().join("events.jsonl");
         let (events, partitions) = dimensional_events(seed);
         std::fs::write(&path, events).expect("write events");
-        stdout(&lake.run(&[
-            "ingest",
-            "--no-progress",
-            "--from-file",
-            path.to_str().unwrap(),
-        ]));
+        lake.ingest(&path);
         // Fewer: the compute rates drop the tenant's batch rate and the gpu
         // rate; more: egress gains a region no rollup was summed by.
         let fewer = lake.dir.path().join("fewer.toml");
