@@ -60,6 +60,8 @@ pub struct LastNotice {
     pub number: u64,
     /// When it was recorded, UTC microseconds.
     pub recorded_at: i64,
+    /// The `usage_events` version its facts were read at.
+    pub lake_version: Option<u64>,
 }
 
 /// A notice to record: one (rule, tenant) changed state, or repeats.
@@ -289,6 +291,11 @@ pub fn evaluate(
         }
         for (tenant, figure) in figures {
             let previous = last.get(&(rule.name.clone(), tenant.clone()));
+            // Another server decided this one on a newer lake than these facts
+            // come from: they are stale for it, whatever they say.
+            if previous.is_some_and(|p| p.lake_version > facts.lake_version) {
+                continue;
+            }
             let firing = previous.is_some_and(|p| p.state == AlertState::Firing);
             let number = previous.map_or(0, |p| p.number) + 1;
             let state = match (firing, previous) {
@@ -410,6 +417,7 @@ mod tests {
                         state: n.state,
                         number: n.number,
                         recorded_at: facts.as_of_micros,
+                        lake_version: facts.lake_version,
                     },
                 );
             }
@@ -491,6 +499,7 @@ mod tests {
                 state: AlertState::Firing,
                 number: 1,
                 recorded_at: 0,
+                lake_version: Some(7),
             },
         );
         let second = evaluate(
@@ -500,6 +509,36 @@ mod tests {
         );
         assert_eq!(second[0].key(), "q/acme/2");
         assert_eq!(second[0].state, AlertState::Resolved);
+    }
+
+    /// Two servers: one fired on version 9 of the lake; the other, whose
+    /// refresh still shows version 7 (usage under the quota), must not
+    /// resolve it, and does once its facts are as new.
+    #[test]
+    fn facts_older_than_the_last_notice_change_nothing() {
+        let rules = rules(
+            "[[alerts.rules]]\nname = \"q\"\nkind = \"quota\"\nmetric = \"compute_seconds\"\n\
+             threshold = \"50\"\nchannels = [\"hook\"]",
+        );
+        let last = BTreeMap::from([(
+            ("q".to_string(), "acme".to_string()),
+            LastNotice {
+                state: AlertState::Firing,
+                number: 1,
+                recorded_at: 0,
+                lake_version: Some(9),
+            },
+        )]);
+        let stale = facts("2026-12-02T00:00:00Z", vec![quota("acme", "100")]);
+        assert_eq!(stale.lake_version, Some(7));
+        assert!(evaluate(&rules, &stale, &last).is_empty());
+        let current = AlertFacts {
+            lake_version: Some(9),
+            ..stale
+        };
+        let notices = evaluate(&rules, &current, &last);
+        assert_eq!(notices[0].key(), "q/acme/2");
+        assert_eq!(notices[0].state, AlertState::Resolved);
     }
 
     #[test]

@@ -240,6 +240,7 @@ impl AlertLog {
                         state: notice.state,
                         number: notice.number,
                         recorded_at: notice.recorded_at,
+                        lake_version: notice.lake_version(),
                     },
                 )
             })
@@ -305,6 +306,14 @@ pub fn notice_body(notice: &NewNotice, as_of: i64, lake_version: Option<u64>) ->
 }
 
 impl Notice {
+    /// The `usage_events` version its facts were read at, as its body says.
+    pub fn lake_version(&self) -> Option<u64> {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()?
+            .get("lake_version")?
+            .as_u64()
+    }
+
     /// The record of `new`, found at `as_of` on `lake_version`, recorded at `now`.
     pub fn record(new: &NewNotice, as_of: i64, lake_version: Option<u64>, now: i64) -> Notice {
         Notice {
