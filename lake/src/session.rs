@@ -208,10 +208,7 @@ impl LakeSession {
             fingerprint: catalog_fingerprint(catalog),
             lake_days: (first, last),
             checked: Mutex::new(CheckedRollups::default()),
-            classes: catalog
-                .dimensional_counters()
-                .map(|(metric, classes)| (metric.to_string(), classes.clone()))
-                .collect(),
+            classes: catalog.dimensional_counters().clone(),
         });
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use allot_schemas::config::{MatchClasses, MetricCatalog, MetricKind};
+use allot_schemas::config::{MetricCatalog, MetricKind};
 use allot_schemas::decimal::VALUE_SCALE;
 use allot_schemas::gauge::{GaugeSample, weight_before_last};
 use allot_schemas::layout::TenantDay;
@@ -144,12 +144,9 @@ pub async fn rollup_rows(
     }
 
     // The daily sums of the dimensional counters per match class.
-    let classes: BTreeMap<String, MatchClasses> = catalog
-        .dimensional_counters()
-        .map(|(metric, classes)| (metric.to_string(), classes.clone()))
-        .collect();
+    let classes = catalog.dimensional_counters();
     if !classes.is_empty() {
-        let fold = ClassFold::new(&classes).sum_events(events()?).await?;
+        let fold = ClassFold::new(classes).sum_events(events()?).await?;
         for ((tenant, day, metric), sum) in fold.into_sums() {
             let day = partition_date(day)?;
             let ScaledSum::Small(value_sum) = sum.value_sum else {

@@ -206,11 +206,7 @@ impl PriceBook {
             currency: config.currency.clone(),
             global,
             tenants,
-            classes: config
-                .catalog()
-                .dimensional_counters()
-                .map(|(metric, classes)| (metric.to_string(), classes.clone()))
-                .collect(),
+            classes: config.catalog().dimensional_counters().clone(),
         }
     }
 

@@ -208,10 +208,8 @@ impl MetricCatalog {
     }
 
     /// Every counter whose rates match on dimensions, with its classes.
-    pub fn dimensional_counters(&self) -> impl Iterator<Item = (&str, &MatchClasses)> {
-        self.match_classes
-            .iter()
-            .map(|(name, classes)| (name.as_str(), classes))
+    pub fn dimensional_counters(&self) -> &BTreeMap<String, MatchClasses> {
+        &self.match_classes
     }
 
     /// All entries, by name.
