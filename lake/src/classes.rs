@@ -42,13 +42,28 @@ pub enum ScaledSum {
 }
 
 impl ScaledSum {
-    fn add(&mut self, value: i128) {
+    /// Adds `value`, an integer of the lake's scale.
+    pub fn add(&mut self, value: i128) {
         match self {
             ScaledSum::Small(sum) => match sum.checked_add(value) {
                 Some(total) => *sum = total,
                 None => *self = ScaledSum::Big(BigInt::from(*sum) + value),
             },
             ScaledSum::Big(sum) => *sum += value,
+        }
+    }
+
+    /// Adds another sum.
+    pub fn merge(&mut self, other: &ScaledSum) {
+        match other {
+            ScaledSum::Small(value) => self.add(*value),
+            ScaledSum::Big(value) => {
+                let total = match self {
+                    ScaledSum::Small(sum) => BigInt::from(*sum) + value,
+                    ScaledSum::Big(sum) => &*sum + value,
+                };
+                *self = ScaledSum::Big(total);
+            }
         }
     }
 

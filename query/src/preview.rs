@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use allot_lake::snapshot::LakeSnapshot;
-use allot_schemas::config::MatchClasses;
 use allot_schemas::layout::LakeLocation;
 use bigdecimal::{BigDecimal, Zero};
 
@@ -39,7 +38,7 @@ use crate::period::Period;
 use crate::pricing::{Invoice, TenantUsage, invoice};
 use crate::reports::{ReportSettings, dimension_grouping, regroup, session_for, usage_between};
 use crate::rounding::{MONEY_SCALE, format_fixed};
-use crate::usage::UsageFilter;
+use crate::usage::{ClassGrouping, UsageFilter};
 
 /// The columns of the per-tenant preview.
 pub const PREVIEW_COLUMNS: [&str; 5] = [
@@ -393,7 +392,7 @@ fn month_previews(
     proposed: &ReportSettings,
     month: Period,
     usage: &BTreeMap<String, TenantUsage>,
-    grouping: &BTreeMap<String, MatchClasses>,
+    grouping: &ClassGrouping,
     billed: &Billed,
     drawn: &TenantDrawn,
 ) -> Result<Vec<TenantPreview>, QueryError> {

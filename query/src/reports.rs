@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use allot_lake::dedup::DedupWindow;
 use allot_lake::session::{LakeSession, Scope, SessionLimits};
 use allot_lake::snapshot::LakeSnapshot;
-use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MatchClasses, MetricCatalog, MetricKind};
+use allot_schemas::config::{Config, DEFAULT_GAUGE_HOLD, MetricCatalog, MetricKind};
 use allot_schemas::gauge::gauge_weighted_sum;
 use allot_schemas::tenant::TenantId;
 use allot_schemas::time::{EARLIEST_REPORT_MICROS, MICROS_PER_DAY};
@@ -30,8 +30,9 @@ use crate::period::Period;
 use crate::pricing::{Invoice, PriceBook, TenantUsage, invoice_until, period_quantity};
 use crate::request::{NoisyRequest, UsageRequest};
 use crate::usage::{
-    Activity, GaugeSamples, UsageFilter, activity, bucket_usage, ceil_to_grid, counter_days,
-    dimensional_counter_days, gauge_series, meter_buckets, meter_days, rejected_counts,
+    Activity, ClassGrouping, GaugeSamples, UsageFilter, activity, bucket_usage, ceil_to_grid,
+    counter_days, dimensional_counter_days, gauge_series, meter_buckets, meter_days,
+    rejected_counts,
 };
 
 /// The configuration a report needs, resolved once.
@@ -141,17 +142,24 @@ pub(crate) async fn period_usage(
     .await
 }
 
-/// Per counter metric whose rates match on dimensions in any of `books`, the
-/// classes the matches of all of them tell apart: usage summed per those
-/// classes can be priced by each of the books ([`regroup`]).
-pub(crate) fn dimension_grouping(books: &[&PriceBook]) -> BTreeMap<String, MatchClasses> {
-    let mut grouping: BTreeMap<String, MatchClasses> = BTreeMap::new();
+/// How usage is summed to be priced by each of `books`: the counters whose
+/// rates match on dimensions in any of them per the classes all their matches
+/// tell apart ([`regroup`] gives each book its own dimensions), and per stretch
+/// between the days any of their prices of those counters change.
+pub(crate) fn dimension_grouping(books: &[&PriceBook]) -> ClassGrouping {
+    let mut grouping = ClassGrouping::default();
     for book in books {
         for (metric, classes) in book.all_classes() {
             let merged = grouping
+                .classes
                 .get(metric)
                 .map_or_else(|| classes.clone(), |seen| seen.union(classes));
-            grouping.insert(metric.to_string(), merged);
+            grouping.classes.insert(metric.to_string(), merged);
+        }
+    }
+    for book in books {
+        for metric in grouping.classes.keys() {
+            grouping.price_days.extend(book.price_days(metric));
         }
     }
     grouping
@@ -162,12 +170,13 @@ pub(crate) fn dimension_grouping(books: &[&PriceBook]) -> BTreeMap<String, Match
 /// the book's order.
 pub(crate) fn regroup(
     usage: &TenantUsage,
-    grouping: &BTreeMap<String, MatchClasses>,
+    grouping: &ClassGrouping,
     book: &PriceBook,
 ) -> TenantUsage {
     let mut regrouped = usage.clone();
     for day in &mut regrouped.counters {
         let read = grouping
+            .classes
             .get(&day.metric)
             .map_or(&[][..], |classes| classes.dimensions());
         day.dimensions = book
@@ -192,13 +201,13 @@ fn wanted_meters(settings: &ReportSettings, metrics: Option<&[String]>) -> Vec<S
         .collect()
 }
 
-/// Usage per tenant for `[start, until)`, counters summed per the classes of
-/// `grouping`: counter sums per day and gauge samples from one hold before
-/// `start`.
+/// Usage per tenant for `[start, until)`: counter sums per day (those of
+/// `grouping` per class and stretch instead) and gauge samples from one hold
+/// before `start`.
 pub(crate) async fn usage_between(
     session: &LakeSession,
     settings: &ReportSettings,
-    grouping: &BTreeMap<String, MatchClasses>,
+    grouping: &ClassGrouping,
     filter: &UsageFilter,
     metrics: Option<&[String]>,
     start: i64,
@@ -214,15 +223,18 @@ pub(crate) async fn usage_between(
     // Counters whose rates match on dimensions are summed per class.
     let (dimensional, plain): (Vec<String>, Vec<String>) = wanted(MetricKind::Counter)
         .into_iter()
-        .partition(|metric| grouping.contains_key(metric));
+        .partition(|metric| grouping.classes.contains_key(metric));
     let mut counters = counter_days(session, filter, &plain, start, until).await?;
-    let dimensional: BTreeMap<String, MatchClasses> = dimensional
-        .into_iter()
-        .map(|metric| {
-            let classes = grouping[&metric].clone();
-            (metric, classes)
-        })
-        .collect();
+    let dimensional = ClassGrouping {
+        classes: dimensional
+            .into_iter()
+            .map(|metric| {
+                let classes = grouping.classes[&metric].clone();
+                (metric, classes)
+            })
+            .collect(),
+        price_days: grouping.price_days.clone(),
+    };
     let by_tenant = dimensional_counter_days(session, filter, &dimensional, start, until).await?;
     for (tenant, days) in by_tenant {
         counters.entry(tenant).or_default().extend(days);

@@ -12,9 +12,9 @@
 //! edges of the range and every other partition are read raw, and both kinds of
 //! rows go through the same aggregation.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use allot_lake::classes::ClassFold;
+use allot_lake::classes::{ClassFold, ScaledSum};
 use allot_lake::columns::{decimal_at, string_column, typed, utc_micros, value_type};
 use allot_lake::meters::{MeterFold, MeterKey, ROLLUP_METER_COLUMNS, meter_event_columns};
 use allot_lake::session::LakeSession;
@@ -24,11 +24,11 @@ use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
 use allot_schemas::layout::TenantDay;
 use allot_schemas::meter::MeterSummary;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{Date32Type, Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
 use arrow_schema::DataType;
 use bigdecimal::BigDecimal;
 use bigdecimal::Zero;
-use chrono::NaiveDate;
+use chrono::{Datelike, Months, NaiveDate};
 use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
@@ -42,7 +42,7 @@ use allot_schemas::time::{
 
 use crate::error::QueryError;
 use crate::noisy::BucketUsage;
-use crate::pricing::{CounterDay, MeterDay};
+use crate::pricing::{CounterDay, DimensionValues, MeterDay};
 
 /// Which events of the session an aggregation reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -318,27 +318,264 @@ pub async fn counter_days(
     Ok(by_tenant)
 }
 
-/// Raw sums of the counters of `grouping` per (tenant, metric, UTC day, match
-/// class) over `[from, to)`, each [`CounterDay`] carrying the values of its
-/// class's least member of the dimensions of the metric's classes in
-/// `grouping`, in their order. A metric whose rollups were summed by classes
-/// that refine its classes here (computed with a price book that tells apart
-/// at least the same events) has the whole days of its partitions with
-/// current rollups read from its class rows and the rest from its events; the
-/// other metrics are read from their events alone. Either way the events are
-/// summed per class in one pass ([`ClassFold`]).
+/// How the counters whose rates match on dimensions are summed for some price
+/// books to price (docs/reference.md#dimensional-rates): per class of events
+/// the books' matches tell apart, and per stretch of days in which none of
+/// their prices changes. Pricing tells no two days of a stretch apart, so a
+/// month of a class is one sum instead of one per day.
+#[derive(Debug, Clone, Default)]
+pub struct ClassGrouping {
+    /// Per such counter, the classes of its events.
+    pub classes: BTreeMap<String, MatchClasses>,
+    /// The days on which a price of one of those counters starts, in any of
+    /// the books, for any tenant.
+    pub price_days: BTreeSet<NaiveDate>,
+}
+
+/// Sums of the counters of a [`ClassGrouping`] per (tenant, metric, class,
+/// stretch), each class known by the values that stand for it.
+struct StretchSums<'a> {
+    grouping: &'a ClassGrouping,
+    /// The days each stretch starts on (days since the epoch), ascending: the
+    /// first day read, the first of each month after it and the price days
+    /// between.
+    starts: Vec<i32>,
+    /// The metrics of the grouping, numbered in its order.
+    metrics: Vec<&'a str>,
+    tenants: Vec<String>,
+    tenant_numbers: HashMap<String, u32>,
+    /// The values standing for each class met, numbered in the order met.
+    values: Vec<DimensionValues>,
+    /// Per metric, the numbers of its values by their [`values_key`].
+    value_numbers: Vec<HashMap<String, u32>>,
+    /// (tenant, metric, values, stretch) → sum.
+    sums: HashMap<(u32, u32, u32, u32), ScaledSum>,
+}
+
+impl<'a> StretchSums<'a> {
+    fn new(grouping: &'a ClassGrouping, from: i64, to: i64) -> Self {
+        let (first, last) = day_span(from, to);
+        let mut starts: BTreeSet<NaiveDate> =
+            grouping.price_days.range(first..=last).copied().collect();
+        starts.insert(first);
+        let mut month = first.with_day(1).unwrap_or(first);
+        while let Some(next) = month.checked_add_months(Months::new(1))
+            && next <= last
+        {
+            starts.insert(next);
+            month = next;
+        }
+        let metrics: Vec<&str> = grouping.classes.keys().map(String::as_str).collect();
+        StretchSums {
+            grouping,
+            starts: starts.into_iter().map(days_since_epoch).collect(),
+            value_numbers: vec![HashMap::new(); metrics.len()],
+            metrics,
+            tenants: Vec::new(),
+            tenant_numbers: HashMap::new(),
+            values: Vec::new(),
+            sums: HashMap::new(),
+        }
+    }
+
+    fn tenant_number(&mut self, tenant: &str) -> u32 {
+        if let Some(number) = self.tenant_numbers.get(tenant) {
+            return *number;
+        }
+        let number = self.tenants.len() as u32;
+        self.tenants.push(tenant.to_string());
+        self.tenant_numbers.insert(tenant.to_string(), number);
+        number
+    }
+
+    /// The number of the values `key` ([`values_key`]) of metric number
+    /// `metric`, made from `values` when they are new.
+    fn values_number(
+        &mut self,
+        metric: usize,
+        key: &str,
+        values: impl FnOnce() -> DimensionValues,
+    ) -> u32 {
+        if let Some(number) = self.value_numbers[metric].get(key) {
+            return *number;
+        }
+        let number = self.values.len() as u32;
+        self.values.push(values());
+        self.value_numbers[metric].insert(key.to_string(), number);
+        number
+    }
+
+    /// The number of the stretch `day` (days since the epoch) is in.
+    fn stretch_of(&self, day: i32) -> u32 {
+        self.starts.partition_point(|&start| start <= day).max(1) as u32 - 1
+    }
+
+    fn add(&mut self, (tenant, metric, values): (u32, usize, u32), day: i32, sum: &ScaledSum) {
+        let key = (tenant, metric as u32, values, self.stretch_of(day));
+        match self.sums.get_mut(&key) {
+            Some(total) => total.merge(sum),
+            None => {
+                self.sums.insert(key, sum.clone());
+            }
+        }
+    }
+
+    /// Adds the sums of a fold of the grouping's events.
+    fn add_fold(&mut self, fold: ClassFold<'_>) {
+        let mut key = String::new();
+        for ((tenant, day, metric), sum) in fold.into_sums() {
+            let Some(m) = self.metrics.iter().position(|name| *name == metric) else {
+                continue;
+            };
+            values_key(sum.values.iter().map(Option::as_deref), &mut key);
+            let values = self.values_number(m, &key, || sum.values.clone());
+            let tenant = self.tenant_number(&tenant);
+            self.add((tenant, m, values), day, &sum.value_sum);
+        }
+    }
+
+    /// Adds the class rows of `rollups` of the metrics of `rolled_up` (whose
+    /// stored classes refine the grouping's), each with its values of the
+    /// dimensions of the metric's classes in the grouping.
+    async fn add_class_rows(
+        &mut self,
+        session: &LakeSession,
+        rollups: DataFrame,
+        rolled_up: &[&str],
+    ) -> Result<(), QueryError> {
+        let names: Vec<String> = rolled_up.iter().map(|m| m.to_string()).collect();
+        let rows = rollups
+            .filter(col("dimension_values").is_not_null().and(metric_in(&names)))
+            .and_then(|rows| {
+                rows.select(vec![
+                    utf8("tenant_id"),
+                    utf8("metric"),
+                    col("day"),
+                    col("value_sum"),
+                    col("dimension_values"),
+                ])
+            })
+            .map_err(QueryError::from)?;
+        // Per metric, where each dimension it is read by sits among the stored ones.
+        let positions: Vec<Vec<Option<usize>>> = self
+            .grouping
+            .classes
+            .iter()
+            .map(|(metric, classes)| {
+                let stored = session
+                    .rollup_classes(metric)
+                    .map_or(&[][..], |stored| stored.dimensions());
+                classes
+                    .dimensions()
+                    .iter()
+                    .map(|d| stored.iter().position(|s| s == d))
+                    .collect()
+            })
+            .collect();
+        let mut key = String::new();
+        for batch in collect(rows).await? {
+            let tenants = string_column(&batch, 0)?;
+            let names = string_column(&batch, 1)?;
+            let days = batch.column(2).as_primitive::<Date32Type>().clone();
+            let sums = typed(&batch, 3, &value_type())?;
+            let sums = sums.as_primitive::<Decimal128Type>();
+            // Each row's values, read where they sit in the list's one text column.
+            let lists = batch.column(4).as_list::<i32>();
+            let offsets = lists.value_offsets();
+            let values =
+                arrow::compute::cast(lists.values(), &DataType::Utf8).map_err(QueryError::from)?;
+            let values = values.as_string::<i32>();
+            let mut own: Vec<Option<&str>> = Vec::new();
+            // Rows come a tenant at a time: its number is looked up once per run.
+            let mut tenant: Option<(&str, u32)> = None;
+            for row in 0..batch.num_rows() {
+                if tenants.is_null(row) || names.is_null(row) || sums.is_null(row) {
+                    continue;
+                }
+                let Some(m) = self.metrics.iter().position(|n| *n == names.value(row)) else {
+                    continue;
+                };
+                let (first, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                own.clear();
+                own.extend(positions[m].iter().map(|i| {
+                    i.map(|i| first + i)
+                        .filter(|&i| i < end && values.is_valid(i))
+                        .map(|i| values.value(i))
+                }));
+                values_key(own.iter().copied(), &mut key);
+                let number = self.values_number(m, &key, || {
+                    own.iter().map(|v| v.map(str::to_string)).collect()
+                });
+                let name = tenants.value(row);
+                let t = match tenant {
+                    Some((last, t)) if last == name => t,
+                    _ => self.tenant_number(name),
+                };
+                tenant = Some((name, t));
+                let sum = ScaledSum::Small(sums.value(row));
+                self.add((t, m, number), days.value(row), &sum);
+            }
+        }
+        Ok(())
+    }
+
+    /// The sums, each dated on the first day of its stretch.
+    fn into_counter_days(self) -> Result<BTreeMap<String, Vec<CounterDay>>, QueryError> {
+        let mut by_tenant: BTreeMap<String, Vec<CounterDay>> = BTreeMap::new();
+        for ((tenant, metric, values, stretch), sum) in self.sums {
+            by_tenant
+                .entry(self.tenants[tenant as usize].clone())
+                .or_default()
+                .push(CounterDay {
+                    metric: self.metrics[metric as usize].to_string(),
+                    day: partition_date(self.starts[stretch as usize])?,
+                    raw_sum: sum.to_decimal(),
+                    dimensions: self.values[values as usize].clone(),
+                });
+        }
+        Ok(by_tenant)
+    }
+}
+
+/// Writes values into `key` so that two lists of values have the same key
+/// exactly when they are equal.
+fn values_key<'v>(values: impl Iterator<Item = Option<&'v str>>, key: &mut String) {
+    key.clear();
+    for value in values {
+        match value {
+            // A value's length first, so no text can pass for two values.
+            Some(text) => {
+                key.push_str(&text.len().to_string());
+                key.push(':');
+                key.push_str(text);
+            }
+            None => key.push('-'),
+        }
+    }
+}
+
+/// Raw sums of the counters of `grouping` per (tenant, metric, match class,
+/// stretch) over `[from, to)` ([`ClassGrouping`]), each [`CounterDay`] dated
+/// on its stretch's first day and carrying the values of its class's least
+/// member of the dimensions of the metric's classes in `grouping`, in their
+/// order. A metric whose rollups were summed by classes that refine its
+/// classes here (computed with a price book that tells apart at least the
+/// same events) has the whole days of its partitions with current rollups read
+/// from its class rows and the rest from its events; the other metrics are
+/// read from their events alone, summed per class in one pass ([`ClassFold`]).
 pub async fn dimensional_counter_days(
     session: &LakeSession,
     filter: &UsageFilter,
-    grouping: &BTreeMap<String, MatchClasses>,
+    grouping: &ClassGrouping,
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Vec<CounterDay>>, QueryError> {
-    let mut by_tenant: BTreeMap<String, Vec<CounterDay>> = BTreeMap::new();
+    let mut sums = StretchSums::new(grouping, from, to);
     let (rolled_up, raw_only): (
         BTreeMap<String, MatchClasses>,
         BTreeMap<String, MatchClasses>,
     ) = grouping
+        .classes
         .iter()
         .map(|(m, c)| (m.clone(), c.clone()))
         .partition(|(metric, classes)| {
@@ -351,95 +588,13 @@ pub async fn dimensional_counter_days(
             continue;
         }
         let split = split_usage(session, filter, from, to, grain).await?;
-        let fold = ClassFold::new(metrics).sum_events(split.raw).await?;
-        for ((tenant, day, metric), sum) in fold.into_sums() {
-            by_tenant.entry(tenant).or_default().push(CounterDay {
-                metric,
-                day: partition_date(day)?,
-                raw_sum: sum.value_sum.to_decimal(),
-                dimensions: sum.values,
-            });
-        }
+        sums.add_fold(ClassFold::new(metrics).sum_events(split.raw).await?);
         if let Some(rollups) = split.rollups {
-            add_class_rows(session, rollups, metrics, &mut by_tenant).await?;
+            let names: Vec<&str> = metrics.keys().map(String::as_str).collect();
+            sums.add_class_rows(session, rollups, &names).await?;
         }
     }
-    Ok(by_tenant)
-}
-
-/// Adds the class rows of the rollups of `metrics` (whose stored classes
-/// refine theirs) to `by_tenant`, each with its values of the dimensions of
-/// the metric's classes in `metrics`.
-async fn add_class_rows(
-    session: &LakeSession,
-    rollups: DataFrame,
-    metrics: &BTreeMap<String, MatchClasses>,
-    by_tenant: &mut BTreeMap<String, Vec<CounterDay>>,
-) -> Result<(), QueryError> {
-    let names: Vec<String> = metrics.keys().cloned().collect();
-    let rows = rollups
-        .filter(col("dimension_values").is_not_null().and(metric_in(&names)))
-        .and_then(|rows| {
-            rows.select(vec![
-                utf8("tenant_id"),
-                utf8("metric"),
-                col("day"),
-                col("value_sum"),
-                col("dimension_values"),
-            ])
-        })
-        .map_err(QueryError::from)?;
-    // Per metric, where each dimension it is read by sits among the stored ones.
-    let mut positions: HashMap<&str, Vec<Option<usize>>> = HashMap::new();
-    for (metric, classes) in metrics {
-        let stored = session
-            .rollup_classes(metric)
-            .map_or(&[][..], |stored| stored.dimensions());
-        let at = classes
-            .dimensions()
-            .iter()
-            .map(|d| stored.iter().position(|s| s == d))
-            .collect();
-        positions.insert(metric.as_str(), at);
-    }
-    for batch in collect(rows).await? {
-        let (tenants, names) = (
-            typed(&batch, 0, &DataType::Utf8)?,
-            typed(&batch, 1, &DataType::Utf8)?,
-        );
-        let days = batch.column(2).as_primitive::<Date32Type>().clone();
-        let sums = typed(&batch, 3, &value_type())?;
-        // Each row's values, read where they sit in the list's one text column.
-        let lists = batch.column(4).as_list::<i32>();
-        let offsets = lists.value_offsets();
-        let values =
-            arrow::compute::cast(lists.values(), &DataType::Utf8).map_err(QueryError::from)?;
-        for row in 0..batch.num_rows() {
-            let (Some(tenant), Some(metric)) = (string_at(&tenants, row), string_at(&names, row))
-            else {
-                continue;
-            };
-            let Some(at) = positions.get(metric.as_str()) else {
-                continue;
-            };
-            let (first, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-            let dimensions = at
-                .iter()
-                .map(|i| {
-                    i.map(|i| first + i)
-                        .filter(|&i| i < end)
-                        .and_then(|i| string_at(&values, i))
-                })
-                .collect();
-            by_tenant.entry(tenant).or_default().push(CounterDay {
-                metric,
-                day: partition_date(days.value(row))?,
-                raw_sum: decimal_at(&sums, row),
-                dimensions,
-            });
-        }
-    }
-    Ok(())
+    sums.into_counter_days()
 }
 
 /// Summaries of the meter `metrics` (`max`, `unique_count`, `latest` metrics

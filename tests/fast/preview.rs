@@ -407,8 +407,10 @@ fn dimensional_events(seed: u64) -> (String, usize) {
     let mut lines = String::new();
     for tenant in ["t1", "t2", "t3"] {
         for i in 0..300 {
-            let day = 1 + rng.next() % 30;
+            // September and October: a preview of both reads them at once.
+            let day = 1 + rng.next() % 61;
             partitions.insert((tenant, day));
+            let (month, day) = if day > 30 { (10, day - 30) } else { (9, day) };
             let hour = rng.next() % 24;
             let (metric, value) = if rng.next().is_multiple_of(2) {
                 (
@@ -432,7 +434,7 @@ fn dimensional_events(seed: u64) -> (String, usize) {
                 fields += &format!(r#","labels":{{"class":"{class}"}}"#);
             }
             lines += &format!(
-                r#"{{"event_id":"{tenant}-{i}","tenant_id":"{tenant}","ts":"2026-09-{day:02}T{hour:02}:{minute:02}:00Z","metric":"{metric}","value":{value}{fields}}}"#,
+                r#"{{"event_id":"{tenant}-{i}","tenant_id":"{tenant}","ts":"2026-{month:02}-{day:02}T{hour:02}:{minute:02}:00Z","metric":"{metric}","value":{value}{fields}}}"#,
                 minute = i % 60
             );
             lines.push('\n');
@@ -476,8 +478,38 @@ match = { region = "eu-west-1", service = "gpu" }"#;
             ),
         )
         .expect("write book");
+        let own = lake.dir.path().join("own.toml");
+        std::fs::write(&own, DIMENSIONAL_BOOK).expect("write book");
+        // Both months previewed at once under their own book give back each
+        // month's invoice on both sides.
+        let months_at_once = || {
+            let previews = stdout(&lake.run(&[
+                "preview",
+                "--months",
+                "2026-09..2026-10",
+                "--price-book",
+                own.to_str().unwrap(),
+            ]));
+            for month in ["2026-09", "2026-10"] {
+                let invoiced = invoice_totals(&stdout(&lake.run(&["invoice", "--month", month])));
+                let previewed: BTreeMap<String, (String, String)> = previews
+                    .lines()
+                    .skip(1)
+                    .map(|line| line.split(',').collect::<Vec<_>>())
+                    .filter(|f| f[1] == month)
+                    .map(|f| (f[0].to_string(), (f[2].to_string(), f[3].to_string())))
+                    .collect();
+                assert_eq!(previewed.len(), 3, "seed {seed} {month}: {previews}");
+                for (tenant, (actual, proposed)) in previewed {
+                    assert_eq!(actual, invoiced[&tenant], "seed {seed} {month} {tenant}");
+                    assert_eq!(proposed, actual, "seed {seed} {month} {tenant}");
+                }
+            }
+        };
         let figures = || {
+            months_at_once();
             let mut out = stdout(&lake.run(&["invoice", "--month", "2026-09"]));
+            out += &stdout(&lake.run(&["invoice", "--month", "2026-10"]));
             for book in [&fewer, &more] {
                 out += &stdout(&lake.run(&[
                     "preview",

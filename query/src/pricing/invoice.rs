@@ -20,15 +20,18 @@ use crate::rounding::{
 
 use super::price_book::{DimensionValues, Price, PriceBook, RateSegment};
 
-/// The raw sum of a counter metric on one UTC day, for one tenant.
+/// The raw sum of a counter metric on one UTC day, for one tenant. A counter
+/// whose rates match on dimensions has a sum per class of its events over a
+/// stretch of days none of whose prices differ ([`crate::usage::ClassGrouping`]),
+/// dated on the stretch's first day: pricing tells its days apart no further.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterDay {
     /// The metric.
     pub metric: String,
-    /// The UTC date of the events.
+    /// The UTC date of the events (the first of its stretch).
     pub day: NaiveDate,
-    /// Σ `value` of the tenant's distinct events of that metric that day (with
-    /// these dimension values).
+    /// Σ `value` of the tenant's distinct events of that metric that day or
+    /// stretch (with these dimension values).
     pub raw_sum: BigDecimal,
     /// The events' values of the dimensions the metric's rates match on
     /// ([`PriceBook::dimensions`]); empty when they match on none.

@@ -308,6 +308,17 @@ impl PriceBook {
         cuts
     }
 
+    /// The days on which a rate of `metric` starts, global or any tenant's, in
+    /// no order: between two of them no price of the metric changes for anyone.
+    pub fn price_days<'a>(&'a self, metric: &'a str) -> impl Iterator<Item = NaiveDate> + 'a {
+        self.tenants
+            .values()
+            .filter_map(move |book| book.rates.get(metric))
+            .chain(self.global.get(metric))
+            .flatten()
+            .map(|rate| rate.effective_from)
+    }
+
     /// Splits `[from, to)` into segments at the instants where the rate of rate
     /// line `line` of `metric` for `tenant` changes; adjacent stretches with the
     /// same rate are one segment.
