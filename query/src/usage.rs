@@ -13,6 +13,7 @@
 //! rows go through the same aggregation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write;
 
 use allot_lake::classes::{ClassFold, ScaledSum};
 use allot_lake::columns::{decimal_at, string_column, typed, utc_micros, value_type};
@@ -333,7 +334,7 @@ pub struct ClassGrouping {
 }
 
 /// Sums of the counters of a [`ClassGrouping`] per (tenant, metric, class,
-/// stretch), each class known by the values that stand for it.
+/// stretch). The class of each distinct list of values is found once.
 struct StretchSums<'a> {
     grouping: &'a ClassGrouping,
     /// The days each stretch starts on (days since the epoch), ascending: the
@@ -344,11 +345,15 @@ struct StretchSums<'a> {
     metrics: Vec<&'a str>,
     tenants: Vec<String>,
     tenant_numbers: HashMap<String, u32>,
-    /// The values standing for each class met, numbered in the order met.
-    values: Vec<DimensionValues>,
-    /// Per metric, the numbers of its values by their [`values_key`].
-    value_numbers: Vec<HashMap<String, u32>>,
-    /// (tenant, metric, values, stretch) → sum.
+    /// Per metric, the class number of each list of values met, by its
+    /// [`values_key`].
+    class_of_values: Vec<HashMap<String, u32>>,
+    /// The class numbers, by metric and class ([`MatchClasses::class_of`]).
+    class_numbers: HashMap<(usize, Vec<u64>), u32>,
+    /// Per class number, the least of the values met of its members: a
+    /// member's, so it stands for the class.
+    class_values: Vec<DimensionValues>,
+    /// (tenant, metric, class, stretch) → sum.
     sums: HashMap<(u32, u32, u32, u32), ScaledSum>,
 }
 
@@ -369,11 +374,12 @@ impl<'a> StretchSums<'a> {
         StretchSums {
             grouping,
             starts: starts.into_iter().map(days_since_epoch).collect(),
-            value_numbers: vec![HashMap::new(); metrics.len()],
+            class_of_values: vec![HashMap::new(); metrics.len()],
             metrics,
             tenants: Vec::new(),
             tenant_numbers: HashMap::new(),
-            values: Vec::new(),
+            class_numbers: HashMap::new(),
+            class_values: Vec::new(),
             sums: HashMap::new(),
         }
     }
@@ -388,20 +394,26 @@ impl<'a> StretchSums<'a> {
         number
     }
 
-    /// The number of the values `key` ([`values_key`]) of metric number
-    /// `metric`, made from `values` when they are new.
-    fn values_number(
-        &mut self,
-        metric: usize,
-        key: &str,
-        values: impl FnOnce() -> DimensionValues,
-    ) -> u32 {
-        if let Some(number) = self.value_numbers[metric].get(key) {
+    /// The number of the class of metric number `metric` that `values` (of
+    /// its dimensions, whose [`values_key`] is `key`) are in.
+    fn class_number(&mut self, metric: usize, key: &str, values: &[Option<&str>]) -> u32 {
+        if let Some(number) = self.class_of_values[metric].get(key) {
             return *number;
         }
-        let number = self.values.len() as u32;
-        self.values.push(values());
-        self.value_numbers[metric].insert(key.to_string(), number);
+        let mut bits = Vec::new();
+        self.grouping.classes[self.metrics[metric]].class_of(values, &mut bits);
+        let next = self.class_values.len() as u32;
+        let number = *self.class_numbers.entry((metric, bits)).or_insert(next);
+        let owned = || values.iter().map(|v| v.map(str::to_string)).collect();
+        if number == next {
+            self.class_values.push(owned());
+        } else if values.iter().copied().lt(self.class_values[number as usize]
+            .iter()
+            .map(Option::as_deref))
+        {
+            self.class_values[number as usize] = owned();
+        }
+        self.class_of_values[metric].insert(key.to_string(), number);
         number
     }
 
@@ -410,8 +422,8 @@ impl<'a> StretchSums<'a> {
         self.starts.partition_point(|&start| start <= day).max(1) as u32 - 1
     }
 
-    fn add(&mut self, (tenant, metric, values): (u32, usize, u32), day: i32, sum: &ScaledSum) {
-        let key = (tenant, metric as u32, values, self.stretch_of(day));
+    fn add(&mut self, (tenant, metric, class): (u32, usize, u32), day: i32, sum: &ScaledSum) {
+        let key = (tenant, metric as u32, class, self.stretch_of(day));
         match self.sums.get_mut(&key) {
             Some(total) => total.merge(sum),
             None => {
@@ -427,10 +439,11 @@ impl<'a> StretchSums<'a> {
             let Some(m) = self.metrics.iter().position(|name| *name == metric) else {
                 continue;
             };
-            values_key(sum.values.iter().map(Option::as_deref), &mut key);
-            let values = self.values_number(m, &key, || sum.values.clone());
+            let values: Vec<Option<&str>> = sum.values.iter().map(Option::as_deref).collect();
+            values_key(values.iter().copied(), &mut key);
+            let class = self.class_number(m, &key, &values);
             let tenant = self.tenant_number(&tenant);
-            self.add((tenant, m, values), day, &sum.value_sum);
+            self.add((tenant, m, class), day, &sum.value_sum);
         }
     }
 
@@ -503,9 +516,7 @@ impl<'a> StretchSums<'a> {
                         .map(|i| values.value(i))
                 }));
                 values_key(own.iter().copied(), &mut key);
-                let number = self.values_number(m, &key, || {
-                    own.iter().map(|v| v.map(str::to_string)).collect()
-                });
+                let class = self.class_number(m, &key, &own);
                 let name = tenants.value(row);
                 let t = match tenant {
                     Some((last, t)) if last == name => t,
@@ -513,7 +524,7 @@ impl<'a> StretchSums<'a> {
                 };
                 tenant = Some((name, t));
                 let sum = ScaledSum::Small(sums.value(row));
-                self.add((t, m, number), days.value(row), &sum);
+                self.add((t, m, class), days.value(row), &sum);
             }
         }
         Ok(())
@@ -522,7 +533,7 @@ impl<'a> StretchSums<'a> {
     /// The sums, each dated on the first day of its stretch.
     fn into_counter_days(self) -> Result<BTreeMap<String, Vec<CounterDay>>, QueryError> {
         let mut by_tenant: BTreeMap<String, Vec<CounterDay>> = BTreeMap::new();
-        for ((tenant, metric, values, stretch), sum) in self.sums {
+        for ((tenant, metric, class, stretch), sum) in self.sums {
             by_tenant
                 .entry(self.tenants[tenant as usize].clone())
                 .or_default()
@@ -530,7 +541,7 @@ impl<'a> StretchSums<'a> {
                     metric: self.metrics[metric as usize].to_string(),
                     day: partition_date(self.starts[stretch as usize])?,
                     raw_sum: sum.to_decimal(),
-                    dimensions: self.values[values as usize].clone(),
+                    dimensions: self.class_values[class as usize].clone(),
                 });
         }
         Ok(by_tenant)
@@ -545,9 +556,8 @@ fn values_key<'v>(values: impl Iterator<Item = Option<&'v str>>, key: &mut Strin
         match value {
             // A value's length first, so no text can pass for two values.
             Some(text) => {
-                key.push_str(&text.len().to_string());
-                key.push(':');
-                key.push_str(text);
+                // Writing to a String cannot fail.
+                let _ = write!(key, "{}:{text}", text.len());
             }
             None => key.push('-'),
         }
