@@ -335,7 +335,7 @@ pub(crate) fn checked_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use allot_schemas::layout::DedupTags;
+    use allot_schemas::layout::{DedupTags, RollupRows};
 
     fn file(tenant: &str, day: u32, path: &str, ingested: (i64, i64)) -> LakeFile {
         LakeFile {
@@ -345,6 +345,7 @@ mod tests {
             day: NaiveDate::from_ymd_opt(2026, 10, day).unwrap(),
             ingested,
             dedup: DedupTags::default(),
+            rows: RollupRows::Any,
         }
     }
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use allot_schemas::config::{MatchClasses, MetricCatalog};
-use allot_schemas::layout::TenantDay;
+use allot_schemas::layout::{RollupRows, TenantDay};
 use allot_schemas::table_schema::{
     HOURLY_PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS, rejected_events_schema,
     usage_hourly_schema,
@@ -282,10 +282,13 @@ impl LakeSession {
             self.dedup_window,
             |_, day| day >= first && day <= last,
         );
+        // Every partition with rollups has hourly rows (its class rows come
+        // from counter events, which have them too), each stamped with the
+        // basis of all its rows.
         let files: Vec<LakeFile> = rollups
             .files
             .iter()
-            .filter(|f| f.day >= first && f.day <= last)
+            .filter(|f| f.day >= first && f.day <= last && f.rows.may_hold(RollupRows::Hourly))
             .cloned()
             .collect();
         let mut current = BTreeMap::new();
@@ -372,11 +375,13 @@ impl LakeSession {
         self.dedup_window
     }
 
-    /// The `usage_hourly` rows of `partitions` (each with its current basis), or
-    /// `None` when there are none to read.
+    /// The `usage_hourly` rows of `partitions` (each with its current basis)
+    /// from the files that may hold `rows`, or `None` when there are none to
+    /// read.
     pub fn rollup_rows(
         &self,
         partitions: &BTreeMap<TenantDay, i64>,
+        rows: RollupRows,
     ) -> Result<Option<DataFrame>, LakeError> {
         let Some(rollups) = &self.rollups else {
             return Ok(None);
@@ -388,9 +393,12 @@ impl LakeSession {
         let files: Vec<LakeFile> = rollups
             .files
             .iter()
-            .filter(|f| days.contains(&f.day))
+            .filter(|f| days.contains(&f.day) && f.rows.may_hold(rows))
             .cloned()
             .collect();
+        if files.is_empty() {
+            return Ok(None);
+        }
         let key = ["tenant_id", "day", "basis"];
         let wanted_key: Vec<String> = key.iter().map(|c| format!("{WANTED_PREFIX}{c}")).collect();
         let wanted_schema = Arc::new(Schema::new(vec![

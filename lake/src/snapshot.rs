@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable};
+use allot_schemas::layout::{DedupTags, LakeLocation, LakeTable, RollupRows};
 use allot_schemas::table_schema::table_schema;
 use allot_schemas::time::{date_of_epoch_days, days_since_epoch, is_supported_event_day};
 use arrow::array::{RecordBatch, new_null_array};
@@ -55,6 +55,8 @@ pub struct LakeFile {
     /// writer checked them against (no row of a file of that version or earlier
     /// beats one of them).
     pub dedup: DedupTags,
+    /// Which rows a `usage_hourly` file holds (its tag; any for the other tables).
+    pub rows: RollupRows,
 }
 
 impl LakeFile {
@@ -422,7 +424,8 @@ pub(crate) fn table_files(table: LakeTable, delta: &DeltaTable) -> Result<TableF
         // Delta-rs offers a file's tags only through its Add action, which also
         // carries its partition values and statistics: each is copied once.
         #[allow(deprecated)]
-        let add = (table == LakeTable::UsageEvents).then(|| file.add_action());
+        let add = matches!(table, LakeTable::UsageEvents | LakeTable::UsageHourly)
+            .then(|| file.add_action());
         let values = match &add {
             Some(add) => add.partition_values.clone(),
             None => file.partition_values_map(),
@@ -459,7 +462,7 @@ pub(crate) fn table_files(table: LakeTable, delta: &DeltaTable) -> Result<TableF
         };
         // `usage_events` only: the other tables' files are read whole.
         let (ingested, dedup) = match &add {
-            Some(add) => {
+            Some(add) if table == LakeTable::UsageEvents => {
                 let tags = DedupTags::read(add.tags.as_ref());
                 // The tag spares parsing the statistics' JSON.
                 let ingested = tags.ingested.unwrap_or_else(|| {
@@ -469,7 +472,11 @@ pub(crate) fn table_files(table: LakeTable, delta: &DeltaTable) -> Result<TableF
                 });
                 (ingested, tags)
             }
-            None => ((i64::MIN, i64::MAX), DedupTags::default()),
+            _ => ((i64::MIN, i64::MAX), DedupTags::default()),
+        };
+        let rows = match &add {
+            Some(add) if table == LakeTable::UsageHourly => RollupRows::read(add.tags.as_ref()),
+            _ => RollupRows::Any,
         };
         files.push(LakeFile {
             path: file.object_store_path().to_string(),
@@ -478,6 +485,7 @@ pub(crate) fn table_files(table: LakeTable, delta: &DeltaTable) -> Result<TableF
             day,
             ingested,
             dedup,
+            rows,
         });
     }
     files.sort_by(|a, b| (&a.tenant_id, a.day, &a.path).cmp(&(&b.tenant_id, b.day, &b.path)));
@@ -533,6 +541,7 @@ mod tests {
             day: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
             ingested: (i64::MIN, i64::MAX),
             dedup: DedupTags::default(),
+            rows: RollupRows::Any,
         };
         let files = TableFiles {
             files: vec![

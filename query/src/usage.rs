@@ -22,7 +22,7 @@ use allot_lake::session::LakeSession;
 use allot_lake::snapshot::partition_date;
 use allot_schemas::config::{MatchClasses, MetricCatalog};
 use allot_schemas::gauge::{GaugeSample, GaugeSeries, HeldSum};
-use allot_schemas::layout::TenantDay;
+use allot_schemas::layout::{RollupRows, TenantDay};
 use allot_schemas::meter::MeterSummary;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
@@ -105,13 +105,15 @@ struct SplitUsage {
 /// inner span `[from rounded up, to rounded down)` to that grain is read from the
 /// rollups of every partition that has up-to-date ones, and the rest raw: the
 /// edges of those partitions, and every other partition. No grain, or a region or
-/// service filter (rollups do not keep them), reads everything raw.
+/// service filter (rollups do not keep them), reads everything raw. The rollups
+/// are read from the files that may hold `rows` (class rows or the others).
 async fn split_usage(
     session: &LakeSession,
     filter: &UsageFilter,
     from: i64,
     to: i64,
     grain: Option<i64>,
+    rows: RollupRows,
 ) -> Result<SplitUsage, QueryError> {
     let mut served: BTreeMap<TenantDay, i64> = BTreeMap::new();
     let (mut inner_from, mut inner_to) = (from, from);
@@ -185,7 +187,7 @@ async fn split_usage(
         raw = raw.union(edge_rows).map_err(QueryError::from)?;
     }
     let rollups = session
-        .rollup_rows(&served)?
+        .rollup_rows(&served, rows)?
         .map(|rows| {
             rows.filter(
                 col("start")
@@ -273,28 +275,35 @@ pub async fn counter_days(
     if metrics.is_empty() {
         return Ok(by_tenant);
     }
-    let frame = split_usage(session, filter, from, to, Some(MICROS_PER_HOUR))
-        .await?
-        .union_hourly(
-            Some(metrics),
-            vec![
-                utf8("tenant_id"),
-                utf8("metric"),
-                col("day"),
-                col("value").alias("amount"),
-            ],
-            vec![
-                utf8("tenant_id"),
-                utf8("metric"),
-                col("day"),
-                col("value_sum").alias("amount"),
-            ],
-        )?
-        .aggregate(
-            vec![col("tenant_id"), col("metric"), col("day")],
-            vec![sum(col("amount")).alias("raw_sum")],
-        )
-        .map_err(QueryError::from)?;
+    let frame = split_usage(
+        session,
+        filter,
+        from,
+        to,
+        Some(MICROS_PER_HOUR),
+        RollupRows::Hourly,
+    )
+    .await?
+    .union_hourly(
+        Some(metrics),
+        vec![
+            utf8("tenant_id"),
+            utf8("metric"),
+            col("day"),
+            col("value").alias("amount"),
+        ],
+        vec![
+            utf8("tenant_id"),
+            utf8("metric"),
+            col("day"),
+            col("value_sum").alias("amount"),
+        ],
+    )?
+    .aggregate(
+        vec![col("tenant_id"), col("metric"), col("day")],
+        vec![sum(col("amount")).alias("raw_sum")],
+    )
+    .map_err(QueryError::from)?;
     for batch in collect(frame).await? {
         let (tenants, names, sums) = (
             typed(&batch, 0, &DataType::Utf8)?,
@@ -597,7 +606,7 @@ pub async fn dimensional_counter_days(
         if metrics.is_empty() {
             continue;
         }
-        let split = split_usage(session, filter, from, to, grain).await?;
+        let split = split_usage(session, filter, from, to, grain, RollupRows::Classes).await?;
         sums.add_fold(ClassFold::new(metrics).sum_events(split.raw).await?);
         if let Some(rollups) = split.rollups {
             let names: Vec<&str> = metrics.keys().map(String::as_str).collect();
@@ -631,6 +640,7 @@ pub async fn meter_buckets(
         from,
         to,
         hourly_grid.then_some(MICROS_PER_HOUR),
+        RollupRows::Hourly,
     )
     .await?;
     let mut fold = MeterFold::new(catalog, origin, width);
@@ -713,7 +723,7 @@ pub async fn gauge_series(
     let mut index = SeriesIndex::default();
     if !metrics.is_empty() {
         let grain = (samples == GaugeSamples::WholeDaysRolledUp).then_some(MICROS_PER_DAY);
-        let split = split_usage(session, filter, from, to, grain).await?;
+        let split = split_usage(session, filter, from, to, grain, RollupRows::Hourly).await?;
         add_raw_samples(&mut index, split.raw, metrics).await?;
         if let Some(rollups) = split.rollups {
             add_rolled_up_days(&mut index, rollups, metrics).await?;
@@ -902,7 +912,7 @@ pub async fn bucket_usage(
     // Hourly rollups fall into whole buckets only on an hour-aligned grid.
     let hourly_grid = bucket_micros % MICROS_PER_HOUR == 0 && from.rem_euclid(MICROS_PER_HOUR) == 0;
     let grain = hourly_grid.then_some(MICROS_PER_HOUR);
-    let frame = split_usage(session, filter, from, to, grain)
+    let frame = split_usage(session, filter, from, to, grain, RollupRows::Hourly)
         .await?
         .union_hourly(
             Some(metrics),
@@ -971,29 +981,36 @@ pub async fn activity(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Activity>, QueryError> {
-    let frame = split_usage(session, filter, from, to, Some(MICROS_PER_HOUR))
-        .await?
-        .union_hourly(
-            None,
-            vec![
-                utf8("tenant_id"),
-                lit(1i64).alias("events"),
-                col("ts").alias("last"),
-            ],
-            vec![
-                utf8("tenant_id"),
-                col("events"),
-                col("last_ts").alias("last"),
-            ],
-        )?
-        .aggregate(
-            vec![col("tenant_id")],
-            vec![
-                sum(col("events")).alias("events"),
-                max(col("last")).alias("last"),
-            ],
-        )
-        .map_err(QueryError::from)?;
+    let frame = split_usage(
+        session,
+        filter,
+        from,
+        to,
+        Some(MICROS_PER_HOUR),
+        RollupRows::Hourly,
+    )
+    .await?
+    .union_hourly(
+        None,
+        vec![
+            utf8("tenant_id"),
+            lit(1i64).alias("events"),
+            col("ts").alias("last"),
+        ],
+        vec![
+            utf8("tenant_id"),
+            col("events"),
+            col("last_ts").alias("last"),
+        ],
+    )?
+    .aggregate(
+        vec![col("tenant_id")],
+        vec![
+            sum(col("events")).alias("events"),
+            max(col("last")).alias("last"),
+        ],
+    )
+    .map_err(QueryError::from)?;
     let mut by_tenant = BTreeMap::new();
     for batch in collect(frame).await? {
         let last = typed(&batch, 2, &utc_micros())?;
@@ -1021,7 +1038,7 @@ pub async fn event_times(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Vec<i64>>, QueryError> {
-    let frame = split_usage(session, filter, from, to, None)
+    let frame = split_usage(session, filter, from, to, None, RollupRows::Hourly)
         .await?
         .raw
         .select(vec![utf8("tenant_id"), col("ts")])

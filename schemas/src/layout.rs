@@ -291,6 +291,62 @@ impl DedupTags {
     }
 }
 
+/// Tag of a `usage_hourly` file (Delta `add.tags`): which of the table's rows
+/// it holds (`allot.rows`), so that a report reads only the files of the rows
+/// it needs. Files without it may hold any.
+pub const ROLLUP_ROWS_TAG: &str = "allot.rows";
+
+/// Which rows of `usage_hourly` a file holds ([`ROLLUP_ROWS_TAG`]).
+///
+/// ```
+/// use allot_schemas::layout::RollupRows;
+/// let tags = [("allot.rows".to_string(), Some("classes".to_string()))].into();
+/// assert_eq!(RollupRows::read(Some(&tags)), RollupRows::Classes);
+/// assert_eq!(RollupRows::read(None), RollupRows::Any);
+/// assert!(RollupRows::Any.may_hold(RollupRows::Hourly));
+/// assert!(!RollupRows::Classes.may_hold(RollupRows::Hourly));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RollupRows {
+    /// Untagged (every file of another table, and rollups written before
+    /// the tag): any rows.
+    #[default]
+    Any,
+    /// Every row but the class rows (`hourly`).
+    Hourly,
+    /// The class rows of counters whose rates match on dimensions (`classes`).
+    Classes,
+}
+
+impl RollupRows {
+    /// Reads the tag of a Delta `add` action (absent or unknown: [`RollupRows::Any`]).
+    pub fn read(tags: Option<&std::collections::HashMap<String, Option<String>>>) -> RollupRows {
+        match tags
+            .and_then(|tags| tags.get(ROLLUP_ROWS_TAG))
+            .and_then(Option::as_deref)
+        {
+            Some("hourly") => RollupRows::Hourly,
+            Some("classes") => RollupRows::Classes,
+            _ => RollupRows::Any,
+        }
+    }
+
+    /// Adds the tag to a Delta `add` action's tags ([`RollupRows::Any`] adds none).
+    pub fn write_into(self, tags: &mut std::collections::HashMap<String, Option<String>>) {
+        let value = match self {
+            RollupRows::Any => return,
+            RollupRows::Hourly => "hourly",
+            RollupRows::Classes => "classes",
+        };
+        tags.insert(ROLLUP_ROWS_TAG.to_string(), Some(value.to_string()));
+    }
+
+    /// Whether a file of these rows may hold rows of `wanted`.
+    pub fn may_hold(self, wanted: RollupRows) -> bool {
+        self == RollupRows::Any || wanted == RollupRows::Any || self == wanted
+    }
+}
+
 /// The Delta application id under which a collector group records its offset
 /// for one Kafka partition (`txn` action).
 ///

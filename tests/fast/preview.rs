@@ -6,6 +6,7 @@
 //! proposal.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::common;
 
@@ -443,6 +444,55 @@ fn dimensional_events(seed: u64) -> (String, usize) {
     (lines, partitions.len())
 }
 
+/// The active files of the Delta table at `table` (paths relative to it), with
+/// their `allot.rows` tag.
+fn rollup_files_by_tag(table: &Path) -> BTreeMap<String, Option<String>> {
+    let mut active = BTreeMap::new();
+    for commit in common::files_under(&table.join("_delta_log")) {
+        if commit.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&commit)
+            .expect("read commit")
+            .lines()
+        {
+            let action: serde_json::Value = serde_json::from_str(line).expect("json");
+            if let Some(add) = action.get("add") {
+                let tag = add["tags"]["allot.rows"].as_str().map(str::to_string);
+                active.insert(add["path"].as_str().expect("path").to_string(), tag);
+            } else if let Some(remove) = action.get("remove") {
+                active.remove(remove["path"].as_str().expect("path"));
+            }
+        }
+    }
+    active
+}
+
+/// Takes the `allot.rows` tags out of the log of the Delta table at `table`.
+fn untag_rollup_files(table: &Path) {
+    for commit in common::files_under(&table.join("_delta_log")) {
+        if commit.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&commit).expect("read commit");
+        let untagged: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let mut action: serde_json::Value = serde_json::from_str(line).expect("json");
+                if let Some(tags) = action
+                    .get_mut("add")
+                    .and_then(|add| add.get_mut("tags"))
+                    .and_then(|tags| tags.as_object_mut())
+                {
+                    tags.remove("allot.rows");
+                }
+                action.to_string()
+            })
+            .collect();
+        std::fs::write(&commit, untagged.join("\n") + "\n").expect("write commit");
+    }
+}
+
 /// The rollups keep dimensional counters per day and match class: after
 /// `allot compact` the invoices, and previews under books whose matches are
 /// among the rollups' (rolled up) or not (read raw), are those of the raw
@@ -531,6 +581,32 @@ match = { region = "eu-west-1", service = "gpu" }"#;
             compacted.contains(&format!("rollups of {partitions} tenant-days")),
             "seed {seed}: {compacted}"
         );
+        assert_eq!(figures(), raw, "seed {seed}");
+        // The class rows sit in files of their own, each file tagged with its rows.
+        let hourly = lake.root().join("usage_hourly");
+        let tagged = rollup_files_by_tag(&hourly);
+        for (file, tag) in &tagged {
+            let classes = common::read_parquet(&hourly.join(file))
+                .iter()
+                .map(|b| b.column_by_name("dimension_values").expect("column"))
+                .map(|values| values.len() - values.null_count())
+                .sum::<usize>();
+            match tag.as_deref() {
+                Some("classes") => assert!(classes > 0, "seed {seed}: {file}"),
+                Some("hourly") => assert_eq!(classes, 0, "seed {seed}: {file}"),
+                other => panic!("seed {seed}: {file} tagged {other:?}"),
+            }
+        }
+        for tag in ["classes", "hourly"] {
+            assert!(
+                tagged.values().any(|t| t.as_deref() == Some(tag)),
+                "seed {seed}"
+            );
+        }
+        // Rollups written before the tag, both kinds of rows in untagged
+        // files, give the same figures.
+        untag_rollup_files(&hourly);
+        assert!(rollup_files_by_tag(&hourly).values().all(Option::is_none));
         assert_eq!(figures(), raw, "seed {seed}");
         let verified = stdout(&lake.run(&["verify", "--rollups", "--sample", "0"]));
         assert!(

@@ -128,7 +128,7 @@ pub fn partition_bases_where(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use allot_schemas::layout::DedupTags;
+    use allot_schemas::layout::{DedupTags, RollupRows};
     use chrono::NaiveDate;
 
     /// A file of tenant `a` on 2026-10-20, added at `version` after being checked
@@ -145,6 +145,7 @@ mod tests {
                 checked_at: Some(checked_at),
                 ingested: None,
             },
+            rows: RollupRows::Any,
         }
     }
 

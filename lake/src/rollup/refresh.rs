@@ -4,19 +4,22 @@
 //! partitions whose rollups are missing or were computed from other files (or
 //! other gauge holds), computes theirs from the deduplicated events a month
 //! of days at a time, and rewrites the rollup file of every day it touched — the
-//! day's still-current rows plus the new ones — in one Delta commit that
-//! removes the day's old rollup files. Each
+//! day's still-current rows plus the new ones, the class rows of dimensional
+//! counters in a file of their own — in one Delta commit that removes the
+//! day's old rollup files. Each
 //! commit records the `txn` app id [`ROLLUP_APP_ID`], so two refreshes racing
 //! (two collectors, or `allot compact` beside one) conflict instead of both
 //! adding rows for the same partition. Reports check the rollups of the days
 //! they read against those partitions' current files, so a stale or missing
 //! rollup only costs speed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::layout::{LakeLocation, LakeTable, TenantDay};
+use allot_schemas::layout::{LakeLocation, LakeTable, RollupRows, TenantDay};
 use allot_schemas::table_schema::{HOURLY_PARTITION_COLUMNS, usage_hourly_schema};
+use arrow::array::RecordBatch;
+use arrow::compute::{filter_record_batch, is_not_null, is_null};
 use chrono::NaiveDate;
 use deltalake::DeltaTable;
 use deltalake::kernel::{Action, Remove, Transaction};
@@ -49,6 +52,23 @@ pub struct RollupSummary {
     pub days: u64,
     /// Rollup rows written (new and carried over).
     pub rows: u64,
+}
+
+/// The rows of `batch` (of `usage_hourly`) that files of `kind` hold: the
+/// class rows (with `dimension_values`) or the others.
+fn rows_of_kind(batch: &RecordBatch, kind: RollupRows) -> Result<RecordBatch, LakeError> {
+    let values = batch
+        .column_by_name("dimension_values")
+        .ok_or_else(|| LakeError::Unreadable {
+            table: LakeTable::UsageHourly.dir_name(),
+            message: "a rollup batch has no `dimension_values` column".to_string(),
+        })?;
+    let keep = match kind {
+        RollupRows::Classes => is_not_null(values),
+        _ => is_null(values),
+    }
+    .map_err(LakeError::from)?;
+    filter_record_batch(batch, &keep).map_err(LakeError::from)
 }
 
 /// Adds to a `usage_hourly` table created before the columns of
@@ -132,7 +152,7 @@ pub async fn refresh_rollups(
             .filter(|(key, _)| of_pass(key))
             .map(|(key, basis)| (key.clone(), *basis))
             .collect();
-        if let Some(frame) = all.rollup_rows(&kept)? {
+        if let Some(frame) = all.rollup_rows(&kept, RollupRows::Any)? {
             let kept_batches = frame.collect().await.map_err(LakeError::from)?;
             for batch in kept_batches {
                 batches.push(
@@ -143,15 +163,26 @@ pub async fn refresh_rollups(
             }
         }
         rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
-        let mut writer = RecordBatchWriter::for_table(&table)
-            .map_err(LakeError::table(name))?
-            .with_writer_properties(crate::data_file::writer_properties());
-        for batch in batches {
-            if batch.num_rows() > 0 {
-                writer.write(batch).await.map_err(LakeError::table(name))?;
+        // The class rows go to files of their own, each file tagged with the
+        // rows it holds: a report reads only the files of the rows it needs.
+        for kind in [RollupRows::Hourly, RollupRows::Classes] {
+            let mut writer = RecordBatchWriter::for_table(&table)
+                .map_err(LakeError::table(name))?
+                .with_writer_properties(crate::data_file::writer_properties());
+            for batch in &batches {
+                let of_kind = rows_of_kind(batch, kind)?;
+                if of_kind.num_rows() > 0 {
+                    writer
+                        .write(of_kind)
+                        .await
+                        .map_err(LakeError::table(name))?;
+                }
+            }
+            for mut add in writer.flush().await.map_err(LakeError::table(name))? {
+                kind.write_into(add.tags.get_or_insert_with(HashMap::new));
+                adds.push(add);
             }
         }
-        adds.extend(writer.flush().await.map_err(LakeError::table(name))?);
     }
     let now = chrono::Utc::now().timestamp_millis();
     let mut actions: Vec<Action> = snapshot

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use allot_schemas::config::MetricCatalog;
-use allot_schemas::layout::{LakeLocation, TenantDay};
+use allot_schemas::layout::{LakeLocation, RollupRows, TenantDay};
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
@@ -67,7 +67,7 @@ pub async fn verify_rollups(
     if chosen.is_empty() {
         return Ok(check);
     }
-    let stored = match session.rollup_rows(&chosen)? {
+    let stored = match session.rollup_rows(&chosen, RollupRows::Any)? {
         Some(frame) => frame.collect().await.map_err(LakeError::from)?,
         None => Vec::new(),
     };
