@@ -13,7 +13,6 @@
 //! rows go through the same aggregation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt::Write;
 
 use allot_lake::classes::{ClassFold, ScaledSum};
 use allot_lake::columns::{decimal_at, string_column, typed, utc_micros, value_type};
@@ -353,18 +352,23 @@ struct StretchSums<'a> {
     /// The metrics of the grouping, numbered in its order.
     metrics: Vec<&'a str>,
     tenants: Vec<String>,
-    tenant_numbers: HashMap<String, u32>,
+    tenant_numbers: FastMap<String, u32>,
     /// Per metric, the class number of each list of values met, by its
     /// [`values_key`].
-    class_of_values: Vec<HashMap<String, u32>>,
+    class_of_values: Vec<FastMap<Vec<u8>, u32>>,
     /// The class numbers, by metric and class ([`MatchClasses::class_of`]).
     class_numbers: HashMap<(usize, Vec<u64>), u32>,
     /// Per class number, the least of the values met of its members: a
     /// member's, so it stands for the class.
     class_values: Vec<DimensionValues>,
     /// (tenant, metric, class, stretch) → sum.
-    sums: HashMap<(u32, u32, u32, u32), ScaledSum>,
+    sums: FastMap<(u32, u32, u32, u32), ScaledSum>,
 }
+
+/// A map hashed for speed: [`StretchSums`] looks one up per row read, by
+/// keys no outsider chooses against it (hash flooding needs a fixed hash;
+/// this one is seeded at random).
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
 impl<'a> StretchSums<'a> {
     fn new(grouping: &'a ClassGrouping, from: i64, to: i64) -> Self {
@@ -383,13 +387,13 @@ impl<'a> StretchSums<'a> {
         StretchSums {
             grouping,
             starts: starts.into_iter().map(days_since_epoch).collect(),
-            class_of_values: vec![HashMap::new(); metrics.len()],
+            class_of_values: vec![FastMap::default(); metrics.len()],
             metrics,
             tenants: Vec::new(),
-            tenant_numbers: HashMap::new(),
+            tenant_numbers: FastMap::default(),
             class_numbers: HashMap::new(),
             class_values: Vec::new(),
-            sums: HashMap::new(),
+            sums: FastMap::default(),
         }
     }
 
@@ -405,7 +409,7 @@ impl<'a> StretchSums<'a> {
 
     /// The number of the class of metric number `metric` that `values` (of
     /// its dimensions, whose [`values_key`] is `key`) are in.
-    fn class_number(&mut self, metric: usize, key: &str, values: &[Option<&str>]) -> u32 {
+    fn class_number(&mut self, metric: usize, key: &[u8], values: &[Option<&str>]) -> u32 {
         if let Some(number) = self.class_of_values[metric].get(key) {
             return *number;
         }
@@ -422,7 +426,7 @@ impl<'a> StretchSums<'a> {
         {
             self.class_values[number as usize] = owned();
         }
-        self.class_of_values[metric].insert(key.to_string(), number);
+        self.class_of_values[metric].insert(key.to_vec(), number);
         number
     }
 
@@ -443,7 +447,7 @@ impl<'a> StretchSums<'a> {
 
     /// Adds the sums of a fold of the grouping's events.
     fn add_fold(&mut self, fold: ClassFold<'_>) {
-        let mut key = String::new();
+        let mut key = Vec::new();
         for ((tenant, day, metric), sum) in fold.into_sums() {
             let Some(m) = self.metrics.iter().position(|name| *name == metric) else {
                 continue;
@@ -494,7 +498,7 @@ impl<'a> StretchSums<'a> {
                     .collect()
             })
             .collect();
-        let mut key = String::new();
+        let mut key = Vec::new();
         for batch in collect(rows).await? {
             let tenants = string_column(&batch, 0)?;
             let names = string_column(&batch, 1)?;
@@ -558,18 +562,15 @@ impl<'a> StretchSums<'a> {
 }
 
 /// Writes values into `key` so that two lists of values have the same key
-/// exactly when they are equal.
-fn values_key<'v>(values: impl Iterator<Item = Option<&'v str>>, key: &mut String) {
+/// exactly when they are equal: each value's length (a `u32`, or `u32::MAX`
+/// for none) and then its bytes.
+fn values_key<'v>(values: impl Iterator<Item = Option<&'v str>>, key: &mut Vec<u8>) {
     key.clear();
     for value in values {
-        match value {
-            // A value's length first, so no text can pass for two values.
-            Some(text) => {
-                // Writing to a String cannot fail.
-                let _ = write!(key, "{}:{text}", text.len());
-            }
-            None => key.push('-'),
-        }
+        let text = value.unwrap_or_default();
+        let length = value.map_or(u32::MAX, |text| text.len() as u32);
+        key.extend_from_slice(&length.to_le_bytes());
+        key.extend_from_slice(text.as_bytes());
     }
 }
 
