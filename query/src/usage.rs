@@ -254,6 +254,17 @@ fn leading_strings<const N: usize>(batch: &RecordBatch) -> Result<[StringArray; 
     Ok(columns.try_into().expect("N columns were cast"))
 }
 
+/// [`split_usage`] on the hour grid, the rollups read from their hourly rows.
+async fn split_hourly(
+    session: &LakeSession,
+    filter: &UsageFilter,
+    from: i64,
+    to: i64,
+) -> Result<SplitUsage, QueryError> {
+    let hour = Some(MICROS_PER_HOUR);
+    split_usage(session, filter, from, to, hour, RollupRows::Hourly).await
+}
+
 /// The text at `row` of `array`, a column of [`DataType::Utf8`].
 fn string_at(array: &ArrayRef, row: usize) -> Option<String> {
     let strings = array.as_string::<i32>();
@@ -274,35 +285,28 @@ pub async fn counter_days(
     if metrics.is_empty() {
         return Ok(by_tenant);
     }
-    let frame = split_usage(
-        session,
-        filter,
-        from,
-        to,
-        Some(MICROS_PER_HOUR),
-        RollupRows::Hourly,
-    )
-    .await?
-    .union_hourly(
-        Some(metrics),
-        vec![
-            utf8("tenant_id"),
-            utf8("metric"),
-            col("day"),
-            col("value").alias("amount"),
-        ],
-        vec![
-            utf8("tenant_id"),
-            utf8("metric"),
-            col("day"),
-            col("value_sum").alias("amount"),
-        ],
-    )?
-    .aggregate(
-        vec![col("tenant_id"), col("metric"), col("day")],
-        vec![sum(col("amount")).alias("raw_sum")],
-    )
-    .map_err(QueryError::from)?;
+    let frame = split_hourly(session, filter, from, to)
+        .await?
+        .union_hourly(
+            Some(metrics),
+            vec![
+                utf8("tenant_id"),
+                utf8("metric"),
+                col("day"),
+                col("value").alias("amount"),
+            ],
+            vec![
+                utf8("tenant_id"),
+                utf8("metric"),
+                col("day"),
+                col("value_sum").alias("amount"),
+            ],
+        )?
+        .aggregate(
+            vec![col("tenant_id"), col("metric"), col("day")],
+            vec![sum(col("amount")).alias("raw_sum")],
+        )
+        .map_err(QueryError::from)?;
     for batch in collect(frame).await? {
         let (tenants, names, sums) = (
             typed(&batch, 0, &DataType::Utf8)?,
@@ -982,36 +986,29 @@ pub async fn activity(
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<String, Activity>, QueryError> {
-    let frame = split_usage(
-        session,
-        filter,
-        from,
-        to,
-        Some(MICROS_PER_HOUR),
-        RollupRows::Hourly,
-    )
-    .await?
-    .union_hourly(
-        None,
-        vec![
-            utf8("tenant_id"),
-            lit(1i64).alias("events"),
-            col("ts").alias("last"),
-        ],
-        vec![
-            utf8("tenant_id"),
-            col("events"),
-            col("last_ts").alias("last"),
-        ],
-    )?
-    .aggregate(
-        vec![col("tenant_id")],
-        vec![
-            sum(col("events")).alias("events"),
-            max(col("last")).alias("last"),
-        ],
-    )
-    .map_err(QueryError::from)?;
+    let frame = split_hourly(session, filter, from, to)
+        .await?
+        .union_hourly(
+            None,
+            vec![
+                utf8("tenant_id"),
+                lit(1i64).alias("events"),
+                col("ts").alias("last"),
+            ],
+            vec![
+                utf8("tenant_id"),
+                col("events"),
+                col("last_ts").alias("last"),
+            ],
+        )?
+        .aggregate(
+            vec![col("tenant_id")],
+            vec![
+                sum(col("events")).alias("events"),
+                max(col("last")).alias("last"),
+            ],
+        )
+        .map_err(QueryError::from)?;
     let mut by_tenant = BTreeMap::new();
     for batch in collect(frame).await? {
         let last = typed(&batch, 2, &utc_micros())?;
