@@ -516,7 +516,7 @@ impl<'a> StretchSums<'a> {
                 arrow::compute::cast(lists.values(), &DataType::Utf8).map_err(QueryError::from)?;
             let values = values.as_string::<i32>();
             let mut own: Vec<Option<&str>> = Vec::new();
-            // Rows come a tenant at a time: its number is looked up once per run.
+            // A run of rows of one tenant looks its number up once.
             let mut tenant: Option<(&str, u32)> = None;
             for row in 0..batch.num_rows() {
                 if tenants.is_null(row) || names.is_null(row) || sums.is_null(row) {
