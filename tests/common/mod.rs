@@ -719,6 +719,31 @@ pub fn drop_columns(table: &Path, columns: &[&str]) {
             write_parquet(&file, &batches);
         }
     }
+    rewrite_log_actions(table, |action| {
+        if let Some(schema) = action.pointer_mut("/metaData/schemaString") {
+            let mut parsed: serde_json::Value =
+                serde_json::from_str(schema.as_str().expect("schema text")).expect("schema");
+            let fields = parsed["fields"].as_array_mut().expect("fields");
+            let before = fields.len();
+            fields.retain(|f| !columns.iter().any(|c| f["name"] == *c));
+            assert_eq!(
+                fields.len(),
+                before - columns.len(),
+                "the schema had {columns:?}"
+            );
+            *schema = serde_json::Value::String(parsed.to_string());
+        }
+        if let Some(add) = action.get_mut("add") {
+            let file = table.join(add["path"].as_str().unwrap());
+            add["size"] = std::fs::metadata(file).expect("file").len().into();
+            add.as_object_mut().unwrap().remove("stats");
+        }
+    });
+}
+
+/// Rewrites every action of the JSON commits in the log of the Delta table at
+/// `table` with `change`, as a writer of another version would have left it.
+pub fn rewrite_log_actions(table: &Path, mut change: impl FnMut(&mut serde_json::Value)) {
     let log = table.join("_delta_log");
     for entry in std::fs::read_dir(&log).expect("read log") {
         let path = entry.expect("entry").path();
@@ -729,24 +754,7 @@ pub fn drop_columns(table: &Path, columns: &[&str]) {
         let mut lines = Vec::new();
         for line in text.lines() {
             let mut action: serde_json::Value = serde_json::from_str(line).expect("action");
-            if let Some(schema) = action.pointer_mut("/metaData/schemaString") {
-                let mut parsed: serde_json::Value =
-                    serde_json::from_str(schema.as_str().expect("schema text")).expect("schema");
-                let fields = parsed["fields"].as_array_mut().expect("fields");
-                let before = fields.len();
-                fields.retain(|f| !columns.iter().any(|c| f["name"] == *c));
-                assert_eq!(
-                    fields.len(),
-                    before - columns.len(),
-                    "the schema had {columns:?}"
-                );
-                *schema = serde_json::Value::String(parsed.to_string());
-            }
-            if let Some(add) = action.get_mut("add") {
-                let file = table.join(add["path"].as_str().unwrap());
-                add["size"] = std::fs::metadata(file).expect("file").len().into();
-                add.as_object_mut().unwrap().remove("stats");
-            }
+            change(&mut action);
             lines.push(action.to_string());
         }
         std::fs::write(&path, lines.join("\n") + "\n").expect("write commit");
