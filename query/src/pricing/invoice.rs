@@ -346,11 +346,11 @@ fn counter_lines(
             let line = resolved
                 .entry((values, stretch))
                 .or_insert_with(|| book.resolve(tenant, metric, stretch, values).0);
-            if !by_line.contains_key(line) {
-                by_line.insert(line.clone(), BTreeMap::new());
-            }
-            let line_days = by_line.get_mut(line).expect("the line was just added");
-            *line_days.entry(*day).or_insert_with(BigDecimal::zero) += raw;
+            *by_line
+                .entry(line.clone())
+                .or_default()
+                .entry(*day)
+                .or_insert_with(BigDecimal::zero) += raw;
         }
     }
     by_line
@@ -449,24 +449,17 @@ fn group_usage(
         }
     };
     let mut metrics: BTreeMap<String, MetricUsage> = BTreeMap::new();
-    // A dimensional counter has a sum per class and day: its metric and its
-    // values are copied once each, not once per sum.
     for counter in &usage.counters {
-        if !metrics.contains_key(&counter.metric) {
-            check(&counter.metric, MetricKind::Counter)?;
-            metrics.insert(
-                counter.metric.clone(),
-                MetricUsage::Counter(BTreeMap::new()),
-            );
-        }
-        if let Some(MetricUsage::Counter(groups)) = metrics.get_mut(&counter.metric) {
-            if !groups.contains_key(&counter.dimensions) {
-                groups.insert(counter.dimensions.clone(), BTreeMap::new());
-            }
-            let days = groups
-                .get_mut(&counter.dimensions)
-                .expect("the group was just added");
-            *days.entry(counter.day).or_insert_with(BigDecimal::zero) += &counter.raw_sum;
+        check(&counter.metric, MetricKind::Counter)?;
+        let entry = metrics
+            .entry(counter.metric.clone())
+            .or_insert_with(|| MetricUsage::Counter(BTreeMap::new()));
+        if let MetricUsage::Counter(groups) = entry {
+            *groups
+                .entry(counter.dimensions.clone())
+                .or_default()
+                .entry(counter.day)
+                .or_insert_with(BigDecimal::zero) += &counter.raw_sum;
         }
     }
     for series in &usage.gauges {
