@@ -503,7 +503,10 @@ impl<'a> StretchSums<'a> {
             })
             .collect();
         let mut key = Vec::new();
-        for batch in collect(rows).await? {
+        // Streamed: a month of class rows is summed without being held.
+        let mut batches = rows.execute_stream().await.map_err(QueryError::from)?;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(QueryError::from)?;
             let tenants = string_column(&batch, 0)?;
             let names = string_column(&batch, 1)?;
             let days = batch.column(2).as_primitive::<Date32Type>().clone();
